@@ -1,0 +1,39 @@
+"""Shared fixtures: a quiet environment, a tiny grid, and a results folder per test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("CI", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One model/cell cache for the whole session, so tests reuse each other's trained originals."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def write_grid(folder: Path, **overrides) -> Path:
+    """A tiny grid file: mnist5k, one small backbone, two forget classes, one training epoch."""
+    grid = {
+        "name": "tiny",
+        "datasets": ["mnist5k"],
+        "backbones": [{"name": "vgg16", "width": 0.0625}],
+        "methods": ["original", "retrain"],
+        "seeds": [0],
+        "forget_classes": [0, 1],
+        "recipe": {"epochs": 1},
+        "metrics": ["accuracy"],
+    }
+    grid.update(overrides)
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path

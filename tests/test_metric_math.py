@@ -1,0 +1,304 @@
+"""The pure metric functions against hand-computed values and constructed models (CPU, fast)."""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnbench.errors import UserError
+from unlearnbench.metrics.divergence import js_divergence, mean_js, softmax64, zrf, zrf_legacy
+from unlearnbench.metrics.insertion_deletion import (
+    auc,
+    deletion_curve,
+    insertion_curve,
+    relevance_from_alpha,
+    relevance_order,
+)
+from unlearnbench.metrics.membership import mia_efficacy
+from unlearnbench.metrics.relearn import relearn_time
+
+LN2 = math.log(2)
+
+
+def _random_probs(n: int, c: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return softmax64(3 * torch.randn(n, c, generator=g))
+
+
+# ---------------------------------------------------------------- divergence
+
+
+def test_softmax64_is_float64_rows_summing_to_one() -> None:
+    p = softmax64(torch.randn(5, 7))
+    assert p.dtype == torch.float64
+    assert torch.allclose(p.sum(dim=1), torch.ones(5, dtype=torch.float64), atol=1e-15)
+
+
+def test_js_of_identical_rows_is_exactly_zero_and_zrf_exactly_one() -> None:
+    p = _random_probs(8, 10, 0)
+    p[0] = F.one_hot(torch.tensor(3), 10).double()
+    assert torch.equal(js_divergence(p, p), torch.zeros(8, dtype=torch.float64))
+    assert zrf(p, p) == 1.0
+    assert zrf_legacy(p[1:], p[1:]) == 1.0
+
+
+def test_one_hot_against_uniform_over_ten_classes() -> None:
+    p = F.one_hot(torch.tensor([0, 4]), 10).double()
+    q = torch.full((2, 10), 0.1, dtype=torch.float64)
+    # m = (0.55, 0.05 × 9): KL(p‖m) = ln(1/0.55), KL(q‖m) = 0.1 ln(0.1/0.55) + 0.9 ln 2
+    expected = 0.5 * (math.log(20 / 11) + 0.1 * math.log(2 / 11) + 0.9 * LN2)
+    assert expected == pytest.approx(0.5256, abs=1e-4)
+    js = js_divergence(p, q)
+    assert not torch.isnan(js).any()
+    assert js.tolist() == pytest.approx([expected, expected], abs=1e-14)
+    assert zrf(p, q) == pytest.approx(1 - expected, abs=1e-14)
+    assert mean_js(p, q) == pytest.approx(expected, abs=1e-14)
+
+
+def test_two_class_hand_computed() -> None:
+    p = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    q = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    # m = (0.75, 0.25)
+    expected = 0.5 * (math.log(1 / 0.75) + 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25))
+    assert js_divergence(p, q).item() == pytest.approx(expected, abs=1e-14)
+
+
+def test_js_symmetric_bounded_by_ln2_and_reaching_it_on_disjoint_support() -> None:
+    p, q = _random_probs(64, 10, 1), _random_probs(64, 10, 2)
+    js = js_divergence(p, q)
+    assert torch.allclose(js, js_divergence(q, p), rtol=0, atol=1e-15)
+    assert (js > 0).all() and (js <= LN2 + 1e-12).all()
+    a, b = F.one_hot(torch.tensor([0]), 3).double(), F.one_hot(torch.tensor([2]), 3).double()
+    assert js_divergence(a, b).item() == pytest.approx(LN2, abs=1e-15)
+
+
+def test_mean_js_is_mean_of_rows() -> None:
+    p, q = _random_probs(5, 4, 3), _random_probs(5, 4, 4)
+    assert mean_js(p, q) == pytest.approx(js_divergence(p, q).mean().item(), abs=1e-15)
+    assert mean_js(p, q) != pytest.approx(js_divergence(p, q).sum().item())
+
+
+def test_zrf_legacy_hand_computed_and_matches_bad_teaching_formula() -> None:
+    p = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    q = torch.tensor([[0.9, 0.1]], dtype=torch.float64)
+    # m = (0.7, 0.3); KL(m‖·) terms, summed over the N×C = 2 entries and divided by 2
+    kl_mp = 0.7 * math.log(0.7 / 0.5) + 0.3 * math.log(0.3 / 0.5)
+    kl_mq = 0.7 * math.log(0.7 / 0.9) + 0.3 * math.log(0.3 / 0.1)
+    expected = 1 - (0.5 * kl_mp + 0.5 * kl_mq) / 2
+    assert zrf_legacy(p, q) == pytest.approx(expected, abs=1e-14)
+    assert zrf_legacy(p, q) != pytest.approx(zrf(p, q), abs=1e-3)
+    pp, qq = _random_probs(6, 5, 5), _random_probs(6, 5, 6)
+    m = (pp + qq) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = 1 - (0.5 * F.kl_div(pp.log(), m) + 0.5 * F.kl_div(qq.log(), m)).item()
+    assert zrf_legacy(pp, qq) == pytest.approx(reference, abs=1e-14)
+
+
+# ---------------------------------------------------------------- relearn
+
+
+def _separable_problem() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, 2, generator=g)
+    return x, (x[:, 0] > 0).long()
+
+
+def _forget_accuracy(x: torch.Tensor, y: torch.Tensor, forget_class: int):
+    def evaluate(model: nn.Module) -> float:
+        model.eval()
+        with torch.no_grad():
+            keep = y == forget_class
+            return (model(x[keep]).argmax(1) == forget_class).double().mean().item()
+
+    return evaluate
+
+
+def _sampler(x: torch.Tensor, y: torch.Tensor, calls: list[int]):
+    def sample_epoch(epoch: int):
+        calls.append(epoch)
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))[:500]
+        return [(x[idx[i : i + 50]], y[idx[i : i + 50]]) for i in range(0, 500, 50)]
+
+    return sample_epoch
+
+
+def _unlearned_linear() -> nn.Linear:
+    model = nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.bias.copy_(torch.tensor([3.0, -3.0]))  # predicts class 0 everywhere
+    return model
+
+
+def test_relearn_model_already_at_target_takes_zero_epochs() -> None:
+    x, y = _separable_problem()
+    model, calls = nn.Linear(2, 2), []
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-5.0, 0.0], [5.0, 0.0]]))
+        model.bias.zero_()
+    result = relearn_time(model, _sampler(x, y, calls), _forget_accuracy(x, y, 1), 0.99, lr=0.1)
+    assert (result.epochs, result.relearned, calls) == (0, True, [])
+    assert result.curve == [1.0]
+
+
+def test_relearn_frozen_model_never_relearns() -> None:
+    x, y = _separable_problem()
+    model, calls = _unlearned_linear(), []
+    model.requires_grad_(False)
+    result = relearn_time(model, _sampler(x, y, calls), _forget_accuracy(x, y, 1), 0.9, lr=0.1, max_epochs=7)
+    assert (result.epochs, result.relearned, calls) == (7, False, [])
+    assert result.curve == [0.0] * 8
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adam", 0.2)])
+def test_relearn_linear_model_on_separable_problem(optimizer: str, lr: float) -> None:
+    x, y = _separable_problem()
+    model, calls = _unlearned_linear(), []
+    model.eval()
+    torch.manual_seed(0)
+    result = relearn_time(model, _sampler(x, y, calls), _forget_accuracy(x, y, 1), 0.95, lr=lr, optimizer=optimizer)
+    assert result.relearned
+    assert 1 <= result.epochs <= 20
+    assert len(result.curve) == result.epochs + 1 and calls == list(range(result.epochs))
+    assert result.curve[0] == 0.0 and result.curve[-1] >= 0.95 and all(a < 0.95 for a in result.curve[:-1])
+    assert not model.training
+
+
+def test_relearn_budget_exhausted_and_unknown_optimizer() -> None:
+    x, y = _separable_problem()
+    result = relearn_time(_unlearned_linear(), _sampler(x, y, []), _forget_accuracy(x, y, 1), 0.95, lr=1e-6, max_epochs=3)
+    assert (result.epochs, result.relearned, len(result.curve)) == (3, False, 4)
+    with pytest.raises(UserError, match="did you mean 'adam'"):
+        relearn_time(_unlearned_linear(), _sampler(x, y, []), _forget_accuracy(x, y, 1), 0.95, lr=0.1, optimizer="adamw")
+
+
+# ---------------------------------------------------------------- insertion / deletion
+
+
+def _relevance() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    w_a = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    w_l = torch.tensor([0.5, 0.05, 0.6, 0.99, 0.0, 0.7], dtype=torch.float64)
+    return {"A": (w_a, torch.full((4,), 0.01, dtype=torch.float64)), "L": (w_l, torch.zeros(6, dtype=torch.float64))}
+
+
+def test_auc_trapezoid() -> None:
+    assert auc([0, 0.5, 1], [0, 1, 1]) == pytest.approx(0.75)
+    assert auc([0, 0.25, 1], [1, 0, 0]) == pytest.approx(0.125)
+
+
+def test_relevance_order_descending_with_stable_ties() -> None:
+    relevance = {
+        "A": (torch.tensor([0.5, 0.9]), torch.tensor([0.9])),
+        "B": (torch.tensor([0.9]), torch.tensor([0.1])),
+    }
+    assert relevance_order(relevance) == [("A", "w", 1), ("A", "b", 0), ("B", "w", 0), ("A", "w", 0), ("B", "b", 0)]
+    assert relevance_order(_relevance())[:2] == [("L", "w", 3), ("L", "w", 5)]
+
+
+def test_relevance_from_alpha() -> None:
+    rel = relevance_from_alpha({"L": (torch.tensor([0.0, 3.0]), torch.tensor([-2.0]))})
+    assert rel["L"][0].tolist() == pytest.approx([0.5, 1 - 1 / (1 + math.exp(-3))])
+    assert rel["L"][1].tolist() == pytest.approx([1 - 1 / (1 + math.exp(2))])
+
+
+def test_insertion_recovers_and_deletion_kills_a_single_responsible_element() -> None:
+    seen: list[dict] = []
+
+    def confidence(gates) -> float:
+        seen.append({k: (w.clone(), b.clone()) for k, (w, b) in gates.items()})
+        return gates["L"][0][3].item()
+
+    relevance = _relevance()
+    xs, ys = insertion_curve(confidence, relevance, step=0.05)
+    assert len(seen) == 21 and xs == [k / 20 for k in range(21)]
+    assert ys[0] == pytest.approx(0.01) and ys[1:] == [1.0] * 20
+    for name, (w, b) in relevance.items():
+        assert torch.allclose(seen[0][name][0], 1 - w) and torch.allclose(seen[0][name][1], 1 - b)
+        assert (seen[-1][name][0] == 1).all() and (seen[-1][name][1] == 1).all()
+    ins = auc(xs, ys)
+    assert ins >= 0.95 and ins == pytest.approx(1 - 0.05 * 0.99 / 2)
+
+    seen.clear()
+    xs, ys = deletion_curve(confidence, relevance, step=0.05)
+    assert len(seen) == 21 and ys == [1.0] + [0.0] * 20
+    assert all((g == 1).all() for pair in seen[0].values() for g in pair)
+    assert all((g == 0).all() for pair in seen[-1].values() for g in pair)
+    dele = auc(xs, ys)
+    assert dele <= 0.05 and dele == pytest.approx(0.025)
+
+
+def test_schedule_changes_ceil_fraction_most_relevant_first() -> None:
+    relevance = {"L": (torch.tensor([0.1, 0.6, 0.3, 0.5], dtype=torch.float64), torch.tensor([0.2, 0.4], dtype=torch.float64))}
+    closed_sets = []
+
+    def confidence(gates) -> float:
+        w, b = gates["L"]
+        closed_sets.append({("w", i) for i in range(4) if w[i] == 0} | {("b", i) for i in range(2) if b[i] == 0})
+        return 0.0
+
+    xs, _ = deletion_curve(confidence, relevance, step=0.25)
+    assert xs == [0, 0.25, 0.5, 0.75, 1.0]
+    # 6 elements: ceil(6k/4) = 0, 2, 3, 5, 6 closed; order w1, w3, b1, w2, b0, w0
+    assert closed_sets == [
+        set(),
+        {("w", 1), ("w", 3)},
+        {("w", 1), ("w", 3), ("b", 1)},
+        {("w", 1), ("w", 3), ("b", 1), ("w", 2), ("b", 0)},
+        {("w", 1), ("w", 3), ("b", 1), ("w", 2), ("b", 0), ("w", 0)},
+    ]
+    with pytest.raises(ValueError):
+        deletion_curve(confidence, relevance, step=0.3)
+
+
+# ---------------------------------------------------------------- membership inference
+
+
+def _mlp(d: int, c: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(d, 256), nn.ReLU(), nn.Linear(256, c))
+
+
+def test_mia_flags_memorised_members() -> None:
+    n, d, c = 256, 64, 10
+    g = torch.Generator().manual_seed(0)
+    xm, ym = torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
+    xn, yn = torch.randn(n, d, generator=g), torch.randint(0, c, (n,), generator=g)
+    torch.manual_seed(0)
+    model = _mlp(d, c)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        out = model(xm)
+        if (out.argmax(1) == ym).all():
+            break
+        F.cross_entropy(out, ym).backward()
+        opt.step()
+    with torch.no_grad():
+        lm, ln = model(xm), model(xn)
+    assert (lm.argmax(1) == ym).all()
+    h = n // 2
+    assert mia_efficacy(lm[:h], ln[:h], lm[h:]) <= 0.3
+    assert mia_efficacy(lm[:h], ln[:h], ln[h:]) >= 0.7
+    labels_m, labels_n = (ym[:h], yn[:h], ym[h:]), (ym[:h], yn[:h], yn[h:])
+    assert mia_efficacy(lm[:h], ln[:h], lm[h:], labels=labels_m) <= 0.3
+    assert mia_efficacy(lm[:h], ln[:h], ln[h:], labels=labels_n) >= 0.7
+
+
+def test_mia_is_chance_for_a_model_that_saw_nothing() -> None:
+    n, d, c = 256, 64, 10
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = _mlp(d, c)
+    with torch.no_grad():
+        lm, ln = model(torch.randn(n, d, generator=g)), model(torch.randn(n, d, generator=g))
+    h, on_members, on_nonmembers = n // 2, [], []
+    for seed in range(5):
+        a, b = lm[torch.randperm(n, generator=g)], ln[torch.randperm(n, generator=g)]
+        on_members.append(mia_efficacy(a[:h], b[:h], a[h:], seed=seed))
+        on_nonmembers.append(mia_efficacy(a[:h], b[:h], b[h:], seed=seed))
+    assert abs(sum(on_members) / 5 - 0.5) <= 0.2
+    assert abs(sum(on_nonmembers) / 5 - 0.5) <= 0.2

@@ -1,0 +1,29 @@
+import warnings
+
+import pytest
+
+from unlearnbench import UserError
+from unlearnbench.data import DATASETS
+from unlearnbench.models import BACKBONES
+from unlearnbench.registry import Registry
+
+
+def test_unknown_names_suggest_the_closest():
+    with pytest.raises(UserError, match=r"Unknown dataset 'mnits'.*did you mean 'mnist'"):
+        DATASETS.get("mnits")
+    with pytest.raises(UserError, match=r"Unknown backbone 'resnet81'.*did you mean 'resnet18'"):
+        BACKBONES.get("resnet81")
+
+
+def test_registries_are_filled_on_import():
+    assert {"mnist5k", "mnist", "fashion-mnist", "cifar10", "imagefolder", "imagenet"} <= set(DATASETS.names())
+    assert set(BACKBONES.names()) == {"vgg16", "resnet18", "vit_tiny", "vit_small"}
+
+
+def test_duplicate_registration_warns_and_later_wins():
+    reg = Registry("thing")
+    reg.register("a")(1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reg.register("a")(2)
+    assert reg.get("a") == 2 and any("registered twice" in str(w.message) for w in caught)

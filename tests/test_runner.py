@@ -1,0 +1,136 @@
+"""End to end on a tiny grid: records, resume from the cache, plugins from a folder, failure isolation, CLI errors."""
+import pandas as pd
+import pytest
+
+from unlearnbench import UserError
+from unlearnbench.cli import main
+from unlearnbench.grid import load_grid
+from unlearnbench.runner import RunOptions, run
+from unlearnbench.store import RECORD_COLUMNS
+
+from conftest import write_grid
+
+PLUGIN = '''
+from unlearnbench import SingleClassModel, Unlearner
+
+
+class Finetune{suffix}(Unlearner):
+    """Fine-tune the original on the retain set for a few steps."""
+
+    name = "tmp_finetune"
+    parameters = {{"steps": 3}}
+
+    def unlearn(self, task):
+        import torch.nn.functional as F
+        from unlearnbench.training import make_optimizer
+
+        model = task.copy_original().train()
+        opt = make_optimizer(model.parameters(), "sgd", 0.01)
+        batches = task.data.batches(task.data.train.retain(task.forget_class), 64, shuffle=True, generator=task.generator)
+        for _, (x, y) in zip(range(self.parameters["steps"]), batches):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return SingleClassModel(model.eval(), task.forget_class)
+'''
+
+
+def options(tmp_path, cache, **kw):
+    return RunOptions(out=tmp_path / kw.pop("name", "run"), cache_dir=cache, device="cpu", progress=False, **kw)
+
+
+def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cache):
+    grid = load_grid(str(write_grid(tmp_path)))
+    first = run(grid, options(tmp_path, shared_cache, name="first"))
+    assert not [f for f in first.failures if f["status"] == "failed"]
+    frame = pd.read_csv(first.run_dir / "records.csv")
+    assert list(frame.columns[: len(RECORD_COLUMNS)]) == RECORD_COLUMNS
+    assert {"v_torch", "git_commit", "device"} <= set(frame.columns)
+    # original: 1 timing row + 2 classes × 2 splits × 2 metrics; retrain: per class 1 + 2 × 2
+    assert len(frame) == 9 + 2 * 5
+    retrain = frame[(frame.method == "retrain") & (frame.metric == "acc_forget")]
+    assert (retrain.value == 0).all()  # never saw the class
+    original = frame[(frame.method == "original") & (frame.split == "test")].pivot_table(
+        index="forget_class", columns="metric", values="value")
+    assert (original.acc_forget > 0.5).all()
+    assert (first.run_dir / "config.yaml").is_file() and (first.run_dir / "log.txt").is_file()
+
+    second = run(grid, options(tmp_path, shared_cache, name="second"))
+    assert (second.computed, second.cached) == (0, 3)
+    pd.testing.assert_frame_equal(first.records[RECORD_COLUMNS], second.records[RECORD_COLUMNS])
+
+
+def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_path, shared_cache):
+    plugins = tmp_path / "my_methods"
+    plugins.mkdir()
+    (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
+    grid = load_grid(str(write_grid(tmp_path, methods=["retrain", "tmp_finetune"])))
+    result = run(grid, options(tmp_path, shared_cache, name="a", plugins=[plugins]))
+    assert result.computed + result.cached == 4
+    assert set(result.records.method) == {"retrain", "tmp_finetune"}
+    (plugins / "finetune.py").write_text(PLUGIN.format(suffix="Edited"))
+    again = run(grid, options(tmp_path, shared_cache, name="b", plugins=[plugins]))
+    assert (again.computed, again.cached) == (2, 2)  # the edited method's two cells, nothing else
+
+
+def test_failing_method_and_broken_plugin_do_not_stop_the_grid(tmp_path, shared_cache, capsys):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "broken.py").write_text("import not_a_module_anywhere\n")
+    (plugins / "crashing.py").write_text(
+        "from unlearnbench import Unlearner\n"
+        "class Crash(Unlearner):\n"
+        "    name = 'crash'\n"
+        "    def unlearn(self, task):\n"
+        "        raise RuntimeError('boom in class %d' % task.forget_class)\n"
+    )
+    grid_file = write_grid(tmp_path, methods=["crash", "original"])
+    code = main(["--grid", str(grid_file), "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache),
+                 "--plugins", str(plugins), "--device", "cpu", "--quiet"])
+    assert code == 1
+    failures = pd.read_csv(tmp_path / "run" / "failures.csv")
+    crashed = failures[failures.status == "failed"]
+    assert len(crashed) == 2 and crashed.reason.str.contains("boom in class").all()
+    assert crashed.traceback.str.contains("RuntimeError").all()
+    assert (failures.status == "plugin-error").sum() == 1
+    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    assert set(records.method) == {"original"}
+    assert "2 failed" in capsys.readouterr().out
+
+
+def test_dry_run_prints_the_plan_and_paper_grid_skips_missing_data(tmp_path, capsys):
+    assert main(["--grid", str(write_grid(tmp_path)), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "3 cells to run" in out and "retrain" in out and "2 retrained models" in out
+    assert main(["--grid", "paper", "--dry-run", "--data-root", str(tmp_path), "--only", "backbone=resnet18",
+                 "--only", "method=original", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "0 cells to run, 3 skipped" in out
+    assert "Dataset 'mnist' not found" in out and "cifar10" in out and "imagenet" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--grid", "smoek"], "Unknown grid 'smoek' (did you mean 'smoke'?)"),
+    (["--only", "methd=retrain"], "Unknown --only key 'methd' (did you mean 'method'?)"),
+    (["--only", "retrain"], "--only expects KEY=VALUE"),
+    (["--device", "cuda:0"], "CUDA is not available"),
+    (["--plugins", "/nonexistent/dir"], "Plugin folder /nonexistent/dir does not exist"),
+])
+def test_cli_bad_input_is_one_sentence(argv, message, tmp_path, capsys):
+    import torch
+
+    if "cuda:0" in argv and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main([*argv, "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_out_of_range_class_and_unwritable_output(tmp_path, capsys):
+    assert main(["--grid", str(write_grid(tmp_path, forget_classes=[3, 12])), "--dry-run"]) == 2
+    assert "Forget class 12 is outside dataset 'mnist5k'" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match="Cannot write to the output folder"):
+        run(load_grid(str(write_grid(tmp_path))), RunOptions(out=blocker / "sub", cache_dir=tmp_path / "c", device="cpu"))

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from unlearnbench import UserError
+from unlearnbench.data import load_dataset
+from unlearnbench.models import BackboneSpec, build_backbone
+from unlearnbench.training import Recipe, accuracy, predict_logits, resolve_recipe, train
+
+
+def test_recipes_resolve_from_general_to_specific():
+    cnn = resolve_recipe("mnist5k", BackboneSpec("resnet18"))
+    vit = resolve_recipe("mnist5k", BackboneSpec("vit_tiny"))
+    assert cnn.optimizer == "sgd" and vit.optimizer == "adamw"
+    assert resolve_recipe("mnist5k", BackboneSpec("vit_tiny"), {"epochs": 3}).epochs == 3
+    with pytest.raises(UserError, match=r"Unknown key 'epoch'.*did you mean 'epochs'"):
+        resolve_recipe("mnist5k", BackboneSpec("vit_tiny"), {"epoch": 3})
+    with pytest.raises(UserError, match="Unknown optimizer 'sdg'"):
+        Recipe(optimizer="sdg")
+
+
+def test_trainer_reaches_85_percent_on_mnist5k_and_is_seeded():
+    data = load_dataset("mnist5k")
+    spec = BackboneSpec("vgg16", width=0.125)
+    recipe = resolve_recipe("mnist5k", spec, {"epochs": 3})
+    results = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = train(build_backbone(spec, 10, 1, 28), data, recipe, seed=0, progress=False)
+        results.append(predict_logits(model, data, data.test))
+    acc = accuracy(results[0], data.test.labels)
+    assert acc > 0.85, acc
+    assert torch.equal(results[0], results[1])  # same seed, same model

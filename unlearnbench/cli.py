@@ -1,0 +1,104 @@
+"""The command line: `python run_bench.py [--grid NAME|FILE] …` and `unlearnbench list`."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_bench.py", description="Run an unlearning benchmark grid.")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "list"],
+                        help="run a grid (default) or list datasets, backbones, methods, metrics and grids")
+    parser.add_argument("--grid", default="smoke", help="a shipped grid name (smoke, paper, …) or a YAML file")
+    parser.add_argument("--out", type=Path, help="run folder (default: <results-dir>/<grid>-<timestamp>)")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go")
+    parser.add_argument("--cache-dir", type=Path, help="model and cell cache (default: <results-dir>/cache)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--data-root", type=Path, help="folder holding MNIST/, FashionMNIST/, CIFAR-10, ImageFolder trees")
+    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                        help="run only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
+    parser.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra folder of method files")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def parse_only(items: list[str]) -> dict:
+    only = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"--only expects KEY=VALUE, got '{item}'.")
+        only[key.strip()] = value.strip()
+    return only
+
+
+def list_everything() -> str:
+    from . import datasets  # noqa: F401
+    from .data import DATASETS
+    from .discovery import discover
+    from .grid import builtin_grids
+    from .metrics import METRICS
+    from .models import BACKBONES
+
+    methods, errors = discover()
+    lines = ["datasets:"] + [f"  {n:<14} {DATASETS.get(n).description}" for n in DATASETS]
+    lines += ["backbones:"] + [f"  {n:<14} {BACKBONES.get(n).family}" for n in BACKBONES]
+    lines += ["methods:"] + [f"  {n:<22} {'per class' if m.cls.per_class else 'all classes'}  {m.source}" for n, m in methods.items()]
+    lines += [f"  (failed to import: {e.source})" for e in errors]
+    lines += ["metrics:"] + [f"  {n}" for n in METRICS]
+    lines += ["grids:"] + [f"  {n}" for n in builtin_grids()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            print(list_everything())
+            return 0
+        return _run(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from .grid import load_grid
+    from .runner import RunOptions, describe_plan, metric_names, plan, run, summary
+    from .store import Cache
+
+    grid = load_grid(args.grid)
+    progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
+    options = RunOptions(
+        out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
+        data_root=args.data_root, download=args.download, only=parse_only(args.only), plugins=args.plugins,
+        progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *(sys.argv[1:] if argv is None else argv)]),
+    )
+    if args.dry_run:
+        print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))
+        return 0
+    result = run(grid, options)
+    table = summary(result.records)
+    if not table.empty:
+        print(table.to_string())
+    failed = [f for f in result.failures if f["status"] == "failed"]
+    broken = [f for f in result.failures if f["status"] == "plugin-error"]
+    skipped = [f for f in result.failures if f["status"] == "skipped"]
+    print(f"\n{result.computed} cells computed, {result.cached} from cache, {len(failed)} failed, "
+          f"{len(skipped)} skipped, {len(broken)} plugin files failed to import → {result.run_dir}")
+    for f in failed[:10]:
+        print(f"  failed: {f['method']} {f['dataset']}/{f['backbone']} class {f['forget_class']}: {f['reason']}")
+    for f in broken:
+        print(f"  plugin {f['method']} failed to import: {f['reason']}")
+    return 1 if failed or broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Strict conversion of YAML mappings into dataclasses: unknown keys and wrong types are user errors."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import UserError, did_you_mean
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error becomes one sentence naming the file and line."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"Config file {path} does not exist.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"Malformed YAML in {path}{where}: {problem}.") from None
+
+
+def check_keys(mapping: dict, allowed: typing.Iterable[str], where: str) -> None:
+    """Raise UserError naming the first key of `mapping` not in `allowed`."""
+    allowed = list(allowed)
+    for key in mapping:
+        if key not in allowed:
+            raise UserError(
+                f"Unknown key '{key}' in {where}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}."
+            )
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError:
+                continue
+        raise UserError(f"{where} has the wrong type: got {value!r}, expected {hint}.")
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        return origin(_coerce(v, args[0] if args else Any, where) for v in value)
+    if origin is dict and isinstance(value, dict):
+        return value
+    if hint in (list, dict) and isinstance(value, hint):
+        return value
+    raise UserError(f"{where} has the wrong type: got {value!r}, expected {getattr(hint, '__name__', hint)}.")
+
+
+def from_mapping(cls: type[T], mapping: dict, where: str) -> T:
+    """Build dataclass `cls` from `mapping`, rejecting unknown keys and values of the wrong type."""
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where} must be a mapping of keys to values, got {mapping!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    check_keys(mapping, fields, where)
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(v, hints[k], f"'{k}' in {where}") for k, v in mapping.items()}
+    return cls(**values)

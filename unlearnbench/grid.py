@@ -1,0 +1,222 @@
+"""Grids: a YAML spec (datasets × backbones × methods × parameters × seeds × forget classes) → cells."""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .config import check_keys, from_mapping, read_yaml
+from .data import DATASETS
+from .discovery import MethodInfo, get_method
+from .errors import UserError, did_you_mean
+from .models import BACKBONES, BackboneSpec
+
+GRID_KEYS = ("name", "description", "datasets", "backbones", "methods", "seeds", "forget_classes",
+             "recipe", "metrics", "metric_settings", "val_fraction")
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A dataset name plus loader options (e.g. a tree `path`, an `image_size`)."""
+
+    name: str
+    options: tuple = ()
+
+    @property
+    def options_dict(self) -> dict:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """A method and its parameter overrides: a list value sweeps, anything else is fixed."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    datasets: list[DatasetEntry]
+    backbones: list[BackboneSpec]
+    methods: list[MethodEntry] | str
+    seeds: list[int]
+    forget_classes: list[int] | str
+    recipe: dict
+    metrics: list[str] | str
+    metric_settings: dict
+    val_fraction: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: a method with fixed parameters on one dataset × backbone × seed, for one forget
+    class (per-class methods) or for all of them in one run (`forget_class` None)."""
+
+    dataset: DatasetEntry
+    backbone: BackboneSpec
+    method: str
+    params: tuple
+    seed: int
+    forget_class: int | None
+    forget_classes: tuple[int, ...]
+
+    @property
+    def params_dict(self) -> dict:
+        return dict(self.params)
+
+    @property
+    def params_json(self) -> str:
+        return json.dumps(self.params_dict, sort_keys=True)
+
+    @property
+    def group(self) -> tuple:
+        """Cells sharing data and the original model: (dataset, backbone, seed)."""
+        return (self.dataset, self.backbone, self.seed)
+
+    def describe(self) -> str:
+        target = "all classes" if self.forget_class is None else f"class {self.forget_class}"
+        return f"{self.dataset.name}/{self.backbone.label}/{self.method} {self.params_json} seed {self.seed} {target}"
+
+
+def builtin_grids() -> list[str]:
+    """Names of the grids shipped with the package."""
+    folder = resources.files("unlearnbench").joinpath("configs/grids")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_grid(name_or_path: str) -> Grid:
+    """Load a shipped grid by name or a YAML file by path, validating every key and value."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        raw = read_yaml(path)
+        where = str(path)
+    elif name_or_path in builtin_grids():
+        where = f"grid '{name_or_path}'"
+        text = resources.files("unlearnbench").joinpath(f"configs/grids/{name_or_path}.yaml").read_text()
+        import yaml
+
+        raw = yaml.safe_load(text)
+    else:
+        raise UserError(f"Unknown grid '{name_or_path}'{did_you_mean(name_or_path, builtin_grids())}; "
+                        f"give a YAML file or one of: {', '.join(builtin_grids())}.")
+    return parse_grid(raw, where)
+
+
+def parse_grid(raw: Any, where: str = "the grid") -> Grid:
+    """Validate a grid mapping (as read from YAML) into a Grid."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a YAML mapping with keys such as datasets, backbones, methods.")
+    check_keys(raw, GRID_KEYS, where)
+    for required in ("datasets", "backbones"):
+        if not raw.get(required):
+            raise UserError(f"{where} needs a non-empty '{required}' list.")
+    datasets = [_dataset_entry(d, where) for d in _as_list(raw["datasets"], "datasets", where)]
+    backbones = [_backbone_spec(b, where) for b in _as_list(raw["backbones"], "backbones", where)]
+    methods = raw.get("methods", "all")
+    if methods != "all":
+        methods = [_method_entry(m, where) for m in _as_list(methods, "methods", where)]
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or not seeds:
+        raise UserError(f"'seeds' in {where} must be a non-empty list of integers, got {seeds!r}.")
+    classes = raw.get("forget_classes", "all")
+    if classes != "all" and (not isinstance(classes, list) or not classes
+                             or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes)):
+        raise UserError(f"'forget_classes' in {where} must be 'all' or a list of class indices, got {classes!r}.")
+    metrics = raw.get("metrics", "all")
+    if metrics != "all" and not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+        raise UserError(f"'metrics' in {where} must be 'all' or a list of metric names, got {metrics!r}.")
+    for key in ("recipe", "metric_settings"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise UserError(f"'{key}' in {where} must be a mapping, got {raw[key]!r}.")
+    val_fraction = raw.get("val_fraction", 0.1)
+    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise UserError(f"'val_fraction' in {where} must be a number between 0 and 1, got {val_fraction!r}.")
+    return Grid(
+        name=str(raw.get("name", Path(where).stem)), datasets=datasets, backbones=backbones, methods=methods,
+        seeds=seeds, forget_classes=classes, recipe=raw.get("recipe", {}), metrics=metrics,
+        metric_settings=raw.get("metric_settings", {}), val_fraction=float(val_fraction),
+        description=str(raw.get("description", "")),
+    )
+
+
+def _as_list(value: Any, key: str, where: str) -> list:
+    if isinstance(value, (str, dict)):
+        return [value]
+    if not isinstance(value, list):
+        raise UserError(f"'{key}' in {where} must be a list, got {value!r}.")
+    return value
+
+
+def _dataset_entry(value: Any, where: str) -> DatasetEntry:
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict) or "name" not in value:
+        raise UserError(f"A dataset in {where} must be a name or a mapping with 'name', got {value!r}.")
+    DATASETS.get(value["name"])
+    check_keys(value, ("name", "path", "image_size", "augment"), f"dataset '{value['name']}' of {where}")
+    options = tuple(sorted((k, v) for k, v in value.items() if k != "name"))
+    return DatasetEntry(value["name"], options)
+
+
+def _backbone_spec(value: Any, where: str) -> BackboneSpec:
+    if isinstance(value, str):
+        value = {"name": value}
+    spec = from_mapping(BackboneSpec, value, f"a backbone of {where}")
+    BACKBONES.get(spec.name)
+    if spec.width <= 0 or spec.depth <= 0:
+        raise UserError(f"Backbone '{spec.name}' in {where} needs width > 0 and depth > 0.")
+    return spec
+
+
+def _method_entry(value: Any, where: str) -> MethodEntry:
+    if isinstance(value, str):
+        return MethodEntry(value)
+    if not isinstance(value, dict) or "name" not in value:
+        raise UserError(f"A method in {where} must be a name or a mapping with 'name', got {value!r}.")
+    check_keys(value, ("name", "params"), f"method '{value['name']}' of {where}")
+    params = value.get("params", {})
+    if not isinstance(params, dict):
+        raise UserError(f"'params' of method '{value['name']}' in {where} must be a mapping, got {params!r}.")
+    return MethodEntry(value["name"], params)
+
+
+def expand(grid: Grid, methods: dict[str, MethodInfo], num_classes: dict[str, int | None]) -> list[Cell]:
+    """All cells of `grid`; `num_classes` maps each dataset name to its class count (None: known after loading)."""
+    entries = [MethodEntry(n) for n in methods] if grid.methods == "all" else grid.methods
+    cells: list[Cell] = []
+    for dataset, backbone, entry, seed in itertools.product(grid.datasets, grid.backbones, entries, grid.seeds):
+        info = get_method(methods, entry.name)
+        n = num_classes.get(dataset.name)
+        classes = forget_classes(grid.forget_classes, n, dataset.name)
+        for params in parameter_sets(info, backbone, entry.params):
+            per_class = [(c,) for c in classes] if info.cls.per_class else [(None,)]
+            for (c,) in per_class:
+                cells.append(Cell(dataset, backbone, entry.name, params, seed, c, tuple(classes)))
+    return cells
+
+
+def forget_classes(spec: list[int] | str, num_classes: int | None, dataset: str) -> list[int]:
+    """The forget classes for a dataset with `num_classes` classes; out-of-range classes are a UserError."""
+    if spec == "all":
+        if num_classes is None:
+            raise UserError(f"Dataset '{dataset}' has an unknown number of classes; list 'forget_classes' explicitly.")
+        return list(range(num_classes))
+    bad = [c for c in spec if c < 0 or (num_classes is not None and c >= num_classes)]
+    if bad:
+        raise UserError(f"Forget class {bad[0]} is outside dataset '{dataset}', whose classes are 0…{(num_classes or 1) - 1}.")
+    return sorted(set(spec))
+
+
+def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict) -> list[tuple]:
+    """Expand a method's parameters: defaults for `backbone`, overridden by the grid; list values sweep."""
+    defaults = info.cls().default_parameters(backbone)
+    check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **overrides}.items()}
+    keys = sorted(axes)
+    return [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]

@@ -1,0 +1,80 @@
+"""The metric registry and what a metric receives: one unlearned model, one forget class, shared stages."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..data import ImageData, Split
+from ..registry import Registry
+from ..stages import Stages
+from ..training import predict_logits
+from ..unlearner import UnlearnedModel
+
+
+@dataclass
+class MetricContext:
+    """One (cell, forget class) under evaluation.
+
+    Logits are computed once per (network, split) over the whole split and shared by every metric and, through
+    `logit_cache`, by every forget class of the cell (a network serving several classes is evaluated once).
+    """
+
+    data: ImageData
+    model: UnlearnedModel
+    forget_class: int
+    stages: Stages
+    method: str
+    settings: dict
+    logit_cache: dict = field(default_factory=dict)
+
+    @cached_property
+    def net(self) -> nn.Module:
+        """The unlearned model for this forget class, as a plain module x → logits."""
+        return self.model.for_class(self.forget_class)
+
+    def mask(self, split: str, view: str) -> torch.Tensor:
+        """Boolean mask of the 'forget', 'retain' or 'all' view over a split ('train', 'val', 'test')."""
+        labels = self.data.split(split).labels
+        if view == "all":
+            return torch.ones_like(labels, dtype=torch.bool)
+        return labels == self.forget_class if view == "forget" else labels != self.forget_class
+
+    def view(self, split: str, view: str) -> Split:
+        return self.data.split(split).subset(self.mask(split, view))
+
+    def logits(self, split: str, view: str, model: nn.Module | None = None) -> torch.Tensor:
+        """Logits of `model` (default: the unlearned model for this class) on a view of a split."""
+        net = self.net if model is None else model
+        key = (id(net), split)
+        if key not in self.logit_cache:
+            self.logit_cache[key] = (net, predict_logits(net, self.data, self.data.split(split)))
+        return self.logit_cache[key][1][self.mask(split, view)]
+
+    def labels(self, split: str, view: str) -> torch.Tensor:
+        return self.data.split(split).labels[self.mask(split, view)]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registered metric: `compute(ctx) → [(split, metric name, value), …]` and its default settings."""
+
+    name: str
+    compute: Callable[[MetricContext], list[tuple[str, str, float]]]
+    defaults: dict
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(name: str, **defaults):
+    """Decorator registering `compute` as metric `name` with default settings (overridable in the grid)."""
+
+    def decorate(compute):
+        METRICS.register(name)(Metric(name, compute, defaults))
+        return compute
+
+    return decorate

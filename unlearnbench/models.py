@@ -1,0 +1,164 @@
+"""Backbones (VGG-16, ResNet-18, ViT-T, ViT-S) from torchvision/timm, adapted to 28/32 px inputs, with CPU-size variants."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from timm.models.resnet import BasicBlock, ResNet
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torchvision.models.vgg import VGG, make_layers
+
+from .errors import UserError
+from .registry import Registry
+
+SMALL_INPUT = 64  # inputs at or below this many pixels get the CIFAR-style adaptations
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone family plus size options: `width` scales channels / embedding, `depth` scales ViT blocks,
+    `patch` sets a ViT's patch size (default 4 for 28/32 px inputs, 16 for 224 px)."""
+
+    name: str
+    width: float = 1.0
+    depth: float = 1.0
+    patch: int | None = None
+    pretrained: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The name shown in tables: the family, plus '-w…'/'-d…' for reduced-size variants."""
+        label = self.name
+        if self.width != 1.0:
+            label += f"-w{self.width:g}"
+        if self.depth != 1.0:
+            label += f"-d{self.depth:g}"
+        if self.patch is not None:
+            label += f"-p{self.patch}"
+        return label
+
+    @property
+    def family(self) -> str:
+        """'vit' for transformers, 'cnn' for convolutional backbones."""
+        return BACKBONES.get(self.name).family
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str
+    family: str
+    build: Callable[[BackboneSpec, int, int, int], nn.Module]
+
+
+BACKBONES: Registry[BackboneInfo] = Registry("backbone")
+
+
+def register(name: str, family: str):
+    def decorate(build):
+        BACKBONES.register(name)(BackboneInfo(name, family, build))
+        return build
+
+    return decorate
+
+
+def _scale(channels: int, width: float) -> int:
+    return max(4, int(round(channels * width)))
+
+
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+@register("vgg16", "cnn")
+def build_vgg16(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """torchvision VGG-16 with BatchNorm; small inputs pool with ceil_mode and end in one linear layer."""
+    cfg = [v if v == "M" else _scale(v, spec.width) for v in VGG16_CFG]
+    features = make_layers(cfg, batch_norm=True)
+    features[0] = nn.Conv2d(in_chans, cfg[0], kernel_size=3, padding=1)
+    if image_size > SMALL_INPUT:
+        if spec.width != 1.0:
+            raise UserError("vgg16 at ImageNet resolution supports width 1 only (its classifier is fixed at 4096).")
+        return VGG(features, num_classes=num_classes)
+    for i, layer in enumerate(features):
+        if isinstance(layer, nn.MaxPool2d):
+            features[i] = nn.MaxPool2d(2, 2, ceil_mode=True)
+    return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cfg[-2], num_classes))
+
+
+@register("resnet18", "cnn")
+def build_resnet18(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """timm ResNet-18; small inputs get a 3×3 stride-1 stem and no max-pool."""
+    channels = tuple(_scale(c, spec.width) for c in (64, 128, 256, 512))
+    model = ResNet(BasicBlock, (2, 2, 2, 2), num_classes=num_classes, in_chans=in_chans, channels=channels)
+    if image_size <= SMALL_INPUT:
+        model.conv1 = nn.Conv2d(in_chans, channels[0], kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    if channels[0] != 64:  # timm fixes the plain stem at 64 channels; scale it with the rest
+        if image_size > SMALL_INPUT:
+            model.conv1 = nn.Conv2d(in_chans, channels[0], kernel_size=7, stride=2, padding=3, bias=False)
+        model.bn1 = nn.BatchNorm2d(channels[0])
+        model.layer1[0] = BasicBlock(channels[0], channels[0])
+    return model
+
+
+def _vit(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int, dim: int, heads: int) -> nn.Module:
+    heads = max(1, int(round(heads * spec.width)))
+    embed_dim = max(1, int(round(dim * spec.width / heads))) * heads
+    depth = max(1, int(round(12 * spec.depth)))
+    if image_size > SMALL_INPUT:
+        return VisionTransformer(img_size=image_size, patch_size=spec.patch or 16, in_chans=in_chans,
+                                 num_classes=num_classes, embed_dim=embed_dim, depth=depth, num_heads=heads)
+    # small inputs: mean-pooled tokens instead of a class token (learns several times faster from 28/32 px data)
+    return VisionTransformer(img_size=image_size, patch_size=spec.patch or 4, in_chans=in_chans, num_classes=num_classes,
+                             embed_dim=embed_dim, depth=depth, num_heads=heads, global_pool="avg", class_token=False)
+
+
+@register("vit_tiny", "vit")
+def build_vit_tiny(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """timm ViT-Tiny (dim 192, 12 blocks, 3 heads); for 28/32 px patch 4 and mean pooling, for 224 px patch 16."""
+    return _vit(spec, num_classes, in_chans, image_size, 192, 3)
+
+
+@register("vit_small", "vit")
+def build_vit_small(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """timm ViT-Small (dim 384, 12 blocks, 6 heads); for 28/32 px patch 4 and mean pooling, for 224 px patch 16."""
+    return _vit(spec, num_classes, in_chans, image_size, 384, 6)
+
+
+def build_backbone(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
+    """Build the backbone `spec` for inputs [B, in_chans, image_size, image_size]; load local pretrained weights if named."""
+    model = BACKBONES.get(spec.name).build(spec, num_classes, in_chans, image_size)
+    if spec.pretrained:
+        load_weights(model, spec.pretrained)
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a state dict from a local .safetensors or .pt/.pth file (never executing pickled code) into `model`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"Pretrained weights file {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"Cannot read weights from {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"Weights in {path} do not fit this architecture: {str(exc).splitlines()[0]}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of `model`."""
+    return sum(p.numel() for p in model.parameters())
+

@@ -1,0 +1,46 @@
+"""A name → object registry filled by a decorator, with "did you mean" on a miss."""
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Generic, Iterator, TypeVar
+
+from .errors import UserError, did_you_mean
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; `kind` names what is registered in error messages."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering its target under `name` (a duplicate warns and replaces)."""
+
+        def decorate(obj: T) -> T:
+            if name in self._items and self._items[name] is not obj:
+                warnings.warn(f"{self.kind} '{name}' registered twice; the later one wins.", stacklevel=2)
+            self._items[name] = obj
+            return obj
+
+        return decorate
+
+    def get(self, name: str) -> T:
+        """Return the object registered as `name`; raise UserError naming the choices otherwise."""
+        if name not in self._items:
+            raise UserError(
+                f"Unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
+                f"choose one of: {', '.join(sorted(self._items))}."
+            )
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

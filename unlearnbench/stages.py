@@ -1,0 +1,99 @@
+"""Shared stages of a (dataset, backbone, seed) group: the original model, retrained models, a random model."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data import ImageData
+from .errors import UserError
+from .models import BackboneSpec, build_backbone
+from .store import Cache, code_hash, stable_hash, versions
+from .training import Recipe, prepare, train
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+
+
+class Stages:
+    """Builds, trains and caches the models every cell of one (dataset, backbone, seed) group shares."""
+
+    def __init__(self, data: ImageData, dataset_key: dict, backbone: BackboneSpec, recipe: Recipe, seed: int,
+                 cache: Cache, data_root: str | Path | None = None, progress: bool = False, log=print) -> None:
+        self.data = data
+        self.backbone = backbone
+        self.recipe = recipe
+        self.seed = seed
+        self.cache = cache
+        self.data_root = Path(data_root) if data_root else None
+        self.progress = progress
+        self.log = log
+        self._key_base = {
+            "dataset": dataset_key, "backbone": dataclasses.asdict(backbone), "recipe": dataclasses.asdict(recipe),
+            "seed": seed, "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
+            "code": code_hash("data", "datasets", "models", "training", "stages"),
+        }
+        self._memory: dict[str, nn.Module] = {}
+        self.trained_keys: list[str] = []
+
+    def new_model(self, seed: int | None = None) -> nn.Module:
+        """A freshly initialised backbone for this group's data (seeded with `seed`, default the group seed)."""
+        torch.manual_seed(self.seed if seed is None else seed)
+        model = build_backbone(self.backbone, self.data.num_classes, self.data.channels, self.data.image_size)
+        return prepare(model, self.data.device)
+
+    def key(self, kind: str, **extra) -> str:
+        return stable_hash({**self._key_base, "kind": kind, **extra})
+
+    def original(self) -> nn.Module:
+        """The original model trained on the full training split (or pretrained weights when epochs is 0)."""
+        return self._model("original", None)
+
+    def retrained(self, forget_class: int) -> nn.Module:
+        """The original recipe, from scratch, on D_r(c) of the training split."""
+        return self._model("retrained", int(forget_class))
+
+    def random_model(self, seed: int) -> nn.Module:
+        """A randomly initialised model (for ZRF), built from `seed`, never trained."""
+        name = f"random-{seed}"
+        if name not in self._memory:
+            self._memory[name] = self.new_model(seed).eval()
+        return self._memory[name]
+
+    def _model(self, kind: str, forget_class: int | None) -> nn.Module:
+        name = kind if forget_class is None else f"{kind}-{forget_class}"
+        if name in self._memory:
+            return self._memory[name]
+        key = self.key(kind, forget_class=forget_class)
+        model = self.new_model()
+        if self.cache.load_model(kind, key, model):
+            model.eval()
+        else:
+            if self.recipe.epochs == 0:
+                self._load_pretrained(model)
+            else:
+                split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
+                seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
+                desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
+                train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
+            self.cache.save_model(kind, key, model, {"kind": kind, "forget_class": forget_class, **self._key_base})
+            self.trained_keys.append(name)
+            self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: trained and cached")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._memory[name] = model
+        return model
+
+    def _load_pretrained(self, model: nn.Module) -> None:
+        from .models import load_weights
+
+        if self.backbone.pretrained:
+            return  # build_backbone already loaded them
+        candidates = [self.data_root / "weights" / f"{self.backbone.name}{s}" for s in WEIGHT_SUFFIXES] if self.data_root else []
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise UserError(f"The {self.data.name} recipe trains 0 epochs, so {self.backbone.label} needs pretrained "
+                            f"weights: set 'pretrained' on the backbone or put {self.backbone.name}.safetensors under "
+                            f"<data-root>/weights/.")
+        load_weights(model, found)

@@ -1,0 +1,188 @@
+"""Where results live: a content-addressed cache (models, cell records) and a run folder (config, log, records.csv)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .errors import UserError
+
+RECORD_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "split", "metric", "value"]
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(data)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, path)
+
+
+def stable_hash(payload) -> str:
+    """A 16-hex-digit hash of a JSON-able payload, independent of key order."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def code_hash(*modules: str) -> str:
+    """Hash of the named unlearnbench source files (all of them when none is named)."""
+    files = [PACKAGE_DIR / f"{m}.py" for m in modules] if modules else sorted(PACKAGE_DIR.rglob("*.py"))
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def versions() -> dict:
+    """Versions of the libraries that change results."""
+    import numpy
+    import timm
+    import torchvision
+
+    from . import __version__
+
+    return {"unlearnbench": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "timm": timm.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+@lru_cache(maxsize=None)
+def git_commit() -> str:
+    """The project's git commit (with '-dirty' for uncommitted changes), or 'unknown' outside a checkout."""
+    try:
+        root = PACKAGE_DIR.parent
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu (N threads)' or the CUDA device's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+class Cache:
+    """Content-addressed artefacts shared by all runs: trained models and finished cells' records."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _model_paths(self, kind: str, key: str) -> tuple[Path, Path]:
+        base = self.root / "models" / kind / key
+        return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+    def load_model(self, kind: str, key: str, model: nn.Module) -> bool:
+        """Load the cached weights `kind`/`key` into `model`; False when absent, truncated or corrupt."""
+        weights, meta = self._model_paths(kind, key)
+        if not (weights.is_file() and meta.is_file()):
+            return False
+        from safetensors.torch import load_model
+
+        try:
+            expected = json.loads(meta.read_text())["sha256"]
+            if hashlib.sha256(weights.read_bytes()).hexdigest() != expected:
+                return False
+            load_model(model, str(weights))
+        except (ValueError, KeyError, RuntimeError, OSError):
+            return False
+        return True
+
+    def save_model(self, kind: str, key: str, model: nn.Module, meta: dict) -> int:
+        """Store `model`'s weights as safetensors with a sidecar holding `meta` and the file hash; return bytes."""
+        from safetensors.torch import save_model
+
+        weights, meta_path = self._model_paths(kind, key)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=weights.parent, suffix=".safetensors")
+        os.close(fd)
+        save_model(model, tmp)
+        data = Path(tmp).read_bytes()
+        os.replace(tmp, weights)
+        atomic_write(meta_path, json.dumps({**meta, "sha256": hashlib.sha256(data).hexdigest()}, indent=1, default=str))
+        return len(data)
+
+    def _cell_path(self, key: str) -> Path:
+        return self.root / "cells" / f"{key}.json"
+
+    def load_cell(self, key: str) -> list[dict] | None:
+        """The records of a finished cell, or None (absent or unreadable: it is then recomputed)."""
+        path = self._cell_path(key)
+        try:
+            payload = json.loads(path.read_text())
+            if payload.get("sha256") != stable_hash(payload["records"]):
+                return None
+            return payload["records"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save_cell(self, key: str, records: list[dict]) -> None:
+        atomic_write(self._cell_path(key), json.dumps({"records": records, "sha256": stable_hash(records)}, default=str))
+
+
+class RunFolder:
+    """One run's folder: the resolved config, a log, records.csv and failures.csv."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"Cannot write to the output folder {self.path}: {exc.strerror or exc}.") from None
+
+    @staticmethod
+    def default_path(results: str | Path, grid_name: str) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path(results) / f"{grid_name}-{stamp}"
+
+    def log(self, message: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.path / "log.txt", "a") as f:
+            f.write(f"{stamp} {message}\n")
+
+    def write_config(self, config: dict) -> None:
+        import yaml
+
+        plain = json.loads(json.dumps(config, default=str))
+        atomic_write(self.path / "config.yaml", yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
+
+    def write_records(self, records: list[dict], provenance: dict) -> pd.DataFrame:
+        """Write records.csv (one metric value per row, provenance columns appended); return the table."""
+        frame = pd.DataFrame(records, columns=RECORD_COLUMNS + [c for c in _extra_columns(records)])
+        frame["forget_class"] = frame["forget_class"].astype("Int64")
+        for key, value in provenance.items():
+            frame[key] = value
+        atomic_write(self.path / "records.csv", frame.to_csv(index=False))
+        return frame
+
+    def write_failures(self, failures: list[dict]) -> None:
+        frame = pd.DataFrame(failures, columns=["dataset", "backbone", "method", "params", "seed", "forget_class",
+                                                "status", "reason", "traceback"])
+        atomic_write(self.path / "failures.csv", frame.to_csv(index=False))
+
+
+def _extra_columns(records: list[dict]) -> list[str]:
+    seen = dict.fromkeys(k for r in records for k in r)
+    return [k for k in seen if k not in RECORD_COLUMNS]

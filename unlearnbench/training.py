@@ -1,0 +1,161 @@
+"""One trainer for original and retrained models, driven by a recipe; plus batched evaluation."""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from importlib import resources
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import from_mapping
+from .data import ImageData, Split
+from .errors import UserError
+from .models import BackboneSpec
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to train a model from scratch: optimiser, schedule, epochs, batch size, augmentation."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    epochs: int = 10
+    batch_size: int = 128
+    schedule: str = "onecycle"
+    warmup: float = 0.2
+    label_smoothing: float = 0.0
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}.")
+        if self.schedule not in ("onecycle", "cosine", "constant"):
+            raise UserError(f"Unknown schedule '{self.schedule}'; choose onecycle, cosine or constant.")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise UserError(f"A recipe needs epochs ≥ 0 (0: pretrained weights), batch_size ≥ 1 and lr > 0; got {self}.")
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def resolve_recipe(dataset: str, backbone: BackboneSpec, overrides: dict | None = None) -> Recipe:
+    """The recipe for `dataset` × `backbone` from configs/recipes.yaml, most specific entry last, then `overrides`."""
+    import yaml
+
+    table = yaml.safe_load(resources.files("unlearnbench").joinpath("configs/recipes.yaml").read_text())
+    merged: dict = {}
+    for section in (
+        table.get("default", {}),
+        table.get("datasets", {}).get(dataset, {}),
+        table.get("families", {}).get(backbone.family, {}),
+        table.get("backbones", {}).get(backbone.name, {}),
+        table.get(f"{dataset}/{backbone.family}", {}),
+        table.get(f"{dataset}/{backbone.name}", {}),
+        overrides or {},
+    ):
+        merged.update(section)
+    return from_mapping(Recipe, merged, f"the training recipe for {dataset}/{backbone.label}")
+
+
+def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
+    """Build optimiser `name` ('sgd', 'adam', 'adamw') over `params`."""
+    params = [p for p in params if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=nesterov and momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise UserError(f"Unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}.")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, nothing on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move `model` to `device`, channels_last on CUDA."""
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, split: Split | None = None,
+          progress: bool = True, desc: str = "train") -> nn.Module:
+    """Train `model` in place on `split` (default: data.train) following `recipe`; returns the model in eval mode."""
+    split = data.train if split is None else split
+    device = data.device
+    model = prepare(model, device)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = make_optimizer(model.parameters(), recipe.optimizer, recipe.lr, recipe.momentum,
+                               recipe.weight_decay, recipe.nesterov)
+    steps_per_epoch = math.ceil(len(split) / recipe.batch_size)
+    total = steps_per_epoch * recipe.epochs
+    schedule = _schedule(recipe, total)
+    step = 0
+    model.train()
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, mininterval=1.0)
+    for _ in range(recipe.epochs):
+        for x, y in data.batches(split, recipe.batch_size, shuffle=True, augment=recipe.augment, generator=generator):
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * schedule(step)
+            with autocast(device):
+                loss = F.cross_entropy(model(x), y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            bar.update()
+    bar.close()
+    return model.eval()
+
+
+def _schedule(recipe: Recipe, total: int):
+    """Learning-rate multiplier as a function of the step."""
+    if recipe.schedule == "constant":
+        return lambda step: 1.0
+    warm = max(1, int(recipe.warmup * total)) if recipe.schedule == "onecycle" else 0
+
+    def multiplier(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int = 1024) -> torch.Tensor:
+    """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for x, _ in data.batches(split, batch_size):
+        with autocast(data.device):
+            outs.append(model(x).float())
+    model.train(was_training)
+    if not outs:
+        return torch.empty(0, data.num_classes, device=data.device)
+    return torch.cat(outs)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in [0, 1] (NaN for an empty set)."""
+    if labels.numel() == 0:
+        return float("nan")
+    return (logits.argmax(1) == labels).float().mean().item()
+

@@ -1,0 +1,122 @@
+"""The `Unlearner` contract every method implements, and the models methods hand back."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+from .data import ImageData
+from .models import BackboneSpec
+from .training import Recipe
+
+
+class UnlearnedModel(nn.Module):
+    """A model that answers `predict(x, forget_class)`: logits of the model unlearned on that class."""
+
+    def predict(self, x: torch.Tensor, forget_class: int) -> torch.Tensor:
+        """Logits [B, num_classes] of the model unlearned on `forget_class`."""
+        return self.for_class(forget_class)(x)
+
+    def for_class(self, forget_class: int) -> nn.Module:
+        """A plain module x → logits behaving as the model unlearned on `forget_class`."""
+        raise NotImplementedError
+
+    def classes(self) -> list[int]:
+        """The forget classes this model can serve."""
+        raise NotImplementedError
+
+
+class SingleClassModel(UnlearnedModel):
+    """The result of a per-class method: one network, unlearned on one class."""
+
+    def __init__(self, net: nn.Module, forget_class: int) -> None:
+        super().__init__()
+        self.net = net
+        self.forget_class = int(forget_class)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def for_class(self, forget_class: int) -> nn.Module:
+        if int(forget_class) != self.forget_class:
+            raise ValueError(f"This model was unlearned on class {self.forget_class}, not {forget_class}.")
+        return self.net
+
+    def classes(self) -> list[int]:
+        return [self.forget_class]
+
+
+class SharedModel(UnlearnedModel):
+    """One network answering for every class unchanged (the original model's row)."""
+
+    def __init__(self, net: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.net = net
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def for_class(self, forget_class: int) -> nn.Module:
+        return self.net
+
+    def classes(self) -> list[int]:
+        return list(range(self.num_classes))
+
+
+@dataclass
+class UnlearnTask:
+    """Everything a method receives. Never modify `original` in place: copy it (`task.copy_original()`)."""
+
+    original: nn.Module
+    data: ImageData
+    forget_class: int | None
+    forget_classes: list[int]
+    params: dict
+    recipe: Recipe
+    backbone: BackboneSpec
+    seed: int
+    retrained: Callable[[int], nn.Module]
+    new_model: Callable[[], nn.Module]
+    progress: bool = False
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def copy_original(self) -> nn.Module:
+        """A trainable deep copy of the original model."""
+        model = copy.deepcopy(self.original)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+
+class Unlearner:
+    """Base class of unlearning methods; subclass it in a file under methods/, baselines/ or --plugins DIR.
+
+    Declare `name`, `parameters` (name → default; a grid may sweep them), `per_class` (True: the harness
+    calls `unlearn` once per forget class; False: once for all classes, and the returned model serves every
+    class), and override `skip` to refuse a backbone or dataset with a reason. Timing, seeding, metrics and
+    storage are the harness's job.
+    """
+
+    name: ClassVar[str] = ""
+    parameters: ClassVar[dict] = {}
+    per_class: ClassVar[bool] = True
+
+    def skip(self, dataset: str, backbone: BackboneSpec) -> tuple[bool, str | None]:
+        """Return (True, reason) when this method cannot run on `dataset` × `backbone`."""
+        return False, None
+
+    def default_parameters(self, backbone: BackboneSpec) -> dict:
+        """The parameter defaults for `backbone` (override for family-specific defaults)."""
+        return dict(self.parameters)
+
+    def unlearn(self, task: UnlearnTask) -> UnlearnedModel:
+        """Return the unlearned model for `task.forget_class` (per-class) or for all `task.forget_classes`."""
+        raise NotImplementedError
