@@ -28,6 +28,25 @@ class UnlearnedModel(nn.Module):
         """The forget classes this model can serve."""
         raise NotImplementedError
 
+    def trainable_copy(self, forget_class: int) -> nn.Module:
+        """A deep copy of the model for `forget_class` whose weights train (relearn time fine-tunes it).
+
+        Override when some parameters must stay fixed (WF-Net keeps its α row and trains the backbone)."""
+        model = copy.deepcopy(self.for_class(forget_class))
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
+    def relevance(self, forget_class: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per-layer (weight-gate, bias-gate) relevance for `forget_class`, each [C_out] and equal to
+        1 − gate, for methods whose unlearning closes gates (WF-Net); None for all others."""
+        return None
+
+    def gated(self, gates: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
+        """A module x → logits with every gate set to the given values (insertion/deletion); only for
+        models whose `relevance` is not None."""
+        raise NotImplementedError(f"{type(self).__name__} has no gates.")
+
 
 class SingleClassModel(UnlearnedModel):
     """The result of a per-class method: one network, unlearned on one class."""
