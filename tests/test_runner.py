@@ -47,8 +47,12 @@ def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cach
     frame = pd.read_csv(first.run_dir / "records.csv")
     assert list(frame.columns[: len(RECORD_COLUMNS)]) == RECORD_COLUMNS
     assert {"v_torch", "git_commit", "device"} <= set(frame.columns)
-    # original: 1 timing row + 2 classes × 2 splits × 2 metrics; retrain: per class 1 + 2 × 2
-    assert len(frame) == 9 + 2 * 5
+    # per cell 4 cost rows; original: + 2 classes × 2 splits × 2 metrics; retrain: per class + 2 × 2
+    cost = frame[frame.split == "all"]
+    assert set(cost.metric) == {"unlearn_seconds", "device_seconds", "peak_memory_bytes", "serving_bytes"}
+    assert len(frame) == (4 + 8) + 2 * (4 + 4)
+    serving = cost[cost.metric == "serving_bytes"].groupby("method").value.first()
+    assert serving["original"] == serving["retrain"] > 0  # one copy of the same architecture
     retrain = frame[(frame.method == "retrain") & (frame.metric == "acc_forget")]
     assert (retrain.value == 0).all()  # never saw the class
     original = frame[(frame.method == "original") & (frame.split == "test")].pivot_table(

@@ -25,18 +25,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
     parser.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra folder of method files")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes (each gets one GPU of --gpus)")
+    parser.add_argument("--gpus", default="", help="comma-separated GPU indices shared round-robin by the workers")
+    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                        help="Slurm setting (partition, time_min, gpus_per_task, cpus_per_task, mem_gb, "
+                             "array_parallelism, cluster); overrides the grid's slurm: section")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="rerun the grid of the existing --out folder: cached cells are kept, failed ones rerun")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def parse_only(items: list[str]) -> dict:
-    only = {}
+def parse_pairs(items: list[str], flag: str) -> dict:
+    """KEY=VALUE strings → dict; a malformed one is a UserError naming the flag."""
+    pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise UserError(f"--only expects KEY=VALUE, got '{item}'.")
-        only[key.strip()] = value.strip()
-    return only
+            raise UserError(f"{flag} expects KEY=VALUE, got '{item}'.")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def parse_gpus(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(g) for g in text.split(",") if g.strip())
+    except ValueError:
+        raise UserError(f"--gpus expects comma-separated GPU indices such as 0,1,2, got '{text}'.") from None
 
 
 def list_everything() -> str:
@@ -70,21 +86,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from .grid import load_grid
-    from .runner import RunOptions, describe_plan, metric_names, plan, run, summary
+    from .grid import load_grid, parse_grid
+    from .launchers import LaunchOptions
+    from .runner import RunOptions, describe_plan, metric_names, plan, run, summary, slurm_options
     from .store import Cache
 
-    grid = load_grid(args.grid)
+    only = parse_pairs(args.only, "--only")
+    data_root = args.data_root
+    if args.retry_failed:
+        config = _previous_config(args.out)
+        grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
+        only = only or config.get("only") or {}
+        data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
+    else:
+        grid = load_grid(args.grid)
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
     options = RunOptions(
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
-        data_root=args.data_root, download=args.download, only=parse_only(args.only), plugins=args.plugins,
+        data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *(sys.argv[1:] if argv is None else argv)]),
     )
+    launch_options = LaunchOptions(launcher=args.launcher, workers=args.workers, gpus=parse_gpus(args.gpus),
+                                   slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
     if args.dry_run:
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))
         return 0
-    result = run(grid, options)
+    result = run(grid, options, launch_options)
     table = summary(result.records)
     if not table.empty:
         print(table.to_string())
@@ -98,6 +125,17 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     for f in broken:
         print(f"  plugin {f['method']} failed to import: {f['reason']}")
     return 1 if failed or broken else 0
+
+
+def _previous_config(out: Path | None) -> dict:
+    import yaml
+
+    if out is None or not (out / "config.yaml").is_file():
+        raise UserError("--retry-failed needs --out pointing at an earlier run folder (one holding config.yaml).")
+    try:
+        return yaml.safe_load((out / "config.yaml").read_text())
+    except yaml.YAMLError:
+        raise UserError(f"{out}/config.yaml is not readable YAML; rerun the grid with --grid instead.") from None
 
 
 if __name__ == "__main__":

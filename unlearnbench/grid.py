@@ -15,7 +15,7 @@ from .errors import UserError, did_you_mean
 from .models import BACKBONES, BackboneSpec
 
 GRID_KEYS = ("name", "description", "datasets", "backbones", "methods", "seeds", "forget_classes",
-             "recipe", "metrics", "metric_settings", "val_fraction")
+             "recipe", "metrics", "metric_settings", "val_fraction", "slurm")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Grid:
     metric_settings: dict
     val_fraction: float
     description: str = ""
+    slurm: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     metrics = raw.get("metrics", "all")
     if metrics != "all" and not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
         raise UserError(f"'metrics' in {where} must be 'all' or a list of metric names, got {metrics!r}.")
-    for key in ("recipe", "metric_settings"):
+    for key in ("recipe", "metric_settings", "slurm"):
         if not isinstance(raw.get(key, {}), dict):
             raise UserError(f"'{key}' in {where} must be a mapping, got {raw[key]!r}.")
     val_fraction = raw.get("val_fraction", 0.1)
@@ -141,7 +142,7 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
         name=str(raw.get("name", Path(where).stem)), datasets=datasets, backbones=backbones, methods=methods,
         seeds=seeds, forget_classes=classes, recipe=raw.get("recipe", {}), metrics=metrics,
         metric_settings=raw.get("metric_settings", {}), val_fraction=float(val_fraction),
-        description=str(raw.get("description", "")),
+        description=str(raw.get("description", "")), slurm=raw.get("slurm", {}),
     )
 
 

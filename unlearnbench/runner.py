@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import time
+import json
+import math
+import os
+import shutil
 import traceback
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +19,12 @@ from . import datasets  # noqa: F401  (registers the datasets)
 from .data import DATASETS, dataset_missing, load_dataset
 from .discovery import MethodInfo, discover
 from .errors import UserError, did_you_mean
+from .cost import CostMeter, state_bytes
 from .grid import Cell, Grid, expand
+from .launchers import LaunchOptions, SlurmOptions, assign_devices, launch
 from .metrics import METRICS, MetricContext
 from .stages import Stages
-from .store import Cache, RunFolder, code_hash, device_name, git_commit, stable_hash, versions
+from .store import Cache, LogFile, RunFolder, code_hash, device_name, git_commit, stable_hash, versions
 from .training import resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -98,6 +103,16 @@ def metric_settings(grid: Grid, name: str) -> dict:
     return {**defaults, **overrides}
 
 
+def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
+    """Slurm settings: the grid's `slurm:` section, then --slurm KEY=VALUE overrides (strings parsed as YAML)."""
+    import yaml
+
+    from .config import from_mapping
+
+    merged = {**grid.slurm, **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+    return from_mapping(SlurmOptions, merged, "the Slurm settings")
+
+
 def plan(grid: Grid, options: RunOptions) -> Plan:
     """Expand `grid` into cells, apply --only filters and mark cells that cannot run (missing data, method skip)."""
     methods, plugin_errors = discover(options.plugins)
@@ -169,8 +184,11 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool) -> list[dict]:
-    """Unlearn and evaluate one cell; returns its records (one per split × metric × forget class)."""
+def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
+             artifacts: Path | None = None) -> list[dict]:
+    """Unlearn and evaluate one cell; returns its records (cost, diagnostics, then split × metric × class).
+
+    A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
     data = stages.data
     cell_seed = int(stable_hash([cell.seed, cell.method, cell.params_json, cell.forget_class]), 16) % (2**31)
     torch.manual_seed(cell_seed)
@@ -180,17 +198,17 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
         backbone=cell.backbone, seed=cell_seed, retrained=stages.retrained, new_model=stages.new_model,
         progress=progress, generator=torch.Generator().manual_seed(cell_seed),
     )
-    start = time.perf_counter()
-    model = info.cls().unlearn(task)
-    if data.device.type == "cuda":
-        torch.cuda.synchronize(data.device)
-    seconds = time.perf_counter() - start
+    with CostMeter(data.device) as cost:
+        model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
     model.eval()
     base = {"dataset": cell.dataset.name, "backbone": cell.backbone.label, "method": cell.method,
             "params": cell.params_json, "seed": cell.seed}
-    records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": "unlearn_seconds", "value": seconds}]
+    whole = {"unlearn_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,
+             "peak_memory_bytes": cost.peak_memory_bytes, "serving_bytes": state_bytes(model), **model.diagnostics()}
+    records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
+               for k, v in whole.items()]
     logit_cache: dict = {}
     for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
         ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
@@ -198,79 +216,176 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
         for name in metrics:
             ctx.settings = metric_settings(grid, name)
             for split, metric, value in METRICS.get(name).compute(ctx):
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"metric {metric} on the {split} split of class {c} is {value}")
                 records.append({**base, "forget_class": c, "split": split, "metric": metric, "value": float(value)})
+    if artifacts is not None and model.artifacts():
+        from safetensors.torch import save_file
+
+        artifacts.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()}, str(artifacts))
     return records
 
 
-def run(grid: Grid, options: RunOptions) -> RunResult:
-    """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell."""
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to train a group's original model ('original') or run one cell ('cell')."""
+
+    kind: str
+    cell: Cell
+    key: str
+    grid: Grid
+    options: RunOptions
+    device: str
+    log_path: Path
+    threads: int | None = None
+
+
+@dataclass
+class Outcome:
+    job: Job
+    records: list[dict] | None = None
+    failure: dict | None = None
+
+
+_GROUPS: dict = {}
+
+
+def _group_stages(job: Job) -> Stages:
+    """The Stages of a job's (dataset, backbone, seed) group, kept in memory for the next job of the group."""
+    dataset, backbone, seed = job.cell.group
+    memo_key = (job.cell.group, job.device, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True))
+    if memo_key not in _GROUPS:
+        _GROUPS.clear()  # one group at a time keeps memory bounded
+        device = resolve_device(job.device)
+        options = job.options
+        data = load_dataset(dataset.name, root=options.data_root, cache_dir=options.cache, download=options.download,
+                            val_fraction=job.grid.val_fraction, device=device, options=dataset.options_dict)
+        _check_classes([job.cell], data.num_classes, dataset.name)
+        recipe = resolve_recipe(dataset.name, backbone, job.grid.recipe)
+        _GROUPS[memo_key] = Stages(data, dataclasses.asdict(dataset), backbone, recipe, seed, Cache(options.cache),
+                                   options.data_root, progress=options.progress, log=LogFile(job.log_path))
+    return _GROUPS[memo_key]
+
+
+def run_job(job: Job) -> Outcome:
+    """Execute one job in this process; every error becomes a failure in the outcome, never an exception."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    log = LogFile(job.log_path)
+    try:
+        stages = _group_stages(job)
+        if job.kind == "original":
+            stages.original()
+            return Outcome(job, records=[])
+        cache = Cache(job.options.cache)
+        hit = cache.load_cell(job.key)
+        if hit is not None:
+            return Outcome(job, records=hit)
+        methods, _ = discover(job.options.plugins)
+        records = run_cell(job.cell, methods[job.cell.method], stages, job.grid, metric_names(job.grid),
+                           job.options.progress, cache.artifact_path(job.key))
+        cache.save_cell(job.key, records)
+        log(f"done {job.cell.describe()}")
+        return Outcome(job, records=records)
+    except Exception as exc:
+        log(f"FAILED {job.kind} {job.cell.describe()}: {_reason(exc)}")
+        return Outcome(job, failure=_failure(job.cell, "failed", _reason(exc), traceback.format_exc()))
+
+
+def _crashed(job: Job, exc: BaseException) -> Outcome:
+    reason = f"the worker running it died ({_reason(exc)})"
+    return Outcome(job, failure=_failure(job.cell, "failed", reason, "".join(traceback.format_exception(exc))))
+
+
+def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
+    """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
+
+    Original models are trained first (one job per group), then the retrain cells (whose models other metrics
+    reuse), then every other cell; each phase goes through the chosen launcher."""
     device = resolve_device(options.device)
     metrics = metric_names(grid)
     p = plan(grid, options)
     cache = Cache(options.cache)
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
-    folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
-                         "data_root": str(options.data_root) if options.data_root else None,
-                         "cache_dir": str(options.cache), "only": options.only, "versions": versions(),
-                         "git_commit": git_commit()})
-    folder.log(describe_plan(grid, p, cache, metrics))
-    failures = [_failure(cell, "skipped", reason) for cell, reason in p.skipped]
-    for err in p.plugin_errors:
-        failures.append({"method": err.source, "status": "plugin-error", "reason": err.message.splitlines()[0],
-                         "traceback": err.message})
-    records: list[dict] = []
-    computed = cached = 0
-    groups: dict[tuple, list[Cell]] = defaultdict(list)
-    for cell in p.cells:
-        groups[cell.group].append(cell)
-    bar = tqdm(total=len(p.cells), desc=f"grid {grid.name}", disable=not options.progress, mininterval=1.0)
-    for (dataset, backbone, seed), cells in groups.items():
-        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics) for cell in cells}
-        pending = []
-        for cell in cells:
+    launch_options = launch_options or LaunchOptions()
+    with folder.lock():
+        folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
+                             "data_root": str(options.data_root) if options.data_root else None,
+                             "cache_dir": str(options.cache), "only": options.only, "versions": versions(),
+                             "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),
+                             "metric_settings": {m: metric_settings(grid, m) for m in metrics}})
+        folder.log(describe_plan(grid, p, cache, metrics))
+        failures = [_failure(cell, "skipped", reason) for cell, reason in p.skipped]
+        failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
+                      "traceback": e.message} for e in p.plugin_errors]
+        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics) for cell in p.cells}
+        results: dict[Cell, list[dict]] = {}
+        for cell in p.cells:
             hit = cache.load_cell(keys[cell])
-            if hit is None:
-                pending.append(cell)
-            else:
-                records += hit
-                cached += 1
+            if hit is not None:
+                results[cell] = hit
+        cached = len(results)
+        pending = [c for c in p.cells if c not in results]
+        threads = max(1, (os.cpu_count() or 1) // launch_options.workers) if device.type == "cpu" else None
+        worker_options = dataclasses.replace(options, progress=options.progress and launch_options.workers == 1
+                                             and launch_options.launcher == "local")
+
+        def jobs(kind: str, cells: list[Cell]) -> list[Job]:
+            made = [Job(kind, c, keys[c], grid, worker_options, str(device), folder.path / "log.txt", threads)
+                    for c in cells]
+            return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
+
+        groups = list(dict.fromkeys(c.group for c in pending))
+        firsts = [next(c for c in pending if c.group == g) for g in groups]
+        retrains = [c for c in pending if c.method == "retrain"]
+        others = [c for c in pending if c.method != "retrain"]
+        bar = tqdm(total=len(p.cells), initial=cached, desc=f"grid {grid.name}", disable=not options.progress,
+                   mininterval=1.0)
+        broken_groups: dict = {}
+        for phase in (jobs("original", firsts), jobs("cell", retrains), jobs("cell", others)):
+            phase = [j for j in phase if j.cell.group not in broken_groups]
+            for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), _crashed):
+                cell = outcome.job.cell
+                if outcome.job.kind == "original":
+                    if outcome.failure:
+                        broken_groups[cell.group] = outcome.failure
+                    continue
+                if outcome.failure:
+                    failures.append(outcome.failure)
+                else:
+                    results[cell] = outcome.records
                 bar.update()
-        if not pending:
-            continue
-        try:
-            data = load_dataset(dataset.name, root=options.data_root, cache_dir=options.cache, download=options.download,
-                                val_fraction=grid.val_fraction, device=device, options=dataset.options_dict)
-            _check_classes(pending, data.num_classes, dataset.name)
-            recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
-            stages = Stages(data, dataclasses.asdict(dataset), backbone, recipe, seed, cache, options.data_root,
-                            progress=options.progress, log=folder.log)
-            stages.original()
-        except Exception as exc:  # the whole group fails, the other groups go on
-            for cell in pending:
-                failures.append(_failure(cell, "failed", _reason(exc), traceback.format_exc()))
+                folder.write_records(_ordered(p.cells, results), _provenance(device))
+        for cell in pending:  # a group whose original failed: its cells fail with that reason
+            if cell.group in broken_groups:
+                broken = broken_groups[cell.group]
+                failures.append(_failure(cell, "failed", broken["reason"], broken["traceback"]))
                 bar.update()
-            folder.log(f"group {dataset.name}/{backbone.label}/seed {seed} failed: {_reason(exc)}")
-            continue
-        for cell in pending:
-            bar.set_postfix_str(f"{cell.method} c={cell.forget_class if cell.forget_class is not None else 'all'}")
-            try:
-                cell_records = run_cell(cell, p.methods[cell.method], stages, grid, metrics, options.progress)
-            except Exception as exc:
-                failures.append(_failure(cell, "failed", _reason(exc), traceback.format_exc()))
-                folder.log(f"FAILED {cell.describe()}: {_reason(exc)}")
-            else:
-                cache.save_cell(keys[cell], cell_records)
-                records += cell_records
-                computed += 1
-                folder.log(f"done {cell.describe()}")
-            bar.update()
-            folder.write_records(records, _provenance(device))
-    bar.close()
-    frame = folder.write_records(records, _provenance(device))
-    folder.write_failures(failures)
-    folder.log(f"finished: {computed} cells computed, {cached} from cache, "
-               f"{sum(f['status'] == 'failed' for f in failures)} failed, {len(p.skipped)} skipped")
+        bar.close()
+        _collect_artifacts(p.cells, keys, cache, folder.path)
+        frame = folder.write_records(_ordered(p.cells, results), _provenance(device))
+        folder.write_failures(failures)
+        computed = len(results) - cached
+        folder.log(f"finished: {computed} cells computed, {cached} from cache, "
+                   f"{sum(f['status'] == 'failed' for f in failures)} failed, {len(p.skipped)} skipped")
     return RunResult(folder.path, frame, failures, computed, cached)
+
+
+def _ordered(cells: list[Cell], results: dict[Cell, list[dict]]) -> list[dict]:
+    """Records in plan order, whatever order the cells finished in (so a resumed run equals a clean one)."""
+    return [r for cell in cells if cell in results for r in results[cell]]
+
+
+def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Path) -> None:
+    """Copy cached per-cell artifacts into <run>/artifacts/<method>/<dataset>__<backbone>__seed<seed>[__c<k>]."""
+    for cell in cells:
+        source = cache.artifact_path(keys[cell])
+        if source.is_file():
+            suffix = "" if cell.forget_class is None else f"__c{cell.forget_class}"
+            target = run_dir / "artifacts" / cell.method / f"{cell.dataset.name}__{cell.backbone.label}__seed{cell.seed}{suffix}.safetensors"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def _check_classes(cells: list[Cell], num_classes: int, dataset: str) -> None:

@@ -1,6 +1,8 @@
 """Where results live: a content-addressed cache (models, cell records) and a run folder (config, log, records.csv)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -121,6 +123,10 @@ class Cache:
         atomic_write(meta_path, json.dumps({**meta, "sha256": hashlib.sha256(data).hexdigest()}, indent=1, default=str))
         return len(data)
 
+    def artifact_path(self, key: str) -> Path:
+        """Where a cell's artifacts (e.g. WF-Net's α) are kept, as safetensors."""
+        return self.root / "artifacts" / f"{key}.safetensors"
+
     def _cell_path(self, key: str) -> Path:
         return self.root / "cells" / f"{key}.json"
 
@@ -137,6 +143,18 @@ class Cache:
 
     def save_cell(self, key: str, records: list[dict]) -> None:
         atomic_write(self._cell_path(key), json.dumps({"records": records, "sha256": stable_hash(records)}, default=str))
+
+
+class LogFile:
+    """Appends time-stamped lines to a log file (one write per line, so several processes can share it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp} {message}\n")
 
 
 class RunFolder:
@@ -158,9 +176,23 @@ class RunFolder:
         return Path(results) / f"{grid_name}-{stamp}"
 
     def log(self, message: str) -> None:
-        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with open(self.path / "log.txt", "a") as f:
-            f.write(f"{stamp} {message}\n")
+        LogFile(self.path / "log.txt")(message)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold an exclusive lock on the folder; a second run writing the same folder is refused."""
+        handle = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UserError(f"Run folder {self.path} is in use by another run; wait for it to finish or pass "
+                            f"another --out.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
     def write_config(self, config: dict) -> None:
         import yaml

@@ -42,6 +42,14 @@ class UnlearnedModel(nn.Module):
         1 − gate, for methods whose unlearning closes gates (WF-Net); None for all others."""
         return None
 
+    def artifacts(self) -> dict[str, torch.Tensor]:
+        """Tensors worth keeping beside the records (WF-Net: its α matrices); saved per cell by the harness."""
+        return {}
+
+    def diagnostics(self) -> dict[str, float]:
+        """Numbers about the unlearning run itself (steps taken, divergence flags), recorded as metrics."""
+        return {}
+
     def gated(self, gates: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
         """A module x → logits with every gate set to the given values (insertion/deletion); only for
         models whose `relevance` is not None."""
