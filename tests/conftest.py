@@ -21,7 +21,7 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def write_grid(folder: Path, **overrides) -> Path:
+def write_grid(folder: Path, filename: str = "grid.yaml", **overrides) -> Path:
     """A tiny grid file: mnist5k, one small backbone, two forget classes, one training epoch."""
     grid = {
         "name": "tiny",
@@ -34,6 +34,6 @@ def write_grid(folder: Path, **overrides) -> Path:
         "metrics": ["accuracy"],
     }
     grid.update(overrides)
-    path = folder / "grid.yaml"
+    path = folder / filename
     path.write_text(yaml.safe_dump(grid))
     return path

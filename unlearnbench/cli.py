@@ -12,8 +12,12 @@ from .errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_bench.py", description="Run an unlearning benchmark grid.")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "list"],
-                        help="run a grid (default) or list datasets, backbones, methods, metrics and grids")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "list", "report"],
+                        help="run a grid (default), list datasets, backbones, methods, metrics and grids, or "
+                             "report on run folders")
+    parser.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR",
+                        help="report: run folders to report on (several are merged; the report goes to --out, "
+                             "default RUN_DIR/report)")
     parser.add_argument("--grid", default="smoke", help="a shipped grid name (smoke, paper, …) or a YAML file")
     parser.add_argument("--out", type=Path, help="run folder (default: <results-dir>/<grid>-<timestamp>)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go")
@@ -28,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
     parser.add_argument("--workers", type=int, default=1, help="local worker processes (each gets one GPU of --gpus)")
     parser.add_argument("--gpus", default="", help="comma-separated GPU indices shared round-robin by the workers")
+    parser.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "
+                                                    "CPU results are reproducible for a fixed value")
     parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                         help="Slurm setting (partition, time_min, gpus_per_task, cpus_per_task, mem_gb, "
                              "array_parallelism, cluster); overrides the grid's slurm: section")
@@ -79,6 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             print(list_everything())
             return 0
+        if args.run_dirs and args.command != "report":
+            raise UserError(f"Unexpected argument '{args.run_dirs[0]}'; only the report command takes run folders.")
+        if args.command == "report":
+            from .report import write_report
+
+            if not args.run_dirs:
+                raise UserError("The report command needs at least one run folder: run_bench.py report RUN_DIR.")
+            print(write_report(args.run_dirs, args.out) / "index.md")
+            return 0
         return _run(args, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -107,6 +122,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     launch_options = LaunchOptions(launcher=args.launcher, workers=args.workers, gpus=parse_gpus(args.gpus),
+                                   threads=args.threads,
                                    slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
     if args.dry_run:
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))

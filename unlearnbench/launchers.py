@@ -32,6 +32,7 @@ class LaunchOptions:
     launcher: str = "local"
     workers: int = 1
     gpus: tuple[int, ...] = ()
+    threads: int | None = None  # torch CPU threads per worker (default: cores / workers); results depend on it
     slurm: SlurmOptions = SlurmOptions()
     folder: Path = Path(".")
 

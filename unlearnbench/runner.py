@@ -254,7 +254,8 @@ _GROUPS: dict = {}
 def _group_stages(job: Job) -> Stages:
     """The Stages of a job's (dataset, backbone, seed) group, kept in memory for the next job of the group."""
     dataset, backbone, seed = job.cell.group
-    memo_key = (job.cell.group, job.device, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True))
+    memo_key = (job.cell.group, job.device, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True),
+                str(job.options.cache), str(job.options.data_root))
     if memo_key not in _GROUPS:
         _GROUPS.clear()  # one group at a time keeps memory bounded
         device = resolve_device(job.device)
@@ -309,6 +310,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     cache = Cache(options.cache)
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
     launch_options = launch_options or LaunchOptions()
+    _GROUPS.clear()  # models kept in memory by an earlier run in this process are not trusted blindly
+    threads_before = torch.get_num_threads()
     with folder.lock():
         folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
@@ -327,7 +330,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 results[cell] = hit
         cached = len(results)
         pending = [c for c in p.cells if c not in results]
-        threads = max(1, (os.cpu_count() or 1) // launch_options.workers) if device.type == "cpu" else None
+        threads = launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
         worker_options = dataclasses.replace(options, progress=options.progress and launch_options.workers == 1
                                              and launch_options.launcher == "local")
 
@@ -356,7 +359,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 else:
                     results[cell] = outcome.records
                 bar.update()
-                folder.write_records(_ordered(p.cells, results), _provenance(device))
+                folder.write_records(_ordered(p.cells, results), _provenance(device, threads))
         for cell in pending:  # a group whose original failed: its cells fail with that reason
             if cell.group in broken_groups:
                 broken = broken_groups[cell.group]
@@ -364,11 +367,12 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 bar.update()
         bar.close()
         _collect_artifacts(p.cells, keys, cache, folder.path)
-        frame = folder.write_records(_ordered(p.cells, results), _provenance(device))
+        frame = folder.write_records(_ordered(p.cells, results), _provenance(device, threads))
         folder.write_failures(failures)
         computed = len(results) - cached
         folder.log(f"finished: {computed} cells computed, {cached} from cache, "
                    f"{sum(f['status'] == 'failed' for f in failures)} failed, {len(p.skipped)} skipped")
+    torch.set_num_threads(threads_before)
     return RunResult(folder.path, frame, failures, computed, cached)
 
 
@@ -405,8 +409,9 @@ def _failure(cell: Cell, status: str, reason: str, tb: str = "") -> dict:
             "reason": reason, "traceback": tb}
 
 
-def _provenance(device: torch.device) -> dict:
-    return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit(), "device": device_name(device)}
+def _provenance(device: torch.device, threads: int) -> dict:
+    return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit(),
+            "device": device_name(device, threads)}
 
 
 def _grid_dict(grid: Grid) -> dict:

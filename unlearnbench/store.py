@@ -76,11 +76,11 @@ def git_commit() -> str:
         return "unknown"
 
 
-def device_name(device: torch.device) -> str:
-    """'cpu (N threads)' or the CUDA device's name."""
+def device_name(device: torch.device, threads: int | None = None) -> str:
+    """The CUDA device's name, or 'cpu (N threads, arch)' with the torch threads each worker used."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    return f"cpu ({threads or torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
 
 
 class Cache:
@@ -105,7 +105,7 @@ class Cache:
             if hashlib.sha256(weights.read_bytes()).hexdigest() != expected:
                 return False
             load_model(model, str(weights))
-        except (ValueError, KeyError, RuntimeError, OSError):
+        except Exception:  # unreadable, truncated, foreign or another architecture: recompute, never trust
             return False
         return True
 

@@ -21,6 +21,8 @@ class MetricContext:
 
     Logits are computed once per (network, split) over the whole split and shared by every metric and, through
     `logit_cache`, by every forget class of the cell (a network serving several classes is evaluated once).
+    `has_retrain` is set by the runner when the grid trains retrained models for this group anyway (it holds
+    the retrain method); metrics comparing with them (js_to_retrain) run only then, unless told otherwise.
     """
 
     data: ImageData
@@ -30,6 +32,7 @@ class MetricContext:
     method: str
     settings: dict
     logit_cache: dict = field(default_factory=dict)
+    has_retrain: bool = False
 
     @cached_property
     def net(self) -> nn.Module:
@@ -51,7 +54,10 @@ class MetricContext:
         net = self.net if model is None else model
         key = (id(net), split)
         if key not in self.logit_cache:
-            self.logit_cache[key] = (net, predict_logits(net, self.data, self.data.split(split)))
+            logits = predict_logits(net, self.data, self.data.split(split))
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"the model's outputs on the {split} split are not finite (NaN or inf)")
+            self.logit_cache[key] = (net, logits)
         return self.logit_cache[key][1][self.mask(split, view)]
 
     def labels(self, split: str, view: str) -> torch.Tensor:

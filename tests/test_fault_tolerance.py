@@ -1,0 +1,177 @@
+"""Runs that survive kills, corrupt files, concurrent writers and bad cells; the same results from every launcher."""
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from unlearnbench import UserError
+from unlearnbench.cli import main
+from unlearnbench.grid import load_grid
+from unlearnbench.launchers import LaunchOptions, SlurmOptions
+from unlearnbench.runner import RunOptions, run
+from unlearnbench.store import Cache, RunFolder
+
+from conftest import write_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMING = {"unlearn_seconds", "device_seconds", "peak_memory_bytes"}
+KEY = ["dataset", "backbone", "method", "params", "seed", "forget_class", "split", "metric", "value"]
+
+
+def comparable(path: Path) -> pd.DataFrame:
+    """records.csv without the timing rows, which differ from run to run by nature."""
+    frame = pd.read_csv(path)
+    return frame[~frame.metric.isin(TIMING)][KEY].reset_index(drop=True)
+
+
+def tiny(tmp_path, filename="grid.yaml", **kw):
+    return write_grid(tmp_path, filename, forget_classes=[0, 1, 2], **kw)
+
+
+def test_killed_run_resumes_to_the_same_records(tmp_path):
+    grid_file = tiny(tmp_path)
+    clean = run(load_grid(str(grid_file)), RunOptions(out=tmp_path / "clean", cache_dir=tmp_path / "cache-clean",
+                                                      device="cpu", progress=False))
+    cache = tmp_path / "cache-killed"
+    argv = [sys.executable, str(ROOT / "run_bench.py"), "--grid", str(grid_file), "--out", str(tmp_path / "killed"),
+            "--cache-dir", str(cache), "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(list((cache / "cells").glob("*.json"))) < 1 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((cache / "cells").glob("*.json")))
+    assert 0 < done_before < 4, "the kill should land mid-grid"
+    resumed = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    computed, cached = map(int, re.search(r"(\d+) cells computed, (\d+) from cache", resumed.stdout).groups())
+    assert cached == done_before and computed == 4 - done_before, resumed.stdout
+    pd.testing.assert_frame_equal(comparable(tmp_path / "killed" / "records.csv"),
+                                  comparable(clean.run_dir / "records.csv"))
+
+
+def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
+    """CPU results are bit-reproducible for a fixed number of torch threads per worker, whatever the launcher."""
+    grid = load_grid(str(tiny(tmp_path)))
+    serial = run(grid, RunOptions(out=tmp_path / "serial", cache_dir=tmp_path / "cache-serial", device="cpu",
+                                  progress=False), LaunchOptions(threads=1))
+    for name, launch in [("workers", LaunchOptions(workers=2, threads=1)),
+                         ("slurm", LaunchOptions(launcher="slurm", threads=1,
+                                                 slurm=SlurmOptions(cluster="local", time_min=5)))]:
+        result = run(grid, RunOptions(out=tmp_path / name, cache_dir=tmp_path / f"cache-{name}", device="cpu",
+                                      progress=False), launch)
+        assert result.computed == 4 and not result.failures, (name, result.failures)
+        pd.testing.assert_frame_equal(comparable(result.run_dir / "records.csv"),
+                                      comparable(serial.run_dir / "records.csv"))
+
+
+def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
+    grid = load_grid(str(tiny(tmp_path, methods=["original"])))
+    cache_dir = tmp_path / "cache"
+    first = run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False))
+    weights = next((cache_dir / "models" / "original").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    cell = next((cache_dir / "cells").glob("*.json"))
+    cell.write_text(cell.read_text().replace("acc_retain", "acc_retian"))  # tampered: hash no longer matches
+    again = run(grid, RunOptions(out=tmp_path / "b", cache_dir=cache_dir, device="cpu", progress=False))
+    assert (again.computed, again.cached) == (1, 0)
+    assert "stage original" in (tmp_path / "b" / "log.txt").read_text()  # retrained, not loaded
+    pd.testing.assert_frame_equal(comparable(tmp_path / "a" / "records.csv"), comparable(tmp_path / "b" / "records.csv"))
+
+
+def test_a_crafted_pickle_in_the_cache_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.write_text, (marker, "x"))
+
+    cache = Cache(tmp_path / "cache")
+    target, meta = cache._model_paths("original", "k")
+    target.parent.mkdir(parents=True)
+    payload = pickle.dumps(Exploit())
+    target.write_bytes(payload)
+    import hashlib
+    import json
+    meta.write_text(json.dumps({"sha256": hashlib.sha256(payload).hexdigest()}))
+    import torch
+    assert cache.load_model("original", "k", torch.nn.Linear(2, 2)) is False
+    assert not marker.exists()
+
+
+def test_two_runs_on_one_folder_are_refused(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    with folder.lock():
+        with pytest.raises(UserError, match="in use by another run"):
+            run(load_grid(str(tiny(tmp_path))), RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "c",
+                                                           device="cpu", progress=False))
+
+
+NAN_PLUGIN = """
+import os
+import torch
+from unlearnbench import SingleClassModel, Unlearner
+
+
+class Poisoned(Unlearner):
+    name = "poisoned"
+
+    def unlearn(self, task):
+        model = task.copy_original()
+        if os.path.exists(os.environ["POISON_FLAG"]):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.fill_(float("nan"))
+        return SingleClassModel(model, task.forget_class)
+"""
+
+
+def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared_cache, monkeypatch):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "poisoned.py").write_text(NAN_PLUGIN)
+    flag = tmp_path / "flag"
+    flag.write_text("")
+    monkeypatch.setenv("POISON_FLAG", str(flag))
+    grid_file = tiny(tmp_path, methods=["poisoned", "original"])
+    common = ["--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache), "--plugins", str(plugins),
+              "--device", "cpu", "--quiet"]
+    assert main(["--grid", str(grid_file), *common]) == 1
+    failures = pd.read_csv(tmp_path / "run" / "failures.csv")
+    assert (failures.status == "failed").sum() == 3
+    assert failures.reason.str.contains("not finite").all()
+    flag.unlink()
+    assert main(["--retry-failed", *common]) == 0
+    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    assert set(records.method) == {"poisoned", "original"}
+    log = (tmp_path / "run" / "log.txt").read_text().split("grid 'tiny'")[-1]
+    assert log.count("done ") == 3  # only the three failed cells ran again
+
+
+def test_bad_inputs_each_give_one_sentence(tmp_path, capsys):
+    cases = {
+        "metric": (tiny(tmp_path, "metric.yaml", metrics=["acuracy"]), "Unknown metric 'acuracy' (did you mean 'accuracy'?)"),
+        "launcher": (tiny(tmp_path), "Unknown launcher 'sge'"),
+        "arch": (tiny(tmp_path, "arch.yaml", backbones=[{"name": "vgg16", "width": 0.0625, "pretrained": str(tmp_path / "w.pth")}],
+                      methods=["original"]), None),
+    }
+    import torch
+
+    from unlearnbench.models import BackboneSpec, build_backbone
+    torch.save(build_backbone(BackboneSpec("resnet18", 0.0625), 10, 1, 28).state_dict(), tmp_path / "w.pth")
+    assert main(["--grid", str(cases["metric"][0]), "--dry-run"]) == 2
+    assert cases["metric"][1] in capsys.readouterr().err
+    assert main(["--grid", str(cases["launcher"][0]), "--launcher", "sge", "--out", str(tmp_path / "l")]) == 2
+    assert cases["launcher"][1] in capsys.readouterr().err
+    assert main(["--grid", str(cases["arch"][0]), "--out", str(tmp_path / "arch"), "--cache-dir", str(tmp_path / "c"),
+                 "--device", "cpu", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "do not fit this architecture" in out
