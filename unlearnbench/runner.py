@@ -143,6 +143,11 @@ def _matches(cell: Cell, only: dict) -> bool:
     return True
 
 
+def grid_has_retrain(grid: Grid) -> bool:
+    """Whether the grid runs the retrain method (so retrained models exist for distance metrics)."""
+    return grid.methods == "all" or any(m.name == "retrain" for m in grid.methods)
+
+
 def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str]) -> str:
     """The cache key of a cell: its full config, the plugin file's hash, library versions and harness code."""
     recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
@@ -151,6 +156,7 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str]) -> st
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
+        "has_retrain": grid_has_retrain(grid),
         "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")}, "code": code_hash(),
     })
 
@@ -212,7 +218,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     logit_cache: dict = {}
     for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
         ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
-                            logit_cache=logit_cache)
+                            logit_cache=logit_cache, has_retrain=grid_has_retrain(grid))
         for name in metrics:
             ctx.settings = metric_settings(grid, name)
             for split, metric, value in METRICS.get(name).compute(ctx):

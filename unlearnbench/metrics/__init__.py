@@ -2,7 +2,9 @@
 
 Importing this package registers every metric in `METRICS`.
 """
-from . import accuracy  # noqa: F401  (registers)
+from . import (  # noqa: F401  (importing registers)
+    accuracy, distance_metric, insertion_deletion_metric, membership_metric, relearn_metric, zrf_metric,
+)
 from .base import METRICS, Metric, MetricContext, register_metric
 
 __all__ = ["METRICS", "Metric", "MetricContext", "register_metric"]

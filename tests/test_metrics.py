@@ -1,0 +1,272 @@
+"""The registered metrics through a real MetricContext: mnist5k stages (a 1-epoch VGG-16/16) and constructed models."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnbench.data import load_dataset
+from unlearnbench.grid import DatasetEntry
+from unlearnbench.metrics import METRICS, MetricContext
+from unlearnbench.metrics.relearn_metric import epoch_sampler
+from unlearnbench.models import BackboneSpec
+from unlearnbench.stages import Stages
+from unlearnbench.store import Cache
+from unlearnbench.training import accuracy, resolve_recipe
+from unlearnbench.unlearner import SharedModel, SingleClassModel, UnlearnedModel
+
+SPEC = BackboneSpec("vgg16", 0.0625)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Small models on a shared 2-core machine: a second intra-op thread only adds contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(shared_cache):
+    return load_dataset("mnist5k", cache_dir=shared_cache)
+
+
+@pytest.fixture(scope="module")
+def stages(data, shared_cache) -> Stages:
+    """The same stage keys as the runner's tiny test grid, so a full test session trains them once."""
+    recipe = resolve_recipe("mnist5k", SPEC, {"epochs": 1})
+    return Stages(data, dataclasses.asdict(DatasetEntry("mnist5k")), SPEC, recipe, 0, Cache(shared_cache),
+                  log=lambda *_: None)
+
+
+def compute(name: str, model: UnlearnedModel, c: int, stages: Stages, data=None, has_retrain: bool = False,
+            **settings) -> dict[tuple[str, str], float]:
+    """Run registered metric `name` on (model, class c) with its defaults overridden by `settings`."""
+    ctx = MetricContext(data=stages.data if data is None else data, model=model.eval(), forget_class=c, stages=stages,
+                        method="test", settings={**METRICS.get(name).defaults, **settings}, has_retrain=has_retrain)
+    return {(split, metric): value for split, metric, value in METRICS.get(name).compute(ctx)}
+
+
+# ---------------------------------------------------------------- ZRF
+
+
+def test_zrf_of_the_random_model_against_itself_is_exactly_one(stages):
+    rows = compute("zrf", SharedModel(stages.random_model(3), 10), 2, stages, seed=3, legacy=True)
+    assert rows == {(s, m): 1.0 for s in ("test", "train") for m in ("zrf", "zrf_legacy")}
+
+
+def test_zrf_of_an_original_model_lands_in_the_papers_original_range(stages):
+    original = SharedModel(stages.original(), 10)
+    rows = compute("zrf", original, 4, stages)
+    assert set(rows) == {("test", "zrf"), ("train", "zrf")}
+    assert all(0.40 <= v <= 0.55 for v in rows.values()), rows
+    other_seed = compute("zrf", original, 4, stages, seed=1, splits=["test"])
+    assert other_seed[("test", "zrf")] != rows[("test", "zrf")]  # the seed setting picks the random model
+
+
+# ---------------------------------------------------------------- relearn time
+
+
+class MaskedLinear(nn.Module):
+    """A linear classifier that can never predict class `c` (its logit is pinned at −1e9); counts training samples."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(28 * 28, 10)
+        self.register_buffer("mask", -1e9 * F.one_hot(torch.tensor(c), 10).float())
+        self.trained_on = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.trained_on += x.shape[0]
+        return self.linear(x.flatten(1)) + self.mask
+
+
+class InPlace(SingleClassModel):
+    """Relearns its own network (no copy), so a test can inspect it afterwards."""
+
+    def trainable_copy(self, forget_class: int) -> nn.Module:
+        return self.net
+
+
+def test_relearn_takes_zero_epochs_for_the_original_model(stages):
+    rows = compute("relearn", SharedModel(stages.original(), 10), 3, stages)
+    assert rows == {("val", "relearn_epochs"): 0.0, ("val", "relearned"): 1.0}
+
+
+def test_relearn_is_capped_at_100_epochs_of_500_samples_for_a_model_that_cannot_learn(stages):
+    net = MaskedLinear(5)
+    rows = compute("relearn", InPlace(net, 5), 5, stages)
+    assert rows == {("val", "relearn_epochs"): 100.0, ("val", "relearned"): 0.0}
+    assert net.trained_on == 100 * 500
+
+
+def test_relearn_of_frozen_weights_is_capped(stages):
+    class Frozen(SingleClassModel):
+        def trainable_copy(self, forget_class: int) -> nn.Module:
+            return copy.deepcopy(self.net).requires_grad_(False)
+
+    rows = compute("relearn", Frozen(MaskedLinear(5), 5), 5, stages, max_epochs=40)
+    assert rows == {("val", "relearn_epochs"): 40.0, ("val", "relearned"): 0.0}
+
+
+def test_relearn_regains_a_class_whose_output_row_was_cut(stages, data):
+    net = copy.deepcopy(stages.original())
+    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight[7] = 0
+        head.bias[7] = -20
+    cut = accuracy(net(data.normalize(data.val.forget(7).images)), data.val.forget(7).labels)
+    assert cut == 0
+    rows = compute("relearn", SingleClassModel(net, 7), 7, stages)
+    assert rows[("val", "relearned")] == 1.0 and 1 <= rows[("val", "relearn_epochs")] < 100
+
+
+def test_sampler_draws_500_fresh_samples_per_epoch_from_every_class(data):
+    sample = epoch_sampler(data, data.train, 500, 50, seed=11)
+    x0, y0 = map(torch.cat, zip(*sample(0)))
+    x1, _ = map(torch.cat, zip(*sample(1)))
+    assert x0.shape == (500, 1, 28, 28) and x0.dtype == torch.float32
+    assert torch.unique(x0.flatten(1), dim=0).shape[0] == 500  # without replacement
+    assert set(y0.tolist()) == set(range(10)) and torch.bincount(y0).max() < 100
+    assert not torch.equal(x0, x1)
+    assert torch.equal(x0, torch.cat([x for x, _ in sample(0)]))  # a function of (seed, epoch) only
+    defaults = METRICS.get("relearn").defaults
+    assert (defaults["samples_per_epoch"], defaults["max_epochs"]) == (500, 100)
+
+
+# ---------------------------------------------------------------- insertion / deletion
+
+
+class Gated(UnlearnedModel):
+    """Logits computed from gates only (inputs ignored): one layer 'f' of `n` channels with weight and bias gates.
+
+    `logits_of(gate_w)` → logits [10]; `closed` is the model unlearned on `c`: its gates are 1 − relevance.
+    """
+
+    def __init__(self, c: int, relevance_w: list[float], logits_of) -> None:
+        super().__init__()
+        self.c = c
+        self.relevance_w = torch.tensor(relevance_w)
+        self.logits_of = logits_of
+
+    def relevance(self, forget_class: int):
+        return {"f": (self.relevance_w.clone(), torch.zeros_like(self.relevance_w))}
+
+    def gated(self, gates):
+        logits = self.logits_of(gates["f"][0].float())
+
+        class Net(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return logits.expand(x.shape[0], -1)
+
+        return Net()
+
+    def for_class(self, forget_class: int) -> nn.Module:
+        return self.gated({"f": (1 - self.relevance_w, torch.ones_like(self.relevance_w))})
+
+    def classes(self) -> list[int]:
+        return [self.c]
+
+
+def test_the_one_responsible_channel_gives_insertion_near_1_and_deletion_near_0(stages):
+    c, j = 6, 2
+
+    def logits_of(g: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(10)
+        out[c] = 20 * g[j] - 10  # class c lives on channel j only
+        out[(c + 1) % 10] = g.sum() - g[j]  # the other channels feed another class
+        return out
+
+    relevance = [0.1, 0.2, 0.95, 0.3, 0.05, 0.1, 0.2, 0.1]
+    rows = compute("insertion_deletion", Gated(c, relevance, logits_of), c, stages)
+    assert set(rows) == {("test", "insertion"), ("test", "deletion")}
+    assert rows[("test", "insertion")] > 0.95
+    assert rows[("test", "deletion")] < 0.05
+
+
+def test_insertion_deletion_auc_is_the_trapezoid_of_the_hand_made_curves(stages):
+    c = 1
+
+    def logits_of(g: torch.Tensor) -> torch.Tensor:
+        p = 0.1 + 0.8 * g.mean()  # confidence on c; the rest of the mass on class 0
+        out = torch.full((10,), -1e4)
+        out[c], out[0] = torch.log(p), torch.log(1 - p)
+        return out
+
+    # 8 elements (4 weight gates, 4 bias gates of relevance 0), step 0.25: two more elements per point.
+    rows = compute("insertion_deletion", Gated(c, [0.8, 0.2, 0.6, 0.4], logits_of), c, stages, step=0.25)
+    base = 0.9
+
+    def trapezoid(ys):
+        return sum(0.25 * (a + b) / 2 for a, b in zip(ys, ys[1:]))
+
+    # insertion: gates [.2 .8 .4 .6] → restore w0, w2 → restore w3, w1 → bias gates (no effect)
+    insertion = trapezoid([p / base for p in (0.1 + 0.8 * 0.5, 0.1 + 0.8 * 0.85, 0.9, 0.9, 0.9)])
+    # deletion: all open → close w0, w2 → close w3, w1 → bias gates
+    deletion = trapezoid([p / base for p in (0.9, 0.1 + 0.8 * 0.5, 0.1, 0.1, 0.1)])
+    assert rows[("test", "insertion")] == pytest.approx(insertion, abs=1e-6)
+    assert rows[("test", "deletion")] == pytest.approx(deletion, abs=1e-6)
+
+
+def test_models_without_relevance_get_no_insertion_deletion_rows(stages):
+    assert compute("insertion_deletion", SharedModel(stages.original(), 10), 0, stages) == {}
+
+
+# ---------------------------------------------------------------- membership inference
+
+
+def _tiny(data, n: int):
+    g = torch.Generator().manual_seed(0)
+    pick = lambda split: split.subset(torch.randperm(len(split), generator=g)[:n])  # noqa: E731
+    return dataclasses.replace(data, train=pick(data.train), test=pick(data.test))
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def test_mia_sees_through_a_model_that_memorised_its_training_set(stages, data):
+    tiny = _tiny(data, 400)
+    torch.manual_seed(0)
+    net = _mlp()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, y = tiny.normalize(tiny.train.images), tiny.train.labels
+    for _ in range(300):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+    assert accuracy(net(x), y) == 1.0
+    rows = compute("mia", SharedModel(net, 10), 3, stages, data=tiny)
+    assert set(rows) == {("train", "mia_forget")}
+    assert rows[("train", "mia_forget")] <= 0.25  # the forget samples are recognised as members
+
+
+def test_mia_is_near_chance_for_a_model_never_trained(stages, data):
+    tiny = _tiny(data, 400)
+    torch.manual_seed(1)
+    model = SharedModel(_mlp(), 10)
+    scores = [compute("mia", model, c, stages, data=tiny)[("train", "mia_forget")] for c in range(10)]
+    assert abs(sum(scores) / 10 - 0.5) <= 0.2
+
+
+# ---------------------------------------------------------------- distance to the retrained model
+
+
+def test_js_to_retrain_needs_the_grid_to_hold_retrain(stages):
+    assert compute("js_to_retrain", SharedModel(stages.original(), 10), 0, stages) == {}
+
+
+def test_js_to_retrain_is_zero_for_retrain_and_largest_on_the_forget_set_for_the_original(stages):
+    retrained = SingleClassModel(stages.retrained(0), 0)
+    rows = compute("js_to_retrain", retrained, 0, stages, has_retrain=True)
+    assert rows == {("test", "js_to_retrain_forget"): 0.0, ("test", "js_to_retrain_retain"): 0.0}
+    rows = compute("js_to_retrain", SharedModel(stages.original(), 10), 0, stages, train_missing=True)
+    forget, retain = rows[("test", "js_to_retrain_forget")], rows[("test", "js_to_retrain_retain")]
+    assert 0 < retain < forget <= math.log(2)
