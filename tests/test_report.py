@@ -1,0 +1,285 @@
+"""Reports from a hand-made records.csv: Table 1/2, cost and paper-comparison cells checked one by one, LaTeX
+structure, Markdown index, and PNG + PDF figures written headless."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from unlearnbench.errors import UserError
+from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
+                                 write_report)
+from unlearnbench.report.figures import load_relevance
+from unlearnbench.report.paper import backbone_family, paper_value
+from unlearnbench.report.records import load_runs
+from unlearnbench.store import RECORD_COLUMNS
+
+FULL, SMALL = "resnet18", "vit_tiny-w0.333-d0.333-p7"
+MIB = 2**20
+# base values of the per-class metrics; a record's value is base + 0.02 × class + 0.04 × seed, so a seed's mean
+# over classes 0, 1 is base + 0.01 + 0.04 × seed and the mean over seeds 0, 1 is base + 0.03 (std 0.04/√2)
+BASE = {
+    (FULL, "original"): {"acc_retain": 0.95, "acc_forget": 0.95, "zrf": 0.45},
+    (FULL, "retrain"): {"acc_retain": 0.90, "acc_forget": 0.0, "zrf": 0.50},
+    (FULL, "wfnet"): {"acc_retain": 0.90, "acc_forget": 0.05, "zrf": 0.60, "insertion": 0.70, "deletion": 0.10},
+    (SMALL, "original"): {"acc_retain": 0.85, "acc_forget": 0.85},
+    (SMALL, "retrain"): {"acc_retain": 0.80, "acc_forget": 0.0},
+    (SMALL, "wfnet"): {"acc_retain": 0.70, "acc_forget": 0.0, "insertion": 0.80, "deletion": 0.20},
+}
+# relearn epochs and relearned flag per (seed, class), resnet18 only (vit: not measured)
+RELEARN = {"retrain": {(0, 0): (10, 1), (0, 1): (100, 0), (1, 0): (30, 1), (1, 1): (50, 1)},
+           "wfnet": {(0, 0): (100, 0), (0, 1): (100, 0), (1, 0): (20, 1), (1, 1): (100, 0)}}
+
+
+def hand_records() -> list[dict]:
+    """2 backbones × 3 methods × 2 forget classes × 2 seeds on 'mnist', with known values."""
+    rows = []
+    peak = {(0, 0): 100, (0, 1): 200, (1, 0): 150, (1, 1): 120}  # MiB per (seed, class) of retrain
+    for (backbone, method), base in BASE.items():
+        for seed in (0, 1):
+            def add(c, split: str, metric: str, value: float) -> None:
+                rows.append({"dataset": "mnist", "backbone": backbone, "method": method, "params": "{}",
+                             "seed": seed, "forget_class": c, "split": split, "metric": metric, "value": value})
+
+            for c in (0, 1):
+                for metric, b in base.items():
+                    for split in ("train", "test") if metric.startswith("acc") else ("test",):
+                        shift = -0.05 if split == "test" and metric.startswith("acc") else 0.0
+                        add(c, split, metric, b + shift + 0.02 * c + 0.04 * seed)
+                if backbone == FULL and method in RELEARN:
+                    epochs, relearned = RELEARN[method][(seed, c)]
+                    add(c, "train", "relearn_epochs", epochs)
+                    add(c, "train", "relearned", relearned)
+                if method == "retrain":  # per-class method: one cost row per class
+                    add(c, "all", "unlearn_seconds", 2.0 + c + 2 * seed)
+                    add(c, "all", "peak_memory_bytes", peak[(seed, c)] * MIB)
+                    add(c, "all", "serving_bytes", MIB)
+            if method == "wfnet":  # all-class method: one cost row per cell, no forget class
+                add(None, "all", "unlearn_seconds", 1.5 + seed)
+                add(None, "all", "serving_bytes", 1.5 * MIB)
+    return rows
+
+
+def make_run(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    frame = pd.DataFrame(hand_records(), columns=RECORD_COLUMNS)
+    frame["forget_class"] = frame["forget_class"].astype("Int64")
+    frame["v_torch"], frame["device"] = "2.0", "cpu (test)"
+    frame.to_csv(folder / "records.csv", index=False)
+    (folder / "config.yaml").write_text(yaml.safe_dump({
+        "command": "run_bench.py --grid hand", "grid": {"name": "hand", "datasets": [{"name": "mnist"}]},
+        "device": "cpu", "versions": {"torch": "2.0"}, "git_commit": "abc1234"}))
+    (folder / "log.txt").write_text("2026-01-02T03:04:05Z start\n2026-01-02T03:09:05Z finished\n")
+    pd.DataFrame([{"method": "random_labels", "status": "failed", "reason": "ValueError: boom"}]).to_csv(
+        folder / "failures.csv", index=False)
+    gen = torch.Generator().manual_seed(0)
+    alphas = {f"features.{i}.alpha_w": torch.randn(2, 16, generator=gen) for i in (0, 2, 10)}
+    alphas.update({f"features.{i}.alpha_b": torch.randn(2, 16, generator=gen) for i in (0, 2, 10)})
+    (folder / "artifacts" / "wfnet").mkdir(parents=True)
+    save_file(alphas, str(folder / "artifacts" / "wfnet" / f"mnist__{FULL}__seed0.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    run = make_run(tmp_path_factory.mktemp("report") / "run")
+    return write_report([run])
+
+
+def read(report: Path, name: str) -> pd.DataFrame:
+    return pd.read_csv(report / f"{name}.csv", dtype={"params": str})
+
+
+def cell(values: pd.DataFrame, backbone: str, method: str, column: str) -> pd.Series:
+    rows = values[(values["backbone"] == backbone) & (values["method"] == method) & (values["column"] == column)]
+    assert len(rows) == 1, (backbone, method, column)
+    return rows.iloc[0]
+
+
+def test_table1_cells_are_means_over_classes_then_seeds(report):
+    values = read(report, "table1")
+    assert set(values.loc[values["column"].str.startswith("Acc"), "split"]) == {"train"}
+    for backbone, method, column, mean in [(FULL, "original", "Acc_r", 98.0), (FULL, "wfnet", "Acc_r", 93.0),
+                                           (FULL, "wfnet", "Acc_f", 8.0), (FULL, "retrain", "ZRF", 53.0),
+                                           (SMALL, "wfnet", "Acc_r", 73.0)]:
+        row = cell(values, backbone, method, column)
+        assert row["mean"] == pytest.approx(mean)
+        assert row["std"] == pytest.approx(4 / np.sqrt(2))
+        assert (row["seeds"], row["classes"]) == (2, 2)
+    # ZRF is measured on the test split only; the train table falls back to it
+    assert cell(values, FULL, "wfnet", "ZRF")["split"] == "test"
+    # RT: seed means (10+100)/2 = 55 and (30+50)/2 = 40; classes not relearned 1 and 0
+    rt, n = cell(values, FULL, "retrain", "RT"), cell(values, FULL, "retrain", "RT n")
+    assert rt["mean"] == pytest.approx(47.5) and rt["std"] == pytest.approx(np.std([55, 40], ddof=1))
+    assert n["mean"] == pytest.approx(0.5)
+    assert cell(values, FULL, "wfnet", "RT n")["mean"] == pytest.approx(1.5)
+    assert values[(values["backbone"] == SMALL) & values["column"].isin(["ZRF", "RT", "RT n"])].empty
+
+    md = (report / "table1.md").read_text()
+    assert "| resnet18 | Original | 98.0 ± 2.8 | 98.0 ± 2.8 | 48.0 ± 2.8 | — |" in md
+    assert "|  | Retrained | 93.0 ± 2.8 | 3.0 ± 2.8 | 53.0 ± 2.8 | 47.5 ± 10.6 (0.5) |" in md
+    assert "| vit_tiny-w0.333-d0.333-p7 | Original | 88.0 ± 2.8 | 88.0 ± 2.8 | — | — |" in md
+
+
+def test_table1_test_split_and_single_seed(report, tmp_path):
+    test = read(report, "table1_test")
+    assert cell(test, FULL, "original", "Acc_r")["mean"] == pytest.approx(93.0)
+    records = pd.DataFrame(hand_records())
+    one_seed = table1(records[records["seed"] == 0].assign(forget_class=lambda f: f["forget_class"].astype("Int64")))
+    assert one_seed.display.loc[(FULL, "WF-Net"), ("mnist", "Acc_r")] == "91.0"  # no ± with one seed
+    assert one_seed.display.loc[(FULL, "Retrained"), ("mnist", "RT (n)")] == "55.0 (1)"
+
+
+def test_plugin_methods_and_parameter_sweeps_get_their_own_rows():
+    records = pd.DataFrame(hand_records())
+    plugin = records[records["method"] == "wfnet"].assign(method="my_plugin")
+    sweep = records[records["method"] == "retrain"].assign(params='{"lr": 0.1}')
+    frame = pd.concat([records, plugin, sweep], ignore_index=True)
+    table = table1(frame.assign(forget_class=frame["forget_class"].astype("Int64")))
+    assert list(table.display.loc[FULL].index) == ["Original", "Retrained (lr=0.1)", "Retrained (defaults)",
+                                                    "WF-Net", "my_plugin"]
+    assert table.display.loc[(FULL, "my_plugin"), ("mnist", "Acc_r")] == "93.0 ± 2.8"
+
+
+def test_table2_insertion_deletion(report):
+    values = read(report, "table2")
+    assert set(values["method"]) == {"wfnet"}
+    assert cell(values, FULL, "wfnet", "Ins")["mean"] == pytest.approx(0.73)
+    assert cell(values, SMALL, "wfnet", "Del")["mean"] == pytest.approx(0.23)
+    assert "| resnet18 | WF-Net | 0.73 ± 0.03 | 0.13 ± 0.03 |" in (report / "table2.md").read_text()
+
+
+def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
+    values = read(report, "cost")
+    # retrain: per-seed sums 2+3 = 5 and 4+5 = 9 s; peak memory the larger class run: 200 and 150 MiB
+    wall = cell(values, FULL, "retrain", "Wall s")
+    assert wall["mean"] == pytest.approx(7.0) and wall["std"] == pytest.approx(np.std([5, 9], ddof=1))
+    assert cell(values, FULL, "retrain", "Peak memory MiB")["mean"] == pytest.approx(175.0)
+    assert cell(values, FULL, "retrain", "Serving MiB")["mean"] == pytest.approx(2.0)
+    assert cell(values, FULL, "wfnet", "Wall s")["mean"] == pytest.approx(2.0)
+    assert cell(values, FULL, "wfnet", "Serving MiB")["mean"] == pytest.approx(1.5)
+    assert cell(values, FULL, "wfnet", "N_c")["mean"] == 2
+    md = (report / "cost.md").read_text()
+    assert "| WF-Net | 2 | 2.0 ± 0.7 | — | — | 1.50 ± 0.00 |" in md
+
+
+def test_paper_comparison_differences_and_not_run(report):
+    values = read(report, "paper_comparison")
+
+    def pick(method: str, column: str, backbone: str = FULL) -> pd.Series:
+        return values[(values["backbone"] == backbone) & (values["method"] == method)
+                      & (values["column"] == column)].iloc[0]
+
+    wf = pick("WF-Net", "Acc_r")  # paper: ResNet-18 MNIST WF-Net Acc_r 94.0
+    assert (wf["paper"], wf["difference"]) == (pytest.approx(94.0), pytest.approx(-1.0))
+    zrf = pick("Original", "ZRF")  # paper 47.0; ours 48.0
+    assert zrf["difference"] == pytest.approx(1.0) and pd.isna(zrf["note"])
+    small = pick("WF-Net", "Acc_r", SMALL)  # paper ViT-T 93.5; ours 73.0
+    assert small["difference"] == pytest.approx(-20.5) and small["note"] == "reduced size"
+    assert pick("WF-Net", "Ins")["difference"] == pytest.approx(0.73 - 0.79)
+    missing = pick("Random Labels", "RT")
+    assert missing["note"] == "not run" and pd.isna(missing["ours"]) and missing["paper"] == pytest.approx(15.7)
+
+
+def test_paper_values_and_families():
+    paper = load_paper_results()
+    assert "2304.02049" in paper["source"]
+    assert paper_value(paper, "table1", "imagenet", "vgg16", "original", "ZRF") == pytest.approx(35.0)  # printed 0.35
+    assert paper_value(paper, "table1", "cifar10", "vit_small", "wfnet", "RT n") == 8
+    assert np.isnan(paper_value(paper, "table1", "imagenet", "vgg16", "retrain", "Acc_r"))
+    assert np.isnan(paper_value(paper, "table2", "mnist", "vgg16", "retrain", "Ins"))
+    assert backbone_family(SMALL) == "vit_tiny" and backbone_family("resnet18-w0.0625") == "resnet18"
+
+
+def check_latex(text: str) -> None:
+    stack = []
+    for kind, env in re.findall(r"\\(begin|end)\{(\w+)\}", text):
+        if kind == "begin":
+            stack.append(env)
+        else:
+            assert stack.pop() == env
+    assert not stack and "tabular" in text
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert text.count(rule) >= 1
+    assert text.index(r"\toprule") < text.index(r"\midrule") < text.index(r"\bottomrule")
+    plain = re.sub(r"(?<!\\)\$[^$]*(?<!\\)\$", "", text)  # drop inline math such as $\pm$
+    assert not re.search(r"(?<!\\)[_%#]", plain), "unescaped special character"
+    spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", text)[1]
+    body = text[text.index(r"\midrule"):text.index(r"\bottomrule")]
+    for line in body.splitlines():
+        if line.endswith(r"\\"):
+            assert len(re.findall(r"(?<!\\)&", line)) == len(spec) - 1, line
+
+
+def test_latex_is_structurally_valid(report):
+    tex = sorted(report.glob("*.tex"))
+    assert {p.stem for p in tex} >= {"table1", "table1_test", "table2", "paper_comparison", "cost", "all_metrics"}
+    for path in tex:
+        check_latex(path.read_text())
+    table = (report / "table1.tex").read_text()
+    assert r"vit\_tiny-w0.333-d0.333-p7" in table and r"98.0 $\pm$ 2.8" in table
+
+
+def test_index_shows_tables_links_figures_and_provenance(report):
+    index = (report / "index.md").read_text()
+    for text in ("run_bench.py --grid hand", "**hand**", "abc1234", "cpu (test)", "torch 2.0",
+                 "2026-01-02T03:04:05Z", "1 failed (reasons in failures.csv)", "[CSV](table1.csv)", "[LaTeX](paper_comparison.tex)",
+                 "| resnet18 | Original | 98.0 ± 2.8 |", "figures/heatmap__mnist__resnet18__seed0.png"):
+        assert text in index, text
+    for link in re.findall(r"\]\(([^)]+)\)", index):
+        assert (report / link).is_file(), link
+
+
+def test_figures_written_as_png_and_pdf(report):
+    stems = {p.stem for p in (report / "figures").iterdir()}
+    for stem in (f"heatmap__mnist__{FULL}__seed0", f"per_class__mnist__{FULL}", f"relearn__mnist__{FULL}",
+                 f"cost__mnist__{FULL}", f"per_class__mnist__{SMALL}"):
+        assert stem in stems
+        assert (report / "figures" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (report / "figures" / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
+    assert f"relearn__mnist__{SMALL}" not in stems  # no relearn metric there: skipped, no crash
+
+
+def test_shared_filter_selection():
+    rel = torch.zeros(3, 12)
+    for c, top in enumerate([(0, 1), (1, 2), (2, 3)]):
+        rel[c, list(top)] = torch.tensor([0.9, 0.8])
+    assert select_shared_filters(rel, top_k=2, min_shared=2) == [1, 2]
+    assert select_shared_filters(rel, top_k=2, min_shared=1) == [0, 1, 2, 3]
+    assert select_shared_filters(rel, top_k=2, min_shared=3) == []
+    assert select_shared_filters(torch.ones(2, 4), top_k=2, min_shared=2) == [0, 1]  # ties: lower index first
+    assert select_shared_filters(torch.rand(4, 5), top_k=10, min_shared=4) == [0, 1, 2, 3, 4]  # k capped at C_out
+
+
+def test_heatmap_and_relevance_file(report, tmp_path):
+    relevance, classes = load_relevance(report.parent / "artifacts" / "wfnet" / f"mnist__{FULL}__seed0.safetensors")
+    assert list(relevance) == ["features.0", "features.2", "features.10"] and classes is None
+    gen = torch.Generator().manual_seed(0)
+    alpha = torch.randn(2, 16, generator=gen)
+    assert torch.allclose(relevance["features.0"], 1 - torch.sigmoid(alpha.double()))
+    fig = filter_class_heatmap(relevance, ["zero", "one"], top_k=3)
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["features.0", "features.2", "features.10"]
+    fig.savefig(tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
+    run = report.parent
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("report", "artifacts"))
+    merged, sources = load_runs([run, copy])
+    single, _ = load_runs([run])
+    assert len(merged) == len(single) and [s.path for s in sources] == [run, copy]
+    with pytest.raises(UserError):
+        write_report([run, copy])
+    out = write_report([run, copy], tmp_path / "merged")
+    index = (out / "index.md").read_text()
+    assert f"## Run 1: `{run}`" in index and f"## Run 2: `{copy}`" in index
+    assert read(out, "table1").equals(read(report, "table1"))

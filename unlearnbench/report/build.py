@@ -1,0 +1,88 @@
+"""Assemble a run's report/: every table in three formats, every figure as PNG and PDF, and index.md."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from .. import __version__
+from ..errors import UserError
+from ..store import atomic_write
+from .figures import (cost_vs_classes, filter_class_heatmap, load_relevance, per_class_bars, relearn_figure,
+                      save_figure)
+from .formats import write_table
+from .index import FigureEntry, render_index
+from .paper import paper_comparison
+from .records import load_runs
+from .tables import Table, cost_table, metrics_summary, table1, table2
+
+
+def paper_split(records: pd.DataFrame) -> str:
+    """The split of the main Table 1: 'train' (the paper's choice) when accuracies were recorded on it, else
+    'test'."""
+    acc = records[records["metric"].isin(["acc_retain", "acc_forget"])]
+    return "train" if (acc["split"] == "train").any() else "test"
+
+
+def build_tables(records: pd.DataFrame) -> list[Table]:
+    """Table 1 (train split when present), Table 1 on the test split (when that differs), Table 2, the paper
+    comparison, the cost table and the all-metrics summary, in that order."""
+    split = paper_split(records)
+    main, second = table1(records, split), table2(records)
+    has_test = (records["split"] == "test").any()
+    extra = [table1(records, "test", "table1_test")] if split == "train" and has_test else []
+    return [main, *extra, second, paper_comparison(main, second, records), cost_table(records),
+            metrics_summary(records)]
+
+
+def _stem(*parts: str) -> str:
+    return "__".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", p) for p in parts)
+
+
+def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> list[FigureEntry]:
+    """Draw every figure the records (and WF-Net α files under <run>/artifacts/wfnet/) allow; returns them."""
+    entries: list[FigureEntry] = []
+
+    def keep(fig, section: str, title: str, stem: str) -> None:
+        if fig is not None:
+            png, pdf = save_figure(fig, folder, stem)
+            entries.append(FigureEntry(section, title, png, pdf))
+
+    for path in sorted(p for d in run_dirs for p in (Path(d) / "artifacts" / "wfnet").glob("*.safetensors")):
+        relevance, classes = load_relevance(path)
+        if relevance:
+            n = next(iter(relevance.values())).shape[0]
+            keep(filter_class_heatmap(relevance, classes or [str(c) for c in range(n)]),
+                 "Filter–class relevance of WF-Net (paper Figures 3/4)", f"WF-Net α, {path.stem}",
+                 _stem("heatmap", path.stem))
+    split = paper_split(records)
+    kinds = [("per_class", f"Per-class accuracy ({split} split)", partial(per_class_bars, split=split)),
+             ("relearn", "Relearning", relearn_figure), ("cost", "Cost against the number of classes", cost_vs_classes)]
+    groups = list(records[["dataset", "backbone"]].drop_duplicates().itertuples(index=False, name=None))
+    for stem, section, draw in kinds:
+        for dataset, backbone in groups:
+            part = records[(records["dataset"] == dataset) & (records["backbone"] == backbone)]
+            keep(draw(part), section, f"{dataset} / {backbone}", _stem(stem, dataset, backbone))
+    return entries
+
+
+def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
+    """Write the report of one or more run folders (records merged, exact duplicates dropped) into `out`
+    (default: <run_dir>/report for a single run) and return that folder: index.md, each table as
+    <name>.csv/.tex/.md, figures/ as PNG and PDF."""
+    run_dirs = [Path(d) for d in run_dirs]
+    if out is None:
+        if len(run_dirs) != 1:
+            raise UserError("A report merging several run folders needs an output folder (--out DIR).")
+        out = run_dirs[0] / "report"
+    records, sources = load_runs(run_dirs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [(t, write_table(t, out) if not t.display.empty else None) for t in build_tables(records)]
+    figures = write_figures(records, run_dirs, out / "figures") if not records.empty else []
+    generated = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by unlearnbench {__version__}"
+    atomic_write(out / "index.md", render_index(written, figures, sources, records, out, generated))
+    return out

@@ -1,0 +1,193 @@
+"""The report's figures, drawn headless on matplotlib's Agg canvas (no pyplot state) and saved as PNG and PDF.
+
+- filter–class heatmaps from WF-Net's α (the paper's Figures 3/4),
+- per-class Acc_r/Acc_f bars per method,
+- relearn curves (or, when no curve is recorded, the distribution of relearn epochs),
+- cumulative unlearning cost against the number of classes unlearned.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .tables import method_order, row_labels
+
+CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure bound to the Agg canvas (no GUI, no global pyplot figure list)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
+    """Save `fig` as `<stem>.png` (150 dpi) and `<stem>.pdf` in `folder`; returns both paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{stem}.png", folder / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def select_shared_filters(relevance: torch.Tensor | np.ndarray, top_k: int = 10, min_shared: int = 2) -> list[int]:
+    """Indices (ascending) of the filters that are among the `top_k` most relevant of at least `min_shared`
+    classes; `relevance` is [N_c, C_out] (ties broken by the lower filter index)."""
+    rel = np.asarray(torch.as_tensor(relevance, dtype=torch.float64))
+    k = min(top_k, rel.shape[1])
+    top = np.argsort(-rel, axis=1, kind="stable")[:, :k]
+    counts = np.bincount(top.ravel(), minlength=rel.shape[1])
+    return [int(i) for i in np.flatnonzero(counts >= min_shared)]
+
+
+def default_layers(names: list[str]) -> list[str]:
+    """A first, an intermediate and a last layer of `names` (fewer when there are fewer layers)."""
+    picks = [0, len(names) // 2, len(names) - 1] if names else []
+    return [names[i] for i in dict.fromkeys(picks)]
+
+
+def filter_class_heatmap(relevance: dict[str, torch.Tensor], class_names: list[str], layers: list[str] | None = None,
+                         top_k: int = 10, min_shared: int = 2) -> Figure:
+    """One class × filter heatmap per layer (default: first, intermediate, last) of the weight-gate relevance
+    1 − σ(α_w) ([N_c, C_out] per layer), restricted to filters in the top `top_k` of ≥ `min_shared` classes;
+    a dot marks a filter in a class's top `top_k`."""
+    layers = default_layers(list(relevance)) if layers is None else layers
+    fig = new_figure(4.2 * max(len(layers), 1), 0.3 * len(class_names) + 1.8)
+    axes = fig.subplots(1, max(len(layers), 1), squeeze=False)[0]
+    for ax, layer in zip(axes, layers):
+        rel = np.asarray(torch.as_tensor(relevance[layer], dtype=torch.float64))
+        keep = select_shared_filters(rel, top_k, min_shared)
+        ax.set_title(layer, fontsize=9)
+        if not keep:
+            ax.text(0.5, 0.5, f"no filter in the top {top_k} of ≥ {min_shared} classes", ha="center", va="center",
+                    fontsize=8, transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        k = min(top_k, rel.shape[1])
+        in_top = np.zeros_like(rel, dtype=bool)
+        np.put_along_axis(in_top, np.argsort(-rel, axis=1, kind="stable")[:, :k], True, axis=1)
+        sns.heatmap(rel[:, keep], ax=ax, vmin=0.0, vmax=1.0, cmap="rocket_r", cbar=ax is axes[len(layers) - 1],
+                    cbar_kws={"label": "relevance 1 − σ(α_w)"}, xticklabels=[f"#{i}" for i in keep],
+                    yticklabels=class_names, annot=np.where(in_top[:, keep], "•", ""), fmt="",
+                    annot_kws={"fontsize": 7})
+        ax.tick_params(axis="x", labelsize=6, rotation=90)
+        ax.tick_params(axis="y", labelsize=7, rotation=0)
+        ax.set_xlabel("filter")
+    return fig
+
+
+def load_relevance(path: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+    """The weight-gate relevance 1 − σ(α_w) per layer ([N_c, C_out]) from a WF-Net α file holding
+    `<layer>.alpha_w` tensors, in natural layer order, and the class names from its metadata ('classes', a JSON
+    list) when present."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        names = [k[: -len(".alpha_w")] for k in f.keys() if k.endswith(".alpha_w")]
+        relevance = {n: 1.0 - torch.sigmoid(f.get_tensor(f"{n}.alpha_w").double()) for n in names}
+        meta = f.metadata() or {}
+    order = sorted(relevance, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+    classes = json.loads(meta["classes"]) if "classes" in meta else None
+    return {n: relevance[n] for n in order}, classes
+
+
+def per_class_bars(records: pd.DataFrame, split: str) -> Figure | None:
+    """Acc_r and Acc_f (%) per forget class, one bar per method (error bar: sd over seeds), for the records of one
+    dataset × backbone; None when they hold no accuracy on `split`."""
+    rows = records[records["metric"].isin(["acc_retain", "acc_forget"]) & (records["split"] == split)]
+    rows = rows.dropna(subset=["forget_class", "value"])
+    if rows.empty:
+        return None
+    labels = row_labels(records)
+    rows = rows.assign(method_label=[labels[(m, p)] for m, p in zip(rows["method"], rows["params"])],
+                       percent=rows["value"] * 100, forget_class=rows["forget_class"].astype(int))
+    hue_order = [labels[k] for k in _label_order(records)]
+    fig = new_figure(max(6.0, 0.25 * rows["forget_class"].nunique() * len(hue_order)), 5.5)
+    axes = fig.subplots(2, 1, sharex=True)
+    for ax, metric, title in zip(axes, ("acc_retain", "acc_forget"), ("Acc_r (%)", "Acc_f (%)")):
+        part = rows[rows["metric"] == metric]
+        sns.barplot(part, x="forget_class", y="percent", hue="method_label", hue_order=hue_order, errorbar="sd",
+                    ax=ax, legend=ax is axes[0])
+        ax.set_ylabel(title)
+        ax.set_xlabel("forget class")
+        ax.set_ylim(0, 100)
+    sns.move_legend(axes[0], "upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title="method", frameon=False)
+    fig.suptitle(f"{records['dataset'].iloc[0]} / {records['backbone'].iloc[0]} ({split} split)", fontsize=10)
+    return fig
+
+
+def relearn_figure(records: pd.DataFrame) -> Figure | None:
+    """Relearn curves (forget accuracy per relearn epoch, mean over classes and seeds) per method when the records
+    of one dataset × backbone carry `relearn_curve_<epoch>` metrics; otherwise relearn epochs per class (dots) with
+    their mean ± sd (diamond) per method (the title says which); None when neither is recorded."""
+    labels = row_labels(records)
+    epoch = records["metric"].str.extract(CURVE_METRIC, expand=False)
+    curves = records[epoch.notna()].assign(epoch=epoch[epoch.notna()].astype(int))
+    title = f"{records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}"
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    if not curves.empty:
+        curves = curves.assign(method_label=[labels[(m, p)] for m, p in zip(curves["method"], curves["params"])],
+                               percent=curves["value"] * 100)
+        sns.lineplot(curves, x="epoch", y="percent", hue="method_label", errorbar="sd", ax=ax)
+        ax.set(xlabel="relearn epoch", ylabel="forget accuracy (%)", title=f"Relearn curves, {title}")
+        return fig
+    epochs = records[(records["metric"] == "relearn_epochs")].dropna(subset=["value"])
+    if epochs.empty:
+        return None
+    epochs = epochs.assign(method_label=[labels[(m, p)] for m, p in zip(epochs["method"], epochs["params"])])
+    order = [labels[k] for k in _label_order(records) if labels[k] in set(epochs["method_label"])]
+    sns.stripplot(epochs, x="method_label", y="value", order=order, ax=ax, size=4, color="0.6", jitter=0.2)
+    sns.pointplot(epochs, x="method_label", y="value", order=order, ax=ax, errorbar="sd", color="C3",
+                  linestyle="none", marker="D", markersize=5)
+    ax.title.set_fontsize(9)
+    ax.set(xlabel="", ylabel="relearn epochs per class",
+           title=f"Relearn epochs per class, {title}\n(no relearn curves recorded)")
+    ax.tick_params(axis="x", labelsize=7, rotation=20)
+    return fig
+
+
+def cost_vs_classes(records: pd.DataFrame) -> Figure | None:
+    """Cumulative unlearning wall time (s) against the number of classes unlearned, mean over seeds, for the
+    records of one dataset × backbone: per-class methods add one run per class, all-class methods pay once
+    (a flat line); None without `unlearn_seconds`."""
+    rows = records[(records["metric"] == "unlearn_seconds") & (records["split"] == "all")].dropna(subset=["value"])
+    if rows.empty:
+        return None
+    labels = row_labels(records)
+    n_classes = int(records["forget_class"].nunique())
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    for key in _label_order(rows):
+        part = rows[(rows["method"] == key[0]) & (rows["params"] == key[1])]
+        if part["forget_class"].isna().all():  # one run for every class
+            total = part.groupby("seed")["value"].sum().mean()
+            ax.plot([1, max(n_classes, 1)], [total, total], linestyle="--", label=labels[key])
+            continue
+        per_class = part.dropna(subset=["forget_class"]).sort_values("forget_class")
+        cumulative = per_class.groupby("seed")["value"].cumsum()
+        steps = per_class.groupby("seed").cumcount() + 1
+        curve = cumulative.groupby(steps).mean()
+        ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, label=labels[key])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="number of classes unlearned", ylabel="cumulative unlearning time (s)",
+           title=f"Cost vs classes, {records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def _label_order(records: pd.DataFrame) -> list[tuple[str, str]]:
+    """(method, params) pairs of `records` in the tables' method order."""
+    pairs = records[["method", "params"]].drop_duplicates()
+    order = {m: i for i, m in enumerate(method_order(pairs["method"]))}
+    return sorted(pairs.itertuples(index=False, name=None), key=lambda k: (order[k[0]], k[1]))

@@ -1,0 +1,94 @@
+"""index.md: what was run (command, grid, versions, hardware, commit, dates), every table inline, every figure."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .formats import to_markdown
+from .records import RunSource
+from .tables import Table
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """A written figure: its section, a one-line title and its PNG and PDF files."""
+
+    section: str
+    title: str
+    png: Path
+    pdf: Path
+
+
+def _names(items) -> str:
+    if isinstance(items, str):
+        return items
+    return ", ".join(i.get("name", str(i)) if isinstance(i, dict) else str(i) for i in items or [])
+
+
+def _grid_line(grid: dict) -> str:
+    if not grid:
+        return "unknown"
+    return (f"**{grid.get('name', '?')}** — datasets {_names(grid.get('datasets'))}; backbones "
+            f"{_names(grid.get('backbones'))}; methods {_names(grid.get('methods'))}; seeds {grid.get('seeds')}; "
+            f"forget classes {grid.get('forget_classes')}; metrics {grid.get('metrics')}")
+
+
+def _versions(source: RunSource, records: pd.DataFrame) -> str:
+    versions = source.config.get("versions") or {
+        c[2:]: v for c in records.columns if c.startswith("v_") for v in pd.unique(records[c].dropna())[:1]}
+    return ", ".join(f"{k} {v}" for k, v in versions.items()) or "unknown"
+
+
+def _failures(counts: dict[str, int]) -> str:
+    if not counts:
+        return "none"
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + " (reasons in failures.csv)"
+
+
+def _rel(out: Path, path: Path) -> str:
+    return path.relative_to(out).as_posix()
+
+
+def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: list[FigureEntry],
+                 sources: list[RunSource], records: pd.DataFrame, out: Path, generated: str) -> str:
+    """The Markdown of index.md: the runs, each table inline (with links to its CSV/LaTeX/Markdown files, or a
+    note when it has no data) and each figure embedded with links to its PNG and PDF; paths relative to `out`."""
+    lines = ["# unlearnbench report", "",
+             f"Generated {generated} from {len(sources)} run folder{'s' if len(sources) > 1 else ''} "
+             f"({len(records)} records after dropping exact duplicates).", ""]
+    for i, s in enumerate(sources, 1):
+        lines += [f"## Run {i}: `{s.path}`", "",
+                  f"- command: `{s.config.get('command') or 'unknown'}`",
+                  f"- grid: {_grid_line(s.config.get('grid') or {})}",
+                  f"- date (UTC): started {s.started or 'unknown'}, finished {s.finished or 'unknown'}",
+                  f"- hardware: {', '.join(s.devices) or 'unknown'} "
+                  f"(device setting: {s.config.get('device', 'unknown')})",
+                  f"- versions: {_versions(s, records)}",
+                  f"- git commit: {s.config.get('git_commit') or 'unknown'}",
+                  f"- records: {s.rows}",
+                  f"- cells without records: {_failures(s.failures)}", ""]
+    lines += ["## Tables", "",
+              "Each table is also written as CSV (its numbers: one row per cell with mean, standard deviation over "
+              "seeds, seeds and classes), LaTeX (a booktabs `table` for `\\input`, needs "
+              "`\\usepackage{booktabs,multirow}`) and Markdown.", ""]
+    for table, paths in tables:
+        lines += [f"### {table.title}", "", table.caption, ""]
+        if paths is None:
+            lines += ["_No records for this table in this run._", ""]
+            continue
+        links = " · ".join(f"[{label}]({_rel(out, paths[key])})"
+                           for key, label in (("csv", "CSV"), ("tex", "LaTeX"), ("md", "Markdown")))
+        lines += [to_markdown(table.display), links, ""]
+    lines += ["## Figures", ""]
+    if not figures:
+        lines += ["_No figure could be drawn from these records._", ""]
+    section = None
+    for fig in figures:
+        if fig.section != section:
+            section = fig.section
+            lines += [f"### {section}", ""]
+        lines += [f"![{fig.title}]({_rel(out, fig.png)})", "",
+                  f"{fig.title}: [PNG]({_rel(out, fig.png)}) · [PDF]({_rel(out, fig.pdf)})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The paper's published Table 1/2 values (configs/paper_results.yaml) and the comparison with a run's tables."""
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .tables import MISSING, PAPER_METHODS, Table, format_stat, method_order, row_labels
+
+# a Table 1/2 value column → (the paper's key, decimals shown)
+COLUMN_KEYS = {"Acc_r": ("acc_r", 1), "Acc_f": ("acc_f", 1), "ZRF": ("zrf", 1), "RT": ("rt", 1),
+               "RT n": ("rt_not_relearned", 0), "Ins": ("insertion", 2), "Del": ("deletion", 2)}
+_SIZE_SUFFIX = re.compile(r"(-[wdp][0-9.]+)+$")
+
+
+def load_paper_results(path: Path | None = None) -> dict:
+    """The transcribed paper values: {'source', 'datasets', 'units', 'table1', 'table2'} as printed."""
+    if path is None:
+        return yaml.safe_load(resources.files("unlearnbench").joinpath("configs/paper_results.yaml").read_text())
+    return yaml.safe_load(Path(path).read_text())
+
+
+def backbone_family(label: str) -> str:
+    """The backbone family of a table label: 'resnet18-w0.0625' → 'resnet18' (size suffixes -w/-d/-p removed)."""
+    return _SIZE_SUFFIX.sub("", label)
+
+
+def paper_value(paper: dict, table: str, dataset: str, backbone: str, method: str, column: str) -> float:
+    """The paper's value of one cell in the report's units (ZRF ×100 everywhere); NaN where it prints none.
+    `dataset` and `backbone` are the paper's names (e.g. 'mnist', 'resnet18')."""
+    key = COLUMN_KEYS[column][0]
+    entry = paper.get(table, {}).get(dataset, {}).get(backbone, {})
+    entry = entry.get(method, {}) if table == "table1" else (entry if method == "wfnet" else {})
+    if key not in entry:
+        return np.nan
+    unit = paper["units"].get(key)
+    unit = unit.get(dataset) if isinstance(unit, dict) else unit
+    return float(entry[key]) * (100.0 if key == "zrf" and unit == "fraction" else 1.0)
+
+
+def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | None = None) -> Table:
+    """Every Table 1/2 value of the run beside the paper's value and the difference (ours − paper), plus the
+    paper's cells for the run's dataset × backbone pairs that the run lacks (noted "not run")."""
+    paper = load_paper_results() if paper is None else paper
+    to_paper = {ours: theirs for theirs, names in paper["datasets"].items() for ours in names}
+    labels = row_labels(records)
+    pairs = list(records[["dataset", "backbone"]].drop_duplicates().itertuples(index=False, name=None))
+    order = {k: {v: i for i, v in enumerate(pd.unique(records[k]))} for k in ("dataset", "backbone")}
+    methods = {m: i for i, m in enumerate(method_order(set(records["method"]) | set(PAPER_METHODS)))}
+    rows = []
+    for key, name, table, columns in (("table1", "Table 1", t1, ("Acc_r", "Acc_f", "ZRF", "RT", "RT n")),
+                                      ("table2", "Table 2", t2, ("Ins", "Del"))):
+        ours = table.values.dropna(subset=["mean"])
+        ours = ours[ours["column"].isin(columns)]
+        for r in ours.itertuples(index=False):
+            ds, family = to_paper.get(r.dataset), backbone_family(r.backbone)
+            theirs = paper_value(paper, key, ds, family, r.method, r.column)
+            note = _note(r.dataset, ds, r.backbone, family, theirs)
+            rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.std, theirs,
+                         note, methods[r.method]))
+        done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
+        for dataset, backbone in pairs:
+            for method in PAPER_METHODS:
+                for column in columns:
+                    theirs = paper_value(paper, key, to_paper.get(dataset), backbone_family(backbone), method, column)
+                    if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
+                        rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, theirs,
+                                     "not run", methods[method]))
+    columns = list(COLUMN_KEYS)
+    rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[9], r[3], columns.index(r[4])))
+    values = pd.DataFrame([r[:9] for r in rows], columns=["table", "dataset", "backbone", "method", "column", "ours",
+                                                          "ours_std", "paper", "note"])
+    values.insert(8, "difference", values["ours"] - values["paper"])
+    digits = [COLUMN_KEYS[c][1] for c in values["column"]]
+    display = pd.DataFrame({
+        "Ours": [format_stat(m, s, d) for m, s, d in zip(values["ours"], values["ours_std"], digits)],
+        "Paper": [_paper_text(p, d) for p, d in zip(values["paper"], digits)],
+        "Difference": [MISSING if np.isnan(x) else f"{x:+.{d}f}" for x, d in zip(values["difference"], digits)],
+        "Note": values["note"].tolist()},
+        index=pd.MultiIndex.from_frame(values[["table", "dataset", "backbone", "method", "column"]],
+                                       names=["Table", "Dataset", "Backbone", "Method", "Value"]))
+    caption = (f"Each Table 1/2 value of this run beside the published one ({paper['source'].strip()}) and the "
+               "difference (ours − paper), in the report's units: accuracy %, ZRF ×100 (the paper prints ImageNet "
+               "ZRF as a fraction; converted), RT epochs, RT n classes not relearned, Ins/Del AUC. Reduced-size "
+               "backbones are compared with their full-size family and marked; the paper's cells for this run's "
+               "datasets and backbones that the run lacks say 'not run'.")
+    return Table("paper_comparison", "Comparison with the paper", caption, values, display)
+
+
+def _paper_text(value: float, digits: int) -> str:
+    """The paper's value with the report's decimals, or as printed when it has more (e.g. 9.68)."""
+    if np.isnan(value):
+        return MISSING
+    text = f"{value:.{digits}f}"
+    return text if round(float(text), 6) == round(value, 6) else f"{round(value, 6):g}"
+
+
+def _note(dataset: str, paper_dataset: str | None, backbone: str, family: str, theirs: float) -> str:
+    if np.isnan(theirs):
+        return "no published value"
+    notes = []
+    if paper_dataset != dataset:
+        notes.append(f"paper: {paper_dataset}")
+    if family != backbone:
+        notes.append("reduced size")
+    return "; ".join(notes)

@@ -1,0 +1,72 @@
+"""Read one or more run folders: their records (merged, exact duplicates dropped) and what each run was."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..errors import UserError
+from ..store import RECORD_COLUMNS
+
+_LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """One run folder: its path, its config.yaml (empty when absent), the first/last log timestamps (UTC), the
+    devices named in its records, its number of records and its failures.csv counts by status."""
+
+    path: Path
+    config: dict
+    started: str
+    finished: str
+    devices: tuple[str, ...]
+    rows: int
+    failures: dict[str, int]
+
+
+def read_records(path: Path) -> pd.DataFrame:
+    """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows)."""
+    frame = pd.read_csv(path, dtype={"params": str, "dataset": str, "backbone": str, "method": str, "split": str,
+                                     "metric": str})
+    missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} is not an unlearnbench records file: it lacks the column(s) {', '.join(missing)}.")
+    frame["params"] = frame["params"].fillna("{}")
+    frame["forget_class"] = pd.to_numeric(frame["forget_class"]).round().astype("Int64")
+    frame["seed"] = pd.to_numeric(frame["seed"]).astype(int)
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    return frame
+
+
+def _source(folder: Path, records: pd.DataFrame) -> RunSource:
+    config_path = folder / "config.yaml"
+    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    stamps: list[str] = []
+    log = folder / "log.txt"
+    if log.is_file():
+        stamps = [m[1] for line in log.read_text().splitlines() if (m := _LOG_STAMP.match(line))]
+    devices = tuple(pd.unique(records["device"].dropna().astype(str))) if "device" in records else ()
+    failures_path = folder / "failures.csv"
+    failures = (pd.read_csv(failures_path)["status"].value_counts().to_dict()
+                if failures_path.is_file() and failures_path.stat().st_size else {})
+    return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
+                     len(records), {str(k): int(v) for k, v in failures.items()})
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
+    """The concatenated records of `run_dirs` (exact duplicate rows dropped) and one RunSource per folder."""
+    if not run_dirs:
+        raise UserError("Give at least one run folder to report on.")
+    frames, sources = [], []
+    for folder in map(Path, run_dirs):
+        path = folder / "records.csv"
+        if not path.is_file():
+            raise UserError(f"No records.csv in {folder}; pass a run folder made by run_bench.py.")
+        frames.append(read_records(path))
+        sources.append(_source(folder, frames[-1]))
+    records = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    return records, sources

@@ -1,0 +1,249 @@
+"""The report's tables computed from records: Table 1, Table 2, cost, and an all-metrics summary.
+
+Each table keeps its numbers in a long frame (`values`: one row per table cell with mean, standard deviation
+over seeds, number of seeds and classes) and its layout as strings (`display`, absent cells shown as "—").
+Per-class metrics are averaged over forget classes within a seed first, then mean ± std are taken over seeds.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+MISSING = "—"
+PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
+                 "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
+CELL_KEYS = ["dataset", "backbone", "method", "params"]
+TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
+SPLIT_ORDER = ("test", "train", "val", "all")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table: file stem, title, caption (plain text), numbers (long) and layout (wide strings)."""
+
+    name: str
+    title: str
+    caption: str
+    values: pd.DataFrame
+    display: pd.DataFrame
+
+
+def method_order(methods) -> list[str]:
+    """The paper's methods in the paper's order, then any other method by name."""
+    present = set(methods)
+    return [m for m in PAPER_METHODS if m in present] + sorted(present - set(PAPER_METHODS))
+
+
+def row_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Display name of each (method, params): the paper's name or the method's own, plus the parameters
+    when the records hold several parameter settings of that method."""
+    pairs = records[["method", "params"]].drop_duplicates()
+    settings = pairs.groupby("method")["params"].nunique()
+    labels = {}
+    for method, params in pairs.itertuples(index=False):
+        name = PAPER_METHODS.get(method, method)
+        if settings[method] > 1:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(params or "{}").items()))
+            name = f"{name} ({shown or 'defaults'})"
+        labels[(method, params)] = name
+    return labels
+
+
+def _ordered_rows(records: pd.DataFrame, keys: list[str]) -> list[tuple]:
+    """Distinct `keys` tuples in run order for datasets/backbones, paper order for methods, then params."""
+    order = {"method": {m: i for i, m in enumerate(method_order(records["method"].unique()))}}
+    for key in ("dataset", "backbone"):
+        order[key] = {v: i for i, v in enumerate(pd.unique(records[key]))}
+    rows = records[keys].drop_duplicates().itertuples(index=False, name=None)
+    return sorted(rows, key=lambda r: tuple(order[k][v] if k in order else str(v) for k, v in zip(keys, r)))
+
+
+def pick_split(records: pd.DataFrame, metric: str, prefer: tuple[str, ...]) -> tuple[pd.DataFrame, str | None]:
+    """The rows of `metric` on the first split of `prefer` (then any other split) that has some; (rows, split)."""
+    rows = records[records["metric"] == metric]
+    present = list(pd.unique(rows["split"]))
+    for split in list(prefer) + [s for s in SPLIT_ORDER if s not in prefer] + present:
+        if split in present:
+            return rows[rows["split"] == split], split
+    return rows, None
+
+
+def seed_stats(rows: pd.DataFrame, keys: list[str], over_classes: str | Callable = "mean") -> pd.DataFrame:
+    """Per `keys`: `over_classes` of the values within each seed, then mean, std (ddof 1, NaN for one seed)
+    and count over seeds; `classes` is the largest number of distinct forget classes in a seed."""
+    rows = rows.dropna(subset=["value"])
+    columns = keys + ["mean", "std", "seeds", "classes"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    per_seed = rows.groupby(keys + ["seed"], dropna=False).agg(
+        value=("value", over_classes), classes=("forget_class", "nunique"))
+    stats = per_seed.groupby(keys, dropna=False).agg(
+        mean=("value", "mean"), std=("value", "std"), seeds=("value", "count"), classes=("classes", "max"))
+    return stats.reset_index()[columns]
+
+
+def format_stat(mean: float, std: float, digits: int) -> str:
+    """'m' or 'm ± s' (s shown when there are several seeds) with `digits` decimals; '—' when absent."""
+    if mean is None or pd.isna(mean):
+        return MISSING
+    text = f"{mean:.{digits}f}"
+    return text if pd.isna(std) else f"{text} ± {std:.{digits}f}"
+
+
+def format_count(value: float) -> str:
+    """A class count: an integer, or one decimal when it is a mean over seeds that is not whole."""
+    if pd.isna(value):
+        return MISSING
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _lookup(values: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
+    return {tuple(row[k] for k in keys): row for _, row in values.iterrows()}
+
+
+def _frame(body: list[list[str]], index: list[tuple], names: list[str], columns) -> pd.DataFrame:
+    """A layout frame: one row of strings per `index` tuple (levels named `names`)."""
+    return pd.DataFrame(body, index=pd.MultiIndex.from_tuples(index, names=names) if index else None, columns=columns)
+
+
+def _product(datasets: list[str], columns: list[str]) -> pd.MultiIndex | None:
+    return pd.MultiIndex.from_product([datasets, columns]) if datasets else None
+
+
+def _cell_text(cells: dict[tuple, pd.Series], key: tuple, digits: int) -> str:
+    row = cells.get(key)
+    return MISSING if row is None else format_stat(row["mean"], row["std"], digits)
+
+
+def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") -> Table:
+    """Table 1: rows backbone × method, columns dataset × {Acc_r, Acc_f, ZRF, RT (n)}.
+
+    Acc_r/Acc_f come from `split` (in %), ZRF (×100) and relearn time (epochs; n = classes not relearned, a mean
+    over seeds) from `split` when recorded there, else from the first split that has them. `name` is the file stem.
+    """
+    prefer = (split,) + tuple(s for s in SPLIT_ORDER if s != split)
+    columns = {"Acc_r": ("acc_retain", lambda v: v * 100), "Acc_f": ("acc_forget", lambda v: v * 100),
+               "ZRF": ("zrf", lambda v: v * 100), "RT": ("relearn_epochs", lambda v: v),
+               "RT n": ("relearned", lambda v: 1.0 - v)}  # RT n: classes not relearned, summed within a seed
+    parts, used = [], {}
+    for column, (metric, transform) in columns.items():
+        if column.startswith("Acc"):
+            rows = records[(records["metric"] == metric) & (records["split"] == split)]
+            used[column] = split if not rows.empty else None
+        else:
+            rows, used[column] = pick_split(records, metric, prefer)
+        how = "sum" if column == "RT n" else "mean"
+        stats = seed_stats(rows.assign(value=transform(rows["value"])), CELL_KEYS, how)
+        parts.append(stats.assign(column=column, split=used[column]))
+    values = pd.concat(parts, ignore_index=True)[CELL_KEYS + ["column", "split", "mean", "std", "seeds", "classes"]]
+
+    labels = row_labels(records)
+    datasets = list(pd.unique(records["dataset"]))
+    cells = _lookup(values, CELL_KEYS + ["column"])
+    index, body = [], []
+    for backbone, method, params in _ordered_rows(records, ["backbone", "method", "params"]):
+        index.append((backbone, labels[(method, params)]))
+        line = []
+        for dataset in datasets:
+            key = (dataset, backbone, method, params)
+            rt = _cell_text(cells, key + ("RT",), 1)
+            n = cells.get(key + ("RT n",))
+            if rt != MISSING and n is not None:
+                rt += f" ({format_count(n['mean'])})"
+            line += [_cell_text(cells, key + (c,), 1) for c in ("Acc_r", "Acc_f", "ZRF")] + [rt]
+        body.append(line)
+    display = _frame(body, index, ["Backbone", "Method"], _product(datasets, TABLE1_COLUMNS))
+    elsewhere = [f"{c} on the {used[c]} split" for c in ("ZRF", "RT") if used[c] and used[c] != split]
+    where = [f"Unlearning results on the {split} split"] + (
+        ["as in the paper, which reports training sets"] if split == "train" else []) + elsewhere
+    caption = ("; ".join(where) + ". Acc_r/Acc_f: accuracy (%) on the retain/forget set; ZRF ×100; "
+               "RT: relearn epochs (a class that never relearns counts the maximum), in parentheses the number of "
+               "classes not relearned. Means over forget classes; ± one standard deviation over seeds where there "
+               "are several; — not measured.")
+    return Table(name, f"Table 1 ({split} split)", caption, values, display)
+
+
+def table2(records: pd.DataFrame) -> Table:
+    """Table 2: insertion and deletion AUC (fractions) per backbone × method × dataset, for every method that
+    records them (WF-Net in the paper)."""
+    prefer = SPLIT_ORDER
+    parts = []
+    for column, metric in (("Ins", "insertion"), ("Del", "deletion")):
+        rows, split = pick_split(records, metric, prefer)
+        parts.append(seed_stats(rows, CELL_KEYS).assign(column=column, split=split))
+    values = pd.concat(parts, ignore_index=True)[CELL_KEYS + ["column", "split", "mean", "std", "seeds", "classes"]]
+    labels = row_labels(records)
+    measured = records[records["metric"].isin(["insertion", "deletion"])]
+    datasets = list(pd.unique(records["dataset"]))
+    cells = _lookup(values, CELL_KEYS + ["column"])
+    index, body = [], []
+    if not measured.empty:
+        for backbone, method, params in _ordered_rows(measured, ["backbone", "method", "params"]):
+            index.append((backbone, labels[(method, params)]))
+            body.append([_cell_text(cells, (d, backbone, method, params, c), 2)
+                         for d in datasets for c in ("Ins", "Del")])
+    display = _frame(body, index, ["Backbone", "Method"], _product(datasets, ["Ins", "Del"]))
+    caption = ("Insertion (Ins, higher is better) and deletion (Del, lower is better) AUC of the α relevance order, "
+               "normalised by the original model's confidence. Means over forget classes; ± one standard deviation "
+               "over seeds where there are several; — not measured.")
+    return Table("table2", "Table 2: insertion / deletion", caption, values, display)
+
+
+COST_COLUMNS = [("Wall s", "unlearn_seconds", "sum", 1.0, 1), ("Device s", "device_seconds", "sum", 1.0, 1),
+                ("Peak memory MiB", "peak_memory_bytes", "max", 1.0 / 2**20, 1),
+                ("Serving MiB", "serving_bytes", "sum", 1.0 / 2**20, 2)]
+
+
+def cost_table(records: pd.DataFrame) -> Table:
+    """Cost of unlearning all N_c classes per dataset × backbone × method: wall and device seconds and serving
+    bytes summed over a method's rows (one per class for per-class methods, one for all-class methods), peak
+    memory the largest over them; mean ± std over seeds."""
+    cost = records[records["split"] == "all"]
+    parts = []
+    for column, metric, how, scale, _ in COST_COLUMNS:
+        rows = cost[cost["metric"] == metric]
+        parts.append(seed_stats(rows.assign(value=rows["value"] * scale), CELL_KEYS, how).assign(column=column))
+    classes = (records.dropna(subset=["forget_class"]).groupby(CELL_KEYS)["forget_class"].nunique()
+               .rename("mean").reset_index().assign(column="N_c", std=np.nan, seeds=np.nan, classes=np.nan))
+    values = pd.concat([classes] + parts, ignore_index=True)[CELL_KEYS + ["column", "mean", "std", "seeds", "classes"]]
+    labels = row_labels(records)
+    cells = _lookup(values, CELL_KEYS + ["column"])
+    index, body = [], []
+    for dataset, backbone, method, params in _ordered_rows(records, CELL_KEYS):
+        index.append((dataset, backbone, labels[(method, params)]))
+        n = cells.get((dataset, backbone, method, params, "N_c"))
+        line = [MISSING if n is None else format_count(n["mean"])]
+        line += [_cell_text(cells, (dataset, backbone, method, params, c[0]), c[4]) for c in COST_COLUMNS]
+        body.append(line)
+    display = _frame(body, index, ["Dataset", "Backbone", "Method"], ["N_c"] + [c[0] for c in COST_COLUMNS])
+    caption = ("Cost of unlearning all N_c forget classes: wall-clock and device seconds and the bytes of checkpoints "
+               "needed to serve every class are summed over a per-class method's N_c runs (one run for all-class "
+               "methods); peak device memory (MiB) is the largest of those runs. ± one standard deviation over "
+               "seeds where there are several; — not measured.")
+    return Table("cost", "Cost of unlearning all classes", caption, values, display)
+
+
+def metrics_summary(records: pd.DataFrame) -> Table:
+    """Every recorded metric per dataset × backbone × method × split: mean over forget classes (over rows for
+    'all'-split cost metrics), then mean ± std over seeds, in the metric's own units."""
+    keys = CELL_KEYS + ["split", "metric"]
+    values = seed_stats(records, keys)
+    labels = row_labels(records)
+    order = {r: i for i, r in enumerate(_ordered_rows(records, CELL_KEYS))}
+    values = values.assign(_o=[order[tuple(r)] for r in values[CELL_KEYS].itertuples(index=False, name=None)])
+    values = values.sort_values(["_o", "split", "metric"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    index = [(r.dataset, r.backbone, labels[(r.method, r.params)], r.split, r.metric) for r in values.itertuples()]
+    display = pd.DataFrame(
+        {"Mean": [f"{m:.4g}" for m in values["mean"]],
+         "SD": [MISSING if pd.isna(s) else f"{s:.2g}" for s in values["std"]],
+         "Seeds": [format_count(s) for s in values["seeds"]],
+         "Classes": [format_count(c) if c else MISSING for c in values["classes"]]},
+        index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Backbone", "Method", "Split", "Metric"])
+        if index else None)
+    caption = ("Every recorded metric in its own units (accuracies and ZRF as fractions, seconds, bytes): mean over "
+               "forget classes, then mean and standard deviation (SD) over seeds.")
+    return Table("all_metrics", "All metrics", caption, values, display)
