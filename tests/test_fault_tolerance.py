@@ -103,7 +103,7 @@ def test_a_crafted_pickle_in_the_cache_is_refused_without_running(tmp_path):
     import json
     meta.write_text(json.dumps({"sha256": hashlib.sha256(payload).hexdigest()}))
     import torch
-    assert cache.load_model("original", "k", torch.nn.Linear(2, 2)) is False
+    assert cache.load_model("original", "k", torch.nn.Linear(2, 2)) is None
     assert not marker.exists()
 
 

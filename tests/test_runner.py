@@ -138,3 +138,15 @@ def test_out_of_range_class_and_unwritable_output(tmp_path, capsys):
     blocker.write_text("")
     with pytest.raises(UserError, match="Cannot write to the output folder"):
         run(load_grid(str(write_grid(tmp_path))), RunOptions(out=blocker / "sub", cache_dir=tmp_path / "c", device="cpu"))
+
+
+def test_a_cached_retrained_model_is_charged_at_its_training_cost(tmp_path):
+    grid = load_grid(str(write_grid(tmp_path, methods=["retrain"], forget_classes=[0])))
+    cache = tmp_path / "cache"
+    fresh = run(grid, options(tmp_path, cache, name="fresh"))
+    (cache / "cells").rename(tmp_path / "cells-moved")  # force the cell to run again, with the model cached
+    again = run(grid, options(tmp_path, cache, name="again"))
+    assert again.computed == 1 and "stage retrained-0" not in (tmp_path / "again" / "log.txt").read_text()
+    seconds = [r.records.query("metric == 'unlearn_seconds'").value.item() for r in (fresh, again)]
+    assert seconds[1] >= 0.5 * seconds[0] > 0  # not ~0 just because the model came from the cache
+    assert (tmp_path / "again" / "report" / "index.md").is_file()  # every run gets its report

@@ -204,6 +204,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
         backbone=cell.backbone, seed=cell_seed, retrained=stages.retrained, new_model=stages.new_model,
         progress=progress, generator=torch.Generator().manual_seed(cell_seed),
     )
+    stages.reused.clear()
     with CostMeter(data.device) as cost:
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
@@ -211,8 +212,12 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     model.eval()
     base = {"dataset": cell.dataset.name, "backbone": cell.backbone.label, "method": cell.method,
             "params": cell.params_json, "seed": cell.seed}
-    whole = {"unlearn_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,
-             "peak_memory_bytes": cost.peak_memory_bytes, "serving_bytes": state_bytes(model), **model.diagnostics()}
+    # a stage model the method took ready-made (e.g. a cached retrained model) is charged at its training cost
+    charged = [c for c in stages.reused if c]
+    whole = {"unlearn_seconds": cost.wall_seconds + sum(c["wall_seconds"] for c in charged),
+             "device_seconds": cost.device_seconds + sum(c["device_seconds"] for c in charged),
+             "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)]),
+             "serving_bytes": state_bytes(model), **model.diagnostics()}
     records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
                for k, v in whole.items()]
     logit_cache: dict = {}
@@ -375,6 +380,12 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         _collect_artifacts(p.cells, keys, cache, folder.path)
         frame = folder.write_records(_ordered(p.cells, results), _provenance(device, threads))
         folder.write_failures(failures)
+        try:
+            from .report import write_report
+
+            write_report([folder.path])
+        except Exception as exc:  # the records are safe on disk; a report problem must not lose them
+            folder.log(f"report failed: {_reason(exc)}\n{traceback.format_exc()}")
         computed = len(results) - cached
         folder.log(f"finished: {computed} cells computed, {cached} from cache, "
                    f"{sum(f['status'] == 'failed' for f in failures)} failed, {len(p.skipped)} skipped")

@@ -10,6 +10,7 @@ from torch import nn
 from .data import ImageData
 from .errors import UserError
 from .models import BackboneSpec, build_backbone
+from .cost import CostMeter
 from .store import Cache, code_hash, stable_hash, versions
 from .training import Recipe, prepare, train
 
@@ -35,7 +36,10 @@ class Stages:
             "code": code_hash("data", "datasets", "models", "training", "stages"),
         }
         self._memory: dict[str, nn.Module] = {}
-        self.trained_keys: list[str] = []
+        self._costs: dict[str, dict] = {}
+        # training costs of stage models handed out without being trained now (cache or memory hits), so a
+        # method that uses a stage (retrain) is charged its real cost; the runner empties it per cell
+        self.reused: list[dict] = []
 
     def new_model(self, seed: int | None = None) -> nn.Module:
         """A freshly initialised backbone for this group's data (seeded with `seed`, default the group seed)."""
@@ -64,21 +68,28 @@ class Stages:
     def _model(self, kind: str, forget_class: int | None) -> nn.Module:
         name = kind if forget_class is None else f"{kind}-{forget_class}"
         if name in self._memory:
+            self.reused.append(self._costs[name])
             return self._memory[name]
         key = self.key(kind, forget_class=forget_class)
         model = self.new_model()
-        if self.cache.load_model(kind, key, model):
+        meta = self.cache.load_model(kind, key, model)
+        if meta is not None:
             model.eval()
+            self._costs[name] = meta.get("cost", {})
+            self.reused.append(self._costs[name])
         else:
-            if self.recipe.epochs == 0:
-                self._load_pretrained(model)
-            else:
-                split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
-                seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
-                desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
-                train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
-            self.cache.save_model(kind, key, model, {"kind": kind, "forget_class": forget_class, **self._key_base})
-            self.trained_keys.append(name)
+            with CostMeter(self.data.device) as cost:
+                if self.recipe.epochs == 0:
+                    self._load_pretrained(model)
+                else:
+                    split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
+                    seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
+                    desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
+                    train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
+            self._costs[name] = {"wall_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,
+                                 "peak_memory_bytes": cost.peak_memory_bytes}
+            self.cache.save_model(kind, key, model, {"kind": kind, "forget_class": forget_class,
+                                                     "cost": self._costs[name], **self._key_base})
             self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: trained and cached")
         for p in model.parameters():
             p.requires_grad_(False)

@@ -39,10 +39,14 @@ def stable_hash(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+PRESENTATION_ONLY = ("report", "cli.py", "launchers.py")  # code that cannot change a computed value
+
+
 @lru_cache(maxsize=None)
 def code_hash(*modules: str) -> str:
-    """Hash of the named unlearnbench source files (all of them when none is named)."""
-    files = [PACKAGE_DIR / f"{m}.py" for m in modules] if modules else sorted(PACKAGE_DIR.rglob("*.py"))
+    """Hash of the named unlearnbench source files (when none is named: all that can change results)."""
+    files = [PACKAGE_DIR / f"{m}.py" for m in modules] if modules else sorted(
+        f for f in PACKAGE_DIR.rglob("*.py") if f.relative_to(PACKAGE_DIR).parts[0] not in PRESENTATION_ONLY)
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.read_bytes())
@@ -93,21 +97,22 @@ class Cache:
         base = self.root / "models" / kind / key
         return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
-    def load_model(self, kind: str, key: str, model: nn.Module) -> bool:
-        """Load the cached weights `kind`/`key` into `model`; False when absent, truncated or corrupt."""
+    def load_model(self, kind: str, key: str, model: nn.Module) -> dict | None:
+        """Load the cached weights `kind`/`key` into `model` and return their metadata; None when absent,
+        truncated, tampered with or not loadable (the caller then recomputes)."""
         weights, meta = self._model_paths(kind, key)
         if not (weights.is_file() and meta.is_file()):
-            return False
+            return None
         from safetensors.torch import load_model
 
         try:
-            expected = json.loads(meta.read_text())["sha256"]
-            if hashlib.sha256(weights.read_bytes()).hexdigest() != expected:
-                return False
+            info = json.loads(meta.read_text())
+            if hashlib.sha256(weights.read_bytes()).hexdigest() != info["sha256"]:
+                return None
             load_model(model, str(weights))
         except Exception:  # unreadable, truncated, foreign or another architecture: recompute, never trust
-            return False
-        return True
+            return None
+        return info
 
     def save_model(self, kind: str, key: str, model: nn.Module, meta: dict) -> int:
         """Store `model`'s weights as safetensors with a sidecar holding `meta` and the file hash; return bytes."""
