@@ -1,0 +1,384 @@
+"""WF-Net (arXiv 2304.02049): one untraining round gives one checkpoint that forgets any class at run time.
+
+Every Conv2d (CNNs) or attention qkv projection (ViTs) of a frozen copy of the original model is wrapped in a
+Weight-Filtering layer (`unlearnbench.weight_filtering`) holding α_w, α_b of shape [N_c, C_out]. Only α trains,
+with the loss
+
+    L = λ0 · mean_j CE_retain,j + λ1 · mean_i 1 / CE_forget,i + λ2 · mean(1 − σ(α))
+
+on label-expanded batches (`label_expansion`): the first half of a batch selects the α row of its own label and
+is scored against that label (CE_forget); the second half, repeated K times, selects K distinct random rows other
+than its label and is scored against its label (CE_retain). The whole model stays in eval mode (BatchNorm
+statistics frozen: batch statistics would cancel a per-channel mask; dropout off). Adam at a fixed learning rate;
+early stopping on the same loss over the validation split, evaluated `evals_per_epoch` times per epoch, keeping
+the best α; `max_epochs` / `max_steps` bound the run.
+
+Two readings of the paper's forget term exist: 1 / CE of the batch-mean CE, or (default, `forget_reduction:
+sample`) the mean over forget samples of 1 / CE_i. The paper gives the forget loss "a shape of B/2" before
+averaging, i.e. per sample; it is also the one that works: the batch-mean CE is dominated by samples already
+misclassified (CE unbounded) and leaves the rest classified (ResNet row "batch" below).
+
+Defaults were chosen by measurement on validation splits (never test): λ0 = 1, λ2 = 0.1, K = 3, α init 3
+(σ = 0.95), batch 128, 4 validation evaluations per epoch, patience 4 evaluations, then per family:
+CNNs λ1 = 0.3, lr 0.3; ViTs λ1 = 1 (raised, as the paper does for ViTs), lr 0.3. Evidence (seed 0, all 10
+classes in one round; Acc_r / Acc_f = mean over the 10 forget classes of the validation accuracy on D_r(c) /
+D_f(c); "orig" = the original model's validation accuracy; time = untraining seconds on one shared CPU thread;
+"stop" = epochs run, < budget when early stopping fired; originals trained with the suite's recipes):
+
+| data (train/val)  | backbone (orig)                   | λ1  | lr  | note        | stop/budget | Acc_r | Acc_f | time |
+|-------------------|-----------------------------------|-----|-----|-------------|-------------|-------|-------|------|
+| mnist5k 3600/400  | vgg16-w0.125 (0.970)              | 1   | 0.1 |             | 10/10       | 0.921 | 0.003 | 21 s |
+|                   |                                   | 0.3 | 0.1 |             | 10/10       | 0.954 | 0.013 | 22 s |
+|                   |                                   | 0.3 | 0.3 | **default** | 10/10       | 0.963 | 0.003 | 22 s |
+|                   |                                   | 1   | 0.3 |             | 10/10       | 0.934 | 0.000 | 22 s |
+|                   |                                   | 0.3 | 0.3 | λ2 = 1      | 10/10       | 0.962 | 0.003 | 22 s |
+|                   |                                   | 1   | 0.1 | batch       | 10/10       | 0.947 | 0.010 | 21 s |
+| mnist5k           | resnet18-w0.0625 (0.965)          | 1   | 0.1 |             | 10/10       | 0.880 | 0.013 | 28 s |
+|                   |                                   | 0.3 | 0.1 |             | 10/10       | 0.933 | 0.040 | 35 s |
+|                   |                                   | 0.3 | 0.3 | **default** | 10/10       | 0.944 | 0.010 | 41 s |
+|                   |                                   | 1   | 0.3 |             | 10/10       | 0.911 | 0.000 | 39 s |
+|                   |                                   | 0.3 | 0.3 | λ2 = 1      | 10/10       | 0.944 | 0.013 | 40 s |
+|                   |                                   | 1   | 0.1 | batch       | 10/10       | 0.941 | 0.198 | 36 s |
+| mnist 54001/5999  | vgg16-w0.125 (0.993)              | 0.3 | 0.3 | **default** | 3/3         | 0.991 | 0.000 | 104 s|
+|                   |                                   | 1   | 0.1 |             | 3/3         | 0.978 | 0.001 | 112 s|
+| mnist             | resnet18-w0.0625 (0.986)          | 0.3 | 0.3 | **default** | 3/3         | 0.979 | 0.000 | 142 s|
+|                   |                                   | 1   | 0.1 |             | 3/3         | 0.955 | 0.001 | 141 s|
+| cifar10 10k¹/2000 | vgg16-w0.125 (0.584)              | 0.3 | 0.3 | **default** | 3/6         | 0.605 | 0.013 | 39 s |
+|                   |                                   | 1   | 0.1 |             | 6/6         | 0.589 | 0.004 | 72 s |
+| cifar10 10k¹      | resnet18-w0.125 (0.426)           | 0.3 | 0.3 | **default** | 3.5/6       | 0.433 | 0.000 | 84 s |
+|                   |                                   | 1   | 0.1 |             | 6/6         | 0.416 | 0.000 | 149 s|
+| mnist5k           | vit_tiny-w0.333-d0.333-p7 (0.853) | 1   | 0.3 | **default** | 10/10       | 0.751 | 0.130 | 25 s |
+|                   |                                   | 3   | 0.3 |             | 10/10       | 0.670 | 0.105 | 37 s |
+|                   |                                   | 10  | 0.1 |             | 10/10       | 0.570 | 0.085 | 40 s |
+|                   |                                   | 1   | 0.1 |             | 10/10       | 0.750 | 0.153 | 35 s |
+|                   |                                   | 10  | 0.1 | batch       | 10/10       | 0.653 | 0.150 | 26 s |
+| mnist5k           | ViT with class token² (0.743)     | 0.3 | 0.3 |             | 9.2/10      | 0.746 | 0.040 | 24 s |
+|                   |                                   | 1   | 0.3 | **default** | 10/10       | 0.723 | 0.013 | 28 s |
+|                   |                                   | 3   | 0.3 |             | 10/10       | 0.684 | 0.010 | 26 s |
+|                   |                                   | 1   | 0.1 |             | 10/10       | 0.721 | 0.018 | 28 s |
+| mnist             | vit_tiny-w0.333-d0.333-p7 (0.972) | 1   | 0.3 | **default** | 3/3         | 0.888 | 0.137 | 108 s|
+|                   |                                   | 0.3 | 0.3 |             | 3/3         | 0.923 | 0.169 | 109 s|
+| cifar10 10k¹      | vit_tiny-w0.333-d0.333-p8 (0.413) | 1   | 0.3 | **default** | 6/6         | 0.421 | 0.200 | 47 s |
+|                   |                                   | 0.3 | 0.3 |             | 5/6         | 0.425 | 0.233 | 46 s |
+
+¹ CPU-size originals for CIFAR-10 were trained on a random 10,000-image subset of the training split (8 epochs
+CNNs, 12 the ViT) and untrained on the same subset, validated on 2,000 validation images: weak originals, used
+only to check that the defaults carry over to colour images. ² timm VisionTransformer, patch 7, dim 64,
+4 blocks, 2 heads, with a class token (the paper's ViTs), trained with the mnist5k ViT recipe.
+
+ViTs and qkv-only masks: the suite's small-input ViTs pool the mean of all tokens instead of reading a class
+token, so the MLP path bypasses attention: with every qkv gate closed the mnist5k ViT above still classifies
+48 % of the validation images (class 0: 73 %), and untraining plateaus at Acc_f ≈ 0.1-0.2 whatever λ1. With a
+class token everything reaches the head through attention and the same defaults forget (Acc_f 0.013).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from unlearnbench import UnlearnedModel, Unlearner, UnlearnTask, UserError
+from unlearnbench.data import ImageData, Split
+from unlearnbench.models import BackboneSpec
+from unlearnbench.training import autocast
+from unlearnbench.weight_filtering import FilteredModel, Gates
+
+CNN_DEFAULTS = {
+    "lambda0": 1.0,
+    "lambda1": 0.3,
+    "lambda2": 0.1,
+    "lr": 0.3,
+    "expansion": 3,
+    "alpha_init": 3.0,
+    "batch_size": 128,
+    "max_epochs": 10,
+    "max_steps": 0,
+    "evals_per_epoch": 4,
+    "patience": 4,
+    "forget_reduction": "sample",
+}
+EPS = 1e-6  # keeps 1 / CE_forget finite for samples the model is certain of
+VIT_OVERRIDES = {"lambda1": 1.0}
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Label expansion of one batch, as indices into it.
+
+    forget_index [n_f]: the samples of the first half whose label is a forget class; each selects its own label's
+    α row and is scored against that label. retain_index [n_r] and retain_rows [n_r]: the second half repeated
+    up to K times (copy-major), each copy paired with a forget class other than its label; scored against its
+    label. With all N_c classes forgettable and K ≤ N_c − 1: n_f = ⌊B/2⌋ and n_r = K·⌈B/2⌉.
+    """
+
+    forget_index: Tensor
+    retain_index: Tensor
+    retain_rows: Tensor
+
+
+def other_rows(labels: Tensor, classes: Tensor, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Up to `k` distinct forget classes ≠ label for each label, drawn uniformly.
+
+    Returns (rows [n, k], valid [n, k] bool): row j of sample i is valid when j < the number of classes in
+    `classes` other than labels[i] (a label outside `classes` may pair with any of them). Tensors on labels' device.
+    """
+    n, m = labels.shape[0], classes.shape[0]
+    scores = torch.rand(n, m, generator=generator).to(labels.device)
+    own = labels[:, None] == classes[None, :]
+    order = scores.masked_fill(own, 2.0).argsort(dim=1)[:, :k]
+    available = m - own.sum(1, keepdim=True)
+    valid = torch.arange(order.shape[1], device=labels.device)[None, :] < available
+    return classes[order], valid
+
+
+def label_expansion(labels: Tensor, classes: Tensor, expansion: int, generator: torch.Generator) -> Expansion:
+    """Split a batch with `labels` [B] into the forget half and the K-times repeated retain half.
+
+    `classes` [m] are the forget classes (the α rows being trained), on labels' device; `expansion` is K ≥ 1.
+    Randomness comes from `generator` (a CPU generator) only.
+    """
+    half = labels.shape[0] // 2
+    first = torch.arange(half, device=labels.device)
+    forget_index = first[torch.isin(labels[:half], classes)]
+    second = torch.arange(half, labels.shape[0], device=labels.device)
+    rows, valid = other_rows(labels[second], classes, expansion, generator)
+    retain_index = second[:, None].expand_as(rows).T[valid.T]
+    return Expansion(forget_index, retain_index, rows.T[valid.T])
+
+
+def regularizer(model: FilteredModel, classes: Tensor) -> Tensor:
+    """R(α) = mean of 1 − σ(α) over the trained rows of every α element that reaches an output (α_b of a layer
+    without bias never does); a scalar in [0, 1]."""
+    gaps = []
+    for _, layer in model.named_filters():
+        gaps.append(1 - torch.sigmoid(layer.alpha_w[classes]).flatten())
+        if layer.op.bias is not None:
+            gaps.append(1 - torch.sigmoid(layer.alpha_b[classes]).flatten())
+    return torch.cat(gaps).mean()
+
+
+def sample_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per-sample cross-entropy [n] in nats, as softplus(logsumexp_{j≠y} z_j − z_y): unlike log_softmax it does
+    not round to exactly 0 (no gradient) for samples the model is certain of, which 1 / CE_forget needs."""
+    target = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return F.softplus(torch.logsumexp(others, 1) - target)
+
+
+def reciprocal_forget(ce_forget: Tensor, params: dict) -> Tensor:
+    """The forget term's per-sample values 1 / (CE_forget + ε) (unitless) for CE values [n]; with
+    `forget_reduction` 'batch' the reciprocal of the mean CE instead (a scalar, [1])."""
+    if params["forget_reduction"] == "batch":
+        return 1 / (ce_forget.mean(0, keepdim=True) + EPS)
+    return 1 / (ce_forget + EPS)
+
+
+def wfnet_loss(retain: Tensor | None, forget: Tensor | None, reg: Tensor, params: dict) -> Tensor:
+    """λ0·mean CE_retain + λ1·mean (1 / CE_forget) + λ2·R (unitless) from the mean retain CE and the mean forget
+    reciprocal; a term whose batch part is empty (None) is left out."""
+    loss = params["lambda2"] * reg
+    if retain is not None:
+        loss = loss + params["lambda0"] * retain
+    if forget is not None:
+        loss = loss + params["lambda1"] * forget
+    return loss
+
+
+class ClassView(nn.Module):
+    """x → model(x, forget_class=c), sharing (not copying) the filtered model: cheap to make for every class."""
+
+    def __init__(self, model: FilteredModel, forget_class: int) -> None:
+        super().__init__()
+        self.model = model
+        self.forget_class = int(forget_class)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits [B, N_c] of the model unlearned on `forget_class`."""
+        return self.model(x, forget_class=self.forget_class)
+
+
+class GatedView(nn.Module):
+    """x → model(x, gates=gates): every filter's masks replaced by the given gates, sharing the filtered model."""
+
+    def __init__(self, model: FilteredModel, gates: Gates) -> None:
+        super().__init__()
+        self.model = model
+        self.gates = dict(gates)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits [B, N_c] with every gate set."""
+        return self.model(x, gates=self.gates)
+
+
+class WFNetModel(UnlearnedModel):
+    """The untrained WF-Net: one frozen backbone plus α, serving every class in `classes`.
+
+    `state_dict()` holds the backbone weights and every α matrix, so one checkpoint serves all classes; reload it
+    into `WFNetModel(FilteredModel(<fresh backbone>, N_c), classes)`. `history` lists the validation evaluations
+    of the untraining run (dicts with step, epoch, val_loss; empty for a reloaded model).
+    """
+
+    def __init__(self, model: FilteredModel, classes: Iterable[int]) -> None:
+        super().__init__()
+        self.model = model
+        self._classes = sorted(int(c) for c in classes)
+        self.history: list[dict] = []
+
+    def forward(self, x: Tensor, forget_class: int | Tensor | None = None) -> Tensor:
+        """Logits [B, N_c]: the original model for None, else each sample unlearned on its forget class."""
+        return self.model(x, forget_class=forget_class)
+
+    def _check(self, forget_class: int) -> int:
+        if int(forget_class) not in self._classes:
+            raise ValueError(f"This WF-Net was untrained for classes {self._classes}, not {forget_class}.")
+        return int(forget_class)
+
+    def for_class(self, forget_class: int) -> ClassView:
+        return ClassView(self.model, self._check(forget_class))
+
+    def classes(self) -> list[int]:
+        return list(self._classes)
+
+    def trainable_copy(self, forget_class: int) -> nn.Module:
+        """A deep copy computing the model unlearned on `forget_class`, its α fixed and its backbone trainable."""
+        return self.model.for_class(self._check(forget_class))
+
+    def relevance(self, forget_class: int) -> dict[str, tuple[Tensor, Tensor]]:
+        return self.model.relevance(self._check(forget_class))
+
+    def gated(self, gates: Gates) -> GatedView:
+        return GatedView(self.model, gates)
+
+
+class WFNet(Unlearner):
+    """WF-Net: untrain class-indexed weight filters once for all forget classes (see the module docstring)."""
+
+    name = "wfnet"
+    per_class = False
+    parameters = CNN_DEFAULTS
+
+    def default_parameters(self, backbone: BackboneSpec) -> dict:
+        """CNN defaults; ViTs (only qkv is filtered) get a larger forget weight λ1, as in the paper."""
+        return {**self.parameters, **(VIT_OVERRIDES if backbone.family == "vit" else {})}
+
+    def unlearn(self, task: UnlearnTask) -> WFNetModel:
+        params = task.params
+        _check_params(params)
+        data, device = task.data, task.device
+        model = FilteredModel(copy.deepcopy(task.original), data.num_classes, params["alpha_init"])
+        model.freeze_backbone()
+        model.eval()
+        classes = torch.tensor(sorted(task.forget_classes), device=device)
+        optimizer = torch.optim.Adam(model.alpha_parameters(), lr=params["lr"])
+        val = _validation_pairs(data.val, classes, task.generator)
+        steps_per_epoch = math.ceil(len(data.train) / params["batch_size"])
+        total = steps_per_epoch * params["max_epochs"]
+        if params["max_steps"]:
+            total = min(total, params["max_steps"])
+        evals = params["evals_per_epoch"]
+        eval_steps = {round((i + 1) * steps_per_epoch / evals) for i in range(evals)}
+        result = WFNetModel(model, task.forget_classes)
+        best, best_alpha, waited = math.inf, model.alpha_state_dict(), 0
+        bar = tqdm(total=total, desc="wfnet untrain", disable=not task.progress, leave=False, mininterval=1.0)
+        for step, (i, x, y) in enumerate(_training_batches(data, params, task.generator), start=1):
+            loss = untraining_loss(model, x, y, label_expansion(y, classes, params["expansion"], task.generator),
+                                   classes, params)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update()
+            if i in eval_steps or step == total:
+                val_loss = _validation_loss(model, data, val, classes, params)
+                result.history.append({"step": step, "epoch": step / steps_per_epoch, "val_loss": val_loss})
+                bar.set_postfix(val_loss=f"{val_loss:.4f}")
+                if val_loss < best:
+                    best, best_alpha, waited = val_loss, model.alpha_state_dict(), 0
+                else:
+                    waited += 1
+            if step == total or waited >= params["patience"]:
+                break
+        bar.close()
+        model.load_alpha_state_dict(best_alpha)
+        for p in model.alpha_parameters():
+            p.requires_grad_(False)
+        return result
+
+
+def _check_params(params: dict) -> None:
+    """Raise UserError for a parameter value untraining cannot use."""
+    for key in ("expansion", "batch_size", "max_epochs", "evals_per_epoch", "patience"):
+        if not isinstance(params[key], int) or params[key] < 1:
+            raise UserError(f"WF-Net parameter '{key}' must be an integer ≥ 1, got {params[key]!r}.")
+    if not isinstance(params["max_steps"], int) or params["max_steps"] < 0:
+        raise UserError(f"WF-Net parameter 'max_steps' must be an integer ≥ 0 (0: no limit), got {params['max_steps']!r}.")
+    if params["forget_reduction"] not in ("sample", "batch"):
+        raise UserError(f"WF-Net parameter 'forget_reduction' must be 'sample' or 'batch', got {params['forget_reduction']!r}.")
+    if params["lr"] <= 0:
+        raise UserError(f"WF-Net parameter 'lr' must be positive, got {params['lr']!r}.")
+
+
+def _training_batches(data: ImageData, params: dict, generator: torch.Generator) -> Iterable[tuple[int, Tensor, Tensor]]:
+    """(step within its epoch from 1, x, y) over `max_epochs` shuffled passes of the training split."""
+    for _ in range(params["max_epochs"]):
+        for i, (x, y) in enumerate(data.batches(data.train, params["batch_size"], shuffle=True, generator=generator),
+                                   start=1):
+            yield i, x, y
+
+
+def untraining_loss(model: FilteredModel, x: Tensor, y: Tensor, expansion: Expansion, classes: Tensor,
+                    params: dict) -> Tensor:
+    """The untraining loss (unitless scalar) of the batch (x, y) under `expansion`, from one forward pass over both
+    halves; `classes` are the trained α rows."""
+    index = torch.cat([expansion.forget_index, expansion.retain_index])
+    rows = torch.cat([y[expansion.forget_index], expansion.retain_rows])
+    n_forget = expansion.forget_index.shape[0]
+    with autocast(x.device):
+        logits = model(x[index], forget_class=rows).float()
+    labels = y[index]
+    forget = reciprocal_forget(sample_cross_entropy(logits[:n_forget], labels[:n_forget]), params)
+    retain = F.cross_entropy(logits[n_forget:], labels[n_forget:]) if index.shape[0] > n_forget else None
+    return wfnet_loss(retain, forget.mean() if n_forget else None, regularizer(model, classes), params)
+
+
+@dataclass(frozen=True)
+class _ValidationPairs:
+    """Fixed validation pairs: forget samples (own row) and retain samples (one random other row each)."""
+
+    forget: Split
+    retain: Split
+    retain_rows: Tensor
+
+
+def _validation_pairs(val: Split, classes: Tensor, generator: torch.Generator) -> _ValidationPairs:
+    """Draw, once, the rows the validation loss uses, so that every evaluation scores the same pairs."""
+    rows, valid = other_rows(val.labels, classes, 1, generator)
+    keep = valid[:, 0]
+    return _ValidationPairs(val.subset(torch.isin(val.labels, classes)), val.subset(keep), rows[keep, 0])
+
+
+@torch.no_grad()
+def _validation_loss(model: FilteredModel, data: ImageData, val: _ValidationPairs, classes: Tensor,
+                     params: dict, batch_size: int = 1024) -> float:
+    """The untraining loss over the fixed validation pairs (means over the whole split), a Python float."""
+    def sample_ce(split: Split, rows: Tensor | None) -> Tensor | None:
+        if len(split) == 0:
+            return None
+        ces = []
+        for start, (x, y) in zip(range(0, len(split), batch_size), data.batches(split, batch_size)):
+            selector = y if rows is None else rows[start:start + batch_size]
+            with autocast(data.device):
+                logits = model(x, forget_class=selector).float()
+            ces.append(sample_cross_entropy(logits, y))
+        return torch.cat(ces)
+
+    retain, forget = sample_ce(val.retain, val.retain_rows), sample_ce(val.forget, None)
+    loss = wfnet_loss(None if retain is None else retain.mean(),
+                      None if forget is None else reciprocal_forget(forget, params).mean(),
+                      regularizer(model, classes), params)
+    return float(loss)

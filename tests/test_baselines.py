@@ -1,0 +1,126 @@
+"""Behaviour of the baselines on mnist5k with CPU-size backbones: random labels and negative gradients forget and keep
+the rest, retrain never saw its class, the fine-tuning loop stops, relabels and survives divergence."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from unlearnbench.data import ImageData, load_dataset
+from unlearnbench.discovery import discover
+from unlearnbench.finetuning import relabelled_forget_set
+from unlearnbench.models import BackboneSpec
+from unlearnbench.stages import Stages
+from unlearnbench.store import Cache
+from unlearnbench.training import accuracy, predict_logits, resolve_recipe
+from unlearnbench.unlearner import UnlearnTask
+
+from test_conformance import per_class_subset
+
+METHODS, _ = discover()
+VIT = BackboneSpec("vit_tiny", 0.333, 0.333, 7)  # the smoke grid's ViT
+CNN = BackboneSpec("vgg16", 0.125)
+TINY_CNN = BackboneSpec("vgg16", 0.0625)
+CLASSES = list(range(10))
+
+
+def group(data: ImageData, backbone: BackboneSpec, cache: Cache, recipe: dict | None = None) -> Stages:
+    stages = Stages(data, {"name": data.name, "n": len(data.train)}, backbone,
+                    resolve_recipe("mnist5k", backbone, recipe), seed=0, cache=cache, log=lambda _: None)
+    stages.original()
+    return stages
+
+
+def task_for(stages: Stages, method: str, forget_class: int, seed: int = 0, **params) -> UnlearnTask:
+    """A per-class task as the runner builds it, with `method`'s defaults overridden by `params`."""
+    torch.manual_seed(seed)
+    return UnlearnTask(
+        original=stages.original(), data=stages.data, forget_class=forget_class, forget_classes=CLASSES,
+        params={**METHODS[method].cls().default_parameters(stages.backbone), **params}, recipe=stages.recipe,
+        backbone=stages.backbone, seed=seed, retrained=stages.retrained, new_model=stages.new_model,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def accuracies_on_test(net: nn.Module, data: ImageData, forget_class: int) -> tuple[float, float]:
+    """(Acc_r, Acc_f) of `net` on the test split for `forget_class`."""
+    logits, labels = predict_logits(net, data, data.test), data.test.labels
+    keep = labels != forget_class
+    return accuracy(logits[keep], labels[keep]), accuracy(logits[~keep], labels[~keep])
+
+
+@pytest.fixture(scope="module")
+def mnist5k(tmp_path_factory) -> ImageData:
+    return load_dataset("mnist5k", cache_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Cache:
+    return Cache(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def vit(mnist5k, cache) -> Stages:
+    return group(mnist5k, VIT, cache)
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist5k, cache) -> Stages:
+    """A 1/16-width VGG-16 trained one epoch on 30 images per class: a cheap model for the loop's mechanics."""
+    data = dataclasses.replace(mnist5k, train=per_class_subset(mnist5k.train, 30))
+    return group(data, TINY_CNN, cache, {"epochs": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["random_labels", "negative_gradient"])
+def test_forgets_the_class_and_keeps_the_rest(method: str, vit: Stages):
+    original = [accuracies_on_test(vit.original(), vit.data, c) for c in CLASSES]
+    unlearned = []
+    for c in CLASSES:
+        model = METHODS[method].cls().unlearn(task_for(vit, method, c))
+        assert not model.diverged
+        unlearned.append(accuracies_on_test(model.for_class(c), vit.data, c))
+    mean = lambda rows, i: sum(r[i] for r in rows) / len(rows)  # noqa: E731
+    assert mean(unlearned, 1) <= 0.10
+    assert mean(unlearned, 0) >= mean(original, 0) - 0.15
+
+
+@pytest.mark.slow
+def test_retrain_never_saw_its_class_and_keeps_the_rest(mnist5k, cache):
+    stages = group(mnist5k, CNN, cache)
+    for c in (0, 7):
+        model = METHODS["retrain"].cls().unlearn(task_for(stages, "retrain", c))
+        acc_r, acc_f = accuracies_on_test(model.for_class(c), mnist5k, c)
+        assert acc_f == 0.0
+        assert acc_r >= accuracies_on_test(stages.original(), mnist5k, c)[0] - 0.05
+
+
+def test_relabelled_forget_set_draws_other_classes_uniformly_and_reproducibly(mnist5k, tiny):
+    task = dataclasses.replace(task_for(tiny, "random_labels", 4, seed=3), data=mnist5k)
+    relabelled = relabelled_forget_set(task)
+    task.generator.manual_seed(3)
+    assert torch.equal(relabelled.labels, relabelled_forget_set(task).labels)
+    assert torch.equal(relabelled.images, mnist5k.train.forget(4).images)
+    counts = torch.bincount(relabelled.labels, minlength=10)
+    assert counts[4] == 0 and counts.sum() == len(relabelled)
+    assert (counts[torch.arange(10) != 4] > len(relabelled) / 9 / 2).all()  # each other class near its 1/9 share
+
+
+def test_negative_gradient_stops_at_the_validation_target_before_its_budget(tiny):
+    task = task_for(tiny, "negative_gradient", 2, steps=200, stop_acc=0.2)
+    model = METHODS["negative_gradient"].cls().unlearn(task)
+    assert model.diagnostics()["reached_target"] == 1.0 and not model.diverged
+    assert 0 < model.diagnostics()["steps"] < 200
+    held_out = tiny.data.val.forget(2)
+    assert accuracy(predict_logits(model.for_class(2), tiny.data, held_out), held_out.labels) <= 0.2
+
+
+@pytest.mark.parametrize("method", ["negative_gradient", "neggrad_plus"])
+def test_divergence_is_recorded_and_the_last_finite_weights_are_kept(method: str, tiny):
+    model = METHODS[method].cls().unlearn(task_for(tiny, method, 5, lr=1e30, steps=20, stop_acc=-1.0))
+    assert model.diverged and model.diagnostics()["diverged"] == 1.0
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+    x, _ = next(tiny.data.batches(tiny.data.test, 32))
+    assert torch.isfinite(model.predict(x, 5)).all()

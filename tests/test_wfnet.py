@@ -1,0 +1,140 @@
+"""Tests of the WF-Net method plugin (methods/wfnet.py): label expansion, untraining, checkpoint, end to end."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_model, save_model
+from timm.models.vision_transformer import VisionTransformer
+
+from unlearnbench import UserError
+from unlearnbench.data import load_dataset
+from unlearnbench.discovery import discover
+from unlearnbench.models import BackboneSpec, build_backbone
+from unlearnbench.training import accuracy, predict_logits, resolve_recipe, train
+from unlearnbench.unlearner import UnlearnTask
+from unlearnbench.weight_filtering import FilteredModel
+
+WFNet = discover()[0]["wfnet"].cls
+wfnet = sys.modules[WFNet.__module__]
+CNN = BackboneSpec("vgg16", 0.125)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("mnist5k")
+
+
+def make_task(original, data, spec, forget_classes=tuple(range(10)), seed=0, **params) -> UnlearnTask:
+    for p in original.parameters():
+        p.requires_grad_(False)
+    return UnlearnTask(
+        original=original.eval(), data=data, forget_class=None, forget_classes=list(forget_classes),
+        params={**WFNet().default_parameters(spec), **params}, recipe=resolve_recipe("mnist5k", spec), backbone=spec,
+        seed=seed, retrained=None, new_model=None, generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def untrained_cnn(data, steps=3, **params):
+    """(original, WFNetModel) for an untrained CPU-size VGG after a few untraining steps."""
+    torch.manual_seed(0)
+    original = build_backbone(CNN, 10, 1, 28).eval()
+    return original, WFNet().unlearn(make_task(original, data, CNN, max_steps=steps, **params))
+
+
+def test_label_expansion_all_classes():
+    labels = torch.randint(0, 10, (37,), generator=torch.Generator().manual_seed(0))
+    e = wfnet.label_expansion(labels, torch.arange(10), 3, torch.Generator().manual_seed(1))
+    assert torch.equal(e.forget_index, torch.arange(18))  # the first half selects its own rows
+    assert e.retain_index.shape == e.retain_rows.shape == (3 * 19,)  # the second half, K = 3 copies
+    assert torch.equal(e.retain_index, torch.arange(18, 37).repeat(3))
+    assert not (labels[e.retain_index] == e.retain_rows).any()
+    assert all(len(set(e.retain_rows[e.retain_index == i].tolist())) == 3 for i in range(18, 37))  # distinct rows
+
+
+def test_label_expansion_subset_of_classes():
+    labels = torch.tensor([2, 5, 7, 2, 2, 5, 7, 0])
+    e = wfnet.label_expansion(labels, torch.tensor([2, 5]), 3, torch.Generator().manual_seed(0))
+    assert torch.equal(e.forget_index, torch.tensor([0, 1, 3]))  # class 7 is not being forgotten
+    # second half [2, 5, 7, 0]: at most one other forget class for 2 and 5, two for 7 and 0
+    assert sorted(e.retain_index.tolist()) == [4, 5, 6, 6, 7, 7]
+    assert set(e.retain_rows.tolist()) <= {2, 5} and not (labels[e.retain_index] == e.retain_rows).any()
+
+
+def test_untraining_loss_reaches_alpha_only(data):
+    torch.manual_seed(0)
+    model = FilteredModel(build_backbone(CNN, 10, 1, 28), 10).eval()
+    model.freeze_backbone()
+    x, y = next(data.batches(data.train, 64))
+    params = WFNet().default_parameters(CNN)
+    e = wfnet.label_expansion(y, torch.arange(10), params["expansion"], torch.Generator().manual_seed(0))
+    wfnet.untraining_loss(model, x, y, e, torch.arange(10), params).backward()
+    alphas = {id(p) for p in model.alpha_parameters()}
+    assert all(p.grad is None for p in model.parameters() if id(p) not in alphas)
+    assert all(f.alpha_w.grad.abs().sum() > 0 for _, f in model.named_filters())
+
+
+def test_untraining_changes_alpha_and_nothing_else(data):
+    original, result = untrained_cnn(data, steps=3)
+    state = result.model.backbone.state_dict()
+    alpha = {k: v for k, v in state.items() if k.endswith(("alpha_w", "alpha_b"))}
+    rest = {k.replace(".op.", "."): v for k, v in state.items() if k not in alpha}
+    assert len(result.history) == 1  # max_steps ends the run, after one evaluation
+    assert rest.keys() == original.state_dict().keys()
+    assert all(torch.equal(rest[k], v) for k, v in original.state_dict().items())  # weights and BN statistics
+    assert all((v != 3.0).any() for k, v in alpha.items() if k.endswith("alpha_w"))
+    assert not any(p.requires_grad for p in result.parameters())
+
+
+def test_checkpoint_serves_every_class_and_the_hooks(data, tmp_path):
+    _, result = untrained_cnn(data, steps=3, forget_classes=[1, 4, 7])
+    assert result.classes() == [1, 4, 7]
+    save_model(result, str(tmp_path / "wfnet.safetensors"))  # backbone + α: one file for all classes
+    fresh = wfnet.WFNetModel(FilteredModel(build_backbone(CNN, 10, 1, 28), 10), [1, 4, 7]).eval()
+    load_model(fresh, str(tmp_path / "wfnet.safetensors"))
+    x, _ = next(data.batches(data.test, 32))
+    with torch.no_grad():
+        for c in result.classes():
+            assert torch.equal(fresh.for_class(c)(x), result.for_class(c)(x))
+            assert result.for_class(c).model is result.model  # a view, not a copy
+        mixed = torch.tensor([1, 4, 7, 4] * 8)
+        assert torch.equal(fresh(x, forget_class=mixed), result(x, forget_class=mixed))
+        gates = {n: (1 - w, 1 - b) for n, (w, b) in result.relevance(4).items()}
+        assert torch.allclose(result.gated(gates)(x), result.for_class(4)(x))
+    with pytest.raises(ValueError, match="not 3"):
+        result.for_class(3)
+    copy_ = result.trainable_copy(7)
+    assert copy_.model is not result.model and all(
+        p.requires_grad != n.endswith(("alpha_w", "alpha_b")) for n, p in copy_.named_parameters())
+
+
+def test_bad_parameter_is_a_user_error(data):
+    with pytest.raises(UserError, match="'expansion' must be an integer"):
+        untrained_cnn(data, steps=1, expansion=0)
+
+
+def cls_token_vit() -> VisionTransformer:
+    """A CPU-size ViT with a class token, as in the paper: every token reaches the head through attention."""
+    return VisionTransformer(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=64, depth=4,
+                             num_heads=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["cnn", "vit"])
+def test_mnist5k_forgets_every_class_and_keeps_the_rest(data, family):
+    spec = CNN if family == "cnn" else BackboneSpec("vit_tiny", 0.333, 0.333, 7)
+    torch.manual_seed(0)
+    original = build_backbone(spec, 10, 1, 28) if family == "cnn" else cls_token_vit()
+    train(original, data, resolve_recipe("mnist5k", spec), seed=0, progress=False)
+    result = WFNet().unlearn(make_task(original, data, spec))
+    labels = data.test.labels
+    base = accuracy(predict_logits(original, data, data.test), labels)
+    acc_r, acc_f = [], []
+    for c in range(10):
+        logits = predict_logits(result.for_class(c), data, data.test)
+        acc_r.append(accuracy(logits[labels != c], labels[labels != c]))
+        acc_f.append(accuracy(logits[labels == c], labels[labels == c]))
+    mean_r, mean_f = sum(acc_r) / 10, sum(acc_f) / 10
+    assert mean_f <= 0.05, (mean_r, mean_f, base)
+    assert mean_r >= base - 0.10, (mean_r, mean_f, base)
