@@ -255,6 +255,17 @@ class WFNetModel(UnlearnedModel):
     def gated(self, gates: Gates) -> GatedView:
         return GatedView(self.model, gates)
 
+    def artifacts(self) -> dict[str, Tensor]:
+        """Every layer's α_w / α_b [N_c, C_out]: the filter–class figures are drawn from them."""
+        return self.model.alpha_state_dict()
+
+    def diagnostics(self) -> dict[str, float]:
+        """Validation evaluations made during untraining and the best validation loss reached."""
+        if not self.history:
+            return {}
+        return {"untrain_evals": float(len(self.history)),
+                "untrain_best_val_loss": float(min(h["val_loss"] for h in self.history))}
+
 
 class WFNet(Unlearner):
     """WF-Net: untrain class-indexed weight filters once for all forget classes (see the module docstring)."""
