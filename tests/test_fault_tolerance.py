@@ -1,5 +1,4 @@
 """Runs that survive kills, corrupt files, concurrent writers and bad cells; the same results from every launcher."""
-import os
 import pickle
 import re
 import signal
@@ -76,7 +75,7 @@ def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
 def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     grid = load_grid(str(tiny(tmp_path, methods=["original"])))
     cache_dir = tmp_path / "cache"
-    first = run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False))
+    run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False))
     weights = next((cache_dir / "models" / "original").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     cell = next((cache_dir / "cells").glob("*.json"))

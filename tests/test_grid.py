@@ -1,5 +1,4 @@
 import pytest
-import yaml
 
 from unlearnbench import UserError
 from unlearnbench.discovery import discover
