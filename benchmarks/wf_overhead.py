@@ -8,11 +8,19 @@ milliseconds per step and the ratios to the plain model.
 
     python benchmarks/wf_overhead.py                 # CPU-size variants on 1×28×28 (MNIST) inputs
     python benchmarks/wf_overhead.py --full --device cuda   # full-size backbones on 3×32×32 (CIFAR) inputs
+
+On the CPU, glibc's malloc hands freed activation buffers back to the kernel and page-faults them in again on
+the next step; which variant pays for that depends on the order of the steps, so small-model ratios swing by
+±0.3 between runs (the pass-through column, identical work to plain, shows the noise). For stable numbers keep
+freed memory in the process:
+
+    MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 python benchmarks/wf_overhead.py
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 from typing import Callable
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     specs = FULL_SIZE if args.full else CPU_SIZE
     shape = (3, 32, 32) if args.full else (1, 28, 28)
     print(f"device {device}, {torch.get_num_threads()} threads, batch {args.batch_size}, input {shape}, "
-          f"median of {args.repeats} steps after {args.warmup} warm-up steps")
+          f"median of {args.repeats} steps after {args.warmup} warm-up steps, "
+          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
     print(f"{'backbone':<26} {'plain ms':>9} {'per-sample ms':>14} {'ratio':>6} {'pass-through ms':>16} {'ratio':>6}")
     for name in args.families:
         spec = specs[name]
