@@ -107,23 +107,22 @@ def _vit(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int, d
     heads = max(1, int(round(heads * spec.width)))
     embed_dim = max(1, int(round(dim * spec.width / heads))) * heads
     depth = max(1, int(round(12 * spec.depth)))
-    if image_size > SMALL_INPUT:
-        return VisionTransformer(img_size=image_size, patch_size=spec.patch or 16, in_chans=in_chans,
-                                 num_classes=num_classes, embed_dim=embed_dim, depth=depth, num_heads=heads)
-    # small inputs: mean-pooled tokens instead of a class token (learns several times faster from 28/32 px data)
-    return VisionTransformer(img_size=image_size, patch_size=spec.patch or 4, in_chans=in_chans, num_classes=num_classes,
-                             embed_dim=embed_dim, depth=depth, num_heads=heads, global_pool="avg", class_token=False)
+    # a class token as in the paper: it reads the patches only through attention, whose qkv WF-Net filters
+    # (mean-pooled tokens would reach the head through the unfiltered residual path and stay classifiable)
+    return VisionTransformer(img_size=image_size, patch_size=spec.patch or (16 if image_size > SMALL_INPUT else 4),
+                             in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
+                             num_heads=heads)
 
 
 @register("vit_tiny", "vit")
 def build_vit_tiny(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
-    """timm ViT-Tiny (dim 192, 12 blocks, 3 heads); for 28/32 px patch 4 and mean pooling, for 224 px patch 16."""
+    """timm ViT-Tiny (dim 192, 12 blocks, 3 heads); for 28/32 px patch 4, for 224 px patch 16."""
     return _vit(spec, num_classes, in_chans, image_size, 192, 3)
 
 
 @register("vit_small", "vit")
 def build_vit_small(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
-    """timm ViT-Small (dim 384, 12 blocks, 6 heads); for 28/32 px patch 4 and mean pooling, for 224 px patch 16."""
+    """timm ViT-Small (dim 384, 12 blocks, 6 heads); for 28/32 px patch 4, for 224 px patch 16."""
     return _vit(spec, num_classes, in_chans, image_size, 384, 6)
 
 
