@@ -7,6 +7,7 @@ from PIL import Image
 
 from unlearnbench import UserError
 from unlearnbench.data import augment_batch, load_dataset
+from unlearnbench.grid import parse_grid
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,18 @@ def test_mnist5k_is_real_stratified_and_split(mnist5k):
     # validation is carved from train: no image is in both
     train = {bytes(x.numpy()) for x in mnist5k.train.images}
     assert not any(bytes(x.numpy()) in train for x in mnist5k.val.images)
+
+
+def test_training_subset_is_per_class_inside_train_and_named(mnist5k):
+    sub = load_dataset("mnist5k", options={"train_per_class": 100})
+    assert torch.equal(torch.bincount(sub.train.labels, minlength=10), torch.full((10,), 100))
+    assert torch.equal(sub.val.images, mnist5k.val.images) and torch.equal(sub.test.images, mnist5k.test.images)
+    train = {bytes(x.numpy()) for x in mnist5k.train.images}
+    assert all(bytes(x.numpy()) in train for x in sub.train.images)  # drawn from train, after the val carve
+    again = load_dataset("mnist5k", options={"train_per_class": 100})
+    assert torch.equal(again.train.images, sub.train.images)  # seeded
+    entry = parse_grid({"datasets": [{"name": "mnist5k", "train_per_class": 100}], "backbones": ["vgg16"]}, "t")
+    assert entry.datasets[0].label == "mnist5k-100perclass"
 
 
 def test_forget_and_retain_views_are_disjoint_and_complete(mnist5k):

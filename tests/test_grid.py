@@ -37,6 +37,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": "zero"}, r"'seeds'.*list of integers"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "forget_classes": [1, "x"]}, r"'forget_classes'"),
     ({"datasets": ["mnist5k"]}, r"needs a non-empty 'backbones'"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"mnsit5k/vit": {"epochs": 1}}},
+     r"Recipe section 'mnsit5k/vit'.*names 'mnsit5k'.*did you mean 'mnist5k'"),
+    ({"datasets": [{"name": "mnist5k", "train_per_class": 0}], "backbones": ["vgg16"]}, r"'train_per_class'.*≥ 1"),
     (["mnist5k"], r"must be a YAML mapping"),
 ])
 def test_bad_grids_are_one_clear_error(raw, message):

@@ -17,7 +17,7 @@ from unlearnbench.errors import UserError
 from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
                                  write_report)
 from unlearnbench.report.figures import load_relevance
-from unlearnbench.report.paper import backbone_family, paper_value
+from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
 from unlearnbench.report.records import load_runs
 from unlearnbench.store import RECORD_COLUMNS
 
@@ -196,6 +196,7 @@ def test_paper_values_and_families():
     assert np.isnan(paper_value(paper, "table1", "imagenet", "vgg16", "retrain", "Acc_r"))
     assert np.isnan(paper_value(paper, "table2", "mnist", "vgg16", "retrain", "Ins"))
     assert backbone_family(SMALL) == "vit_tiny" and backbone_family("resnet18-w0.0625") == "resnet18"
+    assert full_dataset_name("mnist-1000perclass") == "mnist" and full_dataset_name("fashion-mnist") == "fashion-mnist"
 
 
 def check_latex(text: str) -> None:

@@ -12,6 +12,10 @@ def test_recipes_resolve_from_general_to_specific():
     vit = resolve_recipe("mnist5k", BackboneSpec("vit_tiny"))
     assert cnn.optimizer == "sgd" and vit.optimizer == "adamw"
     assert resolve_recipe("mnist5k", BackboneSpec("vit_tiny"), {"epochs": 3}).epochs == 3
+    sections = {"epochs": 3, "mnist5k/vit": {"epochs": 7}, "resnet18": {"lr": 0.5}, "cifar10": {"epochs": 9}}
+    assert resolve_recipe("mnist5k", BackboneSpec("vit_tiny"), sections).epochs == 7  # a matching section wins
+    sectioned = resolve_recipe("mnist5k", BackboneSpec("resnet18"), sections)
+    assert (sectioned.epochs, sectioned.lr) == (3, 0.5)  # fields for every cell; cifar10's section not applied
     with pytest.raises(UserError, match=r"Unknown key 'epoch'.*did you mean 'epochs'"):
         resolve_recipe("mnist5k", BackboneSpec("vit_tiny"), {"epoch": 3})
     with pytest.raises(UserError, match="Unknown optimizer 'sdg'"):

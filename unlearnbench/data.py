@@ -181,6 +181,17 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     return kept_idx, carved_idx
 
 
+def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """At most `per_class` of `indices` from every class, drawn at random (seeded), in ascending order."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in np.unique(labels[indices]):
+        idx = indices[labels[indices] == c].copy()
+        rng.shuffle(idx)
+        chosen.append(idx[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     """[N, H, W, C] uint8 numpy → Split with [N, C, H, W] tensors on the CPU."""
     tensor = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
@@ -202,12 +213,16 @@ def load_dataset(
 ) -> ImageData:
     """Load a registered dataset, carve a stratified validation split from train, and move it to `device`."""
     info = DATASETS.get(name)
-    source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, dict(options or {}))
+    options = dict(options or {})
+    per_class = options.pop("train_per_class", None)  # a training subset, applied after the validation carve
+    source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, options)
     problem = info.missing(source)
     if problem:
         raise UserError(problem)
     raw = info.load(source)
     kept, carved = stratified_split(raw.train_labels, val_fraction, SPLIT_SEED)
+    if per_class:
+        kept = per_class_subset(kept, raw.train_labels, per_class, SPLIT_SEED)
     data = ImageData(
         name=name,
         classes=list(raw.classes),

@@ -29,6 +29,12 @@ class DatasetEntry:
     def options_dict(self) -> dict:
         return dict(self.options)
 
+    @property
+    def label(self) -> str:
+        """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`."""
+        per_class = self.options_dict.get("train_per_class")
+        return f"{self.name}-{per_class}perclass" if per_class else self.name
+
 
 @dataclass(frozen=True)
 class MethodEntry:
@@ -82,7 +88,7 @@ class Cell:
 
     def describe(self) -> str:
         target = "all classes" if self.forget_class is None else f"class {self.forget_class}"
-        return f"{self.dataset.name}/{self.backbone.label}/{self.method} {self.params_json} seed {self.seed} {target}"
+        return f"{self.dataset.label}/{self.backbone.label}/{self.method} {self.params_json} seed {self.seed} {target}"
 
 
 def builtin_grids() -> list[str]:
@@ -135,6 +141,9 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     for key in ("recipe", "metric_settings", "slurm"):
         if not isinstance(raw.get(key, {}), dict):
             raise UserError(f"'{key}' in {where} must be a mapping, got {raw[key]!r}.")
+    from .training import check_recipe_sections
+
+    check_recipe_sections(raw.get("recipe", {}), [d.name for d in datasets], where)
     val_fraction = raw.get("val_fraction", 0.1)
     if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise UserError(f"'val_fraction' in {where} must be a number between 0 and 1, got {val_fraction!r}.")
@@ -160,7 +169,11 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if not isinstance(value, dict) or "name" not in value:
         raise UserError(f"A dataset in {where} must be a name or a mapping with 'name', got {value!r}.")
     DATASETS.get(value["name"])
-    check_keys(value, ("name", "path", "image_size", "augment"), f"dataset '{value['name']}' of {where}")
+    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class"), f"dataset '{value['name']}' of {where}")
+    per_class = value.get("train_per_class")
+    if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
+        raise UserError(f"'train_per_class' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "
+                        f"got {per_class!r}.")
     options = tuple(sorted((k, v) for k, v in value.items() if k != "name"))
     return DatasetEntry(value["name"], options)
 

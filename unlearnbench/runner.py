@@ -177,6 +177,8 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
     for dataset, backbone, _seed in groups:
         recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
         n_train = {"mnist5k": 3600, "mnist": 54000, "fashion-mnist": 54000, "cifar10": 45000}.get(dataset.name, 0)
+        if dataset.options_dict.get("train_per_class"):
+            n_train = min(n_train, 10 * dataset.options_dict["train_per_class"])
         image_epochs += recipe.epochs * n_train * (1 + sum(1 for g, _ in retrains if g == (dataset, backbone, _seed)))
     if image_epochs:
         lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "
@@ -210,7 +212,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
     model.eval()
-    base = {"dataset": cell.dataset.name, "backbone": cell.backbone.label, "method": cell.method,
+    base = {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
             "params": cell.params_json, "seed": cell.seed}
     # a stage model the method took ready-made (e.g. a cached retrained model) is charged at its training cost
     charged = [c for c in stages.reused if c]
@@ -404,7 +406,7 @@ def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Pat
         source = cache.artifact_path(keys[cell])
         if source.is_file():
             suffix = "" if cell.forget_class is None else f"__c{cell.forget_class}"
-            target = run_dir / "artifacts" / cell.method / f"{cell.dataset.name}__{cell.backbone.label}__seed{cell.seed}{suffix}.safetensors"
+            target = run_dir / "artifacts" / cell.method / f"{cell.dataset.label}__{cell.backbone.label}__seed{cell.seed}{suffix}.safetensors"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
 
@@ -421,7 +423,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _failure(cell: Cell, status: str, reason: str, tb: str = "") -> dict:
-    return {"dataset": cell.dataset.name, "backbone": cell.backbone.label, "method": cell.method,
+    return {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
             "params": cell.params_json, "seed": cell.seed, "forget_class": cell.forget_class, "status": status,
             "reason": reason, "traceback": tb}
 

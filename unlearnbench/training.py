@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .config import from_mapping
 from .data import ImageData, Split
-from .errors import UserError
+from .errors import UserError, did_you_mean
 from .models import BackboneSpec
 
 
@@ -46,10 +46,16 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 def resolve_recipe(dataset: str, backbone: BackboneSpec, overrides: dict | None = None) -> Recipe:
-    """The recipe for `dataset` × `backbone` from configs/recipes.yaml, most specific entry last, then `overrides`."""
+    """The recipe for `dataset` × `backbone` from configs/recipes.yaml, most specific entry last, then `overrides`.
+
+    `overrides` (a grid's `recipe:`) holds recipe fields for every cell and/or sections named like those of
+    recipes.yaml (`cifar10`, `vit`, `resnet18`, `cifar10/vit`, `mnist/resnet18`) that apply where they match."""
     import yaml
 
     table = yaml.safe_load(resources.files("unlearnbench").joinpath("configs/recipes.yaml").read_text())
+    overrides = overrides or {}
+    fields = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
+    sections = {k: v for k, v in overrides.items() if isinstance(v, dict)}
     merged: dict = {}
     for section in (
         table.get("default", {}),
@@ -58,10 +64,25 @@ def resolve_recipe(dataset: str, backbone: BackboneSpec, overrides: dict | None 
         table.get("backbones", {}).get(backbone.name, {}),
         table.get(f"{dataset}/{backbone.family}", {}),
         table.get(f"{dataset}/{backbone.name}", {}),
-        overrides or {},
+        fields,
+        *(sections.get(k, {}) for k in (dataset, backbone.family, backbone.name, f"{dataset}/{backbone.family}",
+                                         f"{dataset}/{backbone.name}")),
     ):
         merged.update(section)
     return from_mapping(Recipe, merged, f"the training recipe for {dataset}/{backbone.label}")
+
+
+def check_recipe_sections(overrides: dict, datasets: list[str], where: str) -> None:
+    """Raise UserError for a grid recipe section that names no dataset, family or backbone (e.g. a typo)."""
+    from .models import BACKBONES
+
+    known = set(datasets) | {"cnn", "vit"} | set(BACKBONES.names())
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            for part in key.split("/"):
+                if part not in known:
+                    raise UserError(f"Recipe section '{key}' in {where} names '{part}', which is no dataset of the "
+                                    f"grid, family (cnn, vit) or backbone{did_you_mean(part, sorted(known))}.")
 
 
 def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,

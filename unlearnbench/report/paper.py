@@ -57,7 +57,7 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
         ours = table.values.dropna(subset=["mean"])
         ours = ours[ours["column"].isin(columns)]
         for r in ours.itertuples(index=False):
-            ds, family = to_paper.get(r.dataset), backbone_family(r.backbone)
+            ds, family = to_paper.get(full_dataset_name(r.dataset)), backbone_family(r.backbone)
             theirs = paper_value(paper, key, ds, family, r.method, r.column)
             note = _note(r.dataset, ds, r.backbone, family, theirs)
             rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.std, theirs,
@@ -66,7 +66,8 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
         for dataset, backbone in pairs:
             for method in PAPER_METHODS:
                 for column in columns:
-                    theirs = paper_value(paper, key, to_paper.get(dataset), backbone_family(backbone), method, column)
+                    paper_dataset = to_paper.get(full_dataset_name(dataset))
+                    theirs = paper_value(paper, key, paper_dataset, backbone_family(backbone), method, column)
                     if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
                         rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, theirs,
                                      "not run", methods[method]))
@@ -97,6 +98,11 @@ def _paper_text(value: float, digits: int) -> str:
         return MISSING
     text = f"{value:.{digits}f}"
     return text if round(float(text), 6) == round(value, 6) else f"{round(value, 6):g}"
+
+
+def full_dataset_name(label: str) -> str:
+    """The dataset a label names, without a training-subset suffix (`mnist-1000perclass` → `mnist`)."""
+    return re.sub(r"-\d+perclass$", "", label)
 
 
 def _note(dataset: str, paper_dataset: str | None, backbone: str, family: str, theirs: float) -> str:

@@ -16,6 +16,8 @@ import pandas as pd
 MISSING = "—"
 PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
                  "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
+# display names of the shipped variants the paper does not run (any other method shows its own name)
+VARIANT_NAMES = {"random_labels_mixed": "Random Labels (mixed)", "neggrad_plus": "NegGrad+", "finetune": "Fine-tune"}
 CELL_KEYS = ["dataset", "backbone", "method", "params"]
 TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
 SPLIT_ORDER = ("test", "train", "val", "all")
@@ -40,12 +42,14 @@ def method_order(methods) -> list[str]:
 
 def row_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
     """Display name of each (method, params): the paper's name or the method's own, plus the parameters
-    when the records hold several parameter settings of that method."""
+    when the records hold several parameter settings of that method for one dataset × backbone (a sweep;
+    family defaults that differ between backbones are not one)."""
     pairs = records[["method", "params"]].drop_duplicates()
-    settings = pairs.groupby("method")["params"].nunique()
+    per_cell = records[["dataset", "backbone", "method", "params"]].drop_duplicates()
+    settings = per_cell.groupby(["dataset", "backbone", "method"])["params"].nunique().groupby("method").max()
     labels = {}
     for method, params in pairs.itertuples(index=False):
-        name = PAPER_METHODS.get(method, method)
+        name = PAPER_METHODS.get(method) or VARIANT_NAMES.get(method, method)
         if settings[method] > 1:
             shown = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(params or "{}").items()))
             name = f"{name} ({shown or 'defaults'})"
