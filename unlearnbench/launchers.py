@@ -69,7 +69,8 @@ def _joblib(fn, jobs, workers, on_crash) -> Iterator:
     remaining = list(range(len(jobs)))
     try:
         parallel = Parallel(n_jobs=min(workers, len(jobs)), return_as="generator_unordered")
-        for index, result in parallel(delayed(_indexed)(fn, i, jobs[i]) for i in remaining):
+        # joblib consumes the task generator lazily: iterate a fixed range, not the list shrinking below
+        for index, result in parallel(delayed(_indexed)(fn, i, jobs[i]) for i in range(len(jobs))):
             remaining.remove(index)
             yield result
     except Exception:  # a worker died: rerun what is left one job per pool so a crash is attributable
