@@ -61,3 +61,45 @@ def test_weights_of_another_architecture_or_pickled_code_are_refused(tmp_path):
     torch.save({"state_dict": Exploit()}, tmp_path / "evil.pth")
     with pytest.raises(UserError, match="Cannot read weights"):
         load_weights(target, tmp_path / "evil.pth")
+
+
+def test_subsampled_pointwise_conv_equals_a_strided_1x1_conv_in_values_and_gradients():
+    from unlearnbench.models import SubsampledPointwiseConv
+
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(4, 8, 1, stride=2, bias=False)
+    swapped = SubsampledPointwiseConv(4, 8, 1, stride=2, bias=False)
+    swapped.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 4, 7, 7).relu()  # odd size: the last row/column is kept, as a strided conv keeps it
+    xs = x.clone().requires_grad_(True)
+    with torch.backends.mkldnn.flags(enabled=False):  # the plain reference on the native kernel
+        ref = plain(x.requires_grad_(True))
+        ref.square().sum().backward()
+    out = swapped(xs)
+    out.square().sum().backward()
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(xs.grad, x.grad)
+    torch.testing.assert_close(swapped.weight.grad, plain.weight.grad)
+    resnet = build_backbone(BackboneSpec("resnet18", 0.0625), 10, 1, 28)
+    assert sum(isinstance(m, SubsampledPointwiseConv) for m in resnet.modules()) == 3  # the three downsamples
+
+
+def test_narrow_resnet_trains_on_real_mnist_without_crashing(tmp_path):
+    """Regression: oneDNN's strided 1×1 backward corrupted the heap for resnet18-w0.0625 on real MNIST batches."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, torch.nn.functional as F\n"
+        "from unlearnbench.data import load_dataset\n"
+        "from unlearnbench.models import BackboneSpec, build_backbone\n"
+        "torch.set_num_threads(1); torch.manual_seed(0)\n"
+        "data = load_dataset('mnist5k', device=torch.device('cpu'))\n"
+        "model = build_backbone(BackboneSpec('resnet18', 0.0625), 10, 1, 28)\n"
+        "batches = data.batches(data.train, 64, shuffle=True, augment=True, generator=torch.Generator().manual_seed(0))\n"
+        "for _, (x, y) in zip(range(6), batches):\n"
+        "    F.cross_entropy(model(x), y).backward()\n"
+        "print('trained')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]

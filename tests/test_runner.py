@@ -41,7 +41,8 @@ def options(tmp_path, cache, **kw):
 
 
 def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cache):
-    grid = load_grid(str(write_grid(tmp_path)))
+    # two epochs: after one, this tiny VGG knows some classes only half (class 0: 0.46 with torch 2.14)
+    grid = load_grid(str(write_grid(tmp_path, recipe={"epochs": 2})))
     first = run(grid, options(tmp_path, shared_cache, name="first"))
     assert not [f for f in first.failures if f["status"] == "failed"]
     frame = pd.read_csv(first.run_dir / "records.csv")

@@ -39,7 +39,7 @@ class CostMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start_event = torch.cuda.Event(enable_timing=True)
             self._end_event = torch.cuda.Event(enable_timing=True)
-            self._start_event.record()
+            self._start_event.record(torch.cuda.current_stream(self.device))  # this job's GPU, not cuda:0
         else:
             self._cpu0 = time.process_time()
             self._stop = threading.Event()
@@ -55,7 +55,7 @@ class CostMeter:
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
-            self._end_event.record()
+            self._end_event.record(torch.cuda.current_stream(self.device))
             torch.cuda.synchronize(self.device)
             self.device_seconds = self._start_event.elapsed_time(self._end_event) / 1000
             self.peak_memory_bytes = torch.cuda.max_memory_allocated(self.device)

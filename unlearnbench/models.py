@@ -87,6 +87,29 @@ def build_vgg16(spec: BackboneSpec, num_classes: int, in_chans: int, image_size:
     return nn.Sequential(features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cfg[-2], num_classes))
 
 
+class SubsampledPointwiseConv(nn.Conv2d):
+    """A 1×1 convolution with stride s computed as a stride-1 convolution of every s-th pixel: the same outputs,
+    parameters and state dict as `nn.Conv2d`. oneDNN's strided 1×1 backward in torch 2.14 corrupts the heap on
+    the CPU for narrow layers (resnet18-w0.0625's 4 → 8 downsample crashed with 'double free or corruption')."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        sy, sx = self.stride
+        return nn.functional.conv2d(input[..., ::sy, ::sx], weight, bias, 1, 0, self.dilation, self.groups)
+
+
+def _subsample_pointwise_convs(model: nn.Module) -> None:
+    """Replace every strided 1×1, unpadded Conv2d of `model` by an equivalent SubsampledPointwiseConv."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if (type(child) is nn.Conv2d and child.kernel_size == (1, 1) and child.stride != (1, 1)
+                    and child.padding == (0, 0) and child.padding_mode == "zeros"):
+                replacement = SubsampledPointwiseConv(child.in_channels, child.out_channels, 1, child.stride,
+                                                      bias=child.bias is not None, groups=child.groups,
+                                                      dilation=child.dilation)
+                replacement.load_state_dict(child.state_dict())
+                setattr(module, name, replacement)
+
+
 @register("resnet18", "cnn")
 def build_resnet18(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int) -> nn.Module:
     """timm ResNet-18; small inputs get a 3×3 stride-1 stem and no max-pool."""
@@ -100,6 +123,7 @@ def build_resnet18(spec: BackboneSpec, num_classes: int, in_chans: int, image_si
             model.conv1 = nn.Conv2d(in_chans, channels[0], kernel_size=7, stride=2, padding=3, bias=False)
         model.bn1 = nn.BatchNorm2d(channels[0])
         model.layer1[0] = BasicBlock(channels[0], channels[0])
+    _subsample_pointwise_convs(model)
     return model
 
 

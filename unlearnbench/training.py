@@ -161,13 +161,13 @@ def _schedule(recipe: Recipe, total: int):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int = 1024) -> torch.Tensor:
-    """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode."""
+    """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode and in float32 (no bf16
+    autocast, so metrics on a GPU agree with the CPU's up to kernel rounding)."""
     was_training = model.training
     model.eval()
     outs = []
     for x, _ in data.batches(split, batch_size):
-        with autocast(data.device):
-            outs.append(model(x).float())
+        outs.append(model(x).float())
     model.train(was_training)
     if not outs:
         return torch.empty(0, data.num_classes, device=data.device)

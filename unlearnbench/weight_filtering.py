@@ -231,9 +231,12 @@ class FilteredModel(nn.Module):
     @torch.no_grad()
     def relevance(self, c: int) -> dict[str, tuple[Tensor, Tensor]]:
         """Returns ``{layer_name: (1 - sigmoid(alpha_w[c]), 1 - sigmoid(alpha_b[c]))}``,
-        detached tensors of shape ``[C_out]``."""
+        detached tensors of shape ``[C_out]``; the bias part is empty (shape ``[0]``)
+        for a layer without bias, whose α_b gates nothing (insertion/deletion
+        must not count such gates as elements)."""
         return {
-            n: (1 - torch.sigmoid(f.alpha_w[c]), 1 - torch.sigmoid(f.alpha_b[c]))
+            n: (1 - torch.sigmoid(f.alpha_w[c]),
+                1 - torch.sigmoid(f.alpha_b[c]) if f.op.bias is not None else f.alpha_b.new_empty(0))
             for n, f in self.named_filters()
         }
 
