@@ -185,3 +185,98 @@ def test_bad_inputs_each_give_one_sentence(tmp_path, capsys):
                  "--device", "cpu", "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "do not fit this architecture" in out
+
+
+def _file(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return path
+
+
+def _other_run(tmp_path: Path) -> Path:
+    """A run folder of another grid, holding records that must survive."""
+    RunFolder(tmp_path / "run").write_config({"grid": {"name": "other", "seeds": [7]}})
+    _file(tmp_path / "run" / "records.csv", "finished results")
+    return tmp_path / "run"
+
+
+BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of them trains anything
+    "grid is a folder": (lambda t: ["--grid", str(t), "--dry-run"], "is a folder; give a YAML file."),
+    "grid not UTF-8": (lambda t: ["--grid", str(_file(t / "g.yaml", b"\xff\xfe\x00")), "--dry-run"],
+                       "g.yaml is not UTF-8 text"),
+    "params of a method without any": (
+        lambda t: ["--grid", str(tiny(t, methods=[{"name": "original", "params": {"lr": 0.1}}])), "--dry-run"],
+        "Method 'original' takes no parameters; remove 'lr' from its params."),
+    "threads 0": (lambda t: ["--grid", str(tiny(t)), "--threads", "0", "--dry-run"],
+                  "--threads must be at least 1, got 0."),
+    "device meta": (lambda t: ["--grid", str(tiny(t)), "--device", "meta", "--dry-run"],
+                    "Unknown device 'meta'; use auto, cpu, cuda or cuda:N."),
+    "data root missing": (lambda t: ["--grid", str(tiny(t)), "--data-root", str(t / "nowhere"), "--dry-run"],
+                          "nowhere is not a folder; pass the folder holding the datasets"),
+    "only value in no cell": (lambda t: ["--grid", str(tiny(t)), "--only", "method=orignal", "--dry-run"],
+                              "--only method=orignal matches no cell of grid 'tiny' (did you mean 'original'?)"),
+    "retry config not a mapping": (
+        lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "[1]").parent)],
+        "config.yaml is not an unlearnbench run config: it has no 'grid' mapping."),
+    "retry config without grid": (
+        lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "a: 1").parent)],
+        "config.yaml is not an unlearnbench run config: it has no 'grid' mapping."),
+    "cache dir is a file": (
+        lambda t: ["--grid", str(tiny(t)), "--cache-dir", str(_file(t / "f", "x")), "--device", "cpu"],
+        "f is a file; pass a folder."),
+    "out holds another grid": (lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
+                               "holds a run of grid 'other' with a different configuration; pass another --out"),
+    "report of an empty records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", "").parent)],
+                                       "records.csv is not an unlearnbench records file: it is empty."),
+    "report of a binary records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", b"\xff\x00").parent)],
+                                       "records.csv is not an unlearnbench records file"),
+    "report of a garbage records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", "a\nb,c,d\n").parent)],
+                                        "records.csv is not an unlearnbench records file"),
+    "report --out is a file": (lambda t: ["report", str(_file(t / "r" / "records.csv", ",".join(KEY)).parent),
+                                          "--out", str(_file(t / "f", "x"))], "The report folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_gives_one_sentence_before_any_work(case, tmp_path, capsys):
+    argv, message = BAD_INPUTS[case]
+    args = argv(tmp_path)
+    if "--cache-dir" not in args and args[0] != "report":
+        args += ["--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    if case == "out holds another grid":
+        assert (tmp_path / "run" / "records.csv").read_text() == "finished results"
+    assert not (tmp_path / "cache" / "models").exists()
+
+
+def test_only_filters_that_match_some_cells_still_select_them(tmp_path, capsys):
+    assert main(["--grid", str(tiny(tmp_path)), "--only", "method=retrain", "--only", "forget_class=0, 2",
+                 "--cache-dir", str(tmp_path / "c"), "--dry-run"]) == 0
+    assert "grid 'tiny': 2 cells to run" in capsys.readouterr().out
+
+
+def test_plugins_that_exit_are_import_errors_and_list_sees_plugins(tmp_path, capsys):
+    plugins = tmp_path / "plugins"
+    _file(plugins / "exits.py", "import sys\nsys.exit(3)\n")
+    _file(plugins / "mine.py", NAN_PLUGIN.replace('"poisoned"', '"my_method"'))
+    assert main(["list", "--plugins", str(plugins)]) == 0
+    out = capsys.readouterr().out
+    assert "my_method" in out and f"(failed to import: {plugins / 'exits.py'})" in out
+    assert main(["--grid", str(tiny(tmp_path)), "--plugins", str(plugins), "--dry-run",
+                 "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "exits.py failed to import: SystemExit: 3" in capsys.readouterr().out
+
+
+def test_a_run_where_every_cell_is_skipped_says_why_and_fails(tmp_path, capsys):
+    """Missing data skips every cell: the reasons are printed and the exit code is 1; re-running the same grid
+    into the same folder is a resume, not refused."""
+    argv = ["--grid", str(tiny(tmp_path, datasets=["mnist"])), "--data-root", str(tmp_path), "--out",
+            str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c"), "--device", "cpu", "--quiet"]
+    for _ in range(2):
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert "0 cells computed, 0 from cache, 0 failed, 4 skipped" in captured.out, captured.err
+        assert "skipped: retrain mnist/vgg16-w0.0625 class 0: Dataset 'mnist' not found" in captured.out

@@ -61,7 +61,8 @@ def parse_gpus(text: str) -> tuple[int, ...]:
         raise UserError(f"--gpus expects comma-separated GPU indices such as 0,1,2, got '{text}'.") from None
 
 
-def list_everything() -> str:
+def list_everything(plugins: list[str] | None = None) -> str:
+    """The `list` command's text: datasets, backbones, methods (found also in `plugins`), metrics and grids."""
     from . import datasets  # noqa: F401
     from .data import DATASETS
     from .discovery import discover
@@ -69,7 +70,7 @@ def list_everything() -> str:
     from .metrics import METRICS
     from .models import BACKBONES
 
-    methods, errors = discover()
+    methods, errors = discover(plugins)
     lines = ["datasets:"] + [f"  {n:<14} {DATASETS.get(n).description}" for n in DATASETS]
     lines += ["backbones:"] + [f"  {n:<14} {BACKBONES.get(n).family}" for n in BACKBONES]
     lines += ["methods:"] + [f"  {n:<22} {'per class' if m.cls.per_class else 'all classes'}  {m.source}" for n, m in methods.items()]
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
-            print(list_everything())
+            print(list_everything(args.plugins))
             return 0
         if args.run_dirs and args.command != "report":
             raise UserError(f"Unexpected argument '{args.run_dirs[0]}'; only the report command takes run folders.")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from .grid import load_grid, parse_grid
     from .launchers import LaunchOptions
-    from .runner import RunOptions, describe_plan, metric_names, plan, run, summary, slurm_options
+    from .runner import RunOptions, describe_plan, metric_names, plan, resolve_device, run, summary, slurm_options
     from .store import Cache
 
     only = parse_pairs(args.only, "--only")
@@ -125,6 +126,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                    threads=args.threads,
                                    slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
     if args.dry_run:
+        resolve_device(options.device)
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))
         return 0
     result = run(grid, options, launch_options)
@@ -136,22 +138,22 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     skipped = [f for f in result.failures if f["status"] == "skipped"]
     print(f"\n{result.computed} cells computed, {result.cached} from cache, {len(failed)} failed, "
           f"{len(skipped)} skipped, {len(broken)} plugin files failed to import → {result.run_dir}")
-    for f in failed[:10]:
-        print(f"  failed: {f['method']} {f['dataset']}/{f['backbone']} class {f['forget_class']}: {f['reason']}")
+    for status, cells in (("failed", failed), ("skipped", skipped)):
+        for f in cells[:10]:
+            print(f"  {status}: {f['method']} {f['dataset']}/{f['backbone']} class {f['forget_class']}: {f['reason']}")
     for f in broken:
         print(f"  plugin {f['method']} failed to import: {f['reason']}")
-    return 1 if failed or broken else 0
+    nothing_ran = skipped and not result.computed and not result.cached
+    return 1 if failed or broken or nothing_ran else 0
 
 
 def _previous_config(out: Path | None) -> dict:
-    import yaml
+    from .store import read_run_config
 
-    if out is None or not (out / "config.yaml").is_file():
+    config = read_run_config(out) if out is not None else None
+    if config is None:
         raise UserError("--retry-failed needs --out pointing at an earlier run folder (one holding config.yaml).")
-    try:
-        return yaml.safe_load((out / "config.yaml").read_text())
-    except yaml.YAMLError:
-        raise UserError(f"{out}/config.yaml is not readable YAML; rerun the grid with --grid instead.") from None
+    return config
 
 
 if __name__ == "__main__":

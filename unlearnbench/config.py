@@ -15,12 +15,18 @@ T = TypeVar("T")
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a syntax error becomes one sentence naming the file and line."""
+    """Parse a YAML file; a missing, unreadable or malformed file becomes one sentence naming it."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"Config file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise UserError(f"Config file {path} is a folder; give a YAML file.") from None
+    except OSError as exc:
+        raise UserError(f"Cannot read config file {path}: {exc.strerror or exc}.") from None
+    except UnicodeDecodeError:
+        raise UserError(f"Config file {path} is not UTF-8 text; give a YAML file.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -31,11 +37,10 @@ def read_yaml(path: str | Path) -> Any:
 def check_keys(mapping: dict, allowed: typing.Iterable[str], where: str) -> None:
     """Raise UserError naming the first key of `mapping` not in `allowed`."""
     allowed = list(allowed)
+    accepted = f"allowed keys: {', '.join(allowed)}" if allowed else "no keys are accepted there"
     for key in mapping:
         if key not in allowed:
-            raise UserError(
-                f"Unknown key '{key}' in {where}{did_you_mean(key, allowed)}; allowed keys: {', '.join(allowed)}."
-            )
+            raise UserError(f"Unknown key '{key}' in {where}{did_you_mean(key, allowed)}; {accepted}.")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

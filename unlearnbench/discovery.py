@@ -80,7 +80,7 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
                 continue
             try:
                 classes = _load_file(path)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin that calls sys.exit() must not end the run
                 errors.append(PluginError(str(path), f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}"))
                 continue
             for cls in classes:
@@ -88,7 +88,7 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = ep.load()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             errors.append(PluginError(f"entry point {ep.name}", f"{exc.__class__.__name__}: {exc}"))
             continue
         source = Path(inspect.getfile(cls))

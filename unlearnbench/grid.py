@@ -230,6 +230,8 @@ def forget_classes(spec: list[int] | str, num_classes: int | None, dataset: str)
 def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict) -> list[tuple]:
     """Expand a method's parameters: defaults for `backbone`, overridden by the grid; list values sweep."""
     defaults = info.cls().default_parameters(backbone)
+    if overrides and not defaults:
+        raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **overrides}.items()}
     keys = sorted(axes)

@@ -41,6 +41,8 @@ class LaunchOptions:
             raise UserError(f"Unknown launcher '{self.launcher}'; choose one of: {', '.join(LAUNCHERS)}.")
         if self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}.")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.threads}.")
 
 
 def assign_devices(jobs: Sequence[J], gpus: Sequence[int], with_device: Callable[[J, str], J]) -> list[J]:

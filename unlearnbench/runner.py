@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import traceback
 from collections import Counter
@@ -24,7 +25,8 @@ from .grid import Cell, Grid, expand
 from .launchers import LaunchOptions, SlurmOptions, assign_devices, launch
 from .metrics import METRICS, MetricContext
 from .stages import Stages
-from .store import Cache, LogFile, RunFolder, code_hash, device_name, git_commit, stable_hash, versions
+from .store import (Cache, LogFile, RunFolder, code_hash, device_name, git_commit, read_run_config, stable_hash,
+                    versions, writable_folder)
 from .training import resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -71,15 +73,17 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda when available, else cpu; anything else is passed to torch.device."""
+    """'auto' → cuda when available, else cpu; 'cpu', 'cuda' and 'cuda:N' as named (N must exist)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.") from None
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise UserError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.")
+    device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"Device '{name}' was asked for but CUDA is not available here; use --device cpu.")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"Device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
     return device
 
 
@@ -115,9 +119,13 @@ def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
 
 def plan(grid: Grid, options: RunOptions) -> Plan:
     """Expand `grid` into cells, apply --only filters and mark cells that cannot run (missing data, method skip)."""
+    root = options.data_root
+    if root is not None and not root.is_dir() and (root.exists() or not options.download):
+        raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
+                        f"(or add --download to fetch them into a new one).")
     methods, plugin_errors = discover(options.plugins)
     num_classes = {d.name: DATASETS.get(d.name).num_classes for d in grid.datasets}
-    cells = [c for c in expand(grid, methods, num_classes) if _matches(c, options.only)]
+    cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
     missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict) for d in grid.datasets}
     runnable, skipped = [], []
     for cell in cells:
@@ -131,16 +139,27 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     return Plan(runnable, skipped, methods, plugin_errors)
 
 
-def _matches(cell: Cell, only: dict) -> bool:
-    values = {"dataset": [cell.dataset.name], "backbone": [cell.backbone.name, cell.backbone.label],
-              "method": [cell.method], "seed": [str(cell.seed)],
-              "forget_class": [str(cell.forget_class) if cell.forget_class is not None else "all"]}
-    for key, wanted in only.items():
+def _select(cells: list[Cell], only: dict, grid_name: str) -> list[Cell]:
+    """The cells matching every --only filter (KEY=V1,V2: any of the values); a key, or a value no cell of the
+    grid has, is a UserError with suggestions."""
+    values = [{"dataset": {c.dataset.name, c.dataset.label}, "backbone": {c.backbone.name, c.backbone.label},
+               "method": {c.method}, "seed": {str(c.seed)},
+               "forget_class": {str(c.forget_class) if c.forget_class is not None else "all"}} for c in cells]
+    wanted = {}
+    for key, text in only.items():
         if key not in ONLY_KEYS:
             raise UserError(f"Unknown --only key '{key}'{did_you_mean(key, ONLY_KEYS)}; use one of: {', '.join(ONLY_KEYS)}.")
-        if not set(str(wanted).split(",")) & set(values[key]):
-            return False
-    return True
+        present = sorted({v for cell_values in values for v in cell_values[key]})
+        wanted[key] = {v.strip() for v in str(text).split(",")}
+        unknown = sorted(wanted[key] - set(present))
+        if unknown:
+            raise UserError(f"--only {key}={unknown[0]} matches no cell of grid '{grid_name}'"
+                            f"{did_you_mean(unknown[0], present)}; its {key} values are: {', '.join(present)}.")
+    chosen = [c for c, v in zip(cells, values) if all(wanted[k] & v[k] for k in wanted)]
+    if wanted and not chosen:
+        raise UserError(f"The --only filters {', '.join(f'{k}={t}' for k, t in only.items())} match no cell of "
+                        f"grid '{grid_name}' together; drop one of them.")
+    return chosen
 
 
 def grid_has_retrain(grid: Grid) -> bool:
@@ -320,12 +339,16 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     device = resolve_device(options.device)
     metrics = metric_names(grid)
     p = plan(grid, options)
-    cache = Cache(options.cache)
+    cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
     launch_options = launch_options or LaunchOptions()
     _GROUPS.clear()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
     with folder.lock():
+        previous = read_run_config(folder.path)
+        if previous is not None and previous["grid"] != _grid_dict(grid):
+            raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
+                            f"configuration; pass another --out or --retry-failed.")
         folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
                              "cache_dir": str(options.cache), "only": options.only, "versions": versions(),
@@ -434,9 +457,10 @@ def _provenance(device: torch.device, threads: int) -> dict:
 
 
 def _grid_dict(grid: Grid) -> dict:
+    """The grid as plain data, as written to (and read back from) a run's config.yaml."""
     raw = dataclasses.asdict(grid)
     raw["datasets"] = [{"name": d.name, **d.options_dict} for d in grid.datasets]
-    return raw
+    return json.loads(json.dumps(raw, default=str))
 
 
 def summary(records: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .config import read_yaml
 from .errors import UserError
 
 RECORD_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "split", "metric", "value"]
@@ -85,6 +86,31 @@ def device_name(device: torch.device, threads: int | None = None) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({threads or torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """Create folder `path` if needed and return it; a path where files cannot be written is a UserError
+    naming it as `what` (e.g. 'output folder')."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except FileExistsError:
+        raise UserError(f"The {what} {path} is a file; pass a folder.") from None
+    except OSError as exc:
+        raise UserError(f"Cannot write to the {what} {path}: {exc.strerror or exc}.") from None
+    return path
+
+
+def read_run_config(folder: str | Path) -> dict | None:
+    """The config.yaml of the run in `folder`, or None when it has none; any other file is a UserError."""
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        return None
+    config = read_yaml(path)
+    if not isinstance(config, dict) or not isinstance(config.get("grid"), dict):
+        raise UserError(f"{path} is not an unlearnbench run config: it has no 'grid' mapping.")
+    return config
 
 
 class Cache:
@@ -166,14 +192,7 @@ class RunFolder:
     """One run's folder: the resolved config, a log, records.csv and failures.csv."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as exc:
-            raise UserError(f"Cannot write to the output folder {self.path}: {exc.strerror or exc}.") from None
+        self.path = writable_folder(path, "output folder")
 
     @staticmethod
     def default_path(results: str | Path, grid_name: str) -> Path:

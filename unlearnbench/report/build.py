@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import UserError
-from ..store import atomic_write
+from ..store import atomic_write, writable_folder
 from .figures import (cost_vs_classes, filter_class_heatmap, load_relevance, per_class_bars, relearn_figure,
                       save_figure)
 from .formats import write_table
@@ -79,8 +79,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
             raise UserError("A report merging several run folders needs an output folder (--out DIR).")
         out = run_dirs[0] / "report"
     records, sources = load_runs(run_dirs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_folder(out, "report folder")
     written = [(t, write_table(t, out) if not t.display.empty else None) for t in build_tables(records)]
     figures = write_figures(records, run_dirs, out / "figures") if not records.empty else []
     generated = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by unlearnbench {__version__}"

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ..errors import UserError
-from ..store import RECORD_COLUMNS
+from ..store import RECORD_COLUMNS, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
 
@@ -29,22 +28,28 @@ class RunSource:
 
 
 def read_records(path: Path) -> pd.DataFrame:
-    """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows)."""
-    frame = pd.read_csv(path, dtype={"params": str, "dataset": str, "backbone": str, "method": str, "split": str,
-                                     "metric": str})
-    missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
-    if missing:
-        raise UserError(f"{path} is not an unlearnbench records file: it lacks the column(s) {', '.join(missing)}.")
-    frame["params"] = frame["params"].fillna("{}")
-    frame["forget_class"] = pd.to_numeric(frame["forget_class"]).round().astype("Int64")
-    frame["seed"] = pd.to_numeric(frame["seed"]).astype(int)
+    """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows); a file
+    that is not one (empty, binary, not CSV, missing columns, non-numeric seeds) is a UserError naming it."""
+    try:
+        frame = pd.read_csv(path, dtype={"params": str, "dataset": str, "backbone": str, "method": str,
+                                         "split": str, "metric": str})
+        missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UserError(f"{path} is not an unlearnbench records file: it lacks the column(s) "
+                            f"{', '.join(missing)}.")
+        frame["params"] = frame["params"].fillna("{}")
+        frame["forget_class"] = pd.to_numeric(frame["forget_class"]).round().astype("Int64")
+        frame["seed"] = pd.to_numeric(frame["seed"]).astype(int)
+    except (ValueError, TypeError) as exc:  # pandas' parser, decoding and conversion errors
+        reason = ("it is empty" if isinstance(exc, pd.errors.EmptyDataError) else
+                  "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "its rows are not records")
+        raise UserError(f"{path} is not an unlearnbench records file: {reason}.") from None
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
     return frame
 
 
 def _source(folder: Path, records: pd.DataFrame) -> RunSource:
-    config_path = folder / "config.yaml"
-    config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    config = read_run_config(folder) or {}
     stamps: list[str] = []
     log = folder / "log.txt"
     if log.is_file():
