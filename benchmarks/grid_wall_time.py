@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -69,16 +70,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--accuracy-only", action="store_true", help="also time the grid with accuracy alone")
     parser.add_argument("--data-root")
+    parser.add_argument("--keep", type=Path, help="keep the run folders (records, reports) under this folder")
     args = parser.parse_args()
     extra = ["--data-root", args.data_root] if args.data_root else []
     print(f"grid {args.grid}; {os.cpu_count()} CPU cores; python {sys.version.split()[0]}")
     walls, first = {}, None
     with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.keep or tmp
         for workers in args.workers:
             folder = Path(tmp) / f"workers{workers}"
             walls[f"--workers {workers}"], records = run_grid(args.grid, workers, extra, folder)
             first = records if first is None else first
-            print(f"--workers {workers}: {walls[f'--workers {workers}']:.1f} s wall", flush=True)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB → GiB, largest so far
+            print(f"--workers {workers}: {walls[f'--workers {workers}']:.1f} s wall; largest process so far "
+                  f"{peak:.2f} GiB resident", flush=True)
         if args.accuracy_only:
             grid = accuracy_only_grid(args.grid, Path(tmp))
             wall, _ = run_grid(grid, args.workers[0], extra, Path(tmp) / "accuracy-only")

@@ -17,7 +17,7 @@ from unlearnbench.metrics.relearn_metric import epoch_sampler
 from unlearnbench.models import BackboneSpec
 from unlearnbench.stages import Stages
 from unlearnbench.store import Cache
-from unlearnbench.training import accuracy, resolve_recipe
+from unlearnbench.training import accuracy, predict_logits, resolve_recipe
 from unlearnbench.unlearner import SharedModel, SingleClassModel, UnlearnedModel
 
 SPEC = BackboneSpec("vgg16", 0.0625)
@@ -126,6 +126,29 @@ def test_relearn_regains_a_class_whose_output_row_was_cut(stages, data):
     assert cut == 0
     rows = compute("relearn", SingleClassModel(net, 7), 7, stages)
     assert rows[("val", "relearned")] == 1.0 and 1 <= rows[("val", "relearn_epochs")] < 100
+
+
+def test_relearn_metric_samples_the_whole_training_split_and_targets_the_original(stages, monkeypatch):
+    from unlearnbench.metrics import relearn_metric
+
+    seen = {}
+    real_sampler, real_time = relearn_metric.epoch_sampler, relearn_metric.relearn_time
+
+    def spy_sampler(data, split, samples, batch_size, seed):
+        seen["split"], seen["samples"] = split, samples
+        return real_sampler(data, split, samples, batch_size, seed)
+
+    def spy_time(net, sample_epoch, forget_accuracy, target, **kw):
+        seen["target"] = target
+        return real_time(net, sample_epoch, forget_accuracy, target, **kw)
+
+    monkeypatch.setattr(relearn_metric, "epoch_sampler", spy_sampler)
+    monkeypatch.setattr(relearn_metric, "relearn_time", spy_time)
+    compute("relearn", InPlace(MaskedLinear(5), 5), 5, stages, max_epochs=1)
+    assert seen["split"] is stages.data.train and seen["samples"] == 500  # not D_f, not D_r: every class
+    original = stages.original()
+    forget = stages.data.val.forget(5)
+    assert seen["target"] == accuracy(predict_logits(original, stages.data, forget), forget.labels)
 
 
 def test_sampler_draws_500_fresh_samples_per_epoch_from_every_class(data):

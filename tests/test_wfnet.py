@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from unlearnbench import UserError
+from unlearnbench.cost import state_bytes
 from unlearnbench.data import load_dataset
 from unlearnbench.discovery import discover
 from unlearnbench.models import BackboneSpec, build_backbone
@@ -85,6 +86,9 @@ def test_untraining_changes_alpha_and_nothing_else(data):
     assert all(torch.equal(rest[k], v) for k, v in original.state_dict().items())  # weights and BN statistics
     assert all((v != 3.0).any() for k, v in alpha.items() if k.endswith("alpha_w"))
     assert not any(p.requires_grad for p in result.parameters())
+    # serving every class costs one backbone plus α (2 · N_c · C_out floats per layer), not N_c models
+    alpha_bytes = sum(2 * 10 * f.out_channels * 4 for _, f in result.model.named_filters())
+    assert state_bytes(result) == state_bytes(original) + alpha_bytes
 
 
 def test_checkpoint_serves_every_class_and_the_hooks(data, tmp_path):
