@@ -3,6 +3,7 @@
     python benchmarks/grid_wall_time.py                       # smoke grid, --workers 1 then 2, all metrics
     python benchmarks/grid_wall_time.py --workers 1 --accuracy-only
     python benchmarks/grid_wall_time.py --grid mini --data-root ../shared/data --workers 2
+    python benchmarks/grid_wall_time.py --workers 2 1 --accuracy-only --keep results/bench-smoke   # keep the runs
 
 Each run is the user's command (`python run_bench.py --grid G --workers N`) into a fresh run folder and a fresh
 cache, so nothing is reused; the runs are made back to back in this one process and their wall times compared.

@@ -67,14 +67,14 @@ def test_subsampled_pointwise_conv_equals_a_strided_1x1_conv_in_values_and_gradi
     from unlearnbench.models import SubsampledPointwiseConv
 
     torch.manual_seed(0)
-    plain = torch.nn.Conv2d(4, 8, 1, stride=2, bias=False)
-    swapped = SubsampledPointwiseConv(4, 8, 1, stride=2, bias=False)
+    plain = torch.nn.Conv2d(4, 8, 1, stride=2, bias=False).double()  # float64: the native kernel, not oneDNN
+    swapped = SubsampledPointwiseConv(4, 8, 1, stride=2, bias=False).double()
     swapped.load_state_dict(plain.state_dict())
-    x = torch.randn(3, 4, 7, 7).relu()  # odd size: the last row/column is kept, as a strided conv keeps it
+    # odd size: the last row and column are kept, as a strided conv keeps them
+    x = torch.randn(3, 4, 7, 7, dtype=torch.float64).relu()
     xs = x.clone().requires_grad_(True)
-    with torch.backends.mkldnn.flags(enabled=False):  # the plain reference on the native kernel
-        ref = plain(x.requires_grad_(True))
-        ref.square().sum().backward()
+    ref = plain(x.requires_grad_(True))
+    ref.square().sum().backward()
     out = swapped(xs)
     out.square().sum().backward()
     torch.testing.assert_close(out, ref)
