@@ -70,6 +70,18 @@ def test_zrf_of_an_original_model_lands_in_the_papers_original_range(stages):
     assert other_seed[("test", "zrf")] != rows[("test", "zrf")]  # the seed setting picks the random model
 
 
+def test_zrf_is_computed_on_the_forget_class_samples_only(stages, data):
+    """The mean per-sample natural-log JS, by hand, over D_f(c) of the test split (not D_r, not all samples)."""
+    c, net, random_net = 6, stages.original(), stages.random_model(0)
+    x = data.normalize(data.test.forget(c).images)
+    with torch.no_grad():
+        p, q = torch.softmax(net(x).double(), 1), torch.softmax(random_net(x).double(), 1)
+    m = (p + q) / 2
+    js = 0.5 * (p * (p / m).log()).sum(1) + 0.5 * (q * (q / m).log()).sum(1)
+    rows = compute("zrf", SharedModel(net, 10), c, stages, splits=["test"])
+    assert rows[("test", "zrf")] == pytest.approx(1 - js.mean().item(), abs=1e-5)
+
+
 # ---------------------------------------------------------------- relearn time
 
 
@@ -269,6 +281,22 @@ def test_mia_sees_through_a_model_that_memorised_its_training_set(stages, data):
     rows = compute("mia", SharedModel(net, 10), 3, stages, data=tiny)
     assert set(rows) == {("train", "mia_forget")}
     assert rows[("train", "mia_forget")] <= 0.25  # the forget samples are recognised as members
+
+
+def test_mia_attack_trains_on_retain_train_vs_retain_test_and_scores_the_train_forget_set(stages, data):
+    from unlearnbench.metrics.membership import mia_efficacy
+
+    tiny, c = _tiny(data, 400), 3
+    torch.manual_seed(2)
+    net = _mlp().eval()
+    with torch.no_grad():
+        logits = [net(tiny.normalize(view.images)) for view in
+                  (tiny.train.retain(c), tiny.test.retain(c), tiny.train.forget(c))]
+    expected = mia_efficacy(*logits, labels=None, seed=0)
+    assert compute("mia", SharedModel(net, 10), c, stages, data=tiny)[("train", "mia_forget")] == pytest.approx(
+        expected, abs=1e-9)
+    swapped = mia_efficacy(logits[0], logits[1], net(tiny.normalize(tiny.test.forget(c).images)), labels=None, seed=0)
+    assert swapped != expected  # scoring the test forget set instead would show
 
 
 def test_mia_is_near_chance_for_a_model_never_trained(stages, data):
