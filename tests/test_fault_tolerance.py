@@ -13,7 +13,7 @@ import pytest
 from unlearnbench import UserError
 from unlearnbench.cli import main
 from unlearnbench.grid import load_grid
-from unlearnbench.launchers import LaunchOptions, SlurmOptions, launch
+from unlearnbench.launchers import MAX_DEFAULT_CPU_WORKERS, LaunchOptions, SlurmOptions, default_workers, launch
 from unlearnbench.runner import RunOptions, run
 from unlearnbench.store import Cache, RunFolder
 
@@ -40,7 +40,7 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
                                                       device="cpu", progress=False))
     cache = tmp_path / "cache-killed"
     argv = [sys.executable, str(ROOT / "run_bench.py"), "--grid", str(grid_file), "--out", str(tmp_path / "killed"),
-            "--cache-dir", str(cache), "--device", "cpu", "--quiet"]
+            "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--workers", "1"]
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and len(list((cache / "cells").glob("*.json"))) < 1 and proc.poll() is None:
@@ -60,6 +60,15 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
 def _sleepy(job: int) -> int:
     time.sleep((job * 7919 % 13) / 100)  # uneven durations, so jobs finish out of order
     return job
+
+
+def test_default_workers_are_one_per_core_on_a_cpu_and_one_on_a_gpu(monkeypatch):
+    import unlearnbench.launchers as launchers
+
+    for cores, expected in ((1, 1), (2, 2), (16, MAX_DEFAULT_CPU_WORKERS), (None, 1)):
+        monkeypatch.setattr(launchers.os, "cpu_count", lambda: cores)
+        assert default_workers("cpu") == expected
+        assert default_workers("cuda") == 1 and default_workers("cpu", "slurm") == 1
 
 
 def test_worker_pool_returns_every_job_exactly_once():
@@ -153,7 +162,7 @@ def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared
     monkeypatch.setenv("POISON_FLAG", str(flag))
     grid_file = tiny(tmp_path, methods=["poisoned", "original"])
     common = ["--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache), "--plugins", str(plugins),
-              "--device", "cpu", "--quiet"]
+              "--device", "cpu", "--quiet", "--workers", "1"]
     assert main(["--grid", str(grid_file), *common]) == 1
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")
     assert (failures.status == "failed").sum() == 3
@@ -182,7 +191,7 @@ def test_bad_inputs_each_give_one_sentence(tmp_path, capsys):
     assert main(["--grid", str(cases["launcher"][0]), "--launcher", "sge", "--out", str(tmp_path / "l")]) == 2
     assert cases["launcher"][1] in capsys.readouterr().err
     assert main(["--grid", str(cases["arch"][0]), "--out", str(tmp_path / "arch"), "--cache-dir", str(tmp_path / "c"),
-                 "--device", "cpu", "--quiet"]) == 1
+                 "--device", "cpu", "--quiet", "--workers", "1"]) == 1
     out = capsys.readouterr().out
     assert "do not fit this architecture" in out
 

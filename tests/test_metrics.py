@@ -53,6 +53,28 @@ def compute(name: str, model: UnlearnedModel, c: int, stages: Stages, data=None,
     return {(split, metric): value for split, metric, value in METRICS.get(name).compute(ctx)}
 
 
+# ---------------------------------------------------------------- shared stage logits
+
+
+def test_stage_model_logits_are_computed_once_per_group_and_equal_a_fresh_pass(stages, monkeypatch):
+    """ZRF's random model and relearn's original model are shared by every cell of a group: the second cell
+    (a new MetricContext) reuses their logits; the unlearned model is evaluated afresh per cell."""
+    from unlearnbench import training
+
+    calls = []
+    real = training.predict_logits
+    monkeypatch.setattr(training, "predict_logits", lambda model, *a, **k: calls.append(model) or real(model, *a, **k))
+    random_net = stages.random_model(5)
+    unlearned = copy.deepcopy(stages.original())
+    first = compute("zrf", SharedModel(unlearned, 10), 1, stages, seed=5, splits=["test"])
+    second = compute("zrf", SharedModel(unlearned, 10), 2, stages, seed=5, splits=["test"])
+    assert sum(m is random_net for m in calls) == 1
+    assert sum(m is unlearned for m in calls) == 2
+    assert torch.equal(stages.stage_logits(random_net, "test"), real(random_net, stages.data, stages.data.test))
+    assert stages.stage_logits(unlearned, "test") is None  # not a stage model: never memoised
+    assert first != second  # the per-class forget views differ
+
+
 # ---------------------------------------------------------------- ZRF
 
 

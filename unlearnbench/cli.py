@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra folder of method files")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes (each gets one GPU of --gpus)")
+    parser.add_argument("--workers", type=int, help="local worker processes, each with one GPU of --gpus (default: "
+                                                    "one per CPU core up to 4 on a CPU, else 1)")
     parser.add_argument("--gpus", default="", help="comma-separated GPU indices shared round-robin by the workers")
     parser.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "
                                                     "CPU results are reproducible for a fixed value")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from .grid import load_grid, parse_grid
-    from .launchers import LaunchOptions
+    from .launchers import LaunchOptions, default_workers
     from .runner import RunOptions, describe_plan, metric_names, plan, resolve_device, run, summary, slurm_options
     from .store import Cache
 
@@ -122,7 +123,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *(sys.argv[1:] if argv is None else argv)]),
     )
-    launch_options = LaunchOptions(launcher=args.launcher, workers=args.workers, gpus=parse_gpus(args.gpus),
+    workers = args.workers
+    if workers is None:
+        workers = default_workers(resolve_device(options.device).type, args.launcher)
+    launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=parse_gpus(args.gpus),
                                    threads=args.threads,
                                    slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
     if args.dry_run:

@@ -1,6 +1,7 @@
 """Launchers: run the same job function in this process, in joblib worker processes, or as Slurm job arrays."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -43,6 +44,18 @@ class LaunchOptions:
             raise UserError(f"--workers must be at least 1, got {self.workers}.")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}.")
+
+
+MAX_DEFAULT_CPU_WORKERS = 4  # each worker holds its own copy of the data and models
+
+
+def default_workers(device_type: str, launcher: str = "local") -> int:
+    """Local worker processes when `--workers` is not given: on a CPU one per core (at most
+    MAX_DEFAULT_CPU_WORKERS, one torch thread each), since for these small models separate processes beat
+    threads within one; one otherwise (one GPU, or Slurm, which parallelises by array tasks)."""
+    if device_type != "cpu" or launcher != "local":
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_CPU_WORKERS))
 
 
 def assign_devices(jobs: Sequence[J], gpus: Sequence[int], with_device: Callable[[J, str], J]) -> list[J]:

@@ -378,7 +378,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         groups = list(dict.fromkeys(c.group for c in pending))
         firsts = [next(c for c in pending if c.group == g) for g in groups]
         retrains = [c for c in pending if c.method == "retrain"]
-        others = [c for c in pending if c.method != "retrain"]
+        # one-round methods (WF-Net: all classes in one job) are the longest jobs: started first, no worker
+        # is left alone with one at the end
+        others = sorted((c for c in pending if c.method != "retrain"), key=lambda c: c.forget_class is not None)
         bar = tqdm(total=len(p.cells), initial=cached, desc=f"grid {grid.name}", disable=not options.progress,
                    mininterval=1.0)
         broken_groups: dict = {}

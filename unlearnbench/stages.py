@@ -12,9 +12,10 @@ from .errors import UserError
 from .models import BackboneSpec, build_backbone
 from .cost import CostMeter
 from .store import Cache, code_hash, stable_hash, versions
-from .training import Recipe, prepare, train
+from .training import Recipe, finite_logits, prepare, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
+LOGIT_MEMO_BYTES = 64 * 2**20  # per (stage model, split)
 
 
 class Stages:
@@ -36,6 +37,7 @@ class Stages:
             "code": code_hash("data", "datasets", "models", "training", "stages"),
         }
         self._memory: dict[str, nn.Module] = {}
+        self._logits: dict[tuple[int, str], torch.Tensor] = {}
         self._costs: dict[str, dict] = {}
         # training costs of stage models handed out without being trained now (cache or memory hits), so a
         # method that uses a stage (retrain) is charged its real cost; the runner empties it per cell
@@ -64,6 +66,20 @@ class Stages:
         if name not in self._memory:
             self._memory[name] = self.new_model(seed).eval()
         return self._memory[name]
+
+    def stage_logits(self, model: nn.Module, split: str) -> torch.Tensor | None:
+        """Logits of one of this group's frozen stage models (original, retrained, random) on a whole split,
+        computed once per worker and shared by every cell of the group; None for any other model. Splits whose
+        logits would take more than LOGIT_MEMO_BYTES are not kept (ImageNet's train split)."""
+        if not any(model is m for m in self._memory.values()):
+            return None
+        key = (id(model), split)
+        if key not in self._logits:
+            logits = finite_logits(model, self.data, split)
+            if logits.numel() * logits.element_size() > LOGIT_MEMO_BYTES:
+                return logits
+            self._logits[key] = logits
+        return self._logits[key]
 
     def _model(self, kind: str, forget_class: int | None) -> nn.Module:
         name = kind if forget_class is None else f"{kind}-{forget_class}"

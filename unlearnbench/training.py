@@ -174,6 +174,14 @@ def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_siz
     return torch.cat(outs)
 
 
+def finite_logits(model: nn.Module, data: ImageData, split: str) -> torch.Tensor:
+    """`predict_logits` on the named split ('train', 'val', 'test'), refusing NaN or infinite outputs."""
+    logits = predict_logits(model, data, data.split(split))
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError(f"the model's outputs on the {split} split are not finite (NaN or inf)")
+    return logits
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy in [0, 1] (NaN for an empty set)."""
     if labels.numel() == 0:

@@ -11,7 +11,7 @@ from torch import nn
 from ..data import ImageData, Split
 from ..registry import Registry
 from ..stages import Stages
-from ..training import predict_logits
+from ..training import finite_logits
 from ..unlearner import UnlearnedModel
 
 
@@ -50,14 +50,13 @@ class MetricContext:
         return self.data.split(split).subset(self.mask(split, view))
 
     def logits(self, split: str, view: str, model: nn.Module | None = None) -> torch.Tensor:
-        """Logits of `model` (default: the unlearned model for this class) on a view of a split."""
+        """Logits of `model` (default: the unlearned model for this class) on a view of a split. A shared stage
+        model's (original, retrained, random) come from the group's memo, computed once for all cells."""
         net = self.net if model is None else model
         key = (id(net), split)
         if key not in self.logit_cache:
-            logits = predict_logits(net, self.data, self.data.split(split))
-            if not torch.isfinite(logits).all():
-                raise FloatingPointError(f"the model's outputs on the {split} split are not finite (NaN or inf)")
-            self.logit_cache[key] = (net, logits)
+            logits = self.stages.stage_logits(net, split)
+            self.logit_cache[key] = (net, finite_logits(net, self.data, split) if logits is None else logits)
         return self.logit_cache[key][1][self.mask(split, view)]
 
     def labels(self, split: str, view: str) -> torch.Tensor:
