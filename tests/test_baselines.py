@@ -20,7 +20,7 @@ from unlearnbench.unlearner import UnlearnTask
 from test_conformance import per_class_subset
 
 METHODS, _ = discover()
-VIT = BackboneSpec("vit_tiny", 0.333, 0.333, 7)  # the smoke grid's ViT
+VIT = BackboneSpec("vit_tiny", 0.333, 0.333, 7)  # a CPU-size ViT for 28-px MNIST
 CNN = BackboneSpec("vgg16", 0.125)
 TINY_CNN = BackboneSpec("vgg16", 0.0625)
 CLASSES = list(range(10))
