@@ -56,6 +56,14 @@ def test_batches_cover_every_sample_once_and_normalise(mnist5k):
     assert abs(x.mean().item()) < 0.2 and abs(x.std().item() - 1) < 0.2
 
 
+def test_batches_have_plain_nchw_strides(mnist5k):
+    """One-channel images must not keep channels-last strides (they pass is_contiguous() but make CPU
+    convolutions take the slower channels-last path)."""
+    x, _ = next(mnist5k.batches(mnist5k.train, 8, shuffle=True))
+    assert x.stride() == torch.empty(x.shape).stride() == (784, 784, 28, 1)
+    assert mnist5k.train.images.stride() == torch.empty(mnist5k.train.images.shape).stride()
+
+
 def test_augmentation_translates_and_flips_on_device():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
     out = augment_batch(images, "crop_flip", torch.Generator().manual_seed(1))

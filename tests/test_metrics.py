@@ -1,4 +1,4 @@
-"""The registered metrics through a real MetricContext: mnist5k stages (a 1-epoch VGG-16/16) and constructed models."""
+"""The registered metrics through a real MetricContext: mnist5k stages (a 2-epoch VGG-16/16) and constructed models."""
 from __future__ import annotations
 
 import copy
@@ -40,7 +40,7 @@ def data(shared_cache):
 @pytest.fixture(scope="module")
 def stages(data, shared_cache) -> Stages:
     """The same stage keys as the runner's tiny test grid, so a full test session trains them once."""
-    recipe = resolve_recipe("mnist5k", SPEC, {"epochs": 1})
+    recipe = resolve_recipe("mnist5k", SPEC, {"epochs": 2})
     return Stages(data, dataclasses.asdict(DatasetEntry("mnist5k")), SPEC, recipe, 0, Cache(shared_cache),
                   log=lambda *_: None)
 

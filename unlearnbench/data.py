@@ -193,8 +193,11 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, se
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-    """[N, H, W, C] uint8 numpy → Split with [N, C, H, W] tensors on the CPU."""
-    tensor = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
+    """[N, H, W, C] uint8 numpy → Split with [N, C, H, W] tensors on the CPU, in plain NCHW strides: a permuted
+    one-channel tensor passes as contiguous yet keeps channels-last strides, which sends CPU convolutions down
+    the channels-last path (ResNet-18/16 on MNIST trained 1.5× slower)."""
+    nhwc = torch.from_numpy(np.require(images, requirements=["C", "W"]))
+    tensor = nhwc.permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)  # .contiguous() is a no-op here
     return Split(tensor, torch.from_numpy(np.asarray(labels, dtype=np.int64)))
 
 
