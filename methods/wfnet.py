@@ -90,7 +90,7 @@ from tqdm.auto import tqdm
 from unlearnbench import UnlearnedModel, Unlearner, UnlearnTask, UserError
 from unlearnbench.data import ImageData, Split
 from unlearnbench.models import BackboneSpec
-from unlearnbench.training import autocast
+from unlearnbench.training import autocast, eval_batch_size
 from unlearnbench.weight_filtering import FilteredModel, Gates
 
 CNN_DEFAULTS = {
@@ -383,8 +383,9 @@ def _validation_pairs(val: Split, classes: Tensor, generator: torch.Generator) -
 
 @torch.no_grad()
 def _validation_loss(model: FilteredModel, data: ImageData, val: _ValidationPairs, classes: Tensor,
-                     params: dict, batch_size: int = 1024) -> float:
+                     params: dict) -> float:
     """The untraining loss over the fixed validation pairs (means over the whole split), a Python float."""
+    batch_size = eval_batch_size(data.device)
     def sample_ce(split: Split, rows: Tensor | None) -> Tensor | None:
         if len(split) == 0:
             return None

@@ -159,14 +159,20 @@ def _schedule(recipe: Recipe, total: int):
     return multiplier
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """Batch size for inference: large on a GPU; 256 on the CPU, where batches past the cache's size run slower
+    (one thread, CPU-size backbones: 1024 gives 0.5-0.9x the images per second of 256)."""
+    return 1024 if device.type == "cuda" else 256
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int = 1024) -> torch.Tensor:
+def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int | None = None) -> torch.Tensor:
     """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode and in float32 (no bf16
     autocast, so metrics on a GPU agree with the CPU's up to kernel rounding)."""
     was_training = model.training
     model.eval()
     outs = []
-    for x, _ in data.batches(split, batch_size):
+    for x, _ in data.batches(split, batch_size or eval_batch_size(data.device)):
         outs.append(model(x).float())
     model.train(was_training)
     if not outs:
