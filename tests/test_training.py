@@ -34,3 +34,33 @@ def test_trainer_reaches_85_percent_on_mnist5k_and_is_seeded():
     acc = accuracy(results[0], data.test.labels)
     assert acc > 0.85, acc
     assert torch.equal(results[0], results[1])  # same seed, same model
+
+
+def test_on_epoch_sees_every_epoch_and_evaluating_there_leaves_training_unchanged():
+    data = load_dataset("mnist5k")
+    spec = BackboneSpec("vgg16", width=0.0625)
+    recipe = resolve_recipe("mnist5k", spec, {"epochs": 2})
+    seen, modes = [], []
+
+    def on_epoch(epoch, net):
+        seen.append((epoch, accuracy(predict_logits(net, data, data.val), data.val.labels)))  # puts net in eval
+
+    outputs = []
+    for callback in (None, on_epoch):
+        torch.manual_seed(0)
+        model = build_backbone(spec, 10, 1, 28)
+        model.register_forward_hook(lambda module, args, out: modes.append(module.training))
+        train(model, data, recipe, seed=0, progress=False, on_epoch=callback)
+        outputs.append(predict_logits(model, data, data.test))
+    assert [e for e, _ in seen] == [1, 2]
+    assert torch.equal(outputs[0], outputs[1])  # per-epoch evaluation does not perturb training
+    steps = 2 * -(-len(data.train) // recipe.batch_size)
+    assert sum(modes) == 2 * steps  # every training step ran in training mode, evaluations in eval mode
+
+
+def test_eval_batches_do_not_change_logits():
+    data = load_dataset("mnist5k")
+    torch.manual_seed(0)
+    model = build_backbone(BackboneSpec("vgg16", width=0.0625), 10, 1, 28)
+    assert torch.allclose(predict_logits(model, data, data.test, batch_size=1000),
+                          predict_logits(model, data, data.test), atol=1e-5)

@@ -5,6 +5,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 from importlib import resources
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -115,8 +116,11 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, split: Split | None = None,
-          progress: bool = True, desc: str = "train") -> nn.Module:
-    """Train `model` in place on `split` (default: data.train) following `recipe`; returns the model in eval mode."""
+          progress: bool = True, desc: str = "train",
+          on_epoch: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
+    """Train `model` in place on `split` (default: data.train) following `recipe`; returns the model in eval mode.
+    `on_epoch(epoch, model)`, when given, is called after every epoch (1-based), e.g. to evaluate; the model is
+    back in training mode afterwards."""
     split = data.train if split is None else split
     device = data.device
     model = prepare(model, device)
@@ -129,7 +133,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, split
     step = 0
     model.train()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, mininterval=1.0)
-    for _ in range(recipe.epochs):
+    for epoch in range(recipe.epochs):
         for x, y in data.batches(split, recipe.batch_size, shuffle=True, augment=recipe.augment, generator=generator):
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * schedule(step)
@@ -140,6 +144,9 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, split
             optimizer.step()
             step += 1
             bar.update()
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+            model.train()
     bar.close()
     return model.eval()
 

@@ -1,0 +1,20 @@
+"""The benchmark scripts run end to end on small data (their figures are measured, never asserted)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_time_to_accuracy_prints_every_epoch_and_the_target(tmp_path):
+    argv = [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--dataset", "mnist5k",
+            "--backbone", "vgg16", "--width", "0.0625", "--device", "cpu", "--recipe", "epochs=2",
+            "--target", "0.5", "--cache-dir", str(tmp_path)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if line.split() and line.split()[0] in ("1", "2")]
+    assert [r[0] for r in rows] == ["1", "2"]
+    seconds = [float(r[1]) for r in rows]
+    assert 0 < seconds[0] < seconds[1]  # cumulative training seconds
+    assert float(rows[1][2]) > 0.5
+    assert "target 50.00% reached at epoch" in done.stdout
