@@ -22,10 +22,7 @@ from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.runner import resolve_device
 from unlearnbench.training import accuracy, predict_logits, resolve_recipe, train
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from trainer_throughput import sync  # this folder is on sys.path when a benchmark runs as a script
 
 
 def main() -> None:
