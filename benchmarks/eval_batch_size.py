@@ -1,7 +1,7 @@
 """Inference images/second per batch size, for each backbone family, and the ratio to the suite's choice.
 
-    python benchmarks/eval_batch_size.py                      # CPU-size variants of the mini grid, one thread
-    python benchmarks/eval_batch_size.py --device cuda --full  # full-size backbones on a GPU
+    python benchmarks/eval_batch_size.py                      # the mini grid's backbones, one thread
+    python benchmarks/eval_batch_size.py --grid paper --device cuda   # the paper grid's full-size ones on a GPU
 
 `predict_logits` (every metric's evaluation) uses `training.eval_batch_size(device)`; this prints, for MNIST-shaped
 (1×28×28) and CIFAR-shaped (3×32×32) random inputs, the images per second of a forward pass in eval mode at each
@@ -14,13 +14,12 @@ import time
 
 import torch
 
-from unlearnbench.models import BackboneSpec, build_backbone
+from unlearnbench.grid import load_grid
+from unlearnbench.models import build_backbone
 from unlearnbench.runner import resolve_device
 from unlearnbench.training import eval_batch_size, prepare
 
-CPU_SIZE = {"vgg16": {"width": 0.125}, "resnet18": {"width": 0.0625},
-            "vit_tiny": {"width": 0.333, "depth": 0.333, "patch": 8},
-            "vit_small": {"width": 0.25, "depth": 0.333, "patch": 8}}
+from trainer_throughput import sync  # this folder is on sys.path when a benchmark runs as a script
 
 
 def images_per_second(model: torch.nn.Module, x: torch.Tensor, batch: int, repeats: int) -> float:
@@ -28,13 +27,11 @@ def images_per_second(model: torch.nn.Module, x: torch.Tensor, batch: int, repea
     with torch.no_grad():
         model(x[:batch])  # warm-up
         for _ in range(repeats):
-            if x.is_cuda:
-                torch.cuda.synchronize(x.device)
+            sync(x.device)
             start = time.perf_counter()
             for s in range(0, len(x), batch):
                 model(x[s:s + batch])
-            if x.is_cuda:
-                torch.cuda.synchronize(x.device)
+            sync(x.device)
             best = min(best, time.perf_counter() - start)
     return len(x) / best
 
@@ -43,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the grid's workers use one)")
-    parser.add_argument("--full", action="store_true", help="full-size backbones instead of the mini grid's")
+    parser.add_argument("--grid", default="mini", help="the shipped grid (or YAML file) whose backbones to time")
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--repeats", type=int, default=3)
@@ -56,8 +53,7 @@ def main() -> None:
     print(f"{'input':<8}{'backbone':<28}" + "".join(f"{f'bs {b}':>10}" for b in batches) + "   img/s, and / chosen")
     for channels, size in ((1, 28), (3, 32)):
         x = torch.randn(args.images, channels, size, size, device=device)
-        for name, options in CPU_SIZE.items():
-            spec = BackboneSpec(name) if args.full else BackboneSpec(name, **options)
+        for spec in load_grid(args.grid).backbones:
             model = prepare(build_backbone(spec, 10, channels, size), device).eval()
             rates = {b: images_per_second(model, x, b, args.repeats) for b in batches}
             print(f"{f'{channels}x{size}':<8}{spec.label:<28}" + "".join(f"{rates[b]:>10.0f}" for b in batches))

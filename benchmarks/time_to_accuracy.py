@@ -17,6 +17,8 @@ import time
 import torch
 import yaml
 
+from unlearnbench import UserError
+from unlearnbench.cli import parse_pairs
 from unlearnbench.data import load_dataset
 from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.runner import resolve_device
@@ -40,11 +42,16 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe field override, e.g. epochs=20 (YAML values)")
     args = parser.parse_args()
+    if not 0 < args.target <= 1:
+        parser.error(f"--target is a test accuracy in (0, 1], got {args.target}")
+    try:
+        overrides = {k: yaml.safe_load(v) for k, v in parse_pairs(args.recipe, "--recipe").items()}
+    except UserError as err:
+        parser.error(str(err))
 
     device = resolve_device(args.device)
     data = load_dataset(args.dataset, root=args.data_root, cache_dir=args.cache_dir, device=device)
     spec = BackboneSpec(args.backbone, args.width, args.depth, args.patch)
-    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.recipe)}
     recipe = resolve_recipe(args.dataset, spec, overrides)
     torch.manual_seed(args.seed)
     model = build_backbone(spec, data.num_classes, data.channels, data.image_size)

@@ -18,3 +18,11 @@ def test_time_to_accuracy_prints_every_epoch_and_the_target(tmp_path):
     assert 0 < seconds[0] < seconds[1]  # cumulative training seconds
     assert float(rows[1][2]) > 0.5
     assert "target 50.00% reached at epoch" in done.stdout
+
+
+def test_time_to_accuracy_refuses_a_malformed_recipe_override_in_one_sentence():
+    argv = [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--dataset", "mnist5k",
+            "--recipe", "epochs"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--recipe expects KEY=VALUE, got 'epochs'." in done.stderr and "Traceback" not in done.stderr

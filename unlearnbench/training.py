@@ -168,7 +168,8 @@ def _schedule(recipe: Recipe, total: int):
 
 def eval_batch_size(device: torch.device) -> int:
     """Batch size for inference: large on a GPU; 256 on the CPU, where batches past the cache's size run slower
-    (one thread, CPU-size backbones: 1024 gives 0.47-1.00x the images per second of 256; benchmarks/eval_batch_size.py)."""
+    (one thread, the mini grid's backbones: 1024 gives 0.47-1.00x the images per second of 256, measured by
+    benchmarks/eval_batch_size.py)."""
     return 1024 if device.type == "cuda" else 256
 
 
