@@ -1,8 +1,9 @@
 """Negative gradients (Golatkar et al.) and NegGrad+: gradient ascent on the cross-entropy of D_f(c), once per class,
 stopped when the held-out forget accuracy reaches a target or at a step budget."""
 from unlearnbench import UnlearnTask
-from unlearnbench.finetuning import (FinetunedModel, FinetuningUnlearner, cross_entropy_parts, endless_batches,
-                                     finetune, held_out_forget_set)
+from unlearnbench.finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
+                                     endless_batches, finetune, held_out_forget_set)
+from unlearnbench.search_space import Float
 
 
 class NegativeGradient(FinetuningUnlearner):
@@ -12,23 +13,11 @@ class NegativeGradient(FinetuningUnlearner):
     A NaN/inf loss restores the last finite weights and the returned model reports `diverged` (and
     `diagnostics()`), never an exception (see `unlearnbench.finetuning.finetune`).
 
-    Evidence for the defaults (mnist5k validation split, mean over the 10 classes; rule in unlearnbench.finetuning):
-
-        backbone (original Acc_r / Acc_f)   setting                         Acc_r / Acc_f   steps
-        resnet18-w0.0625 (0.965 / 0.965)   sgd lr 0.001                    0.664 / 0.013    17
-                                           sgd lr 0.003 (default)          0.685 / 0.003    10
-                                           sgd lr 0.001, stop_acc 0.1      0.725 / 0.075    14
-        vit_tiny-… (0.852 / 0.853)         adamw lr 1e-4                   0.792 / 0.020    20
-                                           adamw lr 3e-4 (default)         0.793 / 0.015     8
-    Defaults on full MNIST's validation split (originals 0.986 and 0.972): resnet18 0.793 / 0.021 in 8 steps,
-    vit_tiny 0.938 / 0.028 in 8.
-    On the 1/16-width ResNet the ascent pushes D_f(c) into one or two sink classes that swallow neighbouring classes
-    too (Acc_r falls with Acc_f along every setting tried); NegGrad+ is the variant that keeps D_r there.
     """
 
     name = "negative_gradient"
-    parameters = {"optimizer": "sgd", "lr": 0.003, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1}
-    vit_parameters = {"optimizer": "adamw", "lr": 3e-4}
+    parameters = {"optimizer": "sgd", "lr": 0.003, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
+                  "norm_statistics": "batch"}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         model = task.copy_original()
@@ -44,23 +33,12 @@ class NegGradPlus(FinetuningUnlearner):
     """NegGrad+ (Kurmanji et al.): minimise α·CE on a D_r(c) batch − (1−α)·CE on a D_f(c) batch, with the same
     stopping rule, step budget and divergence handling as `negative_gradient`.
 
-    Evidence for the defaults (mnist5k validation split, mean over the 10 classes; rule in unlearnbench.finetuning):
-
-        backbone (original Acc_r / Acc_f)   setting                          Acc_r / Acc_f   steps
-        resnet18-w0.0625 (0.965 / 0.965)   sgd lr 0.01, α 0.9 (default)     0.957 / 0.018    24
-                                           sgd lr 0.03, α 0.9               0.933 / 0.015    13
-                                           sgd lr 0.01, α 0.7               0.934 / 0.023    13
-        vit_tiny-… (0.852 / 0.853)         adamw lr 1e-4, α 0.9             0.847 / 0.018    37
-                                           adamw lr 3e-4, α 0.9 (default)   0.837 / 0.018    14
-                                           adamw lr 1e-4, α 0.7             0.814 / 0.020    23
-    Defaults on full MNIST's validation split (originals 0.986 and 0.972): resnet18 0.953 / 0.023 in 15 steps,
-    vit_tiny 0.959 / 0.024 in 16.
     """
 
     name = "neggrad_plus"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
-                  "alpha": 0.9}
-    vit_parameters = {"optimizer": "adamw", "lr": 3e-4}
+                  "alpha": 0.9, "norm_statistics": "batch"}
+    search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99)}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         model = task.copy_original()

@@ -1,6 +1,7 @@
 """Runs that survive kills, corrupt files, concurrent writers and bad cells; the same results from every launcher."""
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -289,3 +290,61 @@ def test_a_run_where_every_cell_is_skipped_says_why_and_fails(tmp_path, capsys):
         captured = capsys.readouterr()
         assert "0 cells computed, 0 from cache, 0 failed, 4 skipped" in captured.out, captured.err
         assert "skipped: retrain mnist/vgg16-w0.0625 class 0: Dataset 'mnist' not found" in captured.out
+
+
+GLOBAL_RNG_PLUGIN = """
+import random
+
+import numpy as np
+import torch
+from unlearnbench import SingleClassModel, Unlearner
+
+
+class WithDraws(SingleClassModel):
+    def __init__(self, net, forget_class, draws):
+        super().__init__(net, forget_class)
+        self.draws = draws
+
+    def diagnostics(self):
+        return self.draws
+
+
+class GlobalDraws(Unlearner):
+    \"\"\"The original with its output bias nudged by torch's global RNG; a draw from each global RNG as diagnostics.\"\"\"
+
+    name = "global_draws"
+
+    def unlearn(self, task):
+        model = task.copy_original()
+        bias = [p for name, p in model.named_parameters() if name.endswith("bias")][-1]
+        with torch.no_grad():
+            bias += torch.randn(bias.shape).to(bias.device)
+        draws = {"torch_draw": torch.rand(1).item(), "numpy_draw": np.random.rand(), "random_draw": random.random()}
+        return WithDraws(model, task.forget_class, draws)
+"""
+
+
+def test_global_rng_draws_depend_on_neither_workers_nor_cell_order(tmp_path):
+    """A method drawing from torch's, numpy's and python's global RNGs gets the same numbers with one worker or
+    two (whose first cell loads the original, which re-seeds torch), and whether its cell ran alone first."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "draws.py").write_text(GLOBAL_RNG_PLUGIN)
+    grid = load_grid(str(write_grid(tmp_path, methods=["global_draws"], forget_classes=[0, 1, 2, 3])))
+
+    def records(name: str, launch: LaunchOptions, cache: str, **only) -> pd.DataFrame:
+        result = run(grid, RunOptions(out=tmp_path / name, cache_dir=tmp_path / cache, device="cpu", progress=False,
+                                      plugins=[plugins], only=only), launch)
+        assert not result.failures, result.failures
+        return comparable(result.run_dir / "records.csv")
+
+    serial = records("serial", LaunchOptions(threads=1), "cache-serial")
+    for cache in ("cache-workers", "cache-order"):  # the trained original is shared; the cells are not
+        shutil.copytree(tmp_path / "cache-serial" / "models", tmp_path / cache / "models")
+    workers = records("workers", LaunchOptions(workers=2, threads=1), "cache-workers")
+    records("class-3", LaunchOptions(threads=1), "cache-order", forget_class="3")
+    after_class_3 = records("order", LaunchOptions(threads=1), "cache-order")
+    pd.testing.assert_frame_equal(workers, serial)
+    pd.testing.assert_frame_equal(after_class_3, serial)
+    draws = serial[serial.metric.str.endswith("_draw")]
+    assert len(draws) == 12 and draws.value.nunique() == 12  # every cell draws its own stream

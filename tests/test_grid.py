@@ -17,6 +17,15 @@ def test_shipped_grids_load():
     assert {b.name for b in paper.backbones} == {"vgg16", "resnet18", "vit_tiny", "vit_small"}
 
 
+def test_the_paper_grid_relearns_up_to_the_papers_100_epochs():
+    from unlearnbench.metrics import METRICS
+    from unlearnbench.runner import metric_settings
+
+    paper = load_grid("paper")
+    assert paper.metric_settings["relearn"] == {"max_epochs": 100}  # stated, not left to the default
+    assert METRICS.get("relearn").defaults["max_epochs"] == 100 == metric_settings(paper, "relearn")["max_epochs"]
+
+
 def test_unknown_grid_name_suggests():
     with pytest.raises(UserError, match="did you mean 'smoke'"):
         load_grid("smoek")

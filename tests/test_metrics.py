@@ -129,15 +129,29 @@ class InPlace(SingleClassModel):
         return self.net
 
 
-def test_relearn_takes_zero_epochs_for_the_original_model(stages):
+def curve(rows: dict[tuple[str, str], float]) -> list[float]:
+    """The relearn curve of a relearn metric's rows, epoch 0 first; checks its epochs run 0, 1, … without gaps."""
+    points = {int(m.removeprefix("relearn_curve_")): v for (_, m), v in rows.items() if m.startswith("relearn_curve_")}
+    assert sorted(points) == list(range(len(points)))
+    return [points[e] for e in range(len(points))]
+
+
+def without_curve(rows: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    return {k: v for k, v in rows.items() if not k[1].startswith("relearn_curve_")}
+
+
+def test_relearn_takes_zero_epochs_for_the_original_model(stages, data):
     rows = compute("relearn", SharedModel(stages.original(), 10), 3, stages)
-    assert rows == {("val", "relearn_epochs"): 0.0, ("val", "relearned"): 1.0}
+    assert without_curve(rows) == {("val", "relearn_epochs"): 0.0, ("val", "relearned"): 1.0}
+    forget = data.val.forget(3)
+    assert curve(rows) == [accuracy(predict_logits(stages.original(), data, forget), forget.labels)]
 
 
 def test_relearn_is_capped_at_100_epochs_of_500_samples_for_a_model_that_cannot_learn(stages):
     net = MaskedLinear(5)
     rows = compute("relearn", InPlace(net, 5), 5, stages)
-    assert rows == {("val", "relearn_epochs"): 100.0, ("val", "relearned"): 0.0}
+    assert without_curve(rows) == {("val", "relearn_epochs"): 100.0, ("val", "relearned"): 0.0}
+    assert curve(rows) == [0.0] * 101  # before training, then after each of the 100 epochs
     assert net.trained_on == 100 * 500
 
 
@@ -147,7 +161,8 @@ def test_relearn_of_frozen_weights_is_capped(stages):
             return copy.deepcopy(self.net).requires_grad_(False)
 
     rows = compute("relearn", Frozen(MaskedLinear(5), 5), 5, stages, max_epochs=40)
-    assert rows == {("val", "relearn_epochs"): 40.0, ("val", "relearned"): 0.0}
+    assert without_curve(rows) == {("val", "relearn_epochs"): 40.0, ("val", "relearned"): 0.0}
+    assert curve(rows) == [0.0] * 41
 
 
 def test_relearn_regains_a_class_whose_output_row_was_cut(stages, data):
@@ -160,6 +175,11 @@ def test_relearn_regains_a_class_whose_output_row_was_cut(stages, data):
     assert cut == 0
     rows = compute("relearn", SingleClassModel(net, 7), 7, stages)
     assert rows[("val", "relearned")] == 1.0 and 1 <= rows[("val", "relearn_epochs")] < 100
+    relearned = curve(rows)  # stops at the epoch that regained the original's accuracy
+    original = stages.original()
+    target = accuracy(predict_logits(original, data, data.val.forget(7)), data.val.forget(7).labels)
+    assert len(relearned) == rows[("val", "relearn_epochs")] + 1
+    assert relearned[0] == cut and relearned[-1] >= target > max(relearned[:-1])
 
 
 def test_relearn_metric_samples_the_whole_training_split_and_targets_the_original(stages, monkeypatch):

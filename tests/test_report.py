@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from unlearnbench.errors import UserError
 from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
                                  write_report)
-from unlearnbench.report.figures import load_relevance
+from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
 from unlearnbench.report.records import load_runs
 from unlearnbench.store import RECORD_COLUMNS
@@ -57,6 +57,8 @@ def hand_records() -> list[dict]:
                     epochs, relearned = RELEARN[method][(seed, c)]
                     add(c, "train", "relearn_epochs", epochs)
                     add(c, "train", "relearned", relearned)
+                    for epoch in range(epochs + 1):  # the curve stops where the class relearned
+                        add(c, "train", f"relearn_curve_{epoch}", epoch / 100)
                 if method == "retrain":  # per-class method: one cost row per class
                     add(c, "all", "unlearn_seconds", 2.0 + c + 2 * seed)
                     add(c, "all", "peak_memory_bytes", peak[(seed, c)] * MIB)
@@ -67,7 +69,8 @@ def hand_records() -> list[dict]:
     return rows
 
 
-def make_run(folder: Path) -> Path:
+def make_run(folder: Path, relearn_cap: int | None = 100) -> Path:
+    """A run folder of hand_records(); its config.yaml records `relearn_cap` (None: no metric settings)."""
     folder.mkdir(parents=True)
     frame = pd.DataFrame(hand_records(), columns=RECORD_COLUMNS)
     frame["forget_class"] = frame["forget_class"].astype("Int64")
@@ -75,7 +78,8 @@ def make_run(folder: Path) -> Path:
     frame.to_csv(folder / "records.csv", index=False)
     (folder / "config.yaml").write_text(yaml.safe_dump({
         "command": "run_bench.py --grid hand", "grid": {"name": "hand", "datasets": [{"name": "mnist"}]},
-        "device": "cpu", "versions": {"torch": "2.0"}, "git_commit": "abc1234"}))
+        "device": "cpu", "versions": {"torch": "2.0"}, "git_commit": "abc1234",
+        **({"metric_settings": {"relearn": {"max_epochs": relearn_cap}}} if relearn_cap else {})}))
     (folder / "log.txt").write_text("2026-01-02T03:04:05Z start\n2026-01-02T03:09:05Z finished\n")
     pd.DataFrame([{"method": "random_labels", "status": "failed", "reason": "ValueError: boom"}]).to_csv(
         folder / "failures.csv", index=False)
@@ -161,7 +165,7 @@ def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
     # retrain: per-seed sums 2+3 = 5 and 4+5 = 9 s; peak memory the larger class run: 200 and 150 MiB
     wall = cell(values, FULL, "retrain", "Wall s")
     assert wall["mean"] == pytest.approx(7.0) and wall["std"] == pytest.approx(np.std([5, 9], ddof=1))
-    assert cell(values, FULL, "retrain", "Peak memory MiB")["mean"] == pytest.approx(175.0)
+    assert cell(values, FULL, "retrain", "Peak extra memory MiB")["mean"] == pytest.approx(175.0)
     assert cell(values, FULL, "retrain", "Serving MiB")["mean"] == pytest.approx(2.0)
     assert cell(values, FULL, "wfnet", "Wall s")["mean"] == pytest.approx(2.0)
     assert cell(values, FULL, "wfnet", "Serving MiB")["mean"] == pytest.approx(1.5)
@@ -186,6 +190,26 @@ def test_paper_comparison_differences_and_not_run(report):
     assert pick("WF-Net", "Ins")["difference"] == pytest.approx(0.73 - 0.79)
     missing = pick("Random Labels", "RT")
     assert missing["note"] == "not run" and pd.isna(missing["ours"]) and missing["paper"] == pytest.approx(15.7)
+    # the run relearned up to the paper's 100 epochs: RT is compared (paper ResNet-18 MNIST Retrained 43.6 (0))
+    assert pick("Retrained", "RT")["difference"] == pytest.approx(47.5 - 43.6)
+    assert pick("Retrained", "RT n")["difference"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("caps, shown", [((6,), "6"), ((None,), "not recorded"), ((6, 100), "6, 100")])
+def test_paper_comparison_shows_the_relearn_cap_instead_of_an_rt_difference(tmp_path, caps, shown):
+    """A run that stopped relearning before the paper's 100 epochs (or does not say where) has no comparable RT:
+    the difference cell shows its cap(s), the note says why, and every other value is still compared."""
+    runs = [make_run(tmp_path / f"run{i}", relearn_cap=cap) for i, cap in enumerate(caps)]
+    out = write_report(runs, tmp_path / "report")
+    values = read(out, "paper_comparison")
+    rt = values[(values["backbone"] == FULL) & values["column"].isin(["RT", "RT n"]) & values["ours"].notna()]
+    assert len(rt) == 4 and rt["difference"].isna().all()  # Retrained and WF-Net, RT and RT n
+    assert (rt["note"] == f"relearn cap {shown} epochs, the paper's 100: not comparable").all()
+    assert (out / "paper_comparison.md").read_text().count(f"| cap {shown} |") == 4
+    wf = values[(values["backbone"] == FULL) & (values["method"] == "WF-Net") & (values["column"] == "Acc_r")]
+    assert wf["difference"].item() == pytest.approx(-1.0)
+    assert f"RT: relearn epochs (cap: {shown}; a class that never relearns counts the cap)" in (
+        out / "table1.md").read_text()
 
 
 def test_paper_values_and_families():
@@ -246,6 +270,21 @@ def test_figures_written_as_png_and_pdf(report):
         assert (report / "figures" / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert (report / "figures" / f"{stem}.pdf").read_bytes()[:4] == b"%PDF"
     assert f"relearn__mnist__{SMALL}" not in stems  # no relearn metric there: skipped, no crash
+
+
+def test_relearn_curves_are_drawn_carried_to_the_longest_and_kept_out_of_the_tables(report):
+    records = pd.DataFrame(hand_records())
+    records = records[records["backbone"] == FULL].assign(forget_class=lambda f: f["forget_class"].astype("Int64"))
+    curves = relearn_curves(records)
+    assert curves.groupby(["method", "seed", "forget_class"])["epoch"].agg(list).map(list(range(101)).__eq__).all()
+    stopped = curves[(curves["method"] == "retrain") & (curves["seed"] == 0) & (curves["forget_class"] == 0)]
+    assert stopped.set_index("epoch")["value"][[5, 10, 50, 100]].tolist() == pytest.approx([0.05, 0.1, 0.1, 0.1])
+    ax = relearn_figure(records).axes[0]
+    assert ax.get_title().startswith("Relearn curves")  # not the fallback dots of relearn epochs
+    drawn = [len(line.get_xdata()) for line in ax.lines if len(line.get_xdata())]  # (legend handles are empty)
+    assert drawn == [101, 101]  # one line per method, over epochs 0…100
+    summary = read(report, "all_metrics")
+    assert "relearn_epochs" in set(summary["metric"]) and not summary["metric"].str.startswith("relearn_curve").any()
 
 
 def test_shared_filter_selection():

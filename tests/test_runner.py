@@ -1,12 +1,13 @@
 """End to end on a tiny grid: records, resume from the cache, plugins from a folder, failure isolation, CLI errors."""
 import pandas as pd
 import pytest
+import torch
 
 from unlearnbench import UserError
 from unlearnbench.cli import main
 from unlearnbench.grid import load_grid
 from unlearnbench.runner import RunOptions, run
-from unlearnbench.store import RECORD_COLUMNS
+from unlearnbench.store import RECORD_COLUMNS, device_name
 
 from conftest import write_grid
 
@@ -151,3 +152,53 @@ def test_a_cached_retrained_model_is_charged_at_its_training_cost(tmp_path):
     seconds = [r.records.query("metric == 'unlearn_seconds'").value.item() for r in (fresh, again)]
     assert seconds[1] >= 0.5 * seconds[0] > 0  # not ~0 just because the model came from the cache
     assert (tmp_path / "again" / "report" / "index.md").is_file()  # every run gets its report
+
+
+def test_cells_and_stages_are_keyed_by_device_type_and_autocast_precision(tmp_path, monkeypatch):
+    """A cell (and the original it uses) cached in float32 is not reused by a run under bf16 autocast, and the
+    plan counts it as cached only for the precision it was computed in; a cell key names the device type, not
+    its index."""
+    import unlearnbench.training as training
+    from unlearnbench.runner import cell_key, describe_plan, metric_names, plan
+    from unlearnbench.store import Cache
+
+    grid = load_grid(str(write_grid(tmp_path, methods=["original"], forget_classes=[0])))
+    cache = tmp_path / "cache"
+    assert run(grid, options(tmp_path, cache, name="fp32")).computed == 1
+
+    def cached_in_plan() -> str:
+        opts = options(tmp_path, cache)
+        return describe_plan(grid, plan(grid, opts), Cache(cache), metric_names(grid)).split("cached cells: ")[1][:6]
+
+    assert cached_in_plan() == "1 of 1"
+    monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.bfloat16)
+    assert training.compute_setting(torch.device("cpu"))["precision"] == "bfloat16-autocast"
+    assert cached_in_plan() == "0 of 1"
+    bf16 = run(grid, options(tmp_path, cache, name="bf16"))
+    assert (bf16.computed, bf16.cached) == (1, 0)
+    assert len(list((cache / "models" / "original").glob("*.safetensors"))) == 2
+
+    p = plan(grid, options(tmp_path, cache))
+    cell, info = p.cells[0], p.methods["original"]
+    keys = {d: cell_key(cell, grid, info, ["accuracy"], torch.device(d)) for d in ("cpu", "cuda:0", "cuda:1")}
+    assert keys["cuda:0"] == keys["cuda:1"] != keys["cpu"]
+
+
+def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path):
+    """A cell computed with one torch thread keeps saying so when a two-thread run takes it from the cache."""
+    from unlearnbench.launchers import LaunchOptions
+
+    plugins = tmp_path / "my_methods"
+    plugins.mkdir()
+    (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
+    grid = load_grid(str(write_grid(tmp_path, methods=["tmp_finetune"])))
+    cache = tmp_path / "cache"
+    run(grid, options(tmp_path, cache, name="one", plugins=[plugins], only={"forget_class": "0"}),
+        LaunchOptions(threads=1))
+    both = run(grid, options(tmp_path, cache, name="two", plugins=[plugins]), LaunchOptions(threads=2))
+    assert (both.computed, both.cached) == (1, 1)
+    frame = pd.read_csv(both.run_dir / "records.csv")
+    devices = frame.groupby("forget_class").device.unique()
+    assert list(devices[0]) == [device_name(torch.device("cpu"), 1)]
+    assert list(devices[1]) == [device_name(torch.device("cpu"), 2)]
+    assert list(frame.columns[: len(RECORD_COLUMNS) + 1]) == [*RECORD_COLUMNS, "device"]

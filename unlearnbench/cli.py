@@ -12,9 +12,10 @@ from .errors import UserError
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_bench.py", description="Run an unlearning benchmark grid.")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "list", "report"],
-                        help="run a grid (default), list datasets, backbones, methods, metrics and grids, or "
-                             "report on run folders")
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "list", "report", "tune"],
+                        help="run a grid (default), list datasets, backbones, methods, metrics and grids, "
+                             "report on run folders, or tune every method of a grid on its validation split "
+                             "(into --out, default <results-dir>/tuning/<grid>)")
     parser.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR",
                         help="report: run folders to report on (several are merged; the report goes to --out, "
                              "default RUN_DIR/report)")
@@ -96,27 +97,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError("The report command needs at least one run folder: run_bench.py report RUN_DIR.")
             print(write_report(args.run_dirs, args.out) / "index.md")
             return 0
+        if args.command == "tune":
+            return _tune(args, argv)
         return _run(args, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from .grid import load_grid, parse_grid
+def _options(args: argparse.Namespace, argv: list[str] | None, grid, data_root, only):
+    """The RunOptions and LaunchOptions the flags describe (shared by run and tune)."""
     from .launchers import LaunchOptions, default_workers
-    from .runner import RunOptions, describe_plan, metric_names, plan, resolve_device, run, summary, slurm_options
-    from .store import Cache
+    from .runner import RunOptions, resolve_device, slurm_options
 
-    only = parse_pairs(args.only, "--only")
-    data_root = args.data_root
-    if args.retry_failed:
-        config = _previous_config(args.out)
-        grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
-        only = only or config.get("only") or {}
-        data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
-    else:
-        grid = load_grid(args.grid)
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
     options = RunOptions(
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
@@ -129,6 +122,44 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=parse_gpus(args.gpus),
                                    threads=args.threads,
                                    slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
+    return options, launch_options
+
+
+def _tune(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from .grid import load_grid
+    from .tuning import tune
+
+    grid = load_grid(args.grid)
+    options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only"))
+    out = args.out or args.results_dir / "tuning" / grid.name
+    result = tune(grid, options, launch_options, out)
+    for dataset, backbones in result.document.get("tuned", {}).items():
+        for backbone, methods in backbones.items():
+            for method, entry in methods.items():
+                print(f"{dataset}/{backbone}/{method}: objective {entry['objective']:.3f} (defaults "
+                      f"{entry['default_objective']:.3f}), val Acc_r {entry['val_acc_retain']:.3f} Acc_f "
+                      f"{entry['val_acc_forget']:.3f}, {entry['tuning_seconds']:.0f} s → {entry['params']}")
+    for f in result.failures:
+        print(f"  failed: {f['method']} {f['dataset']}/{f['backbone']}: {f['reason']}")
+    print(f"\n{len(result.trials)} trials, {len(result.failures)} failed studies → {out / 'tuned.yaml'}")
+    return 1 if result.failures else 0
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from .grid import load_grid, parse_grid
+    from .runner import describe_plan, metric_names, plan, resolve_device, run, summary
+    from .store import Cache
+
+    only = parse_pairs(args.only, "--only")
+    data_root = args.data_root
+    if args.retry_failed:
+        config = _previous_config(args.out)
+        grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
+        only = only or config.get("only") or {}
+        data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
+    else:
+        grid = load_grid(args.grid)
+    options, launch_options = _options(args, argv, grid, data_root, only)
     if args.dry_run:
         resolve_device(options.device)
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))

@@ -1,9 +1,8 @@
-"""The fine-tuning loop the baselines share: a loss closure, a step budget, a stopping rule, divergence detection.
+"""The fine-tuning loop the baselines share: a loss closure, a step budget, a stopping rule, divergence detection,
+BatchNorm statistics handling, and the search space every fine-tuning baseline is tuned over.
 
-How the baselines' defaults were chosen: each setting ran on all 10 classes of mnist5k with the smoke grid's CPU-size
-backbones (resnet18-w0.0625 for the CNN defaults, vit_tiny-w0.333-d0.333-p7 for the ViT ones; originals of the
-mnist5k recipe, seed 0), scored on the validation split by mean Acc_r − Acc_f; the highest score wins and, within
-one point, the cheaper setting (fewer steps). Each method's docstring lists the settings measured.
+The shipped grids use parameters chosen by the tuning protocol (`unlearnbench.tuning`); the trial histories are
+under reports/tuning/.
 """
 from __future__ import annotations
 
@@ -18,20 +17,29 @@ from tqdm.auto import tqdm
 
 from .data import ImageData, Split
 from .errors import UserError
-from .models import BackboneSpec
+from .search_space import Choice, Float, Int
 from .training import accuracy, autocast, make_optimizer, predict_logits
 from .unlearner import SingleClassModel, Unlearner, UnlearnTask
 
 MOMENTUM = 0.9  # SGD momentum of every baseline fine-tune (no weight decay: the runs are a few dozen steps)
 
 
+NORM_STATISTICS = ("batch", "frozen")
+
+# What every fine-tuning baseline searches (a method adds its own terms, e.g. NegGrad+'s α): SGD learning rates for
+# the CNNs, AdamW ones for the ViTs, the step budget, the stopping threshold, the batch size and how BatchNorm
+# normalises (ViTs have no BatchNorm, so the choice is moot there and not searched).
+FINETUNE_SPACE = {"lr": Float(1e-4, 0.3, log=True), "steps": Int(5, 200, log=True), "stop_acc": Float(0.0, 0.2),
+                  "batch_size": Choice((16, 32, 64, 128)), "norm_statistics": Choice(NORM_STATISTICS)}
+FINETUNE_VIT_SPACE = {"lr": Float(1e-5, 1e-2, log=True), "norm_statistics": Choice(("batch",))}
+
+
 class FinetuningUnlearner(Unlearner):
-    """Base of the fine-tuning baselines: `parameters` hold the CNN defaults, `vit_parameters` what ViTs change."""
+    """Base of the fine-tuning baselines: the shared search space, the ViT optimiser (AdamW) and its range."""
 
-    vit_parameters: ClassVar[dict] = {}
-
-    def default_parameters(self, backbone: BackboneSpec) -> dict:
-        return {**self.parameters, **(self.vit_parameters if backbone.family == "vit" else {})}
+    family_parameters: ClassVar[dict[str, dict]] = {"vit": {"optimizer": "adamw", "lr": 3e-4}}
+    search_space: ClassVar[dict] = FINETUNE_SPACE
+    family_search_space: ClassVar[dict[str, dict]] = {"vit": FINETUNE_VIT_SPACE}
 
 
 @dataclass(frozen=True)
@@ -87,10 +95,10 @@ def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], tas
     """Take up to `task.params['steps']` optimiser steps on `loss_fn(model)` (in place) and return how it ended.
 
     The optimiser is `task.params['optimizer']` at learning rate `task.params['lr']` (SGD with momentum 0.9, no
-    weight decay). The model trains in train mode, as fine-tuning usually does: BatchNorm normalises with batch
-    statistics and updates its running ones. Freezing them in eval mode instead cost 14–52 points of validation
-    retain accuracy on mnist5k (random labels and negative gradients, resnet18-w0.0625 and vgg16-w0.125; e.g.
-    random labels at lr 0.001 for 30 steps: Acc_r 0.506 frozen vs 0.821 in train mode).
+    weight decay). The model trains in train mode except for BatchNorm, which `task.params['norm_statistics']`
+    decides (see `set_norm_statistics`): "batch" normalises with each batch's statistics and updates the running
+    ones, as ordinary fine-tuning does; "frozen" keeps the original model's running statistics, so batches drawn
+    from one class (D_f(c) alone) cannot move them (benchmarks/baseline_norm_statistics.py measures both).
 
     Stopping rule: with `held_out` (see `held_out_forget_set`), every `task.params['check_every']` steps the model's
     accuracy on it is measured and the run ends once it is at most `task.params['stop_acc']`.
@@ -101,7 +109,8 @@ def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], tas
     params = task.params
     check_every = int(params.get("check_every", 1))
     optimizer = make_optimizer(model.parameters(), params["optimizer"], params["lr"], momentum=MOMENTUM)
-    model.train()
+    norm_statistics = params.get("norm_statistics", "batch")
+    set_norm_statistics(model, norm_statistics)
     snapshot = copy.deepcopy(model.state_dict())
     budget = int(params["steps"])
     steps, reached, diverged = 0, False, False
@@ -125,11 +134,25 @@ def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], tas
                 diverged = True
                 break
             reached = accuracy(logits, held_out.labels) <= params["stop_acc"]
+            set_norm_statistics(model, norm_statistics)  # evaluation left every module in train mode
     bar.close()
     diverged = diverged or not _finite_state(model)
     if diverged:
         model.load_state_dict(snapshot)
     return FinetuneOutcome(steps, reached, diverged)
+
+
+def set_norm_statistics(model: nn.Module, mode: str) -> None:
+    """Put `model` in train mode with its BatchNorm layers normalising as `mode` says: "batch" (train mode: batch
+    statistics, running ones updated) or "frozen" (eval mode: the running statistics, never updated; the affine
+    weights still train)."""
+    if mode not in NORM_STATISTICS:
+        raise UserError(f"Unknown norm_statistics '{mode}'; choose one of: {', '.join(NORM_STATISTICS)}.")
+    model.train()
+    if mode == "frozen":
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _finite_state(model: nn.Module) -> bool:

@@ -15,7 +15,7 @@ from .errors import UserError, did_you_mean
 from .models import BACKBONES, BackboneSpec
 
 GRID_KEYS = ("name", "description", "datasets", "backbones", "methods", "seeds", "forget_classes",
-             "recipe", "metrics", "metric_settings", "val_fraction", "slurm")
+             "recipe", "metrics", "metric_settings", "val_fraction", "slurm", "tuning", "tuned")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class Grid:
     val_fraction: float
     description: str = ""
     slurm: dict = field(default_factory=dict)
+    tuning: dict = field(default_factory=dict)
+    tuned: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,12 +140,16 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     metrics = raw.get("metrics", "all")
     if metrics != "all" and not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
         raise UserError(f"'metrics' in {where} must be 'all' or a list of metric names, got {metrics!r}.")
-    for key in ("recipe", "metric_settings", "slurm"):
+    for key in ("recipe", "metric_settings", "slurm", "tuning"):
         if not isinstance(raw.get(key, {}), dict):
             raise UserError(f"'{key}' in {where} must be a mapping, got {raw[key]!r}.")
     from .training import check_recipe_sections
 
     check_recipe_sections(raw.get("recipe", {}), [d.name for d in datasets], where)
+    tuned = raw.get("tuned", "")
+    if not isinstance(tuned, str):
+        raise UserError(f"'tuned' in {where} must be the name of a shipped tuning result or a path to a tuned.yaml, "
+                        f"got {tuned!r}.")
     val_fraction = raw.get("val_fraction", 0.1)
     if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise UserError(f"'val_fraction' in {where} must be a number between 0 and 1, got {val_fraction!r}.")
@@ -151,7 +157,8 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
         name=str(raw.get("name", Path(where).stem)), datasets=datasets, backbones=backbones, methods=methods,
         seeds=seeds, forget_classes=classes, recipe=raw.get("recipe", {}), metrics=metrics,
         metric_settings=raw.get("metric_settings", {}), val_fraction=float(val_fraction),
-        description=str(raw.get("description", "")), slurm=raw.get("slurm", {}),
+        description=str(raw.get("description", "")), slurm=raw.get("slurm", {}), tuning=raw.get("tuning", {}),
+        tuned=tuned,
     )
 
 
@@ -203,12 +210,14 @@ def _method_entry(value: Any, where: str) -> MethodEntry:
 def expand(grid: Grid, methods: dict[str, MethodInfo], num_classes: dict[str, int | None]) -> list[Cell]:
     """All cells of `grid`; `num_classes` maps each dataset name to its class count (None: known after loading)."""
     entries = [MethodEntry(n) for n in methods] if grid.methods == "all" else grid.methods
+    tuned = tuned_parameters(grid.tuned)
     cells: list[Cell] = []
     for dataset, backbone, entry, seed in itertools.product(grid.datasets, grid.backbones, entries, grid.seeds):
         info = get_method(methods, entry.name)
         n = num_classes.get(dataset.name)
         classes = forget_classes(grid.forget_classes, n, dataset.name)
-        for params in parameter_sets(info, backbone, entry.params):
+        chosen = tuned.get(dataset.label, {}).get(backbone.label, {}).get(entry.name, {}).get("params", {})
+        for params in parameter_sets(info, backbone, entry.params, chosen):
             per_class = [(c,) for c in classes] if info.cls.per_class else [(None,)]
             for (c,) in per_class:
                 cells.append(Cell(dataset, backbone, entry.name, params, seed, c, tuple(classes)))
@@ -227,12 +236,43 @@ def forget_classes(spec: list[int] | str, num_classes: int | None, dataset: str)
     return sorted(set(spec))
 
 
-def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict) -> list[tuple]:
-    """Expand a method's parameters: defaults for `backbone`, overridden by the grid; list values sweep."""
+def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tuned: dict | None = None) -> list[tuple]:
+    """Expand a method's parameters: defaults for `backbone`, then the `tuned` values chosen for this dataset ×
+    backbone, then the grid's overrides; list values sweep."""
     defaults = info.cls().default_parameters(backbone)
     if overrides and not defaults:
         raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
-    axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **overrides}.items()}
+    check_keys(tuned or {}, defaults, f"the tuned parameters of method '{info.name}' (re-run `run_bench.py tune`)")
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **(tuned or {}), **overrides}.items()}
     keys = sorted(axes)
     return [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def tuned_file(name_or_path: str) -> Path | None:
+    """The tuned.yaml a grid's `tuned:` names: a shipped result (configs/tuned/<name>.yaml) or a path; None for ''."""
+    if not name_or_path:
+        return None
+    shipped = resources.files("unlearnbench").joinpath(f"configs/tuned/{name_or_path}.yaml")
+    if shipped.is_file():
+        return Path(str(shipped))
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    folder = resources.files("unlearnbench").joinpath("configs/tuned")
+    names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
+    raise UserError(f"The tuned parameters '{name_or_path}' are neither a file nor a shipped tuning result"
+                    f"{did_you_mean(name_or_path, names)}; shipped: {', '.join(names) or 'none'}.")
+
+
+def tuned_parameters(name_or_path: str) -> dict:
+    """{dataset label: {backbone label: {method: {'params': {...}, 'tuning_seconds': s, …}}}} from a tuned.yaml
+    written by `run_bench.py tune`; {} when the grid names none."""
+    path = tuned_file(name_or_path)
+    if path is None:
+        return {}
+    raw = read_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("tuned"), dict):
+        raise UserError(f"{path} is not a tuning result: it needs a 'tuned' mapping (dataset → backbone → method), "
+                        f"as `run_bench.py tune` writes.")
+    return raw["tuned"]

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import random
 import re
 import shutil
 import traceback
@@ -12,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -21,13 +23,13 @@ from .data import DATASETS, dataset_missing, load_dataset
 from .discovery import MethodInfo, discover
 from .errors import UserError, did_you_mean
 from .cost import CostMeter, state_bytes
-from .grid import Cell, Grid, expand
+from .grid import Cell, Grid, expand, tuned_parameters
 from .launchers import LaunchOptions, SlurmOptions, assign_devices, launch
 from .metrics import METRICS, MetricContext
 from .stages import Stages
 from .store import (Cache, LogFile, RunFolder, code_hash, device_name, git_commit, read_run_config, stable_hash,
                     versions, writable_folder)
-from .training import resolve_recipe
+from .training import compute_setting, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
 ONLY_KEYS = ("dataset", "backbone", "method", "seed", "forget_class")
@@ -55,12 +57,13 @@ class RunOptions:
 
 @dataclass
 class Plan:
-    """The cells to run and those skipped up front, with the reason."""
+    """The cells to run and those skipped up front, with the reason; the device they run on."""
 
     cells: list[Cell]
     skipped: list[tuple[Cell, str]]
     methods: dict[str, MethodInfo]
     plugin_errors: list
+    device: torch.device
 
 
 @dataclass
@@ -119,6 +122,7 @@ def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
 
 def plan(grid: Grid, options: RunOptions) -> Plan:
     """Expand `grid` into cells, apply --only filters and mark cells that cannot run (missing data, method skip)."""
+    device = resolve_device(options.device)
     root = options.data_root
     if root is not None and not root.is_dir() and (root.exists() or not options.download):
         raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
@@ -136,7 +140,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             skipped.append((cell, reason or "the method does not support this setting"))
         else:
             runnable.append(cell)
-    return Plan(runnable, skipped, methods, plugin_errors)
+    return Plan(runnable, skipped, methods, plugin_errors, device)
 
 
 def _select(cells: list[Cell], only: dict, grid_name: str) -> list[Cell]:
@@ -167,15 +171,16 @@ def grid_has_retrain(grid: Grid) -> bool:
     return grid.methods == "all" or any(m.name == "retrain" for m in grid.methods)
 
 
-def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str]) -> str:
-    """The cache key of a cell: its full config, the plugin file's hash, library versions and harness code."""
+def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
+    """The cache key of a cell: its full config, the device type and precision it runs in, the plugin file's hash,
+    library versions and harness code."""
     recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
     return stable_hash({
         "dataset": dataclasses.asdict(cell.dataset), "backbone": dataclasses.asdict(cell.backbone),
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
-        "has_retrain": grid_has_retrain(grid),
+        "has_retrain": grid_has_retrain(grid), **compute_setting(device),
         "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")}, "code": code_hash(),
     })
 
@@ -184,7 +189,8 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
     """A human-readable plan: cells per method, stages to train, what is cached, a cost estimate."""
     lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
     per_method = Counter(c.method for c in p.cells)
-    cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics)) is not None for c in p.cells)
+    cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics, p.device)) is not None
+                 for c in p.cells)
     for method, n in sorted(per_method.items()):
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
@@ -211,29 +217,46 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
-             artifacts: Path | None = None) -> list[dict]:
-    """Unlearn and evaluate one cell; returns its records (cost, diagnostics, then split × metric × class).
+def seed_all(seed: int) -> None:
+    """Seed python's `random`, numpy's global RNG and torch's on every device (torch.manual_seed seeds CUDA too)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
-    A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
-    data = stages.data
-    cell_seed = int(stable_hash([cell.seed, cell.method, cell.params_json, cell.forget_class]), 16) % (2**31)
-    torch.manual_seed(cell_seed)
+
+def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool) -> tuple[UnlearnedModel, CostMeter]:
+    """The cell's unlearned model (in eval mode) and the cost of `unlearn` alone. All RNGs are seeded from the
+    cell's identity right before the method runs; the tuning protocol builds its trials through this too."""
+    # from the identity its records carry: cells of other groups, classes or parameters draw other streams
+    cell_seed = int(stable_hash([cell.dataset.label, cell.backbone.label, cell.seed, cell.method, cell.params_json,
+                                 cell.forget_class]), 16) % (2**31)
     task = UnlearnTask(
-        original=stages.original(), data=data, forget_class=cell.forget_class,
+        original=stages.original(), data=stages.data, forget_class=cell.forget_class,
         forget_classes=list(cell.forget_classes), params=cell.params_dict, recipe=stages.recipe,
         backbone=cell.backbone, seed=cell_seed, retrained=stages.retrained, new_model=stages.new_model,
         progress=progress, generator=torch.Generator().manual_seed(cell_seed),
     )
     stages.reused.clear()
-    with CostMeter(data.device) as cost:
+    seed_all(cell_seed)  # after loading the stages (which re-seed torch): draws depend on no worker or cell order
+    with CostMeter(stages.data.device) as cost:
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
-    model.eval()
+    return model.eval(), cost
+
+
+def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
+             artifacts: Path | None = None) -> list[dict]:
+    """Unlearn and evaluate one cell; returns its records (cost, diagnostics, then split × metric × class), each
+    naming the device (and CPU threads) that computed it.
+
+    A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
+    data = stages.data
+    model, cost = unlearn_cell(cell, info, stages, progress)
     base = {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
-            "params": cell.params_json, "seed": cell.seed}
-    # a stage model the method took ready-made (e.g. a cached retrained model) is charged at its training cost
+            "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device)}
+    # a stage model the method took ready-made (e.g. a cached retrained model) is charged at its training cost:
+    # its seconds are added, and the extra memory its training needed counts towards the cell's peak
     charged = [c for c in stages.reused if c]
     whole = {"unlearn_seconds": cost.wall_seconds + sum(c["wall_seconds"] for c in charged),
              "device_seconds": cost.device_seconds + sum(c["device_seconds"] for c in charged),
@@ -311,6 +334,10 @@ def run_job(job: Job) -> Outcome:
         if job.kind == "original":
             stages.original()
             return Outcome(job, records=[])
+        if job.kind == "tune":
+            from .tuning import run_study
+
+            return Outcome(job, records=run_study(job, stages))
         cache = Cache(job.options.cache)
         hit = cache.load_cell(job.key)
         if hit is not None:
@@ -336,12 +363,14 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
 
     Original models are trained first (one job per group), then the retrain cells (whose models other metrics
     reuse), then every other cell; each phase goes through the chosen launcher."""
-    device = resolve_device(options.device)
     metrics = metric_names(grid)
     p = plan(grid, options)
+    device = p.device
     cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
     launch_options = launch_options or LaunchOptions()
+    if launch_options.gpus and device.type != "cuda":  # cells are keyed by the driver's device type
+        raise UserError(f"--gpus needs a CUDA device, but the device is {device}; drop --gpus or use --device cuda.")
     _GROUPS.clear()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
     with folder.lock():
@@ -358,7 +387,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         failures = [_failure(cell, "skipped", reason) for cell, reason in p.skipped]
         failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
                       "traceback": e.message} for e in p.plugin_errors]
-        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics) for cell in p.cells}
+        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics, device) for cell in p.cells}
+        tuning = tuning_records(p.cells, tuned_parameters(grid.tuned))
         results: dict[Cell, list[dict]] = {}
         for cell in p.cells:
             hit = cache.load_cell(keys[cell])
@@ -397,7 +427,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 else:
                     results[cell] = outcome.records
                 bar.update()
-                folder.write_records(_ordered(p.cells, results), _provenance(device, threads))
+                folder.write_records(_ordered(p.cells, results, tuning), _provenance())
         for cell in pending:  # a group whose original failed: its cells fail with that reason
             if cell.group in broken_groups:
                 broken = broken_groups[cell.group]
@@ -405,7 +435,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 bar.update()
         bar.close()
         _collect_artifacts(p.cells, keys, cache, folder.path)
-        frame = folder.write_records(_ordered(p.cells, results), _provenance(device, threads))
+        frame = folder.write_records(_ordered(p.cells, results, tuning), _provenance())
         folder.write_failures(failures)
         try:
             from .report import write_report
@@ -420,9 +450,24 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     return RunResult(folder.path, frame, failures, computed, cached)
 
 
-def _ordered(cells: list[Cell], results: dict[Cell, list[dict]]) -> list[dict]:
-    """Records in plan order, whatever order the cells finished in (so a resumed run equals a clean one)."""
-    return [r for cell in cells if cell in results for r in results[cell]]
+def _ordered(cells: list[Cell], results: dict[Cell, list[dict]], extra: dict[Cell, list[dict]]) -> list[dict]:
+    """Records in plan order, whatever order the cells finished in (so a resumed run equals a clean one), each
+    cell's followed by its `extra` rows."""
+    return [r for cell in cells if cell in results for r in results[cell] + extra.get(cell, [])]
+
+
+def tuning_records(cells: list[Cell], tuned: dict) -> dict[Cell, list[dict]]:
+    """A `tuning_seconds` cost row for every cell that runs with the parameters the tuning protocol chose for its
+    dataset × backbone × method (the whole search's seconds, so every row of a method repeats them)."""
+    rows = {}
+    for cell in cells:
+        entry = tuned.get(cell.dataset.label, {}).get(cell.backbone.label, {}).get(cell.method)
+        if entry and all(cell.params_dict.get(k) == v for k, v in entry["params"].items()):
+            rows[cell] = [{"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
+                           "params": cell.params_json, "seed": cell.seed, "device": entry.get("device", ""),
+                           "forget_class": cell.forget_class, "split": "all", "metric": "tuning_seconds",
+                           "value": float(entry["tuning_seconds"])}]
+    return rows
 
 
 def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Path) -> None:
@@ -453,9 +498,9 @@ def _failure(cell: Cell, status: str, reason: str, tb: str = "") -> dict:
             "reason": reason, "traceback": tb}
 
 
-def _provenance(device: torch.device, threads: int) -> dict:
-    return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit(),
-            "device": device_name(device, threads)}
+def _provenance() -> dict:
+    """The run's library versions and git commit (each record names the device that computed it itself)."""
+    return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit()}
 
 
 def _grid_dict(grid: Grid) -> dict:

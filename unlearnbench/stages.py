@@ -12,7 +12,7 @@ from .errors import UserError
 from .models import BackboneSpec, build_backbone
 from .cost import CostMeter
 from .store import Cache, code_hash, stable_hash, versions
-from .training import Recipe, finite_logits, prepare, train
+from .training import Recipe, compute_setting, finite_logits, prepare, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 LOGIT_MEMO_BYTES = 64 * 2**20  # per (stage model, split)
@@ -33,8 +33,9 @@ class Stages:
         self.log = log
         self._key_base = {
             "dataset": dataset_key, "backbone": dataclasses.asdict(backbone), "recipe": dataclasses.asdict(recipe),
-            "seed": seed, "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
-            "code": code_hash("data", "datasets", "models", "training", "stages"),
+            "seed": seed, **compute_setting(data.device),
+            "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
+            "code": code_hash("data", "datasets", "models", "training", "stages", "cost"),
         }
         self._memory: dict[str, nn.Module] = {}
         self._logits: dict[tuple[int, str], torch.Tensor] = {}

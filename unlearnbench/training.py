@@ -100,11 +100,25 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_d
     raise UserError(f"Unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}.")
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype `autocast` computes in on `device`: bfloat16 on CUDA; None (no autocast, float32) on the CPU."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def compute_setting(device: torch.device) -> dict:
+    """What every cache key holds about where a result was computed: the device type ('cpu', 'cuda'; not the
+    index) and the precision `autocast` uses there ('float32', or e.g. 'bfloat16-autocast')."""
+    dtype = autocast_dtype(device)
+    precision = "float32" if dtype is None else f"{str(dtype).removeprefix('torch.')}-autocast"
+    return {"device_type": device.type, "precision": precision}
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Autocast to `autocast_dtype(device)` (bf16 on CUDA), nothing where that is None (the CPU)."""
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:

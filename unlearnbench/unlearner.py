@@ -128,12 +128,17 @@ class Unlearner:
 
     Declare `name`, `parameters` (name → default; a grid may sweep them), `per_class` (True: the harness
     calls `unlearn` once per forget class; False: once for all classes, and the returned model serves every
-    class), and override `skip` to refuse a backbone or dataset with a reason. Timing, seeding, metrics and
-    storage are the harness's job.
+    class), `search_space` (name → `search_space.Float/Int/Choice`: the ranges the tuning protocol searches,
+    each holding its default), `family_parameters` / `family_search_space` (backbone family → what that family
+    changes, e.g. {"vit": {"lr": 3e-4}}), and override `skip` to refuse a backbone or dataset with a reason.
+    Timing, seeding, tuning, metrics and storage are the harness's job.
     """
 
     name: ClassVar[str] = ""
     parameters: ClassVar[dict] = {}
+    family_parameters: ClassVar[dict[str, dict]] = {}
+    search_space: ClassVar[dict] = {}
+    family_search_space: ClassVar[dict[str, dict]] = {}
     per_class: ClassVar[bool] = True
 
     def skip(self, dataset: str, backbone: BackboneSpec) -> tuple[bool, str | None]:
@@ -141,8 +146,12 @@ class Unlearner:
         return False, None
 
     def default_parameters(self, backbone: BackboneSpec) -> dict:
-        """The parameter defaults for `backbone` (override for family-specific defaults)."""
-        return dict(self.parameters)
+        """The parameter defaults for `backbone`: `parameters`, updated by `family_parameters[backbone.family]`."""
+        return {**self.parameters, **self.family_parameters.get(backbone.family, {})}
+
+    def space(self, backbone: BackboneSpec) -> dict:
+        """The tuning ranges for `backbone`: `search_space`, updated by `family_search_space[backbone.family]`."""
+        return {**self.search_space, **self.family_search_space.get(backbone.family, {})}
 
     def unlearn(self, task: UnlearnTask) -> UnlearnedModel:
         """Return the unlearned model for `task.forget_class` (per-class) or for all `task.forget_classes`."""

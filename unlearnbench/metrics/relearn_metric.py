@@ -50,7 +50,9 @@ class FrozenNormStatistics(nn.Module):
 @register_metric("relearn", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=50, samples_per_epoch=500,
                  max_epochs=100, eval_split="val", freeze_batchnorm_stats=True, seed=0)
 def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
-    """Rows (eval_split, 'relearn_epochs', epochs in 0…max_epochs) and (eval_split, 'relearned', 1.0 or 0.0).
+    """Rows (eval_split, 'relearn_epochs', epochs in 0…max_epochs), (eval_split, 'relearned', 1.0 or 0.0) and the
+    relearn curve (eval_split, 'relearn_curve_<e>', forget accuracy as a fraction after e epochs) for e = 0 (before
+    training) … relearn_epochs: the curve stops where the class regained the target.
 
     Trains `ctx.model.trainable_copy(c)` (WF-Net: the class-c row stays selected, backbone weights train) with a
     fixed optimiser and learning rate on `samples_per_epoch` samples drawn per epoch from the full training
@@ -75,4 +77,5 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
         target,
         lr=float(s["lr"]), optimizer=s["optimizer"], momentum=float(s["momentum"]), max_epochs=int(s["max_epochs"]),
     )
-    return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned))]
+    curve = [(split, f"relearn_curve_{epoch}", value) for epoch, value in enumerate(result.curve)]
+    return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned)), *curve]

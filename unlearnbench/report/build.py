@@ -17,7 +17,7 @@ from .formats import write_table
 from .index import FigureEntry, render_index
 from .paper import paper_comparison
 from .records import load_runs
-from .tables import Table, cost_table, metrics_summary, table1, table2
+from .tables import Table, cost_table, metrics_summary, parameters_table, table1, table2
 
 
 def paper_split(records: pd.DataFrame) -> str:
@@ -29,13 +29,13 @@ def paper_split(records: pd.DataFrame) -> str:
 
 def build_tables(records: pd.DataFrame) -> list[Table]:
     """Table 1 (train split when present), Table 1 on the test split (when that differs), Table 2, the paper
-    comparison, the cost table and the all-metrics summary, in that order."""
+    comparison, the cost table, the parameters of every row and the all-metrics summary, in that order."""
     split = paper_split(records)
     main, second = table1(records, split), table2(records)
     has_test = (records["split"] == "test").any()
     extra = [table1(records, "test", "table1_test")] if split == "train" and has_test else []
     return [main, *extra, second, paper_comparison(main, second, records), cost_table(records),
-            metrics_summary(records)]
+            parameters_table(records), metrics_summary(records)]
 
 
 def _stem(*parts: str) -> str:

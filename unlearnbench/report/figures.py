@@ -19,9 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .tables import method_order, row_labels
-
-CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs
+from .tables import CURVE_METRIC, method_order, row_labels
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -126,21 +124,40 @@ def per_class_bars(records: pd.DataFrame, split: str) -> Figure | None:
     return fig
 
 
-def relearn_figure(records: pd.DataFrame) -> Figure | None:
-    """Relearn curves (forget accuracy per relearn epoch, mean over classes and seeds) per method when the records
-    of one dataset × backbone carry `relearn_curve_<epoch>` metrics; otherwise relearn epochs per class (dots) with
-    their mean ± sd (diamond) per method (the title says which); None when neither is recorded."""
-    labels = row_labels(records)
+def relearn_curves(records: pd.DataFrame) -> pd.DataFrame:
+    """The `relearn_curve_<epoch>` rows of `records` as (method, params, seed, forget_class, split, epoch, value),
+    every curve carried to the last epoch any of them reaches: a curve stops at the epoch its class regained the
+    original accuracy, and keeps that last value from there on."""
     epoch = records["metric"].str.extract(CURVE_METRIC, expand=False)
     curves = records[epoch.notna()].assign(epoch=epoch[epoch.notna()].astype(int))
+    keys = ["method", "params", "seed", "forget_class", "split"]
+    if curves.empty:
+        return curves.reindex(columns=keys + ["epoch", "value"])
+    wide = curves.groupby(keys + ["epoch"])["value"].mean().unstack("epoch")
+    wide = wide.reindex(columns=range(int(curves["epoch"].max()) + 1)).ffill(axis=1)
+    return wide.stack().rename("value").reset_index()
+
+
+def relearn_figure(records: pd.DataFrame) -> Figure | None:
+    """Relearn curves (forget accuracy per relearn epoch, mean over classes and seeds, a stopped curve carried at
+    its last value: see relearn_curves) per method when the records of one dataset × backbone carry
+    `relearn_curve_<epoch>` metrics; otherwise relearn epochs per class (dots) with their mean ± sd (diamond) per
+    method (the title says which); None when neither is recorded."""
+    labels = row_labels(records)
+    curves = relearn_curves(records)
     title = f"{records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}"
     fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
     if not curves.empty:
         curves = curves.assign(method_label=[labels[(m, p)] for m, p in zip(curves["method"], curves["params"])],
                                percent=curves["value"] * 100)
-        sns.lineplot(curves, x="epoch", y="percent", hue="method_label", errorbar="sd", ax=ax)
-        ax.set(xlabel="relearn epoch", ylabel="forget accuracy (%)", title=f"Relearn curves, {title}")
+        order = [labels[k] for k in _label_order(records) if labels[k] in set(curves["method_label"])]
+        sns.lineplot(curves, x="epoch", y="percent", hue="method_label", hue_order=order, errorbar="sd", ax=ax)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="relearn epoch", ylabel="forget accuracy (%)", ylim=(0, 100))
+        ax.set_title(f"Relearn curves, {title}\n(a class that regained the original accuracy keeps its last value)",
+                     fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         return fig
     epochs = records[(records["metric"] == "relearn_epochs")].dropna(subset=["value"])
     if epochs.empty:
@@ -150,9 +167,8 @@ def relearn_figure(records: pd.DataFrame) -> Figure | None:
     sns.stripplot(epochs, x="method_label", y="value", order=order, ax=ax, size=4, color="0.6", jitter=0.2)
     sns.pointplot(epochs, x="method_label", y="value", order=order, ax=ax, errorbar="sd", color="C3",
                   linestyle="none", marker="D", markersize=5)
-    ax.title.set_fontsize(9)
-    ax.set(xlabel="", ylabel="relearn epochs per class",
-           title=f"Relearn epochs per class, {title}\n(no relearn curves recorded)")
+    ax.set(xlabel="", ylabel="relearn epochs per class")
+    ax.set_title(f"Relearn epochs per class, {title}\n(no relearn curves recorded)", fontsize=9)
     ax.tick_params(axis="x", labelsize=7, rotation=20)
     return fig
 

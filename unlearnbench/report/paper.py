@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .tables import MISSING, PAPER_METHODS, Table, format_stat, method_order, row_labels
+from .tables import MISSING, PAPER_METHODS, Table, caps_text, format_stat, method_order, relearn_caps, row_labels
 
 # a Table 1/2 value column → (the paper's key, decimals shown)
 COLUMN_KEYS = {"Acc_r": ("acc_r", 1), "Acc_f": ("acc_f", 1), "ZRF": ("zrf", 1), "RT": ("rt", 1),
@@ -18,7 +18,8 @@ _SIZE_SUFFIX = re.compile(r"(-[wdp][0-9.]+)+$")
 
 
 def load_paper_results(path: Path | None = None) -> dict:
-    """The transcribed paper values: {'source', 'datasets', 'units', 'table1', 'table2'} as printed."""
+    """The transcribed paper values: {'source', 'datasets', 'relearn_max_epochs', 'units', 'table1', 'table2'} as
+    printed."""
     if path is None:
         return yaml.safe_load(resources.files("unlearnbench").joinpath("configs/paper_results.yaml").read_text())
     return yaml.safe_load(Path(path).read_text())
@@ -44,8 +45,10 @@ def paper_value(paper: dict, table: str, dataset: str, backbone: str, method: st
 
 def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | None = None) -> Table:
     """Every Table 1/2 value of the run beside the paper's value and the difference (ours − paper), plus the
-    paper's cells for the run's dataset × backbone pairs that the run lacks (noted "not run")."""
+    paper's cells for the run's dataset × backbone pairs that the run lacks (noted "not run"). RT and RT n get no
+    difference where the run's relearn cap (see tables.relearn_caps) is not the paper's: the cap is shown instead."""
     paper = load_paper_results() if paper is None else paper
+    caps = relearn_caps(records)
     to_paper = {ours: theirs for theirs, names in paper["datasets"].items() for ours in names}
     labels = row_labels(records)
     pairs = list(records[["dataset", "backbone"]].drop_duplicates().itertuples(index=False, name=None))
@@ -59,9 +62,11 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
         for r in ours.itertuples(index=False):
             ds, family = to_paper.get(full_dataset_name(r.dataset)), backbone_family(r.backbone)
             theirs = paper_value(paper, key, ds, family, r.method, r.column)
-            note = _note(r.dataset, ds, r.backbone, family, theirs)
+            cap = "" if np.isnan(theirs) else _cap_mismatch(
+                caps.get((r.dataset, r.backbone, r.method, r.params), (np.nan,)), paper["relearn_max_epochs"], r.column)
+            note = _note(r.dataset, ds, r.backbone, family, theirs, cap, paper["relearn_max_epochs"])
             rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.std, theirs,
-                         note, methods[r.method]))
+                         note, methods[r.method], cap))
         done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
         for dataset, backbone in pairs:
             for method in PAPER_METHODS:
@@ -70,25 +75,29 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                     theirs = paper_value(paper, key, paper_dataset, backbone_family(backbone), method, column)
                     if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
                         rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, theirs,
-                                     "not run", methods[method]))
+                                     "not run", methods[method], ""))
     columns = list(COLUMN_KEYS)
     rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[9], r[3], columns.index(r[4])))
     values = pd.DataFrame([r[:9] for r in rows], columns=["table", "dataset", "backbone", "method", "column", "ours",
                                                           "ours_std", "paper", "note"])
-    values.insert(8, "difference", values["ours"] - values["paper"])
+    capped = pd.Series([r[10] for r in rows], dtype=str)
+    values.insert(8, "difference", (values["ours"] - values["paper"]).where(capped == ""))
     digits = [COLUMN_KEYS[c][1] for c in values["column"]]
     display = pd.DataFrame({
         "Ours": [format_stat(m, s, d) for m, s, d in zip(values["ours"], values["ours_std"], digits)],
         "Paper": [_paper_text(p, d) for p, d in zip(values["paper"], digits)],
-        "Difference": [MISSING if np.isnan(x) else f"{x:+.{d}f}" for x, d in zip(values["difference"], digits)],
+        "Difference": [f"cap {c}" if c else MISSING if np.isnan(x) else f"{x:+.{d}f}"
+                       for x, c, d in zip(values["difference"], capped, digits)],
         "Note": values["note"].tolist()},
         index=pd.MultiIndex.from_frame(values[["table", "dataset", "backbone", "method", "column"]],
                                        names=["Table", "Dataset", "Backbone", "Method", "Value"]))
     caption = (f"Each Table 1/2 value of this run beside the published one ({paper['source'].strip()}) and the "
                "difference (ours − paper), in the report's units: accuracy %, ZRF ×100 (the paper prints ImageNet "
-               "ZRF as a fraction; converted), RT epochs, RT n classes not relearned, Ins/Del AUC. Reduced-size "
-               "backbones are compared with their full-size family and marked; the paper's cells for this run's "
-               "datasets and backbones that the run lacks say 'not run'.")
+               "ZRF as a fraction; converted), RT epochs, RT n classes not relearned, Ins/Del AUC. RT and RT n are "
+               f"compared only where this run stopped relearning at the paper's {paper['relearn_max_epochs']} epochs; "
+               "elsewhere the difference shows the run's cap. Reduced-size backbones are compared with their "
+               "full-size family and marked; the paper's cells for this run's datasets and backbones that the run "
+               "lacks say 'not run'.")
     return Table("paper_comparison", "Comparison with the paper", caption, values, display)
 
 
@@ -105,7 +114,16 @@ def full_dataset_name(label: str) -> str:
     return re.sub(r"-\d+perclass$", "", label)
 
 
-def _note(dataset: str, paper_dataset: str | None, backbone: str, family: str, theirs: float) -> str:
+def _cap_mismatch(caps: tuple[float, ...], paper_cap: int, column: str) -> str:
+    """The run's relearn caps as text (see tables.caps_text) when `column` is RT or RT n and they are not the
+    paper's `paper_cap`; '' otherwise."""
+    if column not in ("RT", "RT n") or caps == (float(paper_cap),):
+        return ""
+    return caps_text(caps)
+
+
+def _note(dataset: str, paper_dataset: str | None, backbone: str, family: str, theirs: float, cap: str,
+          paper_cap: int) -> str:
     if np.isnan(theirs):
         return "no published value"
     notes = []
@@ -113,4 +131,6 @@ def _note(dataset: str, paper_dataset: str | None, backbone: str, family: str, t
         notes.append(f"paper: {paper_dataset}")
     if family != backbone:
         notes.append("reduced size")
+    if cap:
+        notes.append(f"relearn cap {cap} epochs, the paper's {paper_cap}: not comparable")
     return "; ".join(notes)

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import UserError
@@ -62,8 +63,16 @@ def _source(folder: Path, records: pd.DataFrame) -> RunSource:
                      len(records), {str(k): int(v) for k, v in failures.items()})
 
 
+def relearn_cap(config: dict) -> float:
+    """The epochs relearning stops at in a run (metric_settings.relearn.max_epochs of its config.yaml); NaN when
+    the config does not record it."""
+    cap = ((config.get("metric_settings") or {}).get("relearn") or {}).get("max_epochs")
+    return np.nan if cap is None else float(cap)
+
+
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
-    """The concatenated records of `run_dirs` (exact duplicate rows dropped) and one RunSource per folder."""
+    """The concatenated records of `run_dirs` (exact duplicate rows dropped), each tagged with its run's relearn
+    cap in a `relearn_max_epochs` column (see relearn_cap), and one RunSource per folder."""
     if not run_dirs:
         raise UserError("Give at least one run folder to report on.")
     frames, sources = [], []
@@ -71,7 +80,8 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         path = folder / "records.csv"
         if not path.is_file():
             raise UserError(f"No records.csv in {folder}; pass a run folder made by run_bench.py.")
-        frames.append(read_records(path))
-        sources.append(_source(folder, frames[-1]))
+        records = read_records(path)
+        sources.append(_source(folder, records))
+        frames.append(records.assign(relearn_max_epochs=relearn_cap(sources[-1].config)))
     records = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
     return records, sources

@@ -7,6 +7,7 @@ Per-class metrics are averaged over forget classes within a seed first, then mea
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +22,7 @@ VARIANT_NAMES = {"random_labels_mixed": "Random Labels (mixed)", "neggrad_plus":
 CELL_KEYS = ["dataset", "backbone", "method", "params"]
 TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
 SPLIT_ORDER = ("test", "train", "val", "all")
+CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,20 @@ def format_count(value: float) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
 
 
+def relearn_caps(records: pd.DataFrame) -> dict[tuple, tuple[float, ...]]:
+    """Per dataset × backbone × method × params with relearn times: the distinct relearn caps (epochs, ascending)
+    of the runs that measured them, from the records' `relearn_max_epochs` column (see records.load_runs); NaN
+    for a run that did not record its cap."""
+    rows = records[records["metric"] == "relearn_epochs"]
+    caps = rows["relearn_max_epochs"] if "relearn_max_epochs" in rows else pd.Series(np.nan, index=rows.index)
+    return {key: tuple(np.unique(group.to_numpy(float))) for key, group in caps.groupby([rows[k] for k in CELL_KEYS])}
+
+
+def caps_text(caps: tuple[float, ...]) -> str:
+    """Relearn caps as text: '6', '5, 100', 'not recorded' (NaN)."""
+    return ", ".join("not recorded" if pd.isna(c) else format_count(c) for c in caps)
+
+
 def _lookup(values: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
     return {tuple(row[k] for k in keys): row for _, row in values.iterrows()}
 
@@ -164,8 +180,10 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
     elsewhere = [f"{c} on the {used[c]} split" for c in ("ZRF", "RT") if used[c] and used[c] != split]
     where = [f"Unlearning results on the {split} split"] + (
         ["as in the paper, which reports training sets"] if split == "train" else []) + elsewhere
+    caps = tuple(np.unique([c for cell_caps in relearn_caps(records).values() for c in cell_caps]))
+    cap = f"cap: {caps_text(caps)}; " if caps else ""
     caption = ("; ".join(where) + ". Acc_r/Acc_f: accuracy (%) on the retain/forget set; ZRF ×100; "
-               "RT: relearn epochs (a class that never relearns counts the maximum), in parentheses the number of "
+               f"RT: relearn epochs ({cap}a class that never relearns counts the cap), in parentheses the number of "
                "classes not relearned. Means over forget classes; ± one standard deviation over seeds where there "
                "are several; — not measured.")
     return Table(name, f"Table 1 ({split} split)", caption, values, display)
@@ -198,8 +216,9 @@ def table2(records: pd.DataFrame) -> Table:
 
 
 COST_COLUMNS = [("Wall s", "unlearn_seconds", "sum", 1.0, 1), ("Device s", "device_seconds", "sum", 1.0, 1),
-                ("Peak memory MiB", "peak_memory_bytes", "max", 1.0 / 2**20, 1),
-                ("Serving MiB", "serving_bytes", "sum", 1.0 / 2**20, 2)]
+                ("Peak extra memory MiB", "peak_memory_bytes", "max", 1.0 / 2**20, 1),
+                ("Serving MiB", "serving_bytes", "sum", 1.0 / 2**20, 2),
+                ("Tuning s", "tuning_seconds", "max", 1.0, 0)]  # every cell repeats its whole search's seconds
 
 
 def cost_table(records: pd.DataFrame) -> Table:
@@ -226,16 +245,39 @@ def cost_table(records: pd.DataFrame) -> Table:
     display = _frame(body, index, ["Dataset", "Backbone", "Method"], ["N_c"] + [c[0] for c in COST_COLUMNS])
     caption = ("Cost of unlearning all N_c forget classes: wall-clock and device seconds and the bytes of checkpoints "
                "needed to serve every class are summed over a per-class method's N_c runs (one run for all-class "
-               "methods); peak device memory (MiB) is the largest of those runs. ± one standard deviation over "
-               "seeds where there are several; — not measured.")
+               "methods); peak extra memory (MiB) is the largest of those runs, each the peak memory it used beyond "
+               "what was already held when it started (data, models): CUDA allocations on a GPU, heap allocations on "
+               "the CPU. Tuning s: the seconds the tuning protocol spent choosing the parameters the row ran with "
+               "(all its trials; — where the row ran with defaults). ± one standard deviation over seeds where there "
+               "are several; — not measured.")
     return Table("cost", "Cost of unlearning all classes", caption, values, display)
 
 
+def parameters_table(records: pd.DataFrame) -> Table:
+    """The parameters every dataset × backbone × method row ran with, and whether the tuning protocol chose them
+    (the row has a tuning_seconds cost record) or they are the method's defaults or the grid's values."""
+    tuned = set(map(tuple, records[records["metric"] == "tuning_seconds"][CELL_KEYS].drop_duplicates().to_numpy()))
+    labels = row_labels(records)
+    rows = _ordered_rows(records, CELL_KEYS)
+    values = pd.DataFrame(rows, columns=CELL_KEYS).assign(tuned=[r in tuned for r in rows])
+    index = [(d, b, labels[(m, p)]) for d, b, m, p in rows]
+    display = pd.DataFrame({"Source": ["tuned" if t else "defaults / grid" for t in values["tuned"]],
+                            "Parameters": [", ".join(f"{k}={v}" for k, v in json.loads(p).items()) or MISSING
+                                           for p in values["params"]]},
+                           index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Backbone", "Method"])
+                           if index else None)
+    caption = ("The parameters each row ran with. tuned: chosen on the validation split by the tuning protocol "
+               "(docs/protocol.md; its trials are in the tuning folder the grid's `tuned:` names); defaults / grid: "
+               "the method's defaults with the grid's overrides.")
+    return Table("parameters", "Parameters of every row", caption, values, display)
+
+
 def metrics_summary(records: pd.DataFrame) -> Table:
-    """Every recorded metric per dataset × backbone × method × split: mean over forget classes (over rows for
-    'all'-split cost metrics), then mean ± std over seeds, in the metric's own units."""
+    """Every recorded metric but the relearn curves (a figure draws them) per dataset × backbone × method × split:
+    mean over forget classes (over rows for 'all'-split cost metrics), then mean ± std over seeds, in the metric's
+    own units."""
     keys = CELL_KEYS + ["split", "metric"]
-    values = seed_stats(records, keys)
+    values = seed_stats(records[~records["metric"].str.match(CURVE_METRIC)], keys)
     labels = row_labels(records)
     order = {r: i for i, r in enumerate(_ordered_rows(records, CELL_KEYS))}
     values = values.assign(_o=[order[tuple(r)] for r in values[CELL_KEYS].itertuples(index=False, name=None)])
@@ -249,5 +291,6 @@ def metrics_summary(records: pd.DataFrame) -> Table:
         index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Backbone", "Method", "Split", "Metric"])
         if index else None)
     caption = ("Every recorded metric in its own units (accuracies and ZRF as fractions, seconds, bytes): mean over "
-               "forget classes, then mean and standard deviation (SD) over seeds.")
+               "forget classes, then mean and standard deviation (SD) over seeds. Relearn curves "
+               "(relearn_curve_<epoch>) are drawn in the relearning figures instead.")
     return Table("all_metrics", "All metrics", caption, values, display)

@@ -1,0 +1,71 @@
+"""CostMeter's peak memory is the extra memory the measured block needs, not what the process already holds."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from unlearnbench.cost import SAMPLE_SECONDS, CostMeter, heap_bytes
+
+MIB = 2**20
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def held():
+    """256 MiB of tensors the process holds before any measured block (a dataset, stage models)."""
+    return torch.ones(256 * MIB // 4)
+
+
+def test_heap_bytes_sees_torch_cpu_tensors():
+    before = heap_bytes()
+    block = torch.empty(64 * MIB, dtype=torch.uint8)
+    assert heap_bytes() - before >= 64 * MIB
+    del block
+    assert heap_bytes() - before < 4 * MIB
+
+
+def test_a_block_that_does_nothing_needs_next_to_nothing(held):
+    with CostMeter(CPU) as cost:
+        time.sleep(3 * SAMPLE_SECONDS)
+    assert 0 <= cost.peak_memory_bytes < 4 * MIB
+
+
+def test_a_block_is_charged_what_it_allocates(held):
+    with CostMeter(CPU) as cost:
+        kept = torch.ones(64 * MIB // 4)
+    assert 64 * MIB <= cost.peak_memory_bytes < 68 * MIB
+    with CostMeter(CPU) as cost:  # freed before the end: the polling sees it while it lives
+        transient = torch.ones(64 * MIB // 4)
+        time.sleep(5 * SAMPLE_SECONDS)
+        del transient
+    assert 64 * MIB <= cost.peak_memory_bytes < 68 * MIB
+    del kept
+
+
+def test_nested_meters_measure_from_their_own_start(held):
+    with CostMeter(CPU) as outer:
+        first = torch.ones(32 * MIB // 4)
+        with CostMeter(CPU) as inner:
+            second = torch.ones(16 * MIB // 4)
+    assert 16 * MIB <= inner.peak_memory_bytes < 20 * MIB
+    assert 48 * MIB <= outer.peak_memory_bytes < 52 * MIB
+    del first, second
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_peak_is_the_extra_allocation_and_survives_nesting():
+    device = torch.device("cuda")
+    held_cuda = torch.ones(256 * MIB // 4, device=device)
+    with CostMeter(device) as outer:
+        transient = torch.ones(64 * MIB // 4, device=device)
+        del transient  # freed before the inner meter resets the peak statistics
+        with CostMeter(device) as inner:
+            kept = torch.ones(16 * MIB // 4, device=device)
+    assert inner.peak_memory_bytes == 16 * MIB
+    assert outer.peak_memory_bytes == 64 * MIB
+    with CostMeter(device) as idle:
+        pass
+    assert idle.peak_memory_bytes == 0
+    del held_cuda, kept

@@ -1,0 +1,142 @@
+"""The tuning protocol: every method's search space holds its defaults, one seeded search per method on the validation
+split that starts from the defaults, resumes from its trial cache, never reads the test split, and a grid that
+names the result runs with the chosen parameters and records their tuning cost."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from unlearnbench import UserError
+from unlearnbench.cli import main
+from unlearnbench.discovery import discover
+from unlearnbench.grid import load_grid, parse_grid
+from unlearnbench.launchers import LaunchOptions
+from unlearnbench.models import BackboneSpec
+from unlearnbench.runner import RunOptions, run
+from unlearnbench.tuning import retrain_distance, summarise, tune, TuningSettings
+
+from conftest import write_grid
+
+METHODS, _ = discover()
+BACKBONES = [BackboneSpec("vgg16", 0.0625), BackboneSpec("vit_tiny", 0.333, 0.333, 14)]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES, ids=lambda b: b.family)
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_search_space_holds_the_defaults_it_starts_from(name, backbone):
+    method = METHODS[name].cls()
+    defaults, space = method.default_parameters(backbone), method.space(backbone)
+    assert set(space) <= set(defaults), f"{name} searches parameters it does not declare"
+    outside = {k: defaults[k] for k, spec in space.items() if not spec.contains(defaults[k])}
+    assert not outside, f"{name}'s defaults lie outside its search space: {outside}"
+
+
+def test_the_objective_is_the_distance_to_the_retrained_model():
+    retrained = {"acc_retain": 0.95, "acc_forget": 0.0}
+    assert retrain_distance({"acc_retain": 0.90, "acc_forget": 0.10}, retrained) == pytest.approx(0.15)
+    assert retrain_distance(retrained, retrained) == 0
+    # forgetting more than the retrained model (which may keep a few forget samples right) is a distance too
+    assert retrain_distance({"acc_retain": 0.95, "acc_forget": 0.0}, {"acc_retain": 0.95, "acc_forget": 0.02}) == \
+        pytest.approx(0.02)
+
+
+def test_summary_picks_the_best_trial_and_says_how_far_it_still_moved():
+    rows = pd.DataFrame({"dataset": "d", "backbone": "b", "method": "m", "trial": range(8),
+                         "params": [json.dumps({"lr": i}) for i in range(8)],
+                         "objective": [0.9, 0.5, 0.6, 0.4, 0.45, 0.5, 0.3, 0.35],
+                         "val_acc_retain": 0.9, "val_acc_forget": 0.1, "seconds": 2.0, "cached": False, "error": ""})
+    entry = summarise(rows, TuningSettings(trials=8), {("d", "b", "m"): {"lr": "0…1"}})["tuned"]["d"]["b"]["m"]
+    assert entry["params"] == {"lr": 6} and entry["objective"] == 0.3 and entry["default_objective"] == 0.9
+    assert entry["moved_in_last_trials"] == pytest.approx(0.1)  # best 0.4 before the last two trials, 0.3 after
+    assert entry["tuning_seconds"] == 16.0
+
+
+def tune_grid(tmp_path, **overrides):
+    raw = {"name": "tune-tiny", "datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": 0.0625}],
+           "methods": ["original", "negative_gradient", {"name": "wfnet", "params": {"max_steps": 4}}],
+           "forget_classes": [0, 1, 2], "recipe": {"epochs": 1}, "metrics": ["accuracy"],
+           "tuning": {"trials": 3, "forget_classes": [0, 2], "startup_trials": 1}, **overrides}
+    return parse_grid(raw, "tune-tiny")
+
+
+def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_the_result(tmp_path, shared_cache):
+    grid = tune_grid(tmp_path)
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
+    first = tune(grid, options, LaunchOptions(workers=1), tmp_path / "tuning")
+    trials = pd.read_csv(tmp_path / "tuning" / "trials.csv")
+    assert set(trials.method) == {"negative_gradient", "wfnet"}  # original has nothing to tune
+    assert (trials.groupby("method").size() == 3).all()
+    ng = trials[trials.method == "negative_gradient"].sort_values("trial")
+    defaults = METHODS["negative_gradient"].cls().default_parameters(grid.backbones[0])
+    assert json.loads(ng.params.iloc[0]) == defaults  # the first trial is the defaults
+    assert ng.params.nunique() == 3 and (ng.objective.between(0, 2)).all()
+    wf = trials[trials.method == "wfnet"]
+    assert {json.loads(p)["max_steps"] for p in wf.params} == {4}  # the grid's fixed value is not searched
+    document = yaml.safe_load((tmp_path / "tuning" / "tuned.yaml").read_text())
+    chosen = document["tuned"]["mnist5k"]["vgg16-w0.0625"]["negative_gradient"]
+    assert chosen["objective"] == pytest.approx(ng.objective.min(), abs=1e-4)
+    assert chosen["params"] == json.loads(ng.loc[ng.objective.idxmin(), "params"])
+    assert document["forget_classes"] == [0, 2] and document["split"] == "val"
+
+    again = tune(grid, options, LaunchOptions(workers=1), tmp_path / "tuning-again")
+    assert again.trials.cached.all()  # every trial replayed from the cache: same proposals, nothing recomputed
+    pd.testing.assert_frame_equal(first.trials.drop(columns=["cached", "seconds"]),
+                                  again.trials.drop(columns=["cached", "seconds"]))
+
+    tuned_grid = dataclasses.replace(grid, tuned=str(tmp_path / "tuning" / "tuned.yaml"))
+    result = run(tuned_grid, dataclasses.replace(options, out=tmp_path / "run"))
+    records = result.records
+    ng_params = records[records.method == "negative_gradient"].params.unique()
+    assert [json.loads(p) for p in ng_params] == [chosen["params"]]
+    cost = records[(records.metric == "tuning_seconds") & (records.method == "negative_gradient")]
+    assert len(cost) == 3 and (cost.value == chosen["tuning_seconds"]).all()
+    assert records[(records.metric == "tuning_seconds") & (records.method == "original")].empty
+    table = pd.read_csv(result.run_dir / "report" / "parameters.csv")
+    assert dict(zip(table.method, table.tuned)) == {"original": False, "negative_gradient": True, "wfnet": True}
+    assert "Tuning s" in (result.run_dir / "report" / "cost.md").read_text()
+
+
+def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache, monkeypatch):
+    import unlearnbench.runner as runner
+
+    grid = tune_grid(tmp_path, methods=["negative_gradient"], tuning={"trials": 2, "forget_classes": [1],
+                                                                     "startup_trials": 1})
+    options = RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache-a")
+    honest = tune(grid, options, LaunchOptions(workers=1), tmp_path / "a").trials
+    load = runner.load_dataset
+
+    def scrambled_test(*args, **kwargs):
+        data = load(*args, **kwargs)
+        labels = data.test.labels[torch.randperm(len(data.test.labels), generator=torch.Generator().manual_seed(1))]
+        return dataclasses.replace(data, test=dataclasses.replace(data.test, images=data.test.images.flip(0),
+                                                                  labels=labels))
+
+    monkeypatch.setattr(runner, "load_dataset", scrambled_test)
+    runner._GROUPS.clear()
+    scrambled = tune(grid, dataclasses.replace(options, cache_dir=tmp_path / "cache-b"), LaunchOptions(workers=1),
+                     tmp_path / "b").trials
+    runner._GROUPS.clear()
+    pd.testing.assert_frame_equal(honest.drop(columns=["seconds"]), scrambled.drop(columns=["seconds"]))
+
+
+def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
+    bad_section = write_grid(tmp_path, "a.yaml", tuning={"trails": 3})
+    missing = write_grid(tmp_path, "b.yaml", tuned="no_such_result")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("just: text\n")
+    not_tuned = write_grid(tmp_path, "c.yaml", tuned=str(broken))
+    assert main(["tune", "--grid", str(bad_section), "--out", str(tmp_path / "t")]) == 2
+    assert "Unknown key 'trails'" in capsys.readouterr().err
+    for grid, words in ((missing, "neither a file nor a shipped tuning result"), (not_tuned, "is not a tuning result")):
+        assert main(["--grid", str(grid), "--dry-run"]) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(UserError, match="nothing to tune"):
+        tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
+                                                                         cache_dir=tmp_path / "cache"),
+             LaunchOptions(workers=1), tmp_path / "d")

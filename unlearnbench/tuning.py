@@ -1,0 +1,295 @@
+"""The tuning protocol: one seeded, budgeted Optuna search per dataset × backbone × method, on the validation split.
+
+Every method goes through it the same way (docs/protocol.md, "Tuning"): the same number of trials, the same
+TPE sampler seed, the same forget classes (fixed in the grid's `tuning:` section and written beside the result)
+and one objective, the distance to the retrained model on the validation split,
+
+    mean over tuning classes c of |Acc_r(θ) − Acc_r(retrain_c)| + |Acc_f(θ) − Acc_f(retrain_c)|   (0 = retrain, 2 = worst)
+
+The first trial is the method's defaults, so tuning never picks a setting worse on validation than the defaults.
+A trial's models are built exactly as a grid cell with the same parameters builds them (same task, same seed), and
+each trial is cached: a killed or repeated `tune` replays the cached trials (the seeded sampler then proposes the
+same next ones) and computes only what is missing. The test split is never read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from .config import from_mapping
+from .errors import UserError
+from .grid import Cell, Grid
+from .search_space import describe
+from .stages import Stages
+from .store import atomic_write, stable_hash
+from .training import predict_logits
+
+OBJECTIVE = "retrain_distance"
+TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective", "val_acc_retain", "val_acc_forget",
+                 "seconds", "cached", "error"]
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    """A grid's `tuning:` section: the budget and the classes every method is tuned on.
+
+    trials: trials per dataset × backbone × method (the first is the defaults). forget_classes: the classes a trial
+    unlearns and is scored on (one-round methods unlearn every class of the grid and are scored on these).
+    seed: the TPE sampler's seed. startup_trials: trials sampled at random (after the defaults) before TPE models
+    the history.
+    """
+
+    trials: int = 20
+    forget_classes: list[int] = field(default_factory=lambda: [1, 4, 7])
+    seed: int = 0
+    startup_trials: int = 8
+
+    def __post_init__(self) -> None:
+        if self.trials < 1 or self.startup_trials < 0 or not self.forget_classes:
+            raise UserError(f"The tuning section needs trials ≥ 1, startup_trials ≥ 0 and at least one forget class; "
+                            f"got {self}.")
+
+
+def tuning_settings(grid: Grid) -> TuningSettings:
+    """The grid's `tuning:` section as TuningSettings (defaults where it is absent)."""
+    return from_mapping(TuningSettings, grid.tuning or {}, f"the tuning section of grid '{grid.name}'")
+
+
+def val_accuracies(net: torch.nn.Module, stages: Stages, forget_class: int) -> dict[str, float]:
+    """{'acc_retain', 'acc_forget'}: accuracy (fraction) of `net` on D_r(c) and D_f(c) of the validation split.
+    A shared stage model's logits come from the group's memo."""
+    data = stages.data
+    logits = stages.stage_logits(net, "val")
+    if logits is None:
+        logits = predict_logits(net, data, data.val)
+    hit = logits.argmax(1) == data.val.labels
+    forget = data.val.labels == forget_class
+    if not forget.any():
+        raise UserError(f"The validation split holds no sample of class {forget_class}, which tuning scores on; "
+                        f"use a larger val_fraction or other tuning forget_classes.")
+    return {"acc_retain": float(hit[~forget].float().mean()), "acc_forget": float(hit[forget].float().mean())}
+
+
+def retrain_distance(scores: dict[str, float], reference: dict[str, float]) -> float:
+    """|ΔAcc_r| + |ΔAcc_f| between a model's validation accuracies and the retrained model's (fractions)."""
+    return abs(scores["acc_retain"] - reference["acc_retain"]) + abs(scores["acc_forget"] - reference["acc_forget"])
+
+
+def round_params(params: dict) -> dict:
+    """Sampled floats kept to 3 significant digits, so tables stay readable and cache keys stable."""
+    return {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in params.items()}
+
+
+def run_study(job, stages: Stages) -> list[dict]:
+    """The whole search for the job's dataset × backbone × method (in this process); returns one row per trial
+    (TRIAL_COLUMNS). Called by `runner.run_job` for jobs of kind 'tune'."""
+    import optuna
+
+    from . import runner
+    from .discovery import discover
+    from .store import Cache
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    settings = tuning_settings(job.grid)
+    cell: Cell = job.cell
+    info = discover(job.options.plugins)[0][cell.method]
+    method = info.cls()
+    fixed = dict(cell.params)  # the defaults with the grid's fixed overrides: the trials change only the space
+    space = {k: v for k, v in method.space(cell.backbone).items() if k not in _grid_overrides(job.grid, cell.method)}
+    classes = [c for c in settings.forget_classes if c in cell.forget_classes]
+    reference = {c: val_accuracies(stages.retrained(c), stages, c) for c in classes}
+    cache = Cache(job.options.cache)
+    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials + 1)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.enqueue_trial({k: fixed[k] for k in space})
+    rows = []
+    for number in range(settings.trials):
+        trial = study.ask()
+        params = {**fixed, **round_params({k: spec.suggest(trial, k) for k, spec in space.items()})}
+        trial_cell = dataclasses.replace(cell, params=tuple(sorted(params.items())))
+        key = stable_hash({"kind": "tuning-trial", "cell": runner.cell_key(trial_cell, job.grid, info, [], stages.data.device),
+                           "classes": classes})
+        hit = cache.load_cell(key)
+        result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference, job)
+        if hit is None and not result["error"]:
+            cache.save_cell(key, [result])
+        study.tell(trial, result["objective"])
+        rows.append({"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
+                     "trial": number, "params": json.dumps(params, sort_keys=True), **result, "cached": hit is not None})
+    return rows
+
+
+def _grid_overrides(grid: Grid, method: str) -> dict:
+    if grid.methods == "all":
+        return {}
+    return next((m.params for m in grid.methods if m.name == method), {})
+
+
+def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: dict, job) -> dict:
+    """Unlearn as the grid cell would (per class, or once for all classes) and score on the validation split; a
+    failing trial scores the worst objective (2) and keeps its error."""
+    from . import runner
+
+    start = time.perf_counter()
+    try:
+        scores = {}
+        targets = [dataclasses.replace(cell, forget_class=c) for c in classes] if info.cls.per_class else [cell]
+        for target in targets:
+            model, _ = runner.unlearn_cell(target, info, stages, progress=False)
+            for c in ([target.forget_class] if info.cls.per_class else classes):
+                scores[c] = val_accuracies(model.for_class(c), stages, c)
+        distance = sum(retrain_distance(scores[c], reference[c]) for c in classes) / len(classes)
+        if not math.isfinite(distance):
+            raise FloatingPointError(f"the objective is {distance}")
+        return {"objective": distance,
+                "val_acc_retain": sum(s["acc_retain"] for s in scores.values()) / len(classes),
+                "val_acc_forget": sum(s["acc_forget"] for s in scores.values()) / len(classes),
+                "seconds": time.perf_counter() - start, "error": ""}
+    except Exception as exc:
+        stages.log(f"tuning trial {cell.describe()} failed: {exc}\n{traceback.format_exc()}")
+        return {"objective": 2.0, "val_acc_retain": math.nan, "val_acc_forget": math.nan,
+                "seconds": time.perf_counter() - start, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "") -> dict:
+    """The tuned-parameters document: per dataset → backbone → method, the best trial's parameters, its
+    validation scores, the defaults' objective, the tuning cost and how much the best objective moved over the
+    last quarter of the trials (0: it had settled)."""
+    tuned: dict = {}
+    for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
+        rows = rows.sort_values("trial")
+        best = rows.loc[rows["objective"].idxmin()]
+        running = rows["objective"].cummin().to_numpy()
+        tail = max(1, len(rows) // 4)
+        tuned.setdefault(dataset, {}).setdefault(backbone, {})[method] = {
+            "params": json.loads(best["params"]),
+            "objective": round(float(best["objective"]), 4),
+            "val_acc_retain": round(float(best["val_acc_retain"]), 4),
+            "val_acc_forget": round(float(best["val_acc_forget"]), 4),
+            "default_objective": round(float(rows["objective"].iloc[0]), 4),
+            "best_trial": int(best["trial"]),
+            "trials": len(rows),
+            "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
+            "tuning_seconds": round(float(rows["seconds"].sum()), 1),
+            "device": device,
+            "search_space": spaces[(dataset, backbone, method)],
+        }
+    return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), "tuned": tuned}
+
+
+def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str) -> None:
+    """trials.csv (every trial), tuned.yaml (the chosen parameters, `header` as its leading comment) and
+    summary.md (`summary_markdown`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "trials.csv", trials[TRIAL_COLUMNS].to_csv(index=False))
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    atomic_write(folder / "tuned.yaml", comment + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    atomic_write(folder / "summary.md", summary_markdown(document))
+
+
+def space_text(method, backbone) -> dict[str, str]:
+    return describe(method.space(backbone))
+
+
+@dataclass
+class TuneResult:
+    folder: Path
+    trials: pd.DataFrame
+    document: dict
+    failures: list[dict]
+
+
+def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
+    """Tune every dataset × backbone × method of `grid` that declares a search space; write trials.csv and
+    tuned.yaml into `out` after every finished study (a killed run loses no finished study, and re-running the
+    command resumes from the trial cache). Original and retrained models are the grid's own cached stages."""
+    from . import runner
+    from .launchers import assign_devices, launch
+    from .store import Cache, LogFile, device_name, git_commit, versions, writable_folder
+
+    grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
+    settings = tuning_settings(grid)
+    device = runner.resolve_device(options.device)
+    p = runner.plan(grid, options)
+    cache = Cache(writable_folder(options.cache, "cache folder"))
+    studies: dict = {}
+    for cell in p.cells:
+        method = p.methods[cell.method].cls()
+        if method.space(cell.backbone):
+            studies.setdefault((cell.group, cell.method), dataclasses.replace(cell, forget_class=None))
+    if not studies:
+        raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "log.txt"
+    log = LogFile(log_path)
+    log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
+    threads = launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
+    quiet = dataclasses.replace(options, progress=False)
+
+    def jobs(kind: str, cells: list[Cell]) -> list:
+        made = [runner.Job(kind, c, "", grid, quiet, str(device), log_path, threads) for c in cells]
+        return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
+
+    firsts = list({c.group: c for c in studies.values()}.values())
+    # one-round methods' trials are the longest: their studies start first
+    ordered = sorted(studies.values(), key=lambda c: p.methods[c.method].cls.per_class)
+    spaces = {(c.dataset.label, c.backbone.label, c.method): describe(p.methods[c.method].cls().space(c.backbone))
+              for c in ordered}
+    rows: list[dict] = []
+    failures: list[dict] = []
+    document: dict = {}
+    header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
+              f"git {git_commit()}, {versions()}, device {device}\n"
+              f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
+              f"validation split (lower is better); the first trial is the method's defaults")
+    for phase in (jobs("original", firsts), jobs("tune", ordered)):
+        for outcome in launch(runner.run_job, phase, dataclasses.replace(launch_options, folder=out), runner._crashed):
+            if outcome.failure:
+                failures.append(outcome.failure)
+                log(f"FAILED {outcome.job.kind} {outcome.job.cell.describe()}: {outcome.failure['reason']}")
+                continue
+            if outcome.job.kind == "tune":
+                rows += outcome.records
+                trials = _in_plan_order(rows, spaces)
+                document = summarise(trials, settings, spaces, device_name(device, threads))
+                write_tuning(out, trials, document, header)
+                log(f"tuned {outcome.job.cell.describe()}")
+    return TuneResult(out, _in_plan_order(rows, spaces), document, failures)
+
+
+def _in_plan_order(rows: list[dict], studies: dict) -> pd.DataFrame:
+    """Trial rows sorted by study (in the order of `studies`' keys) and trial number, whatever order studies
+    finished in."""
+    rank = {key: i for i, key in enumerate(studies)}
+    rows = sorted(rows, key=lambda r: (rank[(r["dataset"], r["backbone"], r["method"])], r["trial"]))
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def summary_markdown(document: dict) -> str:
+    """A Markdown table of a tuned.yaml document: per study the budget, the best and the defaults' objective, the
+    best trial's validation accuracies (%), how much the best objective moved over the last quarter of the trials,
+    the tuning seconds and the chosen values of the searched parameters."""
+    lines = [f"Objective: {document['objective']} on the {document['split']} split (lower is better), "
+             f"{document['trials']} trials per study, tuning forget classes {document['forget_classes']}, "
+             f"TPE seed {document['seed']}.", "",
+             "| dataset | backbone | method | best | defaults | Acc_r | Acc_f | moved (last ¼) | seconds | chosen |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, backbones in document["tuned"].items():
+        for backbone, methods in backbones.items():
+            for method, e in methods.items():
+                chosen = ", ".join(f"{k}={e['params'][k]}" for k in e["search_space"])
+                lines.append(f"| {dataset} | {backbone} | {method} | {e['objective']:.3f} | "
+                             f"{e['default_objective']:.3f} | {100 * e['val_acc_retain']:.1f} | "
+                             f"{100 * e['val_acc_forget']:.1f} | {e['moved_in_last_trials']:.3f} | "
+                             f"{e['tuning_seconds']:.0f} | {chosen} |")
+    return "\n".join(lines) + "\n"
