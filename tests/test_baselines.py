@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from unlearnbench import UserError
 from unlearnbench.data import ImageData, load_dataset
 from unlearnbench.discovery import discover
 from unlearnbench.finetuning import relabelled_forget_set
@@ -124,3 +125,27 @@ def test_divergence_is_recorded_and_the_last_finite_weights_are_kept(method: str
     assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
     x, _ = next(tiny.data.batches(tiny.data.test, 32))
     assert torch.isfinite(model.predict(x, 5)).all()
+
+
+def _norm_statistics(net: nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for t in (m.running_mean, m.running_var)]
+
+
+@pytest.mark.parametrize("mode", ["batch", "frozen"])
+def test_frozen_norm_statistics_never_move_while_batch_statistics_do(mode: str, tiny):
+    # a stopping check after every step: evaluation puts modules back in train mode, which must not unfreeze them
+    model = METHODS["random_labels"].cls().unlearn(task_for(tiny, "random_labels", 3, steps=5, stop_acc=-1.0,
+                                                            norm_statistics=mode))
+    assert model.diagnostics()["steps"] == 5
+    before, after = _norm_statistics(tiny.original()), _norm_statistics(model.for_class(3))
+    same = all(torch.equal(a, b) for a, b in zip(before, after))
+    assert same == (mode == "frozen")
+    weights_moved = any(not torch.equal(a, b) for a, b in zip(tiny.original().parameters(),
+                                                                model.for_class(3).parameters()))
+    assert weights_moved  # frozen statistics, trained weights
+
+
+def test_an_unknown_norm_statistics_mode_is_one_sentence(tiny):
+    with pytest.raises(UserError, match="Unknown norm_statistics 'fixed'"):
+        METHODS["finetune"].cls().unlearn(task_for(tiny, "finetune", 1, steps=1, norm_statistics="fixed"))

@@ -19,7 +19,7 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -44,20 +44,20 @@ class TuningSettings:
     """A grid's `tuning:` section: the budget and the classes every method is tuned on.
 
     trials: trials per dataset × backbone × method (the first is the defaults). forget_classes: the classes a trial
-    unlearns and is scored on (one-round methods unlearn every class of the grid and are scored on these).
-    seed: the TPE sampler's seed. startup_trials: trials sampled at random (after the defaults) before TPE models
-    the history.
+    unlearns and is scored on (None: every forget class of the grid; one-round methods unlearn every class of the
+    grid and are scored on these). seed: the TPE sampler's seed. startup_trials: trials sampled at random (after
+    the defaults) before TPE models the history.
     """
 
     trials: int = 20
-    forget_classes: list[int] = field(default_factory=lambda: [1, 4, 7])
+    forget_classes: list[int] | None = None
     seed: int = 0
     startup_trials: int = 8
 
     def __post_init__(self) -> None:
-        if self.trials < 1 or self.startup_trials < 0 or not self.forget_classes:
-            raise UserError(f"The tuning section needs trials ≥ 1, startup_trials ≥ 0 and at least one forget class; "
-                            f"got {self}.")
+        if self.trials < 1 or self.startup_trials < 0 or self.forget_classes == []:
+            raise UserError(f"The tuning section needs trials ≥ 1, startup_trials ≥ 0 and, when it lists "
+                            f"forget_classes, at least one; got {self}.")
 
 
 def tuning_settings(grid: Grid) -> TuningSettings:
@@ -106,7 +106,11 @@ def run_study(job, stages: Stages) -> list[dict]:
     method = info.cls()
     fixed = dict(cell.params)  # the defaults with the grid's fixed overrides: the trials change only the space
     space = {k: v for k, v in method.space(cell.backbone).items() if k not in _grid_overrides(job.grid, cell.method)}
-    classes = [c for c in settings.forget_classes if c in cell.forget_classes]
+    wanted = cell.forget_classes if settings.forget_classes is None else settings.forget_classes
+    classes = [c for c in wanted if c in cell.forget_classes]
+    if not classes:
+        raise UserError(f"None of the tuning forget classes {list(wanted)} is among the grid's forget classes "
+                        f"{list(cell.forget_classes)}; list some of those under tuning: forget_classes.")
     reference = {c: val_accuracies(stages.retrained(c), stages, c) for c in classes}
     cache = Cache(job.options.cache)
     sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials + 1)
@@ -229,6 +233,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
             studies.setdefault((cell.group, cell.method), dataclasses.replace(cell, forget_class=None))
     if not studies:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
+    if settings.forget_classes is None:  # recorded as the classes it resolved to
+        settings = dataclasses.replace(settings, forget_classes=sorted({c for cell in p.cells for c in cell.forget_classes}))
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"
     log = LogFile(log_path)
