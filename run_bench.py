@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Run an unlearnbench grid: `python run_bench.py --grid smoke` (see --help)."""
+"""The unlearnbench command line: `python run_bench.py [run|list|report|tune] …`; run is the default command, so
+`python run_bench.py --grid smoke` runs a grid (`--help` lists the commands, `COMMAND --help` their options)."""
 import sys
 
 from unlearnbench.cli import main

@@ -1,48 +1,112 @@
-"""The command line: `python run_bench.py [--grid NAME|FILE] …` and `unlearnbench list`."""
+"""The command line: `python run_bench.py [run] [--grid NAME|FILE] …`, `list`, `report RUN_DIR …` and `tune`."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+COMMANDS = ("run", "list", "report", "tune")
+DEFAULT_COMMAND = "run"
+
+
+def _plugins_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra folder of method files")
+    return parent
+
+
+def _grid_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("grid")
+    group.add_argument("--grid", default="smoke", help="a shipped grid name (smoke, paper, …) or a YAML file")
+    group.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                       help="only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
+    return parent
+
+
+def _data_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("device, data and folders")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--data-root", type=Path,
+                       help="folder holding MNIST/, FashionMNIST/, CIFAR-10, ImageFolder trees")
+    group.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    group.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go")
+    group.add_argument("--cache-dir", type=Path, help="model and cell cache (default: <results-dir>/cache)")
+    return parent
+
+
+def _launch_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("launching")
+    group.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
+    group.add_argument("--workers", type=int, help="local worker processes, each with one GPU of --gpus (default: "
+                                                   "one per CPU core up to 4 on a CPU, else 1)")
+    group.add_argument("--gpus", default="", help="comma-separated GPU indices shared round-robin by the workers")
+    group.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "
+                                                   "CPU results are reproducible for a fixed value")
+    group.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                       help="Slurm setting (partition, time_min, gpus_per_task, cpus_per_task, mem_gb, "
+                            "array_parallelism, cluster); overrides the grid's slurm: section")
+    return parent
+
+
+def _progress_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parent
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_bench.py", description="Run an unlearning benchmark grid.")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "list", "report", "tune"],
-                        help="run a grid (default), list datasets, backbones, methods, metrics and grids, "
-                             "report on run folders, or tune every method of a grid on its validation split "
-                             "(into --out, default <results-dir>/tuning/<grid>)")
-    parser.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR",
-                        help="report: run folders to report on (several are merged; the report goes to --out, "
-                             "default RUN_DIR/report)")
-    parser.add_argument("--grid", default="smoke", help="a shipped grid name (smoke, paper, …) or a YAML file")
-    parser.add_argument("--out", type=Path, help="run folder (default: <results-dir>/<grid>-<timestamp>)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"), help="where run folders go")
-    parser.add_argument("--cache-dir", type=Path, help="model and cell cache (default: <results-dir>/cache)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--data-root", type=Path, help="folder holding MNIST/, FashionMNIST/, CIFAR-10, ImageFolder trees")
-    parser.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
-    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                        help="run only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
-    parser.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra folder of method files")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    parser.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
-    parser.add_argument("--workers", type=int, help="local worker processes, each with one GPU of --gpus (default: "
-                                                    "one per CPU core up to 4 on a CPU, else 1)")
-    parser.add_argument("--gpus", default="", help="comma-separated GPU indices shared round-robin by the workers")
-    parser.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "
-                                                    "CPU results are reproducible for a fixed value")
-    parser.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
-                        help="Slurm setting (partition, time_min, gpus_per_task, cpus_per_task, mem_gb, "
-                             "array_parallelism, cluster); overrides the grid's slurm: section")
-    parser.add_argument("--retry-failed", action="store_true",
-                        help="rerun the grid of the existing --out folder: cached cells are kept, failed ones rerun")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser = argparse.ArgumentParser(
+        prog="run_bench.py", description="Run, tune and report on class-unlearning benchmark grids.",
+        epilog="run is the default command: `run_bench.py --grid smoke` is `run_bench.py run --grid smoke`. "
+               "`run_bench.py COMMAND --help` lists a command's options.")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", required=True)
+    shared = [_grid_options(), _plugins_options(), _data_options(), _launch_options(), _progress_options()]
+
+    run = commands.add_parser(
+        "run", parents=shared, help="run a grid (the default command)",
+        description="Run a grid: every cell's unlearning and metrics into one run folder, then its report. "
+                    "The default command: `run_bench.py` without a command word runs this.")
+    run.add_argument("--out", type=Path, help="run folder (default: <results-dir>/<grid>-<timestamp>)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="rerun the grid of the existing --out folder: cached cells are kept, failed ones rerun")
+
+    commands.add_parser("list", parents=[_plugins_options()],
+                        help="list datasets, backbones, methods, metrics and grids",
+                        description="List datasets, backbones, methods (also those in --plugins), metrics and grids.")
+
+    report = commands.add_parser("report", help="write the report of one or more run folders",
+                                 description="Write the report (tables, figures, index.md) of run folders; "
+                                             "several are merged.")
+    report.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders to report on")
+    report.add_argument("--out", type=Path,
+                        help="report folder (default: RUN_DIR/report; required with several run folders)")
+
+    tune = commands.add_parser(
+        "tune", parents=shared, help="tune every method of a grid on its validation split",
+        description="Tune every method of a grid on its validation split (the grid's tuning: section) and "
+                    "write trials.csv and tuned.yaml.")
+    tune.add_argument("--out", type=Path, help="tuning folder (default: <results-dir>/tuning/<grid>)")
     return parser
+
+
+def with_default_command(argv: list[str]) -> list[str]:
+    """`argv` with "run" in front unless it starts with a command name or asks for the top-level help."""
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help")):
+        return list(argv)
+    return [DEFAULT_COMMAND, *argv]
 
 
 def parse_pairs(items: list[str], flag: str) -> dict:
@@ -83,26 +147,76 @@ def list_everything(plugins: list[str] | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(with_default_command(words))
     try:
         if args.command == "list":
             print(list_everything(args.plugins))
             return 0
-        if args.run_dirs and args.command != "report":
-            raise UserError(f"Unexpected argument '{args.run_dirs[0]}'; only the report command takes run folders.")
         if args.command == "report":
             from .report import write_report
 
-            if not args.run_dirs:
-                raise UserError("The report command needs at least one run folder: run_bench.py report RUN_DIR.")
             print(write_report(args.run_dirs, args.out) / "index.md")
             return 0
         if args.command == "tune":
-            return _tune(args, argv)
-        return _run(args, argv)
+            return _tune(args, words)
+        return _run(args, words)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+SUMMARY_KEYS = ["dataset", "backbone", "method", "params"]
+# column, metric, split, aggregate over a seed's forget classes, scale
+SUMMARY_COLUMNS = [("Acc_r %", "acc_retain", "test", "mean", 100.0), ("Acc_f %", "acc_forget", "test", "mean", 100.0),
+                   ("ZRF ×100", "zrf", "test", "mean", 100.0), ("unlearn s", "unlearn_seconds", "all", "sum", 1.0)]
+
+
+def format_summary(records: pd.DataFrame) -> str:
+    """The end-of-run table: per dataset × backbone × method, the test-split Acc_r and Acc_f (%) and ZRF (×100)
+    averaged over forget classes, and the seconds to unlearn all classes (unlearn_seconds summed over a method's
+    cells), each then averaged over seeds; aligned columns, '—' where not measured, '' for no records."""
+    import pandas as pd
+
+    from .report.tables import method_order
+
+    if records is None or records.empty:
+        return ""
+    records = records.assign(params=records["params"].fillna("{}").astype(str))
+    values: dict[tuple, float] = {}
+    for column, metric, split, how, scale in SUMMARY_COLUMNS:
+        rows = records[(records["metric"] == metric) & (records["split"] == split)].dropna(subset=["value"])
+        if rows.empty:
+            continue
+        per_seed = rows.groupby(SUMMARY_KEYS + ["seed"])["value"].agg(how)
+        for key, value in per_seed.groupby(level=SUMMARY_KEYS).mean().items():
+            values[(*key, column)] = float(value) * scale
+    measured = {key[:-1] for key in values}
+    order = {k: {v: i for i, v in enumerate(pd.unique(records[k]))} for k in ("dataset", "backbone")}
+    order["method"] = {m: i for i, m in enumerate(method_order(pd.unique(records["method"])))}
+    keys = [k for k in records[SUMMARY_KEYS].drop_duplicates().itertuples(index=False, name=None) if k in measured]
+    keys.sort(key=lambda k: (order["dataset"][k[0]], order["backbone"][k[1]], order["method"][k[2]]))
+    if not keys:
+        return ""
+    settings = records[SUMMARY_KEYS].drop_duplicates().groupby(SUMMARY_KEYS[:3])["params"].nunique()
+    header = ["dataset", "backbone", "method"] + [c[0] for c in SUMMARY_COLUMNS]
+    lines = []
+    for dataset, backbone, method, params in keys:
+        label = method
+        if settings[(dataset, backbone, method)] > 1:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(params or "{}").items()))
+            label = f"{method} ({shown or 'defaults'})"
+        numbers = [values.get((dataset, backbone, method, params, c[0])) for c in SUMMARY_COLUMNS]
+        lines.append([dataset, backbone, label] + ["—" if v is None else f"{v:.1f}" for v in numbers])
+    widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
+
+    def render(row: list[str]) -> str:
+        cells = [text.ljust(w) if i < 3 else text.rjust(w) for i, (text, w) in enumerate(zip(row, widths))]
+        return "  ".join(cells).rstrip()
+
+    note = ("Test split, means over forget classes and seeds; Acc_r/Acc_f: accuracy (%) on the retain/forget set; "
+            "unlearn s: seconds to unlearn all classes; — not measured.")
+    return "\n".join([render(header)] + [render(row) for row in lines] + [note])
 
 
 def _options(args: argparse.Namespace, argv: list[str] | None, grid, data_root, only):
@@ -147,7 +261,7 @@ def _tune(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from .grid import load_grid, parse_grid
-    from .runner import describe_plan, metric_names, plan, resolve_device, run, summary
+    from .runner import describe_plan, metric_names, plan, resolve_device, run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only")
@@ -165,9 +279,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))
         return 0
     result = run(grid, options, launch_options)
-    table = summary(result.records)
-    if not table.empty:
-        print(table.to_string())
+    table = format_summary(result.records)
+    if table:
+        print(table)
+    index = result.run_dir / "report" / "index.md"
+    if index.is_file():
+        print(f"report: {index}")
     failed = [f for f in result.failures if f["status"] == "failed"]
     broken = [f for f in result.failures if f["status"] == "plugin-error"]
     skipped = [f for f in result.failures if f["status"] == "skipped"]

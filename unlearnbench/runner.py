@@ -508,12 +508,3 @@ def _grid_dict(grid: Grid) -> dict:
     raw = dataclasses.asdict(grid)
     raw["datasets"] = [{"name": d.name, **d.options_dict} for d in grid.datasets]
     return json.loads(json.dumps(raw, default=str))
-
-
-def summary(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean test-split accuracy on retain and forget sets per dataset × backbone × method (over classes, seeds)."""
-    test = records[(records["split"] == "test") & records["metric"].isin(["acc_retain", "acc_forget"])]
-    if test.empty:
-        return pd.DataFrame()
-    table = test.pivot_table(index=["dataset", "backbone", "method"], columns="metric", values="value", aggfunc="mean")
-    return table.round(4)

@@ -1,0 +1,146 @@
+"""The command line: real subcommands with their own options, run as the default, and the end-of-run summary."""
+import pandas as pd
+import pytest
+
+from unlearnbench.cli import format_summary, main, with_default_command
+
+from conftest import write_grid
+
+
+def help_text(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_the_commands_and_names_the_default(capsys):
+    text = help_text(["--help"], capsys)
+    for command in ("run", "list", "report", "tune"):
+        assert f"    {command} " in text
+    assert "run is the default command" in text and "COMMAND --help" in text
+    assert "--workers" not in text and "--grid GRID" not in text
+
+
+RUN_ONLY = ["--dry-run", "--retry-failed"]
+GRID_OPTIONS = ["--grid", "--only", "--device", "--data-root", "--download", "--results-dir", "--cache-dir",
+                "--launcher", "--workers", "--gpus", "--threads", "--slurm", "--quiet", "--plugins", "--out"]
+
+
+@pytest.mark.parametrize("command,present,absent", [
+    ("run", GRID_OPTIONS + RUN_ONLY, ["RUN_DIR"]),
+    ("tune", GRID_OPTIONS, RUN_ONLY + ["RUN_DIR"]),
+    ("report", ["RUN_DIR", "--out"], [o for o in GRID_OPTIONS + RUN_ONLY if o != "--out"]),
+    ("list", ["--plugins"], [o for o in GRID_OPTIONS + RUN_ONLY if o != "--plugins"] + ["RUN_DIR"]),
+])
+def test_each_command_help_lists_its_own_options_only(command, present, absent, capsys):
+    text = help_text([command, "--help"], capsys)
+    assert text.startswith(f"usage: run_bench.py {command} ")
+    for option in present:
+        assert option in text, f"{command} --help lacks {option}"
+    for option in absent:
+        assert option not in text, f"{command} --help has {option}"
+
+
+def test_no_command_word_means_run(tmp_path, capsys):
+    assert with_default_command([]) == ["run"]
+    assert with_default_command(["--grid", "smoke"]) == ["run", "--grid", "smoke"]
+    assert with_default_command(["tune", "--grid", "smoke"]) == ["tune", "--grid", "smoke"]
+    assert with_default_command(["-h"]) == ["-h"]
+    assert help_text(["--grid", "smoke", "--help"], capsys).startswith("usage: run_bench.py run ")
+
+    argv = ["--grid", str(write_grid(tmp_path)), "--dry-run", "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 0
+    implicit = capsys.readouterr().out
+    assert "3 cells to run" in implicit
+    assert main(["run", *argv]) == 0
+    assert capsys.readouterr().out == implicit
+
+
+@pytest.mark.parametrize("argv", [
+    ["report"],                                    # report needs a run folder
+    ["list", "--grid", "smoke"],                   # list takes only --plugins
+    ["tune", "--dry-run"],                         # a run option
+    ["report", "somewhere", "--workers", "2"],     # a launch option
+    ["--grid", "smoke", "extra"],                  # run takes no positional arguments
+])
+def test_options_of_other_commands_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_user_errors_still_print_one_sentence(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--out" in err and len(err.splitlines()) == 1
+
+
+def records_frame() -> pd.DataFrame:
+    rows = []
+
+    def add(method, seed, forget_class, split, metric, value, params="{}", backbone="vgg16-w0.0625"):
+        rows.append(dict(dataset="mnist5k", backbone=backbone, method=method, params=params, seed=seed,
+                         forget_class=forget_class, split=split, metric=metric, value=value))
+
+    for c, (r, f) in enumerate([(0.96, 0.95), (0.94, 0.97)]):
+        add("original", 0, c, "test", "acc_retain", r)
+        add("original", 0, c, "test", "acc_forget", f)
+    for c, (r, f, z, s) in enumerate([(0.90, 0.0, 0.50, 2.0), (0.80, 0.10, 0.70, 3.0)]):
+        add("retrain", 0, c, "test", "acc_retain", r)
+        add("retrain", 0, c, "test", "acc_forget", f)
+        add("retrain", 0, c, "test", "zrf", z)
+        add("retrain", 0, c, "train", "acc_retain", 0.10)     # another split: not in the summary
+        add("retrain", 0, c, "all", "unlearn_seconds", s)
+        add("retrain", 1, c, "all", "unlearn_seconds", s + 2)  # seed 1: 9 s in all, seed 0: 5 s → 7 s
+    for c in (0, 1):
+        add("wfnet", 0, c, "test", "acc_retain", 0.925)
+        add("wfnet", 0, c, "test", "acc_forget", 0.02)
+    add("wfnet", 0, None, "all", "unlearn_seconds", 4.25)      # one round for all classes
+    add("original", 0, 0, "test", "acc_retain", 0.5, backbone="vit_tiny")
+    frame = pd.DataFrame(rows)
+    frame["forget_class"] = frame["forget_class"].astype("Int64")
+    return frame
+
+
+def test_summary_has_the_columns_and_numbers(capsys):
+    lines = format_summary(records_frame()).splitlines()
+    header = lines[0].split()
+    assert header == ["dataset", "backbone", "method", "Acc_r", "%", "Acc_f", "%", "ZRF", "×100", "unlearn", "s"]
+    table = {tuple(line.split()[1:3]): line.split()[3:] for line in lines[1:5]}
+    assert table[("vgg16-w0.0625", "original")] == ["95.0", "96.0", "—", "—"]
+    assert table[("vgg16-w0.0625", "retrain")] == ["85.0", "5.0", "60.0", "7.0"]
+    assert table[("vgg16-w0.0625", "wfnet")] == ["92.5", "2.0", "—", "4.2"]
+    assert table[("vit_tiny", "original")] == ["50.0", "—", "—", "—"]
+    assert [line.split()[2] for line in lines[1:5]] == ["original", "retrain", "wfnet", "original"]
+    assert len({len(line) for line in lines[:5]}) == 1  # aligned columns, numbers right-aligned
+    retrain = next(line for line in lines if " retrain " in line)
+    assert retrain.index("85.0") + 4 == lines[0].index("Acc_r %") + 7
+    assert retrain.index("60.0") + 4 == lines[0].index("ZRF ×100") + 8
+    assert "Test split" in lines[-1]
+    assert format_summary(records_frame().iloc[0:0]) == ""
+
+
+def test_summary_names_parameter_settings_when_a_method_has_several():
+    frame = records_frame()
+    sweep = frame[frame.method == "wfnet"].assign(params='{"lr": 0.1}', value=lambda f: f["value"] / 2)
+    text = format_summary(pd.concat([frame.assign(params=frame["params"].where(frame.method != "wfnet", '{"lr": 0.01}')),
+                                     sweep]))
+    assert "wfnet (lr=0.01)" in text and "wfnet (lr=0.1)" in text and "retrain (" not in text
+
+
+def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, capsys):
+    from unlearnbench import runner
+
+    run_dir = tmp_path / "run"
+    (run_dir / "report").mkdir(parents=True)
+    (run_dir / "report" / "index.md").write_text("# report\n")
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch: runner.RunResult(
+        run_dir, records_frame(), [], 5, 0))
+    assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--workers", "1",
+                 "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Acc_r %" in out and "retrain" in out and "85.0" in out
+    assert f"report: {run_dir / 'report' / 'index.md'}" in out
+    assert "5 cells computed" in out
