@@ -7,7 +7,6 @@ from unlearnbench.finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningU
 class Finetune(FinetuningUnlearner):
     """Cross-entropy on D_r(c) of the training split with true labels for a fixed step budget, no stopping rule
     (see `unlearnbench.finetuning.finetune`).
-
     """
 
     name = "finetune"

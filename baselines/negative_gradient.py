@@ -12,7 +12,6 @@ class NegativeGradient(FinetuningUnlearner):
     `stop_acc`; `steps` caps it. The ascent accelerates as the class is forgotten, so the check runs every step.
     A NaN/inf loss restores the last finite weights and the returned model reports `diverged` (and
     `diagnostics()`), never an exception (see `unlearnbench.finetuning.finetune`).
-
     """
 
     name = "negative_gradient"
@@ -32,7 +31,6 @@ class NegativeGradient(FinetuningUnlearner):
 class NegGradPlus(FinetuningUnlearner):
     """NegGrad+ (Kurmanji et al.): minimise α·CE on a D_r(c) batch − (1−α)·CE on a D_f(c) batch, with the same
     stopping rule, step budget and divergence handling as `negative_gradient`.
-
     """
 
     name = "neggrad_plus"

@@ -8,7 +8,6 @@ class RandomLabels(FinetuningUnlearner):
     """Cross-entropy on D_f(c) of the training split, each sample relabelled once with a uniformly drawn class ≠ c.
     Every `check_every` steps the accuracy on class c of the validation split is measured and the run stops once it
     is at most `stop_acc`; `steps` caps it (see `unlearnbench.finetuning.finetune`).
-
     """
 
     name = "random_labels"
@@ -28,7 +27,6 @@ class RandomLabelsMixed(FinetuningUnlearner):
     """Random labels mixed with D_r(c) (amnesiac / bad-teaching style): every step averages the cross-entropy of a
     relabelled D_f(c) batch and of a D_r(c) batch with true labels, so the retained classes are rehearsed; same
     stopping rule and budget as `random_labels`.
-
     """
 
     name = "random_labels_mixed"

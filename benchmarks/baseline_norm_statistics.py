@@ -23,13 +23,14 @@ from torch import nn
 
 from unlearnbench.cli import parse_pairs
 from unlearnbench.data import load_dataset
-from unlearnbench.discovery import discover
+from unlearnbench.discovery import discover, get_method
+from unlearnbench import UserError
 from unlearnbench.models import BackboneSpec
-from unlearnbench.runner import seed_all
+from unlearnbench.grid import Cell, DatasetEntry
+from unlearnbench.runner import unlearn_cell
 from unlearnbench.stages import Stages
 from unlearnbench.store import Cache
 from unlearnbench.training import predict_logits, resolve_recipe
-from unlearnbench.unlearner import UnlearnTask
 
 METHODS = "random_labels,negative_gradient,random_labels_mixed,neggrad_plus,finetune"
 
@@ -69,20 +70,17 @@ def main() -> None:
     print(f"{args.dataset} {spec.label}: original validation accuracy {hits.float().mean():.3f}; torch "
           f"{torch.__version__}, {args.threads} thread(s)")
     methods, _ = discover()
+    classes = list(range(data.num_classes))
     print(f"{'method':<20} {'BatchNorm':<22} {'Acc_r':>6} {'Acc_f':>6} {'steps':>6} {'seconds':>8}")
     for name in args.methods.split(","):
-        info = methods[name]
+        info = get_method(methods, name)
         for variant in ("batch", "batch, stats restored", "frozen"):
             params = {**info.cls().default_parameters(spec), **overrides,
                       "norm_statistics": "frozen" if variant == "frozen" else "batch"}
             retain, forget, steps, start = [], [], [], time.perf_counter()
-            for c in range(data.num_classes):
-                task = UnlearnTask(original=original, data=data, forget_class=c,
-                                   forget_classes=list(range(data.num_classes)), params=params, recipe=stages.recipe,
-                                   backbone=spec, seed=c, retrained=stages.retrained, new_model=stages.new_model,
-                                   generator=torch.Generator().manual_seed(c))
-                seed_all(c)
-                model = info.cls().unlearn(task).eval()
+            for c in classes:
+                cell = Cell(DatasetEntry(args.dataset), spec, name, tuple(sorted(params.items())), 0, c, tuple(classes))
+                model, _ = unlearn_cell(cell, info, stages, progress=False)  # seeded as the grid's cell would be
                 net = model.for_class(c)
                 if variant == "batch, stats restored":
                     restore_statistics(net, original)
@@ -96,4 +94,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -58,7 +58,7 @@ def test_summary_picks_the_best_trial_and_says_how_far_it_still_moved():
 
 def tune_grid(tmp_path, **overrides):
     raw = {"name": "tune-tiny", "datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": 0.0625}],
-           "methods": ["original", "negative_gradient", {"name": "wfnet", "params": {"max_steps": 4}}],
+           "methods": ["original", "negative_gradient", {"name": "wfnet", "params": {"max_steps": 4, "lr": 0.2}}],
            "forget_classes": [0, 1, 2], "recipe": {"epochs": 1}, "metrics": ["accuracy"],
            "tuning": {"trials": 3, "forget_classes": [0, 2], "startup_trials": 1}, **overrides}
     return parse_grid(raw, "tune-tiny")
@@ -76,11 +76,14 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     assert json.loads(ng.params.iloc[0]) == defaults  # the first trial is the defaults
     assert ng.params.nunique() == 3 and (ng.objective.between(0, 2)).all()
     wf = trials[trials.method == "wfnet"]
-    assert {json.loads(p)["max_steps"] for p in wf.params} == {4}  # the grid's fixed value is not searched
+    assert {json.loads(p)["lr"] for p in wf.params} == {0.2}  # a searched parameter the grid fixes stays fixed
+    assert len({json.loads(p)["lambda1"] for p in wf.params}) == 3  # the others are searched
     document = yaml.safe_load((tmp_path / "tuning" / "tuned.yaml").read_text())
+    assert "lr" not in document["tuned"]["mnist5k"]["vgg16-w0.0625"]["wfnet"]["params"]
     chosen = document["tuned"]["mnist5k"]["vgg16-w0.0625"]["negative_gradient"]
     assert chosen["objective"] == pytest.approx(ng.objective.min(), abs=1e-4)
-    assert chosen["params"] == json.loads(ng.loc[ng.objective.idxmin(), "params"])
+    best = json.loads(ng.loc[ng.objective.idxmin(), "params"])
+    assert chosen["params"] == {k: best[k] for k in METHODS["negative_gradient"].cls().search_space}
     assert document["forget_classes"] == [0, 2] and document["split"] == "val"
 
     again = tune(grid, options, LaunchOptions(workers=1), tmp_path / "tuning-again")
@@ -92,7 +95,7 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     result = run(tuned_grid, dataclasses.replace(options, out=tmp_path / "run"))
     records = result.records
     ng_params = records[records.method == "negative_gradient"].params.unique()
-    assert [json.loads(p) for p in ng_params] == [chosen["params"]]
+    assert len(ng_params) == 1 and json.loads(ng_params[0]) == {**defaults, **chosen["params"]}
     cost = records[(records.metric == "tuning_seconds") & (records.method == "negative_gradient")]
     assert len(cost) == 3 and (cost.value == chosen["tuning_seconds"]).all()
     assert records[(records.metric == "tuning_seconds") & (records.method == "original")].empty
@@ -104,8 +107,9 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
 def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache, monkeypatch):
     import unlearnbench.runner as runner
 
-    grid = tune_grid(tmp_path, methods=["negative_gradient"], tuning={"trials": 2, "forget_classes": [1],
-                                                                     "startup_trials": 1})
+    # two seeds: still one study per method (the first seed's), with its budget
+    grid = tune_grid(tmp_path, methods=["negative_gradient"], seeds=[0, 1],
+                     tuning={"trials": 3, "forget_classes": [1], "startup_trials": 1})
     options = RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache-a")
     honest = tune(grid, options, LaunchOptions(workers=1), tmp_path / "a").trials
     load = runner.load_dataset
@@ -121,7 +125,18 @@ def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache
     scrambled = tune(grid, dataclasses.replace(options, cache_dir=tmp_path / "cache-b"), LaunchOptions(workers=1),
                      tmp_path / "b").trials
     runner._GROUPS.clear()
+    assert len(honest) == 3 and honest.trial.tolist() == [0, 1, 2]
     pd.testing.assert_frame_equal(honest.drop(columns=["seconds"]), scrambled.drop(columns=["seconds"]))
+
+
+def test_a_study_whose_every_trial_fails_is_a_failure_not_a_choice(tmp_path, shared_cache):
+    grid = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
+                     tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    result = tune(grid, RunOptions(cache_dir=shared_cache, device="cpu", progress=False), LaunchOptions(workers=1),
+                  tmp_path / "t")
+    assert (result.trials.objective == 2.0).all() and result.trials.error.str.contains("norm_statistics").all()
+    assert result.document["tuned"] == {}
+    assert [f["reason"] for f in result.failures] == ["every tuning trial failed (see trials.csv)"]
 
 
 def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
@@ -130,9 +145,15 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
     broken = tmp_path / "broken.yaml"
     broken.write_text("just: text\n")
     not_tuned = write_grid(tmp_path, "c.yaml", tuned=str(broken))
-    assert main(["tune", "--grid", str(bad_section), "--out", str(tmp_path / "t")]) == 2
-    assert "Unknown key 'trails'" in capsys.readouterr().err
-    for grid, words in ((missing, "neither a file nor a shipped tuning result"), (not_tuned, "is not a tuning result")):
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("tuned: {mnist5k: [1, 2]}\n")
+    shapeless = write_grid(tmp_path, "e.yaml", tuned=str(malformed))
+    for command in (["tune", "--grid", str(bad_section), "--out", str(tmp_path / "t")],
+                    ["--grid", str(bad_section), "--dry-run"]):  # a misspelt tuning key fails every command
+        assert main(command) == 2
+        assert "Unknown key 'trails'" in capsys.readouterr().err
+    for grid, words in ((missing, "neither a file nor a shipped tuning result"), (not_tuned, "is not a tuning result"),
+                        (shapeless, "is not a tuning result")):
         assert main(["--grid", str(grid), "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1

@@ -219,7 +219,7 @@ def format_summary(records: pd.DataFrame) -> str:
     return "\n".join([render(header)] + [render(row) for row in lines] + [note])
 
 
-def _options(args: argparse.Namespace, argv: list[str] | None, grid, data_root, only):
+def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     """The RunOptions and LaunchOptions the flags describe (shared by run and tune)."""
     from .launchers import LaunchOptions, default_workers
     from .runner import RunOptions, resolve_device, slurm_options
@@ -228,7 +228,7 @@ def _options(args: argparse.Namespace, argv: list[str] | None, grid, data_root, 
     options = RunOptions(
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
-        progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *(sys.argv[1:] if argv is None else argv)]),
+        progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
     )
     workers = args.workers
     if workers is None:
@@ -239,7 +239,7 @@ def _options(args: argparse.Namespace, argv: list[str] | None, grid, data_root, 
     return options, launch_options
 
 
-def _tune(args: argparse.Namespace, argv: list[str] | None) -> int:
+def _tune(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid
     from .tuning import tune
 
@@ -259,7 +259,7 @@ def _tune(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 1 if result.failures else 0
 
 
-def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
     from .runner import describe_plan, metric_names, plan, resolve_device, run
     from .store import Cache

@@ -28,7 +28,7 @@ NORM_STATISTICS = ("batch", "frozen")
 
 # What every fine-tuning baseline searches (a method adds its own terms, e.g. NegGrad+'s α): SGD learning rates for
 # the CNNs, AdamW ones for the ViTs, the step budget, the stopping threshold, the batch size and how BatchNorm
-# normalises (ViTs have no BatchNorm, so the choice is moot there and not searched).
+# normalises (ViTs have no BatchNorm: their range holds the one value "batch").
 FINETUNE_SPACE = {"lr": Float(1e-4, 0.3, log=True), "steps": Int(5, 200, log=True), "stop_acc": Float(0.0, 0.2),
                   "batch_size": Choice((16, 32, 64, 128)), "norm_statistics": Choice(NORM_STATISTICS)}
 FINETUNE_VIT_SPACE = {"lr": Float(1e-5, 1e-2, log=True), "norm_statistics": Choice(("batch",))}

@@ -146,6 +146,9 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     from .training import check_recipe_sections
 
     check_recipe_sections(raw.get("recipe", {}), [d.name for d in datasets], where)
+    from .tuning import TuningSettings
+
+    from_mapping(TuningSettings, raw.get("tuning", {}), f"the tuning section of {where}")  # misspelt keys fail here
     tuned = raw.get("tuned", "")
     if not isinstance(tuned, str):
         raise UserError(f"'tuned' in {where} must be the name of a shipped tuning result or a path to a tuned.yaml, "
@@ -272,7 +275,12 @@ def tuned_parameters(name_or_path: str) -> dict:
     if path is None:
         return {}
     raw = read_yaml(path)
-    if not isinstance(raw, dict) or not isinstance(raw.get("tuned"), dict):
-        raise UserError(f"{path} is not a tuning result: it needs a 'tuned' mapping (dataset → backbone → method), "
-                        f"as `run_bench.py tune` writes.")
-    return raw["tuned"]
+    tuned = raw.get("tuned") if isinstance(raw, dict) else None
+    entries = [(d, b, m, e) for d, backbones in (tuned or {}).items() if isinstance(backbones, dict)
+               for b, methods in backbones.items() if isinstance(methods, dict) for m, e in methods.items()]
+    shaped = isinstance(tuned, dict) and all(isinstance(b, dict) and all(isinstance(m, dict) for m in b.values())
+                                             for b in tuned.values())
+    if not shaped or not all(isinstance(e, dict) and isinstance(e.get("params"), dict) for *_, e in entries):
+        raise UserError(f"{path} is not a tuning result: it needs a 'tuned' mapping dataset → backbone → method → "
+                        f"{{params: {{...}}, tuning_seconds: ...}}, as `run_bench.py tune` writes.")
+    return tuned

@@ -284,7 +284,8 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
 
 @dataclass(frozen=True)
 class Job:
-    """What a worker needs to train a group's original model ('original') or run one cell ('cell')."""
+    """What a worker needs to train a group's original model ('original'), one retrained model ('retrained', for
+    the cell's forget class), run one cell ('cell') or one tuning study ('tune', see unlearnbench.tuning)."""
 
     kind: str
     cell: Cell
@@ -334,6 +335,9 @@ def run_job(job: Job) -> Outcome:
         if job.kind == "original":
             stages.original()
             return Outcome(job, records=[])
+        if job.kind == "retrained":
+            stages.retrained(job.cell.forget_class)
+            return Outcome(job, records=[])
         if job.kind == "tune":
             from .tuning import run_study
 
@@ -353,9 +357,26 @@ def run_job(job: Job) -> Outcome:
         return Outcome(job, failure=_failure(job.cell, "failed", _reason(exc), traceback.format_exc()))
 
 
-def _crashed(job: Job, exc: BaseException) -> Outcome:
+def crashed(job: Job, exc: BaseException) -> Outcome:
+    """The failure outcome of a job whose worker process died."""
     reason = f"the worker running it died ({_reason(exc)})"
     return Outcome(job, failure=_failure(job.cell, "failed", reason, "".join(traceback.format_exception(exc))))
+
+
+def worker_threads(launch_options: LaunchOptions) -> int:
+    """Torch CPU threads per worker: --threads, else the cores shared out among the workers."""
+    return launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
+
+
+def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, launch_options: LaunchOptions,
+              device: torch.device, log_path: Path, keys: dict[Cell, str] | None = None) -> list[Job]:
+    """One Job per cell, each on its GPU of --gpus; workers show progress bars only when a single local worker
+    runs (parallel bars would interleave)."""
+    quiet = launch_options.workers != 1 or launch_options.launcher != "local"
+    worker_options = dataclasses.replace(options, progress=options.progress and not quiet)
+    made = [Job(kind, c, (keys or {}).get(c, ""), grid, worker_options, str(device), log_path,
+                worker_threads(launch_options)) for c in cells]
+    return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
 
 
 def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
@@ -396,14 +417,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 results[cell] = hit
         cached = len(results)
         pending = [c for c in p.cells if c not in results]
-        threads = launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
-        worker_options = dataclasses.replace(options, progress=options.progress and launch_options.workers == 1
-                                             and launch_options.launcher == "local")
 
         def jobs(kind: str, cells: list[Cell]) -> list[Job]:
-            made = [Job(kind, c, keys[c], grid, worker_options, str(device), folder.path / "log.txt", threads)
-                    for c in cells]
-            return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
+            return make_jobs(kind, cells, grid, options, launch_options, device, folder.path / "log.txt", keys)
 
         groups = list(dict.fromkeys(c.group for c in pending))
         firsts = [next(c for c in pending if c.group == g) for g in groups]
@@ -416,7 +432,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         broken_groups: dict = {}
         for phase in (jobs("original", firsts), jobs("cell", retrains), jobs("cell", others)):
             phase = [j for j in phase if j.cell.group not in broken_groups]
-            for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), _crashed):
+            for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), crashed):
                 cell = outcome.job.cell
                 if outcome.job.kind == "original":
                     if outcome.failure:
@@ -466,7 +482,7 @@ def tuning_records(cells: list[Cell], tuned: dict) -> dict[Cell, list[dict]]:
             rows[cell] = [{"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
                            "params": cell.params_json, "seed": cell.seed, "device": entry.get("device", ""),
                            "forget_class": cell.forget_class, "split": "all", "metric": "tuning_seconds",
-                           "value": float(entry["tuning_seconds"])}]
+                           "value": float(entry.get("tuning_seconds", math.nan))}]
     return rows
 
 

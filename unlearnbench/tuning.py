@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -103,14 +102,9 @@ def run_study(job, stages: Stages) -> list[dict]:
     settings = tuning_settings(job.grid)
     cell: Cell = job.cell
     info = discover(job.options.plugins)[0][cell.method]
-    method = info.cls()
     fixed = dict(cell.params)  # the defaults with the grid's fixed overrides: the trials change only the space
-    space = {k: v for k, v in method.space(cell.backbone).items() if k not in _grid_overrides(job.grid, cell.method)}
-    wanted = cell.forget_classes if settings.forget_classes is None else settings.forget_classes
-    classes = [c for c in wanted if c in cell.forget_classes]
-    if not classes:
-        raise UserError(f"None of the tuning forget classes {list(wanted)} is among the grid's forget classes "
-                        f"{list(cell.forget_classes)}; list some of those under tuning: forget_classes.")
+    space = searched_space(info.cls(), cell, job.grid)
+    classes = tuning_classes(settings, cell)
     reference = {c: val_accuracies(stages.retrained(c), stages, c) for c in classes}
     cache = Cache(job.options.cache)
     sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials + 1)
@@ -124,7 +118,7 @@ def run_study(job, stages: Stages) -> list[dict]:
         key = stable_hash({"kind": "tuning-trial", "cell": runner.cell_key(trial_cell, job.grid, info, [], stages.data.device),
                            "classes": classes})
         hit = cache.load_cell(key)
-        result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference, job)
+        result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference)
         if hit is None and not result["error"]:
             cache.save_cell(key, [result])
         study.tell(trial, result["objective"])
@@ -133,13 +127,23 @@ def run_study(job, stages: Stages) -> list[dict]:
     return rows
 
 
-def _grid_overrides(grid: Grid, method: str) -> dict:
-    if grid.methods == "all":
-        return {}
-    return next((m.params for m in grid.methods if m.name == method), {})
+def searched_space(method, cell: Cell, grid: Grid) -> dict:
+    """The method's search space for the cell's backbone, less the parameters the grid fixes for that method."""
+    fixed = {} if grid.methods == "all" else next((m.params for m in grid.methods if m.name == cell.method), {})
+    return {k: v for k, v in method.space(cell.backbone).items() if k not in fixed}
 
 
-def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: dict, job) -> dict:
+def tuning_classes(settings: TuningSettings, cell: Cell) -> list[int]:
+    """The forget classes a study scores on: the settings' list (None: all the grid's) within the grid's classes."""
+    wanted = cell.forget_classes if settings.forget_classes is None else settings.forget_classes
+    classes = [c for c in wanted if c in cell.forget_classes]
+    if not classes:
+        raise UserError(f"None of the tuning forget classes {list(wanted)} is among the grid's forget classes "
+                        f"{list(cell.forget_classes)}; list some of those under tuning: forget_classes.")
+    return classes
+
+
+def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: dict) -> dict:
     """Unlearn as the grid cell would (per class, or once for all classes) and score on the validation split; a
     failing trial scores the worst objective (2) and keeps its error."""
     from . import runner
@@ -166,17 +170,21 @@ def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: d
 
 
 def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "") -> dict:
-    """The tuned-parameters document: per dataset → backbone → method, the best trial's parameters, its
-    validation scores, the defaults' objective, the tuning cost and how much the best objective moved over the
+    """The tuned-parameters document: per dataset → backbone → method, the searched parameters' values in the
+    best trial that did not fail (studies whose every trial failed are left out), its validation scores, the defaults' objective, the tuning cost and how much the best objective moved over the
     last quarter of the trials (0: it had settled)."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
-        best = rows.loc[rows["objective"].idxmin()]
+        succeeded = rows[rows["error"].fillna("") == ""]
+        if succeeded.empty:  # nothing was learnt: the study is a failure, not a choice
+            continue
+        best = succeeded.loc[succeeded["objective"].idxmin()]
+        space = spaces[(dataset, backbone, method)]
         running = rows["objective"].cummin().to_numpy()
         tail = max(1, len(rows) // 4)
         tuned.setdefault(dataset, {}).setdefault(backbone, {})[method] = {
-            "params": json.loads(best["params"]),
+            "params": {k: v for k, v in json.loads(best["params"]).items() if k in space},
             "objective": round(float(best["objective"]), 4),
             "val_acc_retain": round(float(best["val_acc_retain"]), 4),
             "val_acc_forget": round(float(best["val_acc_forget"]), 4),
@@ -186,7 +194,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
             "tuning_seconds": round(float(rows["seconds"].sum()), 1),
             "device": device,
-            "search_space": spaces[(dataset, backbone, method)],
+            "search_space": space,
         }
     return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), "tuned": tuned}
 
@@ -201,10 +209,6 @@ def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str
     atomic_write(folder / "summary.md", summary_markdown(document))
 
 
-def space_text(method, backbone) -> dict[str, str]:
-    return describe(method.space(backbone))
-
-
 @dataclass
 class TuneResult:
     folder: Path
@@ -214,68 +218,69 @@ class TuneResult:
 
 
 def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
-    """Tune every dataset × backbone × method of `grid` that declares a search space; write trials.csv and
-    tuned.yaml into `out` after every finished study (a killed run loses no finished study, and re-running the
-    command resumes from the trial cache). Original and retrained models are the grid's own cached stages."""
+    """Tune every dataset × backbone × method of `grid` that declares a search space (one study each, on the grid's
+    first seed and first parameter set); write trials.csv, tuned.yaml and summary.md into `out` after every
+    finished study (a killed run loses no finished study; re-running resumes from the trial cache). The original
+    and retrained models are the grid's own cached stages, trained first, once each."""
     from . import runner
-    from .launchers import assign_devices, launch
-    from .store import Cache, LogFile, device_name, git_commit, versions, writable_folder
+    from .launchers import launch
+    from .store import LogFile, device_name, git_commit, versions, writable_folder
 
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
-    device = runner.resolve_device(options.device)
     p = runner.plan(grid, options)
-    cache = Cache(writable_folder(options.cache, "cache folder"))
+    writable_folder(options.cache, "cache folder")
     studies: dict = {}
-    for cell in p.cells:
-        method = p.methods[cell.method].cls()
-        if method.space(cell.backbone):
-            studies.setdefault((cell.group, cell.method), dataclasses.replace(cell, forget_class=None))
+    for cell in p.cells:  # expansion order: the first seed and parameter set of each study come first
+        if p.methods[cell.method].cls().space(cell.backbone):
+            key = (cell.dataset.label, cell.backbone.label, cell.method)
+            studies.setdefault(key, dataclasses.replace(cell, forget_class=None))
     if not studies:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
-    if settings.forget_classes is None:  # recorded as the classes it resolved to
-        settings = dataclasses.replace(settings, forget_classes=sorted({c for cell in p.cells for c in cell.forget_classes}))
+    classes = {c.group: tuning_classes(settings, c) for c in studies.values()}
+    settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
-    threads = launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
-    quiet = dataclasses.replace(options, progress=False)
-
-    def jobs(kind: str, cells: list[Cell]) -> list:
-        made = [runner.Job(kind, c, "", grid, quiet, str(device), log_path, threads) for c in cells]
-        return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
-
-    firsts = list({c.group: c for c in studies.values()}.values())
+    firsts = {c.group: c for c in studies.values()}
+    retrained = [dataclasses.replace(c, forget_class=k) for g, c in firsts.items() for k in classes[g]]
     # one-round methods' trials are the longest: their studies start first
-    ordered = sorted(studies.values(), key=lambda c: p.methods[c.method].cls.per_class)
-    spaces = {(c.dataset.label, c.backbone.label, c.method): describe(p.methods[c.method].cls().space(c.backbone))
-              for c in ordered}
+    ordered = sorted(studies, key=lambda k: p.methods[k[2]].cls.per_class)
+    spaces = {k: describe(searched_space(p.methods[k[2]].cls(), studies[k], grid)) for k in ordered}
+    threads = runner.worker_threads(launch_options)
+    header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
+              f"git {git_commit()}, {versions()}, device {p.device}\n"
+              f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
+              f"validation split (lower is better); the first trial is the method's defaults")
     rows: list[dict] = []
     failures: list[dict] = []
     document: dict = {}
-    header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
-              f"git {git_commit()}, {versions()}, device {device}\n"
-              f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
-              f"validation split (lower is better); the first trial is the method's defaults")
-    for phase in (jobs("original", firsts), jobs("tune", ordered)):
-        for outcome in launch(runner.run_job, phase, dataclasses.replace(launch_options, folder=out), runner._crashed):
+    phases = [("original", list(firsts.values())), ("retrained", retrained), ("tune", [studies[k] for k in ordered])]
+    for kind, cells in phases:
+        jobs = runner.make_jobs(kind, cells, grid, options, launch_options, p.device, log_path)
+        for outcome in launch(runner.run_job, jobs, dataclasses.replace(launch_options, folder=out), runner.crashed):
+            study = outcome.job.cell
             if outcome.failure:
                 failures.append(outcome.failure)
-                log(f"FAILED {outcome.job.kind} {outcome.job.cell.describe()}: {outcome.failure['reason']}")
+                log(f"FAILED {kind} {study.describe()}: {outcome.failure['reason']}")
                 continue
-            if outcome.job.kind == "tune":
+            if kind == "tune":
                 rows += outcome.records
                 trials = _in_plan_order(rows, spaces)
-                document = summarise(trials, settings, spaces, device_name(device, threads))
+                document = summarise(trials, settings, spaces, device_name(p.device, threads))
                 write_tuning(out, trials, document, header)
-                log(f"tuned {outcome.job.cell.describe()}")
+                chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label, {}).get(study.method)
+                if chosen is None:
+                    failures.append(runner._failure(study, "failed", "every tuning trial failed (see trials.csv)"))
+                log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
+                    f"{chosen['params'] if chosen else 'every trial failed'}")
     return TuneResult(out, _in_plan_order(rows, spaces), document, failures)
 
 
 def _in_plan_order(rows: list[dict], studies: dict) -> pd.DataFrame:
-    """Trial rows sorted by study (in the order of `studies`' keys) and trial number, whatever order studies
-    finished in."""
+    """Trial rows sorted by study (in the order of `studies`' keys, the order studies started in) and trial
+    number, whatever order studies finished in."""
     rank = {key: i for i, key in enumerate(studies)}
     rows = sorted(rows, key=lambda r: (rank[(r["dataset"], r["backbone"], r["method"])], r["trial"]))
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
