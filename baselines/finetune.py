@@ -1,12 +1,12 @@
 """Fine-tuning on D_r(c) only: the original model keeps training without class c and forgets it by attrition."""
 from unlearnbench import UnlearnTask
-from unlearnbench.finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
+from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                                      endless_batches, finetune)
 
 
 class Finetune(FinetuningUnlearner):
     """Cross-entropy on D_r(c) of the training split with true labels for a fixed step budget, no stopping rule
-    (see `unlearnbench.finetuning.finetune`).
+    (see `baselines/_finetuning.py`, `finetune`).
     """
 
     name = "finetune"

@@ -1,7 +1,7 @@
 """Negative gradients (Golatkar et al.) and NegGrad+: gradient ascent on the cross-entropy of D_f(c), once per class,
 stopped when the held-out forget accuracy reaches a target or at a step budget."""
 from unlearnbench import UnlearnTask
-from unlearnbench.finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
+from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                                      endless_batches, finetune, held_out_forget_set)
 from unlearnbench.search_space import Float
 
@@ -11,7 +11,7 @@ class NegativeGradient(FinetuningUnlearner):
     validation split (the held-out slice of D_f; never test) is measured and the run stops once it is at most
     `stop_acc`; `steps` caps it. The ascent accelerates as the class is forgotten, so the check runs every step.
     A NaN/inf loss restores the last finite weights and the returned model reports `diverged` (and
-    `diagnostics()`), never an exception (see `unlearnbench.finetuning.finetune`).
+    `diagnostics()`), never an exception (see `baselines/_finetuning.py`, `finetune`).
     """
 
     name = "negative_gradient"

@@ -1,13 +1,13 @@
 """Random labels (Hayase et al.): fine-tune the original on D_f(c) relabelled with other classes; once per class."""
 from unlearnbench import UnlearnTask
-from unlearnbench.finetuning import (FinetunedModel, FinetuningUnlearner, cross_entropy_parts, endless_batches,
+from ._finetuning import (FinetunedModel, FinetuningUnlearner, cross_entropy_parts, endless_batches,
                                      finetune, held_out_forget_set, relabelled_forget_set)
 
 
 class RandomLabels(FinetuningUnlearner):
     """Cross-entropy on D_f(c) of the training split, each sample relabelled once with a uniformly drawn class ≠ c.
     Every `check_every` steps the accuracy on class c of the validation split is measured and the run stops once it
-    is at most `stop_acc`; `steps` caps it (see `unlearnbench.finetuning.finetune`).
+    is at most `stop_acc`; `steps` caps it (see `baselines/_finetuning.py`, `finetune`).
     """
 
     name = "random_labels"

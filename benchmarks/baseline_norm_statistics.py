@@ -27,7 +27,7 @@ from unlearnbench.discovery import discover, get_method
 from unlearnbench import UserError
 from unlearnbench.models import BackboneSpec
 from unlearnbench.grid import Cell, DatasetEntry
-from unlearnbench.runner import unlearn_cell
+from unlearnbench.execution import unlearn_cell
 from unlearnbench.stages import Stages
 from unlearnbench.store import Cache
 from unlearnbench.training import predict_logits, resolve_recipe

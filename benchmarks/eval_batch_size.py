@@ -16,7 +16,7 @@ import torch
 
 from unlearnbench.grid import load_grid
 from unlearnbench.models import build_backbone
-from unlearnbench.runner import resolve_device
+from unlearnbench.planning import resolve_device
 from unlearnbench.training import eval_batch_size, prepare
 
 from trainer_throughput import sync  # this folder is on sys.path when a benchmark runs as a script

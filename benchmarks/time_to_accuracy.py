@@ -21,7 +21,7 @@ from unlearnbench import UserError
 from unlearnbench.cli import parse_pairs
 from unlearnbench.data import load_dataset
 from unlearnbench.models import BackboneSpec, build_backbone
-from unlearnbench.runner import resolve_device
+from unlearnbench.planning import resolve_device
 from unlearnbench.training import accuracy, predict_logits, resolve_recipe, train
 
 from trainer_throughput import sync  # this folder is on sys.path when a benchmark runs as a script

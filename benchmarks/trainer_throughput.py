@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from unlearnbench.data import ImageData, load_dataset
 from unlearnbench.models import BackboneSpec, build_backbone
-from unlearnbench.runner import resolve_device
+from unlearnbench.planning import resolve_device
 from unlearnbench.training import autocast, make_optimizer, prepare, resolve_recipe, train
 
 

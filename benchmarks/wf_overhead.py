@@ -31,7 +31,7 @@ from torch import nn
 
 from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.training import autocast, prepare
-from unlearnbench.weight_filtering import FilteredModel
+from unlearnbench.methods._weight_filtering import FilteredModel
 
 CPU_SIZE = {
     "vgg16": BackboneSpec("vgg16", 0.125),

@@ -1,7 +1,7 @@
 """WF-Net (arXiv 2304.02049): one untraining round gives one checkpoint that forgets any class at run time.
 
 Every Conv2d (CNNs) or attention qkv projection (ViTs) of a frozen copy of the original model is wrapped in a
-Weight-Filtering layer (`unlearnbench.weight_filtering`) holding α_w, α_b of shape [N_c, C_out]. Only α trains,
+Weight-Filtering layer (`methods/_weight_filtering.py`) holding α_w, α_b of shape [N_c, C_out]. Only α trains,
 with the loss
 
     L = λ0 · mean_j CE_retain,j + λ1 · mean_i 1 / CE_forget,i + λ2 · mean(1 − σ(α))
@@ -43,7 +43,7 @@ from unlearnbench import UnlearnedModel, Unlearner, UnlearnTask, UserError
 from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast, eval_batch_size
-from unlearnbench.weight_filtering import FilteredModel, Gates
+from ._weight_filtering import FilteredModel, FilterView, Gates
 
 CNN_DEFAULTS = {
     "lambda0": 1.0,
@@ -145,32 +145,6 @@ def wfnet_loss(retain: Tensor | None, forget: Tensor | None, reg: Tensor, params
     return loss
 
 
-class ClassView(nn.Module):
-    """x → model(x, forget_class=c), sharing (not copying) the filtered model: cheap to make for every class."""
-
-    def __init__(self, model: FilteredModel, forget_class: int) -> None:
-        super().__init__()
-        self.model = model
-        self.forget_class = int(forget_class)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits [B, N_c] of the model unlearned on `forget_class`."""
-        return self.model(x, forget_class=self.forget_class)
-
-
-class GatedView(nn.Module):
-    """x → model(x, gates=gates): every filter's masks replaced by the given gates, sharing the filtered model."""
-
-    def __init__(self, model: FilteredModel, gates: Gates) -> None:
-        super().__init__()
-        self.model = model
-        self.gates = dict(gates)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits [B, N_c] with every gate set."""
-        return self.model(x, gates=self.gates)
-
-
 class WFNetModel(UnlearnedModel):
     """The untrained WF-Net: one frozen backbone plus α, serving every class in `classes`.
 
@@ -194,8 +168,8 @@ class WFNetModel(UnlearnedModel):
             raise ValueError(f"This WF-Net was untrained for classes {self._classes}, not {forget_class}.")
         return int(forget_class)
 
-    def for_class(self, forget_class: int) -> ClassView:
-        return ClassView(self.model, self._check(forget_class))
+    def for_class(self, forget_class: int) -> FilterView:
+        return FilterView(self.model, self._check(forget_class))
 
     def classes(self) -> list[int]:
         return list(self._classes)
@@ -207,8 +181,8 @@ class WFNetModel(UnlearnedModel):
     def relevance(self, forget_class: int) -> dict[str, tuple[Tensor, Tensor]]:
         return self.model.relevance(self._check(forget_class))
 
-    def gated(self, gates: Gates) -> GatedView:
-        return GatedView(self.model, gates)
+    def gated(self, gates: Gates) -> FilterView:
+        return FilterView(self.model, gates=gates)
 
     def artifacts(self) -> dict[str, Tensor]:
         """Every layer's α_w / α_b [N_c, C_out]: the filter–class figures are drawn from them."""

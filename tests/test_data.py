@@ -1,3 +1,6 @@
+import gzip
+import io
+import pickle
 import tarfile
 
 import numpy as np
@@ -5,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from unlearnbench import UserError
+from unlearnbench import UserError, datasets
 from unlearnbench.data import augment_batch, load_dataset
+from unlearnbench.datasets import MNIST_FILES
+from unlearnbench.errors import DataFileError
 from unlearnbench.grid import parse_grid
 
 
@@ -115,3 +120,151 @@ def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     assert data.classes == classes and data.channels == 3 and data.image_size == 32
     assert len(data.test) == 30 and data.augment == "crop_flip"
     assert (tmp_path / "cache" / "data" / "cifar10-jpeg" / "train" / "cat").is_dir()
+
+
+
+# --- damaged dataset files: one sentence naming the file, and the grid goes on ---------------------------------
+
+
+def _idx(path, array: np.ndarray) -> None:
+    """A valid uncompressed IDX file of unsigned bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _mnist_tree(root, n: int = 20):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        _idx(raw / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28)))
+        _idx(raw / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
+    return raw
+
+
+def _one_sentence_naming(exc, path) -> str:
+    message = str(exc.value)
+    assert str(path) in message and "\n" not in message and message.rstrip(".").count(". ") == 0, message
+    assert message.endswith("."), message
+    return message
+
+
+def test_idx_files_load_uncompressed_or_gzipped(tmp_path):
+    raw = _mnist_tree(tmp_path / "plain")
+    plain = load_dataset("mnist", root=tmp_path / "plain", val_fraction=0.5)
+    packed = _mnist_tree(tmp_path / "packed")
+    for f in packed.iterdir():
+        (packed / f"{f.name}.gz").write_bytes(gzip.compress(f.read_bytes()))
+        f.unlink()
+    again = load_dataset("mnist", root=tmp_path / "packed", val_fraction=0.5)
+    assert (len(plain.train), len(plain.val), len(plain.test)) == (10, 10, 20) and plain.image_size == 28
+    assert torch.equal(plain.train.images, again.train.images) and torch.equal(plain.test.labels, again.test.labels)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(MNIST_FILES)
+
+
+IMAGES, LABELS = "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+
+
+@pytest.mark.parametrize("name, damage, expected", [
+    (IMAGES, lambda b: b[:1000], "is truncated: header says 20 images of 28x28 (15696 bytes), found 1000 bytes."),
+    (IMAGES, lambda b: b + b"junk", "is longer than its header says"),
+    (IMAGES, lambda b: b[:10], "fewer than the 16-byte IDX image header"),
+    (LABELS, lambda b: b"\x00\x00\x0d\x01" + b[4:], "magic number is 0x00000d01, expected 0x00000801"),
+    (LABELS, lambda b: b"\x00\x00\x08\x01\x00\x00\x00\x13" + b[8:-1], "20 images but 19 labels"),
+    (LABELS, lambda b: b[:-1] + b"\x0c", "holds label 12, outside the classes"),
+    (IMAGES + ".gz", lambda b: gzip.compress(b)[:3000], "is truncated: its gzip stream ends early"),
+    (IMAGES + ".gz", lambda b: gzip.compress(b[:1000]), "found 1000 bytes after decompressing."),
+    (IMAGES + ".gz", lambda b: gzip.compress(b)[:-8] + b"\0" * 8, "is a corrupt gzip file (CRC check failed"),
+])
+def test_a_damaged_idx_file_is_one_sentence_naming_it(tmp_path, name, damage, expected):
+    raw = _mnist_tree(tmp_path)
+    intact = raw / name.removesuffix(".gz")
+    (raw / name).write_bytes(damage(intact.read_bytes()))
+    if name.endswith(".gz"):
+        intact.unlink()
+    with pytest.raises(DataFileError) as exc:
+        load_dataset("mnist", root=tmp_path, cache_dir=tmp_path / "c")
+    named = raw / name if "images but" not in expected else raw  # a count mismatch names both files
+    assert expected in _one_sentence_naming(exc, named)
+
+
+def _cifar_pickles(root, per_batch: int = 4):
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8), "labels": list(range(per_batch)),
+                 "batch_label": name, "filenames": [f"{i}.png" for i in range(per_batch)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{k}" for k in range(10)]}))
+    return folder
+
+
+def test_a_damaged_cifar_pickle_is_one_sentence_naming_it(tmp_path, monkeypatch):
+    folder = _cifar_pickles(tmp_path)
+    batch = folder / "data_batch_3"
+    with pytest.raises(DataFileError) as exc:  # not the published release: the md5 check names the first file
+        load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "c")
+    assert "differs from the original release" in _one_sentence_naming(exc, folder / "batches.meta")
+    monkeypatch.setattr(datasets, "CIFAR_MD5", {})  # accept these tiny stand-ins
+    data = load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "c", val_fraction=0.25)
+    assert (len(data.train) + len(data.val), len(data.test), data.image_size, data.channels) == (20, 4, 32, 3)
+    intact = batch.read_bytes()
+    for damaged, expected in [
+        (intact[: len(intact) // 2], "is truncated or corrupt: unpickling its"),
+        (b"garbage, not a pickle", "is truncated or corrupt: unpickling its 21 bytes failed"),
+        (pickle.dumps({"data": np.zeros((4, 3072), np.uint8)}), "lacks the key(s) labels."),
+        (pickle.dumps({"data": np.zeros((4, 1024), np.uint8), "labels": [0] * 4}), "expected uint8 rows of 3072"),
+        (pickle.dumps({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2]}), "labels of shape (3,)"),
+    ]:
+        batch.write_bytes(damaged)
+        with pytest.raises(DataFileError) as exc:
+            load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "c")
+        assert expected in _one_sentence_naming(exc, batch)
+
+
+def test_an_undecodable_image_and_a_truncated_archive_are_named(tmp_path):
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (40, 80, 120)).save(tmp_path / "tree" / split / c / "0.png")
+    bad = tmp_path / "tree" / "val" / "b" / "1.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataFileError) as exc:
+        load_dataset("imagefolder", options={"path": str(tmp_path / "tree")}, cache_dir=tmp_path / "c")
+    _one_sentence_naming(exc, bad)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    bad.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # a real JPEG, cut short
+    with pytest.raises(DataFileError) as exc:
+        load_dataset("imagefolder", options={"path": str(tmp_path / "tree")}, cache_dir=tmp_path / "c")
+    assert "truncated" in _one_sentence_naming(exc, bad).lower()
+    archive = tmp_path / "data" / "cifar10-jpeg.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "tree" / "train", arcname="cifar10-jpeg/train")
+        tar.add(tmp_path / "tree" / "train", arcname="cifar10-jpeg/test")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DataFileError) as exc:
+        load_dataset("cifar10", root=archive.parent, cache_dir=tmp_path / "c2")
+    _one_sentence_naming(exc, archive)
+    assert [p.name for p in (tmp_path / "c2" / "data").iterdir()] == []  # no half-extracted leftovers
+
+
+def test_a_corrupt_dataset_fails_its_own_cells_and_the_grid_goes_on(tmp_path):
+    from unlearnbench.grid import load_grid
+    from unlearnbench.runner import RunOptions, run
+
+    from conftest import write_grid
+
+    raw = _mnist_tree(tmp_path / "data")
+    damaged = raw / "t10k-images-idx3-ubyte"
+    damaged.write_bytes(damaged.read_bytes()[:500])
+    grid = load_grid(str(write_grid(tmp_path, datasets=[{"name": "mnist5k", "train_per_class": 10}, "mnist"],
+                                    methods=["original"], forget_classes=[0])))
+    result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
+                                  data_root=tmp_path / "data", progress=False))
+    assert set(result.records.dataset) == {"mnist5k-10perclass"}  # the intact dataset's cell finished
+    (failure,) = [f for f in result.failures if f["status"] == "failed"]
+    assert failure["dataset"] == "mnist" and failure["reason"].startswith("DataFileError: MNIST file")
+    assert f"{damaged} is truncated" in failure["reason"] and "\n" not in failure["reason"]

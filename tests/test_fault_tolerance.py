@@ -58,11 +58,6 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
                                   comparable(clean.run_dir / "records.csv"))
 
 
-def _sleepy(job: int) -> int:
-    time.sleep((job * 7919 % 13) / 100)  # uneven durations, so jobs finish out of order
-    return job
-
-
 def test_default_workers_are_one_per_core_on_a_cpu_and_one_on_a_gpu(monkeypatch):
     import unlearnbench.launchers as launchers
 
@@ -74,8 +69,80 @@ def test_default_workers_are_one_per_core_on_a_cpu_and_one_on_a_gpu(monkeypatch)
 
 def test_worker_pool_returns_every_job_exactly_once():
     """More jobs than joblib dispatches up front: each comes back once (a shrinking task list once lost 12 of 28)."""
-    done = list(launch(_sleepy, list(range(40)), LaunchOptions(workers=2), lambda job, exc: ("crashed", job)))
+    def sleepy(job: int) -> int:  # nested, so pickled by value: workers need not import this module (and torch)
+        time.sleep((job * 7919 % 13) / 100)  # uneven durations, so jobs finish out of order
+        return job
+
+    done = list(launch(sleepy, list(range(40)), LaunchOptions(workers=2), lambda job, exc: ("crashed", job)))
     assert sorted(done) == list(range(40))
+
+
+def test_a_worker_killed_mid_job_fails_that_job_alone_and_the_rest_run_in_parallel_workers(tmp_path):
+    """SIGKILL inside job 0: the driver survives, job 0 alone is reported with how its worker died, and every other
+    job finishes in worker processes (never the driver), two at a time from the moment of the crash on."""
+    import os
+
+    def job(j: int) -> tuple:  # nested, so pickled by value: workers need not import this module (and torch)
+        import os
+        if j == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        (tmp_path / str(j)).touch()  # jobs 1-4 meet in pairs (1, 2), (3, 4): only two workers at once get through
+        partner = tmp_path / str(j + 1 if j % 2 else j - 1)
+        deadline = time.time() + 20
+        while j < 5 and not partner.exists() and time.time() < deadline:
+            time.sleep(0.02)
+        return "ok", j, os.getpid(), j == 5 or partner.exists()
+
+    out = list(launch(job, range(6), LaunchOptions(workers=2), lambda j, exc: ("crashed", j, str(exc))))
+    assert [o for o in out if o[0] == "crashed"] == [
+        ("crashed", 0, "worker process died (killed by signal 9, SIGKILL) while running this job")]
+    done = {o[1]: o[2:] for o in out if o[0] == "ok"}
+    assert sorted(done) == [1, 2, 3, 4, 5]
+    assert all(met for _, met in done.values()), "jobs 1-4 met their partner: two workers ran at once"
+    pids = {pid for pid, _ in done.values()}
+    assert os.getpid() not in pids and len(pids) == 2, "two live workers, the killed one replaced, none the driver"
+
+
+def test_the_slurm_launcher_yields_in_completion_order(tmp_path):
+    """The job submitted first sleeps longest (submitit's local executor runs the array): it comes back last."""
+    def sleeps(seconds: float) -> float:  # nested, so pickled by value: the array's processes cannot import tests
+        time.sleep(seconds)
+        return seconds
+
+    options = LaunchOptions(launcher="slurm", folder=tmp_path, slurm=SlurmOptions(cluster="local", time_min=5))
+    assert list(launch(sleeps, [5.0, 0.2], options, lambda job, exc: ("crashed", job, exc))) == [0.2, 5.0]
+
+
+KILLER_PLUGIN = """
+import os
+import signal
+from unlearnbench import SingleClassModel, Unlearner
+
+
+class Killer(Unlearner):
+    name = "killer"
+
+    def unlearn(self, task):
+        if task.forget_class == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return SingleClassModel(task.copy_original(), task.forget_class)
+"""
+
+
+def test_a_cell_that_kills_its_worker_is_a_failed_cell_and_the_run_goes_on(tmp_path, shared_cache):
+    """Through the runner with two workers: the killed cell is in failures.csv saying its worker was killed by
+    signal 9; every other cell has its records."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "killer.py").write_text(KILLER_PLUGIN)
+    grid = load_grid(str(tiny(tmp_path, methods=["killer", "original"])))
+    result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=shared_cache, device="cpu", progress=False,
+                                  plugins=[tmp_path / "plugins"]), LaunchOptions(workers=2, threads=1))
+    failures = pd.read_csv(result.run_dir / "failures.csv")
+    assert failures[["method", "forget_class", "status"]].values.tolist() == [["killer", 1, "failed"]]
+    assert "worker process died (killed by signal 9, SIGKILL)" in failures.reason[0], failures.reason[0]
+    records = pd.read_csv(result.run_dir / "records.csv")
+    assert sorted(records[records.method == "killer"].forget_class.unique()) == [0, 2]
+    assert "original" in set(records.method) and result.computed == 3
 
 
 def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):

@@ -19,7 +19,7 @@ def test_shipped_grids_load():
 
 def test_the_paper_grid_relearns_up_to_the_papers_100_epochs():
     from unlearnbench.metrics import METRICS
-    from unlearnbench.runner import metric_settings
+    from unlearnbench.planning import metric_settings
 
     paper = load_grid("paper")
     assert paper.metric_settings["relearn"] == {"max_epochs": 100}  # stated, not left to the default

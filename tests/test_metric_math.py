@@ -10,16 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench.errors import UserError
-from unlearnbench.metrics.divergence import js_divergence, mean_js, softmax64, zrf, zrf_legacy
-from unlearnbench.metrics.insertion_deletion import (
-    auc,
-    deletion_curve,
-    insertion_curve,
-    relevance_from_alpha,
-    relevance_order,
-)
+from unlearnbench.metrics.distance import js_divergence, mean_js, softmax64
+from unlearnbench.metrics.insertion_deletion import auc, deletion_curve, insertion_curve
 from unlearnbench.metrics.membership import mia_efficacy
 from unlearnbench.metrics.relearn import relearn_time
+from unlearnbench.metrics.zrf import zrf, zrf_legacy
 
 LN2 = math.log(2)
 
@@ -174,7 +169,7 @@ def test_relearn_budget_exhausted_and_unknown_optimizer() -> None:
     result = relearn_time(_unlearned_linear(), _sampler(x, y, []), _forget_accuracy(x, y, 1), 0.95, lr=1e-6, max_epochs=3)
     assert (result.epochs, result.relearned, len(result.curve)) == (3, False, 4)
     with pytest.raises(UserError, match="did you mean 'adam'"):
-        relearn_time(_unlearned_linear(), _sampler(x, y, []), _forget_accuracy(x, y, 1), 0.95, lr=0.1, optimizer="adamw")
+        relearn_time(_unlearned_linear(), _sampler(x, y, []), _forget_accuracy(x, y, 1), 0.95, lr=0.1, optimizer="adan")
 
 
 # ---------------------------------------------------------------- insertion / deletion
@@ -191,19 +186,22 @@ def test_auc_trapezoid() -> None:
     assert auc([0, 0.25, 1], [1, 0, 0]) == pytest.approx(0.125)
 
 
-def test_relevance_order_descending_with_stable_ties() -> None:
+def test_deletion_closes_most_relevant_first_with_stable_ties() -> None:
     relevance = {
         "A": (torch.tensor([0.5, 0.9]), torch.tensor([0.9])),
         "B": (torch.tensor([0.9]), torch.tensor([0.1])),
     }
-    assert relevance_order(relevance) == [("A", "w", 1), ("A", "b", 0), ("B", "w", 0), ("A", "w", 0), ("B", "b", 0)]
-    assert relevance_order(_relevance())[:2] == [("L", "w", 3), ("L", "w", 5)]
+    closed = []
 
+    def confidence(gates) -> float:
+        closed.append([(name, kind, i) for name, pair in gates.items() for kind, g in zip("wb", pair)
+                       for i in range(g.numel()) if g[i] == 0])
+        return 0.0
 
-def test_relevance_from_alpha() -> None:
-    rel = relevance_from_alpha({"L": (torch.tensor([0.0, 3.0]), torch.tensor([-2.0]))})
-    assert rel["L"][0].tolist() == pytest.approx([0.5, 1 - 1 / (1 + math.exp(-3))])
-    assert rel["L"][1].tolist() == pytest.approx([1 - 1 / (1 + math.exp(2))])
+    deletion_curve(confidence, relevance, step=0.2)  # 5 elements: one more closed per point
+    # ties (0.9) keep the canonical order: layers in dict order, weight gates before bias gates, by index
+    order = [("A", "w", 1), ("A", "b", 0), ("B", "w", 0), ("A", "w", 0), ("B", "b", 0)]
+    assert [set(c) for c in closed] == [set(order[:k]) for k in range(6)]
 
 
 def test_insertion_recovers_and_deletion_kills_a_single_responsible_element() -> None:

@@ -13,7 +13,7 @@ from torch import nn
 from unlearnbench.data import load_dataset
 from unlearnbench.grid import DatasetEntry
 from unlearnbench.metrics import METRICS, MetricContext
-from unlearnbench.metrics.relearn_metric import epoch_sampler
+from unlearnbench.metrics.relearn import epoch_sampler
 from unlearnbench.models import BackboneSpec
 from unlearnbench.stages import Stages
 from unlearnbench.store import Cache
@@ -183,10 +183,10 @@ def test_relearn_regains_a_class_whose_output_row_was_cut(stages, data):
 
 
 def test_relearn_metric_samples_the_whole_training_split_and_targets_the_original(stages, monkeypatch):
-    from unlearnbench.metrics import relearn_metric
+    from unlearnbench.metrics import relearn
 
     seen = {}
-    real_sampler, real_time = relearn_metric.epoch_sampler, relearn_metric.relearn_time
+    real_sampler, real_time = relearn.epoch_sampler, relearn.relearn_time
 
     def spy_sampler(data, split, samples, batch_size, seed):
         seen["split"], seen["samples"] = split, samples
@@ -196,8 +196,8 @@ def test_relearn_metric_samples_the_whole_training_split_and_targets_the_origina
         seen["target"] = target
         return real_time(net, sample_epoch, forget_accuracy, target, **kw)
 
-    monkeypatch.setattr(relearn_metric, "epoch_sampler", spy_sampler)
-    monkeypatch.setattr(relearn_metric, "relearn_time", spy_time)
+    monkeypatch.setattr(relearn, "epoch_sampler", spy_sampler)
+    monkeypatch.setattr(relearn, "relearn_time", spy_time)
     compute("relearn", InPlace(MaskedLinear(5), 5), 5, stages, max_epochs=1)
     assert seen["split"] is stages.data.train and seen["samples"] == 500  # not D_f, not D_r: every class
     original = stages.original()

@@ -159,7 +159,7 @@ def test_cells_and_stages_are_keyed_by_device_type_and_autocast_precision(tmp_pa
     plan counts it as cached only for the precision it was computed in; a cell key names the device type, not
     its index."""
     import unlearnbench.training as training
-    from unlearnbench.runner import cell_key, describe_plan, metric_names, plan
+    from unlearnbench.planning import cell_key, describe_plan, metric_names, plan
     from unlearnbench.store import Cache
 
     grid = load_grid(str(write_grid(tmp_path, methods=["original"], forget_classes=[0])))

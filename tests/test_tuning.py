@@ -105,14 +105,14 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
 
 
 def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache, monkeypatch):
-    import unlearnbench.runner as runner
+    import unlearnbench.execution as execution
 
     # two seeds: still one study per method (the first seed's), with its budget
     grid = tune_grid(tmp_path, methods=["negative_gradient"], seeds=[0, 1],
                      tuning={"trials": 3, "forget_classes": [1], "startup_trials": 1})
     options = RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache-a")
     honest = tune(grid, options, LaunchOptions(workers=1), tmp_path / "a").trials
-    load = runner.load_dataset
+    load = execution.load_dataset
 
     def scrambled_test(*args, **kwargs):
         data = load(*args, **kwargs)
@@ -120,11 +120,11 @@ def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache
         return dataclasses.replace(data, test=dataclasses.replace(data.test, images=data.test.images.flip(0),
                                                                   labels=labels))
 
-    monkeypatch.setattr(runner, "load_dataset", scrambled_test)
-    runner._GROUPS.clear()
+    monkeypatch.setattr(execution, "load_dataset", scrambled_test)
+    execution.KeptGroup.forget()
     scrambled = tune(grid, dataclasses.replace(options, cache_dir=tmp_path / "cache-b"), LaunchOptions(workers=1),
                      tmp_path / "b").trials
-    runner._GROUPS.clear()
+    execution.KeptGroup.forget()
     assert len(honest) == 3 and honest.trial.tolist() == [0, 1, 2]
     pd.testing.assert_frame_equal(honest.drop(columns=["seconds"]), scrambled.drop(columns=["seconds"]))
 

@@ -1,4 +1,4 @@
-"""Tests of unlearnbench.weight_filtering on tiny CPU models."""
+"""Tests of unlearnbench.methods._weight_filtering on tiny CPU models."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unlearnbench.weight_filtering import FilteredModel, WeightFilter  # noqa: E402
+from unlearnbench.methods._weight_filtering import FilteredModel, WeightFilter  # noqa: E402
 
 NC = 10
 

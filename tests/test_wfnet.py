@@ -14,7 +14,7 @@ from unlearnbench.discovery import discover
 from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.training import accuracy, predict_logits, resolve_recipe, train
 from unlearnbench.unlearner import UnlearnTask
-from unlearnbench.weight_filtering import FilteredModel
+from unlearnbench.methods._weight_filtering import FilteredModel
 
 WFNet = discover()[0]["wfnet"].cls
 wfnet = sys.modules[WFNet.__module__]

@@ -140,7 +140,8 @@ def list_everything(plugins: list[str] | None = None) -> str:
     lines = ["datasets:"] + [f"  {n:<14} {DATASETS.get(n).description}" for n in DATASETS]
     lines += ["backbones:"] + [f"  {n:<14} {BACKBONES.get(n).family}" for n in BACKBONES]
     lines += ["methods:"] + [f"  {n:<22} {'per class' if m.cls.per_class else 'all classes'}  {m.source}" for n, m in methods.items()]
-    lines += [f"  (failed to import: {e.source})" for e in errors]
+    lines += [f"  (failed to import: {e.source})" if e.kind == "import" else f"  (rejected: {e.message})"
+              for e in errors]
     lines += ["metrics:"] + [f"  {n}" for n in METRICS]
     lines += ["grids:"] + [f"  {n}" for n in builtin_grids()]
     return "\n".join(lines)
@@ -222,7 +223,7 @@ def format_summary(records: pd.DataFrame) -> str:
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     """The RunOptions and LaunchOptions the flags describe (shared by run and tune)."""
     from .launchers import LaunchOptions, default_workers
-    from .runner import RunOptions, resolve_device, slurm_options
+    from .planning import RunOptions, resolve_device, slurm_options
 
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
     options = RunOptions(
@@ -261,7 +262,8 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
-    from .runner import describe_plan, metric_names, plan, resolve_device, run
+    from .planning import describe_plan, metric_names, plan, resolve_device
+    from .runner import run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only")
@@ -289,12 +291,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     broken = [f for f in result.failures if f["status"] == "plugin-error"]
     skipped = [f for f in result.failures if f["status"] == "skipped"]
     print(f"\n{result.computed} cells computed, {result.cached} from cache, {len(failed)} failed, "
-          f"{len(skipped)} skipped, {len(broken)} plugin files failed to import → {result.run_dir}")
+          f"{len(skipped)} skipped, {len(broken)} plugin files failed to load → {result.run_dir}")
     for status, cells in (("failed", failed), ("skipped", skipped)):
         for f in cells[:10]:
             print(f"  {status}: {f['method']} {f['dataset']}/{f['backbone']} class {f['forget_class']}: {f['reason']}")
     for f in broken:
-        print(f"  plugin {f['method']} failed to import: {f['reason']}")
+        print(f"  plugin {f['method']}: {f['reason']}")
     nothing_ran = skipped and not result.computed and not result.cached
     return 1 if failed or broken or nothing_ran else 0
 

@@ -1,8 +1,6 @@
 """Image datasets held as uint8 tensors on the compute device, with class views and device-side augmentation."""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -245,6 +243,3 @@ def dataset_missing(name: str, root: str | Path | None, cache_dir: str | Path = 
     return info.missing(DataSource(Path(root).expanduser() if root else None, Path(cache_dir), False, dict(options or {})))
 
 
-def cache_key(payload: dict) -> str:
-    """A short stable hash of a JSON-able payload (key order does not matter)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,102 +1,204 @@
-"""Find `Unlearner` subclasses in plugin folders (methods/, baselines/, --plugins DIR) and entry points."""
+"""Find `Unlearner` subclasses: in the shipped plugin packages (`unlearnbench.methods`, `unlearnbench.baselines`,
+the source tree's methods/ and baselines/), in folders named by --plugins or $UNLEARNBENCH_PLUGINS, and through
+entry points. Nothing is imported from the working directory unless it is named.
+
+Each plugin folder is imported as a package, so a plugin file may import its folder's building blocks relatively
+(`from ._finetuning import finetune`). A method's `source_hash` covers its file and every file of a plugin folder it
+imports, directly or not (its import closure): editing WF-Net's layers changes only WF-Net's hash, editing the
+baselines' fine-tuning loop only the hashes of the baselines that import it.
+"""
 from __future__ import annotations
 
+import ast
 import hashlib
+import importlib
 import importlib.util
 import inspect
 import os
 import sys
 import traceback
+import types
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from .errors import UserError, did_you_mean
+from .models import BACKBONES
+from .search_space import declaration_problem
 from .unlearner import Unlearner
 
 ENTRY_POINT_GROUP = "unlearnbench.methods"
-DEFAULT_FOLDERS = ("methods", "baselines")
+SHIPPED_PACKAGES = ("unlearnbench.methods", "unlearnbench.baselines")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """A discovered method: its class, the file that defines it and that file's content hash."""
+    """A discovered method: its class, the file that defines it, the plugin files that file imports (its import
+    closure, itself excluded) and the hash of all of them."""
 
     name: str
     cls: type[Unlearner]
     source: str
     source_hash: str
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class PluginError:
-    """A plugin file that failed to import: the other methods still run."""
+    """A plugin file that failed to import or declares a malformed search space: the other methods still run."""
 
     source: str
     message: str
+    kind: str = "import"  # or "declaration": imported, but its parameters or search space are malformed
 
 
-def plugin_folders(extra: list[str | Path] | None = None) -> list[Path]:
-    """The folders searched: methods/ and baselines/ of the project and of the working directory (where they
-    exist), then the folders in $UNLEARNBENCH_PLUGINS and `extra` (which must exist)."""
-    defaults = [base / name for base in (PROJECT_ROOT, Path.cwd()) for name in DEFAULT_FOLDERS]
+def _shipped_package(name: str) -> tuple[str, Path]:
+    """Import a shipped plugin package; in a source tree that was never installed, load it from the top-level
+    folder of the same name."""
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError:
+        module = _folder_module(name, PROJECT_ROOT / name.rsplit(".", 1)[1])
+    return name, Path(module.__path__[0]).resolve()
+
+
+def _folder_module(name: str, folder: Path) -> types.ModuleType:
+    """Register `folder` as the package `name` (running its __init__.py if it has one)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    init = folder / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    module = types.ModuleType(name)
+    module.__path__ = [str(folder)]
+    sys.modules[name] = module
+    return module
+
+
+def plugin_packages(extra: list[str | Path] | None = None) -> list[tuple[str, Path]]:
+    """(package name, folder) of every plugin folder searched: the shipped packages, then the folders in
+    $UNLEARNBENCH_PLUGINS and `extra` (which must exist), each imported as its own package."""
     named = [Path(p).expanduser() for p in os.environ.get("UNLEARNBENCH_PLUGINS", "").split(os.pathsep) if p]
     named += [Path(p).expanduser() for p in extra or []]
     for folder in named:
         if not folder.is_dir():
             raise UserError(f"Plugin folder {folder} does not exist.")
-    return list(dict.fromkeys(p.resolve() for p in [*(d for d in defaults if d.is_dir()), *named]))
+    packages = dict((folder, name) for name, folder in map(_shipped_package, SHIPPED_PACKAGES))
+    for folder in (p.resolve() for p in named):
+        packages.setdefault(folder, f"unlearnbench_plugins_{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}")
+    return [(name, folder) for folder, name in packages.items()]
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def import_closure(path: Path, folders: dict[str, Path]) -> list[Path]:
+    """The plugin-folder files `path` imports, directly or through other such files, found by reading their
+    import statements: relative imports, and absolute ones of a package in `folders` ({package name: folder})."""
+    seen: list[Path] = []
+    todo = [path.resolve()]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        try:
+            tree = ast.parse(current.read_text(), str(current))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            for module in _imported_modules(node, current, folders):
+                todo += [f for f in _module_files(module) if f not in seen]
+    return sorted(seen[1:])
 
 
-def _load_file(path: Path) -> list[type[Unlearner]]:
-    module_name = f"unlearnbench_plugin_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
-    return [
-        obj for obj in vars(module).values()
-        if inspect.isclass(obj) and issubclass(obj, Unlearner) and obj.__module__ == module_name and obj.name
-    ]
+def _imported_modules(node: ast.AST, current: Path, folders: dict[str, Path]) -> list[Path]:
+    """Candidate module paths (without suffix) that an import node refers to."""
+    if isinstance(node, ast.ImportFrom) and node.level:
+        base = current.parent
+        for _ in range(node.level - 1):
+            base = base.parent
+        target = base.joinpath(*node.module.split(".")) if node.module else base
+        return [target, *(target / alias.name for alias in node.names)]
+    if isinstance(node, ast.ImportFrom) and node.module:
+        names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    elif isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        return []
+    found = []
+    for dotted in names:
+        for package, folder in folders.items():
+            if dotted == package or dotted.startswith(package + "."):
+                found.append(folder.joinpath(*dotted[len(package):].split(".")[1:]))
+    return found
+
+
+def _module_files(stem: Path) -> list[Path]:
+    return [f.resolve() for f in (stem.with_suffix(".py"), stem / "__init__.py") if f.is_file()]
+
+
+def closure_hash(path: Path, closure: list[Path]) -> str:
+    """Hash of the plugin file and its import closure (content and file names)."""
+    digest = hashlib.sha256(path.read_bytes())
+    for f in closure:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _load(package: str, path: Path) -> list[type[Unlearner]]:
+    module = importlib.import_module(f"{package}.{path.stem}")
+    return [obj for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, Unlearner) and obj.__module__ == module.__name__ and obj.name]
 
 
 def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, MethodInfo], list[PluginError]]:
     """Return {name: MethodInfo} for every method found, and the plugin files that failed to import."""
     methods: dict[str, MethodInfo] = {}
     errors: list[PluginError] = []
-    for folder in plugin_folders(extra_folders):
+    packages = plugin_packages(extra_folders)
+    folders = {name: folder for name, folder in packages}
+    for package, folder in packages:
+        try:
+            _folder_module(package, folder)  # shipped packages are already imported: a no-op for them
+        except (Exception, SystemExit) as exc:
+            errors.append(PluginError(str(folder / "__init__.py"), f"{exc.__class__.__name__}: {exc}"))
+            continue
         for path in sorted(folder.glob("*.py")):
             if path.name.startswith("_"):
                 continue
             try:
-                classes = _load_file(path)
+                classes = _load(package, path)
             except (Exception, SystemExit) as exc:  # a plugin that calls sys.exit() must not end the run
                 errors.append(PluginError(str(path), f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}"))
                 continue
             for cls in classes:
-                _add(methods, MethodInfo(cls.name, cls, str(path), file_hash(path)))
+                _add(methods, errors, cls, path, folders)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = ep.load()
         except (Exception, SystemExit) as exc:
             errors.append(PluginError(f"entry point {ep.name}", f"{exc.__class__.__name__}: {exc}"))
             continue
-        source = Path(inspect.getfile(cls))
-        _add(methods, MethodInfo(cls.name, cls, str(source), file_hash(source)))
+        _add(methods, errors, cls, Path(inspect.getfile(cls)), folders)
     return dict(sorted(methods.items())), errors
 
 
-def _add(methods: dict[str, MethodInfo], info: MethodInfo) -> None:
+def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Unlearner], path: Path,
+         folders: dict[str, Path]) -> None:
+    problem = declaration_problem(cls, {BACKBONES.get(name).family for name in BACKBONES.names()})
+    if problem:
+        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path}: {problem}", "declaration"))
+        return
+    closure = import_closure(path, folders)
+    info = MethodInfo(cls.name, cls, str(path), closure_hash(path, closure), tuple(map(str, closure)))
     previous = methods.get(info.name)
     if previous and previous.source != info.source:
         warnings.warn(f"Method '{info.name}' is defined in {previous.source} and {info.source}; using the latter.")

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence, TypeVar
@@ -12,6 +16,7 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 LAUNCHERS = ("local", "slurm")
+SLURM_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,29 +80,70 @@ def launch(fn: Callable[[J], R], jobs: Sequence[J], options: LaunchOptions,
         return _slurm(fn, jobs, options, on_crash)
     if options.workers == 1:
         return (fn(job) for job in jobs)
-    return _joblib(fn, jobs, options.workers, on_crash)
+    return _pool(fn, jobs, options.workers, on_crash)
 
 
-def _joblib(fn, jobs, workers, on_crash) -> Iterator:
-    from joblib import Parallel, delayed
+IDLE_WORKER_SECONDS = 300  # a worker idle this long exits; the next job of its slot starts a fresh one
+_SLOTS: list = []  # one-process loky pools kept from launch to launch (like joblib's reusable executor), so a
+# worker's loaded data and models (execution.KeptGroup) serve the next phase of a run too
 
-    remaining = list(range(len(jobs)))
+
+def _pool(fn, jobs, workers, on_crash) -> Iterator:
+    """Run jobs in `workers` worker processes, never in this one. Each worker is its own one-process loky pool (a
+    slot), so its process serves job after job; a worker that dies fails only the job it was running (through
+    `on_crash`, with a WorkerDied saying how it died) and its slot gets a fresh process, while the other workers
+    go on untouched."""
+    from joblib.externals.loky import ProcessPoolExecutor
+    from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
+
+    def renew(slot: int):
+        _SLOTS[slot].shutdown(wait=False, kill_workers=True)
+        _SLOTS[slot] = ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS)
+        return _SLOTS[slot]
+
+    slots = min(workers, len(jobs))
+    _SLOTS.extend(ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS) for _ in range(slots - len(_SLOTS)))
+    todo = list(range(len(jobs)))[::-1]  # pop() hands them out in order
+    running: dict = {}  # future -> (slot, job index)
     try:
-        parallel = Parallel(n_jobs=min(workers, len(jobs)), return_as="generator_unordered")
-        # joblib consumes the task generator lazily: iterate a fixed range, not the list shrinking below
-        for index, result in parallel(delayed(_indexed)(fn, i, jobs[i]) for i in range(len(jobs))):
-            remaining.remove(index)
-            yield result
-    except Exception:  # a worker died: rerun what is left one job per pool so a crash is attributable
-        for i in list(remaining):
-            try:
-                yield Parallel(n_jobs=1)([delayed(fn)(jobs[i])])[0]
-            except Exception as exc:
-                yield on_crash(jobs[i], exc)
+        while todo or running:
+            busy = {slot for slot, _ in running.values()}
+            for slot in range(slots):
+                if todo and slot not in busy:
+                    i = todo.pop()
+                    try:
+                        future = _SLOTS[slot].submit(fn, jobs[i])
+                    except BrokenProcessPool:  # its process died while idle
+                        future = renew(slot).submit(fn, jobs[i])
+                    running[future] = slot, i
+            for future in wait(running, return_when=FIRST_COMPLETED).done:
+                slot, i = running.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool as exc:  # this slot's process is gone or unusable: a fresh one replaces it
+                    renew(slot)
+                    outcome = on_crash(jobs[i], _died(exc) if isinstance(exc, TerminatedWorkerError) else exc)
+                except Exception as exc:  # the job or its result could not cross between processes
+                    outcome = on_crash(jobs[i], exc)
+                yield outcome
+    finally:
+        for slot, _ in running.values():  # the caller stopped early: end the jobs still running
+            renew(slot)
 
 
-def _indexed(fn, index, job):
-    return index, fn(job)
+class WorkerDied(RuntimeError):
+    """The worker process running a job ended without returning its result."""
+
+
+def _died(exc: BaseException) -> WorkerDied:
+    """A one-sentence WorkerDied from loky's TerminatedWorkerError, whose text ends with the exit codes."""
+    codes = re.findall(r"\w+\((-?\d+)\)", str(exc))
+    code = int(codes[-1]) if codes else 0
+    how = (f"killed by signal {-code}, {signal.Signals(-code).name}" if -code in signal.valid_signals()
+           else f"exit code {code}" if code else "no exit code known")
+    died = WorkerDied(f"worker process died ({how}) while running this job")
+    died.__cause__ = exc
+    return died
 
 
 def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
@@ -114,12 +160,17 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
                       slurm_additional_parameters=dict(s.additional))
         params = {k: v for k, v in params.items() if v is not None}
     executor.update_parameters(**params)
-    submitted = executor.map_array(RequeueableJob(fn), jobs)
-    for job, handle in zip(jobs, submitted):
-        try:
-            yield handle.result()
-        except Exception as exc:
-            yield on_crash(job, exc)
+    running = dict(zip(executor.map_array(RequeueableJob(fn), jobs), jobs))
+    while running:  # completion order: poll the array, yield whatever finished
+        finished = [handle for handle in running if handle.done()]
+        if not finished:
+            time.sleep(SLURM_POLL_SECONDS)
+        for handle in finished:
+            job = running.pop(handle)
+            try:
+                yield handle.result()
+            except Exception as exc:
+                yield on_crash(job, exc)
 
 
 class RequeueableJob:

@@ -179,9 +179,3 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise UserError(f"Weights in {path} do not fit this architecture: {str(exc).splitlines()[0]}") from None
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters of `model`."""
-    return sum(p.numel() for p in model.parameters())
-

@@ -65,3 +65,41 @@ def describe(space: dict[str, Range]) -> dict[str, str]:
         else:
             text[name] = f"{spec.low:g}…{spec.high:g}" + (" (log)" if spec.log else "")
     return text
+
+
+def _range_problem(name: str, spec: Any) -> str | None:
+    if isinstance(spec, Choice):
+        return None if isinstance(spec.options, (tuple, list)) and spec.options else \
+            f"search_space['{name}'] is a Choice with no options"
+    if not isinstance(spec, (Float, Int)):
+        return f"search_space['{name}'] is {spec!r}, not a Float, Int or Choice"
+    kind = (int,) if isinstance(spec, Int) else (int, float)
+    if not all(isinstance(v, kind) and not isinstance(v, bool) for v in (spec.low, spec.high)):
+        return f"search_space['{name}'] has non-numeric bounds {spec.low!r}, {spec.high!r}"
+    if spec.low > spec.high or (spec.log and spec.low <= 0):
+        return f"search_space['{name}'] has an empty or non-positive log range [{spec.low}, {spec.high}]"
+    return None
+
+
+def declaration_problem(cls, families: set[str]) -> str | None:
+    """What is malformed in an Unlearner class's parameter and search-space declarations, as one sentence, or
+    None: every range a Float/Int/Choice over a declared parameter, every family a known backbone family."""
+    for attr in ("parameters", "search_space", "family_parameters", "family_search_space"):
+        if not isinstance(getattr(cls, attr), dict):
+            return f"`{attr}` must be a dict, not {type(getattr(cls, attr)).__name__}."
+    for attr in ("family_parameters", "family_search_space"):
+        for family, value in getattr(cls, attr).items():
+            if family not in families:
+                return f"`{attr}` names the unknown backbone family '{family}' (known: {', '.join(sorted(families))})."
+            if not isinstance(value, dict):
+                return f"`{attr}['{family}']` must be a dict, not {type(value).__name__}."
+    spaces = [(None, cls.search_space), *cls.family_search_space.items()]
+    for family, space in spaces:
+        declared = {**cls.parameters, **cls.family_parameters.get(family, {})}
+        for name, spec in space.items():
+            problem = _range_problem(name, spec)
+            if problem:
+                return problem + "."
+            if name not in declared:
+                return f"search_space['{name}'] searches a parameter missing from `parameters`."
+    return None

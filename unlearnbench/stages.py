@@ -40,9 +40,6 @@ class Stages:
         self._memory: dict[str, nn.Module] = {}
         self._logits: dict[tuple[int, str], torch.Tensor] = {}
         self._costs: dict[str, dict] = {}
-        # training costs of stage models handed out without being trained now (cache or memory hits), so a
-        # method that uses a stage (retrain) is charged its real cost; the runner empties it per cell
-        self.reused: list[dict] = []
 
     def new_model(self, seed: int | None = None) -> nn.Module:
         """A freshly initialised backbone for this group's data (seeded with `seed`, default the group seed)."""
@@ -55,11 +52,11 @@ class Stages:
 
     def original(self) -> nn.Module:
         """The original model trained on the full training split (or pretrained weights when epochs is 0)."""
-        return self._model("original", None)
+        return self.stage("original", None)[0]
 
     def retrained(self, forget_class: int) -> nn.Module:
         """The original recipe, from scratch, on D_r(c) of the training split."""
-        return self._model("retrained", int(forget_class))
+        return self.stage("retrained", int(forget_class))[0]
 
     def random_model(self, seed: int) -> nn.Module:
         """A randomly initialised model (for ZRF), built from `seed`, never trained."""
@@ -82,18 +79,19 @@ class Stages:
             self._logits[key] = logits
         return self._logits[key]
 
-    def _model(self, kind: str, forget_class: int | None) -> nn.Module:
+    def stage(self, kind: str, forget_class: int | None) -> tuple[nn.Module, dict | None]:
+        """A stage model ('original', or 'retrained' for `forget_class`) and, when this call did not train it (a
+        cache or memory hit), what its training cost, so a method that takes it ready-made can be charged."""
         name = kind if forget_class is None else f"{kind}-{forget_class}"
         if name in self._memory:
-            self.reused.append(self._costs[name])
-            return self._memory[name]
+            return self._memory[name], self._costs[name]
         key = self.key(kind, forget_class=forget_class)
         model = self.new_model()
         meta = self.cache.load_model(kind, key, model)
+        charge = None
         if meta is not None:
             model.eval()
-            self._costs[name] = meta.get("cost", {})
-            self.reused.append(self._costs[name])
+            self._costs[name] = charge = meta.get("cost", {})
         else:
             with CostMeter(self.data.device) as cost:
                 if self.recipe.epochs == 0:
@@ -111,7 +109,7 @@ class Stages:
         for p in model.parameters():
             p.requires_grad_(False)
         self._memory[name] = model
-        return model
+        return model, charge
 
     def _load_pretrained(self, model: nn.Module) -> None:
         from .models import load_weights

@@ -40,14 +40,23 @@ def stable_hash(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def derive_seed(payload, bits: int = 31) -> int:
+    """A seed in [0, 2**bits) derived from a JSON-able payload: `stable_hash(payload)` read as an integer, mod 2**bits
+    (bits ≤ 64: the hash has 64 bits)."""
+    return int(stable_hash(payload), 16) % 2**bits
+
+
 PRESENTATION_ONLY = ("report", "cli.py", "launchers.py")  # code that cannot change a computed value
+# Method packages a wheel installs inside unlearnbench/: each method's cells hash its own import closure instead
+# (discovery.closure_hash), so editing one method never invalidates another's cells.
+PLUGIN_PACKAGES = ("methods", "baselines")
 
 
 @lru_cache(maxsize=None)
 def code_hash(*modules: str) -> str:
     """Hash of the named unlearnbench source files (when none is named: all that can change results)."""
     files = [PACKAGE_DIR / f"{m}.py" for m in modules] if modules else sorted(
-        f for f in PACKAGE_DIR.rglob("*.py") if f.relative_to(PACKAGE_DIR).parts[0] not in PRESENTATION_ONLY)
+        f for f in PACKAGE_DIR.rglob("*.py") if f.relative_to(PACKAGE_DIR).parts[0] not in PRESENTATION_ONLY + PLUGIN_PACKAGES)
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.read_bytes())

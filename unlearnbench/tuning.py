@@ -91,11 +91,11 @@ def round_params(params: dict) -> dict:
 
 def run_study(job, stages: Stages) -> list[dict]:
     """The whole search for the job's dataset × backbone × method (in this process); returns one row per trial
-    (TRIAL_COLUMNS). Called by `runner.run_job` for jobs of kind 'tune'."""
+    (TRIAL_COLUMNS). Called by `execution.run_job` for jobs of kind 'tune'."""
     import optuna
 
-    from . import runner
     from .discovery import discover
+    from .planning import cell_key
     from .store import Cache
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -115,7 +115,7 @@ def run_study(job, stages: Stages) -> list[dict]:
         trial = study.ask()
         params = {**fixed, **round_params({k: spec.suggest(trial, k) for k, spec in space.items()})}
         trial_cell = dataclasses.replace(cell, params=tuple(sorted(params.items())))
-        key = stable_hash({"kind": "tuning-trial", "cell": runner.cell_key(trial_cell, job.grid, info, [], stages.data.device),
+        key = stable_hash({"kind": "tuning-trial", "cell": cell_key(trial_cell, job.grid, info, [], stages.data.device),
                            "classes": classes})
         hit = cache.load_cell(key)
         result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference)
@@ -146,14 +146,14 @@ def tuning_classes(settings: TuningSettings, cell: Cell) -> list[int]:
 def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: dict) -> dict:
     """Unlearn as the grid cell would (per class, or once for all classes) and score on the validation split; a
     failing trial scores the worst objective (2) and keeps its error."""
-    from . import runner
+    from .execution import unlearn_cell
 
     start = time.perf_counter()
     try:
         scores = {}
         targets = [dataclasses.replace(cell, forget_class=c) for c in classes] if info.cls.per_class else [cell]
         for target in targets:
-            model, _ = runner.unlearn_cell(target, info, stages, progress=False)
+            model, _ = unlearn_cell(target, info, stages, progress=False)
             for c in ([target.forget_class] if info.cls.per_class else classes):
                 scores[c] = val_accuracies(model.for_class(c), stages, c)
         distance = sum(retrain_distance(scores[c], reference[c]) for c in classes) / len(classes)
@@ -222,13 +222,14 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     first seed and first parameter set); write trials.csv, tuned.yaml and summary.md into `out` after every
     finished study (a killed run loses no finished study; re-running resumes from the trial cache). The original
     and retrained models are the grid's own cached stages, trained first, once each."""
-    from . import runner
+    from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
     from .launchers import launch
+    from .planning import plan
     from .store import LogFile, device_name, git_commit, versions, writable_folder
 
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
-    p = runner.plan(grid, options)
+    p = plan(grid, options)
     writable_folder(options.cache, "cache folder")
     studies: dict = {}
     for cell in p.cells:  # expansion order: the first seed and parameter set of each study come first
@@ -248,7 +249,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     # one-round methods' trials are the longest: their studies start first
     ordered = sorted(studies, key=lambda k: p.methods[k[2]].cls.per_class)
     spaces = {k: describe(searched_space(p.methods[k[2]].cls(), studies[k], grid)) for k in ordered}
-    threads = runner.worker_threads(launch_options)
+    threads = worker_threads(launch_options)
     header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
               f"git {git_commit()}, {versions()}, device {p.device}\n"
               f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
@@ -258,8 +259,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     document: dict = {}
     phases = [("original", list(firsts.values())), ("retrained", retrained), ("tune", [studies[k] for k in ordered])]
     for kind, cells in phases:
-        jobs = runner.make_jobs(kind, cells, grid, options, launch_options, p.device, log_path)
-        for outcome in launch(runner.run_job, jobs, dataclasses.replace(launch_options, folder=out), runner.crashed):
+        jobs = make_jobs(kind, cells, grid, options, launch_options, p.device, log_path)
+        for outcome in launch(run_job, jobs, dataclasses.replace(launch_options, folder=out), crashed):
             study = outcome.job.cell
             if outcome.failure:
                 failures.append(outcome.failure)
@@ -272,7 +273,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                 write_tuning(out, trials, document, header)
                 chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label, {}).get(study.method)
                 if chosen is None:
-                    failures.append(runner._failure(study, "failed", "every tuning trial failed (see trials.csv)"))
+                    failures.append(failure_row(study, "failed", "every tuning trial failed (see trials.csv)"))
                 log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
                     f"{chosen['params'] if chosen else 'every trial failed'}")
     return TuneResult(out, _in_plan_order(rows, spaces), document, failures)

@@ -14,11 +14,7 @@ from .training import Recipe
 
 
 class UnlearnedModel(nn.Module):
-    """A model that answers `predict(x, forget_class)`: logits of the model unlearned on that class."""
-
-    def predict(self, x: torch.Tensor, forget_class: int) -> torch.Tensor:
-        """Logits [B, num_classes] of the model unlearned on `forget_class`."""
-        return self.for_class(forget_class)(x)
+    """A model that answers `for_class(c)`: a plain module giving the logits of the model unlearned on class c."""
 
     def for_class(self, forget_class: int) -> nn.Module:
         """A plain module x → logits behaving as the model unlearned on `forget_class`."""

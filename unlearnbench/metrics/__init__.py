@@ -1,10 +1,9 @@
-"""Metrics: accuracy, ZRF, relearn time, insertion/deletion, membership inference, distance, cost.
+"""Metrics, one module per family: accuracy, zrf, distance (JS to the retrained model), relearn (relearn time),
+insertion_deletion and membership (membership inference); base holds the Metric contract and registry.
 
 Importing this package registers every metric in `METRICS`.
 """
-from . import (  # noqa: F401  (importing registers)
-    accuracy, distance_metric, insertion_deletion_metric, membership_metric, relearn_metric, zrf_metric,
-)
+from . import accuracy, distance, insertion_deletion, membership, relearn, zrf  # noqa: F401  (importing registers)
 from .base import METRICS, Metric, MetricContext, register_metric
 
 __all__ = ["METRICS", "Metric", "MetricContext", "register_metric"]

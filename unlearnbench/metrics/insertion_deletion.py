@@ -1,4 +1,5 @@
-"""Insertion / deletion scores for WF-Net's gates (RISE adapted to α), generic over any gated model.
+"""Insertion / deletion scores for WF-Net's gates (RISE adapted to α), generic over any gated model, and the
+`insertion_deletion` metric computing their AUCs for models exposing `relevance(c)`.
 
 A "gates" dict maps each filtered layer to (gate_w [C_out], gate_b [C_out]), the
 multipliers applied to its weights and bias for one class c: σ(α_w[c]),
@@ -21,13 +22,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..errors import UserError
+from ..training import predict_logits
+from .base import MetricContext, register_metric
+
 Gates = dict[str, tuple[Tensor, Tensor]]
 Confidence = Callable[[Gates], float]
-
-
-def relevance_from_alpha(alpha_rows: Gates) -> Gates:
-    """Relevance 1 − σ(α) per element, float64, from {layer: (α_w[c], α_b[c])} (each [C_out])."""
-    return {name: (1 - torch.sigmoid(w.detach().double()), 1 - torch.sigmoid(b.detach().double())) for name, (w, b) in alpha_rows.items()}
 
 
 def _flat(relevance: Gates) -> Tensor:
@@ -36,17 +36,8 @@ def _flat(relevance: Gates) -> Tensor:
 
 
 def _order(flat: Tensor) -> Tensor:
+    """Indices into `flat`, most relevant first; ties keep the canonical order of `_flat`."""
     return torch.sort(flat, descending=True, stable=True).indices
-
-
-def relevance_order(relevance: Gates) -> list[tuple[str, str, int]]:
-    """All elements (layer, "w" | "b", index), most relevant first.
-
-    Ties keep the canonical order: layers in dict order, within a layer the
-    weight gates then the bias gates, each by index.
-    """
-    elements = [(name, kind, i) for name, pair in relevance.items() for kind, v in zip("wb", pair) for i in range(v.numel())]
-    return [elements[i] for i in _order(_flat(relevance)).tolist()]
 
 
 def _unflatten(flat: Tensor, like: Gates) -> Gates:
@@ -97,3 +88,38 @@ def auc(xs: list[float], ys: list[float]) -> float:
     if len(xs) != len(ys) or len(xs) < 2 or xs[0] != 0 or xs[-1] != 1:
         raise ValueError("auc needs matching xs, ys with xs running from 0 to 1")
     return float(sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:])))
+
+
+@register_metric("insertion_deletion", step=0.05, split="test")
+def insertion_deletion(ctx: MetricContext) -> list[tuple[str, str, float]]:
+    """Rows (split, 'insertion', AUC) and (split, 'deletion', AUC), unitless, for models exposing
+    `relevance(c)`; no rows for any other model.
+
+    The confidence at each point of a curve is the mean softmax probability of class c over the D_f(c) samples
+    of `split` under the gated model, divided by the same mean under the pass-through model (every gate 1.0),
+    which for WF-Net is exactly the original model, i.e. the model before untraining. Gates change by a
+    fraction `step` of all elements per point (K = 1/step, K + 1 evaluations per curve).
+    """
+    c = ctx.forget_class
+    relevance = ctx.model.relevance(c)
+    if relevance is None:
+        return []
+    split = ctx.settings["split"]
+    if split not in ("train", "val", "test"):
+        raise UserError(f"insertion_deletion split must be train, val or test, got '{split}'.")
+    forget = ctx.view(split, "forget")
+    device = ctx.data.device
+
+    def mean_confidence(gates: Gates) -> float:
+        moved = {name: (w.to(device, torch.float32), b.to(device, torch.float32)) for name, (w, b) in gates.items()}
+        logits = predict_logits(ctx.model.gated(moved), ctx.data, forget)
+        return float(torch.softmax(logits.double(), dim=1)[:, c].mean())
+
+    baseline = mean_confidence({name: (torch.ones_like(w), torch.ones_like(b)) for name, (w, b) in relevance.items()})
+
+    def confidence(gates: Gates) -> float:
+        return mean_confidence(gates) / baseline
+
+    step = float(ctx.settings["step"])
+    return [(split, "insertion", auc(*insertion_curve(confidence, relevance, step))),
+            (split, "deletion", auc(*deletion_curve(confidence, relevance, step)))]

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 Gates = Mapping[str, tuple[Tensor, Tensor]]
 ForgetClass = Union[int, Tensor, None]
 
-__all__ = ["FilterState", "WeightFilter", "FilteredModel", "ClassSelectedModel"]
+__all__ = ["FilterState", "WeightFilter", "FilteredModel", "FilterView"]
 
 
 class FilterState:
@@ -240,11 +240,15 @@ class FilteredModel(nn.Module):
             for n, f in self.named_filters()
         }
 
-    def for_class(self, c: int) -> "ClassSelectedModel":
-        """Returns a :class:`ClassSelectedModel` over a deep copy of this model
-        (this model is not modified) computing ``x → self(x, forget_class=c)``
-        with α frozen and every backbone parameter trainable."""
-        return ClassSelectedModel(copy.deepcopy(self), c)
+    def for_class(self, c: int) -> "FilterView":
+        """Returns a :class:`FilterView` over a deep copy of this model (this
+        model is not modified) computing ``x → self(x, forget_class=c)`` with α
+        frozen and every backbone parameter trainable (relearn time trains it)."""
+        model = copy.deepcopy(self)
+        alphas = {id(p) for p in model.alpha_parameters()}
+        for p in model.parameters():
+            p.requires_grad_(id(p) not in alphas)
+        return FilterView(model, c)
 
     def alpha_state_dict(self) -> dict[str, Tensor]:
         """Returns ``{f"{layer}.alpha_w": …, f"{layer}.alpha_b": …}`` (detached
@@ -271,20 +275,17 @@ class FilteredModel(nn.Module):
             p.copy_(sd[key])
 
 
-class ClassSelectedModel(nn.Module):
-    """``x → model(x, forget_class=c)`` with the α row of class ``c`` fixed
-    (α ``requires_grad`` False) and the backbone parameters trainable; used to
-    measure relearn time. Owns ``model`` (a copy made by
-    :meth:`FilteredModel.for_class`)."""
+class FilterView(nn.Module):
+    """``x → model(x, forget_class=c, gates=gates)``: a plain module over a :class:`FilteredModel` (shared, not
+    copied) with the class and/or gate overrides fixed."""
 
-    def __init__(self, model: FilteredModel, c: int) -> None:
+    def __init__(self, model: FilteredModel, forget_class: Optional[int] = None,
+                 gates: Optional[Gates] = None) -> None:
         super().__init__()
         self.model = model
-        self.forget_class = int(c)
-        alphas = {id(p) for p in model.alpha_parameters()}
-        for p in model.parameters():
-            p.requires_grad_(id(p) not in alphas)
+        self.forget_class = None if forget_class is None else int(forget_class)
+        self.gates = dict(gates) if gates else None
 
     def forward(self, x: Tensor) -> Tensor:
-        """Returns the logits of the model unlearned on ``forget_class``."""
-        return self.model(x, forget_class=self.forget_class)
+        """Returns the logits [B, N_c] under the fixed class and gates."""
+        return self.model(x, forget_class=self.forget_class, gates=self.gates)

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import ImageData, Split
-from .errors import UserError
-from .search_space import Choice, Float, Int
-from .training import accuracy, autocast, make_optimizer, predict_logits
-from .unlearner import SingleClassModel, Unlearner, UnlearnTask
+from unlearnbench.data import ImageData, Split
+from unlearnbench.errors import UserError
+from unlearnbench.search_space import Choice, Float, Int
+from unlearnbench.training import accuracy, autocast, make_optimizer, predict_logits
+from unlearnbench.unlearner import SingleClassModel, Unlearner, UnlearnTask
 
 MOMENTUM = 0.9  # SGD momentum of every baseline fine-tune (no weight decay: the runs are a few dozen steps)
 

@@ -1,0 +1,138 @@
+"""Plugin discovery: shipped packages, named folders only, relative imports, import-closure cache invalidation and
+one-sentence errors for malformed declarations."""
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from unlearnbench.cli import main
+from unlearnbench.discovery import discover
+from unlearnbench.grid import load_grid
+from unlearnbench.runner import RunOptions, run
+
+from conftest import write_grid
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PLUGIN = '''
+from unlearnbench import SharedModel, Unlearner
+{imports}
+
+class {cls}(Unlearner):
+    name = "{name}"
+    per_class = False
+{body}
+    def unlearn(self, task):
+        return SharedModel(task.original_model(), task.forget_classes)
+'''
+
+
+def plugin(folder: Path, stem: str, name: str, imports: str = "", body: str = "") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.py").write_text(PLUGIN.format(imports=imports, cls=stem.title().replace("_", ""), name=name,
+                                                     body=body))
+
+
+def test_the_shipped_methods_come_from_the_package_not_the_working_directory(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "methods" / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    methods, errors = discover()
+    assert not marker.exists(), "a methods/ folder in the working directory must not be imported unless named"
+    assert {"wfnet", "retrain", "random_labels", "negative_gradient", "original"} <= set(methods) and not errors
+    assert Path(methods["wfnet"].source).parent == ROOT / "methods"
+    discover([tmp_path / "methods"])
+    assert marker.exists(), "a named folder is imported"
+
+
+def test_a_method_hash_covers_exactly_the_plugin_files_it_imports():
+    methods, _ = discover()
+    closure = {name: {Path(p).name for p in info.depends_on} for name, info in methods.items()}
+    assert closure["wfnet"] == {"_weight_filtering.py"}
+    for name in ("random_labels", "random_labels_mixed", "negative_gradient", "neggrad_plus", "finetune"):
+        assert closure[name] == {"_finetuning.py"}, name
+    assert closure["original"] == closure["retrain"] == set()
+
+
+def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "_shared.py").write_text("SCALE = 1\n")
+    plugin(folder, "uses_shared", "uses_shared", "from ._shared import SCALE", "    parameters = {'scale': SCALE}\n")
+    plugin(folder, "standalone", "standalone")
+    before, errors = discover([folder])
+    assert not errors and before["uses_shared"].cls.parameters == {"scale": 1}
+    (folder / "_shared.py").write_text("SCALE = 2\n")
+    after, _ = discover([folder])
+    assert after["uses_shared"].source_hash != before["uses_shared"].source_hash
+    assert after["standalone"].source_hash == before["standalone"].source_hash
+
+
+@pytest.mark.parametrize("body, says", [
+    ("    parameters = {'lr': 0.1}\n    search_space = {'lr': (0.0, 1.0)}\n", "not a Float, Int or Choice"),
+    ("    parameters = {'lr': 0.1}\n    search_space = {'lr': Float(1.0, 0.1)}\n", "empty or non-positive"),
+    ("    parameters = {'lr': 0.1}\n    search_space = {'steps': Int(1, 9)}\n", "missing from `parameters`"),
+    ("    parameters = {'lr': 0.1}\n    family_parameters = {'vits': {'lr': 1e-3}}\n", "unknown backbone family"),
+    ("    search_space = [1]\n", "must be a dict"),
+])
+def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
+    folder = tmp_path / "plugins"
+    plugin(folder, "broken", "broken", "from unlearnbench.search_space import Float, Int", body)
+    plugin(folder, "fine", "fine")
+    methods, errors = discover([folder])
+    assert "fine" in methods and "broken" not in methods
+    (error,) = errors
+    assert says in error.message and "\n" not in error.message and error.message.count(". ") == 0
+    assert main(["list", "--plugins", str(folder)]) == 0
+    assert says in capsys.readouterr().out
+
+
+def _copy_shipped(into: Path) -> tuple[Path, Path]:
+    methods, baselines = into / "methods", into / "baselines"
+    for src, dst in ((ROOT / "methods", methods), (ROOT / "baselines", baselines)):
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    return methods, baselines
+
+
+@pytest.mark.slow
+def test_editing_a_building_block_recomputes_only_the_methods_that_import_it(tmp_path):
+    """A real run over copies of the shipped plugin folders: WF-Net's layers invalidate WF-Net's cells only, the
+    shared fine-tuning loop the fine-tuning baselines' cells only."""
+    methods_dir, baselines_dir = _copy_shipped(tmp_path / "copy")
+    grid = load_grid(str(write_grid(tmp_path, methods=[
+        "original", "random_labels", "negative_gradient",
+        {"name": "wfnet", "params": {"max_steps": 4, "evals_per_epoch": 1, "batch_size": 64}}])))
+
+    def computed() -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the copies shadow the shipped methods, as they should here
+            result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
+                                          progress=False, plugins=[methods_dir, baselines_dir]))
+        assert not result.failures, result.failures
+        assert set(result.records["method"]) == {"original", "random_labels", "negative_gradient", "wfnet"}
+        return result.computed
+
+    assert computed() == 6  # one round each for original and WF-Net (all classes) + 2 per-class methods × 2 classes
+    assert computed() == 0
+    (methods_dir / "_weight_filtering.py").write_text((methods_dir / "_weight_filtering.py").read_text() + "\n# edit\n")
+    assert computed() == 1
+    (baselines_dir / "_finetuning.py").write_text((baselines_dir / "_finetuning.py").read_text() + "\n# edit\n")
+    assert computed() == 4
+
+
+def test_the_harness_hash_ignores_method_packages_a_wheel_installs_inside_unlearnbench(tmp_path, monkeypatch):
+    """Installed from a wheel, methods/ and baselines/ live under unlearnbench/; the harness hash (every cell's key)
+    must not cover them, or editing one method would recompute every method's cells."""
+    from unlearnbench import store
+    for rel in ("runner.py", "methods/wfnet.py", "baselines/finetune.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(store, "PACKAGE_DIR", tmp_path)
+    harness = store.code_hash.__wrapped__()
+    (tmp_path / "methods" / "wfnet.py").write_text("x = 2\n")
+    (tmp_path / "baselines" / "finetune.py").write_text("x = 2\n")
+    assert store.code_hash.__wrapped__() == harness
+    (tmp_path / "runner.py").write_text("x = 2\n")
+    assert store.code_hash.__wrapped__() != harness

@@ -1,0 +1,246 @@
+"""Executing jobs: one cell (unlearn, measure, evaluate), a group's stage models, and the Job a launcher hands to a
+worker process, whose errors become failure outcomes, never exceptions."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cost import CostMeter, state_bytes
+from .data import load_dataset
+from .discovery import MethodInfo, discover
+from .errors import UserError
+from .grid import Cell, Grid
+from .launchers import LaunchOptions, WorkerDied, assign_devices
+from .metrics import METRICS, MetricContext
+from .planning import RunOptions, grid_has_retrain, metric_names, metric_settings, resolve_device
+from .stages import Stages
+from .store import Cache, LogFile, derive_seed, device_name
+from .training import resolve_recipe
+from .unlearner import UnlearnedModel, UnlearnTask
+
+
+def seed_all(seed: int) -> None:
+    """Seed python's `random`, numpy's global RNG and torch's on every device (torch.manual_seed seeds CUDA too)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool) -> tuple[UnlearnedModel, dict]:
+    """The cell's unlearned model (in eval mode) and what unlearning cost: `unlearn_seconds`, `device_seconds`
+    and `peak_memory_bytes`. All RNGs are seeded from the cell's identity right before the method runs; the
+    tuning protocol builds its trials through this too.
+
+    A retrained model the method takes ready-made (cached, or kept from an earlier cell) is charged at its
+    training cost: its seconds are added, and the extra memory its training needed counts towards the peak."""
+    # from the identity its records carry: cells of other groups, classes or parameters draw other streams
+    cell_seed = derive_seed([cell.dataset.label, cell.backbone.label, cell.seed, cell.method, cell.params_json,
+                             cell.forget_class], bits=31)
+    charged: list[dict] = []
+
+    def retrained(forget_class: int) -> torch.nn.Module:
+        model, cost = stages.stage("retrained", int(forget_class))
+        if cost:
+            charged.append(cost)
+        return model
+
+    task = UnlearnTask(
+        original=stages.original(), data=stages.data, forget_class=cell.forget_class,
+        forget_classes=list(cell.forget_classes), params=cell.params_dict, recipe=stages.recipe,
+        backbone=cell.backbone, seed=cell_seed, retrained=retrained, new_model=stages.new_model,
+        progress=progress, generator=torch.Generator().manual_seed(cell_seed),
+    )
+    seed_all(cell_seed)  # after loading the stages (which re-seed torch): draws depend on no worker or cell order
+    with CostMeter(stages.data.device) as cost:
+        model = info.cls().unlearn(task)
+    if not isinstance(model, UnlearnedModel):
+        raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
+    return model.eval(), {
+        "unlearn_seconds": cost.wall_seconds + sum(c["wall_seconds"] for c in charged),
+        "device_seconds": cost.device_seconds + sum(c["device_seconds"] for c in charged),
+        "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)])}
+
+
+def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
+             artifacts: Path | None = None) -> list[dict]:
+    """Unlearn and evaluate one cell; returns its records (cost, diagnostics, then split × metric × class), each
+    naming the device (and CPU threads) that computed it.
+
+    A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
+    data = stages.data
+    model, cost = unlearn_cell(cell, info, stages, progress)
+    base = {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
+            "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device)}
+    whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
+    records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
+               for k, v in whole.items()]
+    logit_cache: dict = {}
+    for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
+        ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
+                            logit_cache=logit_cache, has_retrain=grid_has_retrain(grid))
+        for name in metrics:
+            ctx.settings = metric_settings(grid, name)
+            for split, metric, value in METRICS.get(name).compute(ctx):
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"metric {metric} on the {split} split of class {c} is {value}")
+                records.append({**base, "forget_class": c, "split": split, "metric": metric, "value": float(value)})
+    if artifacts is not None and model.artifacts():
+        from safetensors.torch import save_file
+
+        artifacts.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()}, str(artifacts))
+    return records
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker needs to train a group's original model ('original'), one retrained model ('retrained', for
+    the cell's forget class), run one cell ('cell') or one tuning study ('tune', see unlearnbench.tuning)."""
+
+    kind: str
+    cell: Cell
+    key: str
+    grid: Grid
+    options: RunOptions
+    device: str
+    log_path: Path
+    threads: int | None = None
+
+
+@dataclass
+class Outcome:
+    job: Job
+    records: list[dict] | None = None
+    failure: dict | None = None
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """Everything a group's Stages depend on: jobs with equal keys share one Stages in a worker process."""
+
+    group: tuple
+    device: str
+    val_fraction: float
+    recipe: str
+    cache: Path
+    data_root: Path | None
+    download: bool
+    progress: bool
+    log_path: Path
+
+    @classmethod
+    def of(cls, job: Job) -> "GroupKey":
+        o = job.options
+        return cls(job.cell.group, job.device, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True),
+                   o.cache, o.data_root, o.download, o.progress, job.log_path)
+
+
+def load_group(key: GroupKey) -> Stages:
+    """The Stages of a (dataset, backbone, seed) group: its data loaded, its stage models trained on demand."""
+    dataset, backbone, seed = key.group
+    data = load_dataset(dataset.name, root=key.data_root, cache_dir=key.cache, download=key.download,
+                        val_fraction=key.val_fraction, device=resolve_device(key.device),
+                        options=dataset.options_dict)
+    recipe = resolve_recipe(dataset.name, backbone, json.loads(key.recipe))
+    return Stages(data, dataclasses.asdict(dataset), backbone, recipe, seed, Cache(key.cache), key.data_root,
+                  progress=key.progress, log=LogFile(key.log_path))
+
+
+class KeptGroup:
+    """The one group a worker process keeps in memory for its next job of that group. Another group's job drops
+    it before loading its own, so a worker never holds two groups' data and models."""
+
+    key: GroupKey | None = None
+    stages: Stages | None = None
+
+    @classmethod
+    def stages_for(cls, key: GroupKey) -> Stages:
+        if cls.key != key:
+            cls.forget()
+            cls.stages, cls.key = load_group(key), key
+        return cls.stages
+
+    @classmethod
+    def forget(cls) -> None:
+        cls.key = cls.stages = None
+
+
+def run_job(job: Job) -> Outcome:
+    """Execute one job in this process; every error becomes a failure in the outcome, never an exception."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    log = LogFile(job.log_path)
+    try:
+        stages = KeptGroup.stages_for(GroupKey.of(job))
+        check_classes(job.cell, stages.data.num_classes, job.cell.dataset.name)
+        if job.kind == "original":
+            stages.original()
+            return Outcome(job, records=[])
+        if job.kind == "retrained":
+            stages.retrained(job.cell.forget_class)
+            return Outcome(job, records=[])
+        if job.kind == "tune":
+            from .tuning import run_study
+
+            return Outcome(job, records=run_study(job, stages))
+        cache = Cache(job.options.cache)
+        hit = cache.load_cell(job.key)
+        if hit is not None:
+            return Outcome(job, records=hit)
+        methods, _ = discover(job.options.plugins)
+        records = run_cell(job.cell, methods[job.cell.method], stages, job.grid, metric_names(job.grid),
+                           job.options.progress, cache.artifact_path(job.key))
+        cache.save_cell(job.key, records)
+        log(f"done {job.cell.describe()}")
+        return Outcome(job, records=records)
+    except Exception as exc:
+        log(f"FAILED {job.kind} {job.cell.describe()}: {error_reason(exc)}")
+        return Outcome(job, failure=failure_row(job.cell, "failed", error_reason(exc), traceback.format_exc()))
+
+
+def crashed(job: Job, exc: BaseException) -> Outcome:
+    """The failure outcome of a job whose worker process died."""
+    reason = str(exc) if isinstance(exc, WorkerDied) else f"the worker running it died ({error_reason(exc)})"
+    return Outcome(job, failure=failure_row(job.cell, "failed", reason, "".join(traceback.format_exception(exc))))
+
+
+def worker_threads(launch_options: LaunchOptions) -> int:
+    """Torch CPU threads per worker: --threads, else the cores shared out among the workers."""
+    return launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
+
+
+def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, launch_options: LaunchOptions,
+              device: torch.device, log_path: Path, keys: dict[Cell, str] | None = None) -> list[Job]:
+    """One Job per cell, each on its GPU of --gpus; workers show progress bars only when a single local worker
+    runs (parallel bars would interleave)."""
+    quiet = launch_options.workers != 1 or launch_options.launcher != "local"
+    worker_options = dataclasses.replace(options, progress=options.progress and not quiet)
+    made = [Job(kind, c, (keys or {}).get(c, ""), grid, worker_options, str(device), log_path,
+                worker_threads(launch_options)) for c in cells]
+    return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
+
+
+def check_classes(cell: Cell, num_classes: int, dataset: str) -> None:
+    bad = sorted(c for c in cell.forget_classes if c >= num_classes)
+    if bad:
+        raise UserError(f"Forget class {bad[0]} is outside dataset '{dataset}', whose classes are 0…{num_classes - 1}.")
+
+
+def error_reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+def failure_row(cell: Cell, status: str, reason: str, tb: str = "") -> dict:
+    return {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
+            "params": cell.params_json, "seed": cell.seed, "forget_class": cell.forget_class, "status": status,
+            "reason": reason, "traceback": tb}

@@ -1,0 +1,197 @@
+"""Planning a run: the cells of a grid after --only filters, those skipped up front, each cell's cache key, and the
+plan shown before anything runs."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import datasets  # noqa: F401  (registers the datasets)
+from .data import DATASETS, dataset_missing
+from .discovery import MethodInfo, discover
+from .errors import UserError, did_you_mean
+from .grid import Cell, Grid, expand
+from .launchers import SlurmOptions
+from .metrics import METRICS
+from .store import Cache, code_hash, stable_hash, versions
+from .training import compute_setting, resolve_recipe
+
+ONLY_KEYS = ("dataset", "backbone", "method", "seed", "forget_class")
+
+
+@dataclass
+class RunOptions:
+    """How to run a grid (the CLI's flags)."""
+
+    out: Path | None = None
+    results_dir: Path = Path("results")
+    cache_dir: Path | None = None
+    device: str = "auto"
+    data_root: Path | None = None
+    download: bool = False
+    only: dict = field(default_factory=dict)
+    plugins: list = field(default_factory=list)
+    progress: bool = True
+    command: str = ""
+
+    @property
+    def cache(self) -> Path:
+        return self.cache_dir or self.results_dir / "cache"
+
+
+@dataclass
+class Plan:
+    """The cells to run and those skipped up front, with the reason; the device they run on."""
+
+    cells: list[Cell]
+    skipped: list[tuple[Cell, str]]
+    methods: dict[str, MethodInfo]
+    plugin_errors: list
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available, else cpu; 'cpu', 'cuda' and 'cuda:N' as named (N must exist)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise UserError(f"Unknown device '{name}'; use auto, cpu, cuda or cuda:N.")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"Device '{name}' was asked for but CUDA is not available here; use --device cpu.")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"Device '{name}' does not exist; this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    return device
+
+
+def metric_names(grid: Grid) -> list[str]:
+    names = METRICS.names() if grid.metrics == "all" else list(grid.metrics)
+    for name in names:
+        METRICS.get(name)
+    unknown = [k for k in grid.metric_settings if k not in METRICS]
+    if unknown:
+        raise UserError(f"Unknown metric '{unknown[0]}' in metric_settings{did_you_mean(unknown[0], METRICS.names())}.")
+    return names
+
+
+def metric_settings(grid: Grid, name: str) -> dict:
+    """A metric's settings: its registered defaults, overridden by the grid's metric_settings."""
+    defaults = METRICS.get(name).defaults
+    overrides = grid.metric_settings.get(name, {}) or {}
+    from .config import check_keys
+
+    check_keys(overrides, defaults, f"metric_settings.{name}")
+    return {**defaults, **overrides}
+
+
+def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
+    """Slurm settings: the grid's `slurm:` section, then --slurm KEY=VALUE overrides (strings parsed as YAML)."""
+    import yaml
+
+    from .config import from_mapping
+
+    merged = {**grid.slurm, **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+    return from_mapping(SlurmOptions, merged, "the Slurm settings")
+
+
+def plan(grid: Grid, options: RunOptions) -> Plan:
+    """Expand `grid` into cells, apply --only filters and mark cells that cannot run (missing data, method skip)."""
+    device = resolve_device(options.device)
+    root = options.data_root
+    if root is not None and not root.is_dir() and (root.exists() or not options.download):
+        raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
+                        f"(or add --download to fetch them into a new one).")
+    methods, plugin_errors = discover(options.plugins)
+    num_classes = {d.name: DATASETS.get(d.name).num_classes for d in grid.datasets}
+    cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
+    missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict) for d in grid.datasets}
+    runnable, skipped = [], []
+    for cell in cells:
+        skip, reason = methods[cell.method].cls().skip(cell.dataset.name, cell.backbone)
+        if missing[cell.dataset]:
+            skipped.append((cell, missing[cell.dataset]))
+        elif skip:
+            skipped.append((cell, reason or "the method does not support this setting"))
+        else:
+            runnable.append(cell)
+    return Plan(runnable, skipped, methods, plugin_errors, device)
+
+
+def _select(cells: list[Cell], only: dict, grid_name: str) -> list[Cell]:
+    """The cells matching every --only filter (KEY=V1,V2: any of the values); a key, or a value no cell of the
+    grid has, is a UserError with suggestions."""
+    values = [{"dataset": {c.dataset.name, c.dataset.label}, "backbone": {c.backbone.name, c.backbone.label},
+               "method": {c.method}, "seed": {str(c.seed)},
+               "forget_class": {str(c.forget_class) if c.forget_class is not None else "all"}} for c in cells]
+    wanted = {}
+    for key, text in only.items():
+        if key not in ONLY_KEYS:
+            raise UserError(f"Unknown --only key '{key}'{did_you_mean(key, ONLY_KEYS)}; use one of: {', '.join(ONLY_KEYS)}.")
+        present = sorted({v for cell_values in values for v in cell_values[key]})
+        wanted[key] = {v.strip() for v in str(text).split(",")}
+        unknown = sorted(wanted[key] - set(present))
+        if unknown:
+            raise UserError(f"--only {key}={unknown[0]} matches no cell of grid '{grid_name}'"
+                            f"{did_you_mean(unknown[0], present)}; its {key} values are: {', '.join(present)}.")
+    chosen = [c for c, v in zip(cells, values) if all(wanted[k] & v[k] for k in wanted)]
+    if wanted and not chosen:
+        raise UserError(f"The --only filters {', '.join(f'{k}={t}' for k, t in only.items())} match no cell of "
+                        f"grid '{grid_name}' together; drop one of them.")
+    return chosen
+
+
+def grid_has_retrain(grid: Grid) -> bool:
+    """Whether the grid runs the retrain method (so retrained models exist for distance metrics)."""
+    return grid.methods == "all" or any(m.name == "retrain" for m in grid.methods)
+
+
+def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
+    """The cache key of a cell: its full config, the device type and precision it runs in, the plugin file's hash,
+    library versions and harness code."""
+    recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
+    return stable_hash({
+        "dataset": dataclasses.asdict(cell.dataset), "backbone": dataclasses.asdict(cell.backbone),
+        "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
+        "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
+        "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
+        "has_retrain": grid_has_retrain(grid), **compute_setting(device),
+        "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")}, "code": code_hash(),
+    })
+
+
+def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
+    """A human-readable plan: cells per method, stages to train, what is cached, a cost estimate."""
+    lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
+    per_method = Counter(c.method for c in p.cells)
+    cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics, p.device)) is not None
+                 for c in p.cells)
+    for method, n in sorted(per_method.items()):
+        kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
+        lines.append(f"  {method:<22} {n:4d} cells ({kind})")
+    groups = {c.group for c in p.cells}
+    retrains = {(c.group, c.forget_class) for c in p.cells if c.method == "retrain"}
+    lines.append(f"stages: {len(groups)} original models, {len(retrains)} retrained models (shared, cached)")
+    lines.append(f"cached cells: {cached} of {len(p.cells)}")
+    image_epochs = 0
+    for dataset, backbone, _seed in groups:
+        recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
+        n_train = {"mnist5k": 3600, "mnist": 54000, "fashion-mnist": 54000, "cifar10": 45000}.get(dataset.name, 0)
+        if dataset.options_dict.get("train_per_class"):
+            n_train = min(n_train, 10 * dataset.options_dict["train_per_class"])
+        image_epochs += recipe.epochs * n_train * (1 + sum(1 for g, _ in retrains if g == (dataset, backbone, _seed)))
+    if image_epochs:
+        lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "
+                     f"(about {image_epochs / 3000 / 60:.0f} CPU-minutes at 3,000 img/s for a small backbone)")
+    for cell, reason in p.skipped[:20]:
+        lines.append(f"  skipped {cell.describe()}: {reason}")
+    if len(p.skipped) > 20:
+        lines.append(f"  … and {len(p.skipped) - 20} more skipped cells")
+    for err in p.plugin_errors:
+        verb = "failed to import" if err.kind == "import" else "rejected"
+        lines.append(f"plugin {err.source} {verb}: {err.message.splitlines()[0]}")
+    return "\n".join(lines)
