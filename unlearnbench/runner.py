@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .errors import UserError
-from .execution import Job, KeptGroup, crashed, error_reason, failure_row, make_jobs, run_job
+from .errors import UserError, error_reason
+from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, launch
 from .planning import RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan
