@@ -91,7 +91,8 @@ def held_out_forget_set(task: UnlearnTask) -> Split:
 
 
 def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], task: UnlearnTask, *,
-             held_out: Split | None = None) -> FinetuneOutcome:
+             held_out: Split | None = None, before_step: Callable[[nn.Module], None] | None = None,
+             after_step: Callable[[nn.Module], None] | None = None) -> FinetuneOutcome:
     """Take up to `task.params['steps']` optimiser steps on `loss_fn(model)` (in place) and return how it ended.
 
     The optimiser is `task.params['optimizer']` at learning rate `task.params['lr']` (SGD with momentum 0.9, no
@@ -105,6 +106,8 @@ def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], tas
     Divergence: weights and buffers are snapshotted whenever they have just given a finite loss (every `check_every`
     steps, every step for methods without that parameter); a non-finite loss, non-finite held-out logits or
     non-finite weights at the end restore the last snapshot and end the run as diverged, without raising.
+    `before_step(model)` runs between backward and the optimiser step (e.g. to mask gradients), `after_step(model)`
+    right after it (e.g. to put frozen weights back).
     """
     params = task.params
     check_every = int(params.get("check_every", 1))
@@ -125,7 +128,11 @@ def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], tas
             snapshot = copy.deepcopy(model.state_dict())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if before_step is not None:
+            before_step(model)
         optimizer.step()
+        if after_step is not None:
+            after_step(model)
         steps += 1
         bar.update()
         if held_out is not None and steps % check_every == 0:

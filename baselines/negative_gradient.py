@@ -34,6 +34,7 @@ class NegGradPlus(FinetuningUnlearner):
     """
 
     name = "neggrad_plus"
+    label = "NegGrad+"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "alpha": 0.9, "norm_statistics": "batch"}
     search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99)}

@@ -30,6 +30,7 @@ class RandomLabelsMixed(FinetuningUnlearner):
     """
 
     name = "random_labels_mixed"
+    label = "Random Labels (mixed)"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "norm_statistics": "batch"}
 

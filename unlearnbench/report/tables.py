@@ -6,6 +6,7 @@ Per-class metrics are averaged over forget classes within a seed first, then mea
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -17,8 +18,6 @@ import pandas as pd
 MISSING = "—"
 PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
                  "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
-# display names of the shipped variants the paper does not run (any other method shows its own name)
-VARIANT_NAMES = {"random_labels_mixed": "Random Labels (mixed)", "neggrad_plus": "NegGrad+", "finetune": "Fine-tune"}
 CELL_KEYS = ["dataset", "backbone", "method", "params"]
 TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
 SPLIT_ORDER = ("test", "train", "val", "all")
@@ -36,6 +35,19 @@ class Table:
     display: pd.DataFrame
 
 
+@functools.lru_cache(maxsize=1)
+def method_labels() -> dict[str, str]:
+    """Each discovered method's display name (its `label`, else its name); the paper's methods keep the paper's."""
+    from ..discovery import discover
+
+    return {name: info.cls.label or name for name, info in discover()[0].items()}
+
+
+def display_name(method: str) -> str:
+    """A method's name in tables and figures: the paper's name, the method's `label`, or its own name."""
+    return PAPER_METHODS.get(method) or method_labels().get(method, method)
+
+
 def method_order(methods) -> list[str]:
     """The paper's methods in the paper's order, then any other method by name."""
     present = set(methods)
@@ -51,7 +63,7 @@ def row_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
     settings = per_cell.groupby(["dataset", "backbone", "method"])["params"].nunique().groupby("method").max()
     labels = {}
     for method, params in pairs.itertuples(index=False):
-        name = PAPER_METHODS.get(method) or VARIANT_NAMES.get(method, method)
+        name = display_name(method)
         if settings[method] > 1:
             shown = ", ".join(f"{k}={v}" for k, v in sorted(json.loads(params or "{}").items()))
             name = f"{name} ({shown or 'defaults'})"

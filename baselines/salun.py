@@ -1,0 +1,94 @@
+"""SalUn, saliency unlearning (Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency
+in Both Image Classification and Generation", arXiv 2310.12508; reference implementation
+OPTML-Group/Unlearn-Saliency, `Classification/generate_mask.py` and `Classification/unlearn/RL.py`).
+
+1. Saliency mask: g = |Σ over D_f(c) batches of ∇_θ CE(model(x), y)|, accumulated with the original in eval mode;
+   the mask keeps the `mask_ratio` fraction of weights with the largest g, ranked across all parameters at once
+   (reference: 0.5; it ranks the negated |g| and keeps ranks below int(r·N)).
+2. Random-label fine-tuning of the masked weights: D_f(c) with random labels, concatenated with D_r(c) with true
+   labels and shuffled together; cross-entropy; gradients are multiplied by the mask before every step. Reference
+   class-wise settings: 10 epochs at lr 0.013, SGD momentum 0.9, weight decay 5e-4, batches of 256.
+3. Weights outside the mask never move: not through weight decay and not through optimiser momentum either. The
+   reference fixed exactly that leak on 2026-02-28 (commit a6e89fd, "Fix weight decay": after every step it
+   writes the masked-out weights back and zeroes their momentum). Here the gradients are masked and, after every
+   step, every weight outside the mask is written back to its original value, whatever the optimiser.
+
+Departures: each D_f(c) sample is relabelled once with a class other than c (the reference draws from all classes,
+c included), as the suite's random-labels baselines do; like the other fine-tuning baselines here, a step budget
+with the held-out stopping rule on the validation split's class c (`stop_acc`) instead of fixed epochs, SGD with
+momentum 0.9 and no weight decay (AdamW on ViTs), and the shared `norm_statistics` choice for BatchNorm.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from unlearnbench import UnlearnTask
+from unlearnbench.data import Split
+from unlearnbench.search_space import Float
+from unlearnbench.training import autocast
+from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
+                          endless_batches, finetune, held_out_forget_set, relabelled_forget_set)
+
+
+def saliency(model: nn.Module, task: UnlearnTask, batch_size: int) -> dict[str, torch.Tensor]:
+    """Per parameter name, |Σ_batches ∇ CE| of the model (eval mode) on D_f(c) of the training split."""
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    for x, y in task.data.batches(task.data.train.forget(task.forget_class), batch_size):
+        with autocast(task.device):
+            loss = F.cross_entropy(model(x).float(), y)
+        loss.backward()  # gradients add up over the batches
+    grads = {name: (p.grad.float().abs() if p.grad is not None else torch.zeros_like(p, dtype=torch.float32))
+             for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def top_fraction_mask(scores: dict[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
+    """Boolean masks keeping the `ratio` fraction of entries with the largest score, ranked over all tensors at
+    once (ties broken by position, so exactly round(ratio·N) entries are kept)."""
+    flat = torch.cat([s.flatten() for s in scores.values()])
+    keep = round(ratio * flat.numel())
+    chosen = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    chosen[torch.argsort(flat, descending=True, stable=True)[:keep]] = True
+    masks, start = {}, 0
+    for name, s in scores.items():
+        masks[name] = chosen[start:start + s.numel()].view_as(s)
+        start += s.numel()
+    return masks
+
+
+class SalUn(FinetuningUnlearner):
+    """Random labels on D_f(c) mixed with D_r(c), training only the most forget-salient weights."""
+
+    name = "salun"
+    label = "SalUn"
+    parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
+                  "mask_ratio": 0.5, "norm_statistics": "batch"}
+    search_space = {**FINETUNE_SPACE, "mask_ratio": Float(0.05, 1.0)}
+
+    def unlearn(self, task: UnlearnTask) -> FinetunedModel:
+        model = task.copy_original()
+        c, size = task.forget_class, task.params["batch_size"]
+        masks = top_fraction_mask(saliency(model, task, size), task.params["mask_ratio"])
+        parameters = dict(model.named_parameters())
+        frozen = {name: p.detach().clone() for name, p in parameters.items()}
+
+        def mask_gradients(_):
+            for name, p in parameters.items():
+                if p.grad is not None:
+                    p.grad.mul_(masks[name])
+
+        @torch.no_grad()
+        def restore_frozen(_):
+            for name, p in parameters.items():
+                p.copy_(torch.where(masks[name], p, frozen[name]))
+
+        relabelled, retain = relabelled_forget_set(task), task.data.train.retain(c)
+        mix = Split(torch.cat([relabelled.images, retain.images]), torch.cat([relabelled.labels, retain.labels]))
+        batches = endless_batches(task.data, mix, size, task.generator, f"training set of class {c} with the rest")
+        outcome = finetune(model, lambda net: cross_entropy_parts(net, next(batches))[0], task,
+                           held_out=held_out_forget_set(task), before_step=mask_gradients, after_step=restore_frozen)
+        return FinetunedModel(model.eval(), c, outcome)

@@ -1,0 +1,145 @@
+"""The defining mechanism of each state-of-the-art baseline, each test one that fails if the mechanism is removed:
+SalUn's frozen weights, ℓ1-sparse's penalty, SCRUB's max steps, Bad Teacher's incompetent teacher, SSD's
+selection rule and LF-SSD's labels, UNSIR's error-maximising noise."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from test_baselines import METHODS, cache, mnist5k, task_for, tiny  # noqa: F401  (fixtures; discovery first)
+from unlearnbench.baselines import _finetuning
+from unlearnbench.baselines._blocks import distillation_kl, phased_loss, retain_sample, teacher_probs
+from unlearnbench.baselines.l1_sparse import l1_norm
+from unlearnbench.baselines.salun import saliency, top_fraction_mask
+from unlearnbench.baselines.ssd import cross_entropy_loss, importances, output_norm_loss
+from unlearnbench.baselines.unsir import error_maximising_noise
+from unlearnbench.stages import Stages
+from unlearnbench.training import make_optimizer, predict_logits
+
+FORGET = 3
+
+
+def unlearned(stages: Stages, method: str, **params) -> torch.nn.Module:
+    return METHODS[method].cls().unlearn(task_for(stages, method, FORGET, **params)).for_class(FORGET)
+
+
+def mean_kl(teacher: torch.nn.Module, student: torch.nn.Module, stages: Stages, split) -> float:
+    """Mean KL(teacher ‖ student) at temperature 1 over `split`."""
+    t = F.softmax(predict_logits(teacher, stages.data, split), dim=1)
+    return float(distillation_kl(predict_logits(student, stages.data, split), t, 1.0))
+
+
+def test_top_fraction_mask_keeps_exactly_the_largest_scores_across_tensors():
+    scores = {"a": torch.tensor([[5.0, 0.1], [3.0, 0.2]]), "b": torch.tensor([4.0, 0.3, 2.0])}
+    masks = top_fraction_mask(scores, 3 / 7)
+    assert masks["a"].tolist() == [[True, False], [True, False]] and masks["b"].tolist() == [True, False, False]
+    assert sum(int(m.sum()) for m in top_fraction_mask(scores, 1.0).values()) == 7
+
+
+def test_salun_never_moves_a_weight_outside_its_mask_even_under_weight_decay(tiny, monkeypatch):
+    # weight decay and momentum both move a weight whose gradient is zero: the mask must hold against them too
+    def decaying(params, name, lr, momentum=0.9, weight_decay=0.0, nesterov=False):
+        return make_optimizer(params, name, lr, momentum=momentum, weight_decay=0.1)
+
+    monkeypatch.setattr(_finetuning, "make_optimizer", decaying)
+    before = {k: v.clone() for k, v in tiny.original().named_parameters()}
+    net = unlearned(tiny, "salun", mask_ratio=0.2, steps=5, stop_acc=0.0, lr=0.05)
+    after = dict(net.named_parameters())
+    moved = {k: after[k] != before[k] for k in before}
+    total = sum(v.numel() for v in before.values())
+    changed = sum(int(m.sum()) for m in moved.values())
+    assert 0 < changed <= round(0.2 * total)  # something trained, and only inside the 20 % mask
+
+    task = task_for(tiny, "salun", FORGET)
+    masks = top_fraction_mask(saliency(task.copy_original(), task, 64), 0.2)
+    assert all(not bool((moved[k] & ~masks[k]).any()) for k in before), "a weight outside the mask moved"
+
+
+def test_l1_sparse_penalty_shrinks_the_weights(tiny):
+    plain = unlearned(tiny, "l1_sparse", alpha=0.0, steps=10, lr=0.01)
+    sparse = unlearned(tiny, "l1_sparse", alpha=0.05, steps=10, lr=0.01)
+    assert float(l1_norm(sparse).detach()) < 0.9 * float(l1_norm(plain).detach())
+
+
+def test_scrub_max_steps_push_the_student_away_from_the_teacher_on_the_forget_set(tiny):
+    forget = tiny.data.train.forget(FORGET)
+    common = {"epochs": 1, "retain_steps": 2, "lr": 0.01}
+    with_max = unlearned(tiny, "scrub", forget_epochs=1, **common)
+    without_max = unlearned(tiny, "scrub", forget_epochs=0, **common)
+    teacher = tiny.original()
+    assert mean_kl(teacher, with_max, tiny, forget) > 5 * mean_kl(teacher, without_max, tiny, forget) + 1e-4
+
+
+def test_bad_teacher_pulls_the_forget_class_towards_the_incompetent_teacher(tiny):
+    task = task_for(tiny, "bad_teacher", FORGET)
+    incompetent = task.new_model(task.seed).eval()
+    forget = tiny.data.train.forget(FORGET)
+    student = unlearned(tiny, "bad_teacher", epochs=3, lr=1e-3)
+    assert mean_kl(incompetent, student, tiny, forget) < 0.5 * mean_kl(incompetent, tiny.original(), tiny, forget)
+    retained = tiny.data.train.retain(FORGET)
+    assert mean_kl(tiny.original(), student, tiny, retained) < mean_kl(incompetent, student, tiny, retained)
+
+
+@pytest.mark.parametrize("method", ["ssd", "lf_ssd"])
+def test_ssd_dampens_exactly_the_parameters_more_important_to_the_forget_set(method: str, tiny):
+    alpha, lam = 2.0, 0.5
+    loss = cross_entropy_loss if method == "ssd" else output_norm_loss
+    original = tiny.original()
+    probe = copy.deepcopy(original)
+    forget = importances(probe, tiny.data, tiny.data.train.forget(FORGET), 64, loss)
+    full = importances(probe, tiny.data, tiny.data.train, 64, loss)
+    net = unlearned(tiny, method, selection_weighting=alpha, dampening=lam)
+    selected = 0
+    for name, p in original.named_parameters():
+        new = dict(net.named_parameters())[name]
+        chosen = forget[name] > alpha * full[name]
+        assert torch.equal(new[~chosen], p[~chosen]), f"{name}: an unselected parameter changed"
+        factor = (lam * full[name] / forget[name]).clamp(max=1.0)
+        assert torch.allclose(new[chosen], (p * factor)[chosen])
+        selected += int(chosen.sum())
+    assert selected > 0
+
+
+def test_lf_ssd_importances_ignore_the_labels_and_ssd_ones_do_not(tiny):
+    split = tiny.data.train.forget(FORGET)
+    relabelled = type(split)(split.images, (split.labels + 1) % 10)
+    model = copy.deepcopy(tiny.original())
+    for loss, same in ((output_norm_loss, True), (cross_entropy_loss, False)):
+        a, b = (importances(model, tiny.data, s, 64, loss) for s in (split, relabelled))
+        assert all(torch.equal(a[k], b[k]) for k in a) is same
+
+
+def test_unsir_noise_raises_the_forget_class_loss(tiny):
+    def forget_loss(noise_steps: int) -> float:
+        task = task_for(tiny, "unsir", FORGET, noise_steps=noise_steps)
+        noise = error_maximising_noise(task.original, task)
+        with torch.no_grad():
+            logits = task.original(noise)
+        return float(F.cross_entropy(logits, torch.full((len(noise),), FORGET)))
+
+    assert forget_loss(40) > 2 * forget_loss(0)
+
+
+def test_retain_sample_draws_the_fraction_from_the_retained_classes_reproducibly(tiny):
+    first = retain_sample(task_for(tiny, "bad_teacher", FORGET), 0.3)
+    again = retain_sample(task_for(tiny, "bad_teacher", FORGET), 0.3)
+    retained = tiny.data.train.retain(FORGET)
+    assert len(first) == round(0.3 * len(retained)) and not bool((first.labels == FORGET).any())
+    assert torch.equal(first.images, again.images)
+
+
+def test_phased_loss_runs_each_phase_for_its_steps_in_order():
+    calls = []
+    steps, loss = phased_loss([(2, lambda _: calls.append("max")), (3, lambda _: calls.append("min"))])
+    for _ in range(steps):
+        loss(None)
+    assert steps == 5 and calls == ["max", "max", "min", "min", "min"]
+
+
+def test_teacher_probs_are_a_softened_distribution(tiny):
+    x, _ = next(tiny.data.batches(tiny.data.test, 8))
+    sharp, soft = teacher_probs(tiny.original(), x, 1.0), teacher_probs(tiny.original(), x, 8.0)
+    assert torch.allclose(sharp.sum(1), torch.ones(8)) and bool((soft.max(1).values <= sharp.max(1).values).all())
