@@ -10,11 +10,13 @@ A student, initialised from the original, is distilled from the original (the te
 KL_T is the distillation loss at temperature T (scaled by T², `_blocks.distillation_kl`). Each of `epochs` epochs
 makes one pass over D_f(c) in max steps (only the first `forget_epochs` epochs) and then one pass over D_r(c) in min
 steps, with one optimiser throughout. Reference settings (large-scale notebook): T = 4, γ = 0.99, α = 0.001, β = 0,
-SGD lr 5e-4, momentum 0.9, weight decay 5e-4, forget batches of 32, retain batches of 128, msteps 2 of
-sgda_epochs 3. (Its small-scale notebook uses other values: Adam, T = 2, γ = 1, α = 0.5, 3 of 10 epochs.)
+SGD lr 5e-4, momentum 0.9, weight decay 5e-4, msteps 2 of sgda_epochs 3, loaders of 512 (forget) and 256
+(retain) images; its `del_batch_size` 32 and `sgda_batch_size` 128 are set but unused. (Its small-scale notebook
+uses other values: Adam, T = 2, γ = 1, α = 0.5, 3 of 10 epochs.)
 
 Departures: no weight decay (every fine-tuning baseline here runs without); no label smoothing or β term (both 0 in
-the reference settings); retain batches of 64, and a pass over D_r(c) capped at `retain_steps` batches so the
+the reference settings); forget batches of 32 and retain batches of 64 (the CPU grids' classes hold a few hundred
+images), and a pass over D_r(c) capped at `retain_steps` batches so the
 method fits the CPU grids (the reference passes over all of D_r(c)); BatchNorm handling is the shared
 `norm_statistics` choice; ViTs use AdamW like the other baselines here.
 """
