@@ -1,11 +1,13 @@
 """Selective Synaptic Dampening (Foster et al., "Fast Machine Unlearning Without Retraining Through Selective Synaptic
 Dampening", arXiv 2308.07707; reference implementation if-loops/selective-synaptic-dampening, `src/ssd.py`,
 `ParameterPerturber.calc_importance` and `modify_weight`) and its label-free variant LF-SSD (Foster et al.,
-"Loss-Free Machine Unlearning", arXiv 2402.19308; same repository).
+"Loss-Free Machine Unlearning", arXiv 2402.19308; its code is the snippet in the same repository's README).
 
 No training. Per parameter θ_i, an importance on the forget set I_f and one on the whole training set I_D, each
-the mean over batches of the squared gradient of a batch loss (SSD: cross-entropy with the true labels, the
-diagonal of the empirical Fisher; LF-SSD: the ℓ2 norm of the logits, so no label is needed). Where
+a mean over batches of the gradient of a batch loss: SSD squares the gradient of the cross-entropy with the true
+labels (the diagonal of the empirical Fisher); LF-SSD takes the absolute gradient of the batch mean of each
+sample's squared logit norm ‖f(x)‖₂², so no label is needed (README: `torch.norm(out, p="fro", dim=1).pow(2)
+.mean()`, `imp += grad.abs()`). Where
 I_f,i > α·I_D,i the parameter is dampened: θ_i ← β·θ_i with β = min(λ·I_D,i / I_f,i, 1). Everything else is left
 exactly as it was. The full-data importance runs over D_f(c) and D_r(c) together (`src/forget_full_class_main.py`,
 `full_train_dl`). Reference defaults for full-class forgetting (`forget_full_class_strategies.ssd_tuning`): λ = 1,
@@ -13,9 +15,7 @@ exactly as it was. The full-data importance runs over D_f(c) and D_r(c) together
 
 The importances are computed with the model in eval mode (BatchNorm running statistics, no dropout), as the
 reference does. Departures: none in the algorithm. α (`selection_weighting`), known to be sensitive, and λ
-(`dampening`) are the searched parameters. LF-SSD's own code was not read for this file (to check next): its
-importance here is the squared gradient of the logits' mean ℓ2 norm in place of SSD's cross-entropy, our reading
-of its paper (a Memory-Aware-Synapses-style sensitivity); the rest is SSD's.
+(`dampening`) are the searched parameters; LF-SSD keeps SSD's α, λ and selection rule.
 """
 from __future__ import annotations
 
@@ -38,13 +38,15 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def output_norm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """LF-SSD's importance loss: the mean over the batch of ‖logits‖₂; the labels are ignored."""
-    return logits.norm(p=2, dim=1).mean()
+    """LF-SSD's importance loss: the mean over the batch of ‖logits‖₂²; the labels are ignored."""
+    return logits.norm(p=2, dim=1).pow(2).mean()
 
 
 def importances(model: nn.Module, data: ImageData, split: Split, batch_size: int,
-                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per parameter name, the mean over `split`'s batches of the squared gradient of `loss_fn` (model in eval
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                magnitude: Callable[[torch.Tensor], torch.Tensor] = torch.square) -> dict[str, torch.Tensor]:
+    """Per parameter name, the mean over `split`'s batches of `magnitude` (SSD: the square; LF-SSD: the absolute
+    value) of the gradient of `loss_fn` (model in eval
     mode; its weights are not changed, but every parameter is set to require gradients)."""
     if len(split) == 0:
         raise UserError("SSD needs samples to compute importances on, and the split it was given is empty.")
@@ -60,7 +62,7 @@ def importances(model: nn.Module, data: ImageData, split: Split, batch_size: int
         loss.backward()
         for name, p in model.named_parameters():
             if p.grad is not None:
-                total[name] += p.grad.float().pow(2)
+                total[name] += magnitude(p.grad.float())
         count += 1
     model.zero_grad(set_to_none=True)
     return {name: value / count for name, value in total.items()}
@@ -86,6 +88,7 @@ class SelectiveSynapticDampening(Unlearner):
     name = "ssd"
     label = "SSD"
     importance_loss = staticmethod(cross_entropy_loss)
+    gradient_magnitude = staticmethod(torch.square)
     parameters = {"selection_weighting": 10.0, "dampening": 1.0, "batch_size": 64}
     family_parameters = {"vit": {"selection_weighting": 5.0}}
     search_space = {"selection_weighting": Float(0.1, 100.0, log=True), "dampening": Float(0.1, 10.0, log=True)}
@@ -94,8 +97,9 @@ class SelectiveSynapticDampening(Unlearner):
         params, c = task.params, task.forget_class
         model = task.copy_original()
         size = int(params["batch_size"])
-        forget = importances(model, task.data, task.data.train.forget(c), size, self.importance_loss)
-        full = importances(model, task.data, task.data.train, size, self.importance_loss)
+        forget = importances(model, task.data, task.data.train.forget(c), size, self.importance_loss,
+                             self.gradient_magnitude)
+        full = importances(model, task.data, task.data.train, size, self.importance_loss, self.gradient_magnitude)
         for p in model.parameters():
             p.requires_grad_(False)
         selected = dampen(model, forget, full, params["selection_weighting"], params["dampening"])
@@ -103,11 +107,12 @@ class SelectiveSynapticDampening(Unlearner):
 
 
 class LossFreeSSD(SelectiveSynapticDampening):
-    """LF-SSD: SSD with importances from the gradient of the logits' ℓ2 norm, so no label is used."""
+    """LF-SSD: SSD with importances |∇ mean ‖logits‖₂²|, so no label is used."""
 
     name = "lf_ssd"
     label = "LF-SSD"
     importance_loss = staticmethod(output_norm_loss)
+    gradient_magnitude = staticmethod(torch.abs)
 
 
 class DampenedModel(SingleClassModel):

@@ -15,7 +15,9 @@ retained class (10 % of CIFAR's 5,000), impair and repair at lr 1e-4, batches of
 Departures: the retain sample is a random `retain_fraction` of D_r(c) (default 0.1, the reference's share) rather
 than the first images of each class; both epochs use batches of `batch_size` (32); BatchNorm handling during impair
 and repair is the shared `norm_statistics` choice (the reference's train mode is "batch"); the original is in eval
-mode while the noise is learnt. The impair set (noise copies and the normalised retain sample) is held in memory on
+mode while the noise is learnt (the reference leaves it in train mode); every noise image is copied
+`noise_copies` times (both references loop over `batch[0].size(0)`, the channel count, and so add only the first 3
+noise images per copy). The impair set (noise copies and the normalised retain sample) is held in memory on
 the data's device: fine for the MNIST/CIFAR grids, too large for ImageNet, where it would have to be streamed.
 """
 from __future__ import annotations
