@@ -11,13 +11,15 @@ Departures from the reference: α_t decays per optimiser step rather than per ep
 budgets of a few dozen to a few hundred steps, often less than one epoch); SGD with momentum 0.9 and no weight
 decay, as every fine-tuning baseline here; BatchNorm handling is the shared `norm_statistics` choice.
 """
+import torch
+
 from unlearnbench import UnlearnTask
 from unlearnbench.search_space import Float
 from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                           endless_batches, finetune)
 
 
-def l1_norm(model) -> "torch.Tensor":
+def l1_norm(model: torch.nn.Module) -> torch.Tensor:
     """‖θ‖₁: the sum of absolute values of every trainable parameter."""
     return sum(p.abs().sum() for p in model.parameters() if p.requires_grad)
 
