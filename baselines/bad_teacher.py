@@ -34,8 +34,8 @@ class BadTeacher(FinetuningUnlearner):
     parameters = {"optimizer": "adam", "lr": 1e-4, "epochs": 1, "batch_size": 64, "temperature": 1.0,
                   "retain_fraction": 0.3, "norm_statistics": "batch"}
     family_parameters = {}
-    search_space = {"lr": Float(1e-5, 1e-2, log=True), "epochs": Int(1, 5), "temperature": Float(1.0, 8.0),
-                    "retain_fraction": Float(0.1, 1.0), "norm_statistics": Choice(NORM_STATISTICS)}
+    search_space = {"lr": Float(1e-5, 1e-2, log=True), "epochs": Int(1, 3), "temperature": Float(1.0, 8.0),
+                    "retain_fraction": Float(0.1, 0.6), "norm_statistics": Choice(NORM_STATISTICS)}
     family_search_space = {"vit": {"norm_statistics": Choice(("batch",))}}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:

@@ -40,7 +40,7 @@ class SCRUB(FinetuningUnlearner):
                   "gamma": 0.99, "alpha": 0.001, "forget_batch_size": 32, "batch_size": 64, "retain_steps": 60,
                   "norm_statistics": "batch"}
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 1e-4}}
-    search_space = {"lr": Float(1e-5, 0.1, log=True), "epochs": Int(1, 5), "forget_epochs": Int(1, 5),
+    search_space = {"lr": Float(1e-5, 0.1, log=True), "epochs": Int(1, 4), "forget_epochs": Int(1, 3),
                     "alpha": Float(1e-4, 1.0, log=True), "temperature": Float(1.0, 8.0),
                     "norm_statistics": Choice(NORM_STATISTICS)}
     family_search_space = {"vit": {"lr": Float(1e-6, 1e-2, log=True), "norm_statistics": Choice(("batch",))}}

@@ -77,7 +77,7 @@ class UNSIR(FinetuningUnlearner):
                   "batch_size": 32, "norm_statistics": "batch"}
     family_parameters = {}
     search_space = {"impair_lr": Float(1e-5, 0.1, log=True), "repair_lr": Float(1e-5, 0.1, log=True),
-                    "noise_copies": Int(1, 100, log=True), "retain_fraction": Float(0.1, 1.0),
+                    "noise_copies": Int(1, 100, log=True), "retain_fraction": Float(0.1, 0.5),
                     "norm_statistics": Choice(NORM_STATISTICS)}
     family_search_space = {"vit": {"norm_statistics": Choice(("batch",))}}
 

@@ -64,6 +64,26 @@ def test_l1_sparse_penalty_shrinks_the_weights(tiny):
     assert float(l1_norm(sparse).detach()) < 0.9 * float(l1_norm(plain).detach())
 
 
+def test_l1_sparse_weight_decays_linearly_from_alpha_to_zero_over_the_steps(tiny, monkeypatch):
+    from unlearnbench.baselines import l1_sparse
+
+    class Stop(Exception):
+        pass
+
+    weights = []
+
+    def record_weights(model, loss, task):  # with CE 0 and ‖θ‖₁ 1, each step's loss is its ℓ1 weight
+        weights.extend(float(loss(model)) for _ in range(int(task.params["steps"])))
+        raise Stop
+
+    monkeypatch.setattr(l1_sparse, "cross_entropy_parts", lambda net, batch: (torch.tensor(0.0),))
+    monkeypatch.setattr(l1_sparse, "l1_norm", lambda net: torch.tensor(1.0))
+    monkeypatch.setattr(l1_sparse, "finetune", record_weights)
+    with pytest.raises(Stop):
+        unlearned(tiny, "l1_sparse", alpha=0.02, steps=8)
+    assert weights == pytest.approx([0.02 * (1 - t / 8) for t in range(8)])
+
+
 def test_scrub_max_steps_push_the_student_away_from_the_teacher_on_the_forget_set(tiny):
     forget = tiny.data.train.forget(FORGET)
     common = {"epochs": 1, "retain_steps": 2, "lr": 0.01}

@@ -161,3 +161,28 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),
              LaunchOptions(workers=1), tmp_path / "d")
+
+
+def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_path, shared_cache):
+    grid = tune_grid(tmp_path, tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
+    out = tmp_path / "tuning"
+    tune(grid, dataclasses.replace(options, only={"method": "negative_gradient"}), LaunchOptions(workers=1), out)
+    first = pd.read_csv(out / "trials.csv")
+    before = yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"]
+    assert set(before) == {"negative_gradient"} and before["negative_gradient"]["git"]
+
+    added = tune(grid, dataclasses.replace(options, only={"method": "wfnet"}), LaunchOptions(workers=1), out)
+    text = (out / "tuned.yaml").read_text()
+    after = yaml.safe_load(text)["tuned"]["mnist5k"]["vgg16-w0.0625"]
+    assert set(after) == {"negative_gradient", "wfnet"} and after["negative_gradient"] == before["negative_gradient"]
+    trials = pd.read_csv(out / "trials.csv")
+    assert list(trials.method) == ["negative_gradient"] * 2 + ["wfnet"] * 2
+    pd.testing.assert_frame_equal(trials[trials.method == "negative_gradient"], first)
+    assert len(added.trials) == 4 and text.count("# Tuned by") == 2  # both runs' provenance lines are kept
+    assert "wfnet" in (out / "summary.md").read_text() and "negative_gradient" in (out / "summary.md").read_text()
+
+    other_budget = tune_grid(tmp_path, tuning={"trials": 3, "forget_classes": [1], "startup_trials": 1})
+    with pytest.raises(UserError, match="other settings"):
+        tune(other_budget, options, LaunchOptions(workers=1), out)
+    assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after

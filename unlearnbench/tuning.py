@@ -169,7 +169,7 @@ def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: d
                 "seconds": time.perf_counter() - start, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "") -> dict:
+def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "", commit: str = "") -> dict:
     """The tuned-parameters document: per dataset → backbone → method, the searched parameters' values in the
     best trial that did not fail (studies whose every trial failed are left out), its validation scores, the defaults' objective, the tuning cost and how much the best objective moved over the
     last quarter of the trials (0: it had settled)."""
@@ -194,6 +194,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
             "tuning_seconds": round(float(rows["seconds"].sum()), 1),
             "device": device,
+            "git": commit,
             "search_space": space,
         }
     return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), "tuned": tuned}
@@ -207,6 +208,57 @@ def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     atomic_write(folder / "tuned.yaml", comment + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     atomic_write(folder / "summary.md", summary_markdown(document))
+
+
+@dataclass(frozen=True)
+class EarlierTuning:
+    """What an earlier `tune` left in the output folder for studies this run does not redo."""
+
+    trials: pd.DataFrame
+    tuned: dict
+    header: str
+
+
+def earlier_tuning(folder: Path, settings: TuningSettings, redone: set) -> EarlierTuning | None:
+    """The studies of `folder/tuned.yaml` (and their trials) other than `redone` ((dataset, backbone, method)
+    keys), so that tuning one added method adds its studies to a grid's result instead of replacing it; None when
+    the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets."""
+    path = folder / "tuned.yaml"
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text()
+        document = yaml.safe_load(text)
+        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)
+        ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
+        theirs = {k: document[k] for k in ours}
+        tuned = document["tuned"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, pd.errors.ParserError) as exc:
+        raise UserError(f"The tuning folder {folder} holds an unreadable earlier result ({exc}); choose another "
+                        f"--out or remove its tuned.yaml and trials.csv.") from exc
+    if theirs != ours:
+        raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({theirs}, this run: "
+                        f"{ours}); choose another --out or remove its tuned.yaml, so one result never mixes budgets.")
+    kept = {d: {b: {m: e for m, e in methods.items() if (d, b, m) not in redone} for b, methods in backbones.items()}
+            for d, backbones in tuned.items()}
+    kept = {d: {b: ms for b, ms in bs.items() if ms} for d, bs in kept.items()}
+    kept = {d: bs for d, bs in kept.items() if bs}
+    keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
+    trials = trials[[key not in redone for key in keys]]
+    header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
+    return EarlierTuning(trials[TRIAL_COLUMNS], kept, header)
+
+
+def merged(earlier: EarlierTuning | None, trials: pd.DataFrame, document: dict, header: str):
+    """This run's trials, document and provenance header with the earlier studies kept before them."""
+    if earlier is None:
+        return trials, document, header
+    tuned = {d: {b: dict(ms) for b, ms in bs.items()} for d, bs in earlier.tuned.items()}
+    for dataset, backbones in document["tuned"].items():
+        for backbone, methods in backbones.items():
+            tuned.setdefault(dataset, {}).setdefault(backbone, {}).update(methods)
+    trials = pd.concat([earlier.trials, trials], ignore_index=True) if len(earlier.trials) else trials
+    return trials, {**document, "tuned": tuned}, f"{earlier.header}\nthen studies added:\n{header}"
 
 
 @dataclass
@@ -240,6 +292,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
+    earlier = earlier_tuning(out, settings, set(studies))
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.txt"
     log = LogFile(log_path)
@@ -269,14 +322,16 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
             if kind == "tune":
                 rows += outcome.records
                 trials = _in_plan_order(rows, spaces)
-                document = summarise(trials, settings, spaces, device_name(p.device, threads))
-                write_tuning(out, trials, document, header)
+                document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit())
+                write_tuning(out, *merged(earlier, trials, document, header))
                 chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label, {}).get(study.method)
                 if chosen is None:
                     failures.append(failure_row(study, "failed", "every tuning trial failed (see trials.csv)"))
                 log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
                     f"{chosen['params'] if chosen else 'every trial failed'}")
-    return TuneResult(out, _in_plan_order(rows, spaces), document, failures)
+    trials, document, _ = merged(earlier, _in_plan_order(rows, spaces), document or summarise(
+        _in_plan_order(rows, spaces), settings, spaces), header)
+    return TuneResult(out, trials, document, failures)
 
 
 def _in_plan_order(rows: list[dict], studies: dict) -> pd.DataFrame:
