@@ -101,7 +101,7 @@ class UNSIR(FinetuningUnlearner):
         model = task.copy_original()
         outcomes = []
         impair = impair_batches(noise, c, copies, retain, data, size, task.generator)
-        repair = endless_batches(data, retain, size, task.generator, f"retain sample of class {c}")
+        repair = endless_batches(data, retain, size, task.generator, f"retain sample without class {c}")
         for batches, count, lr in ((impair, copies * len(noise) + len(retain), p["impair_lr"]),
                                    (repair, len(retain), p["repair_lr"])):
             phase = dataclasses.replace(task, params={**p, "lr": lr, "steps": batches_per_pass(count, size)})

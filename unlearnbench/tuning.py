@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
 from .config import from_mapping
 from .errors import UserError
 from .grid import Cell, Grid
@@ -177,10 +178,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     first seed and first parameter set); write trials.csv, tuned.yaml and summary.md into `out` after every
     finished study (a killed run loses no finished study; re-running resumes from the trial cache). The original
     and retrained models are the grid's own cached stages, trained first, once each."""
-    from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
-    from .launchers import WorkerSlots, launch
     from .planning import plan
-    from .store import LogFile, device_name, git_commit, versions, writable_folder
+    from .store import RunFolder, writable_folder
 
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
@@ -195,8 +194,19 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
-    earlier = earlier_tuning(out, settings, set(studies))
     out.mkdir(parents=True, exist_ok=True)
+    with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
+        return _run_studies(grid, options, launch_options, out, p, settings, studies, classes)
+
+
+def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: TuningSettings, studies: dict,
+                 classes: dict) -> TuneResult:
+    """`tune` from its plan on: stages first, then one job per study, the result written after every study."""
+    from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
+    from .launchers import WorkerSlots, launch
+    from .store import LogFile, device_name, git_commit, versions
+
+    earlier = earlier_tuning(out, settings, set(studies))
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
@@ -229,7 +239,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                     trials = in_plan_order(rows, spaces)
                     document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit())
                     write_tuning(out, *merged(earlier, trials, document, header))
-                    chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label, {}).get(study.method)
+                    chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
+                                                                                {}).get(study.method)
                     if chosen is None:
                         failures.append(failure_row(study, "failed", "every tuning trial failed (see trials.csv)"))
                     log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "

@@ -21,11 +21,12 @@ TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective"
                  "seconds", "cached", "error"]
 
 
-
-def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "", commit: str = "") -> dict:
+def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
+              commit: str = "") -> dict:
     """The tuned-parameters document: per dataset → backbone → method, the searched parameters' values in the
-    best trial that did not fail (studies whose every trial failed are left out), its validation scores, the defaults' objective, the tuning cost and how much the best objective moved over the
-    last quarter of the trials (0: it had settled)."""
+    best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
+    defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
+    (0: it had settled), the device and the commit it was tuned at."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
@@ -75,42 +76,51 @@ class EarlierTuning:
 def earlier_tuning(folder: Path, settings: TuningSettings, redone: set) -> EarlierTuning | None:
     """The studies of `folder/tuned.yaml` (and their trials) other than `redone` ((dataset, backbone, method)
     keys), so that tuning one added method adds its studies to a grid's result instead of replacing it; None when
-    the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets."""
+    the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets; an
+    unreadable one, or one whose trials.csv does not match its tuned.yaml, is one sentence."""
     path = folder / "tuned.yaml"
     if not path.exists():
         return None
+    ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
     try:
         text = path.read_text()
         document = yaml.safe_load(text)
-        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)
-        ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
-        theirs = {k: document[k] for k in ours}
-        tuned = document["tuned"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, pd.errors.ParserError) as exc:
-        raise UserError(f"The tuning folder {folder} holds an unreadable earlier result ({exc}); choose another "
-                        f"--out or remove its tuned.yaml and trials.csv.") from exc
-    if theirs != ours:
-        raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({theirs}, this run: "
-                        f"{ours}); choose another --out or remove its tuned.yaml, so one result never mixes budgets.")
-    kept = {d: {b: {m: e for m, e in methods.items() if (d, b, m) not in redone} for b, methods in backbones.items()}
-            for d, backbones in tuned.items()}
-    kept = {d: {b: ms for b, ms in bs.items() if ms} for d, bs in kept.items()}
-    kept = {d: bs for d, bs in kept.items() if bs}
+        theirs = {k: document.get(k) for k in ours}
+        if theirs != ours:
+            raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({theirs}, this "
+                            f"run: {ours}); choose another --out or remove its tuned.yaml, so one result never "
+                            f"mixes budgets.")
+        studies = {(d, b, m): e for d, backbones in document["tuned"].items() for b, methods in backbones.items()
+                   for m, e in methods.items()}
+        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)[TRIAL_COLUMNS]
+        counts = trials.groupby(["dataset", "backbone", "method"]).size().to_dict()
+        if any(counts.get(key, 0) != entry["trials"] for key, entry in studies.items()):
+            raise ValueError("its trials.csv does not hold the trials its tuned.yaml lists")
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        raise UserError(f"The tuning folder {folder} holds an unreadable earlier result ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'malformed'}); choose another --out or remove "
+                        f"its tuned.yaml and trials.csv.") from exc
+    kept: dict = {}
+    for (d, b, m), entry in studies.items():
+        if (d, b, m) not in redone:
+            kept.setdefault(d, {}).setdefault(b, {})[m] = entry
     keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
-    trials = trials[[key not in redone for key in keys]]
+    trials = trials[[key in studies and key not in redone for key in keys]]
     header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
-    return EarlierTuning(trials[TRIAL_COLUMNS], kept, header)
+    return EarlierTuning(trials, kept, header)
 
 
 def merged(earlier: EarlierTuning | None, trials: pd.DataFrame, document: dict, header: str):
-    """This run's trials, document and provenance header with the earlier studies kept before them."""
-    if earlier is None:
+    """This run's trials, document and provenance header with the earlier studies (if any are kept) before them."""
+    if earlier is None or not earlier.tuned:
         return trials, document, header
     tuned = {d: {b: dict(ms) for b, ms in bs.items()} for d, bs in earlier.tuned.items()}
     for dataset, backbones in document["tuned"].items():
         for backbone, methods in backbones.items():
             tuned.setdefault(dataset, {}).setdefault(backbone, {}).update(methods)
-    trials = pd.concat([earlier.trials, trials], ignore_index=True) if len(earlier.trials) else trials
+    trials = pd.concat([earlier.trials, trials], ignore_index=True)
     return trials, {**document, "tuned": tuned}, f"{earlier.header}\nthen studies added:\n{header}"
 
 

@@ -4,3 +4,4 @@ copy). Each loader checks its files and names the file in a one-sentence DataFil
 `registration.register` adds a loader to `data.DATASETS`."""
 from . import cifar, image_folder, mnist  # noqa: F401  (importing registers the datasets)
 from .mnist import MNIST_FILES  # noqa: F401
+from .registration import register  # noqa: F401  (for datasets added outside the package)

@@ -1,5 +1,6 @@
 """ImageFolder trees (`imagefolder`, `imagenet`): train/ and val/ (or test/) class folders, decoded once into a uint8
-.npy cache keyed by the files' names, sizes and times; an image that cannot be decoded is named."""
+.npy cache keyed by the folder's path, file count, total bytes and newest modification time; an image that cannot
+be decoded is named."""
 from __future__ import annotations
 
 import os
