@@ -51,9 +51,13 @@ class BadTeacher(FinetuningUnlearner):
 
         def loss(net):
             x, from_incompetent = next(batches)
-            chosen = from_incompetent.bool().unsqueeze(1)
-            target = torch.where(chosen, teacher_probs(incompetent, x, temperature),
-                                 teacher_probs(competent, x, temperature))
+            chosen = from_incompetent.bool()
+            target = None
+            for teacher, rows in ((incompetent, chosen), (competent, ~chosen)):  # each teacher sees only its rows
+                if rows.any():
+                    probs = teacher_probs(teacher, x[rows], temperature)
+                    target = probs.new_empty((len(x), probs.shape[1])) if target is None else target
+                    target[rows] = probs
             return distillation_kl(net(x), target, temperature)
 
         steps = int(params["epochs"]) * batches_per_pass(len(mix), params["batch_size"])

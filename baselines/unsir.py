@@ -17,8 +17,8 @@ than the first images of each class; both epochs use batches of `batch_size` (32
 and repair is the shared `norm_statistics` choice (the reference's train mode is "batch"); the original is in eval
 mode while the noise is learnt (the reference leaves it in train mode); every noise image is copied
 `noise_copies` times (both references loop over `batch[0].size(0)`, the channel count, and so add only the first 3
-noise images per copy). The impair set (noise copies and the normalised retain sample) is held in memory on
-the data's device: fine for the MNIST/CIFAR grids, too large for ImageNet, where it would have to be streamed.
+noise images per copy). The impair set is never built (the references build it as a dataset): its batches
+gather noise inputs by index and normalise the stored retain images per batch, so the copies cost no memory.
 """
 from __future__ import annotations
 
@@ -30,11 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench import UnlearnTask
+from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Choice, Float, Int
 from unlearnbench.training import autocast
 from ._blocks import batches_per_pass, retain_sample
 from ._finetuning import (NORM_STATISTICS, FinetunedModel, FinetuneOutcome, FinetuningUnlearner,
-                          cross_entropy_parts, finetune)
+                          cross_entropy_parts, endless_batches, finetune)
 
 
 def error_maximising_noise(model: nn.Module, task: UnlearnTask) -> torch.Tensor:
@@ -57,14 +58,25 @@ def error_maximising_noise(model: nn.Module, task: UnlearnTask) -> torch.Tensor:
     return noise.detach()
 
 
-def endless_tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int,
-                           generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of already-normalised inputs `x` with labels `y`, reshuffled with `generator` on every pass."""
+def impair_batches(noise: torch.Tensor, forget_class: int, copies: int, retain: Split, data: ImageData,
+                   batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of the impair set, `copies` copies of every noise input (label `forget_class`) shuffled together with
+    the retain sample, reshuffled on every pass; the set is never built: only indices are shuffled, and each batch
+    gathers its noise inputs and normalises its retain images (which stay as stored, uint8, on the data's device)."""
+    n_noise = copies * len(noise)
+    total = n_noise + len(retain)
     while True:
-        order = torch.randperm(len(y), generator=generator).to(y.device)
-        for start in range(0, len(y), batch_size):
+        order = torch.randperm(total, generator=generator).to(retain.labels.device)
+        for start in range(0, total, batch_size):
             index = order[start:start + batch_size]
-            yield x[index], y[index]
+            is_noise = index < n_noise
+            kept = index[~is_noise] - n_noise
+            x = noise.new_empty((len(index), *noise.shape[1:]))
+            x[is_noise] = noise[index[is_noise] % len(noise)]
+            x[~is_noise] = data.normalize(retain.images[kept]).to(x.dtype)
+            y = torch.full((len(index),), forget_class, device=retain.labels.device, dtype=retain.labels.dtype)
+            y[~is_noise] = retain.labels[kept]
+            yield x, y
 
 
 class UNSIR(FinetuningUnlearner):
@@ -85,16 +97,15 @@ class UNSIR(FinetuningUnlearner):
         p, c, data = task.params, task.forget_class, task.data
         noise = error_maximising_noise(task.original, task)
         retain = retain_sample(task, p["retain_fraction"])
-        retain_x = torch.cat([x for x, _ in data.batches(retain, 1024)])
-        copies = int(p["noise_copies"])
-        impair_x = torch.cat([noise.repeat(copies, 1, 1, 1), retain_x])
-        impair_y = torch.cat([torch.full((copies * len(noise),), c, device=task.device), retain.labels])
-        size = int(p["batch_size"])
+        copies, size = int(p["noise_copies"]), int(p["batch_size"])
         model = task.copy_original()
         outcomes = []
-        for x, y, lr in ((impair_x, impair_y, p["impair_lr"]), (retain_x, retain.labels, p["repair_lr"])):
-            batches = endless_tensor_batches(x, y, size, task.generator)
-            phase = dataclasses.replace(task, params={**p, "lr": lr, "steps": batches_per_pass(len(y), size)})
-            outcomes.append(finetune(model, lambda net: cross_entropy_parts(net, next(batches))[0], phase))
+        impair = impair_batches(noise, c, copies, retain, data, size, task.generator)
+        repair = endless_batches(data, retain, size, task.generator, f"retain sample without class {c}")
+        for batches, count, lr in ((impair, copies * len(noise) + len(retain), p["impair_lr"]),
+                                   (repair, len(retain), p["repair_lr"])):
+            phase = dataclasses.replace(task, params={**p, "lr": lr, "steps": batches_per_pass(count, size)})
+            outcomes.append(finetune(model, lambda net, batches=batches: cross_entropy_parts(net, next(batches))[0],
+                                     phase))
         return FinetunedModel(model.eval(), c, FinetuneOutcome(sum(o.steps for o in outcomes), False,
                                                                any(o.diverged for o in outcomes)))

@@ -2,7 +2,8 @@
 import pandas as pd
 import pytest
 
-from unlearnbench.cli import format_summary, main, with_default_command
+from unlearnbench.cli import main, with_default_command
+from unlearnbench.report.run_summary import format_summary
 
 from conftest import write_grid
 

@@ -206,7 +206,7 @@ def test_a_damaged_cifar_pickle_is_one_sentence_naming_it(tmp_path, monkeypatch)
     with pytest.raises(DataFileError) as exc:  # not the published release: the md5 check names the first file
         load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "c")
     assert "differs from the original release" in _one_sentence_naming(exc, folder / "batches.meta")
-    monkeypatch.setattr(datasets, "CIFAR_MD5", {})  # accept these tiny stand-ins
+    monkeypatch.setattr(datasets.cifar, "CIFAR_MD5", {})  # accept these tiny stand-ins
     data = load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "c", val_fraction=0.25)
     assert (len(data.train) + len(data.val), len(data.test), data.image_size, data.channels) == (20, 4, 32, 3)
     intact = batch.read_bytes()

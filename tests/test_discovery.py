@@ -138,6 +138,19 @@ def test_the_harness_hash_ignores_method_packages_a_wheel_installs_inside_unlear
     assert store.code_hash.__wrapped__() != harness
 
 
+def test_a_named_module_hash_covers_a_subpackage_s_every_file(tmp_path, monkeypatch):
+    """Stage keys hash named modules (data, datasets, …); `datasets` is a package: each of its files counts."""
+    from unlearnbench import store
+    for rel in ("data.py", "datasets/__init__.py", "datasets/mnist.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(store, "PACKAGE_DIR", tmp_path)
+    before = store.code_hash.__wrapped__("data", "datasets")
+    (tmp_path / "datasets" / "mnist.py").write_text("x = 2\n")
+    assert store.code_hash.__wrapped__("data", "datasets") != before
+    assert store.code_hash.__wrapped__("data") == store.code_hash.__wrapped__("data")
+
+
 def test_tables_name_methods_by_their_declared_label():
     from unlearnbench import Unlearner
     from unlearnbench.report.tables import display_name

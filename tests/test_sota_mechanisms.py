@@ -15,7 +15,7 @@ from unlearnbench.baselines._blocks import distillation_kl, phased_loss, retain_
 from unlearnbench.baselines.l1_sparse import l1_norm
 from unlearnbench.baselines.salun import saliency, top_fraction_mask
 from unlearnbench.baselines.ssd import cross_entropy_loss, importances, output_norm_loss
-from unlearnbench.baselines.unsir import error_maximising_noise
+from unlearnbench.baselines.unsir import error_maximising_noise, impair_batches
 from unlearnbench.stages import Stages
 from unlearnbench.training import make_optimizer, predict_logits
 
@@ -141,6 +141,20 @@ def test_unsir_noise_raises_the_forget_class_loss(tiny):
         return float(F.cross_entropy(logits, torch.full((len(noise),), FORGET)))
 
     assert forget_loss(40) > 2 * forget_loss(0)
+
+
+def test_unsir_impair_batches_hold_each_noise_input_copies_times_and_each_retain_image_once_a_pass(tiny):
+    retain = retain_sample(task_for(tiny, "unsir", FORGET), 0.2)
+    noise = torch.randn(4, *tiny.data.train.images.shape[1:])
+    batches = impair_batches(noise, FORGET, 3, retain, tiny.data, 16, torch.Generator().manual_seed(0))
+    seen = [next(batches) for _ in range(-(-(12 + len(retain)) // 16))]  # one pass
+    x, y = torch.cat([b[0] for b in seen]), torch.cat([b[1] for b in seen])
+    assert len(y) == 12 + len(retain) and int((y == FORGET).sum()) == 12
+    for n in noise:
+        assert int((x == n).flatten(1).all(1).sum()) == 3
+    expected = tiny.data.normalize(retain.images)
+    rows = x[y != FORGET]
+    assert sorted(rows.sum((1, 2, 3)).tolist()) == pytest.approx(sorted(expected.sum((1, 2, 3)).tolist()), abs=1e-3)
 
 
 def test_retain_sample_draws_the_fraction_from_the_retained_classes_reproducibly(tiny):

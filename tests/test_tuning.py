@@ -18,7 +18,8 @@ from unlearnbench.grid import load_grid, parse_grid
 from unlearnbench.launchers import LaunchOptions
 from unlearnbench.models import BackboneSpec
 from unlearnbench.runner import RunOptions, run
-from unlearnbench.tuning import retrain_distance, summarise, tune, TuningSettings
+from unlearnbench.tuning import retrain_distance, tune, TuningSettings
+from unlearnbench.tuning_results import summarise
 
 from conftest import write_grid
 

@@ -2,10 +2,11 @@
 
 Where things live: a method subclasses `Unlearner` (unlearner.py) in a plugin folder, `methods/` or `baselines/`
 at the top of the source tree (shipped as unlearnbench.methods / unlearnbench.baselines), found by discovery.py;
-datasets are registered in datasets.py (loading and splits in data.py), backbones in models.py, metrics one
-module per family in metrics/; a run is planned in planning.py, its jobs executed in execution.py, orchestrated
-by runner.py through the launchers in launchers.py (local worker processes or Slurm); tuning.py is the tuning
-protocol, store.py the cache and run folders, report/ the tables and figures, cli.py the command line.
+datasets are registered in datasets/, one module per source (loading and splits in data.py), backbones in
+models.py, metrics one module per family in metrics/; a run is planned in planning.py, its jobs executed in
+execution.py, orchestrated by runner.py through the launchers in launchers.py (local worker processes or Slurm);
+tuning.py is the tuning protocol (tuning_results.py its files), store.py the cache and run folders, report/ the
+tables and figures and the end-of-run summary, cli.py the command line.
 """
 __version__ = "0.1.0"
 

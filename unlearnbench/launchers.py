@@ -71,64 +71,94 @@ def assign_devices(jobs: Sequence[J], gpus: Sequence[int], with_device: Callable
 
 
 def launch(fn: Callable[[J], R], jobs: Sequence[J], options: LaunchOptions,
-           on_crash: Callable[[J, BaseException], R]) -> Iterator[R]:
+           on_crash: Callable[[J, BaseException], R], slots: WorkerSlots | None = None) -> Iterator[R]:
     """Yield fn(job) for every job (in completion order). `fn` must catch its own errors; a worker that dies
-    (killed, out of host memory) is attributed to its job through `on_crash` and the other jobs go on."""
+    (killed, out of host memory) is attributed to its job through `on_crash` and the other jobs go on. Local
+    workers come from `slots` (a run passes one for all its phases); without it, from slots of this launch only."""
     if not jobs:
         return iter(())
     if options.launcher == "slurm":
         return _slurm(fn, jobs, options, on_crash)
     if options.workers == 1:
         return (fn(job) for job in jobs)
-    return _pool(fn, jobs, options.workers, on_crash)
+    return _pool(fn, jobs, options.workers, on_crash, slots)
 
 
 IDLE_WORKER_SECONDS = 300  # a worker idle this long exits; the next job of its slot starts a fresh one
-_SLOTS: list = []  # one-process loky pools kept from launch to launch (like joblib's reusable executor), so a
-# worker's loaded data and models (execution.KeptGroup) serve the next phase of a run too
 
 
-def _pool(fn, jobs, workers, on_crash) -> Iterator:
-    """Run jobs in `workers` worker processes, never in this one. Each worker is its own one-process loky pool (a
-    slot), so its process serves job after job; a worker that dies fails only the job it was running (through
-    `on_crash`, with a WorkerDied saying how it died) and its slot gets a fresh process, while the other workers
-    go on untouched."""
-    from joblib.externals.loky import ProcessPoolExecutor
+class WorkerSlots:
+    """The worker processes of one run: each slot a one-process loky pool, kept from launch to launch (phase to
+    phase) so a worker's loaded data and models (execution.KeptGroup) serve the next phase too; `close` (or the
+    end of a `with` block) ends them."""
+
+    def __init__(self) -> None:
+        self.pools: list = []
+
+    def ensure(self, count: int) -> None:
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        self.pools.extend(ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS)
+                          for _ in range(count - len(self.pools)))
+
+    def renew(self, slot: int):
+        """A fresh process for `slot` (its old one is killed); returns the slot's pool."""
+        from joblib.externals.loky import ProcessPoolExecutor
+
+        self.pools[slot].shutdown(wait=False, kill_workers=True)
+        self.pools[slot] = ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS)
+        return self.pools[slot]
+
+    def close(self) -> None:
+        for pool in self.pools:
+            pool.shutdown(wait=False, kill_workers=True)
+        self.pools = []
+
+    def __enter__(self) -> WorkerSlots:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+def _pool(fn, jobs, workers, on_crash, slots: WorkerSlots | None) -> Iterator:
+    """Run jobs in `workers` worker processes, never in this one. Each worker is its own slot, so its process
+    serves job after job; a worker that dies fails only the job it was running (through `on_crash`, with a
+    WorkerDied saying how it died) and its slot gets a fresh process, while the other workers go on untouched."""
     from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 
-    def renew(slot: int):
-        _SLOTS[slot].shutdown(wait=False, kill_workers=True)
-        _SLOTS[slot] = ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS)
-        return _SLOTS[slot]
-
-    slots = min(workers, len(jobs))
-    _SLOTS.extend(ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS) for _ in range(slots - len(_SLOTS)))
+    own = slots is None
+    slots = WorkerSlots() if own else slots
+    count = min(workers, len(jobs))
+    slots.ensure(count)
     todo = list(range(len(jobs)))[::-1]  # pop() hands them out in order
     running: dict = {}  # future -> (slot, job index)
     try:
         while todo or running:
             busy = {slot for slot, _ in running.values()}
-            for slot in range(slots):
+            for slot in range(count):
                 if todo and slot not in busy:
                     i = todo.pop()
                     try:
-                        future = _SLOTS[slot].submit(fn, jobs[i])
+                        future = slots.pools[slot].submit(fn, jobs[i])
                     except BrokenProcessPool:  # its process died while idle
-                        future = renew(slot).submit(fn, jobs[i])
+                        future = slots.renew(slot).submit(fn, jobs[i])
                     running[future] = slot, i
             for future in wait(running, return_when=FIRST_COMPLETED).done:
                 slot, i = running.pop(future)
                 try:
                     outcome = future.result()
                 except BrokenProcessPool as exc:  # this slot's process is gone or unusable: a fresh one replaces it
-                    renew(slot)
+                    slots.renew(slot)
                     outcome = on_crash(jobs[i], _died(exc) if isinstance(exc, TerminatedWorkerError) else exc)
                 except Exception as exc:  # the job or its result could not cross between processes
                     outcome = on_crash(jobs[i], exc)
                 yield outcome
     finally:
         for slot, _ in running.values():  # the caller stopped early: end the jobs still running
-            renew(slot)
+            slots.renew(slot)
+        if own:
+            slots.close()
 
 
 class WorkerDied(RuntimeError):

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from .errors import UserError, error_reason
 from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
-from .launchers import LaunchOptions, launch
+from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
 
@@ -48,7 +48,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         raise UserError(f"--gpus needs a CUDA device, but the device is {device}; drop --gpus or use --device cuda.")
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
-    with folder.lock():
+    with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
         previous = read_run_config(folder.path)
         if previous is not None and previous["grid"] != _grid_dict(grid):
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
@@ -86,7 +86,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         broken_groups: dict = {}
         for phase in (jobs("original", firsts), jobs("cell", retrains), jobs("cell", others)):
             phase = [j for j in phase if j.cell.group not in broken_groups]
-            for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), crashed):
+            for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), crashed,
+                                  slots):
                 cell = outcome.job.cell
                 if outcome.job.kind == "original":
                     if outcome.failure:

@@ -54,11 +54,17 @@ PLUGIN_PACKAGES = ("methods", "baselines")
 
 @lru_cache(maxsize=None)
 def code_hash(*modules: str) -> str:
-    """Hash of the named unlearnbench source files (when none is named: all that can change results)."""
-    files = [PACKAGE_DIR / f"{m}.py" for m in modules] if modules else sorted(
-        f for f in PACKAGE_DIR.rglob("*.py") if f.relative_to(PACKAGE_DIR).parts[0] not in PRESENTATION_ONLY + PLUGIN_PACKAGES)
+    """Hash of the named unlearnbench modules, a module file or a subpackage's every file (when none is named: all
+    that can change results)."""
+    if modules:
+        files = [f for m in modules for f in (sorted((PACKAGE_DIR / m).rglob("*.py")) if (PACKAGE_DIR / m).is_dir()
+                                              else [PACKAGE_DIR / f"{m}.py"])]
+    else:
+        files = sorted(f for f in PACKAGE_DIR.rglob("*.py")
+                       if f.relative_to(PACKAGE_DIR).parts[0] not in PRESENTATION_ONLY + PLUGIN_PACKAGES)
     digest = hashlib.sha256()
     for f in files:
+        digest.update(str(f.relative_to(PACKAGE_DIR)).encode())
         digest.update(f.read_bytes())
     return digest.hexdigest()[:16]
 

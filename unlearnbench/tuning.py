@@ -23,19 +23,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 
 from .config import from_mapping
 from .errors import UserError
 from .grid import Cell, Grid
 from .search_space import describe
 from .stages import Stages
-from .store import atomic_write, stable_hash
+from .store import stable_hash
 from .training import predict_logits
-
-OBJECTIVE = "retrain_distance"
-TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective", "val_acc_retain", "val_acc_forget",
-                 "seconds", "cached", "error"]
+from .tuning_results import earlier_tuning, in_plan_order, merged, summarise, write_tuning
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ def round_params(params: dict) -> dict:
 
 def run_study(job, stages: Stages) -> list[dict]:
     """The whole search for the job's dataset × backbone × method (in this process); returns one row per trial
-    (TRIAL_COLUMNS). Called by `execution.run_job` for jobs of kind 'tune'."""
+    (tuning_results.TRIAL_COLUMNS). Called by `execution.run_job` for jobs of kind 'tune'."""
     import optuna
 
     from .discovery import discover
@@ -169,98 +165,6 @@ def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: d
                 "seconds": time.perf_counter() - start, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "", commit: str = "") -> dict:
-    """The tuned-parameters document: per dataset → backbone → method, the searched parameters' values in the
-    best trial that did not fail (studies whose every trial failed are left out), its validation scores, the defaults' objective, the tuning cost and how much the best objective moved over the
-    last quarter of the trials (0: it had settled)."""
-    tuned: dict = {}
-    for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
-        rows = rows.sort_values("trial")
-        succeeded = rows[rows["error"].fillna("") == ""]
-        if succeeded.empty:  # nothing was learnt: the study is a failure, not a choice
-            continue
-        best = succeeded.loc[succeeded["objective"].idxmin()]
-        space = spaces[(dataset, backbone, method)]
-        running = rows["objective"].cummin().to_numpy()
-        tail = max(1, len(rows) // 4)
-        tuned.setdefault(dataset, {}).setdefault(backbone, {})[method] = {
-            "params": {k: v for k, v in json.loads(best["params"]).items() if k in space},
-            "objective": round(float(best["objective"]), 4),
-            "val_acc_retain": round(float(best["val_acc_retain"]), 4),
-            "val_acc_forget": round(float(best["val_acc_forget"]), 4),
-            "default_objective": round(float(rows["objective"].iloc[0]), 4),
-            "best_trial": int(best["trial"]),
-            "trials": len(rows),
-            "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
-            "tuning_seconds": round(float(rows["seconds"].sum()), 1),
-            "device": device,
-            "git": commit,
-            "search_space": space,
-        }
-    return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), "tuned": tuned}
-
-
-def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str) -> None:
-    """trials.csv (every trial), tuned.yaml (the chosen parameters, `header` as its leading comment) and
-    summary.md (`summary_markdown`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "trials.csv", trials[TRIAL_COLUMNS].to_csv(index=False))
-    comment = "".join(f"# {line}\n" for line in header.splitlines())
-    atomic_write(folder / "tuned.yaml", comment + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
-    atomic_write(folder / "summary.md", summary_markdown(document))
-
-
-@dataclass(frozen=True)
-class EarlierTuning:
-    """What an earlier `tune` left in the output folder for studies this run does not redo."""
-
-    trials: pd.DataFrame
-    tuned: dict
-    header: str
-
-
-def earlier_tuning(folder: Path, settings: TuningSettings, redone: set) -> EarlierTuning | None:
-    """The studies of `folder/tuned.yaml` (and their trials) other than `redone` ((dataset, backbone, method)
-    keys), so that tuning one added method adds its studies to a grid's result instead of replacing it; None when
-    the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets."""
-    path = folder / "tuned.yaml"
-    if not path.exists():
-        return None
-    try:
-        text = path.read_text()
-        document = yaml.safe_load(text)
-        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)
-        ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
-        theirs = {k: document[k] for k in ours}
-        tuned = document["tuned"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError, pd.errors.ParserError) as exc:
-        raise UserError(f"The tuning folder {folder} holds an unreadable earlier result ({exc}); choose another "
-                        f"--out or remove its tuned.yaml and trials.csv.") from exc
-    if theirs != ours:
-        raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({theirs}, this run: "
-                        f"{ours}); choose another --out or remove its tuned.yaml, so one result never mixes budgets.")
-    kept = {d: {b: {m: e for m, e in methods.items() if (d, b, m) not in redone} for b, methods in backbones.items()}
-            for d, backbones in tuned.items()}
-    kept = {d: {b: ms for b, ms in bs.items() if ms} for d, bs in kept.items()}
-    kept = {d: bs for d, bs in kept.items() if bs}
-    keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
-    trials = trials[[key not in redone for key in keys]]
-    header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
-    return EarlierTuning(trials[TRIAL_COLUMNS], kept, header)
-
-
-def merged(earlier: EarlierTuning | None, trials: pd.DataFrame, document: dict, header: str):
-    """This run's trials, document and provenance header with the earlier studies kept before them."""
-    if earlier is None:
-        return trials, document, header
-    tuned = {d: {b: dict(ms) for b, ms in bs.items()} for d, bs in earlier.tuned.items()}
-    for dataset, backbones in document["tuned"].items():
-        for backbone, methods in backbones.items():
-            tuned.setdefault(dataset, {}).setdefault(backbone, {}).update(methods)
-    trials = pd.concat([earlier.trials, trials], ignore_index=True) if len(earlier.trials) else trials
-    return trials, {**document, "tuned": tuned}, f"{earlier.header}\nthen studies added:\n{header}"
-
-
 @dataclass
 class TuneResult:
     folder: Path
@@ -274,10 +178,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     first seed and first parameter set); write trials.csv, tuned.yaml and summary.md into `out` after every
     finished study (a killed run loses no finished study; re-running resumes from the trial cache). The original
     and retrained models are the grid's own cached stages, trained first, once each."""
-    from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
-    from .launchers import launch
     from .planning import plan
-    from .store import LogFile, device_name, git_commit, versions, writable_folder
+    from .store import RunFolder, writable_folder
 
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
@@ -292,8 +194,19 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
-    earlier = earlier_tuning(out, settings, set(studies))
     out.mkdir(parents=True, exist_ok=True)
+    with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
+        return _run_studies(grid, options, launch_options, out, p, settings, studies, classes)
+
+
+def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: TuningSettings, studies: dict,
+                 classes: dict) -> TuneResult:
+    """`tune` from its plan on: stages first, then one job per study, the result written after every study."""
+    from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
+    from .launchers import WorkerSlots, launch
+    from .store import LogFile, device_name, git_commit, versions
+
+    earlier = earlier_tuning(out, settings, set(studies))
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
@@ -311,52 +224,27 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     failures: list[dict] = []
     document: dict = {}
     phases = [("original", list(firsts.values())), ("retrained", retrained), ("tune", [studies[k] for k in ordered])]
-    for kind, cells in phases:
-        jobs = make_jobs(kind, cells, grid, options, launch_options, p.device, log_path)
-        for outcome in launch(run_job, jobs, dataclasses.replace(launch_options, folder=out), crashed):
-            study = outcome.job.cell
-            if outcome.failure:
-                failures.append(outcome.failure)
-                log(f"FAILED {kind} {study.describe()}: {outcome.failure['reason']}")
-                continue
-            if kind == "tune":
-                rows += outcome.records
-                trials = _in_plan_order(rows, spaces)
-                document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit())
-                write_tuning(out, *merged(earlier, trials, document, header))
-                chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label, {}).get(study.method)
-                if chosen is None:
-                    failures.append(failure_row(study, "failed", "every tuning trial failed (see trials.csv)"))
-                log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
-                    f"{chosen['params'] if chosen else 'every trial failed'}")
-    trials, document, _ = merged(earlier, _in_plan_order(rows, spaces), document or summarise(
-        _in_plan_order(rows, spaces), settings, spaces), header)
+    with WorkerSlots() as slots:  # one set of worker processes for every phase
+        for kind, cells in phases:
+            jobs = make_jobs(kind, cells, grid, options, launch_options, p.device, log_path)
+            for outcome in launch(run_job, jobs, dataclasses.replace(launch_options, folder=out), crashed,
+                                  slots):
+                study = outcome.job.cell
+                if outcome.failure:
+                    failures.append(outcome.failure)
+                    log(f"FAILED {kind} {study.describe()}: {outcome.failure['reason']}")
+                    continue
+                if kind == "tune":
+                    rows += outcome.records
+                    trials = in_plan_order(rows, spaces)
+                    document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit())
+                    write_tuning(out, *merged(earlier, trials, document, header))
+                    chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
+                                                                                {}).get(study.method)
+                    if chosen is None:
+                        failures.append(failure_row(study, "failed", "every tuning trial failed (see trials.csv)"))
+                    log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
+                        f"{chosen['params'] if chosen else 'every trial failed'}")
+    trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
+        in_plan_order(rows, spaces), settings, spaces), header)
     return TuneResult(out, trials, document, failures)
-
-
-def _in_plan_order(rows: list[dict], studies: dict) -> pd.DataFrame:
-    """Trial rows sorted by study (in the order of `studies`' keys, the order studies started in) and trial
-    number, whatever order studies finished in."""
-    rank = {key: i for i, key in enumerate(studies)}
-    rows = sorted(rows, key=lambda r: (rank[(r["dataset"], r["backbone"], r["method"])], r["trial"]))
-    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
-
-
-def summary_markdown(document: dict) -> str:
-    """A Markdown table of a tuned.yaml document: per study the budget, the best and the defaults' objective, the
-    best trial's validation accuracies (%), how much the best objective moved over the last quarter of the trials,
-    the tuning seconds and the chosen values of the searched parameters."""
-    lines = [f"Objective: {document['objective']} on the {document['split']} split (lower is better), "
-             f"{document['trials']} trials per study, tuning forget classes {document['forget_classes']}, "
-             f"TPE seed {document['seed']}.", "",
-             "| dataset | backbone | method | best | defaults | Acc_r | Acc_f | moved (last ¼) | seconds | chosen |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for dataset, backbones in document["tuned"].items():
-        for backbone, methods in backbones.items():
-            for method, e in methods.items():
-                chosen = ", ".join(f"{k}={e['params'][k]}" for k in e["search_space"])
-                lines.append(f"| {dataset} | {backbone} | {method} | {e['objective']:.3f} | "
-                             f"{e['default_objective']:.3f} | {100 * e['val_acc_retain']:.1f} | "
-                             f"{100 * e['val_acc_forget']:.1f} | {e['moved_in_last_trials']:.3f} | "
-                             f"{e['tuning_seconds']:.0f} | {chosen} |")
-    return "\n".join(lines) + "\n"

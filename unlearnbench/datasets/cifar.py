@@ -1,0 +1,164 @@
+"""CIFAR-10 (`cifar10`): torchvision's python release (every pickle checked: keys, shapes, labels, md5) or the JPEG
+ImageFolder copy, from a tree or from its tarball (extracted once)."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from ..data import DataSource, RawDataset
+from ..errors import DataFileError, first_line
+from .image_folder import tree_splits, decode_image_folder
+from .registration import register
+
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+# --- CIFAR-10: torchvision pickles, or the JPEG ImageFolder copy (tarball extracted once) ---------
+
+CIFAR_TARBALL = "cifar10-jpeg.tar.gz"
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_TRAIN = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
+CIFAR_MD5 = {  # the original release's files, as torchvision checks them
+    "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751", "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb", "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+
+def _read_cifar_pickle(path: Path, keys: tuple[str, ...]) -> dict:
+    """Unpickle one file of the CIFAR-10 python release, checking that it holds `keys`; its md5 under '_md5'."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise DataFileError(f"CIFAR-10 file {path} is missing; copy the whole {CIFAR_FOLDER}/ folder again.") from exc
+    except OSError as exc:
+        raise DataFileError(f"CIFAR-10 file {path} cannot be read ({first_line(exc)}).") from exc
+    try:
+        entry = pickle.loads(blob, encoding="latin1")
+    except Exception as exc:  # UnpicklingError, EOFError, ValueError, ... for a truncated or overwritten file
+        raise DataFileError(f"CIFAR-10 file {path} is truncated or corrupt: unpickling its {len(blob)} bytes failed "
+                            f"({exc.__class__.__name__}: {first_line(exc)}).") from exc
+    absent = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+    if absent:
+        raise DataFileError(f"CIFAR-10 file {path} is not a CIFAR-10 batch: it lacks the key(s) {', '.join(absent)}.")
+    entry["_md5"] = hashlib.md5(blob).hexdigest()
+    return entry
+
+
+def _check_cifar_md5(path: Path, entry: dict) -> None:
+    expected = CIFAR_MD5.get(path.name)
+    if expected and entry["_md5"] != expected:
+        raise DataFileError(f"CIFAR-10 file {path} differs from the original release (md5 {entry['_md5']}, "
+                            f"expected {expected}); replace it with a fresh copy.")
+
+
+def _cifar_batches(folder: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The images [N, 32, 32, 3] and int64 labels of the CIFAR-10 batches `names` in `folder`, each checked."""
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        entry = _read_cifar_pickle(path, ("data", "labels"))
+        data, y = entry["data"], np.asarray(entry["labels"])
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataFileError(f"CIFAR-10 file {path} holds data of shape {getattr(data, 'shape', '?')} and type "
+                                f"{getattr(data, 'dtype', type(data).__name__)}, expected uint8 rows of 3072 values.")
+        if (y.shape != (len(data),) or not np.issubdtype(y.dtype, np.integer)
+                or (len(y) and not 0 <= y.min() <= y.max() < 10)):
+            raise DataFileError(f"CIFAR-10 file {path} holds {len(data)} images but labels of shape {y.shape} and "
+                                f"type {y.dtype}, expected {len(data)} integers in 0…9.")
+        _check_cifar_md5(path, entry)
+        images.append(data)
+        labels.append(y.astype(np.int64))
+    return np.vstack(images).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.concatenate(labels)
+
+
+def read_cifar_pickles(root: Path) -> RawDataset:
+    """CIFAR-10 from torchvision's python release in `root`/cifar-10-batches-py, every file checked (unpickling,
+    keys, shapes, labels, then the release's md5) before use."""
+    folder = root / CIFAR_FOLDER
+    meta_path = folder / "batches.meta"
+    meta = _read_cifar_pickle(meta_path, ("label_names",))
+    classes = meta["label_names"]
+    if not isinstance(classes, list) or len(classes) != 10:
+        raise DataFileError(f"CIFAR-10 file {meta_path} names {len(classes) if isinstance(classes, list) else 'no'} "
+                            f"classes, expected 10.")
+    _check_cifar_md5(meta_path, meta)
+    x_train, y_train = _cifar_batches(folder, CIFAR_TRAIN)
+    x_test, y_test = _cifar_batches(folder, ["test_batch"])
+    return RawDataset(x_train, y_train, x_test, y_test, [str(c) for c in classes], *CIFAR_STATS, augment="crop_flip")
+
+
+def _cifar_source(source: DataSource) -> tuple[str, Path] | None:
+    """Where CIFAR-10 can be read from: ('pickle', root), ('jpeg', tree) or ('tarball', file)."""
+    if source.root is not None:
+        if (source.root / CIFAR_FOLDER).is_dir():
+            return "pickle", source.root
+        for tree in (source.root / "cifar10-jpeg", source.cache_dir / "data" / "cifar10-jpeg"):
+            if tree_splits(tree):
+                return "jpeg", tree
+        if (source.root / CIFAR_TARBALL).is_file():
+            return "tarball", source.root / CIFAR_TARBALL
+    return None
+
+
+def _cifar_missing(source: DataSource) -> str | None:
+    if source.download or _cifar_source(source):
+        return None
+    return (f"Dataset 'cifar10' not found under {source.root}: expected cifar-10-batches-py/ (torchvision), "
+            f"cifar10-jpeg/{{train,test}}/ or {CIFAR_TARBALL}; point --data-root there or pass --download.")
+
+
+@register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy", train_images=50000)
+def load_cifar10(source: DataSource) -> RawDataset:
+    found = _cifar_source(source)
+    if found is None:
+        import torchvision
+
+        root = source.cache_dir / "data"
+        torchvision.datasets.CIFAR10(root, train=False, download=True)  # fetches (once) the whole release
+        return read_cifar_pickles(root)
+    kind, where = found
+    if kind == "pickle":
+        return read_cifar_pickles(where)
+    if kind == "tarball":
+        where = extract_once(where, source.cache_dir / "data")
+    x_train, y_train, classes = decode_image_folder(where / "train", source.cache_dir, 32)
+    x_test, y_test, _ = decode_image_folder(where / "test", source.cache_dir, 32)
+    return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
+
+
+def extract_once(tarball: Path, into: Path) -> Path:
+    """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg (atomically, once); return that folder."""
+    target = into / "cifar10-jpeg"
+    if not target.is_dir():
+        into.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=into))
+        try:
+            try:
+                with tarfile.open(tarball) as tar:
+                    tar.extractall(tmp, filter="data")
+            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                raise DataFileError(f"Archive {tarball} cannot be extracted ({exc.__class__.__name__}: "
+                                    f"{first_line(exc)}); it is truncated or corrupt, so replace it with a fresh "
+                                    f"copy.") from exc
+            extracted = next((p.parent for p in tmp.rglob("train") if tree_splits(p.parent)), None)
+            if extracted is None:
+                raise DataFileError(f"Archive {tarball} holds no cifar10-jpeg/train/ and test/ folders.")
+            try:
+                os.replace(extracted, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

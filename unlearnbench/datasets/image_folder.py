@@ -1,0 +1,130 @@
+"""ImageFolder trees (`imagefolder`, `imagenet`): train/ and val/ (or test/) class folders, decoded once into a uint8
+.npy cache keyed by the folder's path, file count, total bytes and newest modification time; an image that cannot
+be decoded is named."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from PIL import Image
+
+from ..data import DataSource, RawDataset
+from ..errors import DataFileError, first_line
+from ..store import stable_hash
+from .registration import register
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+# --- ImageFolder trees, decoded once into a uint8 cache ------------------------------------------
+
+
+def _decode(path: str, image_size: int | None, center_crop: bool) -> np.ndarray:
+    """One image as uint8 [H, W, 3]; one that cannot be decoded is a DataFileError naming it (decoded once, here)."""
+    try:
+        return _decode_image(path, image_size, center_crop)
+    except Exception as exc:  # PIL's errors name neither the file nor, often, the problem plainly
+        if isinstance(exc, Image.UnidentifiedImageError):
+            reason = "its bytes are in no image format PIL reads"
+        else:
+            reason = first_line(exc).replace(f" '{path}'", "").replace(f" {path}", "")
+        raise DataFileError(f"Image {path} cannot be decoded ({reason}); replace or delete it.") from exc
+
+
+def _decode_image(path: str, image_size: int | None, center_crop: bool) -> np.ndarray:
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if image_size and center_crop:
+            short = round(image_size * 256 / 224)
+            scale = short / min(img.size)
+            img = img.resize((max(short, round(img.width * scale)), max(short, round(img.height * scale))), Image.BILINEAR)
+            left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
+            img = img.crop((left, top, left + image_size, top + image_size))
+        elif image_size and img.size != (image_size, image_size):
+            img = img.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False):
+    """Decode `folder`/<class>/<image> into (uint8 [N, H, W, 3], labels, classes), cached as .npy by content key."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    try:
+        samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS)
+    except FileNotFoundError as exc:  # a class folder without images: "Found no valid file for the classes ..."
+        raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
+    stats = [os.stat(p) for p, _ in samples]
+    key = stable_hash({
+        "folder": str(folder.resolve()), "n": len(samples), "bytes": sum(s.st_size for s in stats),
+        "mtime": max((s.st_mtime for s in stats), default=0), "size": image_size, "crop": center_crop,
+    })
+    target = cache_dir / "data" / f"{folder.name}-{key}"
+    images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    if not images_file.exists():
+        decoded = Parallel(n_jobs=-1, prefer="threads", batch_size=512)(
+            delayed(_decode)(p, image_size, center_crop) for p, _ in samples
+        )
+        shapes = {a.shape for a in decoded}
+        if len(shapes) != 1:
+            raise DataFileError(f"Images under {folder} have different sizes {sorted(shapes)[:3]}; set the "
+                                f"image_size option.")
+        atomic_save_npy(images_file, np.stack(decoded))
+        atomic_save_npy(labels_file, labels)
+    return np.load(images_file, mmap_mode="r"), np.load(labels_file), classes
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """Write `array` to `path` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+        np.save(tmp, array, allow_pickle=False)
+    os.replace(tmp.name, path)
+
+
+def tree_splits(tree: Path) -> tuple[Path, Path] | None:
+    test = next((tree / s for s in ("val", "test") if (tree / s).is_dir()), None)
+    return (tree / "train", test) if (tree / "train").is_dir() and test else None
+
+
+def _tree_path(source: DataSource, subfolder: str | None) -> Path | None:
+    if "path" in source.options:
+        return Path(source.options["path"]).expanduser()
+    if source.root is None:
+        return None
+    if subfolder and (source.root / subfolder).is_dir():
+        return source.root / subfolder
+    return source.root
+
+
+def _imagefolder(name: str, subfolder: str | None, default_size: int | None, center_crop: bool):
+    def missing(source: DataSource) -> str | None:
+        tree = _tree_path(source, subfolder)
+        if tree is None:
+            return f"Dataset '{name}' needs --data-root (or a 'path' option) pointing at a tree with train/ and val/ or test/."
+        if not tree_splits(tree):
+            return f"Dataset '{name}' not found: expected {tree}/train/<class>/ and {tree}/val/ (or test/) image folders."
+        return None
+
+    def load(source: DataSource) -> RawDataset:
+        train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
+        size = source.options.get("image_size", default_size)
+        x_train, y_train, classes = decode_image_folder(train_dir, source.cache_dir, size, center_crop)
+        x_test, y_test, test_classes = decode_image_folder(test_dir, source.cache_dir, size, center_crop)
+        if test_classes != classes:
+            raise DataFileError(f"Class folders differ between {train_dir} and {test_dir}.")
+        return RawDataset(x_train, y_train, x_test, y_test, classes, *IMAGENET_STATS,
+                          augment=source.options.get("augment", "crop_flip"))
+
+    return missing, load
+
+
+_m, _l = _imagefolder("imagefolder", None, None, False)
+register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None)(_l)
+_m, _l = _imagefolder("imagenet", "imagenet", 224, True)
+register("imagenet", _m, "ImageNet-1k as an ImageFolder tree, resized 256 → centre crop 224", 1000,
+         train_images=1281167)(_l)

@@ -1,0 +1,152 @@
+"""The files a tuning run writes (trials.csv, tuned.yaml, summary.md), and adding studies to an earlier result."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import yaml
+
+from .errors import UserError
+from .store import atomic_write
+
+if TYPE_CHECKING:
+    from .tuning import TuningSettings
+
+OBJECTIVE = "retrain_distance"
+TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective", "val_acc_retain", "val_acc_forget",
+                 "seconds", "cached", "error"]
+
+
+def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
+              commit: str = "") -> dict:
+    """The tuned-parameters document: per dataset → backbone → method, the searched parameters' values in the
+    best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
+    defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
+    (0: it had settled), the device and the commit it was tuned at."""
+    tuned: dict = {}
+    for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
+        rows = rows.sort_values("trial")
+        succeeded = rows[rows["error"].fillna("") == ""]
+        if succeeded.empty:  # nothing was learnt: the study is a failure, not a choice
+            continue
+        best = succeeded.loc[succeeded["objective"].idxmin()]
+        space = spaces[(dataset, backbone, method)]
+        running = rows["objective"].cummin().to_numpy()
+        tail = max(1, len(rows) // 4)
+        tuned.setdefault(dataset, {}).setdefault(backbone, {})[method] = {
+            "params": {k: v for k, v in json.loads(best["params"]).items() if k in space},
+            "objective": round(float(best["objective"]), 4),
+            "val_acc_retain": round(float(best["val_acc_retain"]), 4),
+            "val_acc_forget": round(float(best["val_acc_forget"]), 4),
+            "default_objective": round(float(rows["objective"].iloc[0]), 4),
+            "best_trial": int(best["trial"]),
+            "trials": len(rows),
+            "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
+            "tuning_seconds": round(float(rows["seconds"].sum()), 1),
+            "device": device,
+            "git": commit,
+            "search_space": space,
+        }
+    return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), "tuned": tuned}
+
+
+def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str) -> None:
+    """trials.csv (every trial), tuned.yaml (the chosen parameters, `header` as its leading comment) and
+    summary.md (`summary_markdown`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "trials.csv", trials[TRIAL_COLUMNS].to_csv(index=False))
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    atomic_write(folder / "tuned.yaml", comment + yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    atomic_write(folder / "summary.md", summary_markdown(document))
+
+
+@dataclass(frozen=True)
+class EarlierTuning:
+    """What an earlier `tune` left in the output folder for studies this run does not redo."""
+
+    trials: pd.DataFrame
+    tuned: dict
+    header: str
+
+
+def earlier_tuning(folder: Path, settings: TuningSettings, redone: set) -> EarlierTuning | None:
+    """The studies of `folder/tuned.yaml` (and their trials) other than `redone` ((dataset, backbone, method)
+    keys), so that tuning one added method adds its studies to a grid's result instead of replacing it; None when
+    the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets; an
+    unreadable one, or one whose trials.csv does not match its tuned.yaml, is one sentence."""
+    path = folder / "tuned.yaml"
+    if not path.exists():
+        return None
+    ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
+    try:
+        text = path.read_text()
+        document = yaml.safe_load(text)
+        theirs = {k: document.get(k) for k in ours}
+        if theirs != ours:
+            raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({theirs}, this "
+                            f"run: {ours}); choose another --out or remove its tuned.yaml, so one result never "
+                            f"mixes budgets.")
+        studies = {(d, b, m): e for d, backbones in document["tuned"].items() for b, methods in backbones.items()
+                   for m, e in methods.items()}
+        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)[TRIAL_COLUMNS]
+        counts = trials.groupby(["dataset", "backbone", "method"]).size().to_dict()
+        if any(counts.get(key, 0) != entry["trials"] for key, entry in studies.items()):
+            raise ValueError("its trials.csv does not hold the trials its tuned.yaml lists")
+    except UserError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        raise UserError(f"The tuning folder {folder} holds an unreadable earlier result ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else 'malformed'}); choose another --out or remove "
+                        f"its tuned.yaml and trials.csv.") from exc
+    kept: dict = {}
+    for (d, b, m), entry in studies.items():
+        if (d, b, m) not in redone:
+            kept.setdefault(d, {}).setdefault(b, {})[m] = entry
+    keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
+    trials = trials[[key in studies and key not in redone for key in keys]]
+    header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
+    return EarlierTuning(trials, kept, header)
+
+
+def merged(earlier: EarlierTuning | None, trials: pd.DataFrame, document: dict, header: str):
+    """This run's trials, document and provenance header with the earlier studies (if any are kept) before them."""
+    if earlier is None or not earlier.tuned:
+        return trials, document, header
+    tuned = {d: {b: dict(ms) for b, ms in bs.items()} for d, bs in earlier.tuned.items()}
+    for dataset, backbones in document["tuned"].items():
+        for backbone, methods in backbones.items():
+            tuned.setdefault(dataset, {}).setdefault(backbone, {}).update(methods)
+    trials = pd.concat([earlier.trials, trials], ignore_index=True)
+    return trials, {**document, "tuned": tuned}, f"{earlier.header}\nthen studies added:\n{header}"
+
+
+def in_plan_order(rows: list[dict], studies: dict) -> pd.DataFrame:
+    """Trial rows sorted by study (in the order of `studies`' keys, the order studies started in) and trial
+    number, whatever order studies finished in."""
+    rank = {key: i for i, key in enumerate(studies)}
+    rows = sorted(rows, key=lambda r: (rank[(r["dataset"], r["backbone"], r["method"])], r["trial"]))
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def summary_markdown(document: dict) -> str:
+    """A Markdown table of a tuned.yaml document: per study the budget, the best and the defaults' objective, the
+    best trial's validation accuracies (%), how much the best objective moved over the last quarter of the trials,
+    the tuning seconds and the chosen values of the searched parameters."""
+    lines = [f"Objective: {document['objective']} on the {document['split']} split (lower is better), "
+             f"{document['trials']} trials per study, tuning forget classes {document['forget_classes']}, "
+             f"TPE seed {document['seed']}.", "",
+             "| dataset | backbone | method | best | defaults | Acc_r | Acc_f | moved (last ¼) | seconds | chosen |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, backbones in document["tuned"].items():
+        for backbone, methods in backbones.items():
+            for method, e in methods.items():
+                chosen = ", ".join(f"{k}={e['params'][k]}" for k in e["search_space"])
+                lines.append(f"| {dataset} | {backbone} | {method} | {e['objective']:.3f} | "
+                             f"{e['default_objective']:.3f} | {100 * e['val_acc_retain']:.1f} | "
+                             f"{100 * e['val_acc_forget']:.1f} | {e['moved_in_last_trials']:.3f} | "
+                             f"{e['tuning_seconds']:.0f} | {chosen} |")
+    return "\n".join(lines) + "\n"
