@@ -39,9 +39,9 @@ class TuningSettings:
     """A grid's `tuning:` section: the budget and the classes every method is tuned on.
 
     trials: trials per dataset × backbone × method (the first is the defaults). forget_classes: the classes a trial
-    unlearns and is scored on (None: every forget class of the grid; one-round methods unlearn every class of the
-    grid and are scored on these). seed: the TPE sampler's seed. startup_trials: trials sampled at random (after
-    the defaults) before TPE models the history.
+    unlearns and is scored on (None: every forget class of the grid), which need not be the grid's (one-round
+    methods' trials unlearn these and the grid's classes in one round, scored on these). seed: the TPE sampler's
+    seed. startup_trials: trials sampled at random (after the defaults) before TPE models the history.
     """
 
     trials: int = 20
@@ -101,6 +101,7 @@ def run_study(job, stages: Stages) -> list[dict]:
     fixed = dict(cell.params)  # the defaults with the grid's fixed overrides: the trials change only the space
     space = searched_space(info.cls(), cell, job.grid)
     classes = tuning_classes(settings, cell)
+    cell = trial_cell_classes(cell, classes)
     reference = {c: val_accuracies(stages.retrained(c), stages, c) for c in classes}
     cache = Cache(job.options.cache)
     sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials + 1)
@@ -130,13 +131,21 @@ def searched_space(method, cell: Cell, grid: Grid) -> dict:
 
 
 def tuning_classes(settings: TuningSettings, cell: Cell) -> list[int]:
-    """The forget classes a study scores on: the settings' list (None: all the grid's) within the grid's classes."""
-    wanted = cell.forget_classes if settings.forget_classes is None else settings.forget_classes
-    classes = [c for c in wanted if c in cell.forget_classes]
-    if not classes:
-        raise UserError(f"None of the tuning forget classes {list(wanted)} is among the grid's forget classes "
-                        f"{list(cell.forget_classes)}; list some of those under tuning: forget_classes.")
-    return classes
+    """The forget classes a study unlearns and scores on: the settings' list (None: the grid's forget classes). They
+    need not be among the grid's: a grid may evaluate fewer classes than its parameters were tuned on."""
+    from .data import DATASETS
+    from .grid import forget_classes
+
+    if settings.forget_classes is None:
+        return list(cell.forget_classes)
+    return forget_classes(settings.forget_classes, DATASETS.get(cell.dataset.name).num_classes, cell.dataset.label)
+
+
+def trial_cell_classes(cell: Cell, classes: list[int]) -> Cell:
+    """The study's cell with the classes its trials cover: a one-round method's round spans the grid's forget
+    classes and the tuning classes together (so it is scored only on classes it unlearnt, and filters at least the
+    classes the grid asks for)."""
+    return dataclasses.replace(cell, forget_classes=tuple(sorted(set(cell.forget_classes) | set(classes))))
 
 
 def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: dict) -> dict:
