@@ -153,7 +153,7 @@ def test_a_named_module_hash_covers_a_subpackage_s_every_file(tmp_path, monkeypa
 
 def test_tables_name_methods_by_their_declared_label():
     from unlearnbench import Unlearner
-    from unlearnbench.report.tables import display_name
+    from unlearnbench.report.names import display_name
     from unlearnbench.search_space import declaration_problem
 
     assert display_name("random_labels") == "Random Labels"  # the paper's name

@@ -19,7 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .tables import CURVE_METRIC, method_order, row_labels
+from .names import method_order
+from .tables import CURVE_METRIC, row_labels
 
 
 def new_figure(width: float, height: float) -> Figure:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .tables import MISSING, PAPER_METHODS, Table, caps_text, format_stat, method_order, relearn_caps, row_labels
+from .names import PAPER_METHODS, method_order
+from .tables import MISSING, Table, caps_text, format_stat, relearn_caps, row_labels
 
 # a Table 1/2 value column → (the paper's key, decimals shown)
 COLUMN_KEYS = {"Acc_r": ("acc_r", 1), "Acc_f": ("acc_f", 1), "ZRF": ("zrf", 1), "RT": ("rt", 1),

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 
-from .tables import method_order
+from .names import method_order
 
 SUMMARY_KEYS = ["dataset", "backbone", "method", "params"]
 # column, metric, split, aggregate over a seed's forget classes, scale

@@ -6,7 +6,6 @@ Per-class metrics are averaged over forget classes within a seed first, then mea
 """
 from __future__ import annotations
 
-import functools
 import json
 import re
 from dataclasses import dataclass
@@ -15,9 +14,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .names import display_name, method_order
+
 MISSING = "—"
-PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
-                 "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
 CELL_KEYS = ["dataset", "backbone", "method", "params"]
 TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
 SPLIT_ORDER = ("test", "train", "val", "all")
@@ -33,25 +32,6 @@ class Table:
     caption: str
     values: pd.DataFrame
     display: pd.DataFrame
-
-
-@functools.lru_cache(maxsize=1)
-def method_labels() -> dict[str, str]:
-    """Each discovered method's display name (its `label`, else its name); the paper's methods keep the paper's."""
-    from ..discovery import discover
-
-    return {name: info.cls.label or name for name, info in discover()[0].items()}
-
-
-def display_name(method: str) -> str:
-    """A method's name in tables and figures: the paper's name, the method's `label`, or its own name."""
-    return PAPER_METHODS.get(method) or method_labels().get(method, method)
-
-
-def method_order(methods) -> list[str]:
-    """The paper's methods in the paper's order, then any other method by name."""
-    present = set(methods)
-    return [m for m in PAPER_METHODS if m in present] + sorted(present - set(PAPER_METHODS))
 
 
 def row_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:

@@ -1,0 +1,27 @@
+"""How methods are named and ordered in every table and figure: the paper's names and order first, then each
+discovered method's `label`."""
+from __future__ import annotations
+
+import functools
+
+PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
+                 "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
+
+
+@functools.lru_cache(maxsize=1)
+def method_labels() -> dict[str, str]:
+    """Each discovered method's display name (its `label`, else its name); the paper's methods keep the paper's."""
+    from ..discovery import discover
+
+    return {name: info.cls.label or name for name, info in discover()[0].items()}
+
+
+def display_name(method: str) -> str:
+    """A method's name in tables and figures: the paper's name, the method's `label`, or its own name."""
+    return PAPER_METHODS.get(method) or method_labels().get(method, method)
+
+
+def method_order(methods) -> list[str]:
+    """The paper's methods in the paper's order, then any other method by name."""
+    present = set(methods)
+    return [m for m in PAPER_METHODS if m in present] + sorted(present - set(PAPER_METHODS))
