@@ -110,8 +110,10 @@ class WorkerSlots:
         return self.pools[slot]
 
     def close(self) -> None:
+        """End the workers; they are idle here (a stopped launch already replaced any busy one), so they exit
+        cleanly rather than being killed."""
         for pool in self.pools:
-            pool.shutdown(wait=False, kill_workers=True)
+            pool.shutdown(wait=True)
         self.pools = []
 
     def __enter__(self) -> WorkerSlots:
