@@ -188,6 +188,13 @@ def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_
         tune(other_budget, options, LaunchOptions(workers=1), out)
     assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
 
+    failing = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
+                        tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    redo = tune(failing, options, LaunchOptions(workers=1), out)  # every trial fails: the earlier study stays
+    assert redo.failures
+    assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
+    pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), trials)
+
 
 def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_cache):
     grid = tune_grid(tmp_path, forget_classes=[1], methods=["negative_gradient", {"name": "wfnet",

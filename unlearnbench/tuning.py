@@ -215,7 +215,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .launchers import WorkerSlots, launch
     from .store import LogFile, device_name, git_commit, versions
 
-    earlier = earlier_tuning(out, settings, set(studies))
+    earlier = earlier_tuning(out, settings)
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")

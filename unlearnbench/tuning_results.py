@@ -66,17 +66,16 @@ def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str
 
 @dataclass(frozen=True)
 class EarlierTuning:
-    """What an earlier `tune` left in the output folder for studies this run does not redo."""
+    """What an earlier `tune` left in the output folder: its studies, their trials and its provenance header."""
 
     trials: pd.DataFrame
     tuned: dict
     header: str
 
 
-def earlier_tuning(folder: Path, settings: TuningSettings, redone: set) -> EarlierTuning | None:
-    """The studies of `folder/tuned.yaml` (and their trials) other than `redone` ((dataset, backbone, method)
-    keys), so that tuning one added method adds its studies to a grid's result instead of replacing it; None when
-    the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets; an
+def earlier_tuning(folder: Path, settings: TuningSettings) -> EarlierTuning | None:
+    """The studies of `folder/tuned.yaml` and their trials, so that tuning one added method adds its studies to a
+    grid's result instead of replacing it; None when the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets; an
     unreadable one, or one whose trials.csv does not match its tuned.yaml, is one sentence."""
     path = folder / "tuned.yaml"
     if not path.exists():
@@ -104,24 +103,35 @@ def earlier_tuning(folder: Path, settings: TuningSettings, redone: set) -> Earli
                         f"its tuned.yaml and trials.csv.") from exc
     kept: dict = {}
     for (d, b, m), entry in studies.items():
-        if (d, b, m) not in redone:
-            kept.setdefault(d, {}).setdefault(b, {})[m] = entry
+        kept.setdefault(d, {}).setdefault(b, {})[m] = entry
     keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
-    trials = trials[[key in studies and key not in redone for key in keys]]
+    trials = trials[[key in studies for key in keys]]
     header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
     return EarlierTuning(trials, kept, header)
 
 
 def merged(earlier: EarlierTuning | None, trials: pd.DataFrame, document: dict, header: str):
-    """This run's trials, document and provenance header with the earlier studies (if any are kept) before them."""
-    if earlier is None or not earlier.tuned:
+    """This run's trials, document and provenance header with the earlier studies it has not redone before them.
+    An earlier study is replaced only by one this run chose parameters in, so a redo that fails loses nothing."""
+    redone = {(d, b, m) for d, bs in document["tuned"].items() for b, ms in bs.items() for m in ms}
+    kept = {(d, b, m): e for d, bs in (earlier.tuned if earlier else {}).items() for b, ms in bs.items()
+            for m, e in ms.items() if (d, b, m) not in redone}
+    if not kept:
         return trials, document, header
-    tuned = {d: {b: dict(ms) for b, ms in bs.items()} for d, bs in earlier.tuned.items()}
+    tuned: dict = {}
+    for (d, b, m), entry in kept.items():
+        tuned.setdefault(d, {}).setdefault(b, {})[m] = entry
     for dataset, backbones in document["tuned"].items():
         for backbone, methods in backbones.items():
             tuned.setdefault(dataset, {}).setdefault(backbone, {}).update(methods)
-    trials = pd.concat([earlier.trials, trials], ignore_index=True)
-    return trials, {**document, "tuned": tuned}, f"{earlier.header}\nthen studies added:\n{header}"
+
+    def keys(frame):
+        return list(zip(frame["dataset"], frame["backbone"], frame["method"]))
+
+    old = earlier.trials[[key in kept for key in keys(earlier.trials)]]
+    new = trials[[key not in kept for key in keys(trials)]]
+    return (pd.concat([old, new], ignore_index=True), {**document, "tuned": tuned},
+            f"{earlier.header}\nthen studies added:\n{header}")
 
 
 def in_plan_order(rows: list[dict], studies: dict) -> pd.DataFrame:
