@@ -138,6 +138,22 @@ def test_the_harness_hash_ignores_method_packages_a_wheel_installs_inside_unlear
     assert store.code_hash.__wrapped__() != harness
 
 
+def test_a_hash_without_the_metrics_ignores_them_and_covers_the_rest(tmp_path, monkeypatch):
+    """Tuning trials compute no metric: their keys hash the harness without metrics/, so that editing a metric
+    keeps a long tuning run's cached trials."""
+    from unlearnbench import store
+    for rel in ("runner.py", "metrics/zrf.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(store, "PACKAGE_DIR", tmp_path)
+    harness, trial = store.code_hash.__wrapped__(), store.code_hash.__wrapped__(without=("metrics",))
+    (tmp_path / "metrics" / "zrf.py").write_text("x = 2\n")
+    assert store.code_hash.__wrapped__() != harness
+    assert store.code_hash.__wrapped__(without=("metrics",)) == trial
+    (tmp_path / "runner.py").write_text("x = 2\n")
+    assert store.code_hash.__wrapped__(without=("metrics",)) != trial
+
+
 def test_a_named_module_hash_covers_a_subpackage_s_every_file(tmp_path, monkeypatch):
     """Stage keys hash named modules (data, datasets, …); `datasets` is a package: each of its files counts."""
     from unlearnbench import store

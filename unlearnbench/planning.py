@@ -152,7 +152,8 @@ def grid_has_retrain(grid: Grid) -> bool:
 
 def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
     """The cache key of a cell: its full config, the device type and precision it runs in, the plugin file's hash,
-    library versions and harness code."""
+    library versions and harness code (without the metrics package when the cell computes no metric, as a tuning
+    trial: editing a metric then keeps the trials a long tuning run has cached)."""
     recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
     return stable_hash({
         "dataset": dataclasses.asdict(cell.dataset), "backbone": dataclasses.asdict(cell.backbone),
@@ -160,7 +161,8 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
         "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
         "has_retrain": grid_has_retrain(grid), **compute_setting(device),
-        "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")}, "code": code_hash(),
+        "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
+        "code": code_hash() if metrics else code_hash(without=("metrics",)),
     })
 
 

@@ -53,15 +53,16 @@ PLUGIN_PACKAGES = ("methods", "baselines")
 
 
 @lru_cache(maxsize=None)
-def code_hash(*modules: str) -> str:
+def code_hash(*modules: str, without: tuple[str, ...] = ()) -> str:
     """Hash of the named unlearnbench modules, a module file or a subpackage's every file (when none is named: all
-    that can change results)."""
+    that can change results, less the top-level modules or subpackages named in `without`). Computed once per
+    process: the code a process runs is the code it imported, whatever is edited on disk later."""
     if modules:
         files = [f for m in modules for f in (sorted((PACKAGE_DIR / m).rglob("*.py")) if (PACKAGE_DIR / m).is_dir()
                                               else [PACKAGE_DIR / f"{m}.py"])]
     else:
-        files = sorted(f for f in PACKAGE_DIR.rglob("*.py")
-                       if f.relative_to(PACKAGE_DIR).parts[0] not in PRESENTATION_ONLY + PLUGIN_PACKAGES)
+        skipped = set(PRESENTATION_ONLY + PLUGIN_PACKAGES) | set(without) | {f"{m}.py" for m in without}
+        files = sorted(f for f in PACKAGE_DIR.rglob("*.py") if f.relative_to(PACKAGE_DIR).parts[0] not in skipped)
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative_to(PACKAGE_DIR)).encode())
