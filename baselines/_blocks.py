@@ -1,7 +1,6 @@
 """Building blocks the state-of-the-art baselines share: a random sample of the retained training data, the
-distillation loss of the teacher-student methods (SCRUB, Bad Teacher, DELETE), per-parameter importances over a
-split (SSD, SFR-on's saliency mask) and a step schedule that lets a method made of phases (max and min steps, impair
-and repair epochs) run through the one fine-tuning loop of `_finetuning`."""
+distillation loss of the teacher-student methods (SCRUB, Bad Teacher) and a step schedule that lets a method made
+of phases (max and min steps, impair and repair epochs) run through the one fine-tuning loop of `_finetuning`."""
 from __future__ import annotations
 
 import math
@@ -11,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnbench.data import ImageData, Split
+from unlearnbench.data import Split
 from unlearnbench.errors import UserError
-from unlearnbench.training import autocast
 from unlearnbench.unlearner import UnlearnTask
 
 
@@ -41,32 +39,6 @@ def teacher_probs(teacher: nn.Module, x: torch.Tensor, temperature: float) -> to
     running statistics and its dropout is off)."""
     teacher.eval()
     return F.softmax(teacher(x).float() / temperature, dim=1)
-
-
-def importances(model: nn.Module, data: ImageData, split: Split, batch_size: int,
-                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                magnitude: Callable[[torch.Tensor], torch.Tensor] = torch.square) -> dict[str, torch.Tensor]:
-    """Per parameter name, the mean over `split`'s batches of `magnitude` (the square: the diagonal of the empirical
-    Fisher of batch losses; the absolute value for LF-SSD) of the gradient of `loss_fn(logits, labels)` (model in
-    eval mode; its weights are not changed, but every parameter is set to require gradients)."""
-    if len(split) == 0:
-        raise UserError("Per-parameter importances need samples, and the split they were asked for is empty.")
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    total = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
-    count = 0
-    for x, y in data.batches(split, batch_size):
-        model.zero_grad(set_to_none=True)
-        with autocast(data.device):
-            loss = loss_fn(model(x).float(), y)
-        loss.backward()
-        for name, p in model.named_parameters():
-            if p.grad is not None:
-                total[name] += magnitude(p.grad.float())
-        count += 1
-    model.zero_grad(set_to_none=True)
-    return {name: value / count for name, value in total.items()}
 
 
 def batches_per_pass(size: int, batch_size: int) -> int:

@@ -34,9 +34,9 @@ from torch import nn
 from unlearnbench import UnlearnTask
 from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Choice, Float, Int
-from ._blocks import importances
 from ._finetuning import (NORM_STATISTICS, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                           endless_batches, finetune)
+from .ssd import importances  # SSD's per-parameter importance pass
 
 
 def saliency_mask(model: nn.Module, data: ImageData, forget: Split, retain: Split, batch_size: int,

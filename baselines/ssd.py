@@ -19,13 +19,17 @@ reference does. Departures: none in the algorithm. α (`selection_weighting`), k
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench import SingleClassModel, Unlearner, UnlearnTask
+from unlearnbench.data import ImageData, Split
+from unlearnbench.errors import UserError
 from unlearnbench.search_space import Float
-from ._blocks import importances
+from unlearnbench.training import autocast
 
 
 def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -36,6 +40,32 @@ def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 def output_norm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """LF-SSD's importance loss: the mean over the batch of ‖logits‖₂²; the labels are ignored."""
     return logits.norm(p=2, dim=1).pow(2).mean()
+
+
+def importances(model: nn.Module, data: ImageData, split: Split, batch_size: int,
+                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                magnitude: Callable[[torch.Tensor], torch.Tensor] = torch.square) -> dict[str, torch.Tensor]:
+    """Per parameter name, the mean over `split`'s batches of `magnitude` (SSD: the square; LF-SSD: the absolute
+    value) of the gradient of `loss_fn` (model in eval
+    mode; its weights are not changed, but every parameter is set to require gradients)."""
+    if len(split) == 0:
+        raise UserError("SSD needs samples to compute importances on, and the split it was given is empty.")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    total = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    count = 0
+    for x, y in data.batches(split, batch_size):
+        model.zero_grad(set_to_none=True)
+        with autocast(data.device):
+            loss = loss_fn(model(x).float(), y)
+        loss.backward()
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                total[name] += magnitude(p.grad.float())
+        count += 1
+    model.zero_grad(set_to_none=True)
+    return {name: value / count for name, value in total.items()}
 
 
 @torch.no_grad()

@@ -14,9 +14,10 @@ import torch.nn.functional as F
 from test_baselines import METHODS, TINY_CNN, cache, group, mnist5k, task_for, tiny  # noqa: F401  (fixtures)
 from test_conformance import per_class_subset
 from unlearnbench.baselines import sfron
-from unlearnbench.baselines._blocks import importances, retain_sample
+from unlearnbench.baselines._blocks import retain_sample
 from unlearnbench.baselines.delete import masked_teacher_probs
 from unlearnbench.baselines.fisher import classifier_head, expected_fisher
+from unlearnbench.baselines.ssd import importances
 from unlearnbench.data import ImageData, Split
 from unlearnbench.stages import Stages
 
