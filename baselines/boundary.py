@@ -37,11 +37,11 @@ from torch import nn
 
 from unlearnbench import UnlearnTask
 from unlearnbench.data import ImageData, Split
-from unlearnbench.errors import UserError
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast, eval_batch_size
 from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                           endless_batches, finetune, held_out_forget_set)
+from ._layers import classifier_head
 
 
 def nearest_wrong_labels(model: nn.Module, data: ImageData, split: Split, bound: float) -> torch.Tensor:
@@ -61,14 +61,6 @@ def nearest_wrong_labels(model: nn.Module, data: ImageData, split: Split, bound:
             logits = model(data.normalize(adversarial)).float()
         labels.append(logits.scatter(1, y[:, None], float("-inf")).argmax(1))  # never the true class
     return torch.cat([split.labels[:0], *labels])
-
-
-def classifier_head(model: nn.Module) -> str:
-    """The name of the network's classifier head: its last `nn.Linear` in module order."""
-    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    if not names:
-        raise UserError(f"{type(model).__name__} has no nn.Linear layer to use as its classifier head.")
-    return names[-1]
 
 
 @torch.no_grad()
@@ -120,7 +112,7 @@ class BoundaryExpanding(FinetuningUnlearner):
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         c, classes = task.forget_class, task.data.num_classes
         model = task.copy_original()
-        head = classifier_head(model)
+        head = classifier_head(model, classes)
         model.set_submodule(head, with_rows(model.get_submodule(head), classes + 1, task.generator))
         forget = task.data.train.forget(c)
         shadow = Split(forget.images, torch.full_like(forget.labels, classes))

@@ -38,6 +38,7 @@ from unlearnbench.data import ImageData, Split
 from unlearnbench.errors import UserError
 from unlearnbench.search_space import Float
 from ._blocks import retain_sample
+from ._layers import classifier_head
 
 
 def expected_fisher(model: nn.Module, data: ImageData, split: Split, batch_size: int,
@@ -68,15 +69,6 @@ def expected_fisher(model: nn.Module, data: ImageData, split: Split, batch_size:
     return {name: t / len(split) for name, t in total.items()}
 
 
-def classifier_head(model: nn.Module, num_classes: int) -> nn.Linear:
-    """The model's output layer: its last `nn.Linear` with `num_classes` outputs."""
-    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
-    if not heads:
-        raise UserError(f"Fisher forgetting needs a linear output layer with {num_classes} outputs, and the model "
-                        f"has none.")
-    return heads[-1]
-
-
 def noise_variance(fisher: torch.Tensor, alpha: float, head: bool, forget_class: int) -> torch.Tensor:
     """σ² of one parameter tensor from its Fisher diagonal (the reference's `get_mean_var`, see the module
     docstring); `head` marks the classifier's weight or bias, whose row `forget_class` gets σ² = 1e-3."""
@@ -101,7 +93,7 @@ class FisherForgetting(Unlearner):
         model = task.copy_original()
         retain = retain_sample(task, params["retain_fraction"])
         fisher = expected_fisher(model, task.data, retain, int(params["batch_size"]), task.progress)
-        head = {id(p) for p in classifier_head(model, task.data.num_classes).parameters()}
+        head = {id(p) for p in model.get_submodule(classifier_head(model, task.data.num_classes)).parameters()}
         with torch.no_grad():
             for name, p in model.named_parameters():
                 is_head = id(p) in head

@@ -13,7 +13,8 @@ from test_baselines import METHODS, TINY_CNN, cache, group, mnist5k, task_for  #
 from test_conformance import per_class_subset
 from unlearnbench import UserError
 from unlearnbench.baselines._finetuning import relabelled_forget_set
-from unlearnbench.baselines.boundary import classifier_head, nearest_wrong_labels
+from unlearnbench.baselines._layers import classifier_head
+from unlearnbench.baselines.boundary import nearest_wrong_labels
 from unlearnbench.baselines.last_layers import last_layers, layer_starts
 from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.stages import Stages
@@ -82,7 +83,7 @@ def test_boundary_expanding_prunes_the_shadow_class_and_moves_the_forget_set_off
     untrained = unlearned(trained, "boundary_expand", steps=0)
     net = unlearned(trained, "boundary_expand", steps=10, lr=0.03)
     for model in (untrained, net):
-        head = model.get_submodule(classifier_head(model))
+        head = model.get_submodule(classifier_head(model, 10))
         assert head.out_features == trained.data.num_classes  # the shadow output is gone
     # widening then pruning keeps the original's K outputs exactly
     assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), untrained.state_dict().values()))
@@ -136,6 +137,6 @@ def test_layers_are_blocks_or_convolutions_and_the_head_follows_them(spec, start
         assert found == starts
     last = last_layers(model, 1)
     assert next(iter(last)) == found[-1] and head in last and found[-2] not in last
-    assert classifier_head(model) == classifier
+    assert classifier_head(model, 10) == classifier
     with pytest.raises(UserError, match="choose 1 to"):
         last_layers(model, len(found) + 1)

@@ -16,7 +16,8 @@ from test_conformance import per_class_subset
 from unlearnbench.baselines import sfron
 from unlearnbench.baselines._blocks import retain_sample
 from unlearnbench.baselines.delete import masked_teacher_probs
-from unlearnbench.baselines.fisher import classifier_head, expected_fisher
+from unlearnbench.baselines._layers import classifier_head
+from unlearnbench.baselines.fisher import expected_fisher
 from unlearnbench.baselines.ssd import importances
 from unlearnbench.data import ImageData, Split
 from unlearnbench.stages import Stages
@@ -108,7 +109,7 @@ def test_fisher_noise_is_larger_where_the_retain_fisher_is_smaller(trained):
     sample = retain_sample(task, task.params["retain_fraction"])  # the sample the method draws with the same seed
     fisher = expected_fisher(copy.deepcopy(original), trained.data, sample, 64)
     net = unlearned(trained, "fisher", alpha=1e-6)
-    head = {id(p) for p in classifier_head(net, 10).parameters()}
+    head = {id(p) for p in net.get_submodule(classifier_head(net, 10)).parameters()}
     after = dict(net.named_parameters())
     # 1-D tensors (BatchNorm, biases) take element-wise noise: compare how far the most and least pinned ones moved
     pairs = [(fisher[k].flatten(), (after[k] - p).abs().flatten()) for k, p in original.named_parameters()
@@ -118,7 +119,7 @@ def test_fisher_noise_is_larger_where_the_retain_fisher_is_smaller(trained):
     quarter = len(order) // 4
     least, most = moved[order[:quarter]].mean(), moved[order[-quarter:]].mean()
     assert least > 3 * most, (float(least), float(most))
-    weight = classifier_head(net, 10).weight
+    weight = net.get_submodule(classifier_head(net, 10)).weight
     assert float(weight[FORGET].abs().mean()) < 0.5 * float(weight[torch.arange(10) != FORGET].abs().mean())
 
 
