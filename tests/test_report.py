@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from unlearnbench.errors import UserError
 from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
                                  write_report)
+from unlearnbench.report.tables import table2
 from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
 from unlearnbench.report.formats import latex_text
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
@@ -160,6 +161,17 @@ def test_table2_insertion_deletion(report):
     assert cell(values, FULL, "wfnet", "Ins")["mean"] == pytest.approx(0.73)
     assert cell(values, SMALL, "wfnet", "Del")["mean"] == pytest.approx(0.23)
     assert "| resnet18 | WF-Net | 0.73 ± 0.03 | 0.13 ± 0.03 |" in (report / "table2.md").read_text()
+
+
+def test_table2_adds_the_global_ranking_columns_only_where_they_were_recorded():
+    records = pd.DataFrame(hand_records())
+    assert list(table2(records).display.columns.get_level_values(1).unique()) == ["Ins", "Del"]
+    ranked = records[records["metric"].isin(["insertion", "deletion"])]
+    global_ = ranked.assign(metric=ranked["metric"] + "_global", value=ranked["value"] / 2)
+    table = table2(pd.concat([records, global_], ignore_index=True))
+    assert list(table.display.columns.get_level_values(1).unique()) == ["Ins", "Del", "Ins global", "Del global"]
+    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins global")] == "0.36 ± 0.01"
+    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins")] == "0.73 ± 0.03"
 
 
 def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
