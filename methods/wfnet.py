@@ -59,7 +59,7 @@ CNN_DEFAULTS = {
     "evals_per_epoch": 4,
     "patience": 4,
     "forget_reduction": "sample",
-    "val_reciprocal_cap": 0.0,
+    "val_reciprocal_cap": 1.443,  # ≈ 1 / ln 2: a sample counts fully while class c keeps probability ≥ 1/2
 }
 EPS = 1e-6  # keeps 1 / CE_forget finite for samples the model is certain of
 
