@@ -10,8 +10,9 @@ on label-expanded batches (`label_expansion`): the first half of a batch selects
 is scored against that label (CE_forget); the second half, repeated K times, selects K distinct random rows other
 than its label and is scored against its label (CE_retain). The whole model stays in eval mode (BatchNorm
 statistics frozen: batch statistics would cancel a per-channel mask; dropout off). Adam at a fixed learning rate;
-early stopping on the same loss over the validation split, evaluated `evals_per_epoch` times per epoch, keeping
-the best α; `max_epochs` / `max_steps` bound the run.
+early stopping on the same loss over the validation split (each forget sample's 1 / CE capped at
+`val_reciprocal_cap` there, 0 = uncapped), evaluated `evals_per_epoch` times per epoch, stopping after `patience`
+evaluations without a lower loss and keeping the best α; `max_epochs` / `max_steps` bound the run.
 
 Two readings of the paper's forget term exist: 1 / CE of the batch-mean CE, or (default, `forget_reduction:
 sample`) the mean over forget samples of 1 / CE_i. The paper gives the forget loss "a shape of B/2" before
@@ -58,6 +59,7 @@ CNN_DEFAULTS = {
     "evals_per_epoch": 4,
     "patience": 4,
     "forget_reduction": "sample",
+    "val_reciprocal_cap": 1.443,  # ≈ 1 / ln 2: a sample counts fully while class c keeps probability ≥ 1/2
 }
 EPS = 1e-6  # keeps 1 / CE_forget finite for samples the model is certain of
 
@@ -132,6 +134,15 @@ def reciprocal_forget(ce_forget: Tensor, params: dict) -> Tensor:
     if params["forget_reduction"] == "batch":
         return 1 / (ce_forget.mean(0, keepdim=True) + EPS)
     return 1 / (ce_forget + EPS)
+
+
+def monitored_forget(ce_forget: Tensor, params: dict) -> Tensor:
+    """The validation loss's forget values: `reciprocal_forget`, each capped at `val_reciprocal_cap` (0: uncapped).
+    Uncapped, one forget sample the model is still certain of adds up to 1/ε = 10⁶ per sample to the sum and
+    alone decides when early stopping stops; the training loss is never capped."""
+    values = reciprocal_forget(ce_forget, params)
+    cap = params["val_reciprocal_cap"]
+    return values.clamp(max=cap) if cap else values
 
 
 def wfnet_loss(retain: Tensor | None, forget: Tensor | None, reg: Tensor, params: dict) -> Tensor:
@@ -260,6 +271,9 @@ def _check_params(params: dict) -> None:
     if params["forget_reduction"] not in ("sample", "batch"):
         raise UserError(f"WF-Net parameter 'forget_reduction' must be 'sample' or 'batch', "
                         f"got {params['forget_reduction']!r}.")
+    if not isinstance(params["val_reciprocal_cap"], (int, float)) or params["val_reciprocal_cap"] < 0:
+        raise UserError(f"WF-Net parameter 'val_reciprocal_cap' must be a number ≥ 0 (0: uncapped), "
+                        f"got {params['val_reciprocal_cap']!r}.")
     if params["lr"] <= 0:
         raise UserError(f"WF-Net parameter 'lr' must be positive, got {params['lr']!r}.")
 
@@ -323,6 +337,6 @@ def _validation_loss(model: FilteredModel, data: ImageData, val: _ValidationPair
 
     retain, forget = sample_ce(val.retain, val.retain_rows), sample_ce(val.forget, None)
     loss = wfnet_loss(None if retain is None else retain.mean(),
-                      None if forget is None else reciprocal_forget(forget, params).mean(),
+                      None if forget is None else monitored_forget(forget, params).mean(),
                       regularizer(model, classes), params)
     return float(loss)

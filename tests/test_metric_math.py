@@ -198,7 +198,7 @@ def test_deletion_closes_most_relevant_first_with_stable_ties() -> None:
                        for i in range(g.numel()) if g[i] == 0])
         return 0.0
 
-    deletion_curve(confidence, relevance, step=0.2)  # 5 elements: one more closed per point
+    deletion_curve(confidence, relevance, step=0.2, ranking="global")  # 5 elements: one more closed per point
     # ties (0.9) keep the canonical order: layers in dict order, weight gates before bias gates, by index
     order = [("A", "w", 1), ("A", "b", 0), ("B", "w", 0), ("A", "w", 0), ("B", "b", 0)]
     assert [set(c) for c in closed] == [set(order[:k]) for k in range(6)]
@@ -239,7 +239,7 @@ def test_schedule_changes_ceil_fraction_most_relevant_first() -> None:
         closed_sets.append({("w", i) for i in range(4) if w[i] == 0} | {("b", i) for i in range(2) if b[i] == 0})
         return 0.0
 
-    xs, _ = deletion_curve(confidence, relevance, step=0.25)
+    xs, _ = deletion_curve(confidence, relevance, step=0.25, ranking="global")
     assert xs == [0, 0.25, 0.5, 0.75, 1.0]
     # 6 elements: ceil(6k/4) = 0, 2, 3, 5, 6 closed; order w1, w3, b1, w2, b0, w0
     assert closed_sets == [
@@ -251,6 +251,38 @@ def test_schedule_changes_ceil_fraction_most_relevant_first() -> None:
     ]
     with pytest.raises(ValueError):
         deletion_curve(confidence, relevance, step=0.3)
+
+
+def test_per_matrix_ranking_changes_the_same_fraction_of_every_matrix_and_global_does_not() -> None:
+    """A two-layer product model, confidence = mean(A's weight gates) × mean(B's weight gates) (bias gates feed
+    nothing): A's weight gates are all more relevant than B's, so the global ranking closes A entirely before it
+    touches B, while the paper's per-matrix ranking closes half of each at the midpoint."""
+    relevance = {"A": (torch.tensor([0.9, 0.8, 0.7, 0.6]), torch.zeros(4)), "B": (torch.tensor([0.1, 0.2]), torch.zeros(2))}
+    closed = []
+
+    def confidence(gates) -> float:
+        closed.append({(name, kind, i) for name, pair in gates.items() for kind, g in zip("wb", pair)
+                       for i in range(g.numel()) if g[i] == 0})
+        return float(gates["A"][0].mean() * gates["B"][0].mean())
+
+    xs, per_matrix = deletion_curve(confidence, relevance, step=0.5)
+    # per matrix at k=1: ceil(4/2) = 2 of A.w (0.9, 0.8), 2 of A.b, 1 of B.w (0.2), 1 of B.b
+    assert closed[1] == {("A", "w", 0), ("A", "w", 1), ("A", "b", 0), ("A", "b", 1), ("B", "w", 1), ("B", "b", 0)}
+    assert xs == [0, 0.5, 1] and per_matrix == [1.0, 0.25, 0.0]
+    closed.clear()
+    _, global_ = deletion_curve(confidence, relevance, step=0.5, ranking="global")
+    # globally at k=1: the 6 most relevant of 12 are A's 4 weight gates and B's 2
+    assert closed[1] == {("A", "w", i) for i in range(4)} | {("B", "w", 0), ("B", "w", 1)}
+    assert global_ == [1.0, 0.0, 0.0]
+    assert auc(xs, per_matrix) == pytest.approx(0.375) and auc(xs, global_) == pytest.approx(0.25)
+
+    # insertion starts from the unlearned gates 1 − relevance: A.w [.1 .2 .3 .4] (mean .25), B.w [.9 .8] (.85)
+    _, per_matrix = insertion_curve(confidence, relevance, step=0.5)
+    _, global_ = insertion_curve(confidence, relevance, step=0.5, ranking="global")
+    assert per_matrix == pytest.approx([0.25 * 0.85, (1 + 1 + 0.3 + 0.4) / 4 * (0.9 + 1) / 2, 1.0])
+    assert global_ == pytest.approx([0.25 * 0.85, 1.0, 1.0])
+    with pytest.raises(UserError, match="ranking"):
+        deletion_curve(confidence, relevance, step=0.5, ranking="layerwise")
 
 
 # ---------------------------------------------------------------- membership inference

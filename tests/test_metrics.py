@@ -11,8 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench.data import load_dataset
+from unlearnbench.errors import UserError
 from unlearnbench.grid import DatasetEntry
 from unlearnbench.metrics import METRICS, MetricContext
+from unlearnbench.metrics.insertion_deletion import auc
 from unlearnbench.metrics.relearn import epoch_sampler
 from unlearnbench.models import BackboneSpec
 from unlearnbench.stages import Stages
@@ -268,7 +270,15 @@ def test_the_one_responsible_channel_gives_insertion_near_1_and_deletion_near_0(
     assert rows[("test", "deletion")] < 0.05
 
 
-def test_insertion_deletion_auc_is_the_trapezoid_of_the_hand_made_curves(stages):
+# 8 elements (weight gates of relevance [.8 .2 .6 .4], 4 bias gates of relevance 0), step 0.25. Globally two
+# more elements change per point: w0, w2 → w3, w1 → the bias gates (no effect). Per matrix one weight and one bias
+# gate change per point: w0 → w2 → w3 → w1. The confidence on c is 0.1 + 0.8 × the mean weight gate.
+TRAPEZOID_CASES = {"global": ([0.5, 0.85, 1, 1, 1], [1, 0.5, 0, 0, 0]),
+                   "per_matrix": ([0.5, 0.7, 0.85, 0.95, 1], [1, 0.75, 0.5, 0.25, 0])}
+
+
+@pytest.mark.parametrize("ranking", sorted(TRAPEZOID_CASES))
+def test_insertion_deletion_auc_is_the_trapezoid_of_the_hand_made_curves(stages, ranking):
     c = 1
 
     def logits_of(g: torch.Tensor) -> torch.Tensor:
@@ -277,19 +287,67 @@ def test_insertion_deletion_auc_is_the_trapezoid_of_the_hand_made_curves(stages)
         out[c], out[0] = torch.log(p), torch.log(1 - p)
         return out
 
-    # 8 elements (4 weight gates, 4 bias gates of relevance 0), step 0.25: two more elements per point.
-    rows = compute("insertion_deletion", Gated(c, [0.8, 0.2, 0.6, 0.4], logits_of), c, stages, step=0.25)
+    rows = compute("insertion_deletion", Gated(c, [0.8, 0.2, 0.6, 0.4], logits_of), c, stages, step=0.25,
+                   ranking=ranking)
     base = 0.9
 
-    def trapezoid(ys):
+    def trapezoid(mean_gates):
+        ys = [(0.1 + 0.8 * g) / base for g in mean_gates]
         return sum(0.25 * (a + b) / 2 for a, b in zip(ys, ys[1:]))
 
-    # insertion: gates [.2 .8 .4 .6] → restore w0, w2 → restore w3, w1 → bias gates (no effect)
-    insertion = trapezoid([p / base for p in (0.1 + 0.8 * 0.5, 0.1 + 0.8 * 0.85, 0.9, 0.9, 0.9)])
-    # deletion: all open → close w0, w2 → close w3, w1 → bias gates
-    deletion = trapezoid([p / base for p in (0.9, 0.1 + 0.8 * 0.5, 0.1, 0.1, 0.1)])
-    assert rows[("test", "insertion")] == pytest.approx(insertion, abs=1e-6)
-    assert rows[("test", "deletion")] == pytest.approx(deletion, abs=1e-6)
+    insertion, deletion = TRAPEZOID_CASES[ranking]
+    assert rows[("test", "insertion")] == pytest.approx(trapezoid(insertion), abs=1e-6)
+    assert rows[("test", "deletion")] == pytest.approx(trapezoid(deletion), abs=1e-6)
+
+
+def test_both_rankings_give_both_row_sets_and_an_unknown_ranking_is_refused(stages):
+    c = 1
+
+    def logits_of(g: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(10)
+        out[c] = 4 * g.mean()
+        return out
+
+    model = Gated(c, [0.8, 0.2, 0.6, 0.4], logits_of)
+    both = compute("insertion_deletion", model, c, stages, step=0.25, ranking="both")
+    assert set(both) == {("test", m) for m in ("insertion", "deletion", "insertion_global", "deletion_global")}
+    assert both[("test", "deletion")] == compute("insertion_deletion", model, c, stages, step=0.25)[("test", "deletion")]
+    assert both[("test", "deletion_global")] == compute("insertion_deletion", model, c, stages, step=0.25,
+                                                        ranking="global")[("test", "deletion")]
+    with pytest.raises(UserError, match="ranking must be one of per_matrix, global or both"):
+        compute("insertion_deletion", model, c, stages, ranking="layerwise")
+
+
+def test_confidence_is_normalised_per_sample_by_the_baseline_model(stages):
+    """Samples brighter than the median are confident under the pass-through model (p = 0.8 ḡ), the others are
+    not (p = 0.2 ḡ²): the mean of per-sample ratios (ḡ, ḡ²) differs from the ratio of means."""
+    c = 3
+    forget = stages.data.test.subset(stages.data.test.labels == c)
+    brightness = torch.cat([x.flatten(1).mean(1) for x, _ in stages.data.batches(forget, 256, shuffle=False)])
+    share = float((brightness > brightness.median()).double().mean())
+
+    class SampleGated(Gated):
+        def gated(self, gates):
+            g = gates["f"][0].double().mean()
+
+            class Net(nn.Module):
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    high = (x.flatten(1).mean(1) > brightness.median()).double()
+                    p = high * 0.8 * g + (1 - high) * 0.2 * g ** 2
+                    out = torch.full((len(x), 10), -1e4, dtype=torch.float64)
+                    out[:, c], out[:, (c + 1) % 10] = torch.log(p), torch.log(1 - p)
+                    return out.float()
+
+            return Net()
+
+    rows = compute("insertion_deletion", SampleGated(c, [0.9, 0.7, 0.5, 0.3], None), c, stages, step=0.5)
+    # deletion per matrix, step 0.5: mean weight gate 1 → 0.5 → 0
+    per_sample = [share * g + (1 - share) * g ** 2 for g in (1.0, 0.5, 0.0)]
+    ratio_of_means = [(share * 0.8 * g + (1 - share) * 0.2 * g ** 2) / (share * 0.8 + (1 - share) * 0.2)
+                      for g in (1.0, 0.5, 0.0)]
+    assert 0.2 < share < 0.8
+    assert rows[("test", "deletion")] == pytest.approx(auc([0, 0.5, 1], per_sample), abs=1e-4)
+    assert abs(auc([0, 0.5, 1], ratio_of_means) - auc([0, 0.5, 1], per_sample)) > 0.01
 
 
 def test_models_without_relevance_get_no_insertion_deletion_rows(stages):

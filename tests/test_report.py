@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from safetensors.torch import save_file
 from unlearnbench.errors import UserError
 from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
                                  write_report)
+from unlearnbench.report.tables import table2
 from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
+from unlearnbench.report.formats import latex_text
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
 from unlearnbench.report.records import load_runs
 from unlearnbench.store import RECORD_COLUMNS
@@ -160,6 +163,17 @@ def test_table2_insertion_deletion(report):
     assert "| resnet18 | WF-Net | 0.73 ± 0.03 | 0.13 ± 0.03 |" in (report / "table2.md").read_text()
 
 
+def test_table2_adds_the_global_ranking_columns_only_where_they_were_recorded():
+    records = pd.DataFrame(hand_records())
+    assert list(table2(records).display.columns.get_level_values(1).unique()) == ["Ins", "Del"]
+    ranked = records[records["metric"].isin(["insertion", "deletion"])]
+    global_ = ranked.assign(metric=ranked["metric"] + "_global", value=ranked["value"] / 2)
+    table = table2(pd.concat([records, global_], ignore_index=True))
+    assert list(table.display.columns.get_level_values(1).unique()) == ["Ins", "Del", "Ins global", "Del global"]
+    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins global")] == "0.36 ± 0.01"
+    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins")] == "0.73 ± 0.03"
+
+
 def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
     values = read(report, "cost")
     # retrain: per-seed sums 2+3 = 5 and 4+5 = 9 s; peak memory the larger class run: 200 and 150 MiB
@@ -250,6 +264,37 @@ def test_latex_is_structurally_valid(report):
         check_latex(path.read_text())
     table = (report / "table1.tex").read_text()
     assert r"vit\_tiny-w0.333-d0.333-p7" in table and r"98.0 $\pm$ 2.8" in table
+
+
+def test_latex_is_ascii_and_greek_letters_are_math(report):
+    for path in sorted(report.glob("*.tex")):
+        assert path.read_text().isascii(), path.name
+    assert r"$\alpha$" in (report / "table2.tex").read_text()  # the caption's α, which pdflatex would reject raw
+    assert latex_text("σ(α) ≤ ℓ1 — Δ") == r"$\sigma$($\alpha$) $\leq$ $\ell$1 -- $\Delta$"
+    with pytest.raises(UserError, match="No LaTeX form"):
+        latex_text("表")
+
+
+def _latex_packages_missing() -> str | None:
+    """Why the LaTeX tables cannot be compiled here, or None when pdflatex with booktabs and multirow exists."""
+    if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None:
+        return "pdflatex is not installed (Debian: texlive-latex-base, texlive-latex-recommended, texlive-latex-extra)"
+    found = subprocess.run(["kpsewhich", "booktabs.sty", "multirow.sty"], capture_output=True, text=True).stdout
+    if "booktabs.sty" not in found or "multirow.sty" not in found:
+        return "booktabs or multirow is missing (Debian: texlive-latex-recommended, texlive-latex-extra)"
+    return None
+
+
+@pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
+def test_every_latex_table_compiles_with_pdflatex(report, tmp_path):
+    for path in sorted(report.glob("*.tex")):
+        doc = tmp_path / f"{path.stem}-doc.tex"
+        doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{multirow}\n"
+                       f"\\begin{{document}}\n\\input{{{path}}}\n\\end{{document}}\n")
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        errors = [line for line in done.stdout.splitlines() if line.startswith("!")]
+        assert done.returncode == 0 and (tmp_path / f"{path.stem}-doc.pdf").exists(), (path.name, errors)
 
 
 def test_index_shows_tables_links_figures_and_provenance(report):

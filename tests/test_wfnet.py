@@ -1,6 +1,7 @@
 """Tests of the WF-Net method plugin (methods/wfnet.py): label expansion, untraining, checkpoint, end to end."""
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -116,6 +117,50 @@ def test_checkpoint_serves_every_class_and_the_hooks(data, tmp_path):
 def test_bad_parameter_is_a_user_error(data):
     with pytest.raises(UserError, match="'expansion' must be an integer"):
         untrained_cnn(data, steps=1, expansion=0)
+
+
+def scripted_validation(monkeypatch, losses):
+    """Make WF-Net's validation loss return `losses` in turn; returns the α each evaluation saw."""
+    seen, script = [], iter(losses)
+
+    def validation_loss(model, *args):
+        seen.append({k: v.clone() for k, v in model.alpha_state_dict().items()})
+        return next(script)
+
+    monkeypatch.setattr(wfnet, "_validation_loss", validation_loss)
+    return seen
+
+
+def test_patience_stops_after_that_many_evaluations_without_improvement_and_the_best_alpha_is_kept(data, monkeypatch):
+    # an evaluation after every step; the best loss is the 2nd evaluation's, then 4 that are not lower
+    every_step = {"steps": 50, "batch_size": 32, "evals_per_epoch": math.ceil(len(data.train) / 32)}
+    seen = scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 2.0, 2.7, 2.8, 1.0, 0.5])
+    _, result = untrained_cnn(data, patience=4, **every_step)
+    assert [h["val_loss"] for h in result.history] == [3.0, 2.0, 2.5, 2.0, 2.7, 2.8]  # an equal loss is no gain
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5, 6]
+    kept = result.model.alpha_state_dict()
+    assert all(torch.equal(kept[k], seen[1][k]) for k in kept)  # the best evaluation's α, not the last one's
+    assert not all(torch.equal(kept[k], seen[-1][k]) for k in kept)
+
+    seen = scripted_validation(monkeypatch, [3.0, 2.0, 2.5, 1.5, 2.7, 2.8, 2.9, 3.0, 3.1])
+    _, result = untrained_cnn(data, patience=2, **every_step)
+    assert len(result.history) == 6  # an improvement at the 4th evaluation restarts the count
+
+
+def test_forget_reduction_sample_and_batch_are_the_two_documented_losses():
+    ce = torch.tensor([0.5, 2.0, 1e-9])
+    sample = wfnet.reciprocal_forget(ce, {"forget_reduction": "sample"})
+    batch = wfnet.reciprocal_forget(ce, {"forget_reduction": "batch"})
+    assert torch.allclose(sample, 1 / (ce + wfnet.EPS))  # mean over samples of 1 / CE_i, per sample
+    assert batch.shape == (1,) and torch.allclose(batch, 1 / (ce.mean() + wfnet.EPS))  # 1 / (batch-mean CE)
+
+
+def test_the_validation_cap_bounds_what_one_certain_forget_sample_adds():
+    ce = torch.tensor([1e-12, 2.0, 4.0])  # the first sample is still classified with certainty
+    uncapped = wfnet.monitored_forget(ce, {"forget_reduction": "sample", "val_reciprocal_cap": 0.0})
+    capped = wfnet.monitored_forget(ce, {"forget_reduction": "sample", "val_reciprocal_cap": 1.5})
+    assert uncapped[0] > 0.99e6 and uncapped.mean() > 3e5
+    assert torch.allclose(capped, torch.tensor([1.5, 0.5, 0.25]), atol=1e-6)
 
 
 def test_family_defaults_raise_the_forget_weight_for_vits():

@@ -7,13 +7,19 @@ multipliers applied to its weights and bias for one class c: σ(α_w[c]),
 relevance of an element is how far it was dropped: 1 − σ(α).
 
 `confidence(gates)` is supplied by the caller: it runs the model with those
-gates on the D_f(c) samples and returns the mean softmax confidence on class c
-divided by the original model's mean confidence on the same samples (unitless).
-Gates are handed over as float64 CPU tensors; the caller casts and moves them.
+gates on the D_f(c) samples and returns their softmax confidence on class c,
+each divided by the original model's confidence on the same sample, averaged
+(unitless). Gates are handed over as float64 CPU tensors; the caller casts and
+moves them.
 
-With n elements and K = 1/step steps, the curves record the confidence at
-x = k/K for k = 0..K (K + 1 evaluations) after changing the ceil(k·n/K) most
-relevant elements.
+With K = 1/step steps, the curves record the confidence at x = k/K for
+k = 0..K (K + 1 evaluations) after changing the most relevant elements:
+- ranking "per_matrix" (the paper: "we reactivate a percentage of elements in
+  each [α matrix] sorted by relevancy"): the ceil(k·n_m/K) most relevant of
+  each matrix m of n_m elements (a layer's weight gates and its bias gates are
+  two matrices), so every matrix is k/K changed at step k;
+- ranking "global": the ceil(k·n/K) most relevant of all n elements ranked
+  together, so a few layers of high relevance change first.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from .base import MetricContext, register_metric
 
 Gates = dict[str, tuple[Tensor, Tensor]]
 Confidence = Callable[[Gates], float]
+RANKINGS = ("per_matrix", "global")
 
 
 def _flat(relevance: Gates) -> Tensor:
@@ -46,41 +53,55 @@ def _unflatten(flat: Tensor, like: Gates) -> Gates:
     return {name: (next(chunks).view_as(w), next(chunks).view_as(b)) for name, (w, b) in like.items()}
 
 
-def _curve(confidence: Confidence, relevance: Gates, flat: Tensor, start: Tensor, value: float, step: float) -> tuple[list[float], list[float]]:
+def changed_first(relevance: Gates, k: int, steps: int, ranking: str) -> Tensor:
+    """Indices into `_flat(relevance)` of the elements changed at step k of `steps` under `ranking`."""
+    if ranking == "global":
+        flat = _flat(relevance)
+        return _order(flat)[: -(-k * flat.numel() // steps)]
+    if ranking != "per_matrix":
+        raise UserError(f"insertion_deletion ranking must be one of {', '.join(RANKINGS)} or both, got '{ranking}'.")
+    picked, offset = [], 0
+    for matrix in (v for pair in relevance.values() for v in pair):
+        values = matrix.detach().reshape(-1).to("cpu", torch.float64)
+        picked.append(_order(values)[: -(-k * values.numel() // steps)] + offset)
+        offset += values.numel()
+    return torch.cat(picked)
+
+
+def _curve(confidence: Confidence, relevance: Gates, start: Tensor, value: float, step: float,
+           ranking: str) -> tuple[list[float], list[float]]:
     steps = round(1 / step)
     if steps < 1 or abs(steps * step - 1) > 1e-9:
         raise ValueError(f"step must be 1/K for a whole number K ≥ 1, got {step}")
-    order = _order(flat)
-    n = flat.numel()
     xs, ys = [], []
     for k in range(steps + 1):
         gates = start.clone()
-        gates[order[: -(-k * n // steps)]] = value
+        gates[changed_first(relevance, k, steps, ranking)] = value
         xs.append(k / steps)
         ys.append(float(confidence(_unflatten(gates, relevance))))
     return xs, ys
 
 
-def insertion_curve(confidence: Confidence, relevance: Gates, step: float = 0.05) -> tuple[list[float], list[float]]:
+def insertion_curve(confidence: Confidence, relevance: Gates, step: float = 0.05,
+                    ranking: str = "per_matrix") -> tuple[list[float], list[float]]:
     """Insertion curve (xs = fraction restored in [0, 1], ys = normalised confidence on class c).
 
     Starts from the model unlearned on c, gates = 1 − relevance (= σ(α[c])),
     and sets the most relevant elements back to pass-through (gate 1.0) step
     by step; xs[-1] = 1 is the pass-through model. A high AUC is good.
     """
-    flat = _flat(relevance)
-    return _curve(confidence, relevance, flat, 1 - flat, 1.0, step)
+    return _curve(confidence, relevance, 1 - _flat(relevance), 1.0, step, ranking)
 
 
-def deletion_curve(confidence: Confidence, relevance: Gates, step: float = 0.05) -> tuple[list[float], list[float]]:
+def deletion_curve(confidence: Confidence, relevance: Gates, step: float = 0.05,
+                   ranking: str = "per_matrix") -> tuple[list[float], list[float]]:
     """Deletion curve (xs = fraction closed in [0, 1], ys = normalised confidence on class c).
 
     Starts from pass-through (all gates 1.0) and closes the most relevant
     elements (gate 0.0) step by step; xs[-1] = 1 has every gate closed. A low
     AUC is good.
     """
-    flat = _flat(relevance)
-    return _curve(confidence, relevance, flat, torch.ones_like(flat), 0.0, step)
+    return _curve(confidence, relevance, torch.ones_like(_flat(relevance)), 0.0, step, ranking)
 
 
 def auc(xs: list[float], ys: list[float]) -> float:
@@ -90,36 +111,42 @@ def auc(xs: list[float], ys: list[float]) -> float:
     return float(sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:])))
 
 
-@register_metric("insertion_deletion", step=0.05, split="test")
+@register_metric("insertion_deletion", step=0.05, split="test", ranking="per_matrix")
 def insertion_deletion(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows (split, 'insertion', AUC) and (split, 'deletion', AUC), unitless, for models exposing
     `relevance(c)`; no rows for any other model.
 
-    The confidence at each point of a curve is the mean softmax probability of class c over the D_f(c) samples
-    of `split` under the gated model, divided by the same mean under the pass-through model (every gate 1.0),
-    which for WF-Net is exactly the original model, i.e. the model before untraining. Gates change by a
-    fraction `step` of all elements per point (K = 1/step, K + 1 evaluations per curve).
+    The confidence at each point of a curve is, for each D_f(c) sample of `split`, the softmax probability of
+    class c under the gated model divided by the same probability under the pass-through model (every gate 1.0,
+    which for WF-Net is exactly the original model, i.e. the model before untraining), averaged over the samples
+    (so the AUC is the mean of the per-sample AUCs). Gates change by a fraction `step` per point (K = 1/step,
+    K + 1 evaluations per curve), ranked as `ranking` says: "per_matrix" (the paper's), "global", or "both"
+    (the global ranking's rows are then named insertion_global and deletion_global).
     """
     c = ctx.forget_class
     relevance = ctx.model.relevance(c)
     if relevance is None:
         return []
-    split = ctx.settings["split"]
+    split, ranking = ctx.settings["split"], ctx.settings["ranking"]
     if split not in ("train", "val", "test"):
         raise UserError(f"insertion_deletion split must be train, val or test, got '{split}'.")
+    rankings = {"both": {"per_matrix": "", "global": "_global"}}.get(ranking, {ranking: ""})
     forget = ctx.view(split, "forget")
     device = ctx.data.device
 
-    def mean_confidence(gates: Gates) -> float:
+    def class_probability(gates: Gates) -> Tensor:
         moved = {name: (w.to(device, torch.float32), b.to(device, torch.float32)) for name, (w, b) in gates.items()}
         logits = predict_logits(ctx.model.gated(moved), ctx.data, forget)
-        return float(torch.softmax(logits.double(), dim=1)[:, c].mean())
+        return torch.softmax(logits.double(), dim=1)[:, c]
 
-    baseline = mean_confidence({name: (torch.ones_like(w), torch.ones_like(b)) for name, (w, b) in relevance.items()})
+    baseline = class_probability({name: (torch.ones_like(w), torch.ones_like(b)) for name, (w, b) in relevance.items()})
 
     def confidence(gates: Gates) -> float:
-        return mean_confidence(gates) / baseline
+        return float((class_probability(gates) / baseline.clamp_min(torch.finfo(torch.float64).tiny)).mean())
 
     step = float(ctx.settings["step"])
-    return [(split, "insertion", auc(*insertion_curve(confidence, relevance, step))),
-            (split, "deletion", auc(*deletion_curve(confidence, relevance, step)))]
+    rows = []
+    for name, suffix in rankings.items():
+        rows += [(split, f"insertion{suffix}", auc(*insertion_curve(confidence, relevance, step, name))),
+                 (split, f"deletion{suffix}", auc(*deletion_curve(confidence, relevance, step, name)))]
+    return rows

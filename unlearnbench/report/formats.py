@@ -2,18 +2,46 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError
 from ..store import atomic_write
 from .tables import Table
 
 # plain-text captions → LaTeX; the cells and headers are escaped by the Styler itself
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "—": "--", "−": "$-$", "×": r"$\times$", "≥": r"$\geq$",
-                  r"Acc\_r": r"Acc\textsubscript{r}", r"Acc\_f": r"Acc\textsubscript{f}"}
+_LATEX_SYMBOLS = {r"Acc\_r": r"Acc\textsubscript{r}", r"Acc\_f": r"Acc\textsubscript{f}"}
+# non-ASCII characters → what plain pdflatex (no inputenc beyond its utf8 default) typesets; Greek letters by name
+_LATEX_CHARACTERS = {"±": r"$\pm$", "—": "--", "–": "--", "−": "$-$", "×": r"$\times$", "≥": r"$\geq$",
+                     "≤": r"$\leq$", "≈": r"$\approx$", "→": r"$\rightarrow$", "·": r"$\cdot$", "…": r"\ldots{}",
+                     "ℓ": r"$\ell$", "‖": r"$\|$", "²": r"\textsuperscript{2}", "•": r"$\bullet$", "’": "'",
+                     "‘": "`", "“": "``", "”": "''", "\u00a0": "~"}
+
+
+def latex_character(ch: str) -> str:
+    """`ch` as pdflatex typesets it: ASCII as is, the symbols above and Greek letters (σ → $\\sigma$, Δ →
+    $\\Delta$) in math mode, accented Latin letters as they are (pdflatex's utf8 default reads them); any other
+    non-ASCII character is an error naming it, since pdflatex would stop on it."""
+    if ch.isascii():
+        return ch
+    if ch in _LATEX_CHARACTERS:
+        return _LATEX_CHARACTERS[ch]
+    name = unicodedata.name(ch, "")
+    if name.startswith("LATIN ") and ord(ch) < 0x180:
+        return ch
+    if name.startswith("GREEK ") and " LETTER " in name:
+        letter = name.rsplit(" ", 1)[1].lower()
+        return f"$\\{letter.capitalize() if 'CAPITAL' in name else letter}$"
+    raise UserError(f"No LaTeX form for the character {ch!r} ({name or 'unnamed'}); add it to _LATEX_CHARACTERS.")
+
+
+def latex_text(latex: str) -> str:
+    """`latex` with every non-ASCII character replaced by its pdflatex form (`latex_character`)."""
+    return "".join(latex_character(ch) for ch in latex)
 
 
 def latex_escape(text: str) -> str:
@@ -36,7 +64,7 @@ def to_latex(table: Table) -> str:
     latex = latex.replace("\\centering\n", f"\\centering\n\\caption{{{latex_escape(table.caption)}}}\n", 1)
     for symbol, replacement in _LATEX_SYMBOLS.items():
         latex = latex.replace(symbol, replacement)
-    return latex
+    return latex_text(latex)
 
 
 def _group_rules(latex: str, levels: int) -> str:
