@@ -1,13 +1,14 @@
 """Shared fixtures: a quiet environment, a tiny grid, and a results folder per test."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("UNLEARNBENCH_TEST_THREADS", "2")))  # 1 on a machine busy with other work
 
 
 @pytest.fixture(autouse=True)
