@@ -1,6 +1,7 @@
 """The command line: real subcommands with their own options, run as the default, and the end-of-run summary."""
 import pandas as pd
 import pytest
+import yaml
 
 from unlearnbench.cli import main, with_default_command
 from unlearnbench.report.run_summary import format_summary
@@ -153,3 +154,16 @@ def test_the_plan_estimates_training_images_from_the_dataset_registry(tmp_path, 
     grid = write_grid(tmp_path, recipe={"epochs": 10})
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "cost estimate: ~0.11 M training images" in capsys.readouterr().out
+
+
+def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys):
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {"params": {"lr": 0.01}}}}}}))
+    grid = write_grid(tmp_path, methods=["original", "finetune", "salun"], tuned=str(tuned))
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err
+    assert "hold none for salun (1 dataset × backbone group): they run with their defaults" in err
+    assert "finetune" not in err and "original" not in err and "--only method=salun`" in err
+    grid = write_grid(tmp_path, methods=["original", "finetune"], tuned=str(tuned))
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -217,6 +217,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         grid = load_grid(args.grid)
     options, launch_options = _options(args, argv, grid, data_root, only)
+    untuned = untuned_methods(grid, plan(grid, options))
+    if untuned:
+        counts = ", ".join(f"{m} ({n} dataset × backbone group{'s' * (n > 1)})" for m, n in untuned.items())
+        print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
+              f"{counts}: they run with their "
+              f"defaults. Tune them with `run_bench.py tune --grid {args.grid or grid.name} --only method="
+              f"{','.join(untuned)}`.", file=sys.stderr)
     if args.dry_run:
         resolve_device(options.device)
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))
@@ -242,6 +249,24 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"  plugin {f['method']}: {f['reason']}")
     nothing_ran = skipped and not result.computed and not result.cached
     return 1 if failed or broken or nothing_ran else 0
+
+
+def untuned_methods(grid, p) -> dict[str, int]:
+    """Method → number of dataset × backbone groups where a grid that names tuned parameters runs a method with a
+    search space but no tuned entry (so it silently runs with its defaults)."""
+    from .grid import tuned_parameters
+    from .tuning import searched_space
+
+    if not grid.tuned:
+        return {}
+    tuned = tuned_parameters(grid.tuned)
+    missing = {(c.method, c.dataset.label, c.backbone.label) for c in p.cells
+               if searched_space(p.methods[c.method].cls(), c, grid)
+               and c.method not in tuned.get(c.dataset.label, {}).get(c.backbone.label, {})}
+    counts: dict[str, int] = {}
+    for method, *_ in sorted(missing):
+        counts[method] = counts.get(method, 0) + 1
+    return counts
 
 
 def _previous_config(out: Path | None) -> dict:
