@@ -11,9 +11,10 @@ import pandas as pd
 from .. import __version__
 from ..errors import UserError
 from ..store import atomic_write, writable_folder
-from .figures import (cost_vs_classes, filter_class_heatmap, load_relevance, per_class_bars, relearn_figure,
-                      save_figure)
+from .figures import (cost_vs_classes, filter_class_heatmap, load_relevance, per_class_bars, profile_figure,
+                      relearn_figure, save_figure)
 from .formats import write_table
+from .html import render_html
 from .index import FigureEntry, render_index
 from .paper import paper_comparison
 from .records import load_runs
@@ -60,7 +61,8 @@ def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> 
                  _stem("heatmap", path.stem))
     split = paper_split(records)
     kinds = [("per_class", f"Per-class accuracy ({split} split)", partial(per_class_bars, split=split)),
-             ("relearn", "Relearning", relearn_figure), ("cost", "Cost against the number of classes", cost_vs_classes)]
+             ("relearn", "Relearning", relearn_figure), ("cost", "Cost against the number of classes", cost_vs_classes),
+             ("profile", "Method profiles (original = 0, retrained = 1)", profile_figure)]
     groups = list(records[["dataset", "backbone"]].drop_duplicates().itertuples(index=False, name=None))
     for stem, section, draw in kinds:
         for dataset, backbone in groups:
@@ -71,8 +73,8 @@ def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """Write the report of one or more run folders (records merged, exact duplicates dropped) into `out`
-    (default: <run_dir>/report for a single run) and return that folder: index.md, each table as
-    <name>.csv/.tex/.md, figures/ as PNG and PDF."""
+    (default: <run_dir>/report for a single run) and return that folder: index.md, index.html (self-contained),
+    each table as <name>.csv/.tex/.md, figures/ as PNG and PDF."""
     run_dirs = [Path(d) for d in run_dirs]
     if out is None:
         if len(run_dirs) != 1:
@@ -84,4 +86,5 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     figures = write_figures(records, run_dirs, out / "figures") if not records.empty else []
     generated = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by unlearnbench {__version__}"
     atomic_write(out / "index.md", render_index(written, figures, sources, records, out, generated))
+    atomic_write(out / "index.html", render_html(written, figures, sources, records, out, generated))
     return out

@@ -208,3 +208,54 @@ def _label_order(records: pd.DataFrame) -> list[tuple[str, str]]:
     pairs = records[["method", "params"]].drop_duplicates()
     order = {m: i for i, m in enumerate(method_order(pairs["method"]))}
     return sorted(pairs.itertuples(index=False, name=None), key=lambda k: (order[k[0]], k[1]))
+
+
+# metrics a method profile compares, on the split they are read from (test first, as the paper's Table 1 columns)
+PROFILE_METRICS = [("acc_retain", "Acc_r"), ("acc_forget", "Acc_f"), ("zrf", "ZRF"), ("relearn_epochs", "RT"),
+                   ("mia_forget", "MIA"), ("js_to_retrain_forget", "JS_f")]
+
+
+def method_profiles(records: pd.DataFrame) -> pd.DataFrame:
+    """Per method label × metric (one dataset × backbone), the mean value rescaled so that the original model is 0
+    and the retrained one 1 (how far a method moved from the original towards retraining); metrics on which the
+    two coincide, or that either lacks, are left out. Empty without both reference methods."""
+    labels = row_labels(records)
+    means = {}
+    for metric, short in PROFILE_METRICS:
+        rows = records[(records["metric"] == metric)].dropna(subset=["value"])
+        if rows.empty:
+            continue
+        split = "test" if (rows["split"] == "test").any() else rows["split"].iloc[0]
+        rows = rows[rows["split"] == split]
+        for (method, params), value in rows.groupby(["method", "params"])["value"].mean().items():
+            means[(labels[(method, params)], short)] = float(value)
+    frame = pd.Series(means, dtype=float).unstack() if means else pd.DataFrame()
+    reference = {m: labels[k] for k in labels if (m := k[0]) in ("original", "retrain")}
+    if frame.empty or not {"original", "retrain"} <= set(reference):
+        return pd.DataFrame()
+    origin, target = frame.loc[reference["original"]], frame.loc[reference["retrain"]]
+    span = target - origin
+    usable = [c for c in frame.columns if np.isfinite(span[c]) and abs(span[c]) > 1e-9]
+    scaled = (frame[usable] - origin[usable]) / span[usable]
+    return scaled[[short for _, short in PROFILE_METRICS if short in usable]]
+
+
+def profile_figure(records: pd.DataFrame) -> Figure | None:
+    """Parallel coordinates of every method over the profile metrics (`method_profiles`: original = 0, retrained
+    = 1) for the records of one dataset × backbone; None when the profile is empty."""
+    profiles = method_profiles(records)
+    if profiles.empty or profiles.shape[1] < 2:
+        return None
+    order = [row_labels(records)[k] for k in _label_order(records)]
+    fig = new_figure(1.3 * profiles.shape[1] + 3.0, 3.8)
+    ax = fig.subplots()
+    xs = range(profiles.shape[1])
+    for label in (o for o in order if o in profiles.index):
+        ax.plot(xs, profiles.loc[label].to_numpy(), marker="o", markersize=3, label=label)
+    ax.axhline(0, color="0.6", linewidth=0.8)
+    ax.axhline(1, color="0.6", linewidth=0.8, linestyle="--")
+    ax.set_xticks(list(xs), list(profiles.columns))
+    ax.set(ylabel="original = 0, retrained = 1",
+           title=f"Method profiles, {records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig

@@ -51,6 +51,20 @@ def _rel(out: Path, path: Path) -> str:
     return path.relative_to(out).as_posix()
 
 
+def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]:
+    """What a run folder says about itself, as (name, Markdown text) pairs: command, grid, dates, hardware,
+    versions, commit, record and failure counts."""
+    s = source
+    return [("command", f"`{s.config.get('command') or 'unknown'}`"),
+            ("grid", _grid_line(s.config.get("grid") or {})),
+            ("date (UTC)", f"started {s.started or 'unknown'}, finished {s.finished or 'unknown'}"),
+            ("hardware", f"{', '.join(s.devices) or 'unknown'} (device setting: {s.config.get('device', 'unknown')})"),
+            ("versions", _versions(s, records)),
+            ("git commit", s.config.get("git_commit") or "unknown"),
+            ("records", str(s.rows)),
+            ("cells without records", _failures(s.failures))]
+
+
 def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: list[FigureEntry],
                  sources: list[RunSource], records: pd.DataFrame, out: Path, generated: str) -> str:
     """The Markdown of index.md: the runs, each table inline (with links to its CSV/LaTeX/Markdown files, or a
@@ -59,16 +73,8 @@ def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: li
              f"Generated {generated} from {len(sources)} run folder{'s' if len(sources) > 1 else ''} "
              f"({len(records)} records after dropping exact duplicates).", ""]
     for i, s in enumerate(sources, 1):
-        lines += [f"## Run {i}: `{s.path}`", "",
-                  f"- command: `{s.config.get('command') or 'unknown'}`",
-                  f"- grid: {_grid_line(s.config.get('grid') or {})}",
-                  f"- date (UTC): started {s.started or 'unknown'}, finished {s.finished or 'unknown'}",
-                  f"- hardware: {', '.join(s.devices) or 'unknown'} "
-                  f"(device setting: {s.config.get('device', 'unknown')})",
-                  f"- versions: {_versions(s, records)}",
-                  f"- git commit: {s.config.get('git_commit') or 'unknown'}",
-                  f"- records: {s.rows}",
-                  f"- cells without records: {_failures(s.failures)}", ""]
+        lines += [f"## Run {i}: `{s.path}`", ""] + [f"- {name}: {value}" for name, value in run_facts(s, records)]
+        lines += [""]
     lines += ["## Tables", "",
               "Each table is also written as CSV (its numbers: one row per cell with mean, standard deviation over "
               "seeds, seeds and classes), LaTeX (a booktabs `table` for `\\input`, needs "

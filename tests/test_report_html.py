@@ -1,0 +1,57 @@
+"""The self-contained index.html (tables sortable and filterable, figures inline) and the method-profile figure,
+on the hand-made run of test_report; the page is opened in headless Chromium where it is installed."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+
+from test_report import FULL, SMALL, hand_records, report  # noqa: F401  (fixture)
+from unlearnbench.report.figures import method_profiles, profile_figure
+from unlearnbench.report.html import table_html
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_index_html_is_self_contained_and_holds_every_table_and_figure(report):
+    page = (report / "index.html").read_text()
+    figures = sorted((report / "figures").glob("*.png"))
+    assert page.count('<img src="data:image/png;base64,') == len(figures) > 0
+    assert not re.search(r"""(src|href)=["']https?://""", page)  # nothing fetched from a network
+    assert page.count('<table class="sortable">') == len(list(report.glob("*.md"))) - 1  # all but index.md
+    assert '<tr data-method="WF-Net">' in page and 'id="method-filter"' in page
+    assert "run_bench.py --grid hand" in page and "abc1234" in page
+
+
+def test_html_tables_repeat_the_key_columns_so_a_sort_keeps_rows_whole():
+    frame = pd.DataFrame([["95.0", "1.0"], ["90.0", "0.0"]], columns=pd.MultiIndex.from_tuples(
+        [("mnist", "Acc_r"), ("mnist", "Acc_f")]), index=pd.MultiIndex.from_tuples(
+        [("resnet18", "Original"), ("resnet18", "WF-Net <b>")], names=["Backbone", "Method"]))
+    html = table_html(frame)
+    assert html.count('<td class="key">resnet18</td>') == 2 and "<th>mnist · Acc_r</th>" in html
+    assert '<tr data-method="WF-Net &lt;b&gt;">' in html  # escaped
+
+
+def test_method_profiles_put_the_original_at_0_and_retraining_at_1():
+    records = pd.DataFrame(hand_records())
+    full = method_profiles(records[records["backbone"] == FULL])
+    assert list(full.columns) == ["Acc_r", "Acc_f", "ZRF"]  # RT: the original has none
+    assert full.loc["Original"].tolist() == [0.0, 0.0, 0.0] and full.loc["Retrained"].tolist() == [1.0, 1.0, 1.0]
+    # WF-Net on the test split: Acc_r 0.90 (original 0.95, retrained 0.90), Acc_f 0.05 (0.95, 0.0), ZRF 0.60 (0.45, 0.50)
+    assert full.loc["WF-Net"].tolist() == pytest.approx([1.0, 0.9 / 0.95, 3.0])
+    assert profile_figure(records[records["backbone"] == SMALL]) is not None  # Acc_r and Acc_f only
+    assert method_profiles(records[records["method"] != "retrain"]).empty
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to open the page in (Debian: the chromium package)")
+def test_the_page_loads_in_headless_chromium_with_no_console_error_and_every_figure_resolves(report):
+    done = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", "--virtual-time-budget=10000", "--dump-dom", (report / "index.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert done.returncode == 0 and not console, console
+    figures = len(list((report / "figures").glob("*.png")))
+    assert f'<body data-images="loaded {figures}">' in done.stdout
