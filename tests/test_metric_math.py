@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,8 +13,10 @@ from torch import nn
 from unlearnbench.errors import UserError
 from unlearnbench.metrics.distance import js_divergence, mean_js, softmax64
 from unlearnbench.metrics.insertion_deletion import auc, deletion_curve, insertion_curve
-from unlearnbench.metrics.membership import mia_efficacy
+from unlearnbench.metrics.base import METRICS, MetricContext
+from unlearnbench.metrics.membership import balanced_indices, mia_efficacy, svc_features, svc_mia_efficacies
 from unlearnbench.metrics.relearn import relearn_time
+from unlearnbench.metrics.tug_of_war import tug_of_war
 from unlearnbench.metrics.zrf import zrf, zrf_legacy
 
 LN2 = math.log(2)
@@ -332,3 +335,123 @@ def test_mia_is_chance_for_a_model_that_saw_nothing() -> None:
         on_nonmembers.append(mia_efficacy(a[:h], b[:h], b[h:], seed=seed))
     assert abs(sum(on_members) / 5 - 0.5) <= 0.2
     assert abs(sum(on_nonmembers) / 5 - 0.5) <= 0.2
+
+
+# ---------------------------------------------------------------- SVC membership inference (SalUn's MIA-efficacy)
+
+
+def test_svc_features_hand_computed() -> None:
+    """Two rows with p = (0.7, 0.2, 0.1), true labels 0 and 1; natural logarithms."""
+    logits = torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64).log().repeat(2, 1)
+    labels = torch.tensor([0, 1])
+    ln = math.log
+
+    def feature(name):
+        return svc_features(logits, labels, name)[:, 0].tolist()
+
+    assert feature("confidence") == pytest.approx([0.7, 0.2])
+    assert feature("entropy") == pytest.approx([-(0.7 * ln(0.7) + 0.2 * ln(0.2) + 0.1 * ln(0.1))] * 2)
+    assert feature("m_entropy") == pytest.approx([-0.3 * ln(0.7) - 0.2 * ln(0.8) - 0.1 * ln(0.9),
+                                                  -0.8 * ln(0.2) - 0.7 * ln(0.3) - 0.1 * ln(0.9)])
+    assert feature("correctness") == [1.0, 0.0]
+    assert svc_features(logits, labels, "prob") == pytest.approx(np.array([[0.7, 0.2, 0.1]] * 2))
+
+
+def test_svc_modified_entropy_reads_each_rows_own_label_and_stays_finite_when_saturated() -> None:
+    """SalUn's m_entropy indexes columns by every label in the set at once; ours must not: a row's value depends
+    on its own label only, and a one-hot row (log 0) stays finite."""
+    g = torch.Generator().manual_seed(0)
+    logits = 3 * torch.randn(6, 10, generator=g)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    alone = [svc_features(logits[i:i + 1], labels[i:i + 1], "m_entropy")[0, 0] for i in range(6)]
+    assert svc_features(logits, labels, "m_entropy")[:, 0] == pytest.approx(alone, rel=1e-12)
+    saturated = torch.tensor([[100.0, 0.0, 0.0]])
+    right, wrong = (svc_features(saturated, torch.tensor([y]), "m_entropy")[0, 0] for y in (0, 1))
+    assert math.isfinite(wrong) and 0.0 <= right < 1e-30 < wrong  # certain and right ≈ 0; certain and wrong: huge
+
+
+def _margin_logits(margins: torch.Tensor, labels: torch.Tensor, c: int = 10) -> torch.Tensor:
+    """Logits with the true class `margin` above the other classes (all 0)."""
+    return margins.view(-1, 1) * F.one_hot(labels, c).to(torch.float64)
+
+
+def test_svc_mia_low_for_targets_like_members_and_high_for_targets_like_nonmembers() -> None:
+    """Members are classified with a large margin, non-members with a small one: a forget set drawn like the
+    members is judged member (efficacy near 0), one drawn like the non-members non-member (near 1)."""
+    g = torch.Generator().manual_seed(0)
+
+    def draw(n, mean):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        return _margin_logits(mean + torch.randn(n, generator=g, dtype=torch.float64), labels), labels
+
+    (lm, ym), (ln_, yn) = draw(400, 8.0), draw(300, 1.0)
+    (lf_in, yf_in), (lf_out, yf_out) = draw(200, 8.0), draw(200, 1.0)
+    features = ("confidence", "entropy", "m_entropy", "correctness", "prob")
+    like_members = svc_mia_efficacies(lm, ln_, lf_in, (ym, yn, yf_in), features=features, shadow_size=250)
+    like_nonmembers = svc_mia_efficacies(lm, ln_, lf_out, (ym, yn, yf_out), features=features, shadow_size=250)
+    assert list(like_members) == list(features)
+    for feature in ("confidence", "entropy", "m_entropy", "prob"):
+        assert like_members[feature] <= 0.1 and like_nonmembers[feature] >= 0.9, (feature, like_members,
+                                                                                  like_nonmembers)
+    # correctness: every member is right, a sixth of the non-members wrong: only wrong targets look unseen
+    assert like_members["correctness"] == 0.0 and 0.05 <= like_nonmembers["correctness"] <= 0.3
+
+
+def test_svc_mia_balances_and_caps_the_shadow_sets(monkeypatch) -> None:
+    """The SVC sees n = min(members, non-members, shadow_size) of each side, drawn by the seeded generator."""
+    from unlearnbench.metrics import membership
+
+    seen = []
+
+    class Recorder(membership.SVC):
+        def fit(self, x, y):
+            seen.append((len(x), int(y.sum()), int((y == 0).sum()), self.C, self.gamma, self.kernel))
+            return super().fit(x, y)
+
+    monkeypatch.setattr(membership, "SVC", Recorder)
+    g = torch.Generator().manual_seed(3)
+    lm, ln_, lt = (torch.randn(n, 10, generator=g) for n in (300, 120, 50))
+    labels = tuple(torch.randint(0, 10, (len(x),), generator=g) for x in (lm, ln_, lt))
+    svc_mia_efficacies(lm, ln_, lt, labels, features=["confidence", "entropy"], shadow_size=None)
+    svc_mia_efficacies(lm, ln_, lt, labels, features=["confidence"], shadow_size=80)
+    assert seen == [(240, 120, 120, 3, "auto", "rbf")] * 2 + [(160, 80, 80, 3, "auto", "rbf")]
+    first, second = balanced_indices(300, 120, seed=0, cap=80), balanced_indices(300, 120, seed=1, cap=80)
+    assert len(set(first[0])) == 80 and not np.array_equal(first[0], second[0])
+    assert all(np.array_equal(a, b) for a, b in zip(first, balanced_indices(300, 120, seed=0, cap=80)))
+
+
+def _settings_context(name: str, **settings) -> MetricContext:
+    """A context whose data, model and stages are never reached: settings are checked before anything is read."""
+    return MetricContext(data=None, model=None, forget_class=0, stages=None, method="test",
+                         settings={**METRICS.get(name).defaults, **settings})
+
+
+@pytest.mark.parametrize("name, settings, message", [
+    ("mia_svc", {"shadow_size": 0}, "metric_settings.mia_svc.shadow_size must be a positive whole number"),
+    ("mia_svc", {"shadow_size": "1000"}, "metric_settings.mia_svc.shadow_size must be a positive whole number"),
+    ("mia_svc", {"shadow_size": True}, "metric_settings.mia_svc.shadow_size must be a positive whole number"),
+    ("mia_svc", {"seed": 0.5}, "metric_settings.mia_svc.seed must be a whole number, got 0.5"),
+    ("mia_svc", {"features": "confidence"}, "metric_settings.mia_svc.features must be a list of distinct feature"),
+    ("mia_svc", {"features": []}, "metric_settings.mia_svc.features must be a list of distinct feature"),
+    ("mia_svc", {"features": ["confidence", "confidence"]}, "must be a list of distinct feature types"),
+    ("mia_svc", {"features": ["conf"]}, r"from confidence, entropy, m_entropy, correctness, prob, got \['conf'\]"),
+    ("tow", {"shadow_size": -5}, "metric_settings.tow.shadow_size must be a positive whole number"),
+    ("tow", {"seed": "0"}, "metric_settings.tow.seed must be a whole number"),
+])
+def test_svc_attack_settings_are_checked_with_one_sentence(name: str, settings: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message) as error:
+        METRICS.get(name).compute(_settings_context(name, **settings))
+    assert str(error.value).count(". ") == 0 and str(error.value).endswith(".")
+
+
+# ---------------------------------------------------------------- ToW
+
+
+def test_tug_of_war_hand_computed() -> None:
+    """ToW = Π (1 − |Δ|): Δ forget 0.02, Δ retain 0.02, Δ test 0.03 → 0.98 · 0.98 · 0.97."""
+    assert tug_of_war([(0.02, 0.0), (0.95, 0.97), (0.90, 0.93)]) == pytest.approx(0.98 * 0.98 * 0.97, abs=1e-12)
+    assert tug_of_war([(0.4, 0.4), (0.9, 0.9), (0.8, 0.8)]) == 1.0  # the retrained model itself
+    assert tug_of_war([(1.0, 0.0), (0.9, 0.9), (0.8, 0.8)]) == 0.0  # nothing forgotten at all
+    assert tug_of_war([(0.5, 0.0), (0.5, 1.0)]) == 0.25
+    with pytest.raises(ValueError, match="fractions in"):
+        tug_of_war([(95.0, 97.0)])  # percentages, as RUM's tables print them, are refused

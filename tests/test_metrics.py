@@ -367,7 +367,8 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def test_mia_sees_through_a_model_that_memorised_its_training_set(stages, data):
+@pytest.mark.parametrize("name, row", [("mia", "mia_forget"), ("mia_svc", "mia_svc_confidence")])
+def test_mia_sees_through_a_model_that_memorised_its_training_set(stages, data, name, row):
     tiny = _tiny(data, 400)
     torch.manual_seed(0)
     net = _mlp()
@@ -378,9 +379,10 @@ def test_mia_sees_through_a_model_that_memorised_its_training_set(stages, data):
         F.cross_entropy(net(x), y).backward()
         opt.step()
     assert accuracy(net(x), y) == 1.0
-    rows = compute("mia", SharedModel(net, 10), 3, stages, data=tiny)
-    assert set(rows) == {("train", "mia_forget")}
-    assert rows[("train", "mia_forget")] <= 0.25  # the forget samples are recognised as members
+    rows = compute(name, SharedModel(net, 10), 3, stages, data=tiny)
+    assert set(rows) == ({("train", "mia_forget")} if name == "mia" else
+                         {("train", f"mia_svc_{f}") for f in ("confidence", "entropy", "m_entropy")})
+    assert rows[("train", row)] <= 0.25  # the forget samples are recognised as members
 
 
 def test_mia_attack_trains_on_retain_train_vs_retain_test_and_scores_the_train_forget_set(stages, data):
@@ -407,6 +409,28 @@ def test_mia_is_near_chance_for_a_model_never_trained(stages, data):
     assert abs(sum(scores) / 10 - 0.5) <= 0.2
 
 
+def test_mia_svc_attack_trains_on_retain_train_vs_retain_test_and_scores_the_train_forget_set(stages, data):
+    from unlearnbench.metrics.membership import ATTACK_VIEWS, svc_mia_efficacies
+
+    tiny, c = _tiny(data, 400), 3
+    torch.manual_seed(2)
+    net = _mlp().eval()
+    views = [getattr(getattr(tiny, split), view)(c) for split, view in ATTACK_VIEWS]
+    assert [v.labels.eq(c).all().item() for v in views] == [False, False, True]
+    with torch.no_grad():
+        logits = [net(tiny.normalize(v.images)) for v in views]
+    expected = svc_mia_efficacies(*logits, tuple(v.labels for v in views), shadow_size=100, seed=4)
+    rows = compute("mia_svc", SharedModel(net, 10), c, stages, data=tiny, shadow_size=100, seed=4)
+    assert rows == {("train", f"mia_svc_{f}"): v for f, v in expected.items()}
+
+
+def test_mia_svc_judges_the_retrained_models_forget_set_unseen_and_the_originals_less_so(stages):
+    retrained = compute("mia_svc", SingleClassModel(stages.retrained(0), 0), 0, stages, features=["confidence"])
+    original = compute("mia_svc", SharedModel(stages.original(), 10), 0, stages, features=["confidence"])
+    assert retrained[("train", "mia_svc_confidence")] >= 0.95  # class 0 never seen: p_y ≈ 0 on all of D_f
+    assert original[("train", "mia_svc_confidence")] < retrained[("train", "mia_svc_confidence")] - 0.5
+
+
 # ---------------------------------------------------------------- distance to the retrained model
 
 
@@ -421,3 +445,30 @@ def test_js_to_retrain_is_zero_for_retrain_and_largest_on_the_forget_set_for_the
     rows = compute("js_to_retrain", SharedModel(stages.original(), 10), 0, stages, train_missing=True)
     forget, retain = rows[("test", "js_to_retrain_forget")], rows[("test", "js_to_retrain_retain")]
     assert 0 < retain < forget <= math.log(2)
+
+
+# ---------------------------------------------------------------- ToW
+
+
+def test_tow_needs_the_grid_to_hold_retrain(stages):
+    assert compute("tow", SharedModel(stages.original(), 10), 0, stages) == {}
+
+
+def test_tow_of_the_retrained_model_is_exactly_one(stages):
+    rows = compute("tow", SingleClassModel(stages.retrained(0), 0), 0, stages, has_retrain=True)
+    assert rows == {("train", "tow"): 1.0, ("train", "tow_mia"): 1.0}
+
+
+def test_tow_of_the_original_is_the_product_of_its_accuracy_and_mia_gaps_to_retrain(stages):
+    """ToW from the accuracy metric's train forget/retain and test retain rows and ToW-MIA from mia_svc_confidence,
+    of the original and the retrained model, by hand."""
+    original, retrained = SharedModel(stages.original(), 10), SingleClassModel(stages.retrained(0), 0)
+    acc = [compute("accuracy", m, 0, stages) for m in (original, retrained)]
+    mia = [compute("mia_svc", m, 0, stages, features=["confidence"], shadow_size=300, seed=2)[
+        ("train", "mia_svc_confidence")] for m in (original, retrained)]
+    gap = lambda key: 1 - abs(acc[0][key] - acc[1][key])  # noqa: E731
+    retain_test = gap(("train", "acc_retain")) * gap(("test", "acc_retain"))
+    rows = compute("tow", original, 0, stages, train_missing=True, shadow_size=300, seed=2)
+    assert rows[("train", "tow")] == pytest.approx(gap(("train", "acc_forget")) * retain_test, abs=1e-12)
+    assert rows[("train", "tow_mia")] == pytest.approx((1 - abs(mia[0] - mia[1])) * retain_test, abs=1e-12)
+    assert rows[("train", "tow")] < 0.5  # the original still knows class 0; retrain does not

@@ -368,3 +368,17 @@ def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     index = (out / "index.md").read_text()
     assert f"## Run 1: `{run}`" in index and f"## Run 2: `{copy}`" in index
     assert read(out, "table1").equals(read(report, "table1"))
+
+
+def test_all_metrics_lists_the_svc_mia_and_tow_rows_by_name():
+    """The published-MIA and ToW rows reach the all-metrics table under their own names, averaged over classes."""
+    from unlearnbench.report.tables import metrics_summary
+
+    names = ["mia_forget", "mia_svc_confidence", "mia_svc_entropy", "mia_svc_m_entropy", "tow", "tow_mia"]
+    records = pd.DataFrame([{"dataset": "mnist", "backbone": FULL, "method": "wfnet", "params": "{}", "seed": 0,
+                             "forget_class": c, "split": "train", "metric": name, "value": 0.1 * i + 0.02 * c}
+                            for i, name in enumerate(names) for c in (0, 1)])
+    summary = metrics_summary(records)
+    assert summary.values.set_index("metric")["mean"].to_dict() == pytest.approx(
+        {name: 0.1 * i + 0.01 for i, name in enumerate(names)})
+    assert set(summary.display.index.get_level_values("Metric")) == set(names)

@@ -290,7 +290,7 @@ def metrics_summary(records: pd.DataFrame) -> Table:
          "Classes": [format_count(c) if c else MISSING for c in values["classes"]]},
         index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Backbone", "Method", "Split", "Metric"])
         if index else None)
-    caption = ("Every recorded metric in its own units (accuracies and ZRF as fractions, seconds, bytes): mean over "
-               "forget classes, then mean and standard deviation (SD) over seeds. Relearn curves "
-               "(relearn_curve_<epoch>) are drawn in the relearning figures instead.")
+    caption = ("Every recorded metric in its own units (accuracies, ZRF, MIA efficacies and ToW as fractions, "
+               "seconds, bytes): mean over forget classes, then mean and standard deviation (SD) over seeds. Relearn "
+               "curves (relearn_curve_<epoch>) are drawn in the relearning figures instead.")
     return Table("all_metrics", "All metrics", caption, values, display)
