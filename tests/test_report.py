@@ -1,7 +1,9 @@
-"""Reports from a hand-made records.csv: Table 1/2, cost and paper-comparison cells checked one by one, LaTeX
-structure, Markdown index, and PNG + PDF figures written headless."""
+"""Reports from a hand-made records.csv: Table 1/2, cost and paper-comparison cells checked one by one (means,
+confidence intervals and paired tests against hand-computed values), LaTeX structure, Markdown index, and PNG + PDF
+figures written headless."""
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -17,9 +19,10 @@ from safetensors.torch import save_file
 from unlearnbench.errors import UserError
 from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
                                  write_report)
+from unlearnbench.report.stats import holm, signed_rank_p, t_half_width
 from unlearnbench.report.tables import table2
 from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
-from unlearnbench.report.formats import latex_text
+from unlearnbench.report.formats import latex_text, write_table
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
 from unlearnbench.report.records import load_runs
 from unlearnbench.store import RECORD_COLUMNS
@@ -36,6 +39,10 @@ BASE = {
     (SMALL, "retrain"): {"acc_retain": 0.80, "acc_forget": 0.0},
     (SMALL, "wfnet"): {"acc_retain": 0.70, "acc_forget": 0.0, "insertion": 0.80, "deletion": 0.20},
 }
+# two-sided 97.5 % quantiles of Student's t with 1, 3 and 9 degrees of freedom (printed tables)
+T975 = {1: 12.706204736, 3: 3.182446305, 9: 2.262157163}
+# a hand cell's 4 values (2 seeds × 2 classes, in %) are m − 3, m − 1, m + 1, m + 3: SD √(20/3), 95 % half-width
+HALF4 = T975[3] * np.sqrt(20 / 3) / 2  # = 4.11
 # relearn epochs and relearned flag per (seed, class), resnet18 only (vit: not measured)
 RELEARN = {"retrain": {(0, 0): (10, 1), (0, 1): (100, 0), (1, 0): (30, 1), (1, 1): (50, 1)},
            "wfnet": {(0, 0): (100, 0), (0, 1): (100, 0), (1, 0): (20, 1), (1, 1): (100, 0)}}
@@ -119,29 +126,123 @@ def test_table1_cells_are_means_over_classes_then_seeds(report):
         row = cell(values, backbone, method, column)
         assert row["mean"] == pytest.approx(mean)
         assert row["std"] == pytest.approx(4 / np.sqrt(2))
-        assert (row["seeds"], row["classes"]) == (2, 2)
+        assert (row["seeds"], row["classes"], row["n"]) == (2, 2, 4)
+        assert (row["ci_low"], row["ci_high"]) == (pytest.approx(mean - HALF4), pytest.approx(mean + HALF4))
     # ZRF is measured on the test split only; the train table falls back to it
     assert cell(values, FULL, "wfnet", "ZRF")["split"] == "test"
     # RT: seed means (10+100)/2 = 55 and (30+50)/2 = 40; classes not relearned 1 and 0
     rt, n = cell(values, FULL, "retrain", "RT"), cell(values, FULL, "retrain", "RT n")
     assert rt["mean"] == pytest.approx(47.5) and rt["std"] == pytest.approx(np.std([55, 40], ddof=1))
-    assert n["mean"] == pytest.approx(0.5)
+    rt_half = T975[3] * np.std([10, 100, 30, 50], ddof=1) / 2  # the interval pools the 4 (seed, class) values
+    assert rt["ci_high"] - rt["mean"] == pytest.approx(rt_half) and rt["n"] == 4
+    assert n["mean"] == pytest.approx(0.5) and n["n"] == 2  # summed within a seed: one value per seed
     assert cell(values, FULL, "wfnet", "RT n")["mean"] == pytest.approx(1.5)
     assert values[(values["backbone"] == SMALL) & values["column"].isin(["ZRF", "RT", "RT n"])].empty
 
     md = (report / "table1.md").read_text()
-    assert "| resnet18 | Original | 98.0 ± 2.8 | 98.0 ± 2.8 | 48.0 ± 2.8 | — |" in md
-    assert "|  | Retrained | 93.0 ± 2.8 | 3.0 ± 2.8 | 53.0 ± 2.8 | 47.5 ± 10.6 (0.5) |" in md
-    assert "| vit_tiny-w0.333-d0.333-p7 | Original | 88.0 ± 2.8 | 88.0 ± 2.8 | — | — |" in md
+    assert "| resnet18 | Original | 98.0 ± 4.1 | 98.0 ± 4.1 | 48.0 ± 4.1 | — |" in md
+    assert f"|  | Retrained | 93.0 ± 4.1 | 3.0 ± 4.1 | 53.0 ± 4.1 | 47.5 ± {rt_half:.1f} (0.5) |" in md
+    assert "| vit_tiny-w0.333-d0.333-p7 | Original | 88.0 ± 4.1 | 88.0 ± 4.1 | — | — |" in md
+    assert "n = 4 unless the cell shows [n=k]" in md and "none can be marked" in md  # 4 pairs: p ≥ 2/16
+
+
+def test_table1_paired_tests_against_wfnet_and_retrain(report):
+    """Acc_r (train, resnet18): original − retrain and original − WF-Net are +5 in all 4 pairs, WF-Net − retrain
+    0: exact two-sided p 2/2⁴ = 0.125, 0.125 and 1; Holm over these 3 distinct tests: 0.375, 0.375, 1."""
+    values = read(report, "table1")
+    original, retrain, wfnet = (cell(values, FULL, m, "Acc_r") for m in ("original", "retrain", "wfnet"))
+    assert (original["p_vs_retrain"], original["p_vs_wfnet"]) == (pytest.approx(0.125), pytest.approx(0.125))
+    assert (original["p_vs_retrain_holm"], original["p_vs_wfnet_holm"]) == (pytest.approx(0.375),) * 2
+    assert wfnet["p_vs_retrain"] == retrain["p_vs_wfnet"] == 1.0
+    assert wfnet["p_vs_retrain_holm"] == retrain["p_vs_wfnet_holm"] == 1.0  # one test, counted once
+    assert pd.isna(wfnet["p_vs_wfnet"]) and pd.isna(retrain["p_vs_retrain"])  # no test against itself
+    # RT: retrain − WF-Net per (seed, class) is −90, 0, +10, −50; the zero drops: W+ = 1 of 3 ranks, p = 2·2/8
+    assert cell(values, FULL, "retrain", "RT")["p_vs_wfnet"] == pytest.approx(0.5)
+    summary = read(report, "all_metrics")  # the same tests on the same values, in fractions
+    row = summary[(summary["backbone"] == FULL) & (summary["method"] == "original") & (summary["split"] == "train")
+                  & (summary["metric"] == "acc_retain")].iloc[0]
+    assert (row["mean"], row["ci_high"], row["n"]) == (pytest.approx(0.98), pytest.approx(0.98 + HALF4 / 100), 4)
+    assert (row["p_vs_retrain"], row["p_vs_retrain_holm"]) == (pytest.approx(0.125), pytest.approx(0.375))
+    md = (report / "all_metrics.md").read_text()
+    assert "| acc_retain | 0.98 | [0.9389, 1.021] | 4 | 0.028 | 2 | 2 | 0.38 | 0.38 |" in md  # original, train
+
+
+def significance_records() -> pd.DataFrame:
+    """Acc_f (train) on 2 seeds × 5 forget classes, unit k = 5·seed + class: retrain 0.10, WF-Net 0.10 + 0.01(k+1),
+    random labels 0.10 ± 0.01(k+1) (+ for even k), original 0.95."""
+    rows = []
+    for seed, c in itertools.product((0, 1), range(5)):
+        k = 5 * seed + c
+        for method, value in (("original", 0.95), ("retrain", 0.10), ("wfnet", 0.10 + 0.01 * (k + 1)),
+                              ("random_labels", 0.10 + (-1) ** k * 0.01 * (k + 1))):
+            rows.append({"dataset": "mnist", "backbone": FULL, "method": method, "params": "{}", "seed": seed,
+                         "forget_class": c, "split": "train", "metric": "acc_forget", "value": value})
+    return pd.DataFrame(rows).astype({"forget_class": "Int64"})
+
+
+def exact_signed_rank_p(d) -> float:
+    """Two-sided exact Wilcoxon p of distinct nonzero differences `d`, by enumerating all 2^n sign flips."""
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1
+    observed = ranks[np.asarray(d) > 0].sum()
+    total = ranks.sum()
+    w = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product((0, 1), repeat=len(d))])
+    extreme = min(observed, total - observed)
+    return min(1.0, 2 * np.mean(w <= extreme))
+
+
+def test_significance_marks_and_holm_on_ten_pairs(tmp_path):
+    """With 10 pairs a two-sided p can reach 2/2¹⁰. The 5 distinct tests of the column: original–WF-Net,
+    retrain–WF-Net, original–retrain (every pair on one side: 2/1024 each), random labels–WF-Net (5 zeros dropped,
+    5 negative: 2/32) and random labels–retrain (alternating signs: enumerated). Holm: 5/512 for the three
+    smallest, then 2 · 2/32, then the largest unchanged."""
+    table = table1(significance_records())
+    values = table.values.set_index("method")
+    alternating = [(-1) ** k * (k + 1) for k in range(10)]
+    p_rl_retrain = exact_signed_rank_p(alternating)
+    assert p_rl_retrain > 0.125
+    expected = {"original": (1 / 512, 5 / 512, 1 / 512, 5 / 512), "retrain": (1 / 512, 5 / 512, np.nan, np.nan),
+                "wfnet": (np.nan, np.nan, 1 / 512, 5 / 512),
+                "random_labels": (1 / 16, 1 / 8, p_rl_retrain, p_rl_retrain)}
+    for method, p in expected.items():
+        got = values.loc[method, ["p_vs_wfnet", "p_vs_wfnet_holm", "p_vs_retrain", "p_vs_retrain_holm"]]
+        assert got.to_numpy(float) == pytest.approx(np.array(p), nan_ok=True), method
+    shown = table.display[("mnist", "Acc_f")]
+    rl = 100 * np.array([0.10 + 0.01 * a for a in alternating])
+    assert shown[(FULL, "Original")] == "95.0 ± 0.0†‡"
+    assert shown[(FULL, "Retrained")] == "10.0 ± 0.0†"
+    assert shown[(FULL, "WF-Net")] == f"15.5 ± {T975[9] * np.std(np.arange(1, 11), ddof=1) / np.sqrt(10):.1f}‡"
+    assert shown[(FULL, "Random Labels")] == f"9.5 ± {T975[9] * np.std(rl, ddof=1) / np.sqrt(10):.1f}"
+    assert "† / ‡: differs from WF-Net / Retrained" in table.caption and "none can be marked" not in table.caption
+    # a failed cell leaves WF-Net 9 values: its n is shown, and it is paired with retrain on those 9 only
+    records = significance_records()
+    fewer = table1(records[~((records["method"] == "wfnet") & (records["seed"] == 1) & (records["forget_class"] == 4))])
+    assert fewer.display.loc[(FULL, "WF-Net"), ("mnist", "Acc_f")].endswith("‡ [n=9]")
+    assert fewer.values.set_index("method").loc["wfnet", "p_vs_retrain"] == pytest.approx(2 / 2**9)
+    assert "n = 10 unless the cell shows [n=k]" in fewer.caption
+
+
+def test_statistics_against_hand_values():
+    assert t_half_width([np.sqrt(20 / 3)], [4])[0] == pytest.approx(HALF4)
+    assert np.isnan(t_half_width([0.0], [1])[0])
+    for d in ([1.5, -2.5, 3.5, 4.5, -0.5, 6.5], [3, -1, 4, -1.5, 5, 9, 2.5, -6]):
+        assert signed_rank_p(np.array(d) + 7.0, np.full(len(d), 7.0)) == pytest.approx(exact_signed_rank_p(d))
+    assert signed_rank_p([0.2, 0.3], [0.2, 0.3]) == 1.0 and np.isnan(signed_rank_p([], []))
+    assert holm([0.01, 0.04, np.nan, 0.03]) == pytest.approx([0.03, 0.06, np.nan, 0.06], nan_ok=True)
+    assert holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
 
 
 def test_table1_test_split_and_single_seed(report, tmp_path):
     test = read(report, "table1_test")
     assert cell(test, FULL, "original", "Acc_r")["mean"] == pytest.approx(93.0)
     records = pd.DataFrame(hand_records())
-    one_seed = table1(records[records["seed"] == 0].assign(forget_class=lambda f: f["forget_class"].astype("Int64")))
-    assert one_seed.display.loc[(FULL, "WF-Net"), ("mnist", "Acc_r")] == "91.0"  # no ± with one seed
-    assert one_seed.display.loc[(FULL, "Retrained"), ("mnist", "RT (n)")] == "55.0 (1)"
+    records = records.assign(forget_class=records["forget_class"].astype("Int64"))
+    one_seed = table1(records[records["seed"] == 0])  # 2 classes: n = 2, t with 1 degree of freedom
+    assert one_seed.display.loc[(FULL, "WF-Net"), ("mnist", "Acc_r")] == f"91.0 ± {T975[1]:.1f}"
+    half = T975[1] * np.std([10, 100], ddof=1) / np.sqrt(2)
+    assert one_seed.display.loc[(FULL, "Retrained"), ("mnist", "RT (n)")] == f"55.0 ± {half:.1f} (1)"
+    one_value = table1(records[(records["seed"] == 0) & (records["forget_class"] != 1)])
+    assert one_value.display.loc[(FULL, "WF-Net"), ("mnist", "Acc_r")] == "90.0"  # n = 1: no interval
+    assert "no ± here: no cell has more than one value (n = 1)" in one_value.caption
 
 
 def test_plugin_methods_and_parameter_sweeps_get_their_own_rows():
@@ -152,7 +253,7 @@ def test_plugin_methods_and_parameter_sweeps_get_their_own_rows():
     table = table1(frame.assign(forget_class=frame["forget_class"].astype("Int64")))
     assert list(table.display.loc[FULL].index) == ["Original", "Retrained (lr=0.1)", "Retrained (defaults)",
                                                     "WF-Net", "my_plugin"]
-    assert table.display.loc[(FULL, "my_plugin"), ("mnist", "Acc_r")] == "93.0 ± 2.8"
+    assert table.display.loc[(FULL, "my_plugin"), ("mnist", "Acc_r")] == "93.0 ± 4.1"
 
 
 def test_table2_insertion_deletion(report):
@@ -160,7 +261,7 @@ def test_table2_insertion_deletion(report):
     assert set(values["method"]) == {"wfnet"}
     assert cell(values, FULL, "wfnet", "Ins")["mean"] == pytest.approx(0.73)
     assert cell(values, SMALL, "wfnet", "Del")["mean"] == pytest.approx(0.23)
-    assert "| resnet18 | WF-Net | 0.73 ± 0.03 | 0.13 ± 0.03 |" in (report / "table2.md").read_text()
+    assert "| resnet18 | WF-Net | 0.73 ± 0.04 | 0.13 ± 0.04 |" in (report / "table2.md").read_text()
 
 
 def test_table2_adds_the_global_ranking_columns_only_where_they_were_recorded():
@@ -170,8 +271,8 @@ def test_table2_adds_the_global_ranking_columns_only_where_they_were_recorded():
     global_ = ranked.assign(metric=ranked["metric"] + "_global", value=ranked["value"] / 2)
     table = table2(pd.concat([records, global_], ignore_index=True))
     assert list(table.display.columns.get_level_values(1).unique()) == ["Ins", "Del", "Ins global", "Del global"]
-    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins global")] == "0.36 ± 0.01"
-    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins")] == "0.73 ± 0.03"
+    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins global")] == "0.36 ± 0.02"
+    assert table.display.loc[(FULL, "WF-Net"), ("mnist", "Ins")] == "0.73 ± 0.04"
 
 
 def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
@@ -179,13 +280,17 @@ def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
     # retrain: per-seed sums 2+3 = 5 and 4+5 = 9 s; peak memory the larger class run: 200 and 150 MiB
     wall = cell(values, FULL, "retrain", "Wall s")
     assert wall["mean"] == pytest.approx(7.0) and wall["std"] == pytest.approx(np.std([5, 9], ddof=1))
+    # one value per seed (the sum over its classes): n = 2, and WF-Net's one round is paired with it by seed
+    assert wall["n"] == 2 and wall["ci_high"] - 7.0 == pytest.approx(T975[1] * np.std([5, 9], ddof=1) / np.sqrt(2))
+    assert wall["p_vs_wfnet"] == pytest.approx(0.5)  # 5 − 1.5 and 9 − 2.5: both positive, p = 2/2²
     assert cell(values, FULL, "retrain", "Peak extra memory MiB")["mean"] == pytest.approx(175.0)
     assert cell(values, FULL, "retrain", "Serving MiB")["mean"] == pytest.approx(2.0)
     assert cell(values, FULL, "wfnet", "Wall s")["mean"] == pytest.approx(2.0)
     assert cell(values, FULL, "wfnet", "Serving MiB")["mean"] == pytest.approx(1.5)
     assert cell(values, FULL, "wfnet", "N_c")["mean"] == 2
     md = (report / "cost.md").read_text()
-    assert "| WF-Net | 2 | 2.0 ± 0.7 | — | — | 1.50 ± 0.00 |" in md
+    assert f"| WF-Net | 2 | 2.0 ± {T975[1] / 2:.1f} | — | — | 1.50 ± 0.00 |" in md  # seconds 1.5, 2.5
+    assert "mean over a cell's n seeds (n = 2 unless" in md
 
 
 def test_paper_comparison_differences_and_not_run(report):
@@ -197,6 +302,9 @@ def test_paper_comparison_differences_and_not_run(report):
 
     wf = pick("WF-Net", "Acc_r")  # paper: ResNet-18 MNIST WF-Net Acc_r 94.0
     assert (wf["paper"], wf["difference"]) == (pytest.approx(94.0), pytest.approx(-1.0))
+    assert (wf["ours_ci_low"], wf["n"]) == (pytest.approx(93.0 - HALF4), 4)
+    assert "| Table 1 | mnist | resnet18 | Original | Acc_r | 98.0 ± 4.1 | 4 | 99.6 |" in (
+        report / "paper_comparison.md").read_text()
     zrf = pick("Original", "ZRF")  # paper 47.0; ours 48.0
     assert zrf["difference"] == pytest.approx(1.0) and pd.isna(zrf["note"])
     small = pick("WF-Net", "Acc_r", SMALL)  # paper ViT-T 93.5; ours 73.0
@@ -263,7 +371,7 @@ def test_latex_is_structurally_valid(report):
     for path in tex:
         check_latex(path.read_text())
     table = (report / "table1.tex").read_text()
-    assert r"vit\_tiny-w0.333-d0.333-p7" in table and r"98.0 $\pm$ 2.8" in table
+    assert r"vit\_tiny-w0.333-d0.333-p7" in table and r"98.0 $\pm$ 4.1" in table
 
 
 def test_latex_is_ascii_and_greek_letters_are_math(report):
@@ -271,6 +379,7 @@ def test_latex_is_ascii_and_greek_letters_are_math(report):
         assert path.read_text().isascii(), path.name
     assert r"$\alpha$" in (report / "table2.tex").read_text()  # the caption's α, which pdflatex would reject raw
     assert latex_text("σ(α) ≤ ℓ1 — Δ") == r"$\sigma$($\alpha$) $\leq$ $\ell$1 -- $\Delta$"
+    assert latex_text("1.0 ± 0.2†‡") == r"1.0 $\pm$ 0.2\dag{}\ddag{}"
     with pytest.raises(UserError, match="No LaTeX form"):
         latex_text("表")
 
@@ -287,7 +396,9 @@ def _latex_packages_missing() -> str | None:
 
 @pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
 def test_every_latex_table_compiles_with_pdflatex(report, tmp_path):
-    for path in sorted(report.glob("*.tex")):
+    marked = write_table(table1(significance_records(), name="marked"), tmp_path)["tex"]  # † ‡ in cells and caption
+    assert r"\dag{}\ddag{}" in marked.read_text()
+    for path in sorted(report.glob("*.tex")) + [marked]:
         doc = tmp_path / f"{path.stem}-doc.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{multirow}\n"
                        f"\\begin{{document}}\n\\input{{{path}}}\n\\end{{document}}\n")
@@ -301,7 +412,7 @@ def test_index_shows_tables_links_figures_and_provenance(report):
     index = (report / "index.md").read_text()
     for text in ("run_bench.py --grid hand", "**hand**", "abc1234", "cpu (test)", "torch 2.0",
                  "2026-01-02T03:04:05Z", "1 failed (reasons in failures.csv)", "[CSV](table1.csv)", "[LaTeX](paper_comparison.tex)",
-                 "| resnet18 | Original | 98.0 ± 2.8 |", "figures/heatmap__mnist__resnet18__seed0.png"):
+                 "| resnet18 | Original | 98.0 ± 4.1 |", "figures/heatmap__mnist__resnet18__seed0.png"):
         assert text in index, text
     for link in re.findall(r"\]\(([^)]+)\)", index):
         assert (report / link).is_file(), link

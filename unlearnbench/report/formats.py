@@ -19,7 +19,8 @@ _LATEX_SYMBOLS = {r"Acc\_r": r"Acc\textsubscript{r}", r"Acc\_f": r"Acc\textsubsc
 _LATEX_CHARACTERS = {"±": r"$\pm$", "—": "--", "–": "--", "−": "$-$", "×": r"$\times$", "≥": r"$\geq$",
                      "≤": r"$\leq$", "≈": r"$\approx$", "→": r"$\rightarrow$", "·": r"$\cdot$", "…": r"\ldots{}",
                      "ℓ": r"$\ell$", "‖": r"$\|$", "²": r"\textsuperscript{2}", "•": r"$\bullet$", "’": "'",
-                     "‘": "`", "“": "``", "”": "''", "\u00a0": "~"}
+                     "‘": "`", "“": "``", "”": "''", "\u00a0": "~",
+                     "†": r"\dag{}", "‡": r"\ddag{}"}
 
 
 def latex_character(ch: str) -> str:

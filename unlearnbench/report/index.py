@@ -76,9 +76,11 @@ def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: li
         lines += [f"## Run {i}: `{s.path}`", ""] + [f"- {name}: {value}" for name, value in run_facts(s, records)]
         lines += [""]
     lines += ["## Tables", "",
-              "Each table is also written as CSV (its numbers: one row per cell with mean, standard deviation over "
-              "seeds, seeds and classes), LaTeX (a booktabs `table` for `\\input`, needs "
-              "`\\usepackage{booktabs,multirow}`) and Markdown.", ""]
+              "Each table is also written as CSV (its numbers: one row per cell with the mean, its 95 % confidence "
+              "interval `ci_low`–`ci_high` and its `n`, the standard deviation over seeds `std`, `seeds`, `classes`, "
+              "and the Wilcoxon signed-rank p-values against WF-Net and retraining, raw `p_vs_wfnet`/`p_vs_retrain` "
+              "and Holm-adjusted `p_vs_wfnet_holm`/`p_vs_retrain_holm`), LaTeX (a booktabs `table` for `\\input`, "
+              "needs `\\usepackage{booktabs,multirow}`) and Markdown.", ""]
     for table, paths in tables:
         lines += [f"### {table.title}", "", table.caption, ""]
         if paths is None:

@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from .names import PAPER_METHODS, method_order
+from .stats import LEVEL
 from .tables import MISSING, Table, caps_text, format_stat, relearn_caps, row_labels
 
 # a Table 1/2 value column → (the paper's key, decimals shown)
@@ -66,8 +67,8 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
             cap = "" if np.isnan(theirs) else _cap_mismatch(
                 caps.get((r.dataset, r.backbone, r.method, r.params), (np.nan,)), paper["relearn_max_epochs"], r.column)
             note = _note(r.dataset, ds, r.backbone, family, theirs, cap, paper["relearn_max_epochs"])
-            rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.std, theirs,
-                         note, methods[r.method], cap))
+            rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.ci_low,
+                         r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap))
         done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
         for dataset, backbone in pairs:
             for method in PAPER_METHODS:
@@ -75,25 +76,30 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                     paper_dataset = to_paper.get(full_dataset_name(dataset))
                     theirs = paper_value(paper, key, paper_dataset, backbone_family(backbone), method, column)
                     if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
-                        rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, theirs,
-                                     "not run", methods[method], ""))
+                        rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, np.nan,
+                                     np.nan, np.nan, theirs, "not run", methods[method], ""))
     columns = list(COLUMN_KEYS)
-    rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[9], r[3], columns.index(r[4])))
-    values = pd.DataFrame([r[:9] for r in rows], columns=["table", "dataset", "backbone", "method", "column", "ours",
-                                                          "ours_std", "paper", "note"])
-    capped = pd.Series([r[10] for r in rows], dtype=str)
-    values.insert(8, "difference", (values["ours"] - values["paper"]).where(capped == ""))
+    rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[12], r[3], columns.index(r[4])))
+    values = pd.DataFrame([r[:12] for r in rows], columns=["table", "dataset", "backbone", "method", "column", "ours",
+                                                           "ours_ci_low", "ours_ci_high", "n", "ours_std", "paper",
+                                                           "note"])
+    capped = pd.Series([r[13] for r in rows], dtype=str)
+    values.insert(11, "difference", (values["ours"] - values["paper"]).where(capped == ""))
     digits = [COLUMN_KEYS[c][1] for c in values["column"]]
     display = pd.DataFrame({
-        "Ours": [format_stat(m, s, d) for m, s, d in zip(values["ours"], values["ours_std"], digits)],
+        "Ours": [format_stat(m, (hi - lo) / 2, d)
+                 for m, lo, hi, d in zip(values["ours"], values["ours_ci_low"], values["ours_ci_high"], digits)],
+        "n": [MISSING if np.isnan(n) else f"{n:.0f}" for n in values["n"]],
         "Paper": [_paper_text(p, d) for p, d in zip(values["paper"], digits)],
         "Difference": [f"cap {c}" if c else MISSING if np.isnan(x) else f"{x:+.{d}f}"
                        for x, c, d in zip(values["difference"], capped, digits)],
         "Note": values["note"].tolist()},
         index=pd.MultiIndex.from_frame(values[["table", "dataset", "backbone", "method", "column"]],
                                        names=["Table", "Dataset", "Backbone", "Method", "Value"]))
-    caption = (f"Each Table 1/2 value of this run beside the published one ({paper['source'].strip()}) and the "
-               "difference (ours − paper), in the report's units: accuracy %, ZRF ×100 (the paper prints ImageNet "
+    caption = (f"Each Table 1/2 value of this run (± the half-width of its {LEVEL:.0%} Student-t confidence interval "
+               "over n values, as in those tables; the paper gives no interval) beside the published one "
+               f"({paper['source'].strip()}) and the difference (ours − paper), in the report's units: accuracy %, "
+               "ZRF ×100 (the paper prints ImageNet "
                "ZRF as a fraction; converted), RT epochs, RT n classes not relearned, Ins/Del AUC. RT and RT n are "
                f"compared only where this run stopped relearning at the paper's {paper['relearn_max_epochs']} epochs; "
                "elsewhere the difference shows the run's cap. Reduced-size backbones are compared with their "

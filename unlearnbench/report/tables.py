@@ -1,8 +1,9 @@
 """The report's tables computed from records: Table 1, Table 2, cost, and an all-metrics summary.
 
-Each table keeps its numbers in a long frame (`values`: one row per table cell with mean, standard deviation
-over seeds, number of seeds and classes) and its layout as strings (`display`, absent cells shown as "—").
-Per-class metrics are averaged over forget classes within a seed first, then mean ± std are taken over seeds.
+Each table keeps its numbers in a long frame (`values`: one row per table cell with the mean, its 95 % confidence
+interval and n, the standard deviation over seeds, the numbers of seeds and classes, and the paired tests' p-values
+against WF-Net and retraining) and its layout as strings (`display`, absent cells shown as "—"). A per-class
+metric's cell pools its n = seeds × forget classes values; see `seed_stats` and docs/protocol.md.
 """
 from __future__ import annotations
 
@@ -15,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 from .names import display_name, method_order
+from .stats import ALPHA, LEVEL, holm, signed_rank_p, t_half_width
 
 MISSING = "—"
 CELL_KEYS = ["dataset", "backbone", "method", "params"]
 TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
 SPLIT_ORDER = ("test", "train", "val", "all")
 CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
+# each cell is tested against these methods' cells (same dataset, backbone, column); its mark where it differs
+REFERENCES = {"wfnet": "†", "retrain": "‡"}
+STAT_COLUMNS = (["mean", "ci_low", "ci_high", "n", "std", "seeds", "classes"]
+                + [f"p_vs_{m}{adjusted}" for m in REFERENCES for adjusted in ("", "_holm")])
+UNITS = "(seed, forget class) values"  # what n counts in a per-class metric's cell
 
 
 @dataclass(frozen=True)
@@ -70,26 +77,127 @@ def pick_split(records: pd.DataFrame, metric: str, prefer: tuple[str, ...]) -> t
     return rows, None
 
 
+def sample_units(rows: pd.DataFrame, keys: list[str], over_classes: str | Callable = "mean") -> pd.DataFrame:
+    """The values a cell's interval and paired tests use, one per sampling unit. With `over_classes` 'mean': one
+    per (seed, forget class) (rows without a class, e.g. an all-class method's cost, give one per seed); with any
+    other aggregate (a sum or max over a seed's classes): that aggregate, one per seed. Columns: keys, seed,
+    unit_class (the forget class, −1 for a per-seed unit) and value."""
+    if over_classes == "mean":
+        units = rows.assign(unit_class=pd.to_numeric(rows["forget_class"]).astype(float).fillna(-1.0))
+        units = units.groupby(keys + ["seed", "unit_class"], dropna=False)["value"].mean().reset_index()
+    else:
+        units = rows.groupby(keys + ["seed"], dropna=False)["value"].agg(over_classes).reset_index()
+        units = units.assign(unit_class=-1.0)
+    return units[keys + ["seed", "unit_class", "value"]]
+
+
+def paired_tests(units: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per cell (`keys`): for each reference method m of REFERENCES, `p_vs_m`, the two-sided Wilcoxon signed-rank
+    p-value (stats.signed_rank_p) of the cell's units against m's cell with the same other keys, paired on (seed,
+    unit_class), and `p_vs_m_holm`, Holm-adjusted over every distinct pair of cells tested within those other keys
+    (one column of one dataset × backbone; the test of m against m' counts once). NaN where m's cell is absent or
+    is the cell itself, where m has several parameter settings there, or where no unit pairs."""
+    columns = [f"p_vs_{m}{adjusted}" for m in REFERENCES for adjusted in ("", "_holm")]
+    method_at = keys.index("method")
+    group_at = [i for i, k in enumerate(keys) if k not in ("method", "params")]
+    unit = list(zip(units["seed"], units["unit_class"]))
+    value = units["value"].to_numpy(float)
+    cells = {key: {unit[i]: value[i] for i in rows} for key, rows in units.groupby(keys, dropna=False).indices.items()}
+    groups: dict[tuple, list[tuple]] = {}
+    for key in cells:
+        groups.setdefault(tuple(key[i] for i in group_at), []).append(key)
+    results = {}
+    for members in groups.values():
+        tested, pairs = {}, {}
+        for reference in REFERENCES:
+            found = [key for key in members if key[method_at] == reference]
+            if len(found) != 1:
+                continue
+            for key in members:
+                pair = frozenset((key, found[0]))
+                if key != found[0] and pair not in tested:
+                    shared = [u for u in cells[key] if u in cells[found[0]]]
+                    tested[pair] = signed_rank_p([cells[key][u] for u in shared], [cells[found[0]][u] for u in shared])
+                pairs[(key, reference)] = pair if key != found[0] else None
+        adjusted = dict(zip(tested, holm(list(tested.values()))))
+        for key in members:
+            row = []
+            for reference in REFERENCES:
+                pair = pairs.get((key, reference))
+                row += [tested[pair], adjusted[pair]] if pair is not None else [np.nan, np.nan]
+            results[key] = row
+    index = pd.MultiIndex.from_tuples(list(results), names=keys) if results else None
+    return pd.DataFrame(list(results.values()), index=index, columns=columns)
+
+
 def seed_stats(rows: pd.DataFrame, keys: list[str], over_classes: str | Callable = "mean") -> pd.DataFrame:
-    """Per `keys`: `over_classes` of the values within each seed, then mean, std (ddof 1, NaN for one seed)
-    and count over seeds; `classes` is the largest number of distinct forget classes in a seed."""
+    """Per `keys` (a cell), from its sampling units (`sample_units`: the (seed, forget class) values, or one
+    `over_classes` aggregate per seed): `mean` and n of the units, `ci_low`/`ci_high` their 95 % Student-t interval
+    (NaN for n = 1), the paired tests against the reference methods (`paired_tests`); and, as before intervals
+    existed, `std` the standard deviation (ddof 1, NaN for one seed) over seeds of each seed's `over_classes` of
+    its values, `seeds` their count and `classes` the largest number of distinct forget classes in a seed. With
+    the same classes in every seed the mean equals the mean over seeds of the seeds' means."""
     rows = rows.dropna(subset=["value"])
-    columns = keys + ["mean", "std", "seeds", "classes"]
     if rows.empty:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=keys + STAT_COLUMNS)
     per_seed = rows.groupby(keys + ["seed"], dropna=False).agg(
         value=("value", over_classes), classes=("forget_class", "nunique"))
-    stats = per_seed.groupby(keys, dropna=False).agg(
-        mean=("value", "mean"), std=("value", "std"), seeds=("value", "count"), classes=("classes", "max"))
-    return stats.reset_index()[columns]
+    spread = per_seed.groupby(keys, dropna=False).agg(
+        std=("value", "std"), seeds=("value", "count"), classes=("classes", "max"))
+    units = sample_units(rows, keys, over_classes)
+    stats = units.groupby(keys, dropna=False)["value"].agg(mean="mean", sd="std", n="count")
+    half = t_half_width(stats["sd"], stats["n"])
+    stats = stats.assign(ci_low=stats["mean"] - half, ci_high=stats["mean"] + half).join(spread)
+    return stats.join(paired_tests(units, keys)).reset_index()[keys + STAT_COLUMNS]
 
 
-def format_stat(mean: float, std: float, digits: int) -> str:
-    """'m' or 'm ± s' (s shown when there are several seeds) with `digits` decimals; '—' when absent."""
+def format_stat(mean: float, half_width: float, digits: int) -> str:
+    """'m' or 'm ± h' (h, an interval's half-width, shown unless NaN) with `digits` decimals; '—' when absent."""
     if mean is None or pd.isna(mean):
         return MISSING
     text = f"{mean:.{digits}f}"
-    return text if pd.isna(std) else f"{text} ± {std:.{digits}f}"
+    return text if pd.isna(half_width) else f"{text} ± {half_width:.{digits}f}"
+
+
+def marks(cell: pd.Series) -> str:
+    """The marks of the reference methods (REFERENCES) whose cell this one differs from: Holm-adjusted p < ALPHA."""
+    return "".join(mark for m, mark in REFERENCES.items() if cell.get(f"p_vs_{m}_holm", np.nan) < ALPHA)
+
+
+def cell_text(cell: pd.Series | None, digits: int, usual_n: int | None = None) -> str:
+    """A table cell: mean ± the half-width of its confidence interval (none for n = 1), its marks (`marks`), and
+    ' [n=k]' when its n is not the table's `usual_n`; '—' when absent."""
+    if cell is None or pd.isna(cell["mean"]):
+        return MISSING
+    text = format_stat(cell["mean"], (cell["ci_high"] - cell["ci_low"]) / 2, digits) + marks(cell)
+    return text if usual_n is None or cell["n"] == usual_n else f"{text} [n={cell['n']:.0f}]"
+
+
+def usual_n(values: pd.DataFrame) -> int | None:
+    """The most common n of the cells in `values` (the smallest of equally common ones); None when there is none."""
+    counts = values["n"].dropna()
+    counts = counts[counts > 0]
+    return None if counts.empty else int(counts.value_counts().sort_index().idxmax())
+
+
+def interval_legend(values: pd.DataFrame, units: str) -> str:
+    """Caption sentences saying what ± and the marks mean in a table whose interval cells are `values`, each
+    holding n `units` (e.g. '(seed, forget class) values', 'seeds'); the marks are explained for the reference
+    methods some cell was tested against."""
+    if not (values["n"] > 1).any():
+        return "no ± here: no cell has more than one value (n = 1)"
+    n = usual_n(values)
+    text = (f"± is the half-width of the {LEVEL:.0%} Student-t confidence interval of the mean over a cell's n "
+            f"{units} (n = {n} unless the cell shows [n=k]; no ± where n = 1; the standard deviation over seeds is "
+            "in the CSV)")
+    tested = [m for m in REFERENCES if values[f"p_vs_{m}"].notna().any()]
+    if tested:
+        text += (f". {' / '.join(REFERENCES[m] for m in tested)}: differs from "
+                 f"{' / '.join(display_name(m) for m in tested)} (two-sided Wilcoxon signed-rank test over the "
+                 f"paired {units}, p < {ALPHA:g} after Holm's adjustment within each column)")
+        if values["n"].max() < 6:
+            text += "; no cell here has the 6 pairs such a p needs, so none can be marked"
+    return text
 
 
 def format_count(value: float) -> str:
@@ -126,16 +234,12 @@ def _product(datasets: list[str], columns: list[str]) -> pd.MultiIndex | None:
     return pd.MultiIndex.from_product([datasets, columns]) if datasets else None
 
 
-def _cell_text(cells: dict[tuple, pd.Series], key: tuple, digits: int) -> str:
-    row = cells.get(key)
-    return MISSING if row is None else format_stat(row["mean"], row["std"], digits)
-
-
 def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") -> Table:
     """Table 1: rows backbone × method, columns dataset × {Acc_r, Acc_f, ZRF, RT (n)}.
 
     Acc_r/Acc_f come from `split` (in %), ZRF (×100) and relearn time (epochs; n = classes not relearned, a mean
     over seeds) from `split` when recorded there, else from the first split that has them. `name` is the file stem.
+    Every cell but the count of classes not relearned shows its confidence interval and marks (`cell_text`).
     """
     prefer = (split,) + tuple(s for s in SPLIT_ORDER if s != split)
     columns = {"Acc_r": ("acc_retain", lambda v: v * 100), "Acc_f": ("acc_forget", lambda v: v * 100),
@@ -151,22 +255,24 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
         how = "sum" if column == "RT n" else "mean"
         stats = seed_stats(rows.assign(value=transform(rows["value"])), CELL_KEYS, how)
         parts.append(stats.assign(column=column, split=used[column]))
-    values = pd.concat(parts, ignore_index=True)[CELL_KEYS + ["column", "split", "mean", "std", "seeds", "classes"]]
+    values = pd.concat(parts, ignore_index=True)[CELL_KEYS + ["column", "split"] + STAT_COLUMNS]
 
     labels = row_labels(records)
     datasets = list(pd.unique(records["dataset"]))
     cells = _lookup(values, CELL_KEYS + ["column"])
+    shown = values[values["column"] != "RT n"]
+    n = usual_n(shown)
     index, body = [], []
     for backbone, method, params in _ordered_rows(records, ["backbone", "method", "params"]):
         index.append((backbone, labels[(method, params)]))
         line = []
         for dataset in datasets:
             key = (dataset, backbone, method, params)
-            rt = _cell_text(cells, key + ("RT",), 1)
-            n = cells.get(key + ("RT n",))
-            if rt != MISSING and n is not None:
-                rt += f" ({format_count(n['mean'])})"
-            line += [_cell_text(cells, key + (c,), 1) for c in ("Acc_r", "Acc_f", "ZRF")] + [rt]
+            rt = cell_text(cells.get(key + ("RT",)), 1, n)
+            not_relearned = cells.get(key + ("RT n",))
+            if rt != MISSING and not_relearned is not None:
+                rt += f" ({format_count(not_relearned['mean'])})"
+            line += [cell_text(cells.get(key + (c,)), 1, n) for c in ("Acc_r", "Acc_f", "ZRF")] + [rt]
         body.append(line)
     display = _frame(body, index, ["Backbone", "Method"], _product(datasets, TABLE1_COLUMNS))
     elsewhere = [f"{c} on the {used[c]} split" for c in ("ZRF", "RT") if used[c] and used[c] != split]
@@ -176,8 +282,8 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
     cap = f"cap: {caps_text(caps)}; " if caps else ""
     caption = ("; ".join(where) + ". Acc_r/Acc_f: accuracy (%) on the retain/forget set; ZRF ×100; "
                f"RT: relearn epochs ({cap}a class that never relearns counts the cap), in parentheses the number of "
-               "classes not relearned. Means over forget classes; ± one standard deviation over seeds where there "
-               "are several; — not measured.")
+               "classes not relearned (summed over a seed's classes, then the mean over seeds). Each other cell is "
+               f"the mean over its seeds × forget classes; {interval_legend(shown, UNITS)}; — not measured.")
     return Table(name, f"Table 1 ({split} split)", caption, values, display)
 
 
@@ -196,7 +302,8 @@ def table2(records: pd.DataFrame) -> Table:
     for column, metric in shown:
         rows, split = pick_split(records, metric, prefer)
         parts.append(seed_stats(rows, CELL_KEYS).assign(column=column, split=split))
-    values = pd.concat(parts, ignore_index=True)[CELL_KEYS + ["column", "split", "mean", "std", "seeds", "classes"]]
+    values = pd.concat(parts, ignore_index=True)[CELL_KEYS + ["column", "split"] + STAT_COLUMNS]
+    n = usual_n(values)
     labels = row_labels(records)
     measured = records[records["metric"].isin([metric for _, metric in shown])]
     datasets = list(pd.unique(records["dataset"]))
@@ -206,12 +313,13 @@ def table2(records: pd.DataFrame) -> Table:
     if not measured.empty:
         for backbone, method, params in _ordered_rows(measured, ["backbone", "method", "params"]):
             index.append((backbone, labels[(method, params)]))
-            body.append([_cell_text(cells, (d, backbone, method, params, c), 2) for d in datasets for c in columns])
+            body.append([cell_text(cells.get((d, backbone, method, params, c)), 2, n) for d in datasets
+                         for c in columns])
     display = _frame(body, index, ["Backbone", "Method"], _product(datasets, columns))
     caption = ("Insertion (Ins, higher is better) and deletion (Del, lower is better) AUC of the α relevance order, "
                "ranked within each α matrix (the paper's rule; \"global\": all α elements ranked together), each "
-               "sample's confidence normalised by the original model's. Means over forget classes; ± one standard "
-               "deviation over seeds where there are several; — not measured.")
+               "sample's confidence normalised by the original model's. Each cell is the mean over its seeds × forget "
+               f"classes; {interval_legend(values, UNITS)}; — not measured.")
     return Table("table2", "Table 2: insertion / deletion", caption, values, display)
 
 
@@ -224,15 +332,18 @@ COST_COLUMNS = [("Wall s", "unlearn_seconds", "sum", 1.0, 1), ("Device s", "devi
 def cost_table(records: pd.DataFrame) -> Table:
     """Cost of unlearning all N_c classes per dataset × backbone × method: wall and device seconds and serving
     bytes summed over a method's rows (one per class for per-class methods, one for all-class methods), peak
-    memory the largest over them; mean ± std over seeds."""
+    memory the largest over them; each cell the mean over seeds with its interval and marks (`cell_text`), its
+    units and pairs being seeds."""
     cost = records[records["split"] == "all"]
     parts = []
     for column, metric, how, scale, _ in COST_COLUMNS:
         rows = cost[cost["metric"] == metric]
         parts.append(seed_stats(rows.assign(value=rows["value"] * scale), CELL_KEYS, how).assign(column=column))
     classes = (records.dropna(subset=["forget_class"]).groupby(CELL_KEYS)["forget_class"].nunique()
-               .rename("mean").reset_index().assign(column="N_c", std=np.nan, seeds=np.nan, classes=np.nan))
-    values = pd.concat([classes] + parts, ignore_index=True)[CELL_KEYS + ["column", "mean", "std", "seeds", "classes"]]
+               .rename("mean").reset_index().assign(column="N_c"))
+    values = pd.concat([classes] + parts, ignore_index=True).reindex(columns=CELL_KEYS + ["column"] + STAT_COLUMNS)
+    shown = values[values["column"] != "N_c"]
+    common_n = usual_n(shown)
     labels = row_labels(records)
     cells = _lookup(values, CELL_KEYS + ["column"])
     index, body = [], []
@@ -240,7 +351,8 @@ def cost_table(records: pd.DataFrame) -> Table:
         index.append((dataset, backbone, labels[(method, params)]))
         n = cells.get((dataset, backbone, method, params, "N_c"))
         line = [MISSING if n is None else format_count(n["mean"])]
-        line += [_cell_text(cells, (dataset, backbone, method, params, c[0]), c[4]) for c in COST_COLUMNS]
+        line += [cell_text(cells.get((dataset, backbone, method, params, c[0])), c[4], common_n)
+                 for c in COST_COLUMNS]
         body.append(line)
     display = _frame(body, index, ["Dataset", "Backbone", "Method"], ["N_c"] + [c[0] for c in COST_COLUMNS])
     caption = ("Cost of unlearning all N_c forget classes: wall-clock and device seconds and the bytes of checkpoints "
@@ -248,8 +360,8 @@ def cost_table(records: pd.DataFrame) -> Table:
                "methods); peak extra memory (MiB) is the largest of those runs, each the peak memory it used beyond "
                "what was already held when it started (data, models): CUDA allocations on a GPU, heap allocations on "
                "the CPU. Tuning s: the seconds the tuning protocol spent choosing the parameters the row ran with "
-               "(all its trials; — where the row ran with defaults). ± one standard deviation over seeds where there "
-               "are several; — not measured.")
+               "(all its trials; — where the row ran with defaults). Each cell is the mean over seeds of these "
+               f"per-seed totals; {interval_legend(shown, 'seeds')}; — not measured.")
     return Table("cost", "Cost of unlearning all classes", caption, values, display)
 
 
@@ -274,8 +386,9 @@ def parameters_table(records: pd.DataFrame) -> Table:
 
 def metrics_summary(records: pd.DataFrame) -> Table:
     """Every recorded metric but the relearn curves (a figure draws them) per dataset × backbone × method × split:
-    mean over forget classes (over rows for 'all'-split cost metrics), then mean ± std over seeds, in the metric's
-    own units."""
+    the mean over its (seed, forget class) values (per seed for all-class rows), its 95 % interval and n, the
+    standard deviation over seeds of the seeds' means, and the Holm-adjusted p-values against WF-Net and retraining,
+    in the metric's own units."""
     keys = CELL_KEYS + ["split", "metric"]
     values = seed_stats(records[~records["metric"].str.match(CURVE_METRIC)], keys)
     labels = row_labels(records)
@@ -285,12 +398,21 @@ def metrics_summary(records: pd.DataFrame) -> Table:
     index = [(r.dataset, r.backbone, labels[(r.method, r.params)], r.split, r.metric) for r in values.itertuples()]
     display = pd.DataFrame(
         {"Mean": [f"{m:.4g}" for m in values["mean"]],
-         "SD": [MISSING if pd.isna(s) else f"{s:.2g}" for s in values["std"]],
+         f"{LEVEL:.0%} CI": [MISSING if pd.isna(lo) else f"[{lo:.4g}, {hi:.4g}]"
+                            for lo, hi in zip(values["ci_low"], values["ci_high"])],
+         "n": [format_count(n) for n in values["n"]],
+         "SD over seeds": [MISSING if pd.isna(s) else f"{s:.2g}" for s in values["std"]],
          "Seeds": [format_count(s) for s in values["seeds"]],
-         "Classes": [format_count(c) if c else MISSING for c in values["classes"]]},
+         "Classes": [format_count(c) if c else MISSING for c in values["classes"]],
+         **{f"p vs {display_name(m)}": [MISSING if pd.isna(p) else f"{p:.2g}" for p in values[f"p_vs_{m}_holm"]]
+            for m in REFERENCES}},
         index=pd.MultiIndex.from_tuples(index, names=["Dataset", "Backbone", "Method", "Split", "Metric"])
         if index else None)
     caption = ("Every recorded metric in its own units (accuracies, ZRF, MIA efficacies and ToW as fractions, "
-               "seconds, bytes): mean over forget classes, then mean and standard deviation (SD) over seeds. Relearn "
-               "curves (relearn_curve_<epoch>) are drawn in the relearning figures instead.")
+               f"seconds, bytes): the mean over a row's n (seed, forget class) values (one per seed for rows without a forget class, such as an "
+               f"all-class method's cost), its {LEVEL:.0%} Student-t confidence interval (— where n = 1), the "
+               "standard deviation over seeds of each seed's mean over classes, and the p-values of two-sided "
+               "Wilcoxon signed-rank tests against the WF-Net and the Retrained row over the paired values (Holm-"
+               "adjusted within each dataset × backbone × split × metric; — where there is no such row or no pair). "
+               "Relearn curves (relearn_curve_<epoch>) are drawn in the relearning figures instead.")
     return Table("all_metrics", "All metrics", caption, values, display)

@@ -1,0 +1,50 @@
+"""The statistics behind every report cell: Student-t confidence intervals of a mean, the Wilcoxon signed-rank
+test of paired values (scipy) and Holm's step-down adjustment of a family of p-values. Why these: docs/protocol.md,
+"Confidence intervals and paired tests"."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # confidence level of every interval
+ALPHA = 0.05  # a Holm-adjusted p below this marks a difference
+
+
+def t_half_width(sd, n, level: float = LEVEL) -> np.ndarray:
+    """Half-width of the two-sided `level` Student-t interval of a mean: t_{(1+level)/2, n−1} · sd / √n, element-wise
+    over arrays of sample standard deviations (ddof 1) and sizes; NaN where n < 2."""
+    sd, n = np.asarray(sd, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    return np.where(n >= 2, half, np.nan)
+
+
+def signed_rank_p(x, y) -> float:
+    """Two-sided p-value of the Wilcoxon signed-rank test that the paired differences x − y are centred on 0.
+
+    Zero differences are dropped (Wilcoxon's convention); differences equal to 12 significant digits of the
+    larger |value| tie. scipy computes the p-value exactly (its exact null distribution for ≤ 50 differences
+    without ties, all 2^n sign flips of the mid-ranks for ≤ 13 with ties) and with the normal approximation
+    beyond. 1.0 when every difference is zero, NaN when there is no pair."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if not len(x):
+        return float("nan")
+    scale = max(np.abs(x).max(), np.abs(y).max())
+    d = np.round((x - y) / scale, 12) if scale > 0 else np.zeros_like(x)
+    if not d.any():
+        return 1.0
+    return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="auto").pvalue)
+
+
+def holm(p) -> np.ndarray:
+    """Holm's step-down adjustment of one family of p-values (NaN entries are not tests and stay NaN): the k-th
+    smallest of m becomes max over j ≤ k of min(1, (m − j + 1) · p_(j))."""
+    p = np.asarray(p, float)
+    adjusted = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return adjusted
