@@ -103,7 +103,7 @@ def test_fcs_uniform_stage_spreads_the_forget_class_outputs_over_all_classes(tra
     with pytest.raises(Stop) as stopped:
         unlearned(trained, "fcs", lr=0.01)
     before, after = entropy(trained.original()), entropy(stopped.value.args[0])
-    assert after > max(2 * before, 0.8 * math.log(10)), (before, after)
+    assert after > max(3 * before, 0.6 * math.log(10)), (before, after)  # uniform: ln 10
 
 
 def reference_gradients(stages: Stages, task) -> dict[str, torch.Tensor]:
@@ -165,6 +165,7 @@ def test_msg_trains_the_kept_weights_of_a_reinitialised_layer_at_a_tenth_of_the_
         if name in msg.ranked_weights(trained.original()):
             fresh = start[name] != original[name]
             assert torch.allclose(moved[fresh], expected[fresh], atol=1e-7), name
-            assert torch.allclose(moved[~fresh], 0.1 * expected[~fresh], atol=1e-7), name
+            # float32 rounding of start + 0.1 · (step) is ~1e-7 here; an unslowed step would be off by up to ~8e-3
+            assert torch.allclose(moved[~fresh], 0.1 * expected[~fresh], atol=1e-6), name
         else:
             assert torch.allclose(moved, expected, atol=1e-7), name
