@@ -454,6 +454,11 @@ def test_shared_filter_selection():
     assert select_shared_filters(torch.rand(4, 5), top_k=10, min_shared=4) == [0, 1, 2, 3, 4]  # k capped at C_out
 
 
+def test_heatmap_caption_states_the_paper_s_selection_rule(report):
+    index = (report / "index.md").read_text()
+    assert "the filters among the 10 most relevant of at least 2 classes (the paper's Figure 3 rule" in index
+
+
 def test_heatmap_and_relevance_file(report, tmp_path):
     relevance, classes = load_relevance(report.parent / "artifacts" / "wfnet" / f"mnist__{FULL}__seed0.safetensors")
     assert list(relevance) == ["features.0", "features.2", "features.10"] and classes is None

@@ -57,8 +57,9 @@ def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> 
         if relevance:
             n = next(iter(relevance.values())).shape[0]
             keep(filter_class_heatmap(relevance, classes or [str(c) for c in range(n)]),
-                 "Filter–class relevance of WF-Net (paper Figures 3/4)", f"WF-Net α, {path.stem}",
-                 _stem("heatmap", path.stem))
+                 "Filter–class relevance of WF-Net (paper Figures 3/4)",
+                 f"WF-Net α, {path.stem}: per layer, the filters among the 10 most relevant of at least 2 classes "
+                 f"(the paper's Figure 3 rule; a dot marks a class's top 10)", _stem("heatmap", path.stem))
     split = paper_split(records)
     kinds = [("per_class", f"Per-class accuracy ({split} split)", partial(per_class_bars, split=split)),
              ("relearn", "Relearning", relearn_figure), ("cost", "Cost against the number of classes", cost_vs_classes),
