@@ -319,8 +319,8 @@ def test_both_rankings_give_both_row_sets_and_an_unknown_ranking_is_refused(stag
 
 
 def test_confidence_is_normalised_per_sample_by_the_baseline_model(stages):
-    """Samples brighter than the median are confident under the pass-through model (p = 0.8 ḡ), the others are
-    not (p = 0.2 ḡ²): the mean of per-sample ratios (ḡ, ḡ²) differs from the ratio of means."""
+    """Samples brighter than the median are confident under the pass-through model (p = 0.8 ḡ), the others less
+    so (p = 0.6 ḡ², still classified as c): the mean of per-sample ratios (ḡ, ḡ²) differs from the ratio of means."""
     c = 3
     forget = stages.data.test.subset(stages.data.test.labels == c)
     brightness = torch.cat([x.flatten(1).mean(1) for x, _ in stages.data.batches(forget, 256, shuffle=False)])
@@ -333,7 +333,7 @@ def test_confidence_is_normalised_per_sample_by_the_baseline_model(stages):
             class Net(nn.Module):
                 def forward(self, x: torch.Tensor) -> torch.Tensor:
                     high = (x.flatten(1).mean(1) > brightness.median()).double()
-                    p = high * 0.8 * g + (1 - high) * 0.2 * g ** 2
+                    p = high * 0.8 * g + (1 - high) * 0.6 * g ** 2
                     out = torch.full((len(x), 10), -1e4, dtype=torch.float64)
                     out[:, c], out[:, (c + 1) % 10] = torch.log(p), torch.log(1 - p)
                     return out.float()
@@ -343,11 +343,41 @@ def test_confidence_is_normalised_per_sample_by_the_baseline_model(stages):
     rows = compute("insertion_deletion", SampleGated(c, [0.9, 0.7, 0.5, 0.3], None), c, stages, step=0.5)
     # deletion per matrix, step 0.5: mean weight gate 1 → 0.5 → 0
     per_sample = [share * g + (1 - share) * g ** 2 for g in (1.0, 0.5, 0.0)]
-    ratio_of_means = [(share * 0.8 * g + (1 - share) * 0.2 * g ** 2) / (share * 0.8 + (1 - share) * 0.2)
+    ratio_of_means = [(share * 0.8 * g + (1 - share) * 0.6 * g ** 2) / (share * 0.8 + (1 - share) * 0.6)
                       for g in (1.0, 0.5, 0.0)]
     assert 0.2 < share < 0.8
     assert rows[("test", "deletion")] == pytest.approx(auc([0, 0.5, 1], per_sample), abs=1e-4)
-    assert abs(auc([0, 0.5, 1], ratio_of_means) - auc([0, 0.5, 1], per_sample)) > 0.01
+    assert abs(auc([0, 0.5, 1], ratio_of_means) - auc([0, 0.5, 1], per_sample)) > 0.005
+
+
+def test_samples_the_original_misclassifies_are_left_out_so_the_scores_stay_bounded(stages):
+    """The darker half is misclassified by the pass-through model (p_c = 10⁻⁶) and gains confidence in c as gates
+    close (+0.1 at ḡ = 0): a ratio of 10⁵ each. Only the brighter half (p_c = 0.8 ḡ, ratio ḡ) is scored."""
+    c = 5
+    forget = stages.data.test.subset(stages.data.test.labels == c)
+    brightness = torch.cat([x.flatten(1).mean(1) for x, _ in stages.data.batches(forget, 256, shuffle=False)])
+
+    class HalfMisclassified(Gated):
+        def gated(self, gates):
+            g = gates["f"][0].double().mean()
+
+            class Net(nn.Module):
+                def forward(self, x: torch.Tensor) -> torch.Tensor:
+                    high = (x.flatten(1).mean(1) > brightness.median()).double()
+                    p = high * 0.8 * g + (1 - high) * (1e-6 + 0.1 * (1 - g))
+                    out = torch.full((len(x), 10), -1e4, dtype=torch.float64)
+                    out[:, c], out[:, (c + 1) % 10] = torch.log(p), torch.log(1 - p)
+                    return out.float()
+
+            return Net()
+
+    rows = compute("insertion_deletion", HalfMisclassified(c, [0.9, 0.7, 0.5, 0.3], None), c, stages, step=0.5)
+    assert rows[("test", "deletion")] == pytest.approx(auc([0, 0.5, 1], [1.0, 0.5, 0.0]), abs=1e-4)
+
+    def logits_of(g: torch.Tensor) -> torch.Tensor:  # every sample predicted as c + 1 whatever the gates
+        return torch.nn.functional.one_hot(torch.tensor((c + 1) % 10), 10).float() * 5
+
+    assert compute("insertion_deletion", Gated(c, [0.9, 0.7, 0.5, 0.3], logits_of), c, stages, step=0.5) == {}
 
 
 def test_models_without_relevance_get_no_insertion_deletion_rows(stages):

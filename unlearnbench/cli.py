@@ -220,10 +220,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     untuned = untuned_methods(grid, plan(grid, options))
     if untuned:
         counts = ", ".join(f"{m} ({n} dataset × backbone group{'s' * (n > 1)})" for m, n in untuned.items())
+        path = Path(grid.tuned)
+        # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; a path names its own folder
+        folder = path.parent if path.suffix in (".yaml", ".yml") else Path("reports/tuning") / grid.tuned
+        then = "" if path.suffix in (".yaml", ".yml") else (
+            f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml")
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
-              f"{counts}: they run with their "
-              f"defaults. Tune them with `run_bench.py tune --grid {args.grid or grid.name} --only method="
-              f"{','.join(untuned)}`.", file=sys.stderr)
+              f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
+              f"{args.grid or grid.name} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
     if args.dry_run:
         resolve_device(options.device)
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))

@@ -116,33 +116,42 @@ def insertion_deletion(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows (split, 'insertion', AUC) and (split, 'deletion', AUC), unitless, for models exposing
     `relevance(c)`; no rows for any other model.
 
-    The confidence at each point of a curve is, for each D_f(c) sample of `split`, the softmax probability of
-    class c under the gated model divided by the same probability under the pass-through model (every gate 1.0,
-    which for WF-Net is exactly the original model, i.e. the model before untraining), averaged over the samples
-    (so the AUC is the mean of the per-sample AUCs). Gates change by a fraction `step` per point (K = 1/step,
-    K + 1 evaluations per curve), ranked as `ranking` says: "per_matrix" (the paper's), "global", or "both"
-    (the global ranking's rows are then named insertion_global and deletion_global).
+    The confidence at each point of a curve is, for each D_f(c) sample of `split` that the pass-through model
+    (every gate 1.0, which for WF-Net is exactly the original model, i.e. the model before untraining) classifies
+    as c, the softmax probability of class c under the gated model divided by the pass-through model's, averaged
+    over those samples (so the AUC is the mean of their per-sample AUCs). Samples the original misclassifies are
+    left out: their tiny baseline probability would make their ratios, and the mean, unbounded. No rows when the
+    original classifies none as c. Gates change by a fraction `step` per point (K = 1/step, K + 1 evaluations per
+    curve), ranked as `ranking` says: "per_matrix" (the paper's), "global", or "both" (the global ranking's rows
+    are then named insertion_global and deletion_global).
     """
     c = ctx.forget_class
-    relevance = ctx.model.relevance(c)
-    if relevance is None:
-        return []
     split, ranking = ctx.settings["split"], ctx.settings["ranking"]
     if split not in ("train", "val", "test"):
         raise UserError(f"insertion_deletion split must be train, val or test, got '{split}'.")
+    if ranking not in (*RANKINGS, "both"):
+        raise UserError(f"insertion_deletion ranking must be one of {', '.join(RANKINGS)} or both, got '{ranking}'.")
+    relevance = ctx.model.relevance(c)
+    if relevance is None:
+        return []
     rankings = {"both": {"per_matrix": "", "global": "_global"}}.get(ranking, {ranking: ""})
-    forget = ctx.view(split, "forget")
     device = ctx.data.device
 
-    def class_probability(gates: Gates) -> Tensor:
+    def gated_logits(gates: Gates, samples) -> Tensor:
         moved = {name: (w.to(device, torch.float32), b.to(device, torch.float32)) for name, (w, b) in gates.items()}
-        logits = predict_logits(ctx.model.gated(moved), ctx.data, forget)
-        return torch.softmax(logits.double(), dim=1)[:, c]
+        return predict_logits(ctx.model.gated(moved), ctx.data, samples).double()
 
-    baseline = class_probability({name: (torch.ones_like(w), torch.ones_like(b)) for name, (w, b) in relevance.items()})
+    forget = ctx.view(split, "forget")
+    original = gated_logits({name: (torch.ones_like(w), torch.ones_like(b)) for name, (w, b) in relevance.items()},
+                            forget)
+    recognised = original.argmax(1) == c
+    if not recognised.any():
+        return []
+    forget = forget.subset(recognised)
+    baseline = torch.softmax(original[recognised], dim=1)[:, c]
 
     def confidence(gates: Gates) -> float:
-        return float((class_probability(gates) / baseline.clamp_min(torch.finfo(torch.float64).tiny)).mean())
+        return float((torch.softmax(gated_logits(gates, forget), dim=1)[:, c] / baseline).mean())
 
     step = float(ctx.settings["step"])
     rows = []

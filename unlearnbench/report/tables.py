@@ -8,6 +8,7 @@ metric's cell pools its n = seeds × forget classes values; see `seed_stats` and
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -195,8 +196,12 @@ def interval_legend(values: pd.DataFrame, units: str) -> str:
         text += (f". {' / '.join(REFERENCES[m] for m in tested)}: differs from "
                  f"{' / '.join(display_name(m) for m in tested)} (two-sided Wilcoxon signed-rank test over the "
                  f"paired {units}, p < {ALPHA:g} after Holm's adjustment within each column)")
-        if values["n"].max() < 6:
-            text += "; no cell here has the 6 pairs such a p needs, so none can be marked"
+        methods = values["method"].nunique() if "method" in values else len(REFERENCES)
+        tests = max(1, 2 * methods - 3)  # each method against both references, their own test counted once
+        needed = math.ceil(math.log2(2 * tests / ALPHA))  # the smallest Holm-adjusted p is tests · 2 / 2ⁿ
+        if values["n"].max() < needed:
+            text += (f"; with {tests} tests in a column a mark needs at least {needed} pairs, which no cell here "
+                     "has, so none can be marked")
     return text
 
 
