@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench import UnlearnTask
+from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
 from ._blocks import batches_per_pass, distillation_kl
 from ._finetuning import NORM_STATISTICS, FinetunedModel, FinetuningUnlearner, endless_batches, finetune
@@ -53,6 +54,8 @@ class Delete(FinetuningUnlearner):
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c = task.params, task.forget_class
+        if params["epochs"] < 1:
+            raise UserError(f"DELETE's epochs must be at least 1, got {params['epochs']}.")
         forget = task.data.train.forget(c)
         batches = endless_batches(task.data, forget, params["batch_size"], task.generator, f"training set of class {c}")
         teacher = task.original

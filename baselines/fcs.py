@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnbench import UnlearnTask
+from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
 from ._blocks import batches_per_pass
 from ._finetuning import (NORM_STATISTICS, FinetunedModel, FinetuneOutcome, FinetuningUnlearner,
@@ -84,6 +85,8 @@ class FCS(FinetuningUnlearner):
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c, size = task.params, task.forget_class, task.params["batch_size"]
+        if params["epochs"] < 1:
+            raise UserError(f"FCS's epochs must be at least 1, got {params['epochs']}.")
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         forget = endless_batches(task.data, forget_set, size, task.generator, f"training set of class {c}")

@@ -90,6 +90,8 @@ class FisherForgetting(Unlearner):
 
     def unlearn(self, task: UnlearnTask) -> SingleClassModel:
         params, c = task.params, task.forget_class
+        if params["alpha"] <= 0:
+            raise UserError(f"Fisher forgetting's alpha scales the noise and must be positive, got {params['alpha']}.")
         model = task.copy_original()
         retain = retain_sample(task, params["retain_fraction"])
         fisher = expected_fisher(model, task.data, retain, int(params["batch_size"]), task.progress)

@@ -55,6 +55,7 @@ from torch import nn
 
 from unlearnbench import UnlearnTask
 from unlearnbench.data import ImageData, Split
+from unlearnbench.errors import UserError
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast
 from ._blocks import retain_sample
@@ -105,6 +106,9 @@ class MaskedSmallGradients(FinetuningUnlearner):
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c = task.params, task.forget_class
+        if not 0 < params["init_rate"] < 1:
+            raise UserError(f"MSG's init_rate is the fraction of each layer's weights to re-initialise, in (0, 1); "
+                            f"got {params['init_rate']}.")
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         sample = retain_sample(task, min(1.0, len(forget_set) / max(1, len(retain_set))))

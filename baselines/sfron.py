@@ -33,6 +33,7 @@ from torch import nn
 
 from unlearnbench import UnlearnTask
 from unlearnbench.data import ImageData, Split
+from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
 from ._finetuning import (NORM_STATISTICS, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                           endless_batches, finetune)
@@ -83,6 +84,9 @@ class SFRon(FinetuningUnlearner):
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c, size = task.params, task.forget_class, task.params["batch_size"]
+        if params["forget_freq"] < 1 or params["iterations"] < 1:
+            raise UserError(f"SFR-on's forget_freq and iterations must be at least 1, got {params['forget_freq']} "
+                            f"and {params['iterations']}.")
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         masks = saliency_mask(model, task.data, forget_set, retain_set, size, params["mask_threshold"])

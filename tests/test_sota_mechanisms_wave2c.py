@@ -19,6 +19,7 @@ from test_sota_mechanisms_wave2b import FORGET, Stop, trained, unlearned  # noqa
 from unlearnbench.baselines import fcs, msg
 from unlearnbench.baselines._blocks import retain_sample
 from unlearnbench.baselines._finetuning import FinetuneOutcome, finetune
+from unlearnbench.errors import UserError
 from unlearnbench.stages import Stages
 
 
@@ -169,3 +170,15 @@ def test_msg_trains_the_kept_weights_of_a_reinitialised_layer_at_a_tenth_of_the_
             assert torch.allclose(moved[~fresh], 0.1 * expected[~fresh], atol=1e-6), name
         else:
             assert torch.allclose(moved, expected, atol=1e-7), name
+
+
+@pytest.mark.parametrize("method,params,says", [
+    ("sfron", {"forget_freq": 0}, "forget_freq and iterations must be at least 1"),
+    ("msg", {"init_rate": -0.2}, "init_rate is the fraction"),
+    ("fisher", {"alpha": -1e-6}, "alpha scales the noise"),
+    ("delete", {"epochs": 0}, "epochs must be at least 1"),
+    ("fcs", {"epochs": 0}, "epochs must be at least 1"),
+])
+def test_a_parameter_the_method_cannot_use_is_one_clear_error(trained, method, params, says):
+    with pytest.raises(UserError, match=says):
+        unlearned(trained, method, **params)
