@@ -163,6 +163,21 @@ def test_the_validation_cap_bounds_what_one_certain_forget_sample_adds():
     assert torch.allclose(capped, torch.tensor([1.5, 0.5, 0.25]), atol=1e-6)
 
 
+def test_the_cap_applies_to_the_validation_monitor_and_never_to_the_training_loss(data, monkeypatch):
+    torch.manual_seed(0)
+    model = FilteredModel(build_backbone(CNN, 10, 1, 28), 10).eval()
+    classes = torch.arange(10)
+    monkeypatch.setattr(wfnet, "sample_cross_entropy", lambda logits, y: torch.full((len(y),), 1e-9))  # all certain
+    pairs = wfnet._validation_pairs(data.val, classes, torch.Generator().manual_seed(0))
+    params = WFNet().default_parameters(CNN)
+    capped = wfnet._validation_loss(model, data, pairs, classes, params)
+    uncapped = wfnet._validation_loss(model, data, pairs, classes, {**params, "val_reciprocal_cap": 0.0})
+    assert capped < params["lambda1"] * params["val_reciprocal_cap"] + 2 and uncapped > 1e5
+    x, y = next(data.batches(data.train, 64))
+    expansion = wfnet.label_expansion(y, classes, params["expansion"], torch.Generator().manual_seed(0))
+    assert float(wfnet.untraining_loss(model, x, y, expansion, classes, params).detach()) > 1e5  # training: uncapped
+
+
 def test_family_defaults_raise_the_forget_weight_for_vits():
     cnn, vit = WFNet().default_parameters(CNN), WFNet().default_parameters(VIT)
     assert vit["lambda1"] > cnn["lambda1"] and cnn.keys() == vit.keys() == WFNet.parameters.keys()
