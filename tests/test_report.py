@@ -379,6 +379,7 @@ def test_latex_is_ascii_and_greek_letters_are_math(report):
         assert path.read_text().isascii(), path.name
     assert r"$\alpha$" in (report / "table2.tex").read_text()  # the caption's α, which pdflatex would reject raw
     assert latex_text("σ(α) ≤ ℓ1 — Δ") == r"$\sigma$($\alpha$) $\leq$ $\ell$1 -- $\Delta$"
+    assert latex_text("Α μ Μ ο") == r"A $\mu$ M o"  # capitals LaTeX has no command for are Latin letters
     assert latex_text("1.0 ± 0.2†‡") == r"1.0 $\pm$ 0.2\dag{}\ddag{}"
     with pytest.raises(UserError, match="No LaTeX form"):
         latex_text("表")

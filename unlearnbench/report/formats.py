@@ -23,6 +23,11 @@ _LATEX_CHARACTERS = {"±": r"$\pm$", "—": "--", "–": "--", "−": "$-$", "×
                      "†": r"\dag{}", "‡": r"\ddag{}"}
 
 
+# Greek capitals (and small omicron) drawn like Latin letters, for which LaTeX has no command
+_GREEK_AS_LATIN = {"alpha": "a", "beta": "b", "epsilon": "e", "zeta": "z", "eta": "h", "iota": "i", "kappa": "k",
+                   "mu": "m", "nu": "n", "omicron": "o", "rho": "p", "tau": "t", "chi": "x"}
+
+
 def latex_character(ch: str) -> str:
     """`ch` as pdflatex typesets it: ASCII as is, the symbols above and Greek letters (σ → $\\sigma$, Δ →
     $\\Delta$) in math mode, accented Latin letters as they are (pdflatex's utf8 default reads them); any other
@@ -34,8 +39,10 @@ def latex_character(ch: str) -> str:
     name = unicodedata.name(ch, "")
     if name.startswith("LATIN ") and ord(ch) < 0x180:
         return ch
-    if name.startswith("GREEK ") and " LETTER " in name:
+    if name.startswith("GREEK ") and " LETTER " in name and len(name.split()) == 4:  # no accented letters
         letter = name.rsplit(" ", 1)[1].lower()
+        if letter in _GREEK_AS_LATIN and ("CAPITAL" in name or letter == "omicron"):
+            return _GREEK_AS_LATIN[letter].upper() if "CAPITAL" in name else "o"  # LaTeX has no command for these
         return f"$\\{letter.capitalize() if 'CAPITAL' in name else letter}$"
     raise UserError(f"No LaTeX form for the character {ch!r} ({name or 'unnamed'}); add it to _LATEX_CHARACTERS.")
 
