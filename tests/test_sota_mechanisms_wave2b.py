@@ -13,13 +13,14 @@ import torch.nn.functional as F
 
 from test_baselines import METHODS, TINY_CNN, cache, group, mnist5k, task_for, tiny  # noqa: F401  (fixtures)
 from test_conformance import per_class_subset
-from unlearnbench.baselines import sfron
+from unlearnbench.baselines import fisher, sfron
 from unlearnbench.baselines._blocks import retain_sample
-from unlearnbench.baselines.delete import masked_teacher_probs
 from unlearnbench.baselines._layers import classifier_head
+from unlearnbench.baselines.delete import masked_teacher_probs
 from unlearnbench.baselines.fisher import expected_fisher
 from unlearnbench.baselines.ssd import importances
 from unlearnbench.data import ImageData, Split
+from unlearnbench.models import BackboneSpec
 from unlearnbench.stages import Stages
 
 FORGET = 3
@@ -164,7 +165,7 @@ def test_sfron_forget_steps_move_only_salient_weights_within_the_clip_and_retain
 
     monkeypatch.setattr(sfron, "finetune", two_steps)
     with pytest.raises(Stop):
-        unlearned(tiny, "sfron", mask_threshold=threshold, max_norm=max_norm)
+        unlearned(tiny, "sfron", mask_threshold=threshold, max_norm=max_norm, saliency_retain=10**9)  # all of D_r
     ascent, descent = grads
     assert all(not bool(ascent[k][~masks[k]].any()) for k in masks), "a forget step moved a weight outside the mask"
     assert math.sqrt(sum(float(g.square().sum()) for g in ascent.values())) == pytest.approx(max_norm, rel=1e-3)
@@ -181,3 +182,22 @@ def test_sfron_adaptive_loss_weights_the_best_fitted_samples_most():
     weights = logits.grad[:, 0] / plain[:, 0]
     assert torch.allclose(weights, per_sample ** -0.5 / (per_sample ** -0.5).sum())
     assert weights[0] > weights[1] > weights[2]
+
+
+def test_fisher_and_sfron_read_a_bounded_retain_sample_and_fisher_skips_many_class_datasets(tiny, monkeypatch):
+    seen = {}
+
+    def capture(name, real):
+        def wrapper(model, data, split, *args, **kwargs):
+            seen.setdefault(name, []).append(len(split))
+            return real(model, data, split, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(fisher, "expected_fisher", capture("fisher", fisher.expected_fisher))
+    unlearned(tiny, "fisher", max_retain=50)
+    monkeypatch.setattr(sfron, "importances", capture("sfron", sfron.importances))
+    unlearned(tiny, "sfron", saliency_retain=70, iterations=1)
+    retained = len(tiny.data.train.retain(FORGET))
+    assert retained > 70 and seen["fisher"] == [50] and seen["sfron"][1] == 70  # [D_f, the retain sample]
+    skip, reason = fisher.FisherForgetting().skip("imagenet", BackboneSpec("resnet18"))
+    assert skip and "1000 classes" in reason and not fisher.FisherForgetting().skip("cifar10", BackboneSpec("resnet18"))[0]
