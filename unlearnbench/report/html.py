@@ -1,5 +1,6 @@
 """index.html: the report as one self-contained page (figures inline as data URIs, no network needed), with
-tables sortable by a click on a column header and a filter on the method names."""
+tables sortable by a click on a column header and a filter on the method names, both also set by the address
+(`index.html#filter=WF-Net|SalUn&sort=0:2`)."""
 from __future__ import annotations
 
 import base64
@@ -58,6 +59,17 @@ filter.addEventListener("input", () => {
     row.hidden = pattern !== null && !pattern.test(row.dataset.method);
   });
 });
+// A view can be linked: index.html#filter=WF-Net|SalUn&sort=0:2 filters the methods and sorts table 0 by column 2.
+function applyHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.has("filter")) { filter.value = params.get("filter"); filter.dispatchEvent(new Event("input")); }
+  if (params.has("sort")) {
+    const [t, c] = params.get("sort").split(":").map(Number);
+    const table = document.querySelectorAll("table.sortable")[t];
+    if (table && table.tHead.rows[0].cells[c]) table.tHead.rows[0].cells[c].click();
+  }
+}
+window.addEventListener("load", applyHash);
 function checkImages() {
   const images = Array.from(document.images);
   if (!images.every((img) => img.complete)) { setTimeout(checkImages, 50); return; }
