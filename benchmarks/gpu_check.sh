@@ -14,11 +14,16 @@
 #      (target: the suite's trainer ≥ 2× a plain DataLoader loop);
 #   4. run/: the paper grid's ResNet-18 × CIFAR-10 slice (benchmarks/gpu_check_grid.yaml: every method, forget
 #      classes 0 and 1, every metric), its records and report.
-# summary.txt lists each step's exit status and seconds.
+#   5. report: the slice's report from whatever cells finished, also when step 4 ran out of time.
+# summary.txt lists each step's exit status and seconds. Environment variables: STEPS (default
+# "environment time_to_accuracy throughput run report": a later session reruns only what is missing) and
+# RUN_LIMIT (seconds for step 4, default 300).
 set -uo pipefail
 DATA=${1:-data-gpu}
 OUT=${2:-reports/paper-gpu}
 PY=${PYTHON:-python3}
+STEPS=${STEPS:-environment time_to_accuracy throughput run report}
+RUN_LIMIT=${RUN_LIMIT:-300}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 : > "$OUT/summary.txt"
@@ -26,6 +31,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEN
 step() {  # step NAME LIMIT_SECONDS COMMAND...: run it with a time limit, log to $OUT/NAME.txt, note its status
     local name=$1 limit=$2 start status
     shift 2
+    [[ " $STEPS " == *" ${name%%_*} "* || " $STEPS " == *" $name "* ]] || return 0
     start=$(date +%s)
     timeout "$limit" "$@" > "$OUT/$name.txt" 2>&1
     status=$?
@@ -41,6 +47,7 @@ for backbone in vgg16 resnet18 vit_tiny vit_small; do
     step "throughput_$backbone" 60 "$PY" benchmarks/trainer_throughput.py --dataset cifar10 --data-root "$DATA" \
         --backbone "$backbone" --width 1.0 --device cuda --cache-dir results/gpu-cache
 done
-step run 280 "$PY" run_bench.py --grid benchmarks/gpu_check_grid.yaml --data-root "$DATA" --device cuda \
-    --out "$OUT/run" --cache-dir results/gpu-cache --quiet
+step run "$RUN_LIMIT" "$PY" run_bench.py --grid benchmarks/gpu_check_grid.yaml --data-root "$DATA" --device cuda \
+    --out "$OUT/run" --cache-dir results/gpu-cache
+step report 120 "$PY" run_bench.py report "$OUT/run"
 cat "$OUT/summary.txt"
