@@ -31,6 +31,8 @@ class BadTeacher(FinetuningUnlearner):
 
     name = "bad_teacher"
     label = "Bad Teacher"
+    paper = 'Chundawat et al., "Can Bad Teaching Induce Forgetting?", arXiv 2205.08096'
+    venue = "AAAI 2023"
     parameters = {"optimizer": "adam", "lr": 1e-4, "epochs": 1, "batch_size": 64, "temperature": 1.0,
                   "retain_fraction": 0.3, "norm_statistics": "batch"}
     family_parameters = {}

@@ -85,6 +85,9 @@ class BoundaryShrink(FinetuningUnlearner):
 
     name = "boundary_shrink"
     label = "Boundary Shrink"
+    paper = 'Chen et al., "Boundary Unlearning", arXiv 2303.11570'
+    venue = "CVPR 2023"
+    uses_retain = False
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 60, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "bound": 0.1, "norm_statistics": "batch"}
     search_space = {**FINETUNE_SPACE, "bound": Float(0.01, 0.3, log=True)}
@@ -106,6 +109,9 @@ class BoundaryExpanding(FinetuningUnlearner):
 
     name = "boundary_expand"
     label = "Boundary Expanding"
+    paper = 'Chen et al., "Boundary Unlearning", arXiv 2303.11570'
+    venue = "CVPR 2023"
+    uses_retain = False
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 60, "batch_size": 64, "norm_statistics": "batch"}
     search_space = {k: v for k, v in FINETUNE_SPACE.items() if k != "stop_acc"}  # no stopping rule (see above)
 

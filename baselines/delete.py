@@ -46,6 +46,9 @@ class Delete(FinetuningUnlearner):
 
     name = "delete"
     label = "DELETE"
+    paper = 'Zhou et al., "Decoupled Distillation to Erase", arXiv 2503.23751'
+    venue = "CVPR 2025"
+    uses_retain = False
     parameters = {"optimizer": "sgd", "lr": 1e-4, "epochs": 20, "batch_size": 64, "norm_statistics": "batch"}
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 1e-4}}
     # ≤ 30 passes over a CPU grid's forget set (~6 batches of 64) stay within the suite's ~200-step trial budget

@@ -74,6 +74,8 @@ class FCS(FinetuningUnlearner):
 
     name = "fcs"
     label = "FCS"
+    paper = "Fanchuan's entry to the NeurIPS 2023 Machine Unlearning Challenge (DeepUnlearn's kgltop1)"
+    venue = "NeurIPS 2023 competition"
     parameters = {"optimizer": "sgd", "lr": 0.005, "forget_lr": 3e-4, "retain_lr": 1e-3, "epochs": 4,
                   "retain_steps": 40, "temperature": 1.15, "batch_size": 64, "norm_statistics": "batch"}
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 3e-4, "forget_lr": 1.8e-5, "retain_lr": 6e-5}}

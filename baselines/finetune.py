@@ -11,6 +11,8 @@ class Finetune(FinetuningUnlearner):
 
     name = "finetune"
     label = "Fine-tune"
+    paper = 'Golatkar et al., "Eternal Sunshine of the Spotless Net", arXiv 1911.04933'
+    venue = "CVPR 2020"
     parameters = {"optimizer": "sgd", "lr": 0.1, "steps": 100, "batch_size": 64, "norm_statistics": "batch"}
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 3e-3, "steps": 50}}
     search_space = {k: v for k, v in FINETUNE_SPACE.items() if k != "stop_acc"}  # no stopping rule to tune

@@ -85,6 +85,8 @@ class FisherForgetting(Unlearner):
 
     name = "fisher"
     label = "Fisher forgetting"
+    paper = 'Golatkar et al., "Eternal Sunshine of the Spotless Net", arXiv 1911.04933'
+    venue = "CVPR 2020"
     parameters = {"alpha": 1e-6, "retain_fraction": 0.2, "max_retain": 1000, "batch_size": 64}
     search_space = {"alpha": Float(1e-9, 1e-4, log=True)}
 

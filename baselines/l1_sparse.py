@@ -29,6 +29,8 @@ class L1Sparse(FinetuningUnlearner):
 
     name = "l1_sparse"
     label = "l1-sparse"
+    paper = 'Jia et al., "Model Sparsity Can Simplify Machine Unlearning", arXiv 2304.04934'
+    venue = "NeurIPS 2023"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 100, "batch_size": 64, "alpha": 5e-4,
                   "norm_statistics": "batch"}
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 3e-4}}

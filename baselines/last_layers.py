@@ -92,6 +92,8 @@ class CatastrophicForgettingK(FinetuningUnlearner):
 
     name = "cf_k"
     label = "CF-k"
+    paper = 'Goel et al., "Towards Adversarial Evaluation of Machine Unlearning", arXiv 2201.06640'
+    venue = "arXiv 2022"
     from_scratch: ClassVar[bool] = False  # EU-k: re-initialise the trained part first
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 100, "batch_size": 64, "k": 1, "norm_statistics": "frozen"}
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 3e-4, "norm_statistics": "batch"}}
@@ -121,6 +123,8 @@ class ExactUnlearningK(CatastrophicForgettingK):
 
     name = "eu_k"
     label = "EU-k"
+    paper = 'Goel et al., "Towards Adversarial Evaluation of Machine Unlearning", arXiv 2201.06640'
+    venue = "arXiv 2022"
     from_scratch = True
     parameters = {**CatastrophicForgettingK.parameters, "steps": 200, "norm_statistics": "batch"}
     search_space = {k: v for k, v in CatastrophicForgettingK.search_space.items() if k != "norm_statistics"}

@@ -100,6 +100,8 @@ class MaskedSmallGradients(FinetuningUnlearner):
 
     name = "msg"
     label = "MSG"
+    paper = "Kookmin University's entry to the NeurIPS 2023 Machine Unlearning Challenge (DeepUnlearn's kgltop2)"
+    venue = "NeurIPS 2023 competition"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 200, "batch_size": 64, "init_rate": 0.3,
                   "kept_lr_scale": 0.1, "norm_statistics": "batch"}
     search_space = {**{k: v for k, v in FINETUNE_SPACE.items() if k != "stop_acc"}, "init_rate": Float(0.05, 0.6)}

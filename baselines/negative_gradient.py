@@ -15,6 +15,9 @@ class NegativeGradient(FinetuningUnlearner):
     """
 
     name = "negative_gradient"
+    paper = 'Golatkar et al., "Eternal Sunshine of the Spotless Net", arXiv 1911.04933'
+    venue = "CVPR 2020"
+    uses_retain = False
     parameters = {"optimizer": "sgd", "lr": 0.003, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "norm_statistics": "batch"}
 
@@ -35,6 +38,8 @@ class NegGradPlus(FinetuningUnlearner):
 
     name = "neggrad_plus"
     label = "NegGrad+"
+    paper = 'Kurmanji et al., "Towards Unbounded Machine Unlearning", arXiv 2302.09880'
+    venue = "NeurIPS 2023"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "alpha": 0.9, "norm_statistics": "batch"}
     search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99)}

@@ -6,6 +6,7 @@ class Original(Unlearner):
     """Serves the original model for every forget class; its rows anchor accuracy, ZRF and relearn time."""
 
     name = "original"
+    uses_retain = False
     per_class = False
 
     def unlearn(self, task: UnlearnTask) -> SharedModel:

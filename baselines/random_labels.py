@@ -11,6 +11,9 @@ class RandomLabels(FinetuningUnlearner):
     """
 
     name = "random_labels"
+    paper = 'Hayase et al., "Selective Forgetting of Deep Networks at a Finer Level than Samples", arXiv 2012.11849'
+    venue = "arXiv 2020"
+    uses_retain = False
     parameters = {"optimizer": "sgd", "lr": 0.003, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "norm_statistics": "batch"}
 
@@ -31,6 +34,9 @@ class RandomLabelsMixed(FinetuningUnlearner):
 
     name = "random_labels_mixed"
     label = "Random Labels (mixed)"
+    paper = ('Hayase et al., "Selective Forgetting of Deep Networks at a Finer Level than Samples", arXiv 2012.11849 '
+             "(mixing in D_r batches is this suite's variant)")
+    venue = "arXiv 2020"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "norm_statistics": "batch"}
 

@@ -65,6 +65,8 @@ class SalUn(FinetuningUnlearner):
 
     name = "salun"
     label = "SalUn"
+    paper = 'Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency", arXiv 2310.12508'
+    venue = "ICLR 2024"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
                   "mask_ratio": 0.5, "norm_statistics": "batch"}
     search_space = {**FINETUNE_SPACE, "mask_ratio": Float(0.05, 1.0)}

@@ -36,6 +36,8 @@ class SCRUB(FinetuningUnlearner):
 
     name = "scrub"
     label = "SCRUB"
+    paper = 'Kurmanji et al., "Towards Unbounded Machine Unlearning", arXiv 2302.09880'
+    venue = "NeurIPS 2023"
     parameters = {"optimizer": "sgd", "lr": 5e-4, "epochs": 3, "forget_epochs": 2, "temperature": 4.0,
                   "gamma": 0.99, "alpha": 0.001, "forget_batch_size": 32, "batch_size": 64, "retain_steps": 60,
                   "norm_statistics": "batch"}

@@ -76,6 +76,9 @@ class SFRon(FinetuningUnlearner):
 
     name = "sfron"
     label = "SFR-on"
+    paper = ('Huang et al., "Unified Gradient-Based Machine Unlearning with Remain Geometry Enhancement", arXiv '
+             '2409.19732')
+    venue = "NeurIPS 2024"
     parameters = {"optimizer": "sgd", "lr": 0.01, "iterations": 100, "forget_freq": 5, "forget_alpha": 25.0,
                   "max_norm": 7.0, "adaptive_lambda": 0.5, "mask_threshold": 1.0, "saliency_retain": 1000, "batch_size": 64,
                   "norm_statistics": "batch"}

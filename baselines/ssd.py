@@ -87,6 +87,9 @@ class SelectiveSynapticDampening(Unlearner):
 
     name = "ssd"
     label = "SSD"
+    paper = ('Foster et al., "Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening", arXiv '
+             '2308.07707')
+    venue = "AAAI 2024"
     importance_loss = staticmethod(cross_entropy_loss)
     gradient_magnitude = staticmethod(torch.square)
     parameters = {"selection_weighting": 10.0, "dampening": 1.0, "batch_size": 64}
@@ -111,6 +114,8 @@ class LossFreeSSD(SelectiveSynapticDampening):
 
     name = "lf_ssd"
     label = "LF-SSD"
+    paper = 'Foster et al., "Loss-Free Machine Unlearning", arXiv 2402.19308'
+    venue = "ICLR 2024 Tiny Papers"
     importance_loss = staticmethod(output_norm_loss)
     gradient_magnitude = staticmethod(torch.abs)
 

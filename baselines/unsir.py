@@ -84,6 +84,8 @@ class UNSIR(FinetuningUnlearner):
 
     name = "unsir"
     label = "UNSIR"
+    paper = 'Tarun et al., "Fast Yet Effective Machine Unlearning", arXiv 2111.08947'
+    venue = "IEEE TNNLS 2023"
     parameters = {"noise_size": 32, "noise_steps": 25, "noise_lr": 0.1, "noise_weight": 0.1, "noise_copies": 80,
                   "retain_fraction": 0.1, "optimizer": "adam", "impair_lr": 1e-4, "repair_lr": 1e-4,
                   "batch_size": 32, "norm_statistics": "batch"}

@@ -211,6 +211,8 @@ class WFNet(Unlearner):
     """WF-Net: untrain class-indexed weight filters once for all forget classes (see the module docstring)."""
 
     name = "wfnet"
+    paper = 'Poppi et al., "Multi-Class Unlearning for Image Classification via Weight Filtering", arXiv 2304.02049'
+    venue = "arXiv 2023"
     per_class = False
     parameters = CNN_DEFAULTS
     family_parameters = {"vit": {"lambda1": 1.0}}  # only qkv is filtered: a larger forget weight, as in the paper

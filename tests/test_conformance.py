@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,6 +45,20 @@ def stages(tmp_path_factory) -> Stages:
     return stages
 
 
+def retain_inverted(stages: Stages) -> Stages:
+    """The same original model, with every training and validation image outside PER_CLASS_TARGET inverted
+    (255 − x): a method that reads no retained data returns exactly the same model on it."""
+    def invert(split: Split) -> Split:
+        keep = (split.labels == PER_CLASS_TARGET)[:, None, None, None]
+        return Split(torch.where(keep, split.images, 255 - split.images), split.labels)
+
+    data = dataclasses.replace(stages.data, train=invert(stages.data.train), val=invert(stages.data.val))
+    inverted = Stages(data, {"name": "mnist5k-tiny-retain-inverted"}, BACKBONE, stages.recipe, seed=0,
+                      cache=Cache(stages.cache.root / "retain-inverted"), log=lambda _: None)
+    inverted._memory["original"], inverted._costs["original"] = stages.original(), {}  # the same original
+    return inverted
+
+
 def make_task(info: MethodInfo, stages: Stages) -> UnlearnTask:
     """A task as the runner builds it, with the method's own defaults and any budget keys shrunk."""
     defaults = info.cls().default_parameters(BACKBONE)
@@ -60,6 +76,22 @@ def predictions(model: UnlearnedModel, x: torch.Tensor) -> dict[int, torch.Tenso
     model.eval()
     with torch.no_grad():
         return {c: model.for_class(c)(x) for c in model.classes()}
+
+
+def test_the_readme_methods_table_states_each_methods_retained_data_and_rounds():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| method | file | paper (venue) |"):].split("\n\n")[0].splitlines()[2:]
+    listed = set()
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`(\w+)`", cells[0])
+        flags = cells[4].split(" / ")
+        flags = flags * len(names) if len(flags) == 1 else flags
+        for name, flag in zip(names, flags, strict=True):
+            assert flag == ("yes" if METHODS[name].cls.uses_retain else "no"), name
+            assert cells[5] == ("one class" if METHODS[name].cls.per_class else "all classes"), name
+        listed.update(names)
+    assert listed == set(METHODS)
 
 
 def test_every_plugin_file_imports():
@@ -91,3 +123,10 @@ def test_method_conforms_to_the_unlearner_contract(name: str, stages: Stages):
 
     again = predictions(info.cls().unlearn(make_task(info, stages)), x)
     assert all(torch.equal(first[c], again[c]) for c in first), "two runs with the same seed differ"
+
+    if info.cls.per_class:  # all-class methods (WF-Net) have no retained classes to perturb
+        perturbed = predictions(info.cls().unlearn(make_task(info, retain_inverted(stages))), x)
+        same = all(torch.equal(first[c], perturbed[c]) for c in first)
+        assert same != info.cls.uses_retain, (
+            f"uses_retain = {info.cls.uses_retain}, but inverting every training and validation image outside "
+            f"class {PER_CLASS_TARGET} {'did not change' if same else 'changed'} the unlearned model")

@@ -20,7 +20,8 @@ from unlearnbench.errors import UserError
 from unlearnbench.report import (filter_class_heatmap, load_paper_results, select_shared_filters, table1,
                                  write_report)
 from unlearnbench.report.stats import holm, signed_rank_p, t_half_width
-from unlearnbench.report.tables import table2
+from unlearnbench.report.names import discovered_cards
+from unlearnbench.report.tables import methods_table, table2
 from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
 from unlearnbench.report.formats import latex_text, write_table
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
@@ -499,3 +500,34 @@ def test_all_metrics_lists_the_svc_mia_and_tow_rows_by_name():
     assert summary.values.set_index("metric")["mean"].to_dict() == pytest.approx(
         {name: 0.1 * i + 0.01 for i, name in enumerate(names)})
     assert set(summary.display.index.get_level_values("Metric")) == set(names)
+
+
+def test_methods_table_gives_each_methods_paper_retained_data_rounds_and_parameter_source():
+    frame = pd.DataFrame(hand_records(), columns=RECORD_COLUMNS)
+    extra = [{"dataset": "mnist", "backbone": b, "method": "delete", "params": "{}", "seed": 0, "forget_class": 0,
+              "split": "test", "metric": "acc_forget", "value": 0.0} for b in (FULL, SMALL)]
+    extra.append({**extra[0], "metric": "tuning_seconds", "split": "all", "value": 12.0})  # tuned on one group
+    records = pd.concat([frame, pd.DataFrame(extra, columns=RECORD_COLUMNS)], ignore_index=True)
+    cards = {**discovered_cards(), "delete": {**discovered_cards()["delete"], "paper": "From the run's config"}}
+    table = methods_table(records, cards)
+    shown = table.display
+    assert list(shown.index) == ["Original", "Retrained", "WF-Net", "DELETE"]  # the paper's order, then by name
+    assert shown.loc["DELETE", "Paper"] == "From the run's config"
+    assert shown.loc["DELETE", "Retained data"] == "no" and shown.loc["Retrained", "Retained data"] == "yes"
+    assert shown.loc["WF-Net", "One run unlearns"] == "all classes"
+    assert shown.loc["DELETE", "One run unlearns"] == "one class"
+    assert shown.loc["DELETE", "Parameters"] == "tuned (1 of 2 dataset × backbone)"
+    assert shown.loc["WF-Net", "Parameters"] == "defaults / grid"
+    assert "2304.02049" in shown.loc["WF-Net", "Paper"] and shown.loc["Original", "Paper"] == "the reference row"
+
+
+def test_the_report_reads_method_cards_from_the_runs_config(tmp_path):
+    run = make_run(tmp_path / "run")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["methods"] = {"wfnet": {"label": "WF-Net", "paper": "A card the run recorded", "venue": "Somewhere 2030",
+                                   "uses_retain": True, "per_class": False}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    index = (write_report([run]) / "index.md").read_text()
+    methods = index[index.index("### Methods"):index.index("### Table 1")]
+    assert "A card the run recorded" in methods and "Somewhere 2030" in methods
+    assert "Retrained" in methods  # a method without a recorded card falls back to the discovered one

@@ -2,6 +2,7 @@
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from unlearnbench import UserError
 from unlearnbench.cli import main
@@ -61,6 +62,9 @@ def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cach
         index="forget_class", columns="metric", values="value")
     assert (original.acc_forget > 0.5).all()
     assert (first.run_dir / "config.yaml").is_file() and (first.run_dir / "log.txt").is_file()
+    cards = yaml.safe_load((first.run_dir / "config.yaml").read_text())["methods"]  # the methods table reads them
+    assert set(cards) == {"original", "retrain"} and cards["retrain"]["uses_retain"] is True
+    assert cards["original"]["uses_retain"] is False and cards["retrain"]["per_class"] is True
 
     second = run(grid, options(tmp_path, shared_cache, name="second"))
     assert (second.computed, second.cached) == (0, 3)

@@ -57,7 +57,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                              "data_root": str(options.data_root) if options.data_root else None,
                              "cache_dir": str(options.cache), "only": options.only, "versions": versions(),
                              "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),
-                             "metric_settings": {m: metric_settings(grid, m) for m in metrics}})
+                             "metric_settings": {m: metric_settings(grid, m) for m in metrics},
+                             "methods": {m: p.methods[m].cls.card() for m in dict.fromkeys(c.method for c in p.cells)}})
         folder.log(describe_plan(grid, p, cache, metrics))
         failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
         failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],

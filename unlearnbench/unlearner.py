@@ -127,8 +127,11 @@ class Unlearner:
     calls `unlearn` once per forget class; False: once for all classes, and the returned model serves every
     class), `search_space` (name → `search_space.Float/Int/Choice`: the ranges the tuning protocol searches,
     each holding its default), `family_parameters` / `family_search_space` (backbone family → what that family
-    changes, e.g. {"vit": {"lr": 3e-4}}), and override `skip` to refuse a backbone or dataset with a reason.
-    Timing, seeding, tuning, metrics and storage are the harness's job.
+    changes, e.g. {"vit": {"lr": 3e-4}}), `paper` and `venue` (the method's paper and where and when it
+    appeared; every report's methods table prints them), `uses_retain` (False only if the result depends on no
+    training or validation image outside the forget class(es): the conformance suite checks it), and override
+    `skip` to refuse a backbone or dataset with a reason. Timing, seeding, tuning, metrics and storage are the
+    harness's job.
     """
 
     name: ClassVar[str] = ""
@@ -138,6 +141,15 @@ class Unlearner:
     search_space: ClassVar[dict] = {}
     family_search_space: ClassVar[dict[str, dict]] = {}
     per_class: ClassVar[bool] = True
+    paper: ClassVar[str] = ""
+    venue: ClassVar[str] = ""
+    uses_retain: ClassVar[bool] = True
+
+    @classmethod
+    def card(cls) -> dict:
+        """What the methods table of a report says about this method."""
+        return {"label": cls.label or cls.name, "paper": cls.paper, "venue": cls.venue,
+                "uses_retain": cls.uses_retain, "per_class": cls.per_class}
 
     def skip(self, dataset: str, backbone: BackboneSpec) -> tuple[bool, str | None]:
         """Return (True, reason) when this method cannot run on `dataset` × `backbone`."""

@@ -18,7 +18,9 @@ from .html import render_html
 from .index import FigureEntry, render_index
 from .paper import paper_comparison
 from .records import load_runs
-from .tables import Table, cost_table, metrics_summary, parameters_table, table1, table2
+from .names import discovered_cards
+from .tables import (Table, cost_table, methods_table, metrics_summary, parameters_table, table1,
+                     table2)
 
 
 def paper_split(records: pd.DataFrame) -> str:
@@ -28,15 +30,17 @@ def paper_split(records: pd.DataFrame) -> str:
     return "train" if (acc["split"] == "train").any() else "test"
 
 
-def build_tables(records: pd.DataFrame) -> list[Table]:
-    """Table 1 (train split when present), Table 1 on the test split (when that differs), Table 2, the paper
-    comparison, the cost table, the parameters of every row and the all-metrics summary, in that order."""
+def build_tables(records: pd.DataFrame, cards: dict[str, dict] | None = None) -> list[Table]:
+    """The methods table (`cards`: name → `Unlearner.card`, default the discovered methods'), Table 1 (train
+    split when present), Table 1 on the test split (when that differs), Table 2, the paper comparison, the cost
+    table, the parameters of every row and the all-metrics summary, in that order."""
     split = paper_split(records)
     main, second = table1(records, split), table2(records)
     has_test = (records["split"] == "test").any()
     extra = [table1(records, "test", "table1_test")] if split == "train" and has_test else []
-    return [main, *extra, second, paper_comparison(main, second, records), cost_table(records),
-            parameters_table(records), metrics_summary(records)]
+    cards = {**discovered_cards(), **(cards or {})}
+    return [methods_table(records, cards), main, *extra, second, paper_comparison(main, second, records),
+            cost_table(records), parameters_table(records), metrics_summary(records)]
 
 
 def _stem(*parts: str) -> str:
@@ -83,7 +87,8 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
         out = run_dirs[0] / "report"
     records, sources = load_runs(run_dirs)
     out = writable_folder(out, "report folder")
-    written = [(t, write_table(t, out) if not t.display.empty else None) for t in build_tables(records)]
+    cards = {name: card for s in sources for name, card in (s.config.get("methods") or {}).items()}
+    written = [(t, write_table(t, out) if not t.display.empty else None) for t in build_tables(records, cards)]
     figures = write_figures(records, run_dirs, out / "figures") if not records.empty else []
     generated = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by unlearnbench {__version__}"
     atomic_write(out / "index.md", render_index(written, figures, sources, records, out, generated))

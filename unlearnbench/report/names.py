@@ -16,6 +16,14 @@ def method_labels() -> dict[str, str]:
     return {name: info.cls.label or name for name, info in discover()[0].items()}
 
 
+@functools.lru_cache(maxsize=1)
+def discovered_cards() -> dict[str, dict]:
+    """Each discovered method's card (`Unlearner.card`): for runs whose config.yaml predates the cards."""
+    from ..discovery import discover
+
+    return {name: info.cls.card() for name, info in discover()[0].items()}
+
+
 def display_name(method: str) -> str:
     """A method's name in tables and figures: the paper's name, the method's `label`, or its own name."""
     return PAPER_METHODS.get(method) or method_labels().get(method, method)

@@ -389,6 +389,42 @@ def parameters_table(records: pd.DataFrame) -> Table:
     return Table("parameters", "Parameters of every row", caption, values, display)
 
 
+def methods_table(records: pd.DataFrame, cards: dict[str, dict]) -> Table:
+    """One row per method in the records: its paper, venue and year, whether it reads retained data, whether one
+    run unlearns one class or all, and whether the tuning protocol chose its parameters (`cards`: name → the
+    `Unlearner.card` recorded by the run)."""
+    tuned = records[records["metric"] == "tuning_seconds"][["dataset", "backbone", "method"]].drop_duplicates()
+    groups = records[["dataset", "backbone", "method"]].drop_duplicates()
+    methods = method_order(records["method"].unique())
+    rows = []
+    for m in methods:
+        card = cards.get(m, {})
+        rows.append({"method": m, "paper": card.get("paper", ""), "venue": card.get("venue", ""),
+                     "uses_retain": card.get("uses_retain"), "per_class": card.get("per_class"),
+                     "tuned_groups": int((tuned["method"] == m).sum()), "groups": int((groups["method"] == m).sum())})
+    values = pd.DataFrame(rows, columns=["method", "paper", "venue", "uses_retain", "per_class", "tuned_groups",
+                                         "groups"])
+
+    def yes_no(flag, yes: str, no: str) -> str:
+        return MISSING if flag is None or pd.isna(flag) else (yes if flag else no)
+
+    display = pd.DataFrame(
+        {"Paper": [r.paper or ("the reference row" if r.method in ("original", "retrain") else MISSING)
+                   for r in values.itertuples()],
+         "Venue": [r.venue or MISSING for r in values.itertuples()],
+         "Retained data": [yes_no(r.uses_retain, "yes", "no") for r in values.itertuples()],
+         "One run unlearns": [yes_no(r.per_class, "one class", "all classes") for r in values.itertuples()],
+         "Parameters": [f"tuned ({r.tuned_groups} of {r.groups} dataset × backbone)" if r.tuned_groups
+                        else "defaults / grid" for r in values.itertuples()]},
+        index=pd.Index([display_name(m) for m in methods], name="Method") if methods else None)
+    caption = ("The methods of this report. Retained data: whether the method reads any training or validation "
+               "image outside the forget class (checked by the conformance tests); one run unlearns one class "
+               "(once per forget class) or all classes (one round serves every class); parameters: tuned on the "
+               "validation split by the tuning protocol in that many of the method's dataset × backbone groups, "
+               "else the method's defaults with the grid's overrides (the values are in the parameters table).")
+    return Table("methods", "Methods", caption, values, display)
+
+
 def metrics_summary(records: pd.DataFrame) -> Table:
     """Every recorded metric but the relearn curves (a figure draws them) per dataset × backbone × method × split:
     the mean over its (seed, forget class) values (per seed for all-class rows), its 95 % interval and n, the
