@@ -37,11 +37,11 @@ from torch import nn
 
 from unlearnbench import UnlearnTask
 from unlearnbench.data import ImageData, Split
+from unlearnbench.models import classifier_head
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast, eval_batch_size
 from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
                           endless_batches, finetune, held_out_forget_set)
-from ._layers import classifier_head
 
 
 def nearest_wrong_labels(model: nn.Module, data: ImageData, split: Split, bound: float) -> torch.Tensor:

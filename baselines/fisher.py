@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 from unlearnbench import SingleClassModel, Unlearner, UnlearnTask
 from unlearnbench.data import ImageData, Split
 from unlearnbench.errors import UserError
+from unlearnbench.models import classifier_head
 from unlearnbench.search_space import Float
 from ._blocks import retain_sample
-from ._layers import classifier_head
 
 
 def expected_fisher(model: nn.Module, data: ImageData, split: Split, batch_size: int,

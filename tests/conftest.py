@@ -8,7 +8,10 @@ import pytest
 import torch
 import yaml
 
-torch.set_num_threads(int(os.environ.get("UNLEARNBENCH_TEST_THREADS", "2")))  # 1 on a machine busy with other work
+# torch threads per test process: 2, or 1 in each of pytest-xdist's worker processes (pyproject's addopts run two);
+# UNLEARNBENCH_TEST_THREADS overrides both
+torch.set_num_threads(int(os.environ.get("UNLEARNBENCH_TEST_THREADS",
+                                         "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")))
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import torch
 
 from unlearnbench.data import ImageData, Split, load_dataset
 from unlearnbench.discovery import MethodInfo, discover
-from unlearnbench.models import BackboneSpec
+from unlearnbench.models import BackboneSpec, classifier_head
 from unlearnbench.stages import Stages
 from unlearnbench.store import Cache
 from unlearnbench.training import resolve_recipe
@@ -113,9 +113,14 @@ def test_method_conforms_to_the_unlearner_contract(name: str, stages: Stages):
     expected = [PER_CLASS_TARGET] if info.cls.per_class else list(range(stages.data.num_classes))
     assert sorted(model.classes()) == expected
     first = predictions(model, x)
+    n = stages.data.num_classes
     for c, logits in first.items():
-        assert logits.shape == (16, stages.data.num_classes), c
+        assert logits.shape == (16, n), c
         assert torch.isfinite(logits).all(), c
+        net = model.for_class(c)  # the features the probe metric reads are what the head turns into these logits
+        with torch.no_grad():
+            head_of_features = net.get_submodule(classifier_head(net, n))(model.features(x, c, n))
+        assert torch.allclose(head_of_features, logits, atol=1e-5), c
     after = original.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before), "the original model was modified"

@@ -502,3 +502,42 @@ def test_tow_of_the_original_is_the_product_of_its_accuracy_and_mia_gaps_to_retr
     assert rows[("train", "tow")] == pytest.approx(gap(("train", "acc_forget")) * retain_test, abs=1e-12)
     assert rows[("train", "tow_mia")] == pytest.approx((1 - abs(mia[0] - mia[1])) * retain_test, abs=1e-12)
     assert rows[("train", "tow")] < 0.5  # the original still knows class 0; retrain does not
+
+
+# ---------------------------------------------------------------- probe (feature-level forgetting)
+
+
+class LogitCut(nn.Module):
+    """The original network with class c's logit pushed to −10⁴: it hides c at the output, its features intact."""
+
+    def __init__(self, net: nn.Module, c: int) -> None:
+        super().__init__()
+        self.net, self.c = net, c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x).clone()
+        out[:, self.c] = -1e4
+        return out
+
+
+def test_probe_sees_a_class_hidden_at_the_output_and_the_retrained_model_decodes_it_worse(stages):
+    c = 3
+    original, hidden = SharedModel(stages.original(), 10), SingleClassModel(LogitCut(stages.original(), c), c)
+    retrained = SingleClassModel(stages.retrained(c), c)
+    assert compute("accuracy", hidden, c, stages)[("test", "acc_forget")] == 0.0
+    rows = {name: compute("probe", m, c, stages, has_retrain=True)
+            for name, m in (("original", original), ("hidden", hidden), ("retrained", retrained))}
+    assert rows["hidden"] == rows["original"]  # the same features, the same seeded probe, to the bit
+    forget = {name: r[("test", "probe_forget")] for name, r in rows.items()}
+    assert forget["hidden"] > 0.8 and forget["retrained"] < forget["hidden"] - 0.1
+    assert rows["retrained"][("test", "probe_forget_gap")] == 0.0
+    assert rows["hidden"][("test", "probe_forget_gap")] == pytest.approx(forget["hidden"] - forget["retrained"])
+    assert all(r[("test", "probe_retain")] > 0.8 for r in rows.values())
+    print({name: round(v, 3) for name, v in forget.items()})
+
+
+def test_probe_gives_no_gap_without_retrained_models_and_refuses_bad_settings(stages):
+    rows = compute("probe", SharedModel(stages.original(), 10), 0, stages, train_per_class=20)
+    assert set(rows) == {("test", "probe_forget"), ("test", "probe_retain")}
+    with pytest.raises(UserError, match="train_per_class"):
+        compute("probe", SharedModel(stages.original(), 10), 0, stages, train_per_class=0)

@@ -13,10 +13,9 @@ from test_baselines import METHODS, TINY_CNN, cache, group, mnist5k, task_for  #
 from test_conformance import per_class_subset
 from unlearnbench import UserError
 from unlearnbench.baselines._finetuning import relabelled_forget_set
-from unlearnbench.baselines._layers import classifier_head
 from unlearnbench.baselines.boundary import nearest_wrong_labels
 from unlearnbench.baselines.last_layers import last_layers, layer_starts
-from unlearnbench.models import BackboneSpec, build_backbone
+from unlearnbench.models import BackboneSpec, build_backbone, classifier_head
 from unlearnbench.stages import Stages
 from unlearnbench.training import predict_logits
 

@@ -158,6 +158,31 @@ def build_backbone(spec: BackboneSpec, num_classes: int, in_chans: int, image_si
     return model
 
 
+def classifier_head(model: nn.Module, num_classes: int) -> str:
+    """The name of the model's output layer: its last `nn.Linear` with `num_classes` outputs (ResNet `fc`, ViT
+    `head`, VGG's last classifier layer)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    if not names:
+        raise UserError(f"{type(model).__name__} has no linear output layer with {num_classes} outputs to treat as "
+                        f"its classifier head.")
+    return names[-1]
+
+
+def penultimate_features(model: nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The input of the model's classifier head (`classifier_head`) for the batch x, flattened to [N, D]: its
+    penultimate features, whatever path the model takes to them (WF-Net's filtered layers included)."""
+    head = model.get_submodule(classifier_head(model, num_classes))
+    seen = []
+    handle = head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise UserError(f"{type(model).__name__}'s classifier head was not called on the way to its output.")
+    return seen[-1].flatten(1)
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict from a local .safetensors or .pt/.pth file (never executing pickled code) into `model`."""
     path = Path(path).expanduser()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .data import ImageData
-from .models import BackboneSpec
+from .models import BackboneSpec, penultimate_features
 from .training import Recipe
 
 
@@ -32,6 +32,13 @@ class UnlearnedModel(nn.Module):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+
+    def features(self, x: torch.Tensor, forget_class: int, num_classes: int) -> torch.Tensor:
+        """Penultimate features [N, D] of the model for `forget_class` on the batch x (the `probe` metric reads
+        them): by default the input of the classifier head of `for_class(forget_class)`, so a method that changes
+        the path (WF-Net's filters) is seen through. Override where the head is not the last linear layer with
+        `num_classes` outputs."""
+        return penultimate_features(self.for_class(forget_class), x, num_classes)
 
     def relevance(self, forget_class: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
         """Per-layer (weight-gate, bias-gate) relevance for `forget_class`, each [C_out] and equal to
