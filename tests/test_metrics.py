@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 
 from unlearnbench.data import load_dataset
@@ -78,6 +79,25 @@ def test_stage_model_logits_are_computed_once_per_group_and_equal_a_fresh_pass(s
 
 
 # ---------------------------------------------------------------- ZRF
+
+
+def test_a_pretrained_backbone_gives_a_pretrained_original_but_a_fresh_random_model_and_no_retrain(data, tmp_path):
+    """An epochs-0 recipe with pretrained weights: the original is those weights; ZRF's random model and the
+    fresh models methods draw are never them; a retrained model cannot be made and says why."""
+    weights = tmp_path / "w.safetensors"
+    donor = Stages(data, {"name": "donor"}, SPEC, resolve_recipe("mnist5k", SPEC, {"epochs": 0}), 9,
+                   Cache(tmp_path / "c0"), log=lambda *_: None).new_model(123)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(weights))
+    spec = dataclasses.replace(SPEC, pretrained=str(weights))
+    group = Stages(data, {"name": "pretrained"}, spec, resolve_recipe("mnist5k", spec, {"epochs": 0}), 0,
+                   Cache(tmp_path / "c1"), log=lambda *_: None)
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    assert same(group.original(), donor)
+    assert not same(group.random_model(0), donor) and not same(group.new_model(), donor)
+    fresh = Stages(data, {"name": "plain"}, SPEC, group.recipe, 0, Cache(tmp_path / "c2"), log=lambda *_: None)
+    assert same(group.random_model(4), fresh.new_model(4))  # the fresh initialisation of that seed
+    with pytest.raises(UserError, match="0 epochs"):
+        group.retrained(3)
 
 
 def test_zrf_of_the_random_model_against_itself_is_exactly_one(stages):

@@ -113,6 +113,9 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     runnable, skipped = [], []
     for cell in cells:
         skip, reason = methods[cell.method].cls().skip(cell.dataset.name, cell.backbone)
+        if cell.method == "retrain" and resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
+            skip, reason = True, (f"the {cell.dataset.name} recipe trains 0 epochs (its originals are pretrained "
+                                  f"weights), so there is nothing to retrain with; give the grid a recipe with epochs")
         if missing[cell.dataset]:
             skipped.append((cell, missing[cell.dataset]))
         elif skip:

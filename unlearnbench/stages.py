@@ -42,9 +42,11 @@ class Stages:
         self._costs: dict[str, dict] = {}
 
     def new_model(self, seed: int | None = None) -> nn.Module:
-        """A freshly initialised backbone for this group's data (seeded with `seed`, default the group seed)."""
+        """A freshly initialised backbone for this group's data (seeded with `seed`, default the group seed),
+        never loaded with pretrained weights: the random model of ZRF and the fresh layers methods draw are random."""
         torch.manual_seed(self.seed if seed is None else seed)
-        model = build_backbone(self.backbone, self.data.num_classes, self.data.channels, self.data.image_size)
+        spec = dataclasses.replace(self.backbone, pretrained=None)
+        model = build_backbone(spec, self.data.num_classes, self.data.channels, self.data.image_size)
         return prepare(model, self.data.device)
 
     def key(self, kind: str, **extra) -> str:
@@ -93,10 +95,15 @@ class Stages:
             model.eval()
             self._costs[name] = charge = meta.get("cost", {})
         else:
+            if self.recipe.epochs == 0 and forget_class is not None:
+                raise UserError(f"The {self.data.name} recipe trains 0 epochs (its originals are pretrained "
+                                f"weights), so there is no recipe to retrain {self.backbone.label} without class "
+                                f"{forget_class}: drop what needs retrained models or give the grid a `recipe:` "
+                                f"with epochs.")
             with CostMeter(self.data.device) as cost:
-                if self.recipe.epochs == 0:
-                    self._load_pretrained(model)
-                else:
+                if self.recipe.epochs == 0 or self.backbone.pretrained:
+                    self._load_pretrained(model)  # the original, or the starting point of training
+                if self.recipe.epochs > 0:
                     split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
                     seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
                     desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
@@ -115,7 +122,8 @@ class Stages:
         from .models import load_weights
 
         if self.backbone.pretrained:
-            return  # build_backbone already loaded them
+            load_weights(model, self.backbone.pretrained)
+            return
         candidates = [self.data_root / "weights" / f"{self.backbone.name}{s}" for s in WEIGHT_SUFFIXES] if self.data_root else []
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
