@@ -1,4 +1,5 @@
 """Runs that survive kills, corrupt files, concurrent writers and bad cells; the same results from every launcher."""
+import dataclasses
 import pickle
 import re
 import shutil
@@ -14,7 +15,8 @@ import pytest
 from unlearnbench import UserError
 from unlearnbench.cli import main
 from unlearnbench.grid import load_grid
-from unlearnbench.launchers import MAX_DEFAULT_CPU_WORKERS, LaunchOptions, SlurmOptions, default_workers, launch
+from unlearnbench.launchers import (MAX_DEFAULT_CPU_WORKERS, LaunchOptions, SlurmOptions, WorkerSlots,
+                                   default_workers, launch)
 from unlearnbench.runner import RunOptions, run
 from unlearnbench.store import Cache, RunFolder
 
@@ -75,6 +77,58 @@ def test_worker_pool_returns_every_job_exactly_once():
 
     done = list(launch(sleepy, list(range(40)), LaunchOptions(workers=2), lambda job, exc: ("crashed", job)))
     assert sorted(done) == list(range(40))
+
+
+def fake_jobs(groups: list[str]) -> list:
+    """Jobs shaped like the runner's (a `cell` with a `group`, a `device`); classes defined here are pickled by
+    value, so workers need not import this module."""
+    @dataclasses.dataclass(frozen=True)
+    class FakeCell:
+        group: str
+
+    @dataclasses.dataclass(frozen=True)
+    class FakeJob:
+        cell: FakeCell
+        n: int
+        device: str = "cpu"
+
+    return [FakeJob(FakeCell(g), n) for n, g in enumerate(groups)]
+
+
+def test_four_workers_on_four_gpus_each_keep_one_gpu_and_build_a_groups_stages_once():
+    """Fake devices on the CPU: each job reports its worker's pid and the device it was handed. Every worker sees
+    one device for its whole life and the four devices are distinct. Within a phase no worker comes back to a
+    group it left, and a worker starts the next phase with the group it ended on (its kept stages)."""
+    def record(job) -> tuple:  # nested, so pickled by value
+        import os
+        import time
+        time.sleep((job.n * 7919 % 7) / 200)  # uneven durations
+        return os.getpid(), job.device, job.cell.group
+
+    jobs = fake_jobs([f"g{n % 3}" for n in range(36)])  # three groups, interleaved
+    phases = []
+    with WorkerSlots() as slots:
+        for phase in (jobs[:18], jobs[18:]):  # two phases share the workers, as a run's do
+            phases.append(list(launch(record, phase, LaunchOptions(workers=4, gpus=(0, 1, 2, 3)),
+                                      lambda j, e: e, slots)))
+    devices = {}
+    for pid, device, _ in phases[0] + phases[1]:
+        devices.setdefault(pid, set()).add(device)
+    assert len(devices) == 4 and all(len(d) == 1 for d in devices.values())
+    assert sorted(d for ds in devices.values() for d in ds) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    for pid in devices:
+        groups = [[g for p, _, g in out if p == pid] for out in phases]
+        for seq in groups:
+            runs = [g for i, g in enumerate(seq) if i == 0 or g != seq[i - 1]]
+            assert len(runs) == len(set(runs)), f"worker {pid} went back to a group: {seq}"
+        if groups[0] and groups[1]:
+            assert groups[1][0] == groups[0][-1], f"worker {pid} dropped its group between phases: {groups}"
+
+
+def test_one_worker_with_gpus_uses_the_first_for_every_job():
+    jobs = fake_jobs(["g"] * 3)
+    out = list(launch(lambda j: j.device, jobs, LaunchOptions(workers=1, gpus=(2, 3)), lambda j, e: e))
+    assert out == ["cuda:2"] * 3
 
 
 def test_a_worker_killed_mid_job_fails_that_job_alone_and_the_rest_run_in_parallel_workers(tmp_path):

@@ -44,8 +44,9 @@ def _launch_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("launching")
     group.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
     group.add_argument("--workers", type=int, help="local worker processes, each with one GPU of --gpus (default: "
-                                                   "one per CPU core up to 4 on a CPU, else 1)")
-    group.add_argument("--gpus", default="", help="comma-separated GPU indices shared round-robin by the workers")
+                                                   "one per GPU of --gpus, one per CPU core up to 4 on a CPU, else 1)")
+    group.add_argument("--gpus", default="", help="comma-separated GPU indices; local worker k uses the k-th "
+                                                "(cyclically) for its whole life, Slurm tasks one each")
     group.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "
                                                    "CPU results are reproducible for a fixed value")
     group.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
@@ -172,10 +173,11 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
     )
-    workers = args.workers
+    workers, gpus = args.workers, parse_gpus(args.gpus)
     if workers is None:
-        workers = default_workers(resolve_device(options.device).type, args.launcher)
-    launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=parse_gpus(args.gpus),
+        workers = len(gpus) if gpus and args.launcher == "local" else default_workers(
+            resolve_device(options.device).type, args.launcher)
+    launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=gpus,
                                    threads=args.threads,
                                    slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
     return options, launch_options

@@ -1,6 +1,7 @@
 """Launchers: run the same job function in this process, in joblib worker processes, or as Slurm job arrays."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -8,7 +9,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Hashable, Iterator, Sequence, TypeVar
 
 from .errors import UserError
 
@@ -64,10 +65,25 @@ def default_workers(device_type: str, launcher: str = "local") -> int:
 
 
 def assign_devices(jobs: Sequence[J], gpus: Sequence[int], with_device: Callable[[J, str], J]) -> list[J]:
-    """Bind job k to GPU gpus[k % len(gpus)] (round-robin); unchanged when no GPU list is given."""
+    """Bind job k to GPU gpus[k % len(gpus)] (round-robin; Slurm tasks, one GPU each); unchanged when no GPU list
+    is given. Local workers re-bind each job to their own GPU (`slot_device`) when they take it."""
     if not gpus:
         return list(jobs)
     return [with_device(job, f"cuda:{gpus[k % len(gpus)]}") for k, job in enumerate(jobs)]
+
+
+def slot_device(gpus: Sequence[int], slot: int) -> str:
+    """The one GPU local worker `slot` uses for its whole life: gpus[slot % len(gpus)]."""
+    return f"cuda:{gpus[slot % len(gpus)]}"
+
+
+def _on_device(job: J, device: str) -> J:
+    return dataclasses.replace(job, device=device) if getattr(job, "device", device) != device else job
+
+
+def job_group(job) -> Hashable:
+    """The (dataset, backbone, seed) group of a job whose `cell` has one (runs and tuning), else None."""
+    return getattr(getattr(job, "cell", None), "group", None)
 
 
 def launch(fn: Callable[[J], R], jobs: Sequence[J], options: LaunchOptions,
@@ -80,8 +96,8 @@ def launch(fn: Callable[[J], R], jobs: Sequence[J], options: LaunchOptions,
     if options.launcher == "slurm":
         return _slurm(fn, jobs, options, on_crash)
     if options.workers == 1:
-        return (fn(job) for job in jobs)
-    return _pool(fn, jobs, options.workers, on_crash, slots)
+        return (fn(_on_device(job, slot_device(options.gpus, 0)) if options.gpus else job) for job in jobs)
+    return _pool(fn, jobs, options.workers, on_crash, slots, options.gpus)
 
 
 IDLE_WORKER_SECONDS = 300  # a worker idle this long exits; the next job of its slot starts a fresh one
@@ -94,6 +110,7 @@ class WorkerSlots:
 
     def __init__(self) -> None:
         self.pools: list = []
+        self.groups: dict[int, Hashable] = {}  # slot → the group of the last job it ran (its kept stages)
 
     def ensure(self, count: int) -> None:
         from joblib.externals.loky import ProcessPoolExecutor
@@ -123,10 +140,22 @@ class WorkerSlots:
         self.close()
 
 
-def _pool(fn, jobs, workers, on_crash, slots: WorkerSlots | None) -> Iterator:
+def _next_job(todo: list[int], jobs: Sequence, kept: Hashable, running_groups: set) -> int:
+    """The position in `todo` (job indices, next last) of the job a free worker takes: the next of the group it
+    holds (`kept`), else the next of a group no other worker runs, else the next job."""
+    for wanted in (lambda g: g == kept and kept is not None, lambda g: g not in running_groups, lambda g: True):
+        for pos in range(len(todo) - 1, -1, -1):
+            if wanted(job_group(jobs[todo[pos]])):
+                return pos
+    raise IndexError("no job left")
+
+
+def _pool(fn, jobs, workers, on_crash, slots: WorkerSlots | None, gpus: Sequence[int] = ()) -> Iterator:
     """Run jobs in `workers` worker processes, never in this one. Each worker is its own slot, so its process
     serves job after job; a worker that dies fails only the job it was running (through `on_crash`, with a
-    WorkerDied saying how it died) and its slot gets a fresh process, while the other workers go on untouched."""
+    WorkerDied saying how it died) and its slot gets a fresh process, while the other workers go on untouched.
+    With `gpus`, slot k runs every job on GPU `slot_device(gpus, k)` for its whole life; a free worker takes the
+    next job of the group whose stages it holds, so a group's stages are built once per worker."""
     from joblib.externals.loky.process_executor import BrokenProcessPool, TerminatedWorkerError
 
     own = slots is None
@@ -140,11 +169,14 @@ def _pool(fn, jobs, workers, on_crash, slots: WorkerSlots | None) -> Iterator:
             busy = {slot for slot, _ in running.values()}
             for slot in range(count):
                 if todo and slot not in busy:
-                    i = todo.pop()
+                    running_groups = {job_group(jobs[j]) for _, j in running.values()}
+                    i = todo.pop(_next_job(todo, jobs, slots.groups.get(slot), running_groups))
+                    job = _on_device(jobs[i], slot_device(gpus, slot)) if gpus else jobs[i]
+                    slots.groups[slot] = job_group(job)
                     try:
-                        future = slots.pools[slot].submit(fn, jobs[i])
+                        future = slots.pools[slot].submit(fn, job)
                     except BrokenProcessPool:  # its process died while idle
-                        future = slots.renew(slot).submit(fn, jobs[i])
+                        future = slots.renew(slot).submit(fn, job)
                     running[future] = slot, i
             for future in wait(running, return_when=FIRST_COMPLETED).done:
                 slot, i = running.pop(future)
