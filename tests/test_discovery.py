@@ -179,3 +179,11 @@ def test_tables_name_methods_by_their_declared_label():
     class Mislabelled(Unlearner):
         name, label = "mislabelled", 3
     assert "`label` must be a string" in declaration_problem(Mislabelled, {"cnn", "vit"})
+
+
+def test_list_shows_each_methods_rounds_retained_data_and_venue():
+    from unlearnbench.cli import list_everything
+
+    lines = {line.split()[0]: line for line in list_everything().splitlines() if line.startswith("  ")}
+    assert "per class" in lines["delete"] and "no D_r" in lines["delete"] and "CVPR 2025" in lines["delete"]
+    assert "all classes" in lines["wfnet"] and "reads D_r" in lines["wfnet"]

@@ -134,7 +134,10 @@ def list_everything(plugins: list[str] | None = None) -> str:
     methods, errors = discover(plugins)
     lines = ["datasets:"] + [f"  {n:<14} {DATASETS.get(n).description}" for n in DATASETS]
     lines += ["backbones:"] + [f"  {n:<14} {BACKBONES.get(n).family}" for n in BACKBONES]
-    lines += ["methods:"] + [f"  {n:<22} {'per class' if m.cls.per_class else 'all classes'}  {m.source}" for n, m in methods.items()]
+    lines += ["methods:"] + [
+        f"  {n:<20} {'per class' if m.cls.per_class else 'all classes':<11}  "
+        f"{'reads D_r' if m.cls.uses_retain else 'no D_r':<9}  {m.cls.venue or '—':<24} {m.source}"
+        for n, m in methods.items()]
     lines += [f"  (failed to import: {e.source})" if e.kind == "import" else f"  (rejected: {e.message})"
               for e in errors]
     lines += ["metrics:"] + [f"  {n}" for n in METRICS]
