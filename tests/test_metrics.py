@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from unlearnbench.data import load_dataset
 from unlearnbench.errors import UserError
 from unlearnbench.grid import DatasetEntry
 from unlearnbench.metrics import METRICS, MetricContext
+from unlearnbench.metrics.epsilon import per_example_epsilon
 from unlearnbench.metrics.insertion_deletion import auc
 from unlearnbench.metrics.relearn import epoch_sampler
 from unlearnbench.models import BackboneSpec
@@ -561,3 +563,45 @@ def test_probe_gives_no_gap_without_retrained_models_and_refuses_bad_settings(st
     assert set(rows) == {("test", "probe_forget"), ("test", "probe_retain")}
     with pytest.raises(UserError, match="train_per_class"):
         compute("probe", SharedModel(stages.original(), 10), 0, stages, train_per_class=0)
+
+
+# ---------------------------------------------------------------- epsilon (retrain-referenced, per example)
+
+
+def test_per_example_epsilon_is_zero_for_one_distribution_and_at_its_bound_for_separated_ones():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(4, 50))
+    assert (per_example_epsilon(same, same, 0.01) == 0).all()
+    bound = np.log((4 + 0.5 - 0.01 * 5) / 0.5)
+    for low, high in ((same - 10, same + 10), (same + 10, same - 10)):  # either side above: both rules are tried
+        assert np.allclose(per_example_epsilon(low, high, 0.01), bound)
+    one_swap = np.array([[0.0], [1.0], [2.0], [5.0]]), np.array([[3.0], [4.0], [6.0], [7.0]])
+    assert 0 < per_example_epsilon(*one_swap, 0.01)[0] < bound  # overlapping sides: in between
+
+
+def epsilon_rows(stages, model: UnlearnedModel, rerun, c: int, **settings) -> dict:
+    ctx = MetricContext(data=stages.data, model=model.eval(), forget_class=c, stages=stages, method="test",
+                        settings={**METRICS.get("epsilon").defaults, **settings}, rerun=rerun)
+    return {metric: value for _, metric, value in METRICS.get("epsilon").compute(ctx)}
+
+
+def test_epsilon_tells_the_original_from_retrained_models_but_not_retrained_models_of_other_seeds(stages):
+    c = 2
+    shifted = lambda k: SingleClassModel(stages.retrained(c, 4 + k), c)  # noqa: E731  (replicates 4-7)
+    retrained = epsilon_rows(stages, shifted(0), shifted, c, examples=60)
+    original = SharedModel(stages.original(), 10)
+    remembered = epsilon_rows(stages, original, lambda k: original, c, examples=60)
+    bound = np.log((4 + 0.5 - 0.01 * 5) / 0.5)
+    assert remembered["epsilon"] > 0.8 * bound and remembered["epsilon_quality"] < 0.3
+    assert retrained["epsilon"] < 0.5 * remembered["epsilon"] and retrained["epsilon_quality"] > 0.5
+    print({"retrained vs retrained": retrained, "original vs retrained": remembered})
+
+
+def test_epsilon_runs_only_where_named_and_only_on_cells_it_can_rerun(stages):
+    from unlearnbench.grid import load_grid
+    from unlearnbench.planning import metric_names
+
+    assert "epsilon" not in metric_names(load_grid("smoke")) and "probe" in metric_names(load_grid("smoke"))
+    assert epsilon_rows(stages, SharedModel(stages.original(), 10), None, 0) == {}
+    with pytest.raises(UserError, match="models ≥ 2"):
+        epsilon_rows(stages, SharedModel(stages.original(), 10), None, 0, models=1)

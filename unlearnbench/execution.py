@@ -3,6 +3,7 @@ worker process, whose errors become failure outcomes, never exceptions."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -35,16 +36,18 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool) -> tuple[UnlearnedModel, dict]:
+def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
+                 replicate: int = 0) -> tuple[UnlearnedModel, dict]:
     """The cell's unlearned model (in eval mode) and what unlearning cost: `unlearn_seconds`, `device_seconds`
     and `peak_memory_bytes`. All RNGs are seeded from the cell's identity right before the method runs; the
-    tuning protocol builds its trials through this too.
+    tuning protocol builds its trials through this too. Replicate k > 0 runs the method again from the same
+    original with another seed (the `epsilon` metric compares such runs).
 
     A retrained model the method takes ready-made (cached, or kept from an earlier cell) is charged at its
     training cost: its seconds are added, and the extra memory its training needed counts towards the peak."""
     # from the identity its records carry: cells of other groups, classes or parameters draw other streams
     cell_seed = derive_seed([cell.dataset.label, cell.backbone.label, cell.seed, cell.method, cell.params_json,
-                             cell.forget_class], bits=31)
+                             cell.forget_class] + (["replicate", replicate] if replicate else []), bits=31)
     charged: list[dict] = []
 
     def retrained(forget_class: int) -> torch.nn.Module:
@@ -84,9 +87,14 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
                for k, v in whole.items()]
     logit_cache: dict = {}
+
+    @functools.lru_cache(maxsize=None)  # one rerun serves every class of an all-class method
+    def rerun(replicate: int) -> UnlearnedModel:
+        return unlearn_cell(cell, info, stages, False, replicate)[0]
+
     for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
         ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
-                            logit_cache=logit_cache, has_retrain=grid_has_retrain(grid))
+                            logit_cache=logit_cache, has_retrain=grid_has_retrain(grid), rerun=rerun)
         for name in metrics:
             ctx.settings = metric_settings(grid, name)
             for split, metric, value in METRICS.get(name).compute(ctx):

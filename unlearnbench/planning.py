@@ -70,7 +70,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def metric_names(grid: Grid) -> list[str]:
-    names = METRICS.names() if grid.metrics == "all" else list(grid.metrics)
+    names = [n for n in METRICS.names() if METRICS.get(n).in_all] if grid.metrics == "all" else list(grid.metrics)
     for name in names:
         METRICS.get(name)
     unknown = [k for k in grid.metric_settings if k not in METRICS]

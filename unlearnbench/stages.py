@@ -11,7 +11,7 @@ from .data import ImageData
 from .errors import UserError
 from .models import BackboneSpec, build_backbone
 from .cost import CostMeter
-from .store import Cache, code_hash, stable_hash, versions
+from .store import Cache, code_hash, derive_seed, stable_hash, versions
 from .training import Recipe, compute_setting, finite_logits, prepare, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -56,9 +56,10 @@ class Stages:
         """The original model trained on the full training split (or pretrained weights when epochs is 0)."""
         return self.stage("original", None)[0]
 
-    def retrained(self, forget_class: int) -> nn.Module:
-        """The original recipe, from scratch, on D_r(c) of the training split."""
-        return self.stage("retrained", int(forget_class))[0]
+    def retrained(self, forget_class: int, replicate: int = 0) -> nn.Module:
+        """The original recipe, from scratch, on D_r(c) of the training split; replicate k > 0 is the same recipe
+        from another seed (initialisation and batch order), cached like the first (the `epsilon` metric)."""
+        return self.stage("retrained", int(forget_class), replicate)[0]
 
     def random_model(self, seed: int) -> nn.Module:
         """A randomly initialised model (for ZRF), built from `seed`, never trained."""
@@ -81,14 +82,18 @@ class Stages:
             self._logits[key] = logits
         return self._logits[key]
 
-    def stage(self, kind: str, forget_class: int | None) -> tuple[nn.Module, dict | None]:
-        """A stage model ('original', or 'retrained' for `forget_class`) and, when this call did not train it (a
-        cache or memory hit), what its training cost, so a method that takes it ready-made can be charged."""
-        name = kind if forget_class is None else f"{kind}-{forget_class}"
+    def stage(self, kind: str, forget_class: int | None, replicate: int = 0) -> tuple[nn.Module, dict | None]:
+        """A stage model ('original', or 'retrained' for `forget_class`, of seed replicate `replicate`) and, when
+        this call did not train it (a cache or memory hit), what its training cost, so a method that takes it
+        ready-made can be charged."""
+        name = (kind if forget_class is None else f"{kind}-{forget_class}") + (f"-r{replicate}" if replicate else "")
         if name in self._memory:
             return self._memory[name], self._costs[name]
-        key = self.key(kind, forget_class=forget_class)
-        model = self.new_model()
+        key = self.key(kind, forget_class=forget_class, **({"replicate": replicate} if replicate else {}))
+        seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
+        if replicate:
+            seed = derive_seed([seed, "replicate", replicate])
+        model = self.new_model(seed if replicate else None)
         meta = self.cache.load_model(kind, key, model)
         charge = None
         if meta is not None:
@@ -105,7 +110,6 @@ class Stages:
                     self._load_pretrained(model)  # the original, or the starting point of training
                 if self.recipe.epochs > 0:
                     split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
-                    seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
                     desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
                     train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
             self._costs[name] = {"wall_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,

@@ -23,6 +23,8 @@ class MetricContext:
     `logit_cache`, by every forget class of the cell (a network serving several classes is evaluated once).
     `has_retrain` is set by the runner when the grid trains retrained models for this group anyway (it holds
     the retrain method); metrics comparing with them (js_to_retrain) run only then, unless told otherwise.
+    `rerun(k)` runs the cell's method again from the same original with seed replicate k ≥ 1 (None where the
+    cell cannot be re-run, e.g. a model built by hand).
     """
 
     data: ImageData
@@ -33,6 +35,7 @@ class MetricContext:
     settings: dict
     logit_cache: dict = field(default_factory=dict)
     has_retrain: bool = False
+    rerun: Callable[[int], UnlearnedModel] | None = None
 
     @cached_property
     def net(self) -> nn.Module:
@@ -65,21 +68,24 @@ class MetricContext:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: `compute(ctx) → [(split, metric name, value), …]` and its default settings."""
+    """A registered metric: `compute(ctx) → [(split, metric name, value), …]`, its default settings, and whether
+    a grid's `metrics: all` includes it (costly metrics run only where a grid names them)."""
 
     name: str
     compute: Callable[[MetricContext], list[tuple[str, str, float]]]
     defaults: dict
+    in_all: bool = True
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, **defaults):
-    """Decorator registering `compute` as metric `name` with default settings (overridable in the grid)."""
+def register_metric(name: str, *, in_all: bool = True, **defaults):
+    """Decorator registering `compute` as metric `name` with default settings (overridable in the grid); with
+    `in_all=False` a grid runs it only when its `metrics` list names it."""
 
     def decorate(compute):
-        METRICS.register(name)(Metric(name, compute, defaults))
+        METRICS.register(name)(Metric(name, compute, defaults, in_all))
         return compute
 
     return decorate
