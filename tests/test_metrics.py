@@ -16,7 +16,7 @@ from unlearnbench.data import load_dataset
 from unlearnbench.errors import UserError
 from unlearnbench.grid import DatasetEntry
 from unlearnbench.metrics import METRICS, MetricContext
-from unlearnbench.metrics.epsilon import per_example_epsilon
+from unlearnbench.metrics.epsilon import chance_epsilon, epsilon_bound, per_example_epsilon
 from unlearnbench.metrics.insertion_deletion import auc
 from unlearnbench.metrics.relearn import epoch_sampler
 from unlearnbench.models import BackboneSpec
@@ -93,7 +93,9 @@ def test_a_pretrained_backbone_gives_a_pretrained_original_but_a_fresh_random_mo
     spec = dataclasses.replace(SPEC, pretrained=str(weights))
     group = Stages(data, {"name": "pretrained"}, spec, resolve_recipe("mnist5k", spec, {"epochs": 0}), 0,
                    Cache(tmp_path / "c1"), log=lambda *_: None)
-    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # noqa: E731
+    def same(a: nn.Module, b: nn.Module) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
     assert same(group.original(), donor)
     assert not same(group.random_model(0), donor) and not same(group.new_model(), donor)
     fresh = Stages(data, {"name": "plain"}, SPEC, group.recipe, 0, Cache(tmp_path / "c2"), log=lambda *_: None)
@@ -568,15 +570,19 @@ def test_probe_gives_no_gap_without_retrained_models_and_refuses_bad_settings(st
 # ---------------------------------------------------------------- epsilon (retrain-referenced, per example)
 
 
-def test_per_example_epsilon_is_zero_for_one_distribution_and_at_its_bound_for_separated_ones():
+def test_per_example_epsilon_is_zero_for_ties_at_chance_for_one_distribution_and_at_its_bound_when_separated():
     rng = np.random.default_rng(0)
     same = rng.normal(size=(4, 50))
-    assert (per_example_epsilon(same, same, 0.01) == 0).all()
+    assert (per_example_epsilon(same, same, 0.01) == 0).all()  # every score tied with one on the other side
     bound = np.log((4 + 0.5 - 0.01 * 5) / 0.5)
+    assert epsilon_bound(4, 0.01) == pytest.approx(bound)
     for low, high in ((same - 10, same + 10), (same + 10, same - 10)):  # either side above: both rules are tried
         assert np.allclose(per_example_epsilon(low, high, 0.01), bound)
     one_swap = np.array([[0.0], [1.0], [2.0], [5.0]]), np.array([[3.0], [4.0], [6.0], [7.0]])
     assert 0 < per_example_epsilon(*one_swap, 0.01)[0] < bound  # overlapping sides: in between
+    draws = per_example_epsilon(rng.normal(size=(4, 4000)), rng.normal(size=(4, 4000)), 0.01)
+    assert draws.mean() == pytest.approx(chance_epsilon(4, 0.01), abs=0.03)  # two sides of one distribution
+    assert 0 < chance_epsilon(4, 0.01) < bound and chance_epsilon(2, 0.01) < chance_epsilon(4, 0.01)
 
 
 def epsilon_rows(stages, model: UnlearnedModel, rerun, c: int, **settings) -> dict:
@@ -587,13 +593,13 @@ def epsilon_rows(stages, model: UnlearnedModel, rerun, c: int, **settings) -> di
 
 def test_epsilon_tells_the_original_from_retrained_models_but_not_retrained_models_of_other_seeds(stages):
     c = 2
-    shifted = lambda k: SingleClassModel(stages.retrained(c, 4 + k), c)  # noqa: E731  (replicates 4-7)
-    retrained = epsilon_rows(stages, shifted(0), shifted, c, examples=60)
+    replicate = lambda k: SingleClassModel(stages.retrained(c, k), c)  # noqa: E731  (0-3; the metric's side: 4-7)
+    retrained = epsilon_rows(stages, replicate(0), replicate, c, examples=60)
     original = SharedModel(stages.original(), 10)
     remembered = epsilon_rows(stages, original, lambda k: original, c, examples=60)
-    bound = np.log((4 + 0.5 - 0.01 * 5) / 0.5)
-    assert remembered["epsilon"] > 0.8 * bound and remembered["epsilon_quality"] < 0.3
-    assert retrained["epsilon"] < 0.5 * remembered["epsilon"] and retrained["epsilon_quality"] > 0.5
+    assert remembered["epsilon"] > 0.95 * epsilon_bound(4, 0.01) and remembered["epsilon_quality"] < 0.1
+    assert retrained["epsilon"] < remembered["epsilon"] and retrained["epsilon_quality"] > 0.5
+    assert retrained["epsilon_chance"] == remembered["epsilon_chance"] == pytest.approx(chance_epsilon(4, 0.01))
     print({"retrained vs retrained": retrained, "original vs retrained": remembered})
 
 

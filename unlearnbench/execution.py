@@ -50,8 +50,8 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
                              cell.forget_class] + (["replicate", replicate] if replicate else []), bits=31)
     charged: list[dict] = []
 
-    def retrained(forget_class: int) -> torch.nn.Module:
-        model, cost = stages.stage("retrained", int(forget_class))
+    def retrained(forget_class: int) -> torch.nn.Module:  # a rerun of `retrain` gets its own replicate
+        model, cost = stages.stage("retrained", int(forget_class), replicate)
         if cost:
             charged.append(cost)
         return model
@@ -94,7 +94,8 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
 
     for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
         ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
-                            logit_cache=logit_cache, has_retrain=grid_has_retrain(grid), rerun=rerun)
+                            logit_cache=logit_cache, rerun=rerun,
+                            has_retrain=grid_has_retrain(grid) and stages.recipe.epochs > 0)
         for name in metrics:
             ctx.settings = metric_settings(grid, name)
             for split, metric, value in METRICS.get(name).compute(ctx):

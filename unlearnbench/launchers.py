@@ -140,12 +140,20 @@ class WorkerSlots:
         self.close()
 
 
-def _next_job(todo: list[int], jobs: Sequence, kept: Hashable, running_groups: set) -> int:
-    """The position in `todo` (job indices, next last) of the job a free worker takes: the next of the group it
-    holds (`kept`), else the next of a group no other worker runs, else the next job."""
-    for wanted in (lambda g: g == kept and kept is not None, lambda g: g not in running_groups, lambda g: True):
+def _tier(job) -> bool:
+    """False for the jobs a phase runs first: one-round (all-class) cells, the longest (no forget class)."""
+    return getattr(getattr(job, "cell", None), "forget_class", None) is not None
+
+
+def _next_job(todo: list[int], jobs: Sequence, kept: Hashable, taken: set) -> int:
+    """The position in `todo` (job indices, next last) of the job a free worker takes, among the jobs of the next
+    job's tier (one-round cells before per-class ones): the next of the group it holds (`kept`), else the next
+    of a group no other worker runs or holds (`taken`), else the next job."""
+    tier = _tier(jobs[todo[-1]])
+    for wanted in (lambda g: g == kept and kept is not None, lambda g: g not in taken, lambda g: True):
         for pos in range(len(todo) - 1, -1, -1):
-            if wanted(job_group(jobs[todo[pos]])):
+            job = jobs[todo[pos]]
+            if _tier(job) == tier and wanted(job_group(job)):
                 return pos
     raise IndexError("no job left")
 
@@ -163,30 +171,31 @@ def _pool(fn, jobs, workers, on_crash, slots: WorkerSlots | None, gpus: Sequence
     count = min(workers, len(jobs))
     slots.ensure(count)
     todo = list(range(len(jobs)))[::-1]  # pop() hands them out in order
-    running: dict = {}  # future -> (slot, job index)
+    running: dict = {}  # future -> (slot, job as submitted)
     try:
         while todo or running:
             busy = {slot for slot, _ in running.values()}
             for slot in range(count):
                 if todo and slot not in busy:
-                    running_groups = {job_group(jobs[j]) for _, j in running.values()}
-                    i = todo.pop(_next_job(todo, jobs, slots.groups.get(slot), running_groups))
-                    job = _on_device(jobs[i], slot_device(gpus, slot)) if gpus else jobs[i]
+                    taken = {job_group(j) for _, j in running.values()}
+                    taken |= {g for s, g in slots.groups.items() if s != slot and s < count}
+                    job = jobs[todo.pop(_next_job(todo, jobs, slots.groups.get(slot), taken))]
+                    job = _on_device(job, slot_device(gpus, slot)) if gpus else job
                     slots.groups[slot] = job_group(job)
                     try:
                         future = slots.pools[slot].submit(fn, job)
                     except BrokenProcessPool:  # its process died while idle
                         future = slots.renew(slot).submit(fn, job)
-                    running[future] = slot, i
+                    running[future] = slot, job
             for future in wait(running, return_when=FIRST_COMPLETED).done:
-                slot, i = running.pop(future)
+                slot, job = running.pop(future)
                 try:
                     outcome = future.result()
                 except BrokenProcessPool as exc:  # this slot's process is gone or unusable: a fresh one replaces it
                     slots.renew(slot)
-                    outcome = on_crash(jobs[i], _died(exc) if isinstance(exc, TerminatedWorkerError) else exc)
+                    outcome = on_crash(job, _died(exc) if isinstance(exc, TerminatedWorkerError) else exc)
                 except Exception as exc:  # the job or its result could not cross between processes
-                    outcome = on_crash(jobs[i], exc)
+                    outcome = on_crash(job, exc)
                 yield outcome
     finally:
         for slot, _ in running.values():  # the caller stopped early: end the jobs still running

@@ -24,7 +24,8 @@ class MetricContext:
     `has_retrain` is set by the runner when the grid trains retrained models for this group anyway (it holds
     the retrain method); metrics comparing with them (js_to_retrain) run only then, unless told otherwise.
     `rerun(k)` runs the cell's method again from the same original with seed replicate k ≥ 1 (None where the
-    cell cannot be re-run, e.g. a model built by hand).
+    cell cannot be re-run, e.g. a model built by hand); it re-seeds the global RNGs, as every cell does.
+    `has_retrain` is False where the recipe trains 0 epochs (pretrained originals): nothing can be retrained.
     """
 
     data: ImageData

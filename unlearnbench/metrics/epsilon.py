@@ -3,15 +3,21 @@ Challenge's evaluation (Triantafillou et al., arXiv 2406.09073): can an attacker
 forget example tell whether the model was unlearned or retrained without the class?
 
 For `models` = N unlearned models (the cell's, plus N − 1 reruns of its method from the same original with other
-seeds) and N models retrained without class c from N seeds, each forget example x gets N scores per side: the
+seeds) and N models retrained without class c from N other seeds, each forget example x gets N scores per side: the
 logit-scaled confidence of its true class, ln p_y − ln(1 − p_y). Every threshold attack on those 2N scores (both
 directions) has a false-positive and a false-negative rate; ε̂(x) is the largest
-max(ln((1 − δ − FPR) / FNR), ln((1 − δ − FNR) / FPR)) over them, floored at 0. Rates are estimated as
-(errors + ½) / (N + 1), so ε̂ stays finite (at most ln((N + ½ − δ(N + 1)) / ½) when the sides separate perfectly).
-Rows: `epsilon` (the mean of ε̂ over the examples; 0 = indistinguishable) and `epsilon_quality` (the mean of
-exp(−ε̂), in (0, 1]; 1 = indistinguishable). docs/protocol.md says where this departs from the challenge.
+max(ln((1 − δ − FPR) / FNR), ln((1 − δ − FNR) / FPR)) over them, floored at 0, rates estimated as
+(errors + ½) / (N + 1) so that ε̂ stays finite. With N models per side ε̂ is large even by chance (any 2N distinct
+scores separate somewhat), so the rows are read against its exact chance level ε₀(N, δ), the mean of ε̂ over all
+C(2N, N) equally likely rank orders of two sides drawn from one distribution: `epsilon` (the mean of ε̂ over
+the examples), `epsilon_chance` (ε₀) and `epsilon_quality` = 1 − (mean ε̂ − ε₀) / (ε_max − ε₀), clipped to [0, 1]
+(1: no more distinguishable than chance; 0: every example perfectly separated). docs/protocol.md says where this
+departs from the challenge.
 """
 from __future__ import annotations
+
+import functools
+import itertools
 
 import numpy as np
 import torch
@@ -50,6 +56,23 @@ def per_example_epsilon(a: np.ndarray, b: np.ndarray, delta: float) -> np.ndarra
     return eps
 
 
+def epsilon_bound(n: int, delta: float) -> float:
+    """The largest ε̂ with n models per side: both sides separated perfectly (no error on either)."""
+    rate = 0.5 / (n + 1)
+    return float(np.log((1 - delta - rate) / rate))
+
+
+@functools.lru_cache(maxsize=None)
+def chance_epsilon(n: int, delta: float) -> float:
+    """ε₀: the mean ε̂ over all C(2n, n) rank orders of n + n distinct scores, each equally likely when both sides
+    come from one distribution (exact; 12,870 orders for n = 8)."""
+    ranks = np.arange(2 * n, dtype=float)
+    sides = [(np.array(a), np.setdiff1d(ranks, a)) for a in itertools.combinations(ranks, n)]
+    a = np.stack([s[0] for s in sides], axis=1)
+    b = np.stack([s[1] for s in sides], axis=1)
+    return float(per_example_epsilon(a, b, delta).mean())
+
+
 def epsilon_between(side_a: list[nn.Module], side_b: list[nn.Module], ctx: MetricContext, index: Tensor,
                     delta: float) -> np.ndarray:
     """ε̂ of the forget examples `index` (positions in D_f(c) of the train split) between two sets of networks."""
@@ -65,10 +88,10 @@ def epsilon_between(side_a: list[nn.Module], side_b: list[nn.Module], ctx: Metri
 
 @register_metric("epsilon", in_all=False, models=4, examples=100, delta=0.01, seed=0)
 def epsilon(ctx: MetricContext) -> list[tuple[str, str, float]]:
-    """Rows ('train', 'epsilon', mean ε̂ ≥ 0) and ('train', 'epsilon_quality', mean exp(−ε̂) in (0, 1]) over
-    `examples` forget examples of the train split (seeded), `models` unlearned against as many retrained models.
-    Runs only where a grid names it (it reruns the method and retrains N models per class); no rows where the
-    cell cannot be re-run."""
+    """Rows ('train', 'epsilon', mean ε̂ ≥ 0), ('train', 'epsilon_chance', ε₀) and ('train', 'epsilon_quality',
+    in [0, 1]) over `examples` forget examples of the train split (seeded): `models` unlearned models (the cell's
+    and reruns 1 … N − 1) against retrained replicates N … 2N − 1 (never the reruns' own, which the `retrain`
+    method's reruns are). Runs only where a grid names it; no rows where the cell cannot be re-run."""
     s = ctx.settings
     n, examples, delta = int(s["models"]), int(s["examples"]), float(s["delta"])
     if n < 2 or examples < 1 or not 0 <= delta < 0.5:
@@ -80,6 +103,8 @@ def epsilon(ctx: MetricContext) -> list[tuple[str, str, float]]:
     generator = torch.Generator().manual_seed(int(s["seed"]))
     index = torch.randperm(forget, generator=generator)[: min(examples, forget)].sort().values
     unlearned = [ctx.net] + [ctx.rerun(k).for_class(ctx.forget_class) for k in range(1, n)]
-    retrained = [ctx.stages.retrained(ctx.forget_class, k) for k in range(n)]
-    eps = epsilon_between(unlearned, retrained, ctx, index, delta)
-    return [("train", "epsilon", float(eps.mean())), ("train", "epsilon_quality", float(np.exp(-eps).mean()))]
+    retrained = [ctx.stages.retrained(ctx.forget_class, k) for k in range(n, 2 * n)]
+    mean = float(epsilon_between(unlearned, retrained, ctx, index, delta).mean())
+    chance, bound = chance_epsilon(n, delta), epsilon_bound(n, delta)
+    quality = min(1.0, max(0.0, 1 - (mean - chance) / (bound - chance)))
+    return [("train", "epsilon", mean), ("train", "epsilon_chance", chance), ("train", "epsilon_quality", quality)]

@@ -10,6 +10,7 @@ probe_forget − the retrained model's, where the grid trains retrained models a
 """
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import numpy as np
@@ -26,6 +27,8 @@ from ..training import eval_batch_size
 from .base import MetricContext, register_metric
 
 Features = Callable[[Tensor], Tensor]  # a normalised batch x → features [N, D]
+# the retrained model's probe_forget, per stage model and settings: every cell of a group compares with it
+_REFERENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def probe_split(split: Split, per_class: int, seed: int) -> Split:
@@ -40,7 +43,8 @@ def probe_split(split: Split, per_class: int, seed: int) -> Split:
 def features_of(features: Features, data: ImageData, split: Split) -> np.ndarray:
     """float64 [N, D] features of every sample of `split`, computed without gradients in eval batches."""
     with torch.no_grad():
-        out = [features(x).detach().to("cpu", torch.float64) for x, _ in data.batches(split, eval_batch_size(data.device))]
+        out = [features(x).detach().to("cpu", torch.float64)
+               for x, _ in data.batches(split, eval_batch_size(data.device))]
     return torch.cat(out).numpy() if out else np.empty((0, 0))
 
 
@@ -76,7 +80,11 @@ def probe(ctx: MetricContext) -> list[tuple[str, str, float]]:
                                  **settings)
     rows = [("test", f"probe_{view}", acc) for view, acc in unlearned.items()]
     if "forget" in unlearned and (ctx.has_retrain or s["train_missing"]):
-        retrained = stage_features(ctx.stages.retrained(ctx.forget_class), n)
-        reference = probe_accuracies(retrained, ctx.data, fit, {"forget": targets["forget"]}, **settings)
-        rows.append(("test", "probe_forget_gap", unlearned["forget"] - reference["forget"]))
+        model = ctx.stages.retrained(ctx.forget_class)
+        memo = _REFERENCE.setdefault(model, {})
+        key = (int(s["train_per_class"]), *settings.values())
+        if key not in memo:
+            memo[key] = probe_accuracies(stage_features(model, n), ctx.data, fit, {"forget": targets["forget"]},
+                                         **settings)["forget"]
+        rows.append(("test", "probe_forget_gap", unlearned["forget"] - memo[key]))
     return rows

@@ -418,7 +418,8 @@ def methods_table(records: pd.DataFrame, cards: dict[str, dict]) -> Table:
                         else "defaults / grid" for r in values.itertuples()]},
         index=pd.Index([display_name(m) for m in methods], name="Method") if methods else None)
     caption = ("The methods of this report. Retained data: whether the method reads any training or validation "
-               "image outside the forget class (checked by the conformance tests); one run unlearns one class "
+               "image outside the forget class (declared by the method; the conformance tests check it for every "
+               "per-class method); one run unlearns one class "
                "(once per forget class) or all classes (one round serves every class); parameters: tuned on the "
                "validation split by the tuning protocol in that many of the method's dataset × backbone groups, "
                "else the method's defaults with the grid's overrides (the values are in the parameters table).")
