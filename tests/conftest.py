@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-# torch threads per test process: 2, or 1 in each of pytest-xdist's worker processes (pyproject's addopts run two);
+# torch threads per test process: 2, or 1 in each worker process when pytest-xdist runs them (`pytest -n 2`);
 # UNLEARNBENCH_TEST_THREADS overrides both
 torch.set_num_threads(int(os.environ.get("UNLEARNBENCH_TEST_THREADS",
                                          "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")))

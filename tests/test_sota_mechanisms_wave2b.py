@@ -15,12 +15,11 @@ from test_baselines import METHODS, TINY_CNN, cache, group, mnist5k, task_for, t
 from test_conformance import per_class_subset
 from unlearnbench.baselines import fisher, sfron
 from unlearnbench.baselines._blocks import retain_sample
-from unlearnbench.baselines._layers import classifier_head
 from unlearnbench.baselines.delete import masked_teacher_probs
 from unlearnbench.baselines.fisher import expected_fisher
 from unlearnbench.baselines.ssd import importances
 from unlearnbench.data import ImageData, Split
-from unlearnbench.models import BackboneSpec
+from unlearnbench.models import BackboneSpec, classifier_head
 from unlearnbench.stages import Stages
 
 FORGET = 3
