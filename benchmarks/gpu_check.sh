@@ -17,13 +17,20 @@
 #   5. report: the slice's report from whatever cells finished, also when step 4 ran out of time.
 # summary.txt lists each step's exit status and seconds. Environment variables: STEPS (default
 # "environment time_to_accuracy throughput run report": a later session reruns only what is missing) and
-# RUN_LIMIT (seconds for step 4, default 300).
+# RUN_LIMIT (seconds for step 4, default 300) and RUN_ARGS (extra run_bench.py arguments for step 4, e.g.
+# "--only method=salun,scrub --gpus 0 --workers 3": three workers sharing the one GPU) and ARCHIVE (a .tar.gz
+# path: everything under OUT packed into that one file at the end; the device tool brings back at most 8 files,
+# two folders deep, so a run folder with its report does not come back file by file). Via the device tool:
+#
+#   ARCHIVE=$OUT/paper-gpu.tar.gz bash benchmarks/gpu_check.sh data-gpu /tmp/paper-gpu
+#   tar xzf <files_at>/paper-gpu.tar.gz -C reports/                                    # back here
 set -uo pipefail
 DATA=${1:-data-gpu}
 OUT=${2:-reports/paper-gpu}
 PY=${PYTHON:-python3}
 STEPS=${STEPS:-environment time_to_accuracy throughput run report}
 RUN_LIMIT=${RUN_LIMIT:-300}
+RUN_ARGS=${RUN_ARGS:-}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 : > "$OUT/summary.txt"
@@ -48,6 +55,9 @@ for backbone in vgg16 resnet18 vit_tiny vit_small; do
         --backbone "$backbone" --width 1.0 --device cuda --cache-dir results/gpu-cache
 done
 step run "$RUN_LIMIT" "$PY" run_bench.py --grid benchmarks/gpu_check_grid.yaml --data-root "$DATA" --device cuda \
-    --out "$OUT/run" --cache-dir results/gpu-cache
+    --out "$OUT/run" --cache-dir results/gpu-cache $RUN_ARGS
 step report 120 "$PY" run_bench.py report "$OUT/run"
 cat "$OUT/summary.txt"
+if [ -n "${ARCHIVE:-}" ]; then
+    tar czf "$ARCHIVE" -C "$(dirname "$OUT")" "$(basename "$OUT")" && echo "packed $OUT into $ARCHIVE"
+fi
