@@ -153,6 +153,27 @@ def grid_has_retrain(grid: Grid) -> bool:
     return grid.methods == "all" or any(m.name == "retrain" for m in grid.methods)
 
 
+def retrained_stages(cells: list[Cell], grid: Grid, metrics: list[str]) -> list[Cell]:
+    """One cell per (group, forget class) whose retrained model `cells` need: the retrain cells themselves, and,
+    where a metric compares with retrained models (the grid has retrain, or the metric's `train_missing` asks), a
+    stand-in retrain cell for the other cells' classes (so a `--only` run without retrain still trains each
+    retrained model once, before the cells, not inside them and on several workers at once). Groups whose recipe
+    trains 0 epochs have none."""
+    needed: dict[tuple, Cell] = {}
+    for cell in cells:
+        if cell.method == "retrain":
+            needed.setdefault((cell.group, cell.forget_class), cell)
+    if any(METRICS.get(m).uses_retrained and (grid_has_retrain(grid) or metric_settings(grid, m).get("train_missing"))
+           for m in metrics):
+        for cell in cells:
+            if resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
+                continue
+            for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
+                needed.setdefault((cell.group, c), dataclasses.replace(
+                    cell, method="retrain", params=(), forget_class=c, forget_classes=(c,)))
+    return list(needed.values())
+
+
 def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
     """The cache key of a cell: its full config, the device type and precision it runs in, the plugin file's hash,
     library versions and harness code (without the metrics package when the cell computes no metric, as a tuning
@@ -179,7 +200,7 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
     groups = {c.group for c in p.cells}
-    retrains = {(c.group, c.forget_class) for c in p.cells if c.method == "retrain"}
+    retrains = {(c.group, c.forget_class) for c in retrained_stages(p.cells, grid, metrics)}
     lines.append(f"stages: {len(groups)} original models, {len(retrains)} retrained models (shared, cached)")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
     image_epochs = 0
