@@ -181,7 +181,8 @@ def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path
     assert all(f"  {m} " in plan_text for m in discover()[0])
     chosen = with_methods(load_grid(str(grid)), "finetune, retrain")
     assert chosen.methods == [MethodEntry("finetune", {"steps": 7}), MethodEntry("retrain")]
-    for text, message in (("retrain,nosuch", "Unknown method 'nosuch'"), (" , ", "--methods expects 'all'")):
-        assert main(["--grid", str(grid), "--methods", text, "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
+    for extra, message in ((["retrain,nosuch"], "Unknown method 'nosuch'"), ([" , "], "--methods expects 'all'"),
+                           (["all", "--retry-failed"], "--methods cannot be combined with --retry-failed")):
+        assert main(["--grid", str(grid), "--methods", *extra, "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1

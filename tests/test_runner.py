@@ -245,6 +245,15 @@ def test_a_run_without_its_retrain_cells_trains_each_retrained_model_once_before
         (job.kind, job.cell.method, job.cell.forget_class)) or Outcome(job, records=[]))
     grid = load_grid(str(write_grid(tmp_path, methods=["retrain", "finetune", "wfnet"],
                                     metrics=["accuracy", "js_to_retrain"])))
-    run(grid, options(tmp_path, tmp_path / "cache", only={"method": "finetune,wfnet"}))
+    result = run(grid, options(tmp_path, tmp_path / "cache", only={"method": "finetune,wfnet"}))
     assert seen[:3] == [("original", "finetune", 0), ("retrained", "retrain", 0), ("retrained", "retrain", 1)]
     assert sorted(seen[3:], key=str) == [("cell", "finetune", 0), ("cell", "finetune", 1), ("cell", "wfnet", None)]
+    assert (result.computed, result.failures) == (3, [])  # the stage jobs are not cells
+    # a failed retrained model is logged (its cells then try again themselves, and fail alike if it repeats)
+    seen.clear()
+    monkeypatch.setattr(runner, "run_job", lambda job: seen.append(job.kind) or (
+        Outcome(job, failure={"reason": "out of disk"}) if job.kind == "retrained" else Outcome(job, records=[])))
+    again = run(grid, options(tmp_path, tmp_path / "cache2", name="again", only={"method": "finetune"}))
+    assert seen == ["original", "retrained", "retrained", "cell", "cell"] and again.computed == 2
+    assert "retrained model of class 1 for mnist5k/vgg16-w0.0625 seed 0 failed: out of disk" in (
+        again.run_dir / "log.txt").read_text()

@@ -224,6 +224,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     only = parse_pairs(args.only, "--only")
     data_root = args.data_root
     if args.retry_failed:
+        if args.methods is not None:
+            raise UserError("--methods cannot be combined with --retry-failed, which reruns the run folder's grid "
+                            "as it was; pass a new --out to run other methods.")
         config = _previous_config(args.out)
         grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
         only = only or config.get("only") or {}

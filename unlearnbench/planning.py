@@ -156,17 +156,18 @@ def grid_has_retrain(grid: Grid) -> bool:
 def retrained_stages(cells: list[Cell], grid: Grid, metrics: list[str]) -> list[Cell]:
     """One cell per (group, forget class) whose retrained model `cells` need: the retrain cells themselves, and,
     where a metric compares with retrained models (the grid has retrain, or the metric's `train_missing` asks), a
-    stand-in retrain cell for the other cells' classes (so a `--only` run without retrain still trains each
-    retrained model once, before the cells, not inside them and on several workers at once). Groups whose recipe
-    trains 0 epochs have none."""
+    stand-in retrain cell for the other cells' classes. Groups whose recipe trains 0 epochs have none."""
     needed: dict[tuple, Cell] = {}
     for cell in cells:
         if cell.method == "retrain":
             needed.setdefault((cell.group, cell.forget_class), cell)
     if any(METRICS.get(m).uses_retrained and (grid_has_retrain(grid) or metric_settings(grid, m).get("train_missing"))
            for m in metrics):
+        trains = {}  # recipe epochs per group (resolve_recipe reads recipes.yaml: once per group, not per cell)
         for cell in cells:
-            if resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
+            if cell.group not in trains:
+                trains[cell.group] = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs > 0
+            if not trains[cell.group]:
                 continue
             for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
                 needed.setdefault((cell.group, c), dataclasses.replace(

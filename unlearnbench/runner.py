@@ -81,9 +81,12 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         groups = list(dict.fromkeys(c.group for c in pending))
         firsts = [next(c for c in pending if c.group == g) for g in groups]
         retrains = [c for c in pending if c.method == "retrain"]
-        # retrained models the other cells' metrics need where no pending retrain cell trains them (a --only run
-        # without retrain, or cached retrain cells): trained once here, loaded from the stage cache when present
-        stand_ins = [c for c in retrained_stages(pending, grid, metrics) if c.method == "retrain" and c not in retrains]
+        # retrained models the other cells' metrics need whose retrain cell the plan does not hold (a --only run
+        # without retrain): one job each, before the cells, rather than inside them, where several workers would
+        # train the same model at once (a planned retrain cell, run or cached, has trained its model already)
+        planned = {(c.group, c.forget_class) for c in p.cells if c.method == "retrain"}
+        stand_ins = [c for c in retrained_stages(pending, grid, metrics)
+                     if c.method == "retrain" and (c.group, c.forget_class) not in planned]
         # one-round methods (WF-Net: all classes in one job) are the longest jobs: started first, no worker
         # is left alone with one at the end
         others = sorted((c for c in pending if c.method != "retrain"), key=lambda c: c.forget_class is not None)
@@ -100,7 +103,10 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                     if outcome.failure:
                         broken_groups[cell.group] = outcome.failure
                     continue
-                if outcome.job.kind == "retrained":  # a failure here fails the cells that need it, with the reason
+                if outcome.job.kind == "retrained":  # its cells then try to train it themselves (and fail alike)
+                    if outcome.failure:
+                        folder.log(f"retrained model of class {cell.forget_class} for {cell.dataset.label}/"
+                                   f"{cell.backbone.label} seed {cell.seed} failed: {outcome.failure['reason']}")
                     continue
                 if outcome.failure:
                     failures.append(outcome.failure)

@@ -168,7 +168,7 @@ def svc_attack_settings(settings: dict, metric: str) -> tuple[int | None, int]:
     return shadow_size, seed
 
 
-# attack results on the group's frozen stage models (the retrained model `tow` compares with), per Stages: every
+# attack results on the group's frozen stage models (the retrained model `tow` compares with), per model: every
 # cell of the group attacks the same retrained model with the same settings
 _STAGE_ATTACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -182,8 +182,8 @@ def svc_attack_efficacies(ctx: MetricContext, metric: str, features: Iterable[st
     cells). Features are fitted independently on the same seeded samples, so a memoised value equals a fresh one."""
     shadow_size, seed = svc_attack_settings(ctx.settings, metric)
     net = ctx.net if model is None else model
-    memo = ctx.logit_cache if model is None else _STAGE_ATTACKS.setdefault(ctx.stages, {})
-    key = ("svc", id(net), ctx.forget_class, shadow_size, seed)
+    memo = ctx.logit_cache if model is None else _STAGE_ATTACKS.setdefault(model, {})
+    key = ("svc", id(net), ctx.forget_class, shadow_size, seed)  # the cell's logit_cache keeps `net` alive
     done = memo.setdefault(key, {})
     missing = [f for f in features if f not in done]
     if missing:
