@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
-from .data import DATASETS, dataset_missing
+from .data import DATASETS, dataset_classes, dataset_missing
 from .discovery import MethodInfo, discover
 from .errors import UserError, did_you_mean
 from .grid import Cell, Grid, expand
@@ -107,7 +107,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
                         f"(or add --download to fetch them into a new one).")
     methods, plugin_errors = discover(options.plugins)
-    num_classes = {d.name: DATASETS.get(d.name).num_classes for d in grid.datasets}
+    num_classes = {d.name: dataset_classes(d.name, root, options.cache, d.options_dict) for d in grid.datasets}
     cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
     missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict) for d in grid.datasets}
     runnable, skipped = [], []
