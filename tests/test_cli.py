@@ -25,7 +25,7 @@ def test_top_level_help_lists_the_commands_and_names_the_default(capsys):
 
 
 RUN_ONLY = ["--dry-run", "--retry-failed"]
-GRID_OPTIONS = ["--grid", "--only", "--device", "--data-root", "--download", "--results-dir", "--cache-dir",
+GRID_OPTIONS = ["--grid", "--only", "--methods", "--device", "--data-root", "--download", "--results-dir", "--cache-dir",
                 "--launcher", "--workers", "--gpus", "--threads", "--slurm", "--quiet", "--plugins", "--out"]
 
 
@@ -167,3 +167,22 @@ def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys
     grid = write_grid(tmp_path, methods=["original", "finetune"], tuned=str(tuned))
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path, capsys):
+    """--methods all runs every discovered method; a list runs those, a listed one keeping the grid's parameter
+    overrides; an unknown name or an empty list is one error sentence."""
+    from unlearnbench.discovery import discover
+    from unlearnbench.grid import MethodEntry, load_grid, with_methods
+
+    grid = write_grid(tmp_path, methods=["original", {"name": "finetune", "params": {"steps": 7}}])
+    assert main(["--grid", str(grid), "--methods", "all", "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    plan_text = capsys.readouterr().out
+    assert all(f"  {m} " in plan_text for m in discover()[0])
+    chosen = with_methods(load_grid(str(grid)), "finetune, retrain")
+    assert chosen.methods == [MethodEntry("finetune", {"steps": 7}), MethodEntry("retrain")]
+    for extra, message in ((["retrain,nosuch"], "Unknown method 'nosuch'"), ([" , "], "--methods expects 'all'"),
+                           (["all", "--retry-failed"], "--methods cannot be combined with --retry-failed")):
+        assert main(["--grid", str(grid), "--methods", *extra, "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1

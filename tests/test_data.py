@@ -268,3 +268,20 @@ def test_a_corrupt_dataset_fails_its_own_cells_and_the_grid_goes_on(tmp_path):
     (failure,) = [f for f in result.failures if f["status"] == "failed"]
     assert failure["dataset"] == "mnist" and failure["reason"].startswith("DataFileError: MNIST file")
     assert f"{damaged} is truncated" in failure["reason"] and "\n" not in failure["reason"]
+
+
+def test_an_image_folder_trees_classes_are_counted_from_the_tree_so_imagenet_subsets_plan(tmp_path):
+    """`imagenet` holds 1000 classes only until a tree is there: a 3-class tree plans 3 forget classes (as an
+    ImageNet-100 or Imagenette tree would plan its own), and `imagefolder` needs no explicit class list."""
+    from unlearnbench.data import dataset_classes
+    from unlearnbench.grid import parse_grid
+    from unlearnbench.planning import RunOptions, plan
+
+    assert dataset_classes("imagenet", None) == 1000  # no tree: the registered count
+    _write_tree(tmp_path / "imagenet")
+    assert dataset_classes("imagenet", tmp_path) == dataset_classes("imagefolder", tmp_path / "imagenet") == 3
+    for name, root in (("imagenet", tmp_path), ("imagefolder", tmp_path / "imagenet")):
+        grid = parse_grid({"name": "t", "datasets": [name], "backbones": [{"name": "vgg16", "width": 0.0625}],
+                           "methods": ["retrain"], "forget_classes": "all", "recipe": {"epochs": 1}})
+        cells = plan(grid, RunOptions(device="cpu", data_root=root, cache_dir=tmp_path / "c")).cells
+        assert sorted(c.forget_class for c in cells) == [0, 1, 2]

@@ -528,6 +528,35 @@ def test_tow_of_the_original_is_the_product_of_its_accuracy_and_mia_gaps_to_retr
     assert rows[("train", "tow")] < 0.5  # the original still knows class 0; retrain does not
 
 
+def test_svc_attacks_are_fitted_once_per_model_and_class_and_reused_by_tow(stages, monkeypatch):
+    """In one cell, tow reuses mia_svc's confidence attack on the unlearned model; across cells, the retrained
+    model's attack is fitted once per group; the reused values equal freshly fitted ones."""
+    import unlearnbench.metrics.membership as membership
+
+    fits = []
+    real_svc = membership.SVC
+    monkeypatch.setattr(membership, "SVC", lambda **kw: fits.append(kw) or real_svc(**kw))
+    settings = dict(shadow_size=200, seed=5)
+    cut = LogitCut(stages.original(), 1).eval()
+
+    def cell(model):
+        ctx = MetricContext(data=stages.data, model=model, forget_class=1, stages=stages, method="t", settings={},
+                            has_retrain=True)
+        rows = {}
+        for name in ("mia_svc", "tow"):
+            ctx.settings = {**METRICS.get(name).defaults, **settings}
+            rows.update({(split, metric): value for split, metric, value in METRICS.get(name).compute(ctx)})
+        return rows
+
+    first = cell(SingleClassModel(cut, 1))
+    assert len(fits) == 3 + 1  # mia_svc's three features, then only the retrained model's confidence attack
+    second = cell(SingleClassModel(copy.deepcopy(cut), 1))
+    assert len(fits) == 3 + 1 + 3  # another cell: its own three, the retrained model's attack reused
+    assert first == second
+    monkeypatch.setattr(membership, "_STAGE_ATTACKS", membership.weakref.WeakKeyDictionary())
+    assert cell(SingleClassModel(copy.deepcopy(cut), 1)) == first and len(fits) == 3 + 1 + 3 + 4
+
+
 # ---------------------------------------------------------------- probe (feature-level forgetting)
 
 

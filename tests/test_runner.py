@@ -206,3 +206,54 @@ def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path
     assert list(devices[0]) == [device_name(torch.device("cpu"), 1)]
     assert list(devices[1]) == [device_name(torch.device("cpu"), 2)]
     assert list(frame.columns[: len(RECORD_COLUMNS) + 1]) == [*RECORD_COLUMNS, "device"]
+
+
+def test_retrained_models_the_metrics_need_are_their_own_stage_jobs():
+    """With retrain in the grid and a metric comparing with it, each (group, class) the other cells compare with
+    gets one retrained-model stage, also where --only left the retrain cells out; a one-round cell needs one per
+    forget class; a grid without retrain (unless `train_missing` asks), a recipe of 0 epochs, or metrics that never
+    compare with retrained models need none."""
+    from unlearnbench.grid import parse_grid
+    from unlearnbench.planning import metric_names, plan, retrained_stages
+
+    base = dict(datasets=["mnist5k"], backbones=[{"name": "vgg16", "width": 0.0625}], seeds=[0],
+                forget_classes=[0, 1], recipe={"epochs": 1}, metrics=["accuracy", "js_to_retrain"])
+
+    def cells(methods, **kw):
+        grid = parse_grid({"name": "t", "methods": methods, **base, **kw})
+        p = plan(grid, RunOptions(device="cpu", only={"method": "finetune,wfnet"}))
+        return [(c.method, c.forget_class) for c in retrained_stages(p.cells, grid, metric_names(grid))], grid
+
+    needed, _ = cells(["retrain", "finetune", "wfnet"])
+    assert sorted(needed) == [("retrain", 0), ("retrain", 1)]
+    assert cells(["finetune", "wfnet"])[0] == []
+    assert len(cells(["finetune", "wfnet"], metric_settings={"js_to_retrain": {"train_missing": True}})[0]) == 2
+    assert cells(["retrain", "finetune", "wfnet"], metrics=["accuracy", "zrf"])[0] == []
+    assert cells(["retrain", "finetune", "wfnet"], recipe={"epochs": 0},
+                 backbones=[{"name": "vgg16", "width": 0.0625, "pretrained": "x.safetensors"}])[0] == []
+
+
+def test_a_run_without_its_retrain_cells_trains_each_retrained_model_once_before_the_cells(tmp_path, monkeypatch):
+    """--only without retrain: the metrics still compare with retrained models (the grid has retrain), so each is
+    trained once, as its own job after the original's and before every cell, not inside the cells (where several
+    workers would train the same one at once). Jobs are recorded, not run."""
+    import unlearnbench.runner as runner
+    from unlearnbench.execution import Outcome
+
+    seen = []
+    monkeypatch.setattr(runner, "run_job", lambda job: seen.append(
+        (job.kind, job.cell.method, job.cell.forget_class)) or Outcome(job, records=[]))
+    grid = load_grid(str(write_grid(tmp_path, methods=["retrain", "finetune", "wfnet"],
+                                    metrics=["accuracy", "js_to_retrain"])))
+    result = run(grid, options(tmp_path, tmp_path / "cache", only={"method": "finetune,wfnet"}))
+    assert seen[:3] == [("original", "finetune", 0), ("retrained", "retrain", 0), ("retrained", "retrain", 1)]
+    assert sorted(seen[3:], key=str) == [("cell", "finetune", 0), ("cell", "finetune", 1), ("cell", "wfnet", None)]
+    assert (result.computed, result.failures) == (3, [])  # the stage jobs are not cells
+    # a failed retrained model is logged (its cells then try again themselves, and fail alike if it repeats)
+    seen.clear()
+    monkeypatch.setattr(runner, "run_job", lambda job: seen.append(job.kind) or (
+        Outcome(job, failure={"reason": "out of disk"}) if job.kind == "retrained" else Outcome(job, records=[])))
+    again = run(grid, options(tmp_path, tmp_path / "cache2", name="again", only={"method": "finetune"}))
+    assert seen == ["original", "retrained", "retrained", "cell", "cell"] and again.computed == 2
+    assert "retrained model of class 1 for mnist5k/vgg16-w0.0625 seed 0 failed: out of disk" in (
+        again.run_dir / "log.txt").read_text()

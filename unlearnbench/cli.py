@@ -24,6 +24,9 @@ def _grid_options() -> argparse.ArgumentParser:
     group.add_argument("--grid", default="smoke", help="a shipped grid name (smoke, paper, …) or a YAML file")
     group.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                        help="only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
+    group.add_argument("--methods", metavar="all|NAMES",
+                       help="replace the grid's methods: 'all' (every discovered method; the shipped smoke and "
+                            "mini grids run a named subset) or comma-separated names")
     return parent
 
 
@@ -186,11 +189,17 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     return options, launch_options
 
 
+def _with_methods(grid, methods: str | None):
+    from .grid import with_methods
+
+    return grid if methods is None else with_methods(grid, methods)
+
+
 def _tune(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid
     from .tuning import tune
 
-    grid = load_grid(args.grid)
+    grid = _with_methods(load_grid(args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only"))
     out = args.out or args.results_dir / "tuning" / grid.name
     result = tune(grid, options, launch_options, out)
@@ -215,12 +224,15 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     only = parse_pairs(args.only, "--only")
     data_root = args.data_root
     if args.retry_failed:
+        if args.methods is not None:
+            raise UserError("--methods cannot be combined with --retry-failed, which reruns the run folder's grid "
+                            "as it was; pass a new --out to run other methods.")
         config = _previous_config(args.out)
         grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
         only = only or config.get("only") or {}
         data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
     else:
-        grid = load_grid(args.grid)
+        grid = _with_methods(load_grid(args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)
     untuned = untuned_methods(grid, plan(grid, options))
     if untuned:

@@ -64,6 +64,7 @@ class DatasetInfo:
     description: str = ""
     num_classes: int | None = None
     train_images: int | None = None  # the training set's size before the validation cut (None: depends on the files)
+    count_classes: Callable[["DataSource"], int] | None = None  # the class count of the files present, read cheaply
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,18 @@ def load_dataset(
         test=_to_split(raw.test_images, raw.test_labels),
     )
     return data.to(device)
+
+
+def dataset_classes(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache",
+                    options: dict | None = None) -> int | None:
+    """How many classes dataset `name` has: counted in its files where it can be (an ImageFolder tree: its train/
+    class folders, so an ImageNet-100 tree under `imagenet` has 100) and they are present, else the registered
+    number (None: known only after loading)."""
+    info = DATASETS.get(name)
+    source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), False, dict(options or {}))
+    if info.count_classes is not None and info.missing(source) is None:
+        return info.count_classes(source)
+    return info.num_classes
 
 
 def dataset_missing(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache", options: dict | None = None) -> str | None:

@@ -1,6 +1,8 @@
 """Grids: a YAML spec (datasets × backbones × methods × parameters × seeds × forget classes) → cells."""
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -163,6 +165,18 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
         description=str(raw.get("description", "")), slurm=raw.get("slurm", {}), tuning=raw.get("tuning", {}),
         tuned=tuned,
     )
+
+
+def with_methods(grid: Grid, text: str) -> Grid:
+    """`grid` with its methods replaced (the --methods flag): 'all' (every discovered method) or comma-separated
+    names; a name the grid lists keeps the grid's parameter overrides."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError("--methods expects 'all' or comma-separated method names such as wfnet,retrain.")
+    if names == ["all"]:
+        return dataclasses.replace(grid, methods="all")
+    listed = {} if grid.methods == "all" else {m.name: m for m in grid.methods}
+    return dataclasses.replace(grid, methods=[listed.get(n, MethodEntry(n)) for n in dict.fromkeys(names)])
 
 
 def _as_list(value: Any, key: str, where: str) -> list:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
-from .data import DATASETS, dataset_missing
+from .data import DATASETS, dataset_classes, dataset_missing
 from .discovery import MethodInfo, discover
 from .errors import UserError, did_you_mean
 from .grid import Cell, Grid, expand
@@ -107,7 +107,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
                         f"(or add --download to fetch them into a new one).")
     methods, plugin_errors = discover(options.plugins)
-    num_classes = {d.name: DATASETS.get(d.name).num_classes for d in grid.datasets}
+    num_classes = {d.name: dataset_classes(d.name, root, options.cache, d.options_dict) for d in grid.datasets}
     cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
     missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict) for d in grid.datasets}
     runnable, skipped = [], []
@@ -153,6 +153,28 @@ def grid_has_retrain(grid: Grid) -> bool:
     return grid.methods == "all" or any(m.name == "retrain" for m in grid.methods)
 
 
+def retrained_stages(cells: list[Cell], grid: Grid, metrics: list[str]) -> list[Cell]:
+    """One cell per (group, forget class) whose retrained model `cells` need: the retrain cells themselves, and,
+    where a metric compares with retrained models (the grid has retrain, or the metric's `train_missing` asks), a
+    stand-in retrain cell for the other cells' classes. Groups whose recipe trains 0 epochs have none."""
+    needed: dict[tuple, Cell] = {}
+    for cell in cells:
+        if cell.method == "retrain":
+            needed.setdefault((cell.group, cell.forget_class), cell)
+    if any(METRICS.get(m).uses_retrained and (grid_has_retrain(grid) or metric_settings(grid, m).get("train_missing"))
+           for m in metrics):
+        trains = {}  # recipe epochs per group (resolve_recipe reads recipes.yaml: once per group, not per cell)
+        for cell in cells:
+            if cell.group not in trains:
+                trains[cell.group] = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs > 0
+            if not trains[cell.group]:
+                continue
+            for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
+                needed.setdefault((cell.group, c), dataclasses.replace(
+                    cell, method="retrain", params=(), forget_class=c, forget_classes=(c,)))
+    return list(needed.values())
+
+
 def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
     """The cache key of a cell: its full config, the device type and precision it runs in, the plugin file's hash,
     library versions and harness code (without the metrics package when the cell computes no metric, as a tuning
@@ -179,7 +201,7 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
     groups = {c.group for c in p.cells}
-    retrains = {(c.group, c.forget_class) for c in p.cells if c.method == "retrain"}
+    retrains = {(c.group, c.forget_class) for c in retrained_stages(p.cells, grid, metrics)}
     lines.append(f"stages: {len(groups)} original models, {len(retrains)} retrained models (shared, cached)")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
     image_epochs = 0

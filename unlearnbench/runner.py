@@ -18,7 +18,8 @@ from .errors import UserError, error_reason
 from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
-from .planning import RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan
+from .planning import (RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan,
+                       retrained_stages)
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
 
 __all__ = ["RunOptions", "RunResult", "run"]
@@ -36,8 +37,9 @@ class RunResult:
 def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
     """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
 
-    Original models are trained first (one job per group), then the retrain cells (whose models other metrics
-    reuse), then every other cell; each phase goes through the chosen launcher."""
+    Original models are trained first (one job per group), then the retrain cells and any other retrained model
+    the cells' metrics need (`retrained_stages`), then every other cell; each phase goes through the chosen
+    launcher."""
     metrics = metric_names(grid)
     p = plan(grid, options)
     device = p.device
@@ -79,13 +81,20 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         groups = list(dict.fromkeys(c.group for c in pending))
         firsts = [next(c for c in pending if c.group == g) for g in groups]
         retrains = [c for c in pending if c.method == "retrain"]
+        # retrained models the other cells' metrics need whose retrain cell the plan does not hold (a --only run
+        # without retrain): one job each, before the cells, rather than inside them, where several workers would
+        # train the same model at once (a planned retrain cell, run or cached, has trained its model already)
+        planned = {(c.group, c.forget_class) for c in p.cells if c.method == "retrain"}
+        stand_ins = [c for c in retrained_stages(pending, grid, metrics)
+                     if c.method == "retrain" and (c.group, c.forget_class) not in planned]
         # one-round methods (WF-Net: all classes in one job) are the longest jobs: started first, no worker
         # is left alone with one at the end
         others = sorted((c for c in pending if c.method != "retrain"), key=lambda c: c.forget_class is not None)
         bar = tqdm(total=len(p.cells), initial=cached, desc=f"grid {grid.name}", disable=not options.progress,
                    mininterval=1.0)
         broken_groups: dict = {}
-        for phase in (jobs("original", firsts), jobs("cell", retrains), jobs("cell", others)):
+        for phase in (jobs("original", firsts), jobs("cell", retrains) + jobs("retrained", stand_ins),
+                      jobs("cell", others)):
             phase = [j for j in phase if j.cell.group not in broken_groups]
             for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), crashed,
                                   slots):
@@ -93,6 +102,11 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 if outcome.job.kind == "original":
                     if outcome.failure:
                         broken_groups[cell.group] = outcome.failure
+                    continue
+                if outcome.job.kind == "retrained":  # its cells then try to train it themselves (and fail alike)
+                    if outcome.failure:
+                        folder.log(f"retrained model of class {cell.forget_class} for {cell.dataset.label}/"
+                                   f"{cell.backbone.label} seed {cell.seed} failed: {outcome.failure['reason']}")
                     continue
                 if outcome.failure:
                     failures.append(outcome.failure)

@@ -120,11 +120,17 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         return RawDataset(x_train, y_train, x_test, y_test, classes, *IMAGENET_STATS,
                           augment=source.options.get("augment", "crop_flip"))
 
-    return missing, load
+    def count_classes(source: DataSource) -> int:
+        """The class folders of train/ (one directory scan: planning needs no image decoded)."""
+        train_dir, _ = tree_splits(_tree_path(source, subfolder))
+        return sum(1 for e in os.scandir(train_dir) if e.is_dir())
+
+    return missing, load, count_classes
 
 
-_m, _l = _imagefolder("imagefolder", None, None, False)
-register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None)(_l)
-_m, _l = _imagefolder("imagenet", "imagenet", 224, True)
-register("imagenet", _m, "ImageNet-1k as an ImageFolder tree, resized 256 → centre crop 224", 1000,
-         train_images=1281167)(_l)
+_m, _l, _n = _imagefolder("imagefolder", None, None, False)
+register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None,
+         count_classes=_n)(_l)
+_m, _l, _n = _imagefolder("imagenet", "imagenet", 224, True)
+register("imagenet", _m, "ImageNet-1k (or a subset: the classes are the tree's) as an ImageFolder tree, resized "
+         "256 → centre crop 224", 1000, train_images=1281167, count_classes=_n)(_l)

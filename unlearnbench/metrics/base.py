@@ -69,24 +69,27 @@ class MetricContext:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered metric: `compute(ctx) → [(split, metric name, value), …]`, its default settings, and whether
-    a grid's `metrics: all` includes it (costly metrics run only where a grid names them)."""
+    """A registered metric: `compute(ctx) → [(split, metric name, value), …]`, its default settings, whether
+    a grid's `metrics: all` includes it (costly metrics run only where a grid names them) and whether it compares
+    with the retrained model of the forget class (where that exists, or its `train_missing` setting asks)."""
 
     name: str
     compute: Callable[[MetricContext], list[tuple[str, str, float]]]
     defaults: dict
     in_all: bool = True
+    uses_retrained: bool = False
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, *, in_all: bool = True, **defaults):
+def register_metric(name: str, *, in_all: bool = True, uses_retrained: bool = False, **defaults):
     """Decorator registering `compute` as metric `name` with default settings (overridable in the grid); with
-    `in_all=False` a grid runs it only when its `metrics` list names it."""
+    `in_all=False` a grid runs it only when its `metrics` list names it; `uses_retrained` lets the runner train
+    the retrained models it compares with before the cells."""
 
     def decorate(compute):
-        METRICS.register(name)(Metric(name, compute, defaults, in_all))
+        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained))
         return compute
 
     return decorate

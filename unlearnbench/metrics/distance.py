@@ -43,7 +43,7 @@ def mean_js(p: Tensor, q: Tensor) -> float:
     return float(js_divergence(p, q).mean())
 
 
-@register_metric("js_to_retrain", splits=["test"], train_missing=False)
+@register_metric("js_to_retrain", uses_retrained=True, splits=["test"], train_missing=False)
 def js_to_retrain(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows (split, 'js_to_retrain_forget' | 'js_to_retrain_retain', mean JS in nats, in [0, ln 2]) per split.
 

@@ -10,6 +10,7 @@ split:
 """
 from __future__ import annotations
 
+import weakref
 from typing import Iterable
 
 import numpy as np
@@ -167,14 +168,29 @@ def svc_attack_settings(settings: dict, metric: str) -> tuple[int | None, int]:
     return shadow_size, seed
 
 
+# attack results on the group's frozen stage models (the retrained model `tow` compares with), per model: every
+# cell of the group attacks the same retrained model with the same settings
+_STAGE_ATTACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def svc_attack_efficacies(ctx: MetricContext, metric: str, features: Iterable[str],
                           model: nn.Module | None = None) -> dict[str, float]:
-    """`svc_mia_efficacies` of `model` (default: the unlearned model) on ctx's ATTACK_VIEWS, with the shadow_size
-    and seed settings of `metric` (ctx.settings), checked."""
+    """`svc_mia_efficacies` of `model` (default: the unlearned model; else one of the group's frozen stage models)
+    on ctx's ATTACK_VIEWS, with the shadow_size and seed settings of `metric` (ctx.settings), checked. Each
+    feature's attack is fitted once per (model, forget class, shadow_size, seed): `tow` reuses `mia_svc`'s
+    confidence attack on the unlearned model (within the cell) and the retrained model's (across the group's
+    cells). Features are fitted independently on the same seeded samples, so a memoised value equals a fresh one."""
     shadow_size, seed = svc_attack_settings(ctx.settings, metric)
-    logits = [ctx.logits(split, view, model=model) for split, view in ATTACK_VIEWS]
-    labels = tuple(ctx.labels(split, view) for split, view in ATTACK_VIEWS)
-    return svc_mia_efficacies(*logits, labels, features=features, shadow_size=shadow_size, seed=seed)
+    net = ctx.net if model is None else model
+    memo = ctx.logit_cache if model is None else _STAGE_ATTACKS.setdefault(model, {})
+    key = ("svc", id(net), ctx.forget_class, shadow_size, seed)  # the cell's logit_cache keeps `net` alive
+    done = memo.setdefault(key, {})
+    missing = [f for f in features if f not in done]
+    if missing:
+        logits = [ctx.logits(split, view, model=model) for split, view in ATTACK_VIEWS]
+        labels = tuple(ctx.labels(split, view) for split, view in ATTACK_VIEWS)
+        done.update(svc_mia_efficacies(*logits, labels, features=missing, shadow_size=shadow_size, seed=seed))
+    return {f: done[f] for f in features}
 
 
 @register_metric("mia", attack=ATTACK_NAME, seed=0)

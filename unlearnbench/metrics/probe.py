@@ -63,7 +63,7 @@ def stage_features(model: nn.Module, num_classes: int) -> Features:
     return lambda x: penultimate_features(model, x, num_classes)
 
 
-@register_metric("probe", train_per_class=100, C=1.0, max_iter=1000, seed=0, train_missing=False)
+@register_metric("probe", uses_retrained=True, train_per_class=100, C=1.0, max_iter=1000, seed=0, train_missing=False)
 def probe(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('test', 'probe_forget' | 'probe_retain', probe accuracy in [0, 1]) and, where the retrained models
     exist (`ctx.has_retrain`, or `train_missing` asks for them), ('test', 'probe_forget_gap', probe_forget minus
