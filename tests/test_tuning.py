@@ -198,12 +198,13 @@ def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_
 
 def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_cache):
     grid = tune_grid(tmp_path, forget_classes=[1], methods=["negative_gradient", {"name": "wfnet",
-                     "params": {"max_steps": 4}}], tuning={"trials": 1, "forget_classes": [0, 2], "startup_trials": 0})
+                     "params": {"max_steps": 10}}], tuning={"trials": 1, "forget_classes": [0, 2], "startup_trials": 0})
     options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
     result = tune(grid, options, LaunchOptions(workers=1), tmp_path / "t")
     assert result.document["forget_classes"] == [0, 2] and not result.failures
     assert (result.trials.error == "").all() and (result.trials.objective < 2).all()
-    # scored on classes the trials unlearnt: the forget accuracy left is small, not the original's ~90 %
+    # scored on classes the trials unlearnt: the forget accuracy left is small (WF-Net: 10 steps, 0.05 from a fresh
+    # original; 4 steps left 0.42-0.56 depending on which test trained the shared one), not the original's ~90 %
     assert (result.trials.val_acc_forget < 0.5).all()
     outside = tune_grid(tmp_path, tuning={"trials": 1, "forget_classes": [3, 11]})
     with pytest.raises(UserError, match="Forget class 11 is outside dataset 'mnist5k'"):
