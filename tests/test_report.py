@@ -228,6 +228,13 @@ def test_statistics_against_hand_values():
     for d in ([1.5, -2.5, 3.5, 4.5, -0.5, 6.5], [3, -1, 4, -1.5, 5, 9, 2.5, -6]):
         assert signed_rank_p(np.array(d) + 7.0, np.full(len(d), 7.0)) == pytest.approx(exact_signed_rank_p(d))
     assert signed_rank_p([0.2, 0.3], [0.2, 0.3]) == 1.0 and np.isnan(signed_rank_p([], []))
+    # ties and zeros (accuracies of 12 (seed, class) pairs tie often): the sign-flip enumeration equals scipy's
+    from scipy import stats
+
+    for d in ([0.25, 0.25, -0.5, 0.0, 0.75, 0.25, -0.25, 0.5, 0.5, 0.0, 1.0, 0.25], [1, 1, 1, -1, 2, 2, 0, 3],
+              [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [2, -2, 0, 0]):
+        expected = stats.wilcoxon(np.array(d, float) / np.abs(d).max(), zero_method="wilcox", method="auto").pvalue
+        assert signed_rank_p(np.array(d) + 7.0, np.full(len(d), 7.0)) == pytest.approx(expected, rel=1e-12)
     assert holm([0.01, 0.04, np.nan, 0.03]) == pytest.approx([0.03, 0.06, np.nan, 0.06], nan_ok=True)
     assert holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
 

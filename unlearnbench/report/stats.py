@@ -35,7 +35,25 @@ def signed_rank_p(x, y) -> float:
     d = np.round((x - y) / scale, 12) if scale > 0 else np.zeros_like(x)
     if not d.any():
         return 1.0
+    nonzero = d[d != 0]
+    if len(d) <= 13 and (len(nonzero) < len(d) or len(np.unique(np.abs(nonzero))) < len(nonzero)):
+        return _sign_flip_p(nonzero)
     return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="auto").pvalue)
+
+
+def _sign_flip_p(nonzero: np.ndarray) -> float:
+    """The p-value scipy's `wilcoxon(method="auto")` gives with ties or zeros and ≤ 13 differences (its exact
+    permutation test over all 2^n sign flips), computed at once as one matrix product rather than one statistic per
+    flip (scipy took about a second per test at n = 12, minutes for a report's thousands). Zeros flip to themselves,
+    so leaving them out keeps every fraction; the statistic is the rank sum of the positive differences, and values
+    within scipy's relative tolerance (100 ε) of the observed one count as equal."""
+    ranks = stats.rankdata(np.abs(nonzero))
+    observed = ranks[nonzero > 0].sum()
+    flips = (np.arange(2 ** len(nonzero))[:, None] >> np.arange(len(nonzero))) & 1
+    null = flips @ ranks
+    gamma = abs(np.finfo(float).eps * 100 * observed)
+    less, greater = np.mean(null <= observed + gamma), np.mean(null >= observed - gamma)
+    return float(min(1.0, 2 * min(less, greater)))
 
 
 def holm(p) -> np.ndarray:
