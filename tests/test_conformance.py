@@ -78,7 +78,10 @@ def predictions(model: UnlearnedModel, x: torch.Tensor) -> dict[int, torch.Tenso
         return {c: model.for_class(c)(x) for c in model.classes()}
 
 
-def test_the_readme_methods_table_states_each_methods_retained_data_and_rounds():
+def test_the_readme_methods_table_states_each_methods_retained_data_rounds_and_tuning():
+    from unlearnbench.grid import tuned_parameters
+
+    tuned = {grid: tuned_parameters(grid) for grid in ("smoke", "mini")}
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme[readme.index("| method | file | paper (venue) |"):].split("\n\n")[0].splitlines()[2:]
     listed = set()
@@ -90,6 +93,9 @@ def test_the_readme_methods_table_states_each_methods_retained_data_and_rounds()
         for name, flag in zip(names, flags, strict=True):
             assert flag == ("yes" if METHODS[name].cls.uses_retain else "no"), name
             assert cells[5] == ("one class" if METHODS[name].cls.per_class else "all classes"), name
+            tuned_on = {grid for grid, result in tuned.items()
+                        if any(name in methods for backbones in result.values() for methods in backbones.values())}
+            assert set(re.findall(r"\b(smoke|mini)\b", cells[6])) == tuned_on, name
         listed.update(names)
     assert listed == set(METHODS)
 
