@@ -469,3 +469,39 @@ def test_global_rng_draws_depend_on_neither_workers_nor_cell_order(tmp_path):
     pd.testing.assert_frame_equal(after_class_3, serial)
     draws = serial[serial.metric.str.endswith("_draw")]
     assert len(draws) == 12 and draws.value.nunique() == 12  # every cell draws its own stream
+
+
+def test_a_stage_model_another_worker_is_training_is_waited_for_and_loaded_not_trained_twice(tmp_path):
+    """Two processes (here: threads with their own Stages) needing one uncached stage model: the second blocks on
+    the model's lock while the first trains it, then loads it from the cache; it never trains it itself."""
+    import threading
+
+    import torch
+
+    from unlearnbench.data import load_dataset
+    from unlearnbench.models import BackboneSpec
+    from unlearnbench.stages import Stages
+    from unlearnbench.training import resolve_recipe
+
+    data = load_dataset("mnist5k", cache_dir=tmp_path / "data")
+    spec = BackboneSpec("vgg16", 0.0625)
+    cache = Cache(tmp_path / "cache")
+
+    def stages(log):
+        return Stages(data, {"name": "mnist5k"}, spec, resolve_recipe("mnist5k", spec, {"epochs": 1}), seed=0,
+                      cache=cache, log=log)
+
+    trained_by_second = []
+    first, second = stages(lambda _: None), stages(trained_by_second.append)
+    key = first.key("retrained", forget_class=0)
+    got = {}
+    with cache.model_lock("retrained", key):  # the first worker is training it
+        waiter = threading.Thread(target=lambda: got.update(model=second.retrained(0)))
+        waiter.start()
+        time.sleep(1.0)
+        assert waiter.is_alive()  # blocked on the lock, not training
+        model = first.new_model(1)
+        first._train_stage("retrained-0", "retrained", key, model, 0, 1)  # what the lock holder saves
+    waiter.join(timeout=60)
+    assert trained_by_second == [] and not waiter.is_alive()
+    assert all(torch.equal(a, b) for a, b in zip(got["model"].state_dict().values(), model.state_dict().values()))

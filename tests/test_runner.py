@@ -214,7 +214,7 @@ def test_retrained_models_the_metrics_need_are_their_own_stage_jobs():
     forget class; a grid without retrain (unless `train_missing` asks), a recipe of 0 epochs, or metrics that never
     compare with retrained models need none."""
     from unlearnbench.grid import parse_grid
-    from unlearnbench.planning import metric_names, plan, retrained_stages
+    from unlearnbench.planning import metric_names, plan, retrained_models
 
     base = dict(datasets=["mnist5k"], backbones=[{"name": "vgg16", "width": 0.0625}], seeds=[0],
                 forget_classes=[0, 1], recipe={"epochs": 1}, metrics=["accuracy", "js_to_retrain"])
@@ -222,7 +222,7 @@ def test_retrained_models_the_metrics_need_are_their_own_stage_jobs():
     def cells(methods, **kw):
         grid = parse_grid({"name": "t", "methods": methods, **base, **kw})
         p = plan(grid, RunOptions(device="cpu", only={"method": "finetune,wfnet"}))
-        return [(c.method, c.forget_class) for c in retrained_stages(p.cells, grid, metric_names(grid))], grid
+        return [(c.method, c.forget_class) for c in retrained_models(p.cells, grid, metric_names(grid)).values()], grid
 
     needed, _ = cells(["retrain", "finetune", "wfnet"])
     assert sorted(needed) == [("retrain", 0), ("retrain", 1)]

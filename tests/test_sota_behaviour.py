@@ -1,7 +1,7 @@
 """Behaviour of the state-of-the-art methods (both waves) as the shipped smoke grid runs them with `--methods all`:
 on mnist5k with its CPU-size VGG-16 and ViT-T and the parameters the tuning protocol chose (reports/tuning/smoke),
 each forgets (mean test Acc_f ≤ 10 %) and keeps the rest (mean test Acc_r ≥ the original's − 10 points), over the
-grid's three forget classes. Where the tuned setting cannot, the test states the measured trade-off (CANNOT)."""
+grid's three forget classes. Where the tuned setting cannot, the test asserts the measured trade-off (TRADE_OFF)."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,27 +16,24 @@ SMOKE = load_grid("smoke")
 TUNED = tuned_parameters(SMOKE.tuned)["mnist5k"]
 NEW_METHODS = ["salun", "l1_sparse", "scrub", "bad_teacher", "ssd", "lf_ssd", "unsir",
                "boundary_shrink", "boundary_expand", "cf_k", "eu_k", "delete", "fisher", "sfron", "fcs", "msg"]
-# (method, backbone label) pairs that the tuned setting does not bring within the bounds: kept, and reported
-# (reports/smoke-all-methods/README.md has every method's numbers); strict where far outside the bound
-CANNOT = {
-    ("ssd", "vgg16-w0.0625"): ("SSD's best setting on the BatchNorm VGG forgets but keeps only 68 % (validation, "
-                               "10 classes) and 41 % (test, classes 1, 4, 7) of 96 % retain accuracy", True),
-    ("boundary_expand", "vgg16-w0.0625"): ("Boundary Expanding's best setting keeps 70.6 % (validation) and 54.1 % "
-                                           "(test) of 96 % retain accuracy: the shadow class drags the rest along",
-                                           True),
-    ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): ("Boundary Expanding keeps 83.0 % (test) against a bound "
-                                                         "of 83.2 % (80.0 % on validation)", False),
-    ("unsir", "vgg16-w0.0625"): ("UNSIR's setting, tuned on an earlier version's originals, keeps 83.3 % (test) "
-                                 "against a bound of 86.2 %", True),
+# (method, backbone label) pairs that the tuned setting does not bring within the retain bound: the test then asserts
+# the measured trade-off instead (still forgets; keeps at least the floor, a few points under the measured retain
+# accuracy), so a method that gets worse still fails. Measured: reports/smoke-all-methods/README.md (test, seed 0).
+TRADE_OFF = {
+    # SSD on the BatchNorm VGG: 68 % on validation (10 classes), 40.8 % here, of 96 %
+    ("ssd", "vgg16-w0.0625"): 0.35,
+    # Boundary Expanding: the shadow class drags the retained classes along (70.6 / 80.0 % on validation)
+    ("boundary_expand", "vgg16-w0.0625"): 0.45,   # 54.1 % measured
+    ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): 0.78,   # 83.0 %, the bound 83.2 %
+    # UNSIR's setting, tuned against originals trained in an earlier session: 83.3 % against a bound of 86.2 %
+    ("unsir", "vgg16-w0.0625"): 0.78,
 }
 
 
 def cases():
     for backbone in SMOKE.backbones:
         for method in NEW_METHODS:
-            reason, strict = CANNOT.get((method, backbone.label), (None, False))
-            marks = [pytest.mark.xfail(strict=strict, reason=reason)] if reason else []
-            yield pytest.param(method, backbone.label, marks=marks, id=f"{method}-{backbone.family}")
+            yield pytest.param(method, backbone.label, id=f"{method}-{backbone.family}")
 
 
 @pytest.fixture(scope="module")
@@ -55,4 +52,5 @@ def test_tuned_method_forgets_and_keeps_the_rest(method, backbone, test_split_me
     assert method in TUNED[backbone]  # the shipped grid runs it with tuned parameters
     means = test_split_means[backbone]
     assert means[(method, "acc_forget")] <= 0.10
-    assert means[(method, "acc_retain")] >= means[("original", "acc_retain")] - 0.10
+    floor = TRADE_OFF.get((method, backbone), means[("original", "acc_retain")] - 0.10)
+    assert means[(method, "acc_retain")] >= floor

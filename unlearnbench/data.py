@@ -244,16 +244,19 @@ def dataset_classes(name: str, root: str | Path | None, cache_dir: str | Path = 
     """How many classes dataset `name` has: counted in its files where it can be (an ImageFolder tree: its train/
     class folders, so an ImageNet-100 tree under `imagenet` has 100) and they are present, else the registered
     number (None: known only after loading)."""
-    info = DATASETS.get(name)
-    source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), False, dict(options or {}))
+    info, source = DATASETS.get(name), _source(root, cache_dir, options)
     if info.count_classes is not None and info.missing(source) is None:
         return info.count_classes(source)
     return info.num_classes
 
 
+def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None) -> DataSource:
+    """Where planning looks for a dataset's files (no download)."""
+    return DataSource(Path(root).expanduser() if root else None, Path(cache_dir), False, dict(options or {}))
+
+
 def dataset_missing(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache", options: dict | None = None) -> str | None:
     """Return why dataset `name` cannot be loaded from `root` (one sentence), or None when it can."""
-    info = DATASETS.get(name)
-    return info.missing(DataSource(Path(root).expanduser() if root else None, Path(cache_dir), False, dict(options or {})))
+    return DATASETS.get(name).missing(_source(root, cache_dir, options))
 
 

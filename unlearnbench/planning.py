@@ -153,26 +153,22 @@ def grid_has_retrain(grid: Grid) -> bool:
     return grid.methods == "all" or any(m.name == "retrain" for m in grid.methods)
 
 
-def retrained_stages(cells: list[Cell], grid: Grid, metrics: list[str]) -> list[Cell]:
-    """One cell per (group, forget class) whose retrained model `cells` need: the retrain cells themselves, and,
-    where a metric compares with retrained models (the grid has retrain, or the metric's `train_missing` asks), a
-    stand-in retrain cell for the other cells' classes. Groups whose recipe trains 0 epochs have none."""
-    needed: dict[tuple, Cell] = {}
-    for cell in cells:
-        if cell.method == "retrain":
-            needed.setdefault((cell.group, cell.forget_class), cell)
+def retrained_models(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[tuple, Cell]:
+    """(group, forget class) → a retrain cell, for every retrained model `cells` need: their own retrain cells,
+    and, where a metric compares with retrained models (the grid has retrain, or the metric's `train_missing`
+    asks), a stand-in retrain cell for each other cell's classes. Groups whose recipe trains 0 epochs need none."""
+    needed = {(c.group, c.forget_class): c for c in cells if c.method == "retrain"}
     if any(METRICS.get(m).uses_retrained and (grid_has_retrain(grid) or metric_settings(grid, m).get("train_missing"))
            for m in metrics):
         trains = {}  # recipe epochs per group (resolve_recipe reads recipes.yaml: once per group, not per cell)
         for cell in cells:
             if cell.group not in trains:
                 trains[cell.group] = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs > 0
-            if not trains[cell.group]:
-                continue
             for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
-                needed.setdefault((cell.group, c), dataclasses.replace(
-                    cell, method="retrain", params=(), forget_class=c, forget_classes=(c,)))
-    return list(needed.values())
+                if trains[cell.group] and (cell.group, c) not in needed:
+                    needed[cell.group, c] = dataclasses.replace(cell, method="retrain", params=(), forget_class=c,
+                                                                forget_classes=(c,))
+    return needed
 
 
 def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
@@ -201,7 +197,7 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
     groups = {c.group for c in p.cells}
-    retrains = {(c.group, c.forget_class) for c in retrained_stages(p.cells, grid, metrics)}
+    retrains = set(retrained_models(p.cells, grid, metrics))
     lines.append(f"stages: {len(groups)} original models, {len(retrains)} retrained models (shared, cached)")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
     image_epochs = 0

@@ -19,7 +19,7 @@ from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import (RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan,
-                       retrained_stages)
+                       retrained_models)
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
 
 __all__ = ["RunOptions", "RunResult", "run"]
@@ -38,7 +38,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
 
     Original models are trained first (one job per group), then the retrain cells and any other retrained model
-    the cells' metrics need (`retrained_stages`), then every other cell; each phase goes through the chosen
+    the cells' metrics need (`retrained_models`), then every other cell; each phase goes through the chosen
     launcher."""
     metrics = metric_names(grid)
     p = plan(grid, options)
@@ -82,11 +82,11 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         firsts = [next(c for c in pending if c.group == g) for g in groups]
         retrains = [c for c in pending if c.method == "retrain"]
         # retrained models the other cells' metrics need whose retrain cell the plan does not hold (a --only run
-        # without retrain): one job each, before the cells, rather than inside them, where several workers would
-        # train the same model at once (a planned retrain cell, run or cached, has trained its model already)
+        # without retrain): one job each, before the cells, so that the cells' workers find them cached rather
+        # than wait on one another's training (Stages trains a model under its cache lock); a planned retrain
+        # cell, run or cached, has trained its model already
         planned = {(c.group, c.forget_class) for c in p.cells if c.method == "retrain"}
-        stand_ins = [c for c in retrained_stages(pending, grid, metrics)
-                     if c.method == "retrain" and (c.group, c.forget_class) not in planned]
+        stand_ins = [c for k, c in retrained_models(pending, grid, metrics).items() if k not in planned]
         # one-round methods (WF-Net: all classes in one job) are the longest jobs: started first, no worker
         # is left alone with one at the end
         others = sorted((c for c in pending if c.method != "retrain"), key=lambda c: c.forget_class is not None)

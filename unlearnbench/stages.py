@@ -95,32 +95,40 @@ class Stages:
             seed = derive_seed([seed, "replicate", replicate])
         model = self.new_model(seed if replicate else None)
         meta = self.cache.load_model(kind, key, model)
+        if meta is None:  # train under the model's lock: a worker that waited for another's finds it cached
+            with self.cache.model_lock(kind, key):
+                meta = self.cache.load_model(kind, key, model)
+                if meta is None:
+                    self._train_stage(name, kind, key, model, forget_class, seed)
         charge = None
         if meta is not None:
             model.eval()
             self._costs[name] = charge = meta.get("cost", {})
-        else:
-            if self.recipe.epochs == 0 and forget_class is not None:
-                raise UserError(f"The {self.data.name} recipe trains 0 epochs (its originals are pretrained "
-                                f"weights), so there is no recipe to retrain {self.backbone.label} without class "
-                                f"{forget_class}: drop what needs retrained models or give the grid a `recipe:` "
-                                f"with epochs.")
-            with CostMeter(self.data.device) as cost:
-                if self.recipe.epochs == 0 or self.backbone.pretrained:
-                    self._load_pretrained(model)  # the original, or the starting point of training
-                if self.recipe.epochs > 0:
-                    split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
-                    desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
-                    train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
-            self._costs[name] = {"wall_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,
-                                 "peak_memory_bytes": cost.peak_memory_bytes}
-            self.cache.save_model(kind, key, model, {"kind": kind, "forget_class": forget_class,
-                                                     "cost": self._costs[name], **self._key_base})
-            self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: trained and cached")
         for p in model.parameters():
             p.requires_grad_(False)
         self._memory[name] = model
         return model, charge
+
+    def _train_stage(self, name: str, kind: str, key: str, model: nn.Module, forget_class: int | None,
+                     seed: int) -> None:
+        """Train stage model `name` in place (or load its pretrained weights) and cache it with its cost."""
+        if self.recipe.epochs == 0 and forget_class is not None:
+            raise UserError(f"The {self.data.name} recipe trains 0 epochs (its originals are pretrained "
+                            f"weights), so there is no recipe to retrain {self.backbone.label} without class "
+                            f"{forget_class}: drop what needs retrained models or give the grid a `recipe:` "
+                            f"with epochs.")
+        with CostMeter(self.data.device) as cost:
+            if self.recipe.epochs == 0 or self.backbone.pretrained:
+                self._load_pretrained(model)  # the original, or the starting point of training
+            if self.recipe.epochs > 0:
+                split = self.data.train if forget_class is None else self.data.train.retain(forget_class)
+                desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
+                train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
+        self._costs[name] = {"wall_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,
+                             "peak_memory_bytes": cost.peak_memory_bytes}
+        self.cache.save_model(kind, key, model, {"kind": kind, "forget_class": forget_class,
+                                                 "cost": self._costs[name], **self._key_base})
+        self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: trained and cached")
 
     def _load_pretrained(self, model: nn.Module) -> None:
         from .models import load_weights

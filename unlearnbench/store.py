@@ -156,6 +156,19 @@ class Cache:
             return None
         return info
 
+    @contextlib.contextmanager
+    def model_lock(self, kind: str, key: str):
+        """Hold the exclusive lock of model `kind`/`key` (blocking): processes about to train the same model take it
+        in turn, and the later ones find it cached instead of training it again."""
+        path = self._model_paths(kind, key)[0].with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def save_model(self, kind: str, key: str, model: nn.Module, meta: dict) -> int:
         """Store `model`'s weights as safetensors with a sidecar holding `meta` and the file hash; return bytes."""
         from safetensors.torch import save_model

@@ -100,7 +100,7 @@ def run_study(job, stages: Stages) -> list[dict]:
     info = discover(job.options.plugins)[0][cell.method]
     fixed = dict(cell.params)  # the defaults with the grid's fixed overrides: the trials change only the space
     space = searched_space(info.cls(), cell, job.grid)
-    classes = tuning_classes(settings, cell)
+    classes = tuning_classes(settings, cell, job.options)
     cell = trial_cell_classes(cell, classes)
     reference = {c: val_accuracies(stages.retrained(c), stages, c) for c in classes}
     cache = Cache(job.options.cache)
@@ -130,15 +130,17 @@ def searched_space(method, cell: Cell, grid: Grid) -> dict:
     return {k: v for k, v in method.space(cell.backbone).items() if k not in fixed}
 
 
-def tuning_classes(settings: TuningSettings, cell: Cell) -> list[int]:
+def tuning_classes(settings: TuningSettings, cell: Cell, options) -> list[int]:
     """The forget classes a study unlearns and scores on: the settings' list (None: the grid's forget classes). They
-    need not be among the grid's: a grid may evaluate fewer classes than its parameters were tuned on."""
-    from .data import DATASETS
+    need not be among the grid's: a grid may evaluate fewer classes than its parameters were tuned on. 'all' counts
+    the dataset's classes as planning does (an ImageFolder tree's own)."""
+    from .data import dataset_classes
     from .grid import forget_classes
 
     if settings.forget_classes is None:
         return list(cell.forget_classes)
-    return forget_classes(settings.forget_classes, DATASETS.get(cell.dataset.name).num_classes, cell.dataset.label)
+    n = dataset_classes(cell.dataset.name, options.data_root, options.cache, cell.dataset.options_dict)
+    return forget_classes(settings.forget_classes, n, cell.dataset.label)
 
 
 def trial_cell_classes(cell: Cell, classes: list[int]) -> Cell:
@@ -201,7 +203,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
             studies.setdefault(key, dataclasses.replace(cell, forget_class=None))
     if not studies:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
-    classes = {c.group: tuning_classes(settings, c) for c in studies.values()}
+    classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
     out.mkdir(parents=True, exist_ok=True)
     with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
