@@ -1,4 +1,7 @@
 """End to end on a tiny grid: records, resume from the cache, plugins from a folder, failure isolation, CLI errors."""
+import contextlib
+import os
+
 import pandas as pd
 import pytest
 import torch
@@ -186,6 +189,25 @@ def test_cells_and_stages_are_keyed_by_device_type_and_autocast_precision(tmp_pa
     cell, info = p.cells[0], p.methods["original"]
     keys = {d: cell_key(cell, grid, info, ["accuracy"], torch.device(d)) for d in ("cpu", "cuda:0", "cuda:1")}
     assert keys["cuda:0"] == keys["cuda:1"] != keys["cpu"]
+
+
+def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(monkeypatch):
+    """`--precision float32` reaches every worker through the environment: CUDA then computes in float32 with no
+    autocast, and its cache keys say float32, apart from the default bf16-autocast ones."""
+    import unlearnbench.training as training
+    from unlearnbench.cli import _options, build_parser
+
+    cuda = torch.device("cuda:0")
+    monkeypatch.setenv(training.PRECISION_VARIABLE, "auto")  # restored (removed) after the test
+    assert training.autocast_dtype(cuda) is torch.bfloat16
+    auto = training.compute_setting(cuda)
+    args = build_parser().parse_args(["tune", "--grid", "smoke", "--precision", "float32", "--device", "cpu"])
+    _options(args, [], load_grid("smoke"), None, {})
+    assert os.environ[training.PRECISION_VARIABLE] == "float32"
+    assert training.autocast_dtype(cuda) is None
+    assert isinstance(training.autocast(cuda), contextlib.nullcontext)
+    assert training.compute_setting(cuda) == {"device_type": "cuda", "precision": "float32"} != auto
+    assert training.compute_setting(torch.device("cpu"))["precision"] == "float32"
 
 
 def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path):

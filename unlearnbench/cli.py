@@ -34,6 +34,9 @@ def _data_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("device, data and folders")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    group.add_argument("--precision", choices=("auto", "float32"), default="auto",
+                       help="auto: bf16 autocast on CUDA, float32 on the CPU; float32: float32 everywhere, no "
+                            "TF32 (CUDA numbers comparable with the CPU's); caches keep the two apart")
     group.add_argument("--data-root", type=Path,
                        help="folder holding MNIST/, FashionMNIST/, CIFAR-10, ImageFolder trees")
     group.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
@@ -173,6 +176,9 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     from .launchers import LaunchOptions, default_workers
     from .planning import RunOptions, resolve_device, slurm_options
 
+    from .training import PRECISION_VARIABLE
+
+    os.environ[PRECISION_VARIABLE] = args.precision  # read by every worker process (autocast_dtype)
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
     options = RunOptions(
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from importlib import resources
 from typing import Callable
@@ -100,9 +101,15 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_d
     raise UserError(f"Unknown optimizer '{name}'; choose one of: {', '.join(OPTIMIZERS)}.")
 
 
+PRECISION_VARIABLE = "UNLEARNBENCH_PRECISION"  # set by --precision, so that worker processes inherit it
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype `autocast` computes in on `device`: bfloat16 on CUDA; None (no autocast, float32) on the CPU."""
-    return torch.bfloat16 if device.type == "cuda" else None
+    """The dtype `autocast` computes in on `device`: bfloat16 on CUDA; None (no autocast, float32) on the CPU and
+    wherever `--precision float32` asked for float32 throughout."""
+    if device.type != "cuda" or os.environ.get(PRECISION_VARIABLE, "auto") == "float32":
+        return None
+    return torch.bfloat16
 
 
 def compute_setting(device: torch.device) -> dict:
@@ -122,9 +129,11 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move `model` to `device`, channels_last on CUDA."""
+    """Move `model` to `device`, channels_last on CUDA; under `--precision float32` also without TF32 kernels."""
     model = model.to(device)
     if device.type == "cuda":
+        if autocast_dtype(device) is None:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         model = model.to(memory_format=torch.channels_last)
     return model
 

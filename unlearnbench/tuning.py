@@ -30,7 +30,7 @@ from .grid import Cell, Grid
 from .search_space import describe
 from .stages import Stages
 from .store import stable_hash
-from .training import predict_logits
+from .training import compute_setting, predict_logits
 from .tuning_results import earlier_tuning, in_plan_order, merged, summarise, write_tuning
 
 
@@ -228,7 +228,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     spaces = {k: describe(searched_space(p.methods[k[2]].cls(), studies[k], grid)) for k in ordered}
     threads = worker_threads(launch_options)
     header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
-              f"git {git_commit()}, {versions()}, device {p.device}\n"
+              f"git {git_commit()}, {versions()}, device {p.device} ({compute_setting(p.device)['precision']})\n"
               f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
               f"validation split (lower is better); the first trial is the method's defaults")
     rows: list[dict] = []
