@@ -209,3 +209,26 @@ def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_
     outside = tune_grid(tmp_path, tuning={"trials": 1, "forget_classes": [3, 11]})
     with pytest.raises(UserError, match="Forget class 11 is outside dataset 'mnist5k'"):
         tune(outside, options, LaunchOptions(workers=1), tmp_path / "u")
+
+
+def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, capsys):
+    """A dataset missing under --data-root skips its studies with the reason (log, output, failures) while the
+    others are tuned; when every study is skipped, tuning is one sentence."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    grid = write_grid(tmp_path, datasets=["mnist5k", "mnist"], methods=["negative_gradient"], forget_classes=[1],
+                      tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    out = tmp_path / "t"
+    code = main(["tune", "--grid", str(grid), "--data-root", str(empty), "--out", str(out), "--device", "cpu",
+                 "--workers", "1", "--cache-dir", str(shared_cache), "--quiet"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "1 failed studies" not in printed and "0 failed studies, 1 skipped" in printed
+    assert "skipped: negative_gradient mnist/vgg16-w0.0625:" in printed
+    assert set(yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]) == {"mnist5k"}
+    assert "skipped mnist/vgg16-w0.0625/negative_gradient: " in (out / "log.txt").read_text()
+
+    only_missing = load_grid(str(write_grid(tmp_path, "m.yaml", datasets=["mnist"], methods=["negative_gradient"],
+                                            tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})))
+    with pytest.raises(UserError, match="Every study of grid 'tiny' is skipped; the first: "):
+        tune(only_missing, RunOptions(cache_dir=shared_cache, device="cpu", progress=False, data_root=empty),
+             LaunchOptions(workers=1), tmp_path / "m")

@@ -201,17 +201,25 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         if p.methods[cell.method].cls().space(cell.backbone):
             key = (cell.dataset.label, cell.backbone.label, cell.method)
             studies.setdefault(key, dataclasses.replace(cell, forget_class=None))
+    skipped: dict = {}  # studies whose cells the plan skips (data missing, a method's own skip), with the reason
+    for cell, reason in p.skipped:
+        key = (cell.dataset.label, cell.backbone.label, cell.method)
+        if key not in studies and p.methods[cell.method].cls().space(cell.backbone):
+            skipped.setdefault(key, (dataclasses.replace(cell, forget_class=None), reason))
     if not studies:
+        if skipped:
+            raise UserError(f"Every study of grid '{grid.name}' is skipped; the first: "
+                            f"{next(iter(skipped.values()))[1]}.")
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
     out.mkdir(parents=True, exist_ok=True)
     with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
-        return _run_studies(grid, options, launch_options, out, p, settings, studies, classes)
+        return _run_studies(grid, options, launch_options, out, p, settings, studies, classes, list(skipped.values()))
 
 
 def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: TuningSettings, studies: dict,
-                 classes: dict) -> TuneResult:
+                 classes: dict, skipped: list) -> TuneResult:
     """`tune` from its plan on: stages first, then one job per study, the result written after every study."""
     from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
     from .launchers import WorkerSlots, launch
@@ -221,6 +229,10 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
+    failures: list[dict] = []
+    for cell, reason in skipped:  # said, not dropped silently: a resumed run with a dataset gone would lose them
+        log(f"skipped {cell.dataset.label}/{cell.backbone.label}/{cell.method}: {reason}")
+        failures.append(failure_row(cell, "skipped", reason))
     firsts = {c.group: c for c in studies.values()}
     retrained = [dataclasses.replace(c, forget_class=k) for g, c in firsts.items() for k in classes[g]]
     # one-round methods' trials are the longest: their studies start first
@@ -232,7 +244,6 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
               f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
               f"validation split (lower is better); the first trial is the method's defaults")
     rows: list[dict] = []
-    failures: list[dict] = []
     document: dict = {}
     phases = [("original", list(firsts.values())), ("retrained", retrained), ("tune", [studies[k] for k in ordered])]
     with WorkerSlots() as slots:  # one set of worker processes for every phase
