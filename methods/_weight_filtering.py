@@ -285,6 +285,7 @@ class FilterView(nn.Module):
         self.model = model
         self.forget_class = None if forget_class is None else int(forget_class)
         self.gates = dict(gates) if gates else None
+        self.training = model.training  # a view starts in its model's mode (nn.Module would say train)
 
     def forward(self, x: Tensor) -> Tensor:
         """Returns the logits [B, N_c] under the fixed class and gates."""

@@ -202,3 +202,25 @@ def test_mnist5k_forgets_every_class_and_keeps_the_rest(data, spec):
     assert mean_f <= 0.05, (mean_r, mean_f, base)
     assert mean_r >= base - 0.10, (mean_r, mean_f, base)
 
+
+
+def test_evaluating_one_class_leaves_the_shared_network_as_it_was_for_the_others(data):
+    """Regression: `predict_logits` restored a per-class view's flag with `train(was_training)`; a fresh view is
+    in train mode, so the shared backbone went to train mode for good, the probe's forwards then moved its
+    BatchNorm statistics and the other forget classes of a WF-Net cell fell to chance accuracy on the CNNs
+    (found in reports/mini-all-methods). Evaluating class 1 must leave class 4's logits bit-identical."""
+    torch.manual_seed(0)
+    model = FilteredModel(build_backbone(CNN, 10, 1, 28), 10).eval()
+    with torch.no_grad():  # class-specific filters, as untraining leaves them
+        for _, f in model.named_filters():
+            f.alpha_w.normal_(2.0, 2.0)
+    unlearned = wfnet.WFNetModel(model, [1, 4])
+    before = predict_logits(unlearned.for_class(4), data, data.test)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [m.running_mean.clone() for m in norms]
+    predict_logits(unlearned.for_class(1), data, data.test)
+    assert not any(m.training for m in model.modules())
+    unlearned.features(next(data.batches(data.train, 64))[0], 1, 10)  # the probe metric's path
+    assert all(torch.equal(s, m.running_mean) for s, m in zip(stats, norms))
+    assert torch.equal(predict_logits(unlearned.for_class(4), data, data.test), before)
+    assert not unlearned.for_class(4).training  # a view starts in its model's mode

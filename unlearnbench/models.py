@@ -1,6 +1,7 @@
 """Backbones (VGG-16, ResNet-18, ViT-T, ViT-S) from torchvision/timm, adapted to 28/32 px inputs, with CPU-size variants."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -168,14 +169,30 @@ def classifier_head(model: nn.Module, num_classes: int) -> str:
     return names[-1]
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Every submodule of `model` in eval mode inside the block, and each one's own flag restored after it.
+    `model.train(was_training)` would not do: a view built in train mode over a shared model in eval mode (WF-Net's
+    per-class views) would switch the shared model, BatchNorm included, to train mode for good."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
 def penultimate_features(model: nn.Module, x: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The input of the model's classifier head (`classifier_head`) for the batch x, flattened to [N, D]: its
-    penultimate features, whatever path the model takes to them (WF-Net's filtered layers included)."""
+    penultimate features, whatever path the model takes to them (WF-Net's filtered layers included), computed in
+    eval mode (BatchNorm statistics are read, never updated)."""
     head = model.get_submodule(classifier_head(model, num_classes))
     seen = []
     handle = head.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
     try:
-        model(x)
+        with evaluating(model):
+            model(x)
     finally:
         handle.remove()
     if not seen:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .config import from_mapping
 from .data import ImageData, Split
 from .errors import UserError, did_you_mean
-from .models import BackboneSpec
+from .models import BackboneSpec, evaluating
 
 
 @dataclass(frozen=True)
@@ -200,12 +200,10 @@ def eval_batch_size(device: torch.device) -> int:
 def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int | None = None) -> torch.Tensor:
     """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode and in float32 (no bf16
     autocast, so metrics on a GPU agree with the CPU's up to kernel rounding)."""
-    was_training = model.training
-    model.eval()
     outs = []
-    for x, _ in data.batches(split, batch_size or eval_batch_size(data.device)):
-        outs.append(model(x).float())
-    model.train(was_training)
+    with evaluating(model):  # every submodule's own train/eval flag is restored, not the top one's cascaded
+        for x, _ in data.batches(split, batch_size or eval_batch_size(data.device)):
+            outs.append(model(x).float())
     if not outs:
         return torch.empty(0, data.num_classes, device=data.device)
     return torch.cat(outs)
