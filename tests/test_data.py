@@ -285,3 +285,29 @@ def test_an_image_folder_trees_classes_are_counted_from_the_tree_so_imagenet_sub
                            "methods": ["retrain"], "forget_classes": "all", "recipe": {"epochs": 1}})
         cells = plan(grid, RunOptions(device="cpu", data_root=root, cache_dir=tmp_path / "c")).cells
         assert sorted(c.forget_class for c in cells) == [0, 1, 2]
+
+
+def test_a_test_per_class_subset_is_seeded_stratified_and_named(tmp_path):
+    """The paper's ImageNet evaluation (5 validation images a class) as the dataset option `test_per_class`: that
+    many test images of every class, the same ones on every load, the training split untouched, and the label
+    says so (stripped again where tables match the paper's datasets)."""
+    from unlearnbench.grid import parse_grid
+    from unlearnbench.report.paper import full_dataset_name
+
+    _write_tree(tmp_path / "tree", per_class=6)
+    whole = load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c", val_fraction=0.25)
+    loads = [load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c", val_fraction=0.25,
+                          options={"test_per_class": 2}) for _ in range(2)]
+    for sub in loads:
+        assert torch.bincount(sub.test.labels).tolist() == [2, 2, 2]
+        assert torch.equal(sub.train.images, whole.train.images)
+    assert torch.equal(loads[0].test.images, loads[1].test.images)
+    rows = {tuple(img.flatten().tolist()) for img in whole.test.images}
+    assert all(tuple(img.flatten().tolist()) in rows for img in loads[0].test.images)  # drawn from the test split
+
+    grid = parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 5, "train_per_class": 100}],
+                       "backbones": ["resnet18"]})
+    assert grid.datasets[0].label == "imagenet-100perclass-test5perclass"
+    assert full_dataset_name(grid.datasets[0].label) == "imagenet"
+    with pytest.raises(UserError, match="'test_per_class' of dataset 'imagenet'.*integer ≥ 1"):
+        parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 0}], "backbones": ["resnet18"]})

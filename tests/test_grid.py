@@ -2,7 +2,7 @@ import pytest
 
 from unlearnbench import UserError
 from unlearnbench.discovery import discover
-from unlearnbench.grid import builtin_grids, expand, load_grid, parse_grid
+from unlearnbench.grid import builtin_grids, expand, load_grid, parse_grid, with_methods
 
 from conftest import write_grid
 
@@ -101,13 +101,53 @@ def paper_methods_present(grid) -> bool:
 
 
 @pytest.mark.parametrize("name", ["smoke", "mini"])
-def test_shipped_tuned_grids_run_only_methods_their_tuning_chose_parameters_for(name):
+def test_shipped_tuned_grids_have_parameters_for_every_method_and_group(name):
+    """Every discovered method (not only the grid's named subset: `--methods all` runs them all) is tuned on every
+    dataset × backbone of the shipped tuned grids."""
     from unlearnbench.grid import tuned_parameters
 
     grid, methods = load_grid(name), discover()[0]
     tuned = tuned_parameters(grid.tuned)
-    for backbone in grid.backbones:
-        for entry in grid.methods:
-            if methods[entry.name].cls().space(backbone):  # original and retrain have nothing to tune
-                dataset = grid.datasets[0].label
-                assert entry.name in tuned[dataset][backbone.label], f"{name}: {entry.name} untuned on {backbone.label}"
+    assert len(methods) > len(grid.methods)  # a named subset by default
+    for dataset in grid.datasets:
+        for backbone in grid.backbones:
+            for method, info in methods.items():
+                if info.cls().space(backbone):  # original and retrain have nothing to tune
+                    assert method in tuned[dataset.label][backbone.label], \
+                        f"{name}: {method} untuned on {dataset.label}/{backbone.label}"
+
+
+def test_a_datasets_methods_list_runs_only_those_there_and_skips_the_rest_once_per_method(tmp_path):
+    """The paper's ImageNet protocol as grid YAML: `methods:` under a dataset keeps the other methods' cells off
+    that dataset, each skipped once per dataset × backbone × method (not once per class) with the reason, while the
+    grid's other datasets run everything; the list leaves the dataset's label and loader options alone."""
+    from unlearnbench.planning import RunOptions, plan
+
+    raw = {"name": "t", "datasets": ["mnist5k", {"name": "mnist5k", "train_per_class": 50,
+                                                 "methods": ["original", "wfnet"]}],
+           "backbones": [{"name": "vgg16", "width": 0.0625}], "methods": ["original", "wfnet", "negative_gradient"],
+           "forget_classes": [0, 1, 2], "recipe": {"epochs": 1}}
+    grid = parse_grid(raw)
+    assert grid.dataset_methods == {"mnist5k-50perclass": ("original", "wfnet")}
+    assert grid.datasets[1].options_dict == {"train_per_class": 50} and grid.datasets[1].label == "mnist5k-50perclass"
+    p = plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+    ran = {(c.dataset.label, c.method) for c in p.cells}
+    assert ran == {("mnist5k", "original"), ("mnist5k", "wfnet"), ("mnist5k", "negative_gradient"),
+                   ("mnist5k-50perclass", "original"), ("mnist5k-50perclass", "wfnet")}
+    assert [(c.dataset.label, c.method, c.forget_class) for c, _ in p.skipped] == [
+        ("mnist5k-50perclass", "negative_gradient", None)]
+    assert "runs only original, wfnet on mnist5k-50perclass" in p.skipped[0][1]
+    assert with_methods(grid, "all").dataset_methods == grid.dataset_methods
+    from unlearnbench.runner import _grid_dict  # a run's config.yaml keeps the list under its dataset
+    assert _grid_dict(grid)["datasets"][1]["methods"] == ["original", "wfnet"]
+    assert parse_grid(_grid_dict(grid)) == grid and "dataset_methods" not in _grid_dict(load_grid("smoke"))
+
+    paper = load_grid("paper")
+    assert paper.dataset_methods == {"imagenet-test5perclass": ("original", "wfnet")}
+    for bad, words in (("wfnet", "must be a non-empty list"), ([], "must be a non-empty list"),
+                       (["wfnett"], "dataset 'mnist5k-50perclass' in grid 't' name unknown method 'wfnett'.*did you "
+                                    "mean 'wfnet'"),
+                       (["scrub"], "name scrub, which the grid does not run")):
+        raw["datasets"][1]["methods"] = bad
+        with pytest.raises(UserError, match=words):
+            plan(parse_grid(raw), RunOptions(device="cpu", cache_dir=tmp_path / "c"))

@@ -196,18 +196,23 @@ def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(mon
     autocast, and its cache keys say float32, apart from the default bf16-autocast ones."""
     import unlearnbench.training as training
     from unlearnbench.cli import _options, build_parser
+    from unlearnbench.planning import plan
 
     cuda = torch.device("cuda:0")
     monkeypatch.setenv(training.PRECISION_VARIABLE, "auto")  # restored (removed) after the test
     assert training.autocast_dtype(cuda) is torch.bfloat16
     auto = training.compute_setting(cuda)
     args = build_parser().parse_args(["tune", "--grid", "smoke", "--precision", "float32", "--device", "cpu"])
-    _options(args, [], load_grid("smoke"), None, {})
+    options, _ = _options(args, [], load_grid("smoke"), None, {})
+    assert options.precision == "float32"  # each job carries it and sets it in its worker (execution.run_job)
+    plan(load_grid("smoke"), options)  # planning sets it for this process's cache keys
     assert os.environ[training.PRECISION_VARIABLE] == "float32"
     assert training.autocast_dtype(cuda) is None
     assert isinstance(training.autocast(cuda), contextlib.nullcontext)
     assert training.compute_setting(cuda) == {"device_type": "cuda", "precision": "float32"} != auto
     assert training.compute_setting(torch.device("cpu"))["precision"] == "float32"
+    with pytest.raises(UserError, match="Unknown precision 'fp16'; choose auto or float32"):
+        plan(load_grid("smoke"), RunOptions(precision="fp16"))
 
 
 def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path):

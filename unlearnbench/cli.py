@@ -176,14 +176,12 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     from .launchers import LaunchOptions, default_workers
     from .planning import RunOptions, resolve_device, slurm_options
 
-    from .training import PRECISION_VARIABLE
-
-    os.environ[PRECISION_VARIABLE] = args.precision  # read by every worker process (autocast_dtype)
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
     options = RunOptions(
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
+        precision=args.precision,
     )
     workers, gpus = args.workers, parse_gpus(args.gpus)
     if workers is None:
@@ -216,9 +214,11 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
                       f"{entry['default_objective']:.3f}), val Acc_r {entry['val_acc_retain']:.3f} Acc_f "
                       f"{entry['val_acc_forget']:.3f}, {entry['tuning_seconds']:.0f} s → {entry['params']}")
     for f in result.failures:
-        print(f"  failed: {f['method']} {f['dataset']}/{f['backbone']}: {f['reason']}")
-    print(f"\n{len(result.trials)} trials, {len(result.failures)} failed studies → {out / 'tuned.yaml'}")
-    return 1 if result.failures else 0
+        print(f"  {f['status']}: {f['method']} {f['dataset']}/{f['backbone']}: {f['reason']}")
+    failed = [f for f in result.failures if f["status"] != "skipped"]
+    print(f"\n{len(result.trials)} trials, {len(failed)} failed studies, {len(result.failures) - len(failed)} "
+          f"skipped → {out / 'tuned.yaml'}")
+    return 1 if failed else 0
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -271,7 +271,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
           f"{len(skipped)} skipped, {len(broken)} plugin files failed to load → {result.run_dir}")
     for status, cells in (("failed", failed), ("skipped", skipped)):
         for f in cells[:10]:
-            print(f"  {status}: {f['method']} {f['dataset']}/{f['backbone']} class {f['forget_class']}: {f['reason']}")
+            where = "every class" if f["forget_class"] is None else f"class {f['forget_class']}"
+            print(f"  {status}: {f['method']} {f['dataset']}/{f['backbone']} {where}: {f['reason']}")
     for f in broken:
         print(f"  plugin {f['method']}: {f['reason']}")
     nothing_ran = skipped and not result.computed and not result.cached

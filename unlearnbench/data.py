@@ -218,6 +218,7 @@ def load_dataset(
     info = DATASETS.get(name)
     options = dict(options or {})
     per_class = options.pop("train_per_class", None)  # a training subset, applied after the validation carve
+    test_per_class = options.pop("test_per_class", None)  # an evaluation subset (the paper's ImageNet: 5 a class)
     source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, options)
     problem = info.missing(source)
     if problem:
@@ -226,6 +227,9 @@ def load_dataset(
     kept, carved = stratified_split(raw.train_labels, val_fraction, SPLIT_SEED)
     if per_class:
         kept = per_class_subset(kept, raw.train_labels, per_class, SPLIT_SEED)
+    tested = np.arange(len(raw.test_labels))
+    if test_per_class:
+        tested = per_class_subset(tested, np.asarray(raw.test_labels), test_per_class, SPLIT_SEED)
     data = ImageData(
         name=name,
         classes=list(raw.classes),
@@ -234,7 +238,8 @@ def load_dataset(
         augment=raw.augment,
         train=_to_split(raw.train_images[kept], raw.train_labels[kept]),
         val=_to_split(raw.train_images[carved], raw.train_labels[carved]),
-        test=_to_split(raw.test_images, raw.test_labels),
+        test=_to_split(raw.test_images[tested] if test_per_class else raw.test_images,
+                       np.asarray(raw.test_labels)[tested]),
     )
     return data.to(device)
 

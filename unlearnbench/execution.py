@@ -25,7 +25,7 @@ from .metrics import METRICS, MetricContext
 from .planning import RunOptions, grid_has_retrain, metric_names, metric_settings, resolve_device
 from .stages import Stages
 from .store import Cache, LogFile, derive_seed, device_name
-from .training import resolve_recipe
+from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
 
@@ -187,6 +187,7 @@ def run_job(job: Job) -> Outcome:
     """Execute one job in this process; every error becomes a failure in the outcome, never an exception."""
     if job.threads:
         torch.set_num_threads(job.threads)
+    os.environ[PRECISION_VARIABLE] = job.options.precision  # carried by the job: Slurm tasks need no exported env
     log = LogFile(job.log_path)
     try:
         stages = KeptGroup.stages_for(GroupKey.of(job))

@@ -33,9 +33,11 @@ class DatasetEntry:
 
     @property
     def label(self) -> str:
-        """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`."""
-        per_class = self.options_dict.get("train_per_class")
-        return f"{self.name}-{per_class}perclass" if per_class else self.name
+        """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`, and so is a test
+        (evaluation) subset: `imagenet-test5perclass`."""
+        options = self.options_dict
+        train, test = options.get("train_per_class"), options.get("test_per_class")
+        return self.name + (f"-{train}perclass" if train else "") + (f"-test{test}perclass" if test else "")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Grid:
     slurm: dict = field(default_factory=dict)
     tuning: dict = field(default_factory=dict)
     tuned: str = ""
+    dataset_methods: dict = field(default_factory=dict)  # dataset label → the only methods run on it (`methods:`)
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,15 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     for required in ("datasets", "backbones"):
         if not raw.get(required):
             raise UserError(f"{where} needs a non-empty '{required}' list.")
-    datasets = [_dataset_entry(d, where) for d in _as_list(raw["datasets"], "datasets", where)]
+    raw_datasets = _as_list(raw["datasets"], "datasets", where)
+    datasets = [_dataset_entry(d, where) for d in raw_datasets]
+    dataset_methods = {entry.label: _dataset_methods(d, where) for entry, d in zip(datasets, raw_datasets)
+                       if isinstance(d, dict) and "methods" in d}
+    labels = [d.label for d in datasets]
+    for label in dataset_methods:
+        if labels.count(label) > 1:
+            raise UserError(f"Dataset '{label}' appears {labels.count(label)} times in {where} and one of them has a "
+                            f"'methods' list; list it once.")
     backbones = [_backbone_spec(b, where) for b in _as_list(raw["backbones"], "backbones", where)]
     methods = raw.get("methods", "all")
     if methods != "all":
@@ -163,7 +174,7 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
         seeds=seeds, forget_classes=classes, recipe=raw.get("recipe", {}), metrics=metrics,
         metric_settings=raw.get("metric_settings", {}), val_fraction=float(val_fraction),
         description=str(raw.get("description", "")), slurm=raw.get("slurm", {}), tuning=raw.get("tuning", {}),
-        tuned=tuned,
+        tuned=tuned, dataset_methods=dataset_methods,
     )
 
 
@@ -193,13 +204,25 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if not isinstance(value, dict) or "name" not in value:
         raise UserError(f"A dataset in {where} must be a name or a mapping with 'name', got {value!r}.")
     DATASETS.get(value["name"])
-    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class"), f"dataset '{value['name']}' of {where}")
-    per_class = value.get("train_per_class")
-    if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
-        raise UserError(f"'train_per_class' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "
-                        f"got {per_class!r}.")
-    options = tuple(sorted((k, v) for k, v in value.items() if k != "name"))
+    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "test_per_class", "methods"),
+               f"dataset '{value['name']}' of {where}")
+    for key in ("train_per_class", "test_per_class"):
+        per_class = value.get(key)
+        if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
+            raise UserError(f"'{key}' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "
+                            f"got {per_class!r}.")
+    options = tuple(sorted((k, v) for k, v in value.items() if k not in ("name", "methods")))
     return DatasetEntry(value["name"], options)
+
+
+def _dataset_methods(value: dict, where: str) -> tuple[str, ...]:
+    """A dataset's `methods:`: the only methods the grid runs on it (the paper's ImageNet protocol: no per-class
+    method there); the grid's other methods are skipped on it with that reason."""
+    names = value["methods"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise UserError(f"'methods' of dataset '{value['name']}' in {where} must be a non-empty list of method "
+                        f"names, got {names!r}.")
+    return tuple(names)
 
 
 def _backbone_spec(value: Any, where: str) -> BackboneSpec:

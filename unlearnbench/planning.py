@@ -3,6 +3,7 @@ plan shown before anything runs."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from .grid import Cell, Grid, expand
 from .launchers import SlurmOptions
 from .metrics import METRICS
 from .store import Cache, code_hash, stable_hash, versions
-from .training import compute_setting, resolve_recipe
+from .training import PRECISION_VARIABLE, compute_setting, resolve_recipe
 
 ONLY_KEYS = ("dataset", "backbone", "method", "seed", "forget_class")
 
@@ -37,6 +38,7 @@ class RunOptions:
     plugins: list = field(default_factory=list)
     progress: bool = True
     command: str = ""
+    precision: str = "auto"  # --precision: 'auto' (bf16 autocast on CUDA) or 'float32' everywhere
 
     @property
     def cache(self) -> Path:
@@ -102,6 +104,9 @@ def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
 def plan(grid: Grid, options: RunOptions) -> Plan:
     """Expand `grid` into cells, apply --only filters and mark cells that cannot run (missing data, method skip)."""
     device = resolve_device(options.device)
+    if options.precision not in ("auto", "float32"):
+        raise UserError(f"Unknown precision '{options.precision}'; choose auto or float32.")
+    os.environ[PRECISION_VARIABLE] = options.precision  # this process's cache keys; each job sets its worker's
     root = options.data_root
     if root is not None and not root.is_dir() and (root.exists() or not options.download):
         raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
@@ -111,6 +116,8 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
     missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict) for d in grid.datasets}
     runnable, skipped = [], []
+    cells, not_listed = _dataset_method_lists(grid, cells, methods)
+    skipped += not_listed
     for cell in cells:
         skip, reason = methods[cell.method].cls().skip(cell.dataset.name, cell.backbone)
         if cell.method == "retrain" and resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
@@ -123,6 +130,31 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         else:
             runnable.append(cell)
     return Plan(runnable, skipped, methods, plugin_errors, device)
+
+
+def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple[list[Cell], list]:
+    """The cells a dataset's `methods:` list allows, and one skipped entry (forget class None, whatever the
+    number of classes: ImageNet's 1000 would otherwise list 1000 each) per dataset × backbone × method × seed it
+    leaves out, with the reason."""
+    runs = set(methods) if grid.methods == "all" else {m.name for m in grid.methods}
+    for label, names in grid.dataset_methods.items():
+        for name in names:
+            if name not in methods:
+                raise UserError(f"The 'methods' of dataset '{label}' in grid '{grid.name}' name unknown method "
+                                f"'{name}'{did_you_mean(name, methods)}.")
+            if name not in runs:
+                raise UserError(f"The 'methods' of dataset '{label}' in grid '{grid.name}' name {name}, which the "
+                                f"grid does not run; add it to the grid's methods or remove it there.")
+    kept, left_out = [], {}
+    for cell in cells:
+        allowed = grid.dataset_methods.get(cell.dataset.label)
+        if allowed is None or cell.method in allowed:
+            kept.append(cell)
+        else:
+            reason = (f"grid '{grid.name}' runs only {', '.join(allowed)} on {cell.dataset.label} (its `methods:` "
+                      f"list there); add {cell.method} to that list to run it")
+            left_out.setdefault(dataclasses.replace(cell, forget_class=None), reason)
+    return kept, list(left_out.items())
 
 
 def _select(cells: list[Cell], only: dict, grid_name: str) -> list[Cell]:

@@ -209,7 +209,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     if not studies:
         if skipped:
             raise UserError(f"Every study of grid '{grid.name}' is skipped; the first: "
-                            f"{next(iter(skipped.values()))[1]}.")
+                            f"{next(iter(skipped.values()))[1].rstrip('.')}.")
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
