@@ -311,3 +311,17 @@ def test_a_test_per_class_subset_is_seeded_stratified_and_named(tmp_path):
     assert full_dataset_name(grid.datasets[0].label) == "imagenet"
     with pytest.raises(UserError, match="'test_per_class' of dataset 'imagenet'.*integer ≥ 1"):
         parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 0}], "backbones": ["resnet18"]})
+
+
+def test_an_evaluation_subset_shares_its_stage_models_with_the_whole_test_set():
+    """`test_per_class` changes which images are evaluated, not what is trained: the stage models' cache key leaves
+    it out (a grid without it keys them as before), while the training subset stays in it."""
+    import dataclasses
+
+    from unlearnbench.execution import stage_dataset_key
+    from unlearnbench.grid import DatasetEntry
+
+    whole = DatasetEntry("imagenet", (("train_per_class", 100),))
+    subset = DatasetEntry("imagenet", (("test_per_class", 5), ("train_per_class", 100)))
+    assert stage_dataset_key(subset) == stage_dataset_key(whole) == dataclasses.asdict(whole)
+    assert stage_dataset_key(DatasetEntry("imagenet")) != stage_dataset_key(whole)

@@ -160,8 +160,15 @@ def load_group(key: GroupKey) -> Stages:
                         val_fraction=key.val_fraction, device=resolve_device(key.device),
                         options=dataset.options_dict)
     recipe = resolve_recipe(dataset.name, backbone, json.loads(key.recipe))
-    return Stages(data, dataclasses.asdict(dataset), backbone, recipe, seed, Cache(key.cache), key.data_root,
+    return Stages(data, stage_dataset_key(dataset), backbone, recipe, seed, Cache(key.cache), key.data_root,
                   progress=key.progress, log=LogFile(key.log_path))
+
+
+def stage_dataset_key(dataset) -> dict:
+    """The dataset part of a stage model's cache key: the entry without `test_per_class`, which picks evaluation
+    images only, so ImageNet's 5-per-class evaluation reuses the original and retrained models of the whole test set
+    (and a grid without it keys them exactly as before)."""
+    return {**dataclasses.asdict(dataset), "options": tuple(kv for kv in dataset.options if kv[0] != "test_per_class")}
 
 
 class KeptGroup:
