@@ -200,16 +200,20 @@ def test_a_cell_that_kills_its_worker_is_a_failed_cell_and_the_run_goes_on(tmp_p
 
 
 def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
-    """CPU results are bit-reproducible for a fixed number of torch threads per worker, whatever the launcher."""
+    """CPU results are bit-reproducible for a fixed number of torch threads per worker, whatever the launcher
+    (Slurm with array_parallelism 2: the three retrain cells run as bundles of two and one)."""
     grid = load_grid(str(tiny(tmp_path)))
     serial = run(grid, RunOptions(out=tmp_path / "serial", cache_dir=tmp_path / "cache-serial", device="cpu",
                                   progress=False), LaunchOptions(threads=1))
     for name, launch in [("workers", LaunchOptions(workers=2, threads=1)),
                          ("slurm", LaunchOptions(launcher="slurm", threads=1,
-                                                 slurm=SlurmOptions(cluster="local", time_min=5)))]:
+                                                 slurm=SlurmOptions(cluster="local", time_min=5,
+                                                                    array_parallelism=2)))]:
         result = run(grid, RunOptions(out=tmp_path / name, cache_dir=tmp_path / f"cache-{name}", device="cpu",
                                       progress=False), launch)
         assert result.computed == 4 and not result.failures, (name, result.failures)
+        if name == "slurm":  # one task for the original, two for the retrain cells, one for the last cell
+            assert sum(d.name.isdigit() for d in (result.run_dir / "slurm").iterdir()) == 4
         pd.testing.assert_frame_equal(comparable(result.run_dir / "records.csv"),
                                       comparable(serial.run_dir / "records.csv"))
 

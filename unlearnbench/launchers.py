@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import signal
@@ -22,7 +23,9 @@ SLURM_POLL_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """Slurm settings for submitit job arrays (grid YAML `slurm:` or CLI flags)."""
+    """Slurm settings for submitit job arrays (grid YAML `slurm:` or CLI flags). Each array task has
+    `gpus_per_task` GPUs; `array_parallelism` caps the tasks running at once and sizes the bundles of jobs a task
+    runs (see `slurm_bundles`)."""
 
     partition: str | None = None
     time_min: int = 120
@@ -32,6 +35,11 @@ class SlurmOptions:
     array_parallelism: int = 64
     additional: dict = field(default_factory=dict)
     cluster: str | None = None  # None: Slurm when available; "local" runs the array on this machine (tests)
+
+    def __post_init__(self) -> None:
+        if self.array_parallelism < 1:
+            raise UserError(f"array_parallelism in the Slurm settings must be at least 1, "
+                            f"got {self.array_parallelism}.")
 
 
 @dataclass(frozen=True)
@@ -219,7 +227,31 @@ def _died(exc: BaseException) -> WorkerDied:
     return died
 
 
+def slurm_bundles(jobs: Sequence[J], parallelism: int) -> list[list[J]]:
+    """The jobs cut into bundles, one Slurm array task each, whose process runs them one after another. A bundle
+    holds jobs of one group (`job_group`) only, in their order (one-round cells before per-class ones), so the
+    task loads the group's data and stage models once for all of them (execution.KeptGroup). To keep about
+    `parallelism` tasks busy, a group of more than ceil(len(jobs) / parallelism) jobs is split into near-equal
+    bundles of at most that many; a job without a group (nothing to share) is a bundle of its own. Bundles come in
+    the order of their first job."""
+    size = math.ceil(len(jobs) / parallelism)
+    groups: dict[Hashable, list[int]] = {}
+    for k, job in enumerate(jobs):
+        group = job_group(job)
+        groups.setdefault(object() if group is None else group, []).append(k)
+    bundles = []
+    for members in groups.values():
+        count = math.ceil(len(members) / size)
+        bundles += [members[i * len(members) // count:(i + 1) * len(members) // count] for i in range(count)]
+    return [[jobs[k] for k in bundle] for bundle in sorted(bundles)]
+
+
 def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
+    """Run the jobs as a submitit job array, one task (with its own GPU) per bundle of `slurm_bundles`, and yield
+    every job's outcome, bundle by bundle in the order the tasks finish. A task that dies (killed, out of memory,
+    out of requeues) fails all its bundle's jobs through `on_crash`, those it had finished too: what they computed
+    is not lost (a cell's records and a stage model are cached as soon as they are done), so a re-run or
+    --retry-failed takes them from the cache; only the job running at the time starts over."""
     try:
         import submitit
     except ImportError:
@@ -233,30 +265,36 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
                       slurm_additional_parameters=dict(s.additional))
         params = {k: v for k, v in params.items() if v is not None}
     executor.update_parameters(**params)
-    running = dict(zip(executor.map_array(RequeueableJob(fn), jobs), jobs))
+    bundles = slurm_bundles(jobs, s.array_parallelism)
+    running = dict(zip(executor.map_array(RequeueableBundle(fn), bundles), bundles))
     while running:  # completion order: poll the array, yield whatever finished
         finished = [handle for handle in running if handle.done()]
         if not finished:
             time.sleep(SLURM_POLL_SECONDS)
         for handle in finished:
-            job = running.pop(handle)
+            bundle = running.pop(handle)
             try:
-                yield handle.result()
+                outcomes = handle.result()
             except Exception as exc:
-                yield on_crash(job, exc)
+                outcomes = [on_crash(job, exc) for job in bundle]
+            yield from outcomes
 
 
-class RequeueableJob:
-    """A submitit callable that asks to be requeued with the same arguments when preempted or timed out;
-    finished cells are cached, so the requeued job resumes where the grid stopped."""
+class RequeueableBundle:
+    """A submitit callable running a bundle's jobs in turn, which asks to be requeued with the same bundle when
+    preempted or timed out. The outcomes of the jobs it finished travel with the requeued task, which starts again
+    at the job that was running (whose stage models already trained come from the cache)."""
 
-    def __init__(self, fn) -> None:
+    def __init__(self, fn, done: Sequence = ()) -> None:
         self.fn = fn
+        self.done = list(done)
 
-    def __call__(self, job):
-        return self.fn(job)
+    def __call__(self, bundle: list) -> list:
+        for job in bundle[len(self.done):]:
+            self.done.append(self.fn(job))
+        return self.done
 
-    def checkpoint(self, job):
+    def checkpoint(self, bundle: list):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(RequeueableJob(self.fn), job)
+        return submitit.helpers.DelayedSubmission(RequeueableBundle(self.fn, self.done), bundle)

@@ -1,0 +1,112 @@
+"""Slurm arrays route a group's jobs to the same task: bundles never mix groups, keep their jobs' order, and come
+back one outcome per job, whether a task finishes, dies or is requeued (submitit's local executor runs the array)."""
+import dataclasses
+import signal
+from collections import Counter
+
+import pytest
+
+from unlearnbench import UserError
+from unlearnbench.launchers import LaunchOptions, SlurmOptions, job_group, launch, slurm_bundles
+
+
+def fake_jobs(groups: list) -> list:
+    """Jobs shaped like the runner's (a `cell` with a `group`); classes defined here are pickled by value, so the
+    array's processes need not import this module."""
+    @dataclasses.dataclass(frozen=True)
+    class FakeCell:
+        group: str
+
+    @dataclasses.dataclass(frozen=True)
+    class FakeJob:
+        cell: FakeCell
+        n: int
+
+    return [FakeJob(FakeCell(g), n) for n, g in enumerate(groups)]
+
+
+def test_bundles_hold_one_group_each_in_order_and_number_about_the_array_parallelism():
+    jobs = fake_jobs([f"g{n % 3}" for n in range(100)]) + [7, 8]  # three interleaved groups; two jobs without one
+    bundles = slurm_bundles(jobs, 8)
+    assert sorted(id(j) for b in bundles for j in b) == sorted(id(j) for j in jobs)  # every job exactly once
+    assert all(len({job_group(j) for j in b}) == 1 for b in bundles)  # groups never mixed
+    assert [7] in bundles and [8] in bundles  # a job without a group is alone
+    assert max(map(len, bundles)) <= 13  # ceil(102 / 8)
+    assert 8 <= len(bundles) <= 8 + 3 + 2
+    for g in ("g0", "g1", "g2"):
+        assert [j for b in bundles for j in b if job_group(j) == g] == [j for j in jobs if job_group(j) == g]
+    firsts = [jobs.index(b[0]) for b in bundles]
+    assert firsts == sorted(firsts)  # in the order of their first job
+
+    few = fake_jobs(["a", "b", "a", "b", "a"])
+    for parallelism in (1, 2):  # bundles of up to 5 or 3 jobs: one per group
+        assert slurm_bundles(few, parallelism) == [few[0::2], few[1::2]]
+    assert slurm_bundles(few, 64) == [[j] for j in few]  # more tasks than jobs: one job each
+    with pytest.raises(UserError, match="array_parallelism in the Slurm settings must be at least 1, got 0."):
+        SlurmOptions(array_parallelism=0)
+
+
+def local_array(tmp_path, parallelism: int) -> LaunchOptions:
+    return LaunchOptions(launcher="slurm", folder=tmp_path,
+                         slurm=SlurmOptions(cluster="local", time_min=5, array_parallelism=parallelism))
+
+
+def test_a_groups_jobs_run_in_the_processes_of_its_bundles(tmp_path):
+    """Six jobs of two groups, array_parallelism 2 (bundles of at most 3): group a's four jobs run two by two in
+    two processes, group b's two in one; every outcome comes back once."""
+    def record(job) -> tuple:  # nested, so pickled by value
+        import os
+        return job.n, job.cell.group, os.getpid()
+
+    jobs = fake_jobs(["a", "b", "a", "a", "b", "a"])
+    out = list(launch(record, jobs, local_array(tmp_path, 2), lambda job, exc: ("crashed", job.n, exc)))
+    assert sorted(o[0] for o in out) == list(range(6))
+    pid = {n: p for n, _, p in out}
+    assert pid[0] == pid[2] and pid[3] == pid[5] and pid[1] == pid[4]
+    assert len(set(pid.values())) == 3
+
+
+def test_a_task_that_dies_fails_its_bundles_jobs_alone(tmp_path, monkeypatch):
+    """Group a's middle job ends its process: a's three jobs (one bundle) fail through on_crash, the first one
+    included; group b's bundle comes back normally."""
+    import submitit
+
+    monkeypatch.setattr(submitit.local.local.LocalJob, "_results_timeout_s", 1)  # no result pickle to wait for
+
+    def job(j) -> tuple:  # nested, so pickled by value
+        import os
+        if j.n == 2:
+            os._exit(3)
+        return "ok", j.n
+
+    jobs = fake_jobs(["a", "b", "a", "b", "a"])
+    out = list(launch(job, jobs, local_array(tmp_path, 2), lambda j, exc: ("crashed", j.n)))
+    assert sorted(out) == [("crashed", 0), ("crashed", 2), ("crashed", 4), ("ok", 1), ("ok", 3)]
+
+
+def test_a_preempted_bundle_is_requeued_and_resumes_at_the_job_it_was_running(tmp_path):
+    """The second job of a three-job bundle is preempted (SIGUSR2, as Slurm sends) the first time it runs: the
+    task is requeued with the bundle, keeps the first job's outcome and runs the second and third in its new
+    process; each outcome comes back once."""
+    ran = tmp_path / "ran"
+    ran.mkdir()
+
+    def job(j) -> tuple:  # nested, so pickled by value
+        import os
+        import time
+        runs = ran / str(j.n)
+        with runs.open("a") as f:
+            f.write(f"{os.getpid()}\n")
+        if j.n == 1 and len(runs.read_text().split()) == 1:
+            os.kill(os.getpid(), signal.SIGUSR2)  # submitit checkpoints and requeues from its handler
+            time.sleep(30)
+        return j.n, os.getpid()
+
+    jobs = fake_jobs(["a", "a", "a"])
+    out = list(launch(job, jobs, local_array(tmp_path, 1), lambda j, exc: ("crashed", j.n, exc)))
+    assert sorted(n for n, _ in out) == [0, 1, 2], out
+    runs = {n: (ran / str(n)).read_text().split() for n in range(3)}
+    assert Counter(map(len, runs.values())) == Counter({1: 2, 2: 1})  # the preempted job alone ran twice
+    first, second = runs[1]
+    assert runs[0] == [first] and runs[2] == [second] and first != second
+    assert dict(out) == {0: int(first), 1: int(second), 2: int(second)}
