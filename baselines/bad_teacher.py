@@ -44,8 +44,8 @@ class BadTeacher(FinetuningUnlearner):
         params, c = task.params, task.forget_class
         forget, retain = task.data.train.forget(c), retain_sample(task, params["retain_fraction"])
         # the labels of this mix say which teacher a sample learns from: 1 the incompetent one, 0 the original
-        mix = Split(torch.cat([forget.images, retain.images]),
-                    torch.cat([torch.ones_like(forget.labels), torch.zeros_like(retain.labels)]))
+        mix = Split.concat([Split(forget.images, torch.ones_like(forget.labels)),
+                            Split(retain.images, torch.zeros_like(retain.labels))])
         batches = endless_batches(task.data, mix, params["batch_size"], task.generator,
                                   f"training set of class {c} with its retain sample")
         competent, incompetent = task.original, task.new_model(task.seed).eval()

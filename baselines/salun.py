@@ -89,7 +89,7 @@ class SalUn(FinetuningUnlearner):
                 p.copy_(torch.where(masks[name], p, frozen[name]))
 
         relabelled, retain = relabelled_forget_set(task), task.data.train.retain(c)
-        mix = Split(torch.cat([relabelled.images, retain.images]), torch.cat([relabelled.labels, retain.labels]))
+        mix = Split.concat([relabelled, retain])
         batches = endless_batches(task.data, mix, size, task.generator, f"training set of class {c} with the rest")
         outcome = finetune(model, lambda net: cross_entropy_parts(net, next(batches))[0], task,
                            held_out=held_out_forget_set(task), before_step=mask_gradients, after_step=restore_frozen)

@@ -1,4 +1,5 @@
-"""Image datasets held as uint8 tensors on the compute device, with class views and device-side augmentation."""
+"""Image datasets held as uint8 tensors on the compute device (or, when larger than a memory budget, read from
+disk batch by batch: `disk_images`), with class views and device-side augmentation."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -9,24 +10,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .disk_images import DiskImages
 from .errors import UserError
 from .registry import Registry
 
 
 @dataclass(frozen=True)
 class Split:
-    """Images as uint8 [N, C, H, W] and int64 labels [N], on one device."""
+    """Images as uint8 [N, C, H, W] and int64 labels [N], on one device. The images are a tensor or, for a dataset
+    stored on disk, a `DiskImages` view: indexing either gives a uint8 tensor; `subset` reads nothing from disk."""
 
-    images: torch.Tensor
+    images: torch.Tensor | DiskImages
     labels: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.images, DiskImages)
+
     def subset(self, index: torch.Tensor) -> "Split":
         """Return the samples at `index` (a LongTensor or bool mask)."""
         index = index.to(self.labels.device)
-        return Split(self.images[index], self.labels[index])
+        images = self.images.select(index) if self.on_disk else self.images[index]
+        return Split(images, self.labels[index])
+
+    @staticmethod
+    def concat(splits: list["Split"]) -> "Split":
+        """The samples of `splits`, one after another (views of one image file stay on disk)."""
+        if all(s.on_disk for s in splits):
+            images = DiskImages.concat(s.images for s in splits)
+        else:
+            images = torch.cat([s.images[:] if s.on_disk else s.images for s in splits])
+        return Split(images, torch.cat([s.labels for s in splits]))
 
     def forget(self, forget_class: int) -> "Split":
         """D_f(c): every sample of class `forget_class`."""
@@ -92,6 +109,7 @@ class ImageData:
     train: Split
     val: Split
     test: Split
+    train_eval: Split | None = None  # what metrics read as 'train' where the whole split is too large (ImageNet)
 
     @property
     def num_classes(self) -> int:
@@ -110,13 +128,17 @@ class ImageData:
         return self.train.images.device
 
     def split(self, name: str) -> Split:
-        """Return the split called 'train', 'val' or 'test'."""
+        """Return the split that metrics evaluate as 'train', 'val' or 'test': 'train' is the training-split
+        evaluation subset where the dataset has one (`train_eval_per_class`), else the whole training split."""
         if name not in ("train", "val", "test"):
             raise UserError(f"Unknown split '{name}'; choose train, val or test.")
+        if name == "train" and self.train_eval is not None:
+            return self.train_eval
         return getattr(self, name)
 
     def to(self, device: torch.device | str) -> "ImageData":
-        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device),
+                       train_eval=None if self.train_eval is None else self.train_eval.to(device))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] → float32 normalised with the dataset's mean and std."""
@@ -136,16 +158,31 @@ class ImageData:
         augment: bool = False,
         generator: torch.Generator | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield normalised (x, y) batches of `split`, shuffled and augmented on the device when asked."""
+        """Yield normalised (x, y) batches of `split`, shuffled and augmented on the device when asked. A split on
+        disk is read one batch ahead, in a thread, while the caller works on the current one."""
         n = len(split)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(split.labels.device)
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            images = split.images[index]
+        indices = [order[start : start + batch_size] for start in range(0, n, batch_size)]
+        for index, images in zip(indices, _read_ahead(split, indices)):
             if augment and self.augment != "none":
                 images = augment_batch(images, self.augment, generator)
             yield self.normalize(images), split.labels[index]
+
+
+def _read_ahead(split: Split, indices: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """split.images[index] for every index; from disk, the next batch is read while this one is used."""
+    if not split.on_disk:
+        yield from (split.images[index] for index in indices)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(split.images.__getitem__, indices[0]) if indices else None
+        for k in range(len(indices)):
+            images = pending.result()
+            pending = reader.submit(split.images.__getitem__, indices[k + 1]) if k + 1 < len(indices) else None
+            yield images
 
 
 def augment_batch(images: torch.Tensor, kind: str, generator: torch.Generator | None) -> torch.Tensor:
@@ -202,6 +239,29 @@ def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
 
 
 SPLIT_SEED = 0  # the train/val carve is part of a dataset's definition, not of a run's seed
+STORAGES = ("auto", "memory", "disk")
+DEFAULT_MEMORY_BUDGET_GB = 4.0  # decoded images a worker holds in memory at most; larger datasets stay on disk
+
+
+def memory_budget_bytes(options: dict) -> int:
+    """The dataset option `memory_budget_gb` (default DEFAULT_MEMORY_BUDGET_GB) in bytes."""
+    budget = options.get("memory_budget_gb", DEFAULT_MEMORY_BUDGET_GB)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+        raise UserError(f"memory_budget_gb must be a number of GiB above 0, got {budget!r}.")
+    return int(budget * 2**30)
+
+
+def _keeps_on_disk(name: str, raw: RawDataset, storage: str, budget: int, rows: int) -> bool:
+    """Whether `rows` images of `raw` are read from disk batch by batch rather than held on the device: `storage`
+    says so, or (auto) they would take more than the memory budget and the loader decoded them to a file."""
+    if storage not in STORAGES:
+        raise UserError(f"Unknown storage '{storage}' for dataset '{name}'; choose one of: {', '.join(STORAGES)}.")
+    on_file = isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
+    if storage == "disk" and not on_file:
+        raise UserError(f"Dataset '{name}' is loaded into memory by its loader; storage: disk applies to datasets "
+                        f"decoded to a file (ImageFolder trees such as imagenet).")
+    row_bytes = int(np.prod(raw.train_images.shape[1:]))
+    return storage == "disk" or (storage == "auto" and on_file and rows * row_bytes > budget)
 
 
 def load_dataset(
@@ -214,34 +274,55 @@ def load_dataset(
     device: torch.device | str = "cpu",
     options: dict | None = None,
 ) -> ImageData:
-    """Load a registered dataset, carve a stratified validation split from train, and move it to `device`."""
+    """Load a registered dataset, carve a stratified validation split from train, and move it to `device`.
+
+    Options besides the loader's: `train_per_class` (a training subset), `test_per_class` (an evaluation subset of
+    the test split), `train_eval_per_class` (an evaluation subset of the training split, what metrics read as
+    'train'), `storage` (auto | memory | disk) and `memory_budget_gb`: a dataset whose decoded images exceed the
+    budget is read from its decoded file batch by batch (auto), so memory stays bounded whatever its size."""
     info = DATASETS.get(name)
     options = dict(options or {})
     per_class = options.pop("train_per_class", None)  # a training subset, applied after the validation carve
     test_per_class = options.pop("test_per_class", None)  # an evaluation subset (the paper's ImageNet: 5 a class)
+    train_eval_per_class = options.pop("train_eval_per_class", None)  # Table 1's training columns on ImageNet
+    storage = options.pop("storage", "auto")
+    budget = memory_budget_bytes(options)  # the option stays for the loader: it decodes in chunks within it
     source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, options)
     problem = info.missing(source)
     if problem:
         raise UserError(problem)
     raw = info.load(source)
-    kept, carved = stratified_split(raw.train_labels, val_fraction, SPLIT_SEED)
+    train_labels, test_labels = np.asarray(raw.train_labels), np.asarray(raw.test_labels)
+    kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
     if per_class:
-        kept = per_class_subset(kept, raw.train_labels, per_class, SPLIT_SEED)
-    tested = np.arange(len(raw.test_labels))
+        kept = per_class_subset(kept, train_labels, per_class, SPLIT_SEED)
+    tested = np.arange(len(test_labels))
     if test_per_class:
-        tested = per_class_subset(tested, np.asarray(raw.test_labels), test_per_class, SPLIT_SEED)
+        tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)
+    on_disk = _keeps_on_disk(name, raw, storage, budget, len(kept) + len(carved) + len(tested))
+    make = _disk_split if on_disk else _memory_split
     data = ImageData(
         name=name,
         classes=list(raw.classes),
         mean=tuple(raw.mean),
         std=tuple(raw.std),
         augment=raw.augment,
-        train=_to_split(raw.train_images[kept], raw.train_labels[kept]),
-        val=_to_split(raw.train_images[carved], raw.train_labels[carved]),
-        test=_to_split(raw.test_images[tested] if test_per_class else raw.test_images,
-                       np.asarray(raw.test_labels)[tested]),
+        train=make(raw.train_images, train_labels, kept),
+        val=make(raw.train_images, train_labels, carved),
+        test=make(raw.test_images, test_labels, tested),
+        train_eval=None if not train_eval_per_class else make(
+            raw.train_images, train_labels, per_class_subset(kept, train_labels, train_eval_per_class, SPLIT_SEED)),
     )
     return data.to(device)
+
+
+def _memory_split(images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> Split:
+    whole = len(rows) == len(labels) and np.array_equal(rows, np.arange(len(labels)))
+    return _to_split(images if whole else images[rows], labels[rows])
+
+
+def _disk_split(images: np.memmap, labels: np.ndarray, rows: np.ndarray) -> Split:
+    return Split(DiskImages.open(images, rows), torch.from_numpy(labels[rows].astype(np.int64)))
 
 
 def dataset_classes(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache",

@@ -19,7 +19,7 @@ from .cost import CostMeter, state_bytes
 from .data import load_dataset
 from .discovery import MethodInfo, discover
 from .errors import UserError, error_reason
-from .grid import Cell, Grid
+from .grid import EVALUATION_OPTIONS, Cell, Grid
 from .launchers import LaunchOptions, WorkerDied, assign_devices
 from .metrics import METRICS, MetricContext
 from .planning import RunOptions, grid_has_retrain, metric_names, metric_settings, resolve_device
@@ -165,10 +165,10 @@ def load_group(key: GroupKey) -> Stages:
 
 
 def stage_dataset_key(dataset) -> dict:
-    """The dataset part of a stage model's cache key: the entry without `test_per_class`, which picks evaluation
-    images only, so ImageNet's 5-per-class evaluation reuses the original and retrained models of the whole test set
-    (and a grid without it keys them exactly as before)."""
-    return {**dataclasses.asdict(dataset), "options": tuple(kv for kv in dataset.options if kv[0] != "test_per_class")}
+    """The dataset part of a stage model's cache key: the entry without the options that pick evaluation images
+    only (`test_per_class`, `train_eval_per_class`) or say how images are held, so ImageNet's 5-per-class evaluation
+    reuses the original and retrained models of the whole test set (and a grid without them keys them as before)."""
+    return dataset.key_entry(*EVALUATION_OPTIONS)
 
 
 class KeptGroup:

@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, from_mapping, read_yaml
-from .data import DATASETS
+from .data import DATASETS, STORAGES, memory_budget_bytes
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean
 from .models import BACKBONES, BackboneSpec
 
 GRID_KEYS = ("name", "description", "datasets", "backbones", "methods", "seeds", "forget_classes",
              "recipe", "metrics", "metric_settings", "val_fraction", "slurm", "tuning", "tuned")
+
+
+HOLDING_OPTIONS = ("storage", "memory_budget_gb")  # how the images are held, not which: never in a cache key
+EVALUATION_OPTIONS = ("test_per_class", "train_eval_per_class")  # which images metrics read: not in stage keys
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,20 @@ class DatasetEntry:
     def options_dict(self) -> dict:
         return dict(self.options)
 
+    def key_entry(self, *without: str) -> dict:
+        """This entry as a cache key's part, without the options that hold the data (and those in `without`)."""
+        dropped = HOLDING_OPTIONS + without
+        return {"name": self.name, "options": tuple(kv for kv in self.options if kv[0] not in dropped)}
+
     @property
     def label(self) -> str:
-        """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`, and so is a test
-        (evaluation) subset: `imagenet-test5perclass`."""
+        """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`, and so are the
+        evaluation subsets: `imagenet-test5perclass`, `imagenet-traineval10perclass`."""
         options = self.options_dict
         train, test = options.get("train_per_class"), options.get("test_per_class")
-        return self.name + (f"-{train}perclass" if train else "") + (f"-test{test}perclass" if test else "")
+        train_eval = options.get("train_eval_per_class")
+        return (self.name + (f"-{train}perclass" if train else "") + (f"-test{test}perclass" if test else "")
+                + (f"-traineval{train_eval}perclass" if train_eval else ""))
 
 
 @dataclass(frozen=True)
@@ -204,13 +215,18 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if not isinstance(value, dict) or "name" not in value:
         raise UserError(f"A dataset in {where} must be a name or a mapping with 'name', got {value!r}.")
     DATASETS.get(value["name"])
-    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "test_per_class", "methods"),
+    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "test_per_class",
+                       "train_eval_per_class", "storage", "memory_budget_gb", "methods"),
                f"dataset '{value['name']}' of {where}")
-    for key in ("train_per_class", "test_per_class"):
+    for key in ("train_per_class", "test_per_class", "train_eval_per_class"):
         per_class = value.get(key)
         if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
             raise UserError(f"'{key}' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "
                             f"got {per_class!r}.")
+    if value.get("storage", "auto") not in STORAGES:
+        raise UserError(f"'storage' of dataset '{value['name']}' in {where} must be one of {', '.join(STORAGES)}, "
+                        f"got {value['storage']!r}.")
+    memory_budget_bytes(value)
     options = tuple(sorted((k, v) for k, v in value.items() if k not in ("name", "methods")))
     return DatasetEntry(value["name"], options)
 

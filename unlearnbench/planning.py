@@ -209,7 +209,7 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
     trial: editing a metric then keeps the trials a long tuning run has cached)."""
     recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
     return stable_hash({
-        "dataset": dataclasses.asdict(cell.dataset), "backbone": dataclasses.asdict(cell.backbone),
+        "dataset": cell.dataset.key_entry(), "backbone": dataclasses.asdict(cell.backbone),
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,

@@ -199,14 +199,18 @@ def eval_batch_size(device: torch.device) -> int:
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int | None = None) -> torch.Tensor:
     """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode and in float32 (no bf16
-    autocast, so metrics on a GPU agree with the CPU's up to kernel rounding)."""
-    outs = []
+    autocast, so metrics on a GPU agree with the CPU's up to kernel rounding). Each batch's logits are copied into
+    one tensor allocated once: kept one by one, these small tensors land in the holes the freed input batches
+    leave and pin them, so the CPU process grew by a batch's input for every batch evaluated."""
+    size = batch_size or eval_batch_size(data.device)
+    logits = torch.empty(0, data.num_classes, device=data.device)
     with evaluating(model):  # every submodule's own train/eval flag is restored, not the top one's cascaded
-        for x, _ in data.batches(split, batch_size or eval_batch_size(data.device)):
-            outs.append(model(x).float())
-    if not outs:
-        return torch.empty(0, data.num_classes, device=data.device)
-    return torch.cat(outs)
+        for start, (x, _) in zip(range(0, len(split), size), data.batches(split, size)):
+            out = model(x)
+            if start == 0:
+                logits = torch.empty((len(split), *out.shape[1:]), dtype=torch.float32, device=out.device)
+            logits[start:start + len(out)] = out
+    return logits
 
 
 def finite_logits(model: nn.Module, data: ImageData, split: str) -> torch.Tensor:

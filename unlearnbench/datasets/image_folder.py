@@ -1,6 +1,7 @@
 """ImageFolder trees (`imagefolder`, `imagenet`): train/ and val/ (or test/) class folders, decoded once into a uint8
-.npy cache keyed by the folder's path, file count, total bytes and newest modification time; an image that cannot
-be decoded is named."""
+.npy cache keyed by the folder's path, file count, total bytes and newest modification time, chunk by chunk within
+the dataset's memory budget (a tree larger than memory is read back from that file batch by batch: data.py); an
+image that cannot be decoded is named."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,8 @@ import numpy as np
 from joblib import Parallel, delayed
 from PIL import Image
 
-from ..data import DataSource, RawDataset
+from ..data import DataSource, RawDataset, memory_budget_bytes
+from ..disk_images import write_npy_in_chunks
 from ..errors import DataFileError, first_line
 from ..store import stable_hash
 from .registration import register
@@ -48,8 +50,10 @@ def _decode_image(path: str, image_size: int | None, center_crop: bool) -> np.nd
         return np.asarray(img, dtype=np.uint8)
 
 
-def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False):
-    """Decode `folder`/<class>/<image> into (uint8 [N, H, W, 3], labels, classes), cached as .npy by content key."""
+def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False,
+                       budget_bytes: int = 2**30):
+    """Decode `folder`/<class>/<image> into (uint8 [N, H, W, 3] memory-mapped from the cache, labels, classes), cached
+    as .npy by content key; decoding holds at most about `budget_bytes` of images at a time."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
@@ -66,16 +70,34 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
     if not images_file.exists():
-        decoded = Parallel(n_jobs=-1, prefer="threads", batch_size=512)(
-            delayed(_decode)(p, image_size, center_crop) for p, _ in samples
-        )
-        shapes = {a.shape for a in decoded}
-        if len(shapes) != 1:
-            raise DataFileError(f"Images under {folder} have different sizes {sorted(shapes)[:3]}; set the "
-                                f"image_size option.")
-        atomic_save_npy(images_file, np.stack(decoded))
+        paths = [p for p, _ in samples]
+        row_shape = _decode(paths[0], image_size, center_crop).shape  # every image must decode to this shape
+        # a chunk is held twice (decoded images, then stacked): a quarter of the budget each leaves room to train
+        per_chunk = int(max(1, min(1024, budget_bytes // (4 * np.prod(row_shape)))))
+        with Parallel(n_jobs=-1, prefer="threads") as parallel:
+            chunks = (_stack(parallel(delayed(_decode)(p, image_size, center_crop)
+                                      for p in paths[start:start + per_chunk]), row_shape, folder)
+                      for start in range(0, len(paths), per_chunk))
+            write_npy_in_chunks(images_file, len(paths), row_shape, chunks)
         atomic_save_npy(labels_file, labels)
-    return np.load(images_file, mmap_mode="r"), np.load(labels_file), classes
+    try:
+        images, cached_labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataFileError(f"The decoded image cache {images_file.parent} of {folder} is damaged "
+                            f"({first_line(exc)}); delete {images_file.name} and {labels_file.name} to decode the "
+                            f"images again.") from exc
+    if len(images) != len(labels) or not np.array_equal(cached_labels, labels):
+        raise DataFileError(f"The decoded image cache {images_file} does not match {folder}; delete it to decode "
+                            f"the images again.")
+    return images, labels, classes
+
+
+def _stack(decoded: list[np.ndarray], row_shape: tuple, folder: Path) -> np.ndarray:
+    shapes = {a.shape for a in decoded} | {row_shape}
+    if len(shapes) != 1:
+        raise DataFileError(f"Images under {folder} have different sizes {sorted(shapes)[:3]}; set the "
+                            f"image_size option.")
+    return np.stack(decoded)
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
@@ -112,9 +134,9 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
 
     def load(source: DataSource) -> RawDataset:
         train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
-        size = source.options.get("image_size", default_size)
-        x_train, y_train, classes = decode_image_folder(train_dir, source.cache_dir, size, center_crop)
-        x_test, y_test, test_classes = decode_image_folder(test_dir, source.cache_dir, size, center_crop)
+        size, budget = source.options.get("image_size", default_size), memory_budget_bytes(source.options)
+        x_train, y_train, classes = decode_image_folder(train_dir, source.cache_dir, size, center_crop, budget)
+        x_test, y_test, test_classes = decode_image_folder(test_dir, source.cache_dir, size, center_crop, budget)
         if test_classes != classes:
             raise DataFileError(f"Class folders differ between {train_dir} and {test_dir}.")
         return RawDataset(x_train, y_train, x_test, y_test, classes, *IMAGENET_STATS,

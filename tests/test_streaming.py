@@ -1,0 +1,159 @@
+"""Datasets larger than memory: ImageFolder trees read from their decoded file batch by batch (`storage`), within a
+memory budget, with the same numbers as a resident copy; and the training-split evaluation subset."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from unlearnbench import UserError
+from unlearnbench.data import Split, load_dataset
+from unlearnbench.errors import DataFileError
+from unlearnbench.execution import stage_dataset_key
+from unlearnbench.grid import parse_grid
+from unlearnbench.models import BackboneSpec, build_backbone
+from unlearnbench.report.paper import full_dataset_name
+from unlearnbench.training import Recipe, predict_logits, train
+
+
+def write_tree(root: Path, classes: int, train: int, test: int, size: int, seed: int = 0) -> Path:
+    """An ImageFolder tree of random JPEGs: `train` and `test` images of size² pixels per class."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("val", test)):
+        for c in range(classes):
+            (root / split / f"class{c}").mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / f"class{c}" / f"{i}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("tree"), classes=4, train=30, test=6, size=16)
+
+
+def test_a_tree_on_disk_gives_the_same_images_batches_and_training_as_in_memory(tree, tmp_path):
+    loaded, logits = {}, {}
+    for storage in ("memory", "disk"):
+        data = load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"storage": storage})
+        torch.manual_seed(0)
+        net = build_backbone(BackboneSpec("vgg16", width=0.0625), 4, 3, 16)
+        train(net, data, Recipe(epochs=2, batch_size=16), seed=0, progress=False)
+        loaded[storage], logits[storage] = data, predict_logits(net, data, data.test)
+    memory, disk = loaded["memory"], loaded["disk"]
+    assert not memory.train.on_disk and disk.train.on_disk and disk.test.on_disk
+    assert disk.train.images.shape == memory.train.images.shape and disk.image_size == 16 and disk.channels == 3
+    for name in ("train", "val", "test"):
+        assert torch.equal(memory.split(name).images, disk.split(name).images[:])
+    assert torch.equal(memory.train.forget(2).images, disk.train.forget(2).images[:])  # views read nothing until used
+    mixed = [Split.concat([d.train.forget(1), d.val.retain(1)]) for d in (memory, disk)]
+    assert mixed[1].on_disk and torch.equal(mixed[0].images, mixed[1].images[:])
+    assert torch.equal(mixed[0].labels, mixed[1].labels)
+    generator = [torch.Generator().manual_seed(3) for _ in range(2)]
+    batches = [list(d.batches(d.train, 7, shuffle=True, augment=True, generator=g))
+               for d, g in zip((memory, disk), generator)]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(*batches))
+    assert torch.equal(logits["memory"], logits["disk"])  # trained on the same batches: the same model
+
+
+def test_storage_is_chosen_by_size_within_the_budget_and_can_be_overridden(tree, tmp_path):
+    small = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)  # 4 × 36 images of 16 px: well in budget
+    assert not small.train.on_disk
+    tight = load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"memory_budget_gb": 1e-4})
+    assert tight.train.on_disk and tight.test.on_disk  # 110 KiB decoded over a 105 KiB budget
+    forced = load_dataset("imagefolder", root=tree, cache_dir=tmp_path,
+                          options={"memory_budget_gb": 1e-4, "storage": "memory"})
+    assert not forced.train.on_disk
+    assert not load_dataset("mnist5k").train.on_disk
+    with pytest.raises(UserError, match="loaded into memory by its loader; storage: disk applies"):
+        load_dataset("mnist5k", options={"storage": "disk"})
+    for bad, expected in (({"storage": "ssd"}, "must be one of auto, memory, disk"),
+                          ({"memory_budget_gb": 0}, "memory_budget_gb must be a number of GiB above 0")):
+        with pytest.raises(UserError, match=expected):
+            parse_grid({"datasets": [{"name": "imagefolder", **bad}], "backbones": ["vgg16"]}, "t")
+
+
+def test_a_damaged_decoded_cache_is_one_sentence(tree, tmp_path):
+    load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    cached = next((tmp_path / "data").glob("train-*.images.npy"))
+    cached.write_bytes(cached.read_bytes()[:1000])
+    with pytest.raises(DataFileError, match=r"decoded image cache .* is damaged .*delete train-.*images\.npy"):
+        load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+
+
+def test_the_training_evaluation_subset_is_seeded_stratified_what_metrics_read_and_named(tree, tmp_path):
+    whole = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    sub = load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"train_eval_per_class": 5})
+    again = load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"train_eval_per_class": 5})
+    assert torch.equal(sub.train.images, whole.train.images)  # methods still train on the whole split
+    assert sub.split("train") is sub.train_eval and whole.split("train") is whole.train
+    assert torch.equal(torch.bincount(sub.split("train").labels), torch.full((4,), 5))
+    assert torch.equal(sub.split("train").images, again.split("train").images)  # seeded
+    rows = {bytes(x.numpy()) for x in whole.train.images}
+    assert all(bytes(x.numpy()) in rows for x in sub.split("train").images)  # from the training split, not val
+    grid = parse_grid({"datasets": [{"name": "imagenet", "test_per_class": 5, "train_eval_per_class": 10,
+                                     "storage": "disk"}], "backbones": ["vgg16"]}, "t")
+    entry = grid.datasets[0]
+    assert entry.label == "imagenet-test5perclass-traineval10perclass"
+    assert full_dataset_name(entry.label) == "imagenet"
+    plain = parse_grid({"datasets": ["imagenet"], "backbones": ["vgg16"]}, "t").datasets[0]
+    assert stage_dataset_key(entry) == stage_dataset_key(plain)  # evaluation images and storage: same models
+
+
+MEASURE = textwrap.dedent("""
+    import json, re, sys
+    import torch
+    from torch import nn
+    from unlearnbench.data import load_dataset
+    from unlearnbench.training import Recipe, predict_logits, train
+
+    def peak_rss():
+        return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+    def run(storage, cache):
+        data = load_dataset("imagefolder", root=sys.argv[1], cache_dir=cache,
+                            options={"storage": storage, "memory_budget_gb": float(sys.argv[4])})
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(data.channels * data.image_size ** 2, data.num_classes))
+        train(net, data, Recipe(epochs=1, batch_size=16), seed=0, progress=False)
+        for split in (data.train, data.test):
+            predict_logits(net, data, split, batch_size=16)
+        return data.train.on_disk, sum(s.images.shape.numel() for s in (data.train, data.val, data.test))
+
+    torch.set_num_threads(1)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak resident memory counts from here
+    run("disk", sys.argv[2] + "/warm-up")  # libraries, allocator arenas, the model's working set
+    warm = peak_rss()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    on_disk, decoded = run(sys.argv[3], sys.argv[2] + "/measured")
+    print(json.dumps({"extra": peak_rss() - warm, "decoded": decoded, "on_disk": on_disk}))
+""")
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux's resettable peak RSS")
+def test_a_tree_larger_than_the_budget_loads_trains_and_evaluates_within_it(tmp_path):
+    """A 122 MiB tree (decoded) under a 24 MiB budget: decoding it, one training epoch and evaluating train and
+    test raise the process's peak resident memory by less than the budget over a warm-up run of the same model
+    (whose peak holds the libraries and the training working set); held in memory, the same run needs the
+    decoded size on top. The peak is the kernel's (VmHWM, reset between the runs), not a sample."""
+    root = write_tree(tmp_path / "tree", classes=10, train=240, test=20, size=128)
+    budget = 24 * 2**20
+    measured = {}
+    for storage in ("auto", "memory"):
+        out = subprocess.run([sys.executable, "-c", MEASURE, str(root), str(tmp_path / storage), storage,
+                              str(budget / 2**30)], capture_output=True, text=True, check=True, timeout=300)
+        measured[storage] = json.loads(out.stdout.strip().splitlines()[-1])
+    disk, memory = measured["auto"], measured["memory"]
+    assert disk["on_disk"] and not memory["on_disk"]  # auto: 122 MiB decoded is over the budget
+    assert disk["decoded"] > 5 * budget
+    assert disk["extra"] < budget, measured
+    assert memory["extra"] > disk["decoded"], measured  # the check can fail: a resident copy breaks it
