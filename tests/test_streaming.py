@@ -157,3 +157,69 @@ def test_a_tree_larger_than_the_budget_loads_trains_and_evaluates_within_it(tmp_
     assert disk["decoded"] > 5 * budget
     assert disk["extra"] < budget, measured
     assert memory["extra"] > disk["decoded"], measured  # the check can fail: a resident copy breaks it
+
+
+def test_the_plan_counts_a_trees_images_as_loading_splits_them(tree, tmp_path):
+    from unlearnbench.estimates import DatasetSizes
+
+    options = {"test_per_class": 2, "train_eval_per_class": 3}
+    entry = parse_grid({"datasets": [{"name": "imagefolder", "path": str(tree), **options}],
+                        "backbones": ["vgg16"]}, "t").datasets[0]
+    sizes = DatasetSizes.of(entry, 0.1, None, tmp_path)
+    data = load_dataset("imagefolder", cache_dir=tmp_path, options={"path": str(tree), **options})
+    assert (sizes.classes, sizes.train, sizes.val, sizes.test, sizes.train_eval, sizes.shape) == (
+        4, len(data.train), len(data.val), len(data.test), len(data.split("train")), (16, 16, 3))
+    mnist = DatasetSizes.of(parse_grid({"datasets": ["mnist5k"], "backbones": ["vgg16"]}, "t").datasets[0],
+                            0.1, None, tmp_path)
+    whole = load_dataset("mnist5k")
+    assert (mnist.train, mnist.val, mnist.test, mnist.shape) == (len(whole.train), len(whole.val), len(whole.test),
+                                                                 (28, 28, 1))
+
+
+def test_the_memory_estimate_of_full_imagenet_is_bounded_only_with_disk_storage_and_evaluation_subsets():
+    from unlearnbench.estimates import DatasetSizes, group_memory
+
+    def estimate(**options):
+        entry = parse_grid({"datasets": [{"name": "imagenet", **options}], "backbones": ["resnet18"]}, "t")
+        sizes = DatasetSizes(1000, 1_153_050, 128_117, 1000 * options.get("test_per_class", 50),
+                             1000 * options.get("train_eval_per_class", 0), (224, 224, 3))
+        return group_memory(entry.datasets[0], entry.backbones[0], sizes, 0, torch.device("cuda"))
+
+    paper = estimate(test_per_class=5, train_eval_per_class=10)
+    assert paper.storage == "disk" and paper.decoded > 180 * 2**30  # 1.28 M images of 224² × 3 bytes
+    assert paper.images < 2**30 and paper.total < 2 * 2**30  # labels, two read-ahead batches, models, logits
+    resident = estimate(test_per_class=5, train_eval_per_class=10, storage="memory")
+    assert resident.images == resident.decoded
+    whole_train = estimate(test_per_class=5)  # metrics would read logits of every training image
+    assert whole_train.logits > 4 * 2**30 > paper.logits
+
+
+def test_a_dry_run_prints_the_memory_column(tree, tmp_path, capsys):
+    from unlearnbench.cli import main
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"datasets: [{{name: imagefolder, path: {tree}, storage: disk}}]\n"
+                    "backbones: [{name: vgg16, width: 0.0625}]\nmethods: [original]\nforget_classes: [0]\n")
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.strip().startswith("imagefolder × vgg16"))
+    assert row.split()[4:6] == ["disk", "0"]  # 4 × 36 images of 16² px: 0 MiB decoded
+
+
+def test_logit_memos_keep_the_most_recently_used_within_their_budget():
+    from unlearnbench.store import BoundedMemo
+
+    memo, computed = BoundedMemo(max_bytes=100), []
+
+    def get(key, nbytes):
+        return memo.get(key, lambda: computed.append(key) or (key, nbytes), lambda value: value[1])
+
+    for key in "abc":
+        get(key, 40)  # c pushes out a, the least recently used
+    assert computed == ["a", "b", "c"] and memo.bytes == 80 and len(memo) == 2
+    get("b", 40)  # kept: not computed again, and now the most recently used
+    get("d", 40)  # pushes out c, not b
+    get("b", 40)
+    get("e", 500)  # larger than the budget: returned, never kept
+    get("e", 500)
+    assert computed == ["a", "b", "c", "d", "e", "e"] and memo.bytes == 80 and memo.bytes <= memo.max_bytes

@@ -253,7 +253,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
               f"{args.grid or grid.name} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
     if args.dry_run:
         resolve_device(options.device)
-        print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid)))
+        print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid), options.data_root))
         return 0
     result = run(grid, options, launch_options)
     from .report.run_summary import format_summary

@@ -82,6 +82,10 @@ class DatasetInfo:
     num_classes: int | None = None
     train_images: int | None = None  # the training set's size before the validation cut (None: depends on the files)
     count_classes: Callable[["DataSource"], int] | None = None  # the class count of the files present, read cheaply
+    test_images: int | None = None
+    image_shape: tuple[int, int, int] | None = None  # decoded H, W, C
+    count_images: Callable[["DataSource"], tuple] | None = None  # (train, test, shape) of the files present
+    decodes_to_file: bool = False  # its loader decodes to a .npy file it can be streamed from (storage: disk)
 
 
 @dataclass(frozen=True)
@@ -251,17 +255,16 @@ def memory_budget_bytes(options: dict) -> int:
     return int(budget * 2**30)
 
 
-def _keeps_on_disk(name: str, raw: RawDataset, storage: str, budget: int, rows: int) -> bool:
-    """Whether `rows` images of `raw` are read from disk batch by batch rather than held on the device: `storage`
-    says so, or (auto) they would take more than the memory budget and the loader decoded them to a file."""
+def images_on_disk(name: str, decodes_to_file: bool, storage: str, budget: int, nbytes: int) -> bool:
+    """Whether a dataset's `nbytes` of decoded images are read from disk batch by batch rather than held on the
+    device: `storage` says so, or (auto) they would take more than the memory budget and its loader decodes them
+    to a file."""
     if storage not in STORAGES:
         raise UserError(f"Unknown storage '{storage}' for dataset '{name}'; choose one of: {', '.join(STORAGES)}.")
-    on_file = isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
-    if storage == "disk" and not on_file:
+    if storage == "disk" and not decodes_to_file:
         raise UserError(f"Dataset '{name}' is loaded into memory by its loader; storage: disk applies to datasets "
                         f"decoded to a file (ImageFolder trees such as imagenet).")
-    row_bytes = int(np.prod(raw.train_images.shape[1:]))
-    return storage == "disk" or (storage == "auto" and on_file and rows * row_bytes > budget)
+    return storage == "disk" or (storage == "auto" and decodes_to_file and nbytes > budget)
 
 
 def load_dataset(
@@ -299,7 +302,9 @@ def load_dataset(
     tested = np.arange(len(test_labels))
     if test_per_class:
         tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)
-    on_disk = _keeps_on_disk(name, raw, storage, budget, len(kept) + len(carved) + len(tested))
+    on_file = isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
+    row_bytes = int(np.prod(raw.train_images.shape[1:]))
+    on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)
     make = _disk_split if on_disk else _memory_split
     data = ImageData(
         name=name,
@@ -334,6 +339,17 @@ def dataset_classes(name: str, root: str | Path | None, cache_dir: str | Path = 
     if info.count_classes is not None and info.missing(source) is None:
         return info.count_classes(source)
     return info.num_classes
+
+
+def dataset_sizes(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache",
+                  options: dict | None = None) -> tuple[int | None, int | None, tuple | None]:
+    """(training images before the validation carve, test images, decoded image shape H, W, C) of dataset `name`,
+    counted in its files where it can be (an ImageFolder tree: a directory scan, nothing decoded), else the
+    registered figures; None where unknown."""
+    info, source = DATASETS.get(name), _source(root, cache_dir, options)
+    if info.count_images is not None and info.missing(source) is None:
+        return info.count_images(source)
+    return info.train_images, info.test_images, info.image_shape
 
 
 def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None) -> DataSource:

@@ -22,9 +22,10 @@ from .errors import UserError, error_reason
 from .grid import EVALUATION_OPTIONS, Cell, Grid
 from .launchers import LaunchOptions, WorkerDied, assign_devices
 from .metrics import METRICS, MetricContext
+from .metrics.base import CELL_LOGIT_BYTES
 from .planning import RunOptions, grid_has_retrain, metric_names, metric_settings, resolve_device
 from .stages import Stages
-from .store import Cache, LogFile, derive_seed, device_name
+from .store import BoundedMemo, Cache, LogFile, derive_seed, device_name
 from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -86,7 +87,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
     records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
                for k, v in whole.items()]
-    logit_cache: dict = {}
+    logit_cache, results = BoundedMemo(CELL_LOGIT_BYTES), {}
 
     @functools.lru_cache(maxsize=None)  # one rerun serves every class of an all-class method
     def rerun(replicate: int) -> UnlearnedModel:
@@ -94,7 +95,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
 
     for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
         ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
-                            logit_cache=logit_cache, rerun=rerun,
+                            logit_cache=logit_cache, results=results, rerun=rerun,
                             has_retrain=grid_has_retrain(grid) and stages.recipe.epochs > 0)
         for name in metrics:
             ctx.settings = metric_settings(grid, name)

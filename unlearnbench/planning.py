@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
-from .data import DATASETS, dataset_classes, dataset_missing
+from .data import dataset_classes, dataset_missing
 from .discovery import MethodInfo, discover
+from .estimates import plan_estimates
 from .errors import UserError, did_you_mean
 from .grid import Cell, Grid, expand
 from .launchers import SlurmOptions
@@ -219,8 +220,8 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
     })
 
 
-def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
-    """A human-readable plan: cells per method, stages to train, what is cached, a cost estimate."""
+def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_root: str | None = None) -> str:
+    """A human-readable plan: cells per method, stages to train, what is cached, cost and memory estimates."""
     lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
     per_method = Counter(c.method for c in p.cells)
     cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics, p.device)) is not None
@@ -232,17 +233,7 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str]) -> str:
     retrains = set(retrained_models(p.cells, grid, metrics))
     lines.append(f"stages: {len(groups)} original models, {len(retrains)} retrained models (shared, cached)")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
-    image_epochs = 0
-    for dataset, backbone, _seed in groups:
-        recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
-        info = DATASETS.get(dataset.name)
-        n_train = round((info.train_images or 0) * (1 - grid.val_fraction))
-        if dataset.options_dict.get("train_per_class") and info.num_classes:
-            n_train = min(n_train, info.num_classes * dataset.options_dict["train_per_class"])
-        image_epochs += recipe.epochs * n_train * (1 + sum(1 for g, _ in retrains if g == (dataset, backbone, _seed)))
-    if image_epochs:
-        lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "
-                     f"(about {image_epochs / 3000 / 60:.0f} CPU-minutes at 3,000 img/s for a small backbone)")
+    lines += plan_estimates(grid, p.cells, retrains, data_root, cache.root, p.device)
     for cell, reason in p.skipped[:20]:
         lines.append(f"  skipped {cell.describe()}: {reason}")
     if len(p.skipped) > 20:

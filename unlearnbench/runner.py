@@ -61,7 +61,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                              "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),
                              "metric_settings": {m: metric_settings(grid, m) for m in metrics},
                              "methods": {m: p.methods[m].cls.card() for m in dict.fromkeys(c.method for c in p.cells)}})
-        folder.log(describe_plan(grid, p, cache, metrics))
+        folder.log(describe_plan(grid, p, cache, metrics, options.data_root))
         failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
         failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
                       "traceback": e.message} for e in p.plugin_errors]

@@ -11,11 +11,11 @@ from .data import ImageData
 from .errors import UserError
 from .models import BackboneSpec, build_backbone
 from .cost import CostMeter
-from .store import Cache, code_hash, derive_seed, stable_hash, versions
+from .store import BoundedMemo, Cache, code_hash, derive_seed, stable_hash, versions
 from .training import Recipe, compute_setting, finite_logits, prepare, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
-LOGIT_MEMO_BYTES = 64 * 2**20  # per (stage model, split)
+STAGE_LOGIT_BYTES = 1 * 2**30  # the stage models' logits a worker keeps for its group's cells
 
 
 class Stages:
@@ -38,7 +38,7 @@ class Stages:
             "code": code_hash("data", "datasets", "models", "training", "stages", "cost"),
         }
         self._memory: dict[str, nn.Module] = {}
-        self._logits: dict[tuple[int, str], torch.Tensor] = {}
+        self._logits = BoundedMemo(STAGE_LOGIT_BYTES)
         self._costs: dict[str, dict] = {}
 
     def new_model(self, seed: int | None = None) -> nn.Module:
@@ -70,17 +70,12 @@ class Stages:
 
     def stage_logits(self, model: nn.Module, split: str) -> torch.Tensor | None:
         """Logits of one of this group's frozen stage models (original, retrained, random) on a whole split,
-        computed once per worker and shared by every cell of the group; None for any other model. Splits whose
-        logits would take more than LOGIT_MEMO_BYTES are not kept (ImageNet's train split)."""
+        computed once per worker and shared by every cell of the group, within STAGE_LOGIT_BYTES (least recently
+        used out; a split larger than that is computed each time); None for any other model."""
         if not any(model is m for m in self._memory.values()):
             return None
-        key = (id(model), split)
-        if key not in self._logits:
-            logits = finite_logits(model, self.data, split)
-            if logits.numel() * logits.element_size() > LOGIT_MEMO_BYTES:
-                return logits
-            self._logits[key] = logits
-        return self._logits[key]
+        return self._logits.get((id(model), split), lambda: finite_logits(model, self.data, split),
+                                lambda logits: logits.nbytes)
 
     def stage(self, kind: str, forget_class: int | None, replicate: int = 0) -> tuple[nn.Module, dict | None]:
         """A stage model ('original', or 'retrained' for `forget_class`, of seed replicate `replicate`) and, when

