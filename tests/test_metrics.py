@@ -553,6 +553,14 @@ def test_svc_attacks_are_fitted_once_per_model_and_class_and_reused_by_tow(stage
     second = cell(SingleClassModel(copy.deepcopy(cut), 1))
     assert len(fits) == 3 + 1 + 3  # another cell: its own three, the retrained model's attack reused
     assert first == second
+    import gc
+
+    def reaches(obj, target, depth=3):
+        return obj is target or depth > 0 and any(reaches(r, target, depth - 1) for r in gc.get_referents(obj))
+
+    # weakly keyed by the retrained model: its entry must not hold it, or a worker would never free the model
+    assert len(membership._STAGE_ATTACKS) == 1
+    assert not any(reaches(memo, model) for model, memo in membership._STAGE_ATTACKS.items())
     monkeypatch.setattr(membership, "_STAGE_ATTACKS", membership.weakref.WeakKeyDictionary())
     assert cell(SingleClassModel(copy.deepcopy(cut), 1)) == first and len(fits) == 3 + 1 + 3 + 4
 

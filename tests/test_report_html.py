@@ -71,3 +71,32 @@ def test_the_address_sorts_a_table_and_filters_the_methods_in_the_browser(report
     column = [re.findall(r"<td[^>]*>(.*?)</td>", row)[2] for row in re.findall(r"<tr[^>]*>(.*?)</tr>", first)[1:]]
     numbers = [float(re.match(r"[-\d.]+", v).group()) for v in column if re.match(r"[-\d.]+", v)]
     assert len(numbers) >= 3 and numbers == sorted(numbers), column  # ascending after one click
+
+
+def test_words_are_left_aligned_and_wrapped_and_numbers_right_aligned():
+    frame = pd.DataFrame({"Paper": ["Poppi et al., \"Multi-Class Unlearning\"", "—"], "Acc_r": ["95.0 ± 1.2†", "—"]},
+                         index=pd.Index(["WF-Net", "Original"], name="Method"))
+    html = table_html(frame)
+    assert '<th class="text">Paper</th>' in html and "<th>Acc_r</th>" in html
+    assert '<td class="text">Poppi et al.' in html and "<td>95.0 ± 1.2†</td>" in html
+
+
+def test_a_long_legend_gets_columns_and_profiles_off_the_scale_are_drawn_at_its_edge():
+    from unlearnbench.report.figures import PROFILE_RANGE, new_figure, side_legend
+
+    fig = new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    for k in range(24):
+        ax.plot([0, 1], [k, k], label=f"method {k}")
+    side_legend(ax, 3.6)
+    assert ax.get_legend()._ncols == 2 and len(ax.get_legend().get_texts()) == 24  # 24 rows would not fit 3.6 in
+
+    records = pd.DataFrame(hand_records())
+    full = records[records["backbone"] == FULL]
+    far = full[full["method"] == "wfnet"].assign(method="far_off")  # ZRF rescaled to 3.0: above the scale
+    ax = profile_figure(pd.concat([full, far])).axes[0]
+    low, high = PROFILE_RANGE
+    assert ax.get_ylim() == pytest.approx((low - 0.1, high + 0.1))
+    edges = [line for line in ax.get_lines() if line.get_marker() == "^"]
+    assert any(list(line.get_ydata()) == [high] for line in edges)  # WF-Net's ZRF of 3.0, drawn at 2 with ▲
+    assert all(low <= y <= high for line in ax.get_lines() for y in line.get_ydata())

@@ -1,5 +1,6 @@
 """Datasets larger than memory: ImageFolder trees read from their decoded file batch by batch (`storage`), within a
 memory budget, with the same numbers as a resident copy; and the training-split evaluation subset."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from unlearnbench.execution import stage_dataset_key
 from unlearnbench.grid import parse_grid
 from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.report.paper import full_dataset_name
+from unlearnbench.store import stable_hash
 from unlearnbench.training import Recipe, predict_logits, train
 
 
@@ -56,6 +58,9 @@ def test_a_tree_on_disk_gives_the_same_images_batches_and_training_as_in_memory(
     mixed = [Split.concat([d.train.forget(1), d.val.retain(1)]) for d in (memory, disk)]
     assert mixed[1].on_disk and torch.equal(mixed[0].images, mixed[1].images[:])
     assert torch.equal(mixed[0].labels, mixed[1].labels)
+    across = [Split.concat([d.train.forget(1), d.test.forget(2)]) for d in (memory, disk)]  # two files: read
+    assert torch.equal(across[0].images, across[1].images) and torch.equal(across[0].labels, across[1].labels)
+    assert torch.equal(disk.test.images[3], memory.test.images[3])  # one image: [C, H, W], as a tensor's
     generator = [torch.Generator().manual_seed(3) for _ in range(2)]
     batches = [list(d.batches(d.train, 7, shuffle=True, augment=True, generator=g))
                for d, g in zip((memory, disk), generator)]
@@ -105,6 +110,9 @@ def test_the_training_evaluation_subset_is_seeded_stratified_what_metrics_read_a
     assert full_dataset_name(entry.label) == "imagenet"
     plain = parse_grid({"datasets": ["imagenet"], "backbones": ["vgg16"]}, "t").datasets[0]
     assert stage_dataset_key(entry) == stage_dataset_key(plain)  # evaluation images and storage: same models
+    sized = parse_grid({"datasets": [{"name": "imagenet", "image_size": 64}], "backbones": ["vgg16"]}, "t").datasets[0]
+    for e in (plain, sized):  # a grid without the new options keys its models and cells exactly as before them
+        assert stable_hash(stage_dataset_key(e)) == stable_hash(dataclasses.asdict(e)) == stable_hash(e.key_entry())
 
 
 MEASURE = textwrap.dedent("""
@@ -177,21 +185,25 @@ def test_the_plan_counts_a_trees_images_as_loading_splits_them(tree, tmp_path):
 
 
 def test_the_memory_estimate_of_full_imagenet_is_bounded_only_with_disk_storage_and_evaluation_subsets():
-    from unlearnbench.estimates import DatasetSizes, group_memory
+    from unlearnbench.estimates import DatasetSizes, activation_bytes, group_memory
 
     def estimate(**options):
         entry = parse_grid({"datasets": [{"name": "imagenet", **options}], "backbones": ["resnet18"]}, "t")
         sizes = DatasetSizes(1000, 1_153_050, 128_117, 1000 * options.get("test_per_class", 50),
                              1000 * options.get("train_eval_per_class", 0), (224, 224, 3))
-        return group_memory(entry.datasets[0], entry.backbones[0], sizes, 0, torch.device("cuda"))
+        return group_memory(entry.datasets[0], entry.backbones[0], sizes, 0, 128, torch.device("cuda"))
 
     paper = estimate(test_per_class=5, train_eval_per_class=10)
-    assert paper.storage == "disk" and paper.decoded > 180 * 2**30  # 1.28 M images of 224² × 3 bytes
-    assert paper.images < 2**30 and paper.total < 2 * 2**30  # labels, two read-ahead batches, models, logits
+    assert paper.storage == "disk" and paper.resident > 180 * 2**30  # 1.29 M images of 224² × 3 bytes
+    row = 224 * 224 * 3
+    assert paper.images == 8 * (1_153_050 + 128_117 + 5000 + 10_000) + 6 * 1024 * row  # labels, batches in flight
+    assert paper.total < 10 * 2**30 and paper.total == paper.images + paper.models + paper.activations + paper.logits
     resident = estimate(test_per_class=5, train_eval_per_class=10, storage="memory")
-    assert resident.images == resident.decoded
+    assert resident.images == resident.resident
     whole_train = estimate(test_per_class=5)  # metrics would read logits of every training image
     assert whole_train.logits > 4 * 2**30 > paper.logits
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.ReLU())
+    assert activation_bytes(linear.to("meta"), (2, 2, 3), 10, 100) == max(4 * 10 * (12 + 5 + 5), 2 * 4 * 100 * 12)
 
 
 def test_a_dry_run_prints_the_memory_column(tree, tmp_path, capsys):

@@ -2,6 +2,7 @@
 disk batch by batch: `disk_images`), with class views and device-side augmentation."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -39,7 +40,7 @@ class Split:
     @staticmethod
     def concat(splits: list["Split"]) -> "Split":
         """The samples of `splits`, one after another (views of one image file stay on disk)."""
-        if all(s.on_disk for s in splits):
+        if all(s.on_disk for s in splits) and len({(s.images.path, s.images.offset) for s in splits}) == 1:
             images = DiskImages.concat(s.images for s in splits)
         else:
             images = torch.cat([s.images[:] if s.on_disk else s.images for s in splits])
@@ -250,7 +251,7 @@ DEFAULT_MEMORY_BUDGET_GB = 4.0  # decoded images a worker holds in memory at mos
 def memory_budget_bytes(options: dict) -> int:
     """The dataset option `memory_budget_gb` (default DEFAULT_MEMORY_BUDGET_GB) in bytes."""
     budget = options.get("memory_budget_gb", DEFAULT_MEMORY_BUDGET_GB)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < math.inf:
         raise UserError(f"memory_budget_gb must be a number of GiB above 0, got {budget!r}.")
     return int(budget * 2**30)
 
@@ -290,6 +291,7 @@ def load_dataset(
     train_eval_per_class = options.pop("train_eval_per_class", None)  # Table 1's training columns on ImageNet
     storage = options.pop("storage", "auto")
     budget = memory_budget_bytes(options)  # the option stays for the loader: it decodes in chunks within it
+    images_on_disk(name, info.decodes_to_file, storage, budget, 0)  # a bad storage value fails before decoding
     source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, options)
     problem = info.missing(source)
     if problem:
@@ -302,7 +304,7 @@ def load_dataset(
     tested = np.arange(len(test_labels))
     if test_per_class:
         tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)
-    on_file = isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
+    on_file = info.decodes_to_file and isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
     row_bytes = int(np.prod(raw.train_images.shape[1:]))
     on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)
     make = _disk_split if on_disk else _memory_split

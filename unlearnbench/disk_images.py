@@ -68,6 +68,7 @@ class DiskImages:
 
     def __getitem__(self, index) -> torch.Tensor:
         """The images at `index`, read from disk: uint8 [n, C, H, W] on the view's device."""
+        one = isinstance(index, (int, np.integer))  # one image: [C, H, W], as a tensor's
         rows = np.atleast_1d(self.select(index).rows)
         out = np.empty((len(rows), *self.row_shape), dtype=np.uint8)
         flat = out.reshape(len(rows), -1)
@@ -79,13 +80,11 @@ class DiskImages:
                 while end < len(order) and rows[order[end]] == rows[order[end - 1]] + 1:
                     end += 1
                 first, count = int(rows[order[start]]), end - start
-                data = os.pread(f.fileno(), count * self.row_bytes, self.offset + first * self.row_bytes)
-                if len(data) != count * self.row_bytes:
-                    raise DataFileError(f"The decoded image cache {self.path} is truncated; delete it to decode "
-                                        f"the images again.")
+                data = _read(f.fileno(), count * self.row_bytes, self.offset + first * self.row_bytes, self.path)
                 flat[order[start:end]] = np.frombuffer(data, dtype=np.uint8).reshape(count, -1)
                 start = end
         tensor = torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+        tensor = tensor[0] if one else tensor
         return tensor if self.device.type == "cpu" else tensor.to(self.device)
 
     @staticmethod
@@ -95,6 +94,18 @@ class DiskImages:
         if len({(v.path, v.offset) for v in views}) != 1:
             raise ValueError("only views of one image file can be concatenated")
         return replace(views[0], rows=np.concatenate([v.rows for v in views]))
+
+
+def _read(fd: int, size: int, offset: int, path: str) -> bytes:
+    """`size` bytes at `offset` (os.pread returns at most about 2 GiB a call); a file that ends early is named."""
+    parts, done = [], 0
+    while done < size:
+        part = os.pread(fd, size - done, offset + done)
+        if not part:
+            raise DataFileError(f"The decoded image cache {path} is truncated; delete it to decode the images again.")
+        parts.append(part)
+        done += len(part)
+    return b"".join(parts)
 
 
 def write_npy_in_chunks(path: Path, count: int, row_shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> None:

@@ -1,6 +1,6 @@
 """What a plan will cost before it runs: training images for its stage models, and the memory a worker holds for
-each dataset × backbone group (images, models, logits), from the dataset's sizes and a model built on the meta
-device; nothing is decoded or trained."""
+each dataset × backbone group (images, models, activations, logits), from the dataset's sizes and a model built
+and run on the meta device; nothing is decoded or trained."""
 from __future__ import annotations
 
 import dataclasses
@@ -22,22 +22,50 @@ WORKING_COPIES = 3  # the unlearned model, its gradients and one optimiser state
 
 @dataclass(frozen=True)
 class GroupMemory:
-    """Bytes a worker holds for one group: `images` (on the device, or labels and two read-ahead batches when on
-    disk), the decoded size of its images, `models` (stage models kept plus a working copy with gradients and
-    optimiser state) and `logits` (the group's and the cell's logit memos for the splits metrics read, each within
-    its budget, plus the largest split's logits in flight). None where the dataset's size is unknown."""
+    """Bytes a worker holds for one group: `images` (on the device; or, read from disk, labels plus the batches in
+    flight: the one in use, the one read ahead and its float32 copy), `resident` (what holding every image would
+    take: `storage: memory`), `models` (stage models kept plus a working copy with gradients and optimiser state),
+    `activations` (the larger of one training step at the recipe's batch size and one evaluation batch) and `logits`
+    (the group's and the cell's logit memos, each within its budget, plus the largest split's logits in flight).
+    None where the dataset's size is unknown before loading."""
 
     label: str
     storage: str
-    decoded: int | None
+    resident: int | None
     images: int | None
     models: int | None
+    activations: int | None
     logits: int | None
 
     @property
     def total(self) -> int | None:
-        parts = (self.images, self.models, self.logits)
+        parts = (self.images, self.models, self.activations, self.logits)
         return None if None in parts else sum(parts)
+
+
+def activation_bytes(net: torch.nn.Module, shape: tuple[int, int, int], train_batch: int, eval_batch: int) -> int:
+    """A meta-device model's activation memory: the larger of a training step (every leaf module's output kept for
+    the backward pass) and an evaluation batch (the largest leaf output and its input), from forward passes on
+    meta tensors (no memory, no arithmetic)."""
+    height, width, channels = shape
+    outputs: list[int] = []
+
+    def keep(_module, _inputs, output) -> None:
+        if isinstance(output, torch.Tensor):
+            outputs.append(output.numel() * 4)  # float32
+
+    hooks = [m.register_forward_hook(keep) for m in net.modules() if not list(m.children())]
+    try:
+        sizes = []
+        for batch in (train_batch, eval_batch):
+            outputs.clear()
+            with torch.no_grad():
+                net(torch.empty(batch, channels, height, width, device="meta"))
+            sizes.append(list(outputs))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(sum(sizes[0]), 2 * max(sizes[1], default=0))
 
 
 @dataclass(frozen=True)
@@ -68,30 +96,32 @@ class DatasetSizes:
         return cls(classes, train, val, test, train_eval, tuple(shape))
 
 
-def group_memory(dataset, backbone, sizes: DatasetSizes | None, retrained: int, device: torch.device) -> GroupMemory:
+def group_memory(dataset, backbone, sizes: DatasetSizes | None, retrained: int, train_batch: int,
+                 device: torch.device) -> GroupMemory:
     """The memory estimate of one group whose worker keeps `retrained` retrained models besides the original and
-    the random model."""
+    the random model and trains with batches of `train_batch`."""
     label = f"{dataset.label} × {backbone.label}"
     if sizes is None:
-        return GroupMemory(label, "?", None, None, None, None)
+        return GroupMemory(label, "?", None, None, None, None, None)
     options, (height, width, channels) = dataset.options_dict, sizes.shape
     row = height * width * channels
     held = sizes.train + sizes.val + sizes.test
-    decoded = (held + sizes.train_eval) * row
+    resident = (held + sizes.train_eval) * row  # the evaluation subset is a copy when held in memory
     on_disk = images_on_disk(dataset.name, DATASETS.get(dataset.name).decodes_to_file,
                              options.get("storage", "auto"), memory_budget_bytes(options), held * row)
-    images = 8 * (held + sizes.train_eval) + 2 * eval_batch_size(device) * row if on_disk else decoded
+    # read from disk: labels, and the batch in use, the one read ahead and the float32 copy of one (4 bytes a value)
+    images = 8 * (held + sizes.train_eval) + 6 * eval_batch_size(device) * row if on_disk else resident
     with torch.device("meta"):
         net = build_backbone(dataclasses.replace(backbone, pretrained=None), sizes.classes, channels, height)
     parameters = sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+    activations = activation_bytes(net, sizes.shape, train_batch, eval_batch_size(device))
     kept = 2 + retrained  # original, random, retrained models
     per_split = [n * sizes.classes * 4 for n in (sizes.train_eval or sizes.train, sizes.test)]
     in_flight = max(per_split + [sizes.val * sizes.classes * 4])  # the validation split: tuning, stopping rules
     stage_memo = min(kept * sum(b for b in per_split if b <= STAGE_LOGIT_BYTES), STAGE_LOGIT_BYTES)
     cell_memo = min(sizes.classes * sum(b for b in per_split if b <= CELL_LOGIT_BYTES), CELL_LOGIT_BYTES)
-    logits = stage_memo + cell_memo + in_flight
-    return GroupMemory(label, "disk" if on_disk else "memory", decoded, images,
-                       (kept + WORKING_COPIES) * parameters, logits)
+    return GroupMemory(label, "disk" if on_disk else "memory", resident, images,
+                       (kept + WORKING_COPIES) * parameters, activations, stage_memo + cell_memo + in_flight)
 
 
 def plan_estimates(grid: Grid, cells: list, retrains: set, data_root: str | None, cache: str | Path,
@@ -105,7 +135,7 @@ def plan_estimates(grid: Grid, cells: list, retrains: set, data_root: str | None
         retrained = sum(1 for g, _ in retrains if g == group)
         recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
         image_epochs += recipe.epochs * (sizes[dataset].train if sizes[dataset] else 0) * (1 + retrained)
-        memory = group_memory(dataset, backbone, sizes[dataset], retrained, device)
+        memory = group_memory(dataset, backbone, sizes[dataset], retrained, recipe.batch_size, device)
         if memory not in rows:
             rows.append(memory)
     lines = []
@@ -114,12 +144,14 @@ def plan_estimates(grid: Grid, cells: list, retrains: set, data_root: str | None
                      f"(about {image_epochs / 3000 / 60:.0f} CPU-minutes at 3,000 img/s for a small backbone)")
     if rows:
         width = max(len(r.label) for r in rows) + 2
-        lines.append("memory per worker, estimated (MiB; images on disk: labels and two read-ahead batches):")
-        lines.append(f"  {'':<{width}}" + " ".join(f"{c:>8}" for c in ("images", "storage", "decoded", "models",
-                                                                           "logits", "total")))
+        lines.append("memory per worker, estimated (MiB; images on disk: labels and the batches in flight; resident: "
+                     "every image held; activations: a training step or an evaluation batch, the larger):")
+        lines.append(f"  {'':<{width}}" + " ".join(f"{c:>11}" for c in (
+            "images", "storage", "resident", "models", "activations", "logits", "total")))
         for r in rows:
-            cells = [_mib(r.images), r.storage, _mib(r.decoded), _mib(r.models), _mib(r.logits), _mib(r.total)]
-            lines.append(f"  {r.label:<{width}}" + " ".join(f"{c:>8}" for c in cells))
+            cells = [_mib(r.images), r.storage, _mib(r.resident), _mib(r.models), _mib(r.activations),
+                     _mib(r.logits), _mib(r.total)]
+            lines.append(f"  {r.label:<{width}}" + " ".join(f"{c:>11}" for c in cells))
     return lines
 
 

@@ -25,7 +25,7 @@ SLURM_POLL_SECONDS = 1.0
 class SlurmOptions:
     """Slurm settings for submitit job arrays (grid YAML `slurm:` or CLI flags). Each array task has
     `gpus_per_task` GPUs; `array_parallelism` caps the tasks running at once and sizes the bundles of jobs a task
-    runs (see `slurm_bundles`)."""
+    runs (see `slurm_bundles`); `time_min` limits a task, so a bundle's jobs share it."""
 
     partition: str | None = None
     time_min: int = 120

@@ -61,10 +61,15 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS)
     except FileNotFoundError as exc:  # a class folder without images: "Found no valid file for the classes ..."
         raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
-    stats = [os.stat(p) for p, _ in samples]
+    if not samples:
+        raise DataFileError(f"Image folder {folder} holds no class folder with images.")
+    total, newest = 0, 0.0
+    for path, _ in samples:  # the sum and the newest, not 1.28 M stat results held at once
+        stat = os.stat(path)
+        total, newest = total + stat.st_size, max(newest, stat.st_mtime)
     key = stable_hash({
-        "folder": str(folder.resolve()), "n": len(samples), "bytes": sum(s.st_size for s in stats),
-        "mtime": max((s.st_mtime for s in stats), default=0), "size": image_size, "crop": center_crop,
+        "folder": str(folder.resolve()), "n": len(samples), "bytes": total, "mtime": newest, "size": image_size,
+        "crop": center_crop,
     })
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
@@ -78,8 +83,8 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
             chunks = (_stack(parallel(delayed(_decode)(p, image_size, center_crop)
                                       for p in paths[start:start + per_chunk]), row_shape, folder)
                       for start in range(0, len(paths), per_chunk))
+            atomic_save_npy(labels_file, labels)  # first: a worker that sees the images finds their labels
             write_npy_in_chunks(images_file, len(paths), row_shape, chunks)
-        atomic_save_npy(labels_file, labels)
     try:
         images, cached_labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
     except (OSError, ValueError, EOFError) as exc:

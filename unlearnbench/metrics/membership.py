@@ -182,9 +182,11 @@ def svc_attack_efficacies(ctx: MetricContext, metric: str, features: Iterable[st
     cells). Features are fitted independently on the same seeded samples, so a memoised value equals a fresh one."""
     shadow_size, seed = svc_attack_settings(ctx.settings, metric)
     net = ctx.net if model is None else model
-    memo = ctx.results if model is None else _STAGE_ATTACKS.setdefault(model, {})
     key = ("svc", id(net), ctx.forget_class, shadow_size, seed)
-    done = memo.setdefault(key, (net, {}))[1]  # the entry keeps `net` alive, so its id stays its own
+    if model is None:  # the cell's memo: the entry keeps `net` alive, so its id stays its own
+        done = ctx.results.setdefault(key, (net, {}))[1]
+    else:  # weakly keyed by the stage model, which the entry must not hold, or it would never be freed
+        done = _STAGE_ATTACKS.setdefault(model, {}).setdefault(key, {})
     missing = [f for f in features if f not in done]
     if missing:
         logits = [ctx.logits(split, view, model=model) for split, view in ATTACK_VIEWS]

@@ -20,7 +20,7 @@ table { border-collapse: collapse; margin: 0.5em 0 0.3em; font-size: 12.5px; }
 th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; cursor: pointer; position: sticky; top: 0; }
 th.sorted-asc::after { content: " \\25B2"; } th.sorted-desc::after { content: " \\25BC"; }
-td.key, th.key { text-align: left; }
+td.key, th.key, td.text, th.text { text-align: left; } td.text { white-space: normal; min-width: 12em; }
 .scroll { overflow-x: auto; }
 figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size: 12.5px; color: #555; }
 #filter { position: sticky; top: 0; background: #fff; padding: 0.4em 0; z-index: 1; }
@@ -96,17 +96,27 @@ def table_html(frame: pd.DataFrame) -> str:
     any sort keeps each row whole), its column levels joined by "·"; a row carries its method in `data-method`."""
     names = [n or "" for n in frame.index.names]
     method_level = next((i for i, n in enumerate(names) if n.lower() == "method"), None)
+    # words (a paper's title) left-aligned and wrapped; numbers stay right-aligned
+    kinds = [' class="text"' if _is_text(frame.iloc[:, i]) else "" for i in range(frame.shape[1])]
     head = "".join(f'<th class="key">{html.escape(n)}</th>' for n in names)
-    head += "".join(f"<th>{html.escape(_flat(c))}</th>" for c in frame.columns)
+    head += "".join(f"<th{kind}>{html.escape(_flat(c))}</th>" for c, kind in zip(frame.columns, kinds))
     rows = []
     for key, values in zip(frame.index, frame.itertuples(index=False, name=None)):
         keys = key if isinstance(key, tuple) else (key,)
         method = f' data-method="{html.escape(str(keys[method_level]))}"' if method_level is not None else ""
         cells = "".join(f'<td class="key">{html.escape(str(k))}</td>' for k in keys)
-        cells += "".join(f"<td>{html.escape(str(v))}</td>" for v in values)
+        cells += "".join(f"<td{kind}>{html.escape(str(v))}</td>" for v, kind in zip(values, kinds))
         rows.append(f"<tr{method}>{cells}</tr>")
     return (f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+NUMERIC_CELL = re.compile(r"\s*([−+-]?\d|—$|nan$|$)")  # a number, possibly with ± and marks, or nothing
+
+
+def _is_text(column: pd.Series) -> bool:
+    """Whether a column holds words (a paper's title, a reason) rather than numbers."""
+    return not all(NUMERIC_CELL.match(str(v)) for v in column)
 
 
 def _data_uri(png: Path) -> str:
