@@ -206,6 +206,7 @@ def cost_vs_classes(records: pd.DataFrame) -> Figure | None:
 
 LEGEND_ROW_INCHES = 0.16  # one legend entry at fontsize 7
 TITLE_AND_LABEL_INCHES = 0.8  # a figure's height the axes beside the legend do not take
+LEGEND_COLUMN_INCHES = 1.7  # one more legend column of method names
 
 
 def side_legend(ax, height: float) -> None:
@@ -214,6 +215,9 @@ def side_legend(ax, height: float) -> None:
     entries = len(ax.get_legend_handles_labels()[0])
     rows = max(1, int((height - TITLE_AND_LABEL_INCHES) / LEGEND_ROW_INCHES))
     columns = max(1, math.ceil(entries / rows))
+    if columns > 1:  # widen the figure by the extra columns, or they squeeze the axes and clip its title
+        width, tall = ax.figure.get_size_inches()
+        ax.figure.set_size_inches(width + LEGEND_COLUMN_INCHES * (columns - 1), tall)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncols=columns)
 
 
