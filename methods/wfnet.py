@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from unlearnbench import UnlearnedModel, Unlearner, UnlearnTask, UserError
 from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Float
-from unlearnbench.training import autocast, eval_batch_size
+from unlearnbench.training import autocast, eval_batch_size, gather_batches
 from ._weight_filtering import FilteredModel, FilterView, Gates
 
 CNN_DEFAULTS = {
@@ -327,15 +327,14 @@ def _validation_loss(model: FilteredModel, data: ImageData, val: _ValidationPair
     """The untraining loss over the fixed validation pairs (means over the whole split), a Python float."""
     batch_size = eval_batch_size(data.device)
     def sample_ce(split: Split, rows: Tensor | None) -> Tensor | None:
-        if len(split) == 0:
-            return None
-        ces = []
-        for start, (x, y) in zip(range(0, len(split), batch_size), data.batches(split, batch_size)):
-            selector = y if rows is None else rows[start:start + batch_size]
-            with autocast(data.device):
-                logits = model(x, forget_class=selector).float()
-            ces.append(sample_cross_entropy(logits, y))
-        return torch.cat(ces)
+        def batch_ces():
+            for start, (x, y) in zip(range(0, len(split), batch_size), data.batches(split, batch_size)):
+                selector = y if rows is None else rows[start:start + batch_size]
+                with autocast(data.device):
+                    logits = model(x, forget_class=selector).float()
+                yield sample_cross_entropy(logits, y)
+
+        return gather_batches(batch_ces(), len(split))  # None for an empty split
 
     retain, forget = sample_ce(val.retain, val.retain_rows), sample_ce(val.forget, None)
     loss = wfnet_loss(None if retain is None else retain.mean(),

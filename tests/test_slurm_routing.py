@@ -1,28 +1,13 @@
 """Slurm arrays route a group's jobs to the same task: bundles never mix groups, keep their jobs' order, and come
 back one outcome per job, whether a task finishes, dies or is requeued (submitit's local executor runs the array)."""
-import dataclasses
 import signal
 from collections import Counter
 
 import pytest
 
+from test_fault_tolerance import fake_jobs  # jobs shaped like the runner's, pickled by value
 from unlearnbench import UserError
 from unlearnbench.launchers import LaunchOptions, SlurmOptions, job_group, launch, slurm_bundles
-
-
-def fake_jobs(groups: list) -> list:
-    """Jobs shaped like the runner's (a `cell` with a `group`); classes defined here are pickled by value, so the
-    array's processes need not import this module."""
-    @dataclasses.dataclass(frozen=True)
-    class FakeCell:
-        group: str
-
-    @dataclasses.dataclass(frozen=True)
-    class FakeJob:
-        cell: FakeCell
-        n: int
-
-    return [FakeJob(FakeCell(g), n) for n, g in enumerate(groups)]
 
 
 def test_bundles_hold_one_group_each_in_order_and_number_about_the_array_parallelism():

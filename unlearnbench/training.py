@@ -6,7 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -196,21 +196,28 @@ def eval_batch_size(device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 256
 
 
+def gather_batches(parts: Iterable[torch.Tensor], total: int, *, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> torch.Tensor | None:
+    """The rows of per-batch outputs `parts` (`total` rows in all) in one tensor, allocated at the first part and
+    filled in place (None without parts). Kept one by one for a final cat, small outputs land in the holes the
+    freed input batches leave and pin them: a CPU process grew by one input batch for every batch evaluated."""
+    out, start = None, 0
+    for part in parts:
+        if out is None:
+            out = torch.empty((total, *part.shape[1:]), dtype=dtype or part.dtype, device=device or part.device)
+        out[start:start + len(part)] = part
+        start += len(part)
+    return out
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int | None = None) -> torch.Tensor:
     """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode and in float32 (no bf16
-    autocast, so metrics on a GPU agree with the CPU's up to kernel rounding). Each batch's logits are copied into
-    one tensor allocated once: kept one by one, these small tensors land in the holes the freed input batches
-    leave and pin them, so the CPU process grew by a batch's input for every batch evaluated."""
+    autocast, so metrics on a GPU agree with the CPU's up to kernel rounding)."""
     size = batch_size or eval_batch_size(data.device)
-    logits = torch.empty(0, data.num_classes, device=data.device)
     with evaluating(model):  # every submodule's own train/eval flag is restored, not the top one's cascaded
-        for start, (x, _) in zip(range(0, len(split), size), data.batches(split, size)):
-            out = model(x)
-            if start == 0:
-                logits = torch.empty((len(split), *out.shape[1:]), dtype=torch.float32, device=out.device)
-            logits[start:start + len(out)] = out
-    return logits
+        logits = gather_batches((model(x) for x, _ in data.batches(split, size)), len(split), dtype=torch.float32)
+    return torch.empty(0, data.num_classes, device=data.device) if logits is None else logits
 
 
 def finite_logits(model: nn.Module, data: ImageData, split: str) -> torch.Tensor:

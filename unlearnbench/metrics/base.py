@@ -64,12 +64,10 @@ class MetricContext:
         """Logits of `model` (default: the unlearned model for this class) on a view of a split. A shared stage
         model's (original, retrained, random) come from the group's memo, computed once for all cells."""
         net = self.net if model is None else model
-
-        def compute() -> tuple[nn.Module, torch.Tensor]:  # the entry keeps `net` alive, so its id stays its own
-            logits = self.stages.stage_logits(net, split)
-            return net, finite_logits(net, self.data, split) if logits is None else logits
-
-        _, logits = self.logit_cache.get((id(net), split), compute, lambda entry: entry[1].nbytes)
+        logits = self.stages.stage_logits(net, split)  # a stage model's: the group's memo holds them
+        if logits is None:  # the entry keeps `net` alive, so its id stays its own
+            _, logits = self.logit_cache.get((id(net), split), lambda: (net, finite_logits(net, self.data, split)),
+                                             lambda entry: entry[1].nbytes)
         return logits[self.mask(split, view)]
 
     def labels(self, split: str, view: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ..data import ImageData, Split
 from ..errors import UserError
 from ..models import penultimate_features
-from ..training import eval_batch_size
+from ..training import eval_batch_size, gather_batches
 from .base import MetricContext, register_metric
 
 Features = Callable[[Tensor], Tensor]  # a normalised batch x → features [N, D]
@@ -43,9 +43,9 @@ def probe_split(split: Split, per_class: int, seed: int) -> Split:
 def features_of(features: Features, data: ImageData, split: Split) -> np.ndarray:
     """float64 [N, D] features of every sample of `split`, computed without gradients in eval batches."""
     with torch.no_grad():
-        out = [features(x).detach().to("cpu", torch.float64)
-               for x, _ in data.batches(split, eval_batch_size(data.device))]
-    return torch.cat(out).numpy() if out else np.empty((0, 0))
+        out = gather_batches((features(x) for x, _ in data.batches(split, eval_batch_size(data.device))),
+                             len(split), dtype=torch.float64, device="cpu")
+    return np.empty((0, 0)) if out is None else out.numpy()
 
 
 def probe_accuracies(features: Features, data: ImageData, fit: Split, targets: dict[str, Split], *, C: float,
