@@ -1,10 +1,10 @@
 """What a smaller tuning budget would cost and lose, read from finished tuning runs (no new trials are run).
 
-    python benchmarks/tuning_budget.py reports/tuning/smoke reports/tuning/mini \\
-        --elsewhere reports/tuning/mini/second-wave-gpu --worker-hours 4 > reports/tuning/budget/output.txt
-    python benchmarks/tuning_budget.py reports/tuning/mini --budgets 2 4 8 --top 10
-    python benchmarks/tuning_budget.py reports/tuning/smoke reports/tuning/mini \
-        --only reports/tuning/smoke=wfnet,neggrad_plus --elsewhere reports/tuning/mini/second-wave-gpu
+    python benchmarks/tuning_budget.py reports/tuning/smoke reports/tuning/mini-whole-val \\
+        --elsewhere reports/tuning/mini-whole-val/second-wave-gpu --worker-hours 4 > reports/tuning/budget/output.txt
+    python benchmarks/tuning_budget.py reports/tuning/mini-whole-val --budgets 2 4 8 --top 10
+    python benchmarks/tuning_budget.py reports/tuning/smoke reports/tuning/mini-whole-val \
+        --only reports/tuning/smoke=wfnet,neggrad_plus --elsewhere reports/tuning/mini-whole-val/second-wave-gpu
 
 For every folder (a `run_bench.py tune` result holding `trials.csv`) and every budget k (1..the most trials of
 any study, or `--budgets`), it prints:

@@ -43,6 +43,30 @@ def test_training_subset_is_per_class_inside_train_and_named(mnist5k):
     assert entry.datasets[0].label == "mnist5k-100perclass"
 
 
+def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_kept_out_of_stage_keys(mnist5k):
+    """`val_per_class` (the mini grid: 100 a class) takes that many of the carved validation images of every class,
+    the same ones on every load, leaves train and test untouched, is named in the label, and does not retrain the
+    stage models (they never read validation) while every cell's key still holds it."""
+    from unlearnbench.execution import stage_dataset_key
+    from unlearnbench.report.paper import full_dataset_name
+
+    capped = [load_dataset("mnist5k", options={"val_per_class": 10}) for _ in range(2)]
+    assert torch.equal(torch.bincount(capped[0].val.labels, minlength=10), torch.full((10,), 10))
+    assert torch.equal(capped[0].val.images, capped[1].val.images)  # seeded
+    assert torch.equal(capped[0].train.images, mnist5k.train.images)
+    assert torch.equal(capped[0].test.images, mnist5k.test.images)
+    whole = {bytes(x.numpy()) for x in mnist5k.val.images}
+    assert all(bytes(x.numpy()) in whole for x in capped[0].val.images)  # drawn from the carve, not from train
+    grid = parse_grid({"datasets": [{"name": "mnist", "train_per_class": 400, "val_per_class": 100},
+                                    {"name": "mnist", "train_per_class": 400}], "backbones": ["vgg16"]}, "t")
+    entry, uncapped = grid.datasets
+    assert entry.label == "mnist-400perclass-val100perclass" and full_dataset_name(entry.label) == "mnist"
+    assert stage_dataset_key(entry) == stage_dataset_key(uncapped)
+    assert entry.key_entry() != uncapped.key_entry()  # cells, tuning trials and the group memo tell them apart
+    with pytest.raises(UserError, match="'val_per_class' of dataset 'mnist'.*integer ≥ 1"):
+        parse_grid({"datasets": [{"name": "mnist", "val_per_class": 0}], "backbones": ["vgg16"]}, "t")
+
+
 def test_forget_and_retain_views_are_disjoint_and_complete(mnist5k):
     for c in range(10):
         forget, retain = mnist5k.test.forget(c), mnist5k.test.retain(c)

@@ -280,13 +280,14 @@ def load_dataset(
 ) -> ImageData:
     """Load a registered dataset, carve a stratified validation split from train, and move it to `device`.
 
-    Options besides the loader's: `train_per_class` (a training subset), `test_per_class` (an evaluation subset of
-    the test split), `train_eval_per_class` (an evaluation subset of the training split, what metrics read as
+    Options besides the loader's: `train_per_class` (a training subset), `val_per_class` (a subset of the carved
+    validation split, what stopping rules and tuning score), `test_per_class` (an evaluation subset of the test split), `train_eval_per_class` (an evaluation subset of the training split, what metrics read as
     'train'), `storage` (auto | memory | disk) and `memory_budget_gb`: a dataset whose decoded images exceed the
     budget is read from its decoded file batch by batch (auto), so memory stays bounded whatever its size."""
     info = DATASETS.get(name)
     options = dict(options or {})
     per_class = options.pop("train_per_class", None)  # a training subset, applied after the validation carve
+    val_per_class = options.pop("val_per_class", None)  # a validation subset, taken from the carve (mini: 100 a class)
     test_per_class = options.pop("test_per_class", None)  # an evaluation subset (the paper's ImageNet: 5 a class)
     train_eval_per_class = options.pop("train_eval_per_class", None)  # Table 1's training columns on ImageNet
     storage = options.pop("storage", "auto")
@@ -301,6 +302,8 @@ def load_dataset(
     kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
     if per_class:
         kept = per_class_subset(kept, train_labels, per_class, SPLIT_SEED)
+    if val_per_class:
+        carved = per_class_subset(carved, train_labels, val_per_class, SPLIT_SEED)
     tested = np.arange(len(test_labels))
     if test_per_class:
         tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)

@@ -89,6 +89,8 @@ class DatasetSizes:
             return None
         val = round(val_fraction * n_train)
         train = n_train - val
+        if options.get("val_per_class"):
+            val = min(val, classes * options["val_per_class"])
         if options.get("train_per_class"):
             train = min(train, classes * options["train_per_class"])
         test = min(n_test, classes * options["test_per_class"]) if options.get("test_per_class") else n_test

@@ -167,7 +167,7 @@ def load_group(key: GroupKey) -> Stages:
 
 def stage_dataset_key(dataset) -> dict:
     """The dataset part of a stage model's cache key: the entry without the options that pick evaluation images
-    only (`test_per_class`, `train_eval_per_class`) or say how images are held, so ImageNet's 5-per-class evaluation
+    only (`test_per_class`, `train_eval_per_class`, `val_per_class`) or say how images are held, so ImageNet's 5-per-class evaluation
     reuses the original and retrained models of the whole test set (and a grid without them keys them as before)."""
     return dataset.key_entry(*EVALUATION_OPTIONS)
 

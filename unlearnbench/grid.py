@@ -21,7 +21,8 @@ GRID_KEYS = ("name", "description", "datasets", "backbones", "methods", "seeds",
 
 
 HOLDING_OPTIONS = ("storage", "memory_budget_gb")  # how the images are held, not which: never in a cache key
-EVALUATION_OPTIONS = ("test_per_class", "train_eval_per_class")  # which images metrics read: not in stage keys
+# which images metrics, stopping rules and tuning read, never what stage models train on: not in stage keys
+EVALUATION_OPTIONS = ("test_per_class", "train_eval_per_class", "val_per_class")
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,13 @@ class DatasetEntry:
     @property
     def label(self) -> str:
         """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`, and so are the
-        evaluation subsets: `imagenet-test5perclass`, `imagenet-traineval10perclass`."""
+        validation and evaluation subsets: `mnist-400perclass-val100perclass`, `imagenet-test5perclass`,
+        `imagenet-traineval10perclass`."""
         options = self.options_dict
-        train, test = options.get("train_per_class"), options.get("test_per_class")
+        train, val, test = (options.get(f"{split}_per_class") for split in ("train", "val", "test"))
         train_eval = options.get("train_eval_per_class")
-        return (self.name + (f"-{train}perclass" if train else "") + (f"-test{test}perclass" if test else "")
-                + (f"-traineval{train_eval}perclass" if train_eval else ""))
+        return (self.name + (f"-{train}perclass" if train else "") + (f"-val{val}perclass" if val else "")
+                + (f"-test{test}perclass" if test else "") + (f"-traineval{train_eval}perclass" if train_eval else ""))
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,10 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if not isinstance(value, dict) or "name" not in value:
         raise UserError(f"A dataset in {where} must be a name or a mapping with 'name', got {value!r}.")
     DATASETS.get(value["name"])
-    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "test_per_class",
+    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "val_per_class", "test_per_class",
                        "train_eval_per_class", "storage", "memory_budget_gb", "methods"),
                f"dataset '{value['name']}' of {where}")
-    for key in ("train_per_class", "test_per_class", "train_eval_per_class"):
+    for key in ("train_per_class", "val_per_class", "test_per_class", "train_eval_per_class"):
         per_class = value.get(key)
         if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
             raise UserError(f"'{key}' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "
