@@ -41,8 +41,9 @@ def main() -> None:
     cell = next(c for c in p.cells if c.method == "wfnet" and c.dataset.name == args.dataset
                 and c.backbone.name == args.backbone)
     dataset, backbone, seed = cell.group
+    whole = {k: v for k, v in dataset.options_dict.items() if k != "val_per_class"}  # the uncapped carve
     data = load_dataset(dataset.name, root=args.data_root, cache_dir=args.cache_dir, val_fraction=grid.val_fraction,
-                        options=dataset.options_dict)
+                        options=whole)
     stages = Stages(data, stage_dataset_key(dataset), backbone, resolve_recipe(dataset.name, backbone, grid.recipe),
                     seed, Cache(args.cache_dir), args.data_root, progress=False)
     stages.original()  # trained (or loaded) before the timing
