@@ -48,6 +48,7 @@ def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_ke
     the same ones on every load, leaves train and test untouched, is named in the label, and does not retrain the
     stage models (they never read validation) while every cell's key still holds it."""
     from unlearnbench.execution import stage_dataset_key
+    from unlearnbench.grid import DatasetEntry
     from unlearnbench.report.paper import full_dataset_name
 
     capped = [load_dataset("mnist5k", options={"val_per_class": 10}) for _ in range(2)]
@@ -63,6 +64,10 @@ def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_ke
     assert entry.label == "mnist-400perclass-val100perclass" and full_dataset_name(entry.label) == "mnist"
     assert stage_dataset_key(entry) == stage_dataset_key(uncapped)
     assert entry.key_entry() != uncapped.key_entry()  # cells, tuning trials and the group memo tell them apart
+    from unlearnbench.estimates import DatasetSizes  # the dry run's memory column counts the capped split
+    sizes = DatasetSizes.of(DatasetEntry("mnist5k", (("val_per_class", 10),)), 0.1, None, "results/cache")
+    assert (sizes.train, sizes.val) == (len(capped[0].train), len(capped[0].val)) == (3600, 100)
+    assert DatasetSizes.of(uncapped, 0.1, None, "results/cache").val == 6000
     with pytest.raises(UserError, match="'val_per_class' of dataset 'mnist'.*integer ≥ 1"):
         parse_grid({"datasets": [{"name": "mnist", "val_per_class": 0}], "backbones": ["vgg16"]}, "t")
 
