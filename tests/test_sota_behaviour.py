@@ -25,8 +25,6 @@ TRADE_OFF = {
     # Boundary Expanding: the shadow class drags the retained classes along (70.6 / 80.0 % on validation)
     ("boundary_expand", "vgg16-w0.0625"): (0.10, 0.45),   # 54.1 % measured
     ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): (0.10, 0.78),   # 83.0 %, the bound 83.2 %
-    # UNSIR's setting, tuned against originals trained in an earlier session: 83.3 % against a bound of 86.2 %
-    ("unsir", "vgg16-w0.0625"): (0.10, 0.78),
 }
 
 
