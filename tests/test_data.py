@@ -43,7 +43,7 @@ def test_training_subset_is_per_class_inside_train_and_named(mnist5k):
     assert entry.datasets[0].label == "mnist5k-100perclass"
 
 
-def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_kept_out_of_stage_keys(mnist5k):
+def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_kept_out_of_stage_keys(mnist5k, tmp_path):
     """`val_per_class` (the mini grid: 100 a class) takes that many of the carved validation images of every class,
     the same ones on every load, leaves train and test untouched, is named in the label, and does not retrain the
     stage models (they never read validation) while every cell's key still holds it."""
@@ -65,9 +65,9 @@ def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_ke
     assert stage_dataset_key(entry) == stage_dataset_key(uncapped)
     assert entry.key_entry() != uncapped.key_entry()  # cells, tuning trials and the group memo tell them apart
     from unlearnbench.estimates import DatasetSizes  # the dry run's memory column counts the capped split
-    sizes = DatasetSizes.of(DatasetEntry("mnist5k", (("val_per_class", 10),)), 0.1, None, "results/cache")
+    sizes = DatasetSizes.of(DatasetEntry("mnist5k", (("val_per_class", 10),)), 0.1, None, tmp_path)
     assert (sizes.train, sizes.val) == (len(capped[0].train), len(capped[0].val)) == (3600, 100)
-    assert DatasetSizes.of(uncapped, 0.1, None, "results/cache").val == 6000
+    assert DatasetSizes.of(uncapped, 0.1, None, tmp_path).val == 6000
     with pytest.raises(UserError, match="'val_per_class' of dataset 'mnist'.*integer ≥ 1"):
         parse_grid({"datasets": [{"name": "mnist", "val_per_class": 0}], "backbones": ["vgg16"]}, "t")
 
