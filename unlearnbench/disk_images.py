@@ -121,8 +121,9 @@ def write_npy_in_chunks(path: Path, count: int, row_shape: tuple[int, ...], chun
             for chunk in chunks:
                 if chunk.shape[1:] != tuple(row_shape) or chunk.dtype != np.uint8:
                     raise ValueError(f"a chunk of {chunk.dtype} {chunk.shape[1:]} rows for {tuple(row_shape)} uint8")
-                tmp.write(np.ascontiguousarray(chunk).tobytes())
+                tmp.write(np.ascontiguousarray(chunk).data)  # the rows themselves, not a copy of them
                 written += len(chunk)
+                del chunk  # released before the next chunk is made, so one chunk is held at a time
         except BaseException:
             tmp.close()
             os.unlink(tmp.name)
