@@ -17,8 +17,9 @@ from unlearnbench.cli import main
 from unlearnbench.grid import load_grid
 from unlearnbench.launchers import (MAX_DEFAULT_CPU_WORKERS, LaunchOptions, SlurmOptions, WorkerSlots,
                                    default_workers, launch)
-from unlearnbench.runner import RunOptions, run
-from unlearnbench.store import Cache, RunFolder
+from unlearnbench.planning import plan
+from unlearnbench.runner import RunOptions, merged_only, run
+from unlearnbench.store import Cache, RunFolder, read_run_config
 
 from conftest import write_grid
 
@@ -293,10 +294,15 @@ def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")
     assert (failures.status == "failed").sum() == 3
     assert failures.reason.str.contains("not finite").all()
+    # a later run of one method into the folder keeps the other's failures, and the retry still finds them
+    assert main(["--grid", str(grid_file), *common, "--only", "method=original"]) == 0
+    assert (pd.read_csv(tmp_path / "run" / "failures.csv").status == "failed").sum() == 3
     flag.unlink()
-    assert main(["--retry-failed", *common]) == 0
+    # the retry takes the cache, plugins and device from the folder's config.yaml: no flag needs repeating
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--quiet", "--workers", "1"]) == 0
     records = pd.read_csv(tmp_path / "run" / "records.csv")
     assert set(records.method) == {"poisoned", "original"}
+    assert pd.read_csv(tmp_path / "run" / "failures.csv").empty
     log = (tmp_path / "run" / "log.txt").read_text().split("grid 'tiny'")[-1]
     assert log.count("done ") == 3  # only the three failed cells ran again
 
@@ -350,6 +356,17 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
                           "nowhere is not a folder; pass the folder holding the datasets"),
     "only value in no cell": (lambda t: ["--grid", str(tiny(t)), "--only", "method=orignal", "--dry-run"],
                               "--only method=orignal matches no cell of grid 'tiny' (did you mean 'original'?)"),
+    "metric settings not a mapping": (lambda t: ["--grid", str(tiny(t, metric_settings={"relearn": 5})), "--dry-run"],
+                                      "metric_settings.relearn of grid 'tiny' must be a mapping of setting: value"),
+    "metric setting of the wrong type": (
+        lambda t: ["--grid", str(tiny(t, metric_settings={"relearn": {"max_epochs": "5"}})), "--dry-run"],
+        "'max_epochs' in metric_settings.relearn of grid 'tiny' must be an integer like its default 100, got '5'."),
+    "ImageFolder option on another dataset": (
+        lambda t: ["--grid", str(tiny(t, datasets=[{"name": "mnist5k", "augment": True}])), "--dry-run"],
+        "'augment' of dataset 'mnist5k' in"),
+    "unknown augmentation": (
+        lambda t: ["--grid", str(tiny(t, datasets=[{"name": "imagefolder", "path": str(t), "augment": True}])),
+                   "--dry-run"], "must be one of none, crop, flip, crop_flip, got True."),
     "retry config not a mapping": (
         lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "[1]").parent)],
         "config.yaml is not an unlearnbench run config: it has no 'grid' mapping."),
@@ -509,3 +526,42 @@ def test_a_stage_model_another_worker_is_training_is_waited_for_and_loaded_not_t
     waiter.join(timeout=60)
     assert trained_by_second == [] and not waiter.is_alive()
     assert all(torch.equal(a, b) for a, b in zip(got["model"].state_dict().values(), model.state_dict().values()))
+
+
+def test_runs_with_different_only_filters_into_one_folder_add_up_to_the_whole_grid(tmp_path, shared_cache):
+    grid_file = tiny(tmp_path)
+    common = ["--grid", str(grid_file), "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache),
+              "--device", "cpu", "--quiet", "--workers", "1"]
+    assert main([*common, "--only", "method=retrain", "--only", "forget_class=0"]) == 0
+    assert main([*common, "--only", "forget_class=1", "--only", "method=retrain", "--only", "forget_class=2"]) == 0
+    records = pd.read_csv(tmp_path / "run" / "records.csv")
+    assert sorted(records[records.method == "retrain"].forget_class.dropna().unique()) == [0, 1, 2]
+    only = read_run_config(tmp_path / "run")["only"]  # both runs' filters, which --retry-failed plans together
+    assert only == [{"method": "retrain", "forget_class": "0"}, {"forget_class": "1,2", "method": "retrain"}]
+    cells = plan(load_grid(str(grid_file)), RunOptions(only=only, cache_dir=shared_cache, device="cpu")).cells
+    assert sorted((c.method, c.forget_class) for c in cells) == [("retrain", 0), ("retrain", 1), ("retrain", 2)]
+    assert merged_only(only, {}) == {} and merged_only(only, {"forget_class": "0", "method": "retrain"}) == only
+    assert main(common) == 0  # the whole grid: every earlier row replaced by this run's (from the cache), none twice
+    whole = comparable(tmp_path / "run" / "records.csv")
+    clean = run(load_grid(str(grid_file)), RunOptions(out=tmp_path / "clean", cache_dir=shared_cache, device="cpu",
+                                                      progress=False))
+    pd.testing.assert_frame_equal(whole, comparable(clean.run_dir / "records.csv"))
+
+
+def test_a_missing_tree_whose_classes_are_counted_in_its_files_is_skipped_with_that_reason(tmp_path):
+    grid_file = write_grid(tmp_path, forget_classes="all",
+                           datasets=["mnist5k", {"name": "imagefolder", "path": str(tmp_path / "nowhere")}])
+    p = plan(load_grid(str(grid_file)), RunOptions(cache_dir=tmp_path / "cache", device="cpu"))
+    assert {c.dataset.name for c in p.cells} == {"mnist5k"} and len(p.cells) == 11  # original + 10 retrains
+    assert [(c.dataset.name, c.method, c.forget_class) for c, _ in p.skipped] == [
+        ("imagefolder", "original", None), ("imagefolder", "retrain", None)]
+    assert all("Dataset 'imagefolder' not found" in reason for _, reason in p.skipped)
+
+
+def test_download_lets_a_dataset_without_local_files_be_planned_not_skipped(tmp_path):
+    grid = load_grid(str(write_grid(tmp_path, datasets=["mnist", "cifar10"])))
+    without = plan(grid, RunOptions(cache_dir=tmp_path / "cache", device="cpu"))
+    assert not without.cells and all("needs --data-root" in reason and "None" not in reason
+                                     for _, reason in without.skipped)
+    fetched = plan(grid, RunOptions(cache_dir=tmp_path / "cache", device="cpu", download=True))
+    assert not fetched.skipped and {c.dataset.name for c in fetched.cells} == {"mnist", "cifar10"}

@@ -110,14 +110,16 @@ def with_default_command(argv: list[str]) -> list[str]:
     return [DEFAULT_COMMAND, *argv]
 
 
-def parse_pairs(items: list[str], flag: str) -> dict:
-    """KEY=VALUE strings → dict; a malformed one is a UserError naming the flag."""
+def parse_pairs(items: list[str], flag: str, join_repeats: bool = False) -> dict:
+    """KEY=VALUE strings → dict; a malformed one is a UserError naming the flag. A key given twice keeps its last
+    value, or with `join_repeats` both, comma-joined (--only method=a --only method=b selects a or b)."""
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UserError(f"{flag} expects KEY=VALUE, got '{item}'.")
-        pairs[key.strip()] = value.strip()
+        key = key.strip()
+        pairs[key] = f"{pairs[key]},{value.strip()}" if join_repeats and key in pairs else value.strip()
     return pairs
 
 
@@ -204,7 +206,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
     from .tuning import tune
 
     grid = _with_methods(load_grid(args.grid), args.methods)
-    options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only"))
+    options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only", join_repeats=True))
     out = args.out or args.results_dir / "tuning" / grid.name
     result = tune(grid, options, launch_options, out)
     for dataset, backbones in result.document.get("tuned", {}).items():
@@ -227,7 +229,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .runner import run
     from .store import Cache
 
-    only = parse_pairs(args.only, "--only")
+    only = parse_pairs(args.only, "--only", join_repeats=True)
     data_root = args.data_root
     if args.retry_failed:
         if args.methods is not None:
@@ -237,6 +239,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
         only = only or config.get("only") or {}
         data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
+        # the earlier run's cache, device, precision and plugins unless given again: its finished cells are found
+        # in that cache under those keys, so only the failed ones run
+        if args.cache_dir is None and config.get("cache_dir"):
+            args.cache_dir = Path(config["cache_dir"])
+        if args.device == "auto" and config.get("device"):
+            args.device = config["device"]
+        if args.precision == "auto" and config.get("precision"):
+            args.precision = config["precision"]
+        if not args.plugins and config.get("plugins"):
+            args.plugins = list(config["plugins"])
     else:
         grid = _with_methods(load_grid(args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)
@@ -250,7 +262,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml")
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
               f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
-              f"{args.grid or grid.name} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
+              f"{grid.name if args.retry_failed else args.grid} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
     if args.dry_run:
         resolve_device(options.device)
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid), options.data_root))

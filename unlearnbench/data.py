@@ -190,8 +190,12 @@ def _read_ahead(split: Split, indices: list[torch.Tensor]) -> Iterator[torch.Ten
             yield images
 
 
+AUGMENTATIONS = ("none", "crop", "flip", "crop_flip")  # a dataset's training augmentation (augment_batch)
+
+
 def augment_batch(images: torch.Tensor, kind: str, generator: torch.Generator | None) -> torch.Tensor:
-    """Random 4-px translate (reflect padding) and, for 'crop_flip', a horizontal flip; all on the device."""
+    """'crop': a random 4-px translate (reflect padding); 'flip': a random horizontal flip; 'crop_flip': both; all
+    on the device."""
     b, c, h, w = images.shape
     pad = 4 if kind.startswith("crop") else 0
     out = images
@@ -357,13 +361,16 @@ def dataset_sizes(name: str, root: str | Path | None, cache_dir: str | Path = "r
     return info.train_images, info.test_images, info.image_shape
 
 
-def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None) -> DataSource:
-    """Where planning looks for a dataset's files (no download)."""
-    return DataSource(Path(root).expanduser() if root else None, Path(cache_dir), False, dict(options or {}))
+def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None,
+            download: bool = False) -> DataSource:
+    """Where planning looks for a dataset's files (it never downloads: `download` only says a loader may)."""
+    return DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, dict(options or {}))
 
 
-def dataset_missing(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache", options: dict | None = None) -> str | None:
-    """Return why dataset `name` cannot be loaded from `root` (one sentence), or None when it can."""
-    return DATASETS.get(name).missing(_source(root, cache_dir, options))
+def dataset_missing(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache",
+                    options: dict | None = None, download: bool = False) -> str | None:
+    """Return why dataset `name` cannot be loaded from `root`, or fetched where `download` allows (one sentence),
+    or None when it can."""
+    return DATASETS.get(name).missing(_source(root, cache_dir, options, download))
 
 

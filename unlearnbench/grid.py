@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, from_mapping, read_yaml
-from .data import DATASETS, STORAGES, memory_budget_bytes
+from .data import AUGMENTATIONS, DATASETS, STORAGES, memory_budget_bytes
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean
 from .models import BACKBONES, BackboneSpec
@@ -156,6 +156,13 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     methods = raw.get("methods", "all")
     if methods != "all":
         methods = [_method_entry(m, where) for m in _as_list(methods, "methods", where)]
+        runs = {m.name for m in methods}
+        for label, names in dataset_methods.items():  # checked here, not after --methods has replaced the list
+            for name in names:
+                if name not in runs:
+                    raise UserError(f"The 'methods' of dataset '{label}' in {where} name {name}, which the grid "
+                                    f"does not run{did_you_mean(name, runs)}; add it to the grid's methods or remove "
+                                    f"it there.")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or not seeds:
         raise UserError(f"'seeds' in {where} must be a non-empty list of integers, got {seeds!r}.")
@@ -229,6 +236,18 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
         raise UserError(f"'storage' of dataset '{value['name']}' in {where} must be one of {', '.join(STORAGES)}, "
                         f"got {value['storage']!r}.")
     memory_budget_bytes(value)
+    tree_options = [k for k in ("path", "image_size", "augment") if k in value]
+    if tree_options and not DATASETS.get(value["name"]).decodes_to_file:
+        raise UserError(f"'{tree_options[0]}' of dataset '{value['name']}' in {where} applies only to ImageFolder "
+                        f"datasets ({', '.join(n for n in DATASETS.names() if DATASETS.get(n).decodes_to_file)}); "
+                        f"remove it (this dataset is found under --data-root).")
+    size = value.get("image_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
+        raise UserError(f"'image_size' of dataset '{value['name']}' in {where} must be an integer ≥ 8 (pixels), "
+                        f"got {size!r}.")
+    if "augment" in value and value["augment"] not in AUGMENTATIONS:
+        raise UserError(f"'augment' of dataset '{value['name']}' in {where} must be one of "
+                        f"{', '.join(AUGMENTATIONS)}, got {value['augment']!r}.")
     options = tuple(sorted((k, v) for k, v in value.items() if k not in ("name", "methods")))
     return DatasetEntry(value["name"], options)
 

@@ -35,7 +35,7 @@ class RunOptions:
     device: str = "auto"
     data_root: Path | None = None
     download: bool = False
-    only: dict = field(default_factory=dict)
+    only: dict | list[dict] = field(default_factory=dict)  # a list: the cells any of its filter sets selects
     plugins: list = field(default_factory=list)
     progress: bool = True
     command: str = ""
@@ -79,17 +79,37 @@ def metric_names(grid: Grid) -> list[str]:
     unknown = [k for k in grid.metric_settings if k not in METRICS]
     if unknown:
         raise UserError(f"Unknown metric '{unknown[0]}' in metric_settings{did_you_mean(unknown[0], METRICS.names())}.")
+    for name in grid.metric_settings:  # malformed settings fail before any work, also in --dry-run
+        metric_settings(grid, name)
     return names
 
 
 def metric_settings(grid: Grid, name: str) -> dict:
-    """A metric's settings: its registered defaults, overridden by the grid's metric_settings."""
+    """A metric's settings: its registered defaults, overridden by the grid's metric_settings; each override must
+    have its default's type (a number where the default is a float, any value where it is None)."""
     defaults = METRICS.get(name).defaults
     overrides = grid.metric_settings.get(name, {}) or {}
+    where = f"metric_settings.{name} of grid '{grid.name}'"
+    if not isinstance(overrides, dict):
+        raise UserError(f"{where} must be a mapping of setting: value (e.g. {{{next(iter(defaults), 'key')}: …}}), "
+                        f"got {overrides!r}.")
     from .config import check_keys
 
-    check_keys(overrides, defaults, f"metric_settings.{name}")
+    check_keys(overrides, defaults, where)
+    for key, value in overrides.items():
+        default = defaults[key]
+        kinds = ((bool,) if isinstance(default, bool) else (int,) if isinstance(default, int) else
+                 (int, float) if isinstance(default, float) else (type(default),) if default is not None else (object,))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
+            raise UserError(f"'{key}' in {where} must be {_kind_name(default)} like its default {default!r}, "
+                            f"got {value!r}.")
     return {**defaults, **overrides}
+
+
+def _kind_name(value) -> str:
+    return ("true or false" if isinstance(value, bool) else "an integer" if isinstance(value, int) else
+            "a number" if isinstance(value, float) else "a string" if isinstance(value, str) else
+            "a list" if isinstance(value, list) else type(value).__name__)
 
 
 def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
@@ -113,13 +133,21 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
                         f"(or add --download to fetch them into a new one).")
     methods, plugin_errors = discover(options.plugins)
+    missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict, options.download)
+               for d in grid.datasets}
     num_classes = {d.name: dataset_classes(d.name, root, options.cache, d.options_dict) for d in grid.datasets}
+    # a dataset whose classes are counted in its files, which are missing: planned with one stand-in class, so that
+    # its cells are skipped with the missing data's reason, one per dataset × backbone × method × seed
+    uncounted = {d.name for d in grid.datasets if num_classes[d.name] is None and missing[d]}
+    if grid.forget_classes == "all":
+        num_classes.update(dict.fromkeys(uncounted, 1))
     cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
-    missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict) for d in grid.datasets}
     runnable, skipped = [], []
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
     for cell in cells:
+        if cell.dataset.name in uncounted:
+            cell = dataclasses.replace(cell, forget_class=None, forget_classes=())
         skip, reason = methods[cell.method].cls().skip(cell.dataset.name, cell.backbone)
         if cell.method == "retrain" and resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
             skip, reason = True, (f"the {cell.dataset.name} recipe trains 0 epochs (its originals are pretrained "
@@ -137,15 +165,11 @@ def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple
     """The cells a dataset's `methods:` list allows, and one skipped entry (forget class None, whatever the
     number of classes: ImageNet's 1000 would otherwise list 1000 each) per dataset × backbone × method × seed it
     leaves out, with the reason."""
-    runs = set(methods) if grid.methods == "all" else {m.name for m in grid.methods}
-    for label, names in grid.dataset_methods.items():
+    for label, names in grid.dataset_methods.items():  # (that the grid runs them is checked when it is read)
         for name in names:
             if name not in methods:
                 raise UserError(f"The 'methods' of dataset '{label}' in grid '{grid.name}' name unknown method "
                                 f"'{name}'{did_you_mean(name, methods)}.")
-            if name not in runs:
-                raise UserError(f"The 'methods' of dataset '{label}' in grid '{grid.name}' name {name}, which the "
-                                f"grid does not run; add it to the grid's methods or remove it there.")
     kept, left_out = [], {}
     for cell in cells:
         allowed = grid.dataset_methods.get(cell.dataset.label)
@@ -158,9 +182,13 @@ def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple
     return kept, list(left_out.items())
 
 
-def _select(cells: list[Cell], only: dict, grid_name: str) -> list[Cell]:
+def _select(cells: list[Cell], only: dict | list[dict], grid_name: str) -> list[Cell]:
     """The cells matching every --only filter (KEY=V1,V2: any of the values); a key, or a value no cell of the
-    grid has, is a UserError with suggestions."""
+    grid has, is a UserError with suggestions. A list of filter sets (a run folder several --only runs wrote
+    into) selects the cells any of them selects."""
+    if isinstance(only, list):
+        chosen = {id(c) for filters in only for c in _select(cells, filters, grid_name)}
+        return [c for c in cells if id(c) in chosen]
     values = [{"dataset": {c.dataset.name, c.dataset.label}, "backbone": {c.backbone.name, c.backbone.label},
                "method": {c.method}, "seed": {str(c.seed)},
                "forget_class": {str(c.forget_class) if c.forget_class is not None else "all"}} for c in cells]

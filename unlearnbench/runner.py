@@ -55,9 +55,13 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         if previous is not None and previous["grid"] != _grid_dict(grid):
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
                             f"configuration; pass another --out or --retry-failed.")
+        earlier = _earlier_results(folder.path) if previous is not None else None
         folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
-                             "cache_dir": str(options.cache), "only": options.only, "versions": versions(),
+                             "cache_dir": str(options.cache), "precision": options.precision,
+                             "plugins": [str(p) for p in options.plugins or []],
+                             "only": merged_only(previous.get("only") if previous else None, options.only),
+                             "versions": versions(),
                              "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),
                              "metric_settings": {m: metric_settings(grid, m) for m in metrics},
                              "methods": {m: p.methods[m].cls.card() for m in dict.fromkeys(c.method for c in p.cells)}})
@@ -113,7 +117,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 else:
                     results[cell] = outcome.records
                 bar.update()
-                folder.write_records(_ordered(p.cells, results, tuning), _provenance())
+                folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
+                                     kept=_kept(earlier, results, p.cells, "records"))
         for cell in pending:  # a group whose original failed: its cells fail with that reason
             if cell.group in broken_groups:
                 broken = broken_groups[cell.group]
@@ -121,8 +126,10 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 bar.update()
         bar.close()
         _collect_artifacts(p.cells, keys, cache, folder.path)
-        frame = folder.write_records(_ordered(p.cells, results, tuning), _provenance())
-        folder.write_failures(failures)
+        frame = folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
+                                     kept=_kept(earlier, results, p.cells, "records"))
+        planned_cells = p.cells + [cell for cell, _ in p.skipped]
+        folder.write_failures(failures, kept=_kept(earlier, {c: [] for c in planned_cells}, p.cells, "failures"))
         try:
             from .report import write_report
 
@@ -140,6 +147,55 @@ def _ordered(cells: list[Cell], results: dict[Cell, list[dict]], extra: dict[Cel
     """Records in plan order, whatever order the cells finished in (so a resumed run equals a clean one), each
     cell's followed by its `extra` rows."""
     return [r for cell in cells if cell in results for r in results[cell] + extra.get(cell, [])]
+
+
+def merged_only(earlier: dict | list | None, now: dict | list) -> dict | list:
+    """The --only filters of every run written into one folder: {} (the whole grid) if any run had none, else the
+    distinct filter sets in the order they ran (a list, which --retry-failed plans as their union)."""
+    if earlier is None:
+        return now
+    sets = [f for f in (earlier if isinstance(earlier, list) else [earlier]) + (now if isinstance(now, list) else [now])]
+    if any(not f for f in sets):
+        return {}
+    distinct = [f for i, f in enumerate(sets) if f not in sets[:i]]
+    return distinct[0] if len(distinct) == 1 else distinct
+
+
+def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
+    """The records and failures an earlier run of the same grid left in `folder` (a run with another --only, or
+    one cut short), so that this run adds to them rather than erasing them."""
+    from .report.records import read_records
+
+    earlier = {}
+    if (folder / "records.csv").is_file():
+        earlier["records"] = read_records(folder / "records.csv")
+    if (folder / "failures.csv").is_file():
+        try:
+            failures = pd.read_csv(folder / "failures.csv", dtype={"params": str})
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"{folder / 'failures.csv'} is not an unlearnbench failures file; move it away or "
+                            f"pass another --out.") from None
+        failures["forget_class"] = pd.to_numeric(failures["forget_class"], errors="coerce").round().astype("Int64")
+        earlier["failures"] = failures[failures["status"] != "plugin-error"]  # this run reports its own
+    return earlier
+
+
+def _kept(earlier: dict | None, done: dict, cells: list, kind: str) -> pd.DataFrame | None:
+    """The earlier run's `kind` rows ("records" or "failures") that this run does not replace: those of cells it
+    has no outcome for yet (`done` holds the ones it has). A cell's rows are its dataset, backbone, method,
+    params and seed, and its forget class where it has one (a one-round cell's rows name every class)."""
+    frame = (earlier or {}).get(kind)
+    if frame is None or frame.empty:
+        return None
+    per_class = {(c.dataset.label, c.backbone.label, c.method, c.params_json, c.seed, c.forget_class)
+                 for c in done if c.forget_class is not None}
+    one_round = {(c.dataset.label, c.backbone.label, c.method, c.params_json, c.seed)
+                 for c in done if c.forget_class is None}
+    seed = pd.to_numeric(frame["seed"], errors="coerce")
+    identity = list(zip(frame["dataset"], frame["backbone"], frame["method"], frame["params"].fillna("{}"), seed))
+    classes = [None if pd.isna(k) else int(k) for k in frame["forget_class"]]
+    replaced = [ident in one_round or (*ident, k) in per_class for ident, k in zip(identity, classes)]
+    return frame[[not r for r in replaced]]
 
 
 def tuning_records(cells: list[Cell], tuned: dict) -> dict[Cell, list[dict]]:

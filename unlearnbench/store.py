@@ -279,18 +279,24 @@ class RunFolder:
         plain = json.loads(json.dumps(config, default=str))
         atomic_write(self.path / "config.yaml", yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
 
-    def write_records(self, records: list[dict], provenance: dict) -> pd.DataFrame:
-        """Write records.csv (one metric value per row, provenance columns appended); return the table."""
+    def write_records(self, records: list[dict], provenance: dict, kept: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Write records.csv (one metric value per row, provenance columns appended), followed by the `kept` rows
+        of an earlier run in this folder (each with its own provenance); return the table."""
         frame = pd.DataFrame(records, columns=RECORD_COLUMNS + [c for c in _extra_columns(records)])
         frame["forget_class"] = frame["forget_class"].astype("Int64")
         for key, value in provenance.items():
             frame[key] = value
+        if kept is not None and not kept.empty:
+            frame = pd.concat([frame, kept], ignore_index=True) if len(frame) else kept.reset_index(drop=True)
         atomic_write(self.path / "records.csv", frame.to_csv(index=False))
         return frame
 
-    def write_failures(self, failures: list[dict]) -> None:
+    def write_failures(self, failures: list[dict], kept: pd.DataFrame | None = None) -> None:
+        """Write failures.csv: this run's failures, then the `kept` ones of an earlier run in this folder."""
         frame = pd.DataFrame(failures, columns=["dataset", "backbone", "method", "params", "seed", "forget_class",
                                                 "status", "reason", "traceback"])
+        if kept is not None and not kept.empty:
+            frame = pd.concat([frame, kept[frame.columns]], ignore_index=True) if len(frame) else kept[frame.columns]
         atomic_write(self.path / "failures.csv", frame.to_csv(index=False))
 
 

@@ -114,6 +114,9 @@ def _cifar_source(source: DataSource) -> tuple[str, Path] | None:
 def _cifar_missing(source: DataSource) -> str | None:
     if source.download or _cifar_source(source):
         return None
+    if source.root is None:
+        return (f"Dataset 'cifar10' needs --data-root (a folder holding cifar-10-batches-py/, cifar10-jpeg/ or "
+                f"{CIFAR_TARBALL}) or --download.")
     return (f"Dataset 'cifar10' not found under {source.root}: expected cifar-10-batches-py/ (torchvision), "
             f"cifar10-jpeg/{{train,test}}/ or {CIFAR_TARBALL}; point --data-root there or pass --download.")
 
