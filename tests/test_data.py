@@ -1,6 +1,7 @@
 import gzip
 import io
 import pickle
+import shutil
 import tarfile
 
 import numpy as np
@@ -354,3 +355,41 @@ def test_an_evaluation_subset_shares_its_stage_models_with_the_whole_test_set():
     subset = DatasetEntry("imagenet", (("test_per_class", 5), ("train_per_class", 100)))
     assert stage_dataset_key(subset) == stage_dataset_key(whole) == dataclasses.asdict(whole)
     assert stage_dataset_key(DatasetEntry("imagenet")) != stage_dataset_key(whole)
+
+
+def test_cache_keys_tell_apart_the_files_a_dataset_reads_and_the_weights_a_backbone_loads(tmp_path):
+    """Two ImageFolder trees, CIFAR-10's pickles and its JPEG copy, two weights files under one path: each pair
+    keys cells and stage models apart, so one is never served the other's cached results; the same files key alike."""
+    from unlearnbench.data import dataset_identity
+    from unlearnbench.execution import stage_dataset_key
+    from unlearnbench.models import BackboneSpec, backbone_key, build_backbone
+    from unlearnbench.planning import RunOptions, cell_key, metric_names, plan
+
+    _write_tree(tmp_path / "a")
+    _write_tree(tmp_path / "b", classes=("ant", "bee", "dog"))
+    shutil.copytree(tmp_path / "a", tmp_path / "a2")
+    grid = parse_grid({"name": "t", "datasets": ["imagefolder"], "backbones": [{"name": "vgg16", "width": 0.0625}],
+                       "methods": ["original"], "forget_classes": [0], "recipe": {"epochs": 1}})
+
+    def key(root):
+        p = plan(grid, RunOptions(data_root=root, cache_dir=tmp_path / "c", device="cpu"))
+        cell = p.cells[0]
+        return cell_key(cell, grid, p.methods[cell.method], metric_names(grid), p.device, p.files[cell.dataset])
+
+    assert key(tmp_path / "a") == key(tmp_path / "a") != key(tmp_path / "b")
+    assert key(tmp_path / "a") != key(tmp_path / "a2")  # a tree elsewhere may hold other images
+    entry = grid.datasets[0]
+    trees = [dataset_identity("imagefolder", {}, tmp_path / t, tmp_path / "c") for t in ("a", "b")]
+    assert trees[1]["classes"] == ["ant", "bee", "dog"] and stage_dataset_key(entry, trees[0]) != stage_dataset_key(
+        entry, trees[1])
+    _cifar_pickles(tmp_path / "pickles")
+    _write_tree(tmp_path / "jpeg" / "cifar10-jpeg", [f"c{k}" for k in range(10)], per_class=1, size=32)
+    assert [dataset_identity("cifar10", {}, tmp_path / r, tmp_path / "c") for r in ("pickles", "jpeg")] == [
+        {"format": "pickle"}, {"format": "jpeg"}]
+    weights, spec = tmp_path / "w.pth", BackboneSpec("vgg16", 0.0625, pretrained=str(tmp_path / "w.pth"))
+    keys = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        torch.save(build_backbone(BackboneSpec("vgg16", 0.0625), 10, 1, 28).state_dict(), weights)
+        keys.append(backbone_key(spec))
+    assert keys[0]["pretrained_sha256"] != keys[1]["pretrained_sha256"] and keys[0]["name"] == "vgg16"

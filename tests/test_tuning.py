@@ -16,7 +16,7 @@ from unlearnbench.cli import main
 from unlearnbench.discovery import discover
 from unlearnbench.grid import load_grid, parse_grid
 from unlearnbench.launchers import LaunchOptions
-from unlearnbench.models import BackboneSpec
+from unlearnbench.models import BackboneSpec, build_backbone
 from unlearnbench.runner import RunOptions, run
 from unlearnbench.tuning import retrain_distance, tune, TuningSettings
 from unlearnbench.tuning_results import summarise
@@ -232,3 +232,16 @@ def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, cap
     with pytest.raises(UserError, match="Every study of grid 'tiny' is skipped; the first: "):
         tune(only_missing, RunOptions(cache_dir=shared_cache, device="cpu", progress=False, data_root=empty),
              LaunchOptions(workers=1), tmp_path / "m")
+
+
+def test_a_failed_original_fails_each_of_its_studies_once_and_is_not_a_study_of_its_own(tmp_path):
+    torch.save(build_backbone(BackboneSpec("resnet18", 0.0625), 10, 1, 28).state_dict(), tmp_path / "w.pth")
+    grid = tune_grid(tmp_path, backbones=[{"name": "vgg16", "width": 0.0625, "pretrained": str(tmp_path / "w.pth")}],
+                     methods=["original", "negative_gradient", "random_labels"],
+                     tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    result = tune(grid, RunOptions(cache_dir=tmp_path / "c", device="cpu", progress=False),
+                  LaunchOptions(workers=1), tmp_path / "t")
+    assert sorted(f["method"] for f in result.failures) == ["negative_gradient", "random_labels"]
+    assert all(f["status"] == "failed" and "original model failed" in f["reason"]
+               and "do not fit this architecture" in f["reason"] for f in result.failures)
+    assert result.trials.empty  # no study ran: they would only have retrained the broken original

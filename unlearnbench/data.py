@@ -87,6 +87,9 @@ class DatasetInfo:
     image_shape: tuple[int, int, int] | None = None  # decoded H, W, C
     count_images: Callable[["DataSource"], tuple] | None = None  # (train, test, shape) of the files present
     decodes_to_file: bool = False  # its loader decodes to a .npy file it can be streamed from (storage: disk)
+    # which of several possible files the loader would read, where they differ in their images (a tree's place and
+    # classes, CIFAR-10's pickles or JPEG copy): part of every cache key, so that other data is never a cache hit
+    identity: Callable[["DataSource"], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,22 @@ def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None
             download: bool = False) -> DataSource:
     """Where planning looks for a dataset's files (it never downloads: `download` only says a loader may)."""
     return DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, dict(options or {}))
+
+
+_IDENTITIES: dict[tuple, dict] = {}  # per process: a grid's cells share their dataset's (a tree is scanned once)
+
+
+def dataset_identity(name: str, options: dict, root: str | Path | None, cache_dir: str | Path,
+                     download: bool = False) -> dict:
+    """Which files dataset `name` with `options` reads under `root`, as far as they change its images ({} where
+    its name and options say it all, or its files are missing): a cache key's part."""
+    memo = (name, repr(sorted(options.items())), str(root) if root else None, str(cache_dir), download)
+    if memo not in _IDENTITIES:
+        info, source = DATASETS.get(name), _source(root, cache_dir, options, download)
+        if info.identity is None or info.missing(source) is not None:
+            return {}  # not remembered: the files may appear later in this process
+        _IDENTITIES[memo] = info.identity(source)
+    return _IDENTITIES[memo]
 
 
 def dataset_missing(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache",

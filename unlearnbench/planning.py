@@ -12,12 +12,13 @@ from pathlib import Path
 import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
-from .data import dataset_classes, dataset_missing
+from .data import dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, discover
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean
 from .grid import Cell, Grid, expand
 from .launchers import SlurmOptions
+from .models import backbone_key
 from .metrics import METRICS
 from .store import Cache, code_hash, stable_hash, versions
 from .training import PRECISION_VARIABLE, compute_setting, resolve_recipe
@@ -55,6 +56,7 @@ class Plan:
     methods: dict[str, MethodInfo]
     plugin_errors: list
     device: torch.device
+    files: dict = field(default_factory=dict)  # dataset entry → which files it reads (`dataset_identity`)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -158,7 +160,8 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             skipped.append((cell, reason or "the method does not support this setting"))
         else:
             runnable.append(cell)
-    return Plan(runnable, skipped, methods, plugin_errors, device)
+    files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
+    return Plan(runnable, skipped, methods, plugin_errors, device, files)
 
 
 def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple[list[Cell], list]:
@@ -232,13 +235,16 @@ def retrained_models(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[
     return needed
 
 
-def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device) -> str:
-    """The cache key of a cell: its full config, the device type and precision it runs in, the plugin file's hash,
-    library versions and harness code (without the metrics package when the cell computes no metric, as a tuning
-    trial: editing a metric then keeps the trials a long tuning run has cached)."""
+def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device,
+             files: dict | None = None) -> str:
+    """The cache key of a cell: its full config, which files its dataset reads (`files`, `dataset_identity`'s) and
+    its pretrained weights' contents, the device type and precision it runs in, the plugin file's hash, library
+    versions and harness code (without the metrics package when the cell computes no metric, as a tuning trial:
+    editing a metric then keeps the trials a long tuning run has cached)."""
     recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
     return stable_hash({
-        "dataset": cell.dataset.key_entry(), "backbone": dataclasses.asdict(cell.backbone),
+        "dataset": cell.dataset.key_entry(), **({"files": files} if files else {}),
+        "backbone": backbone_key(cell.backbone),
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
@@ -252,7 +258,8 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_ro
     """A human-readable plan: cells per method, stages to train, what is cached, cost and memory estimates."""
     lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
     per_method = Counter(c.method for c in p.cells)
-    cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics, p.device)) is not None
+    cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics, p.device, p.files.get(c.dataset)))
+                 is not None
                  for c in p.cells)
     for method, n in sorted(per_method.items()):
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"

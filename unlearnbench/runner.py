@@ -69,7 +69,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
         failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
                       "traceback": e.message} for e in p.plugin_errors]
-        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics, device) for cell in p.cells}
+        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics, device, p.files.get(cell.dataset))
+                for cell in p.cells}
         tuning = tuning_records(p.cells, tuned_parameters(grid.tuned))
         results: dict[Cell, list[dict]] = {}
         for cell in p.cells:

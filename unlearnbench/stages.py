@@ -9,7 +9,7 @@ from torch import nn
 
 from .data import ImageData
 from .errors import UserError
-from .models import BackboneSpec, build_backbone
+from .models import BackboneSpec, backbone_key, build_backbone
 from .cost import CostMeter
 from .store import BoundedMemo, Cache, code_hash, derive_seed, stable_hash, versions
 from .training import Recipe, compute_setting, finite_logits, prepare, train
@@ -32,7 +32,7 @@ class Stages:
         self.progress = progress
         self.log = log
         self._key_base = {
-            "dataset": dataset_key, "backbone": dataclasses.asdict(backbone), "recipe": dataclasses.asdict(recipe),
+            "dataset": dataset_key, "backbone": backbone_key(backbone), "recipe": dataclasses.asdict(recipe),
             "seed": seed, **compute_setting(data.device),
             "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
             "code": code_hash("data", "datasets", "models", "training", "stages", "cost"),

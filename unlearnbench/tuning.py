@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from .config import from_mapping
+from .data import dataset_identity
 from .errors import UserError
 from .grid import Cell, Grid
 from .search_space import describe
@@ -112,8 +113,10 @@ def run_study(job, stages: Stages) -> list[dict]:
         trial = study.ask()
         params = {**fixed, **round_params({k: spec.suggest(trial, k) for k, spec in space.items()})}
         trial_cell = dataclasses.replace(cell, params=tuple(sorted(params.items())))
-        key = stable_hash({"kind": "tuning-trial", "cell": cell_key(trial_cell, job.grid, info, [], stages.data.device),
-                           "classes": classes})
+        key = stable_hash({"kind": "tuning-trial", "classes": classes, "cell": cell_key(
+            trial_cell, job.grid, info, [], stages.data.device, dataset_identity(
+                cell.dataset.name, cell.dataset.options_dict, job.options.data_root, job.options.cache,
+                job.options.download))})
         hit = cache.load_cell(key)
         result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference)
         if hit is None and not result["error"]:
@@ -246,14 +249,23 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     rows: list[dict] = []
     document: dict = {}
     phases = [("original", list(firsts.values())), ("retrained", retrained), ("tune", [studies[k] for k in ordered])]
+    broken: dict = {}  # group → the failure of its original or a retrained model: its studies fail with it
     with WorkerSlots() as slots:  # one set of worker processes for every phase
         for kind, cells in phases:
-            jobs = make_jobs(kind, cells, grid, options, launch_options, p.device, log_path)
+            for cell in (c for c in cells if c.group in broken and kind == "tune"):
+                failures.append(failure_row(cell, "failed", f"its group's {broken[cell.group]['reason']}",
+                                            broken[cell.group]["traceback"]))
+            jobs = make_jobs(kind, [c for c in cells if c.group not in broken], grid, options, launch_options,
+                             p.device, log_path)
             for outcome in launch(run_job, jobs, dataclasses.replace(launch_options, folder=out), crashed,
                                   slots):
                 study = outcome.job.cell
-                if outcome.failure:
-                    failures.append(outcome.failure)
+                if outcome.failure:  # a stage model's failure is its studies' (one each), not one of its own
+                    if kind == "tune":
+                        failures.append(outcome.failure)
+                    else:
+                        broken.setdefault(study.group, {**outcome.failure,
+                                                        "reason": f"{kind} model failed: {outcome.failure['reason']}"})
                     log(f"FAILED {kind} {study.describe()}: {outcome.failure['reason']}")
                     continue
                 if kind == "tune":

@@ -121,8 +121,14 @@ def _cifar_missing(source: DataSource) -> str | None:
             f"cifar10-jpeg/{{train,test}}/ or {CIFAR_TARBALL}; point --data-root there or pass --download.")
 
 
+def _cifar_identity(source: DataSource) -> dict:
+    """The torchvision pickles (or a download of them) and the JPEG copy hold different pixels."""
+    found = _cifar_source(source)
+    return {"format": "pickle" if found is None or found[0] == "pickle" else "jpeg"}
+
+
 @register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy", train_images=50000,
-          test_images=10000, image_shape=(32, 32, 3))
+          test_images=10000, image_shape=(32, 32, 3), identity=_cifar_identity)
 def load_cifar10(source: DataSource) -> RawDataset:
     found = _cifar_source(source)
     if found is None:

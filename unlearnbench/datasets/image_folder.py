@@ -152,6 +152,12 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         train_dir, _ = tree_splits(_tree_path(source, subfolder))
         return sum(1 for e in os.scandir(train_dir) if e.is_dir())
 
+    def identity(source: DataSource) -> dict:
+        """The tree's resolved place and its class folders (one directory scan)."""
+        tree = _tree_path(source, subfolder).resolve()
+        train_dir, _ = tree_splits(tree)
+        return {"tree": str(tree), "classes": sorted(e.name for e in os.scandir(train_dir) if e.is_dir())}
+
     def count_images(source: DataSource) -> tuple[int, int, tuple | None]:
         """(training images, test images, decoded shape) from a scan of the tree's file names; the shape is the
         image_size option's, else the first training image's header's (None where it cannot be read)."""
@@ -167,7 +173,7 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         except (OSError, TypeError, AttributeError):
             return (*counts, None)
 
-    return missing, load, count_classes, count_images
+    return missing, load, count_classes, count_images, identity
 
 
 def _count_image_files(folder: Path) -> int:
@@ -178,10 +184,10 @@ def _count_image_files(folder: Path) -> int:
                for f in os.scandir(c.path) if f.name.lower().endswith(IMG_EXTENSIONS))
 
 
-_m, _l, _n, _c = _imagefolder("imagefolder", None, None, False)
+_m, _l, _n, _c, _i = _imagefolder("imagefolder", None, None, False)
 register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None,
-         count_classes=_n, count_images=_c, decodes_to_file=True)(_l)
-_m, _l, _n, _c = _imagefolder("imagenet", "imagenet", 224, True)
+         count_classes=_n, count_images=_c, decodes_to_file=True, identity=_i)(_l)
+_m, _l, _n, _c, _i = _imagefolder("imagenet", "imagenet", 224, True)
 register("imagenet", _m, "ImageNet-1k (or a subset: the classes are the tree's) as an ImageFolder tree, resized "
          "256 → centre crop 224", 1000, train_images=1281167, count_classes=_n, test_images=50000,
-         image_shape=(224, 224, 3), count_images=_c, decodes_to_file=True)(_l)
+         image_shape=(224, 224, 3), count_images=_c, decodes_to_file=True, identity=_i)(_l)
