@@ -119,7 +119,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                     results[cell] = outcome.records
                 bar.update()
                 folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
-                                     kept=_kept(earlier, results, p.cells, "records"))
+                                     kept=_kept(earlier, results, "records"))
         for cell in pending:  # a group whose original failed: its cells fail with that reason
             if cell.group in broken_groups:
                 broken = broken_groups[cell.group]
@@ -128,9 +128,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         bar.close()
         _collect_artifacts(p.cells, keys, cache, folder.path)
         frame = folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
-                                     kept=_kept(earlier, results, p.cells, "records"))
+                                     kept=_kept(earlier, results, "records"))
         planned_cells = p.cells + [cell for cell, _ in p.skipped]
-        folder.write_failures(failures, kept=_kept(earlier, {c: [] for c in planned_cells}, p.cells, "failures"))
+        folder.write_failures(failures, kept=_kept(earlier, planned_cells, "failures"))
         try:
             from .report import write_report
 
@@ -155,7 +155,7 @@ def merged_only(earlier: dict | list | None, now: dict | list) -> dict | list:
     distinct filter sets in the order they ran (a list, which --retry-failed plans as their union)."""
     if earlier is None:
         return now
-    sets = [f for f in (earlier if isinstance(earlier, list) else [earlier]) + (now if isinstance(now, list) else [now])]
+    sets = (earlier if isinstance(earlier, list) else [earlier]) + (now if isinstance(now, list) else [now])
     if any(not f for f in sets):
         return {}
     distinct = [f for i, f in enumerate(sets) if f not in sets[:i]]
@@ -170,7 +170,7 @@ def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
     earlier = {}
     if (folder / "records.csv").is_file():
         earlier["records"] = read_records(folder / "records.csv")
-    if (folder / "failures.csv").is_file():
+    if (folder / "failures.csv").is_file() and (folder / "failures.csv").stat().st_size:
         try:
             failures = pd.read_csv(folder / "failures.csv", dtype={"params": str})
         except (ValueError, UnicodeDecodeError):
@@ -181,7 +181,7 @@ def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
     return earlier
 
 
-def _kept(earlier: dict | None, done: dict, cells: list, kind: str) -> pd.DataFrame | None:
+def _kept(earlier: dict | None, done, kind: str) -> pd.DataFrame | None:
     """The earlier run's `kind` rows ("records" or "failures") that this run does not replace: those of cells it
     has no outcome for yet (`done` holds the ones it has). A cell's rows are its dataset, backbone, method,
     params and seed, and its forget class where it has one (a one-round cell's rows name every class)."""
