@@ -367,6 +367,10 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "unknown augmentation": (
         lambda t: ["--grid", str(tiny(t, datasets=[{"name": "imagefolder", "path": str(t), "augment": True}])),
                    "--dry-run"], "must be one of none, crop, flip, crop_flip, got True."),
+    "two datasets with one label": (
+        lambda t: ["--grid", str(tiny(t, datasets=[{"name": "imagefolder", "path": str(t / "a")},
+                                                   {"name": "imagefolder", "path": str(t / "b"), "image_size": 16}])),
+                   "--dry-run"], "Dataset 'imagefolder' appears 2 times in"),
     "retry config not a mapping": (
         lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "[1]").parent)],
         "config.yaml is not an unlearnbench run config: it has no 'grid' mapping."),

@@ -322,7 +322,17 @@ def test_paper_comparison_differences_and_not_run(report):
     assert missing["note"] == "not run" and pd.isna(missing["ours"]) and missing["paper"] == pytest.approx(15.7)
     # the run relearned up to the paper's 100 epochs: RT is compared (paper ResNet-18 MNIST Retrained 43.6 (0))
     assert pick("Retrained", "RT")["difference"] == pytest.approx(47.5 - 43.6)
-    assert pick("Retrained", "RT n")["difference"] == pytest.approx(0.5)
+    # RT n counts classes never relearned: over this run's 2 forget classes, not the paper's 10, so no difference
+    counted = pick("Retrained", "RT n")
+    assert pd.isna(counted["difference"]) and "counted over 2 of 10 classes: not comparable" in counted["note"]
+    assert "| 2 of 10 classes |" in (report / "paper_comparison.md").read_text()
+    from unlearnbench.report.paper import paper_comparison
+
+    records, _ = load_runs([report.parent])
+    two_classes = {**load_paper_results(), "classes": {"mnist": 2, "cifar10": 10, "imagenet": 1000}}
+    compared = paper_comparison(table1(records, "train"), table2(records), records, two_classes).values
+    rn = compared[(compared["backbone"] == FULL) & (compared["method"] == "Retrained") & (compared["column"] == "RT n")]
+    assert rn["difference"].item() == pytest.approx(0.5)  # the same count over as many classes as the paper's
 
 
 @pytest.mark.parametrize("caps, shown", [((6,), "6"), ((None,), "not recorded"), ((6, 100), "6, 100")])
@@ -407,6 +417,8 @@ def _latex_packages_missing() -> str | None:
 def test_every_latex_table_compiles_with_pdflatex(report, tmp_path):
     marked = write_table(table1(significance_records(), name="marked"), tmp_path)["tex"]  # † ‡ in cells and caption
     assert r"\dag{}\ddag{}" in marked.read_text()
+    # "p < 0.05" in the caption: a bare < is typeset as ¡ in the default OT1 encoding
+    assert r"p \textless{} 0.05" in marked.read_text() and "<" not in marked.read_text()
     for path in sorted(report.glob("*.tex")) + [marked]:
         doc = tmp_path / f"{path.stem}-doc.tex"
         doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{multirow}\n"
@@ -493,6 +505,11 @@ def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     index = (out / "index.md").read_text()
     assert f"## Run 1: `{run}`" in index and f"## Run 2: `{copy}`" in index
     assert read(out, "table1").equals(read(report, "table1"))
+    # the same cells from a run at another commit count once (the later folder's), so sums do not double
+    records = pd.read_csv(copy / "records.csv")
+    records.assign(git_commit="fffffff").to_csv(copy / "records.csv", index=False)
+    again, _ = load_runs([run, copy])
+    assert len(again) == len(single) and set(again.git_commit) == {"fffffff"}
 
 
 def test_all_metrics_lists_the_svc_mia_and_tow_rows_by_name():

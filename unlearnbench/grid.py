@@ -148,10 +148,11 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     dataset_methods = {entry.label: _dataset_methods(d, where) for entry, d in zip(datasets, raw_datasets)
                        if isinstance(d, dict) and "methods" in d}
     labels = [d.label for d in datasets]
-    for label in dataset_methods:
+    for label in labels:  # records and tables name a dataset by its label: two alike would be pooled into one
         if labels.count(label) > 1:
-            raise UserError(f"Dataset '{label}' appears {labels.count(label)} times in {where} and one of them has a "
-                            f"'methods' list; list it once.")
+            raise UserError(f"Dataset '{label}' appears {labels.count(label)} times in {where} (its records and "
+                            f"tables name it by that label, which its path and image_size do not change); list it "
+                            f"once, or run each in a grid of its own.")
     backbones = [_backbone_spec(b, where) for b in _as_list(raw["backbones"], "backbones", where)]
     methods = raw.get("methods", "all")
     if methods != "all":

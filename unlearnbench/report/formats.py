@@ -13,7 +13,8 @@ from .tables import Table
 
 # plain-text captions → LaTeX; the cells and headers are escaped by the Styler itself
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}  # OT1 text would print < and > as ¡ and ¿
 _LATEX_SYMBOLS = {r"Acc\_r": r"Acc\textsubscript{r}", r"Acc\_f": r"Acc\textsubscript{f}"}
 # non-ASCII characters → what plain pdflatex (no inputenc beyond its utf8 default) typesets; Greek letters by name
 _LATEX_CHARACTERS = {"±": r"$\pm$", "—": "--", "–": "--", "−": "$-$", "×": r"$\times$", "≥": r"$\geq$",
@@ -68,6 +69,7 @@ def to_latex(table: Table) -> str:
         column_format="l" * frame.index.nlevels + "c" * len(frame.columns), hrules=True, multirow_align="t",
         multicol_align="c", clines="skip-last;data" if nested else None, environment="table",
         position_float="centering", label=f"tab:{table.name.replace('_', '-')}")
+    latex = latex.replace("<", _LATEX_SPECIAL["<"]).replace(">", _LATEX_SPECIAL[">"])  # the Styler keeps them
     latex = _group_rules(latex, frame.index.nlevels)
     latex = latex.replace("\\centering\n", f"\\centering\n\\caption{{{latex_escape(table.caption)}}}\n", 1)
     for symbol, replacement in _LATEX_SYMBOLS.items():

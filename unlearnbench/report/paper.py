@@ -56,6 +56,8 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
     pairs = list(records[["dataset", "backbone"]].drop_duplicates().itertuples(index=False, name=None))
     order = {k: {v: i for i, v in enumerate(pd.unique(records[k]))} for k in ("dataset", "backbone")}
     methods = {m: i for i, m in enumerate(method_order(set(records["method"]) | set(PAPER_METHODS)))}
+    relearn = records[records["metric"] == "relearn_epochs"]
+    relearned = relearn.groupby(["dataset", "backbone", "method", "params"])["forget_class"].nunique().to_dict()
     rows = []
     for key, name, table, columns in (("table1", "Table 1", t1, ("Acc_r", "Acc_f", "ZRF", "RT", "RT n")),
                                       ("table2", "Table 2", t2, ("Ins", "Del"))):
@@ -67,6 +69,11 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
             cap = "" if np.isnan(theirs) else _cap_mismatch(
                 caps.get((r.dataset, r.backbone, r.method, r.params), (np.nan,)), paper["relearn_max_epochs"], r.column)
             note = _note(r.dataset, ds, r.backbone, family, theirs, cap, paper["relearn_max_epochs"])
+            counted, published = relearned.get((r.dataset, r.backbone, r.method, r.params), 0), paper.get(
+                "classes", {}).get(ds)
+            if r.column == "RT n" and not cap and not np.isnan(theirs) and published and counted != published:
+                cap = f"{counted} of {published} classes"  # a count over other classes than the paper's
+                note = "; ".join(n for n in (note, f"counted over {cap}: not comparable") if n)
             rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.ci_low,
                          r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap))
         done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
@@ -91,7 +98,7 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                  for m, lo, hi, d in zip(values["ours"], values["ours_ci_low"], values["ours_ci_high"], digits)],
         "n": [MISSING if np.isnan(n) else f"{n:.0f}" for n in values["n"]],
         "Paper": [_paper_text(p, d) for p, d in zip(values["paper"], digits)],
-        "Difference": [f"cap {c}" if c else MISSING if np.isnan(x) else f"{x:+.{d}f}"
+        "Difference": [(c if c.endswith("classes") else f"cap {c}") if c else MISSING if np.isnan(x) else f"{x:+.{d}f}"
                        for x, c, d in zip(values["difference"], capped, digits)],
         "Note": values["note"].tolist()},
         index=pd.MultiIndex.from_frame(values[["table", "dataset", "backbone", "method", "column"]],

@@ -71,7 +71,7 @@ def relearn_cap(config: dict) -> float:
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
-    """The concatenated records of `run_dirs` (exact duplicate rows dropped), each tagged with its run's relearn
+    """The concatenated records of `run_dirs` (a value several of them record: the last one's), each tagged with its run's relearn
     cap in a `relearn_max_epochs` column (see relearn_cap), and one RunSource per folder."""
     if not run_dirs:
         raise UserError("Give at least one run folder to report on.")
@@ -83,5 +83,8 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         records = read_records(path)
         sources.append(_source(folder, records))
         frames.append(records.assign(relearn_max_epochs=relearn_cap(sources[-1].config)))
-    records = pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
+    # a cell's value recorded by several runs of one relearn cap (a re-run, another commit or device) counts once,
+    # the last folder's: kept twice, sums (seconds, RT's count of classes never relearned) would double
+    identity = RECORD_COLUMNS[:-1] + ["relearn_max_epochs"]
+    records = pd.concat(frames, ignore_index=True).drop_duplicates(identity, keep="last", ignore_index=True)
     return records, sources
