@@ -284,3 +284,18 @@ def test_a_run_without_its_retrain_cells_trains_each_retrained_model_once_before
     assert seen == ["original", "retrained", "retrained", "cell", "cell"] and again.computed == 2
     assert "retrained model of class 1 for mnist5k/vgg16-w0.0625 seed 0 failed: out of disk" in (
         again.run_dir / "log.txt").read_text()
+
+
+def test_the_plan_counts_the_retrained_replicates_epsilon_trains(tmp_path):
+    """Epsilon with N models trains N reference replicates a class, and the retrain method's N − 1 reruns where
+    the grid runs it: the plan's stage count and cost estimate include them (mini-epsilon trained 64, not 8)."""
+    from unlearnbench.planning import describe_plan, metric_names, plan, stage_retrained_counts
+    from unlearnbench.store import Cache
+
+    for methods, expected in ((["original", "retrain"], 2 + 2 * (3 + 2)), (["original", "negative_gradient"], 2 * 3)):
+        grid = load_grid(str(write_grid(tmp_path, f"{methods[1]}.yaml", methods=methods,
+                                        metrics=["accuracy", "epsilon"], metric_settings={"epsilon": {"models": 3}})))
+        p = plan(grid, RunOptions(cache_dir=tmp_path / "c", device="cpu"))
+        assert sum(stage_retrained_counts(p.cells, grid, metric_names(grid)).values()) == expected
+        text = describe_plan(grid, p, Cache(tmp_path / "c"), metric_names(grid))
+        assert f"stages: 1 original models, {expected} retrained models" in text

@@ -126,15 +126,16 @@ def group_memory(dataset, backbone, sizes: DatasetSizes | None, retrained: int, 
                        (kept + WORKING_COPIES) * parameters, activations, stage_memo + cell_memo + in_flight)
 
 
-def plan_estimates(grid: Grid, cells: list, retrains: set, data_root: str | None, cache: str | Path,
+def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
                    device: torch.device) -> list[str]:
-    """The plan's cost lines: training images of its originals and retrained models, then a memory table."""
+    """The plan's cost lines: training images of its originals and retrained models (`retrains`: group → how many
+    it trains), then a memory table."""
     groups = sorted({c.group for c in cells}, key=lambda g: (g[0].label, g[1].label, g[2]))
     sizes = {d: DatasetSizes.of(d, grid.val_fraction, data_root, cache) for d in dict.fromkeys(g[0] for g in groups)}
     image_epochs, rows = 0, []
     for group in groups:
         dataset, backbone, _seed = group
-        retrained = sum(1 for g, _ in retrains if g == group)
+        retrained = retrains.get(group, 0)
         recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
         image_epochs += recipe.epochs * (sizes[dataset].train if sizes[dataset] else 0) * (1 + retrained)
         memory = group_memory(dataset, backbone, sizes[dataset], retrained, recipe.batch_size, device)

@@ -254,6 +254,21 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
     })
 
 
+def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[tuple, int]:
+    """Group → the retrained models its cells train: one a class where a metric or the retrain method needs it
+    (`retrained_models`) and, for `epsilon` with N models, N reference replicates a class plus the retrain
+    method's N − 1 reruns where the grid runs it (docs/protocol.md)."""
+    counts = Counter(group for group, _ in retrained_models(cells, grid, metrics))
+    if "epsilon" in metrics:
+        n = int(metric_settings(grid, "epsilon")["models"])
+        classes = {(c.group, k) for c in cells for k in ([c.forget_class] if c.forget_class is not None
+                                                           else c.forget_classes)}
+        reruns = {c.group for c in cells if c.method == "retrain"}
+        for group, _ in classes:
+            counts[group] += n + (n - 1 if group in reruns else 0)
+    return dict(counts)
+
+
 def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_root: str | None = None) -> str:
     """A human-readable plan: cells per method, stages to train, what is cached, cost and memory estimates."""
     lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
@@ -265,8 +280,9 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_ro
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
     groups = {c.group for c in p.cells}
-    retrains = set(retrained_models(p.cells, grid, metrics))
-    lines.append(f"stages: {len(groups)} original models, {len(retrains)} retrained models (shared, cached)")
+    retrains = stage_retrained_counts(p.cells, grid, metrics)
+    lines.append(f"stages: {len(groups)} original models, {sum(retrains.values())} retrained models (shared, "
+                 f"cached)")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
     lines += plan_estimates(grid, p.cells, retrains, data_root, cache.root, p.device)
     for cell, reason in p.skipped[:20]:
