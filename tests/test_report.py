@@ -21,7 +21,7 @@ from unlearnbench.report import (filter_class_heatmap, load_paper_results, selec
                                  write_report)
 from unlearnbench.report.stats import holm, signed_rank_p, t_half_width
 from unlearnbench.report.names import discovered_cards
-from unlearnbench.report.tables import methods_table, table2
+from unlearnbench.report.tables import MISSING, methods_table, table2
 from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
 from unlearnbench.report.formats import latex_text, write_table
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
@@ -555,3 +555,15 @@ def test_the_report_reads_method_cards_from_the_runs_config(tmp_path):
     methods = index[index.index("### Methods"):index.index("### Table 1")]
     assert "A card the run recorded" in methods and "Somewhere 2030" in methods
     assert "Retrained" in methods  # a method without a recorded card falls back to the discovered one
+
+
+def test_a_method_tuned_differently_per_dataset_is_one_row_with_every_datasets_values():
+    """Tuned parameters differ between datasets; they are no sweep: one WF-Net row, both datasets' cells filled
+    (two rows before, the second unlabelled and each with the other dataset's cells missing)."""
+    rows = [{"dataset": ds, "backbone": FULL, "method": "wfnet", "params": params, "seed": 0, "forget_class": c,
+             "split": "train", "metric": metric, "value": value}
+            for ds, params in (("mnist", '{"lr": 0.1}'), ("cifar10", '{"lr": 0.01}')) for c in (0, 1)
+            for metric, value in (("acc_retain", 0.9), ("acc_forget", 0.0))]
+    table = table1(pd.DataFrame(rows).astype({"forget_class": "Int64"}), "train")
+    assert list(table.display.index) == [(FULL, "WF-Net")]
+    assert MISSING not in [table.display.iloc[0][(ds, "Acc_r")] for ds in ("mnist", "cifar10")]

@@ -68,6 +68,24 @@ def _ordered_rows(records: pd.DataFrame, keys: list[str]) -> list[tuple]:
     return sorted(rows, key=lambda r: tuple(order[k][v] if k in order else str(v) for k, v in zip(keys, r)))
 
 
+def method_rows(records: pd.DataFrame, labels: dict) -> list[tuple[str, str, str, dict]]:
+    """Table rows as (backbone, method, label, dataset → params): one row per backbone × method where each dataset
+    has one parameter setting of it (tuned parameters differ between datasets, but are no sweep), else one row per
+    setting (`labels`: row_labels, which name the settings of a sweep)."""
+    rows: dict[tuple, tuple] = {}
+    for backbone, method, params in _ordered_rows(records, ["backbone", "method", "params"]):
+        mine = records[(records["backbone"] == backbone) & (records["method"] == method)]
+        per_dataset = mine[["dataset", "params"]].drop_duplicates()
+        if per_dataset["dataset"].is_unique:  # one setting a dataset: one row
+            rows.setdefault((backbone, method), (backbone, method, display_name(method),
+                                                 dict(per_dataset.itertuples(index=False, name=None))))
+        else:
+            datasets = per_dataset[per_dataset["params"] == params]["dataset"]
+            rows[(backbone, method, params)] = (backbone, method, labels[(method, params)],
+                                                dict.fromkeys(datasets, params))
+    return list(rows.values())
+
+
 def pick_split(records: pd.DataFrame, metric: str, prefer: tuple[str, ...]) -> tuple[pd.DataFrame, str | None]:
     """The rows of `metric` on the first split of `prefer` (then any other split) that has some; (rows, split)."""
     rows = records[records["metric"] == metric]
@@ -268,11 +286,11 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
     shown = values[values["column"] != "RT n"]
     n = usual_n(shown)
     index, body = [], []
-    for backbone, method, params in _ordered_rows(records, ["backbone", "method", "params"]):
-        index.append((backbone, labels[(method, params)]))
+    for backbone, method, label, params_of in method_rows(records, labels):
+        index.append((backbone, label))
         line = []
         for dataset in datasets:
-            key = (dataset, backbone, method, params)
+            key = (dataset, backbone, method, params_of.get(dataset))
             rt = cell_text(cells.get(key + ("RT",)), 1, n)
             not_relearned = cells.get(key + ("RT n",))
             if rt != MISSING and not_relearned is not None:
@@ -316,9 +334,9 @@ def table2(records: pd.DataFrame) -> Table:
     columns = [column for column, _ in shown]
     index, body = [], []
     if not measured.empty:
-        for backbone, method, params in _ordered_rows(measured, ["backbone", "method", "params"]):
-            index.append((backbone, labels[(method, params)]))
-            body.append([cell_text(cells.get((d, backbone, method, params, c)), 2, n) for d in datasets
+        for backbone, method, label, params_of in method_rows(measured, labels):
+            index.append((backbone, label))
+            body.append([cell_text(cells.get((d, backbone, method, params_of.get(d), c)), 2, n) for d in datasets
                          for c in columns])
     display = _frame(body, index, ["Backbone", "Method"], _product(datasets, columns))
     caption = ("Insertion (Ins, higher is better) and deletion (Del, lower is better) AUC of the α relevance order, "
