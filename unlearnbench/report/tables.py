@@ -73,9 +73,10 @@ def method_rows(records: pd.DataFrame, labels: dict) -> list[tuple[str, str, str
     has one parameter setting of it (tuned parameters differ between datasets, but are no sweep), else one row per
     setting (`labels`: row_labels, which name the settings of a sweep)."""
     rows: dict[tuple, tuple] = {}
+    settings = records[["backbone", "method", "dataset", "params"]].drop_duplicates()
+    per_method = {key: group[["dataset", "params"]] for key, group in settings.groupby(["backbone", "method"])}
     for backbone, method, params in _ordered_rows(records, ["backbone", "method", "params"]):
-        mine = records[(records["backbone"] == backbone) & (records["method"] == method)]
-        per_dataset = mine[["dataset", "params"]].drop_duplicates()
+        per_dataset = per_method[(backbone, method)]
         if per_dataset["dataset"].is_unique:  # one setting a dataset: one row
             rows.setdefault((backbone, method), (backbone, method, display_name(method),
                                                  dict(per_dataset.itertuples(index=False, name=None))))
