@@ -299,3 +299,19 @@ def test_the_plan_counts_the_retrained_replicates_epsilon_trains(tmp_path):
         assert sum(stage_retrained_counts(p.cells, grid, metric_names(grid)).values()) == expected
         text = describe_plan(grid, p, Cache(tmp_path / "c"), metric_names(grid))
         assert f"stages: 1 original models, {expected} retrained models" in text
+
+
+def test_the_plan_counts_the_replicates_any_metric_declares(tmp_path, monkeypatch):
+    """A metric (a plugin's, say) that declares reruns and retrained replicates at registration is counted as
+    epsilon is: its replicates of every forget class, and the retrain method's reruns (replicates 1 … reruns)."""
+    from unlearnbench.metrics.base import METRICS, Metric
+    from unlearnbench.planning import metric_names, plan, stage_retrained_counts
+
+    monkeypatch.setitem(METRICS._items, "replicated", Metric(
+        "replicated", lambda ctx: [], {"extra": 2}, in_all=False,
+        replicates=lambda s: (1, range(10, 10 + s["extra"]))))
+    for methods, expected in ((["original", "retrain"], 2 + 2 * (3 + 1)), (["original", "negative_gradient"], 2 * 3)):
+        grid = load_grid(str(write_grid(tmp_path, f"{methods[1]}.yaml", methods=methods,
+                                        metrics=["accuracy", "replicated"], metric_settings={"replicated": {"extra": 3}})))
+        p = plan(grid, RunOptions(cache_dir=tmp_path / "c", device="cpu"))
+        assert sum(stage_retrained_counts(p.cells, grid, metric_names(grid)).values()) == expected

@@ -256,17 +256,20 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
 
 def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[tuple, int]:
     """Group → the retrained models its cells train: one a class where a metric or the retrain method needs it
-    (`retrained_models`) and, for `epsilon` with N models, N reference replicates a class plus the retrain
-    method's N − 1 reruns where the grid runs it (docs/protocol.md)."""
-    counts = Counter(group for group, _ in retrained_models(cells, grid, metrics))
-    if "epsilon" in metrics:
-        n = int(metric_settings(grid, "epsilon")["models"])
-        classes = {(c.group, k) for c in cells for k in ([c.forget_class] if c.forget_class is not None
-                                                           else c.forget_classes)}
-        reruns = {c.group for c in cells if c.method == "retrain"}
-        for group, _ in classes:
-            counts[group] += n + (n - 1 if group in reruns else 0)
-    return dict(counts)
+    (`retrained_models`), and the replicates metrics declare (`Metric.replicates`): their further retrained
+    replicates of each forget class, and the retrain method's reruns, which train replicates too."""
+    trained = {(group, c, 0) for group, c in retrained_models(cells, grid, metrics)}
+    for name in metrics:
+        declare = METRICS.get(name).replicates
+        if declare is None:
+            continue
+        reruns, numbers = declare(metric_settings(grid, name))
+        for cell in cells:
+            for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
+                trained |= {(cell.group, c, k) for k in numbers}
+                if cell.method == "retrain":
+                    trained |= {(cell.group, c, k) for k in range(1, reruns + 1)}
+    return dict(Counter(group for group, _, _ in trained))
 
 
 def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_root: str | None = None) -> str:

@@ -77,26 +77,32 @@ class MetricContext:
 @dataclass(frozen=True)
 class Metric:
     """A registered metric: `compute(ctx) → [(split, metric name, value), …]`, its default settings, whether
-    a grid's `metrics: all` includes it (costly metrics run only where a grid names them) and whether it compares
-    with the retrained model of the forget class (where that exists, or its `train_missing` setting asks)."""
+    a grid's `metrics: all` includes it (costly metrics run only where a grid names them), whether it compares
+    with the retrained model of the forget class (where that exists, or its `train_missing` setting asks) and
+    `replicates(settings) → (reruns, numbers)`: how many reruns of the cell's method it makes (`ctx.rerun(1 …
+    reruns)`; a rerun k of `retrain` trains retrained replicate k) and which further retrained replicates of the
+    forget class it trains (`stages.retrained(c, k)` for k in `numbers`), so a plan can count what it trains."""
 
     name: str
     compute: Callable[[MetricContext], list[tuple[str, str, float]]]
     defaults: dict
     in_all: bool = True
     uses_retrained: bool = False
+    replicates: Callable[[dict], tuple[int, range]] | None = None
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, *, in_all: bool = True, uses_retrained: bool = False, **defaults):
+def register_metric(name: str, *, in_all: bool = True, uses_retrained: bool = False,
+                    replicates: Callable[[dict], tuple[int, range]] | None = None, **defaults):
     """Decorator registering `compute` as metric `name` with default settings (overridable in the grid); with
     `in_all=False` a grid runs it only when its `metrics` list names it; `uses_retrained` lets the runner train
-    the retrained models it compares with before the cells."""
+    the retrained models it compares with before the cells; `replicates` declares the reruns and retrained
+    replicates it trains (see `Metric`), for the plan's counts and estimates."""
 
     def decorate(compute):
-        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained))
+        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained, replicates))
         return compute
 
     return decorate

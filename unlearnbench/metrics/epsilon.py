@@ -86,7 +86,13 @@ def epsilon_between(side_a: list[nn.Module], side_b: list[nn.Module], ctx: Metri
     return per_example_epsilon(scores(side_a), scores(side_b), delta)
 
 
-@register_metric("epsilon", in_all=False, models=4, examples=100, delta=0.01, seed=0)
+def replicates(settings: dict) -> tuple[int, range]:
+    """Reruns 1 … N − 1 of the cell's method, retrained replicates N … 2N − 1 (N = `models`)."""
+    n = int(settings["models"])
+    return n - 1, range(n, 2 * n)
+
+
+@register_metric("epsilon", in_all=False, replicates=replicates, models=4, examples=100, delta=0.01, seed=0)
 def epsilon(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('train', 'epsilon', mean ε̂ ≥ 0), ('train', 'epsilon_chance', ε₀) and ('train', 'epsilon_quality',
     in [0, 1]) over `examples` forget examples of the train split (seeded): `models` unlearned models (the cell's
@@ -102,8 +108,9 @@ def epsilon(ctx: MetricContext) -> list[tuple[str, str, float]]:
     forget = int(ctx.mask("train", "forget").sum())
     generator = torch.Generator().manual_seed(int(s["seed"]))
     index = torch.randperm(forget, generator=generator)[: min(examples, forget)].sort().values
-    unlearned = [ctx.net] + [ctx.rerun(k).for_class(ctx.forget_class) for k in range(1, n)]
-    retrained = [ctx.stages.retrained(ctx.forget_class, k) for k in range(n, 2 * n)]
+    reruns, reference = replicates(s)  # what the plan counts is what runs
+    unlearned = [ctx.net] + [ctx.rerun(k).for_class(ctx.forget_class) for k in range(1, reruns + 1)]
+    retrained = [ctx.stages.retrained(ctx.forget_class, k) for k in reference]
     mean = float(epsilon_between(unlearned, retrained, ctx, index, delta).mean())
     chance, bound = chance_epsilon(n, delta), epsilon_bound(n, delta)
     quality = min(1.0, max(0.0, 1 - (mean - chance) / (bound - chance)))
