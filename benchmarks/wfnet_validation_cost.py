@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unlearnbench.data import load_dataset, per_class_subset
+from unlearnbench.data import dataset_identity, load_dataset, per_class_subset
 from unlearnbench.execution import stage_dataset_key, unlearn_cell
 from unlearnbench.grid import load_grid
 from unlearnbench.planning import RunOptions, plan
@@ -44,8 +44,10 @@ def main() -> None:
     whole = {k: v for k, v in dataset.options_dict.items() if k != "val_per_class"}  # the uncapped carve
     data = load_dataset(dataset.name, root=args.data_root, cache_dir=args.cache_dir, val_fraction=grid.val_fraction,
                         options=whole)
-    stages = Stages(data, stage_dataset_key(dataset), backbone, resolve_recipe(dataset.name, backbone, grid.recipe),
-                    seed, Cache(args.cache_dir), args.data_root, progress=False)
+    files = dataset_identity(dataset.name, dataset.options_dict, args.data_root, args.cache_dir, False)
+    stages = Stages(data, stage_dataset_key(dataset, files, grid.val_fraction), backbone,  # the grid's own models
+                    resolve_recipe(dataset.name, backbone, grid.recipe), seed, Cache(args.cache_dir), args.data_root,
+                    progress=False)
     stages.original()  # trained (or loaded) before the timing
     labels = data.val.labels.numpy()
     keep = torch.from_numpy(per_class_subset(np.arange(len(labels)), labels, args.per_class, 0))

@@ -44,6 +44,26 @@ def test_training_subset_is_per_class_inside_train_and_named(mnist5k):
     assert entry.datasets[0].label == "mnist5k-100perclass"
 
 
+def test_another_val_fraction_carves_another_training_split_so_its_stage_models_are_keyed_apart(tmp_path):
+    """The stage models (original, retrained) train on what the validation carve leaves: a grid with another
+    val_fraction must not load the models of the default's training split, whose images its validation split
+    holds (tuning and stopping rules would score on training images). The default keeps its earlier keys."""
+    from unlearnbench.execution import GroupKey, load_group, stage_dataset_key
+    from unlearnbench.grid import DatasetEntry
+    from unlearnbench.models import BackboneSpec
+
+    def stages(val_fraction):
+        return load_group(GroupKey((DatasetEntry("mnist5k"), BackboneSpec("vgg16", 0.0625), 0), "cpu", val_fraction,
+                                   "{}", tmp_path / "cache", None, False, False, tmp_path / "log.txt"))
+
+    default, other = stages(0.1), stages(0.3)
+    seen = {bytes(x.numpy()) for x in default.data.train.images}
+    assert sum(bytes(x.numpy()) in seen for x in other.data.val.images) > 0  # the default trained on them
+    for kind, extra in (("original", {}), ("retrained", {"forget_class": 3})):
+        assert default.key(kind, **extra) != other.key(kind, **extra)
+    assert stage_dataset_key(DatasetEntry("mnist5k"), val_fraction=0.1) == stage_dataset_key(DatasetEntry("mnist5k"))
+
+
 def test_a_validation_cap_is_a_seeded_per_class_subset_of_the_carve_named_and_kept_out_of_stage_keys(mnist5k, tmp_path):
     """`val_per_class` (the mini grid: 100 a class) takes that many of the carved validation images of every class,
     the same ones on every load, leaves train and test untouched, is named in the label, and does not retrain the

@@ -275,13 +275,16 @@ def images_on_disk(name: str, decodes_to_file: bool, storage: str, budget: int, 
     return storage == "disk" or (storage == "auto" and decodes_to_file and nbytes > budget)
 
 
+DEFAULT_VAL_FRACTION = 0.1  # of each class of the training split, carved out as the validation split
+
+
 def load_dataset(
     name: str,
     *,
     root: str | Path | None = None,
     cache_dir: str | Path = "results/cache",
     download: bool = False,
-    val_fraction: float = 0.1,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     device: torch.device | str = "cpu",
     options: dict | None = None,
 ) -> ImageData:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .cost import CostMeter, state_bytes
-from .data import dataset_identity, load_dataset
+from .data import DEFAULT_VAL_FRACTION, dataset_identity, load_dataset
 from .discovery import MethodInfo, discover
 from .errors import UserError, error_reason
 from .grid import EVALUATION_OPTIONS, Cell, Grid
@@ -162,16 +162,18 @@ def load_group(key: GroupKey) -> Stages:
                         options=dataset.options_dict)
     recipe = resolve_recipe(dataset.name, backbone, json.loads(key.recipe))
     files = dataset_identity(dataset.name, dataset.options_dict, key.data_root, key.cache, key.download)
-    return Stages(data, stage_dataset_key(dataset, files), backbone, recipe, seed, Cache(key.cache), key.data_root,
+    return Stages(data, stage_dataset_key(dataset, files, key.val_fraction), backbone, recipe, seed, Cache(key.cache), key.data_root,
                   progress=key.progress, log=LogFile(key.log_path))
 
 
-def stage_dataset_key(dataset, files: dict | None = None) -> dict:
+def stage_dataset_key(dataset, files: dict | None = None, val_fraction: float = DEFAULT_VAL_FRACTION) -> dict:
     """The dataset part of a stage model's cache key: the entry without the options that pick evaluation images
-    only (`test_per_class`, `train_eval_per_class`, `val_per_class`) or say how images are held, so ImageNet's 5-per-class evaluation
-    reuses the original and retrained models of the whole test set (and a grid without them keys them as before);
-    with `files`, which files it reads (`dataset_identity`)."""
-    return {**dataset.key_entry(*EVALUATION_OPTIONS), **({"files": files} if files else {})}
+    only (`test_per_class`, `train_eval_per_class`, `val_per_class`) or say how images are held, so ImageNet's
+    5-per-class evaluation reuses the original and retrained models of the whole test set (and a grid without them
+    keys them as before); with `files`, which files it reads (`dataset_identity`); and a `val_fraction` other than
+    the default, which carves another training split (the default's models keep their earlier keys)."""
+    return {**dataset.key_entry(*EVALUATION_OPTIONS), **({"files": files} if files else {}),
+            **({"val_fraction": val_fraction} if val_fraction != DEFAULT_VAL_FRACTION else {})}
 
 
 class KeptGroup:

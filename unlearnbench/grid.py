@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, from_mapping, read_yaml
-from .data import AUGMENTATIONS, DATASETS, STORAGES, memory_budget_bytes
+from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, memory_budget_bytes
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean
 from .models import BACKBONES, BackboneSpec
@@ -187,7 +187,7 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     if not isinstance(tuned, str):
         raise UserError(f"'tuned' in {where} must be the name of a shipped tuning result or a path to a tuned.yaml, "
                         f"got {tuned!r}.")
-    val_fraction = raw.get("val_fraction", 0.1)
+    val_fraction = raw.get("val_fraction", DEFAULT_VAL_FRACTION)
     if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise UserError(f"'val_fraction' in {where} must be a number between 0 and 1, got {val_fraction!r}.")
     return Grid(
