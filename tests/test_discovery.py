@@ -76,10 +76,14 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     ("    parameters = {'lr': 0.1}\n    search_space = {'steps': Int(1, 9)}\n", "missing from `parameters`"),
     ("    parameters = {'lr': 0.1}\n    family_parameters = {'vits': {'lr': 1e-3}}\n", "unknown backbone family"),
     ("    search_space = [1]\n", "must be a dict"),
+    ("    parameters = {'lr': 0.5}\n    search_space = {'lr': Float(1e-3, 1e-1)}\n", "does not hold the default lr=0.5"),
+    ("    parameters = {'mode': 'c'}\n    search_space = {'mode': Choice(('a', 'b'))}\n", "default mode='c'"),
+    ("    parameters = {'lr': 0.01}\n    family_parameters = {'vit': {'lr': 0.5}}\n"
+     "    search_space = {'lr': Float(1e-3, 1e-1)}\n", "for the vit family does not hold"),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
     folder = tmp_path / "plugins"
-    plugin(folder, "broken", "broken", "from unlearnbench.search_space import Float, Int", body)
+    plugin(folder, "broken", "broken", "from unlearnbench.search_space import Choice, Float, Int", body)
     plugin(folder, "fine", "fine")
     methods, errors = discover([folder])
     assert "fine" in methods and "broken" not in methods

@@ -153,6 +153,9 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
                     ["--grid", str(bad_section), "--dry-run"]):  # a misspelt tuning key fails every command
         assert main(command) == 2
         assert "Unknown key 'trails'" in capsys.readouterr().err
+    bad_seed = write_grid(tmp_path, "s.yaml", tuning={"seed": -1})  # numpy's range, refused before any training
+    assert main(["tune", "--grid", str(bad_seed), "--out", str(tmp_path / "t"), "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "a seed in [0, 2^32)" in capsys.readouterr().err and not (tmp_path / "c").exists()
     for grid, words in ((missing, "neither a file nor a shipped tuning result"), (not_tuned, "is not a tuning result"),
                         (shapeless, "is not a tuning result")):
         assert main(["--grid", str(grid), "--dry-run"]) == 2
@@ -184,8 +187,12 @@ def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_
     assert "wfnet" in (out / "summary.md").read_text() and "negative_gradient" in (out / "summary.md").read_text()
 
     other_budget = tune_grid(tmp_path, tuning={"trials": 3, "forget_classes": [1], "startup_trials": 1})
-    with pytest.raises(UserError, match="other settings"):
-        tune(other_budget, options, LaunchOptions(workers=1), out)
+    other_split = tune_grid(tmp_path, tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1},
+                            val_fraction=0.2)  # another validation split: other images, other stage models
+    for grid_b, differs in ((other_budget, "'trials': 2"), (other_split, "'val_fraction': 0.1")):
+        with pytest.raises(UserError, match="other settings") as refused:
+            tune(grid_b, options, LaunchOptions(workers=1), out)
+        assert differs in str(refused.value)
     assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
 
     failing = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
@@ -245,3 +252,47 @@ def test_a_failed_original_fails_each_of_its_studies_once_and_is_not_a_study_of_
     assert all(f["status"] == "failed" and "original model failed" in f["reason"]
                and "do not fit this architecture" in f["reason"] for f in result.failures)
     assert result.trials.empty  # no study ran: they would only have retrained the broken original
+
+
+def test_a_model_with_non_finite_outputs_fails_its_validation_score_instead_of_scoring_finite():
+    """argmax reads a NaN row as class 0: such a model scored a finite objective (beating the original on a
+    3-class split) while a grid cell with it fails; now its trial fails, scoring the worst objective."""
+    from types import SimpleNamespace
+
+    from unlearnbench.data import load_dataset
+    from unlearnbench.tuning import val_accuracies
+
+    data = load_dataset("mnist5k", options={"val_per_class": 5})
+    broken = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    torch.nn.init.constant_(broken[1].bias, float("nan"))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        val_accuracies(broken, SimpleNamespace(data=data, stage_logits=lambda *_: None), 0)
+
+
+PRECISE = """
+from unlearnbench import SingleClassModel, Unlearner
+from unlearnbench.search_space import Choice, Float
+
+
+class Precise(Unlearner):
+    name = "precise"
+    parameters = {"lr": 0.0012345, "cap": 0.12345}
+    search_space = {"lr": Float(1e-4, 1e-2, log=True), "cap": Choice((0.12345, 1.4427))}
+
+    def unlearn(self, task):
+        return SingleClassModel(task.copy_original(), task.forget_class)
+"""
+
+
+def test_the_first_trial_runs_the_exact_defaults_and_choices_stay_among_their_options(tmp_path, shared_cache):
+    """Sampled floats are kept to 3 significant digits; the defaults (trial 0) and a Choice's options are not
+    rounded, or trial 0 would not be the defaults and a rounded option (1.44) would be none of the declared."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "precise.py").write_text(PRECISE)
+    grid = tune_grid(tmp_path, methods=["precise"], tuning={"trials": 4, "forget_classes": [1], "startup_trials": 3})
+    trials = tune(grid, RunOptions(cache_dir=shared_cache, device="cpu", progress=False, plugins=[tmp_path / "plugins"]),
+                  LaunchOptions(workers=1), tmp_path / "t").trials.sort_values("trial")
+    params = [json.loads(p) for p in trials.params]
+    assert params[0] == {"lr": 0.0012345, "cap": 0.12345}
+    assert all(p["cap"] in (0.12345, 1.4427) for p in params) and {p["cap"] for p in params} == {0.12345, 1.4427}
+    assert all(p["lr"] == float(f"{p['lr']:.3g}") for p in params[1:])

@@ -83,7 +83,8 @@ def _range_problem(name: str, spec: Any) -> str | None:
 
 def declaration_problem(cls, families: set[str]) -> str | None:
     """What is malformed in an Unlearner class's parameter and search-space declarations, as one sentence, or
-    None: every range a Float/Int/Choice over a declared parameter, every family a known backbone family."""
+    None: every range a Float/Int/Choice over a declared parameter that holds the parameter's default (for every
+    family: the first tuning trial runs the defaults), every family a known backbone family."""
     if not isinstance(cls.label, str):
         return f"`label` must be a string (the method's name in tables), not {type(cls.label).__name__}."
     for attr in ("parameters", "search_space", "family_parameters", "family_search_space"):
@@ -104,4 +105,11 @@ def declaration_problem(cls, families: set[str]) -> str | None:
                 return problem + "."
             if name not in declared:
                 return f"search_space['{name}'] searches a parameter missing from `parameters`."
+    for family in [None, *sorted(families)]:
+        defaults = {**cls.parameters, **cls.family_parameters.get(family, {})}
+        for name, spec in {**cls.search_space, **cls.family_search_space.get(family, {})}.items():
+            if not spec.contains(defaults[name]):
+                where = f" for the {family} family" if family else ""
+                return (f"search_space['{name}']{where} does not hold the default {name}={defaults[name]!r}, which "
+                        f"the first tuning trial runs.")
     return None

@@ -28,10 +28,10 @@ from .config import from_mapping
 from .data import dataset_identity
 from .errors import UserError
 from .grid import Cell, Grid
-from .search_space import describe
+from .search_space import Float, describe
 from .stages import Stages
 from .store import stable_hash
-from .training import compute_setting, predict_logits
+from .training import compute_setting, finite_logits
 from .tuning_results import earlier_tuning, in_plan_order, merged, summarise, write_tuning
 
 
@@ -51,9 +51,10 @@ class TuningSettings:
     startup_trials: int = 8
 
     def __post_init__(self) -> None:
-        if self.trials < 1 or self.startup_trials < 0 or self.forget_classes == []:
-            raise UserError(f"The tuning section needs trials ≥ 1, startup_trials ≥ 0 and, when it lists "
-                            f"forget_classes, at least one; got {self}.")
+        if (self.trials < 1 or self.startup_trials < 0 or self.forget_classes == []
+                or not 0 <= self.seed < 2 ** 32):
+            raise UserError(f"The tuning section needs trials ≥ 1, startup_trials ≥ 0, a seed in [0, 2^32) and, "
+                            f"when it lists forget_classes, at least one; got {self}.")
 
 
 def tuning_settings(grid: Grid) -> TuningSettings:
@@ -61,13 +62,20 @@ def tuning_settings(grid: Grid) -> TuningSettings:
     return from_mapping(TuningSettings, grid.tuning or {}, f"the tuning section of grid '{grid.name}'")
 
 
+def grid_split(grid: Grid) -> dict:
+    """What of the grid besides the tuning settings decides the validation split and the stage models a study
+    scores against, recorded in the result so studies of another split are never added to it."""
+    return {"val_fraction": grid.val_fraction, "recipe": grid.recipe}
+
+
 def val_accuracies(net: torch.nn.Module, stages: Stages, forget_class: int) -> dict[str, float]:
     """{'acc_retain', 'acc_forget'}: accuracy (fraction) of `net` on D_r(c) and D_f(c) of the validation split.
-    A shared stage model's logits come from the group's memo."""
+    A shared stage model's logits come from the group's memo. Non-finite outputs fail (as they fail a grid cell):
+    argmax would read a NaN row as class 0, a finite score for a broken model."""
     data = stages.data
     logits = stages.stage_logits(net, "val")
     if logits is None:
-        logits = predict_logits(net, data, data.val)
+        logits = finite_logits(net, data, "val")
     hit = logits.argmax(1) == data.val.labels
     forget = data.val.labels == forget_class
     if not forget.any():
@@ -81,9 +89,10 @@ def retrain_distance(scores: dict[str, float], reference: dict[str, float]) -> f
     return abs(scores["acc_retain"] - reference["acc_retain"]) + abs(scores["acc_forget"] - reference["acc_forget"])
 
 
-def round_params(params: dict) -> dict:
-    """Sampled floats kept to 3 significant digits, so tables stay readable and cache keys stable."""
-    return {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in params.items()}
+def round_params(params: dict, space: dict) -> dict:
+    """Values sampled from a Float range kept to 3 significant digits, so tables stay readable and cache keys
+    stable; a Choice's options are kept as declared."""
+    return {k: float(f"{v:.3g}") if isinstance(space[k], Float) else v for k, v in params.items()}
 
 
 def run_study(job, stages: Stages) -> list[dict]:
@@ -111,7 +120,8 @@ def run_study(job, stages: Stages) -> list[dict]:
     rows = []
     for number in range(settings.trials):
         trial = study.ask()
-        params = {**fixed, **round_params({k: spec.suggest(trial, k) for k, spec in space.items()})}
+        sampled = {k: spec.suggest(trial, k) for k, spec in space.items()}
+        params = {**fixed, **(sampled if number == 0 else round_params(sampled, space))}  # trial 0: the defaults
         trial_cell = dataclasses.replace(cell, params=tuple(sorted(params.items())))
         key = stable_hash({"kind": "tuning-trial", "classes": classes, "cell": cell_key(
             trial_cell, job.grid, info, [], stages.data.device, dataset_identity(
@@ -228,7 +238,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .launchers import WorkerSlots, launch
     from .store import LogFile, device_name, git_commit, versions
 
-    earlier = earlier_tuning(out, settings)
+    earlier = earlier_tuning(out, settings, grid_split(grid))
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
@@ -271,7 +281,8 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                 if kind == "tune":
                     rows += outcome.records
                     trials = in_plan_order(rows, spaces)
-                    document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit())
+                    document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit(),
+                                         grid_split(grid))
                     write_tuning(out, *merged(earlier, trials, document, header))
                     chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
                                                                                 {}).get(study.method)
@@ -280,5 +291,5 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
                         f"{chosen['params'] if chosen else 'every trial failed'}")
     trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
-        in_plan_order(rows, spaces), settings, spaces), header)
+        in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid)), header)
     return TuneResult(out, trials, document, failures)

@@ -22,8 +22,10 @@ TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective"
 
 
 def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
-              commit: str = "") -> dict:
-    """The tuned-parameters document: per dataset → backbone → method, the searched parameters' values in the
+              commit: str = "", grid_split: dict | None = None) -> dict:
+    """The tuned-parameters document: the settings, what of the grid made its splits and stage models
+    (`grid_split`: val_fraction and recipe, see `tuning.grid_split`) and, per dataset → backbone → method, the
+    searched parameters' values in the
     best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
     defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
     (0: it had settled), the device and the commit it was tuned at."""
@@ -51,7 +53,8 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "git": commit,
             "search_space": space,
         }
-    return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), "tuned": tuned}
+    return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), **(grid_split or {}),
+            "tuned": tuned}
 
 
 def write_tuning(folder: Path, trials: pd.DataFrame, document: dict, header: str) -> None:
@@ -73,10 +76,12 @@ class EarlierTuning:
     header: str
 
 
-def earlier_tuning(folder: Path, settings: TuningSettings) -> EarlierTuning | None:
+def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | None = None) -> EarlierTuning | None:
     """The studies of `folder/tuned.yaml` and their trials, so that tuning one added method adds its studies to a
-    grid's result instead of replacing it; None when the folder holds no result. A result tuned with other settings is refused: one file never mixes budgets; an
-    unreadable one, or one whose trials.csv does not match its tuned.yaml, is one sentence."""
+    grid's result instead of replacing it; None when the folder holds no result. A result tuned with other settings,
+    or on another validation split or recipe (`grid_split`, where the earlier result records it: results written
+    before it was recorded do not), is refused: one file never mixes budgets or splits; an unreadable one, or one
+    whose trials.csv does not match its tuned.yaml, is one sentence."""
     path = folder / "tuned.yaml"
     if not path.exists():
         return None
@@ -84,11 +89,13 @@ def earlier_tuning(folder: Path, settings: TuningSettings) -> EarlierTuning | No
     try:
         text = path.read_text()
         document = yaml.safe_load(text)
+        ours.update({k: v for k, v in (grid_split or {}).items() if k in document})
         theirs = {k: document.get(k) for k in ours}
         if theirs != ours:
-            raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({theirs}, this "
-                            f"run: {ours}); choose another --out or remove its tuned.yaml, so one result never "
-                            f"mixes budgets.")
+            differ = {k: theirs[k] for k in ours if theirs[k] != ours[k]}
+            raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({differ}, this "
+                            f"run: {({k: ours[k] for k in differ})}); choose another --out or remove its tuned.yaml, "
+                            f"so one result never mixes budgets or validation splits.")
         studies = {(d, b, m): e for d, backbones in document["tuned"].items() for b, methods in backbones.items()
                    for m, e in methods.items()}
         trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)[TRIAL_COLUMNS]
