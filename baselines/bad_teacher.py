@@ -10,8 +10,9 @@ one of two frozen teachers: the original (competent) for retained samples, a ran
 same architecture (incompetent) for forgotten ones. The loss is KL(target ‖ student) at T. Reference defaults:
 Adam, lr 1e-4, 1 epoch, batch 256 (the SSD repository: 128), T = 1.
 
-Departures: the KL is summed over classes and averaged over the batch (`_blocks.distillation_kl`; the reference's
-`F.kl_div` default averages over classes too, a constant 1/num_classes factor the tuned learning rate absorbs);
+Departures: the KL is summed over classes, averaged over the batch and scaled by T² (`_blocks.distillation_kl`;
+the reference's `F.kl_div` default averages over classes too and has no T², constant factors that Adam, invariant to
+a loss's scale, and the tuned learning rate absorb);
 batches of 64 by default (the CPU grids' forget sets hold a few hundred images); BatchNorm handling is the shared
 `norm_statistics` choice (the reference trains the student in train mode: "batch").
 """

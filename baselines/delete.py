@@ -3,7 +3,7 @@ General Unlearning Method for Any Class-centric Tasks", CVPR 2025, arXiv 2503.23
 shaaaaron/DELETE, `method/delete.py`, `delete`, with its settings in `config/*.yaml` and `main.py`).
 
 Forget data only: the method reads D_f(c) of the training split and nothing else, no retained sample and no
-validation data (the `Unlearner` contract has no attribute to declare this; tables must say it).
+validation data (declared by `uses_retain = False`, which the method tables show).
 
 A student, initialised from the original, is distilled on D_f(c) towards the original (the teacher, frozen, eval
 mode) with the true class masked: the teacher's logit of each sample's label is set to −∞ before the softmax, so

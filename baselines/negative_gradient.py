@@ -32,8 +32,13 @@ class NegativeGradient(FinetuningUnlearner):
 
 
 class NegGradPlus(FinetuningUnlearner):
-    """NegGrad+ (Kurmanji et al.): minimise α·CE on a D_r(c) batch − (1−α)·CE on a D_f(c) batch, with the same
-    stopping rule, step budget and divergence handling as `negative_gradient`.
+    """NegGrad+ (Kurmanji et al.; reference implementation meghdadk/SCRUB, `train_negrad` in
+    thirdparty/repdistiller/helper/loops.py): minimise α·CE on a D_r(c) batch − (1−α)·CE on a D_f(c) batch, with the
+    same stopping rule, step budget and divergence handling as `negative_gradient`.
+
+    Departure: both batches go through one forward pass (`cross_entropy_parts` concatenates them), so with
+    `norm_statistics: batch` BatchNorm normalises each with the statistics of both; the reference makes two passes
+    in train mode. The tuned parameters (configs/tuned) were chosen with this form.
     """
 
     name = "neggrad_plus"
