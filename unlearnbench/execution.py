@@ -162,8 +162,8 @@ def load_group(key: GroupKey) -> Stages:
                         options=dataset.options_dict)
     recipe = resolve_recipe(dataset.name, backbone, json.loads(key.recipe))
     files = dataset_identity(dataset.name, dataset.options_dict, key.data_root, key.cache, key.download)
-    return Stages(data, stage_dataset_key(dataset, files, key.val_fraction), backbone, recipe, seed, Cache(key.cache), key.data_root,
-                  progress=key.progress, log=LogFile(key.log_path))
+    return Stages(data, stage_dataset_key(dataset, files, key.val_fraction), backbone, recipe, seed, Cache(key.cache),
+                  key.data_root, progress=key.progress, log=LogFile(key.log_path))
 
 
 def stage_dataset_key(dataset, files: dict | None = None, val_fraction: float = DEFAULT_VAL_FRACTION) -> dict:
