@@ -93,7 +93,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     def rerun(replicate: int) -> UnlearnedModel:
         return unlearn_cell(cell, info, stages, False, replicate)[0]
 
-    for c in ([cell.forget_class] if cell.forget_class is not None else list(cell.forget_classes)):
+    for c in cell.evaluated_classes:
         ctx = MetricContext(data=data, model=model, forget_class=c, stages=stages, method=cell.method, settings={},
                             logit_cache=logit_cache, results=results, rerun=rerun,
                             has_retrain=grid_has_retrain(grid) and stages.recipe.epochs > 0)

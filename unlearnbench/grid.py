@@ -102,6 +102,11 @@ class Cell:
         return json.dumps(self.params_dict, sort_keys=True)
 
     @property
+    def evaluated_classes(self) -> list[int]:
+        """The forget classes this cell unlearns and is scored on: its class, or all of them for one round."""
+        return [self.forget_class] if self.forget_class is not None else list(self.forget_classes)
+
+    @property
     def group(self) -> tuple:
         """Cells sharing data and the original model: (dataset, backbone, seed)."""
         return (self.dataset, self.backbone, self.seed)

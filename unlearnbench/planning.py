@@ -228,7 +228,7 @@ def retrained_models(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[
         for cell in cells:
             if cell.group not in trains:
                 trains[cell.group] = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs > 0
-            for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
+            for c in cell.evaluated_classes:
                 if trains[cell.group] and (cell.group, c) not in needed:
                     needed[cell.group, c] = dataclasses.replace(cell, method="retrain", params=(), forget_class=c,
                                                                 forget_classes=(c,))
@@ -265,7 +265,7 @@ def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) ->
             continue
         reruns, numbers = declare(metric_settings(grid, name))
         for cell in cells:
-            for c in ([cell.forget_class] if cell.forget_class is not None else cell.forget_classes):
+            for c in cell.evaluated_classes:
                 trained |= {(cell.group, c, k) for k in numbers}
                 if cell.method == "retrain":
                     trained |= {(cell.group, c, k) for k in range(1, reruns + 1)}
