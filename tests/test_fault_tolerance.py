@@ -341,6 +341,16 @@ def _other_run(tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+def _same_grid_run(tmp_path: Path, failures: str | bytes) -> Path:
+    """A run folder of the tiny grid whose failures.csv holds `failures`."""
+    from unlearnbench.runner import _grid_dict
+
+    RunFolder(tmp_path / "run").write_config({"grid": _grid_dict(load_grid(str(tiny(tmp_path))))})
+    _file(tmp_path / "run" / "records.csv", ",".join(KEY) + "\n")
+    _file(tmp_path / "run" / "failures.csv", failures)
+    return tmp_path / "run"
+
+
 BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of them trains anything
     "grid is a folder": (lambda t: ["--grid", str(t), "--dry-run"], "is a folder; give a YAML file."),
     "grid not UTF-8": (lambda t: ["--grid", str(_file(t / "g.yaml", b"\xff\xfe\x00")), "--dry-run"],
@@ -382,6 +392,19 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
         "f is a file; pass a folder."),
     "out holds another grid": (lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
                                "holds a run of grid 'other' with a different configuration; pass another --out"),
+    "out holds results but no config": (
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "records.csv", "finished results").parent),
+                   "--device", "cpu"], "holds results but no config.yaml"),
+    "out holds a failures.csv without its columns": (
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_same_grid_run(t, "forget_class,status\n0,failed\n")),
+                   "--device", "cpu"], "failures.csv is not an unlearnbench failures file: it lacks the column(s) "
+                                       "dataset, backbone, method, params, seed, reason, traceback."),
+    "out holds a binary failures.csv": (
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_same_grid_run(t, b"\xff\x00")), "--device", "cpu"],
+        "failures.csv is not an unlearnbench failures file"),
+    "report of a garbage failures.csv": (
+        lambda t: ["report", str(_same_grid_run(t, "garbage\n"))], "failures.csv is not an unlearnbench failures "
+                                                                     "file: it lacks the column(s)"),
     "report of an empty records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", "").parent)],
                                        "records.csv is not an unlearnbench records file: it is empty."),
     "report of a binary records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", b"\xff\x00").parent)],
@@ -403,7 +426,7 @@ def test_bad_input_gives_one_sentence_before_any_work(case, tmp_path, capsys):
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
-    if case == "out holds another grid":
+    if case in ("out holds another grid", "out holds results but no config"):
         assert (tmp_path / "run" / "records.csv").read_text() == "finished results"
     assert not (tmp_path / "cache" / "models").exists()
 

@@ -26,7 +26,7 @@ from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_
 from unlearnbench.report.formats import latex_text, write_table
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
 from unlearnbench.report.records import load_runs
-from unlearnbench.store import RECORD_COLUMNS
+from unlearnbench.store import FAILURE_COLUMNS, RECORD_COLUMNS
 
 FULL, SMALL = "resnet18", "vit_tiny-w0.333-d0.333-p7"
 MIB = 2**20
@@ -92,8 +92,8 @@ def make_run(folder: Path, relearn_cap: int | None = 100) -> Path:
         "device": "cpu", "versions": {"torch": "2.0"}, "git_commit": "abc1234",
         **({"metric_settings": {"relearn": {"max_epochs": relearn_cap}}} if relearn_cap else {})}))
     (folder / "log.txt").write_text("2026-01-02T03:04:05Z start\n2026-01-02T03:09:05Z finished\n")
-    pd.DataFrame([{"method": "random_labels", "status": "failed", "reason": "ValueError: boom"}]).to_csv(
-        folder / "failures.csv", index=False)
+    pd.DataFrame([{"method": "random_labels", "status": "failed", "reason": "ValueError: boom"}],
+                 columns=FAILURE_COLUMNS).to_csv(folder / "failures.csv", index=False)
     gen = torch.Generator().manual_seed(0)
     alphas = {f"features.{i}.alpha_w": torch.randn(2, 16, generator=gen) for i in (0, 2, 10)}
     alphas.update({f"features.{i}.alpha_b": torch.randn(2, 16, generator=gen) for i in (0, 2, 10)})

@@ -55,6 +55,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         if previous is not None and previous["grid"] != _grid_dict(grid):
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
                             f"configuration; pass another --out or --retry-failed.")
+        if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
+            raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
+                            f"this run's; pass another --out.")
         earlier = _earlier_results(folder.path) if previous is not None else None
         folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
@@ -165,18 +168,13 @@ def merged_only(earlier: dict | list | None, now: dict | list) -> dict | list:
 def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
     """The records and failures an earlier run of the same grid left in `folder` (a run with another --only, or
     one cut short), so that this run adds to them rather than erasing them."""
-    from .report.records import read_records
+    from .report.records import read_failures, read_records
 
     earlier = {}
     if (folder / "records.csv").is_file():
         earlier["records"] = read_records(folder / "records.csv")
-    if (folder / "failures.csv").is_file() and (folder / "failures.csv").stat().st_size:
-        try:
-            failures = pd.read_csv(folder / "failures.csv", dtype={"params": str})
-        except (ValueError, UnicodeDecodeError):
-            raise UserError(f"{folder / 'failures.csv'} is not an unlearnbench failures file; move it away or "
-                            f"pass another --out.") from None
-        failures["forget_class"] = pd.to_numeric(failures["forget_class"], errors="coerce").round().astype("Int64")
+    if (folder / "failures.csv").is_file():
+        failures = read_failures(folder / "failures.csv")
         earlier["failures"] = failures[failures["status"] != "plugin-error"]  # this run reports its own
     return earlier
 

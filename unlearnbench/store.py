@@ -21,6 +21,7 @@ from .config import read_yaml
 from .errors import UserError
 
 RECORD_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "split", "metric", "value"]
+FAILURE_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "status", "reason", "traceback"]
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -293,8 +294,7 @@ class RunFolder:
 
     def write_failures(self, failures: list[dict], kept: pd.DataFrame | None = None) -> None:
         """Write failures.csv: this run's failures, then the `kept` ones of an earlier run in this folder."""
-        frame = pd.DataFrame(failures, columns=["dataset", "backbone", "method", "params", "seed", "forget_class",
-                                                "status", "reason", "traceback"])
+        frame = pd.DataFrame(failures, columns=FAILURE_COLUMNS)
         if kept is not None and not kept.empty:
             frame = pd.concat([frame, kept[frame.columns]], ignore_index=True) if len(frame) else kept[frame.columns]
         atomic_write(self.path / "failures.csv", frame.to_csv(index=False))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..store import RECORD_COLUMNS, read_run_config
+from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
 
@@ -31,21 +31,42 @@ class RunSource:
 def read_records(path: Path) -> pd.DataFrame:
     """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows); a file
     that is not one (empty, binary, not CSV, missing columns, non-numeric seeds) is a UserError naming it."""
+    frame = _read_table(path, RECORD_COLUMNS, "records", {"params": str, "dataset": str, "backbone": str,
+                                                          "method": str, "split": str, "metric": str})
     try:
-        frame = pd.read_csv(path, dtype={"params": str, "dataset": str, "backbone": str, "method": str,
-                                         "split": str, "metric": str})
-        missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
+        frame["seed"] = pd.to_numeric(frame["seed"]).astype(int)
+    except (ValueError, TypeError):
+        raise UserError(f"{path} is not an unlearnbench records file: its rows are not records.") from None
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    return frame
+
+
+def read_failures(path: Path) -> pd.DataFrame:
+    """failures.csv as a frame (forget_class Int64; seed empty for a plugin that failed to load); an empty file is
+    an empty frame; a file that is not one (binary, not CSV, missing columns) is a UserError naming it."""
+    if path.stat().st_size == 0:
+        return pd.DataFrame(columns=FAILURE_COLUMNS)
+    frame = _read_table(path, FAILURE_COLUMNS, "failures", {"params": str, "status": str, "reason": str,
+                                                            "traceback": str})
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    return frame
+
+
+def _read_table(path: Path, columns: list[str], kind: str, dtypes: dict) -> pd.DataFrame:
+    """A CSV file holding at least `columns` (params empty → "{}", forget_class as Int64), or a UserError saying
+    why `path` is not an unlearnbench `kind` file."""
+    try:
+        frame = pd.read_csv(path, dtype=dtypes)
+        missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise UserError(f"{path} is not an unlearnbench records file: it lacks the column(s) "
+            raise UserError(f"{path} is not an unlearnbench {kind} file: it lacks the column(s) "
                             f"{', '.join(missing)}.")
         frame["params"] = frame["params"].fillna("{}")
         frame["forget_class"] = pd.to_numeric(frame["forget_class"]).round().astype("Int64")
-        frame["seed"] = pd.to_numeric(frame["seed"]).astype(int)
     except (ValueError, TypeError) as exc:  # pandas' parser, decoding and conversion errors
         reason = ("it is empty" if isinstance(exc, pd.errors.EmptyDataError) else
-                  "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "its rows are not records")
-        raise UserError(f"{path} is not an unlearnbench records file: {reason}.") from None
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+                  "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"its rows are not {kind}")
+        raise UserError(f"{path} is not an unlearnbench {kind} file: {reason}.") from None
     return frame
 
 
@@ -57,8 +78,7 @@ def _source(folder: Path, records: pd.DataFrame) -> RunSource:
         stamps = [m[1] for line in log.read_text().splitlines() if (m := _LOG_STAMP.match(line))]
     devices = tuple(pd.unique(records["device"].dropna().astype(str))) if "device" in records else ()
     failures_path = folder / "failures.csv"
-    failures = (pd.read_csv(failures_path)["status"].value_counts().to_dict()
-                if failures_path.is_file() and failures_path.stat().st_size else {})
+    failures = read_failures(failures_path)["status"].value_counts().to_dict() if failures_path.is_file() else {}
     return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
                      len(records), {str(k): int(v) for k, v in failures.items()})
 
