@@ -341,6 +341,12 @@ def _other_run(tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+def _records_folder(tmp_path: Path, config: str) -> Path:
+    """A folder holding an empty records.csv and the config.yaml `config`."""
+    _file(tmp_path / "r" / "records.csv", ",".join(KEY))
+    return _file(tmp_path / "r" / "config.yaml", config).parent
+
+
 def _same_grid_run(tmp_path: Path, failures: str | bytes) -> Path:
     """A run folder of the tiny grid whose failures.csv holds `failures`."""
     from unlearnbench.runner import _grid_dict
@@ -387,6 +393,15 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "retry config without grid": (
         lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "a: 1").parent)],
         "config.yaml is not an unlearnbench run config: it has no 'grid' mapping."),
+    "retry config with plugins as text": (
+        lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "grid: {}\nplugins: p.py").parent)],
+        "config.yaml is not an unlearnbench run config: its 'plugins' must be a list of paths, got 'p.py'."),
+    "retry config with an --only list of text": (
+        lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "grid: {}\nonly: [a]").parent)],
+        "its 'only' must be a mapping of --only key: values, or a list of them, got ['a']."),
+    "report of a config whose metric settings are not mappings": (
+        lambda t: ["report", str(_records_folder(t, "grid: {}\nmetric_settings: {relearn: 5}"))],
+        "its 'metric_settings' must be a mapping of metric: mapping, got {'relearn': 5}."),
     "cache dir is a file": (
         lambda t: ["--grid", str(tiny(t)), "--cache-dir", str(_file(t / "f", "x")), "--device", "cpu"],
         "f is a file; pass a folder."),

@@ -127,7 +127,29 @@ def read_run_config(folder: str | Path) -> dict | None:
     config = read_yaml(path)
     if not isinstance(config, dict) or not isinstance(config.get("grid"), dict):
         raise UserError(f"{path} is not an unlearnbench run config: it has no 'grid' mapping.")
+    for field, (valid, what) in _CONFIG_FIELDS.items():
+        if config.get(field) is not None and not valid(config[field]):
+            raise UserError(f"{path} is not an unlearnbench run config: its '{field}' must be {what}, got "
+                            f"{config[field]!r}.")
     return config
+
+
+def _mapping_of(valid):
+    return lambda value: isinstance(value, dict) and all(isinstance(k, str) and valid(v) for k, v in value.items())
+
+
+_text = _mapping_of(lambda v: isinstance(v, str))
+# the fields --retry-failed and report read from a run's config.yaml → (check, what it must be)
+_CONFIG_FIELDS = {
+    **{f: (lambda v: isinstance(v, str), "text") for f in ("command", "device", "data_root", "cache_dir",
+                                                            "precision", "git_commit")},
+    "plugins": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of paths"),
+    "only": (lambda v: _text(v) or isinstance(v, list) and all(_text(f) for f in v),
+             "a mapping of --only key: values, or a list of them"),
+    "versions": (_mapping_of(lambda v: isinstance(v, (str, int, float))), "a mapping of library: version"),
+    **{f: (_mapping_of(lambda v: isinstance(v, dict)), f"a mapping of {what}: mapping")
+       for f, what in (("metric_settings", "metric"), ("methods", "method"))},
+}
 
 
 class BoundedMemo:
