@@ -233,6 +233,15 @@ def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     pd.testing.assert_frame_equal(comparable(tmp_path / "a" / "records.csv"), comparable(tmp_path / "b" / "records.csv"))
 
 
+@pytest.mark.parametrize("content", ["null", "[1, 2]", "5", '"records"', "{}", '{"records": [], "sha256": 1}'])
+def test_a_cell_file_that_is_not_a_records_mapping_is_a_cache_miss(tmp_path, content):
+    cache = Cache(tmp_path / "cache")
+    cache.save_cell("k", [{"metric": "acc", "value": 1.0}])
+    assert cache.load_cell("k") == [{"metric": "acc", "value": 1.0}]
+    cache._cell_path("k").write_text(content)
+    assert cache.load_cell("k") is None
+
+
 def test_a_crafted_pickle_in_the_cache_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -244,7 +244,7 @@ class Cache:
         path = self._cell_path(key)
         try:
             payload = json.loads(path.read_text())
-            if payload.get("sha256") != stable_hash(payload["records"]):
+            if not isinstance(payload, dict) or payload.get("sha256") != stable_hash(payload["records"]):
                 return None
             return payload["records"]
         except (OSError, ValueError, KeyError, TypeError):
