@@ -161,6 +161,12 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         assert main(["--grid", str(grid), "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="a-file is a file; pass a folder"):
+        tune(tune_grid(tmp_path), RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache"),
+             LaunchOptions(workers=1), a_file)
+    assert not (tmp_path / "cache" / "models").exists()
     with pytest.raises(UserError, match="nothing to tune"):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),

@@ -226,7 +226,6 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
-    out.mkdir(parents=True, exist_ok=True)
     with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
         return _run_studies(grid, options, launch_options, out, p, settings, studies, classes, list(skipped.values()))
 
