@@ -146,6 +146,12 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     assert "Acc_r %" in out and "retrain" in out and "85.0" in out
     assert f"report: {run_dir / 'report' / 'index.md'}" in out
     assert "5 cells computed" in out
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch: runner.RunResult(
+        run_dir, records_frame(), [], 0, 5, report_error="UserError: x is not a readable WF-Net α file"))
+    assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--workers", "1", "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out  # the index.md there is the earlier run's: not offered as this run's report
+    assert f"report failed: UserError: x is not a readable WF-Net α file (details in {run_dir / 'log.txt'})" in out
+    assert "report: " not in out
 
 
 def test_the_plan_estimates_training_images_from_the_dataset_registry(tmp_path, capsys):

@@ -492,6 +492,19 @@ def test_heatmap_and_relevance_file(report, tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 0
 
 
+def test_a_truncated_alpha_file_is_one_sentence_naming_it(tmp_path, capsys):
+    from unlearnbench.cli import main
+
+    run = make_run(tmp_path / "run")
+    alpha = run / "artifacts" / "wfnet" / f"mnist__{FULL}__seed0.safetensors"
+    alpha.write_bytes(alpha.read_bytes()[:50])
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {alpha} is not a readable WF-Net α file") and len(err.splitlines()) == 1, err
+    alpha.unlink()  # as the sentence says: the report is then written without that heatmap
+    assert main(["report", str(run)]) == 0 and (run / "report" / "index.md").is_file()
+
+
 def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     run = report.parent
     copy = tmp_path / "copy"

@@ -69,9 +69,18 @@ def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cach
     assert set(cards) == {"original", "retrain"} and cards["retrain"]["uses_retain"] is True
     assert cards["original"]["uses_retain"] is False and cards["retrain"]["per_class"] is True
 
-    second = run(grid, options(tmp_path, shared_cache, name="second"))
+    assert first.report_error is None and (first.run_dir / "report" / "index.md").is_file()
+
+    def broken_report(folders):
+        raise UserError("the report broke")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("unlearnbench.report.write_report", broken_report)
+        second = run(grid, options(tmp_path, shared_cache, name="second"))
     assert (second.computed, second.cached) == (0, 3)
     pd.testing.assert_frame_equal(first.records[RECORD_COLUMNS], second.records[RECORD_COLUMNS])
+    assert second.report_error == "UserError: the report broke"  # the records are kept all the same
+    assert "report failed: UserError: the report broke" in (second.run_dir / "log.txt").read_text()
 
 
 def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_path, shared_cache):

@@ -274,7 +274,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if table:
         print(table)
     index = result.run_dir / "report" / "index.md"
-    if index.is_file():
+    if result.report_error:  # an index.md there is an earlier run's
+        print(f"report failed: {result.report_error} (details in {result.run_dir / 'log.txt'})")
+    elif index.is_file():
         print(f"report: {index}")
     failed = [f for f in result.failures if f["status"] == "failed"]
     broken = [f for f in result.failures if f["status"] == "plugin-error"]

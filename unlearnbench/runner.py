@@ -32,6 +32,7 @@ class RunResult:
     failures: list[dict]
     computed: int
     cached: int
+    report_error: str | None = None  # why <run>/report could not be written this time (the rest is on disk)
 
 
 def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
@@ -134,17 +135,19 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                                      kept=_kept(earlier, results, "records"))
         planned_cells = p.cells + [cell for cell, _ in p.skipped]
         folder.write_failures(failures, kept=_kept(earlier, planned_cells, "failures"))
+        report_error = None
         try:
             from .report import write_report
 
             write_report([folder.path])
         except Exception as exc:  # the records are safe on disk; a report problem must not lose them
-            folder.log(f"report failed: {error_reason(exc)}\n{traceback.format_exc()}")
+            report_error = error_reason(exc)
+            folder.log(f"report failed: {report_error}\n{traceback.format_exc()}")
         computed = len(results) - cached
         folder.log(f"finished: {computed} cells computed, {cached} from cache, "
                    f"{sum(f['status'] == 'failed' for f in failures)} failed, {len(p.skipped)} skipped")
     torch.set_num_threads(threads_before)
-    return RunResult(folder.path, frame, failures, computed, cached)
+    return RunResult(folder.path, frame, failures, computed, cached, report_error)
 
 
 def _ordered(cells: list[Cell], results: dict[Cell, list[dict]], extra: dict[Cell, list[dict]]) -> list[dict]:

@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..errors import UserError, error_reason
 from .names import method_order
 from .tables import CURVE_METRIC, row_labels
 
@@ -92,10 +93,14 @@ def load_relevance(path: Path) -> tuple[dict[str, torch.Tensor], list[str] | Non
     list) when present."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        names = [k[: -len(".alpha_w")] for k in f.keys() if k.endswith(".alpha_w")]
-        relevance = {n: 1.0 - torch.sigmoid(f.get_tensor(f"{n}.alpha_w").double()) for n in names}
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = [k[: -len(".alpha_w")] for k in f.keys() if k.endswith(".alpha_w")]
+            relevance = {n: 1.0 - torch.sigmoid(f.get_tensor(f"{n}.alpha_w").double()) for n in names}
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors' own error types: truncated, not safetensors, unreadable
+        raise UserError(f"{path} is not a readable WF-Net α file ({error_reason(exc)}); delete it to report "
+                        f"without its heatmap.") from None
     order = sorted(relevance, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
     classes = json.loads(meta["classes"]) if "classes" in meta else None
     return {n: relevance[n] for n in order}, classes
