@@ -147,10 +147,11 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     assert f"report: {run_dir / 'report' / 'index.md'}" in out
     assert "5 cells computed" in out
     monkeypatch.setattr(runner, "run", lambda grid, options, launch: runner.RunResult(
-        run_dir, records_frame(), [], 0, 5, report_error="UserError: x is not a readable WF-Net α file"))
+        run_dir, records_frame(), [], 0, 5, report_error="x is not a readable WF-Net α file"))
     assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--workers", "1", "--out", str(run_dir)]) == 0
     out = capsys.readouterr().out  # the index.md there is the earlier run's: not offered as this run's report
-    assert f"report failed: UserError: x is not a readable WF-Net α file (details in {run_dir / 'log.txt'})" in out
+    assert (f"report failed: x is not a readable WF-Net α file (details in {run_dir / 'log.txt'}); once mended, "
+            f"`run_bench.py report {run_dir}` writes it") in out
     assert "report: " not in out
 
 

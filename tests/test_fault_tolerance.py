@@ -19,7 +19,7 @@ from unlearnbench.launchers import (MAX_DEFAULT_CPU_WORKERS, LaunchOptions, Slur
                                    default_workers, launch)
 from unlearnbench.planning import plan
 from unlearnbench.runner import RunOptions, merged_only, run
-from unlearnbench.store import Cache, RunFolder, read_run_config
+from unlearnbench.store import FAILURE_COLUMNS, Cache, RunFolder, read_run_config
 
 from conftest import write_grid
 
@@ -233,6 +233,11 @@ def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     pd.testing.assert_frame_equal(comparable(tmp_path / "a" / "records.csv"), comparable(tmp_path / "b" / "records.csv"))
 
 
+def test_a_run_config_may_hold_only_filters_the_python_api_wrote_as_numbers(tmp_path):
+    RunFolder(tmp_path).write_config({"grid": {"name": "g"}, "only": [{"seed": 0}, {"method": "retrain"}]})
+    assert read_run_config(tmp_path)["only"] == [{"seed": 0}, {"method": "retrain"}]
+
+
 @pytest.mark.parametrize("content", ["null", "[1, 2]", "5", '"records"', "{}", '{"records": [], "sha256": 1}'])
 def test_a_cell_file_that_is_not_a_records_mapping_is_a_cache_miss(tmp_path, content):
     cache = Cache(tmp_path / "cache")
@@ -404,13 +409,15 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
         "config.yaml is not an unlearnbench run config: it has no 'grid' mapping."),
     "retry config with plugins as text": (
         lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "grid: {}\nplugins: p.py").parent)],
-        "config.yaml is not an unlearnbench run config: its 'plugins' must be a list of paths, got 'p.py'."),
+        "config.yaml is not an unlearnbench run config: its 'plugins' must be a list of paths, got 'p.py'; fix or "
+        "delete that field."),
     "retry config with an --only list of text": (
         lambda t: ["--retry-failed", "--out", str(_file(t / "r" / "config.yaml", "grid: {}\nonly: [a]").parent)],
-        "its 'only' must be a mapping of --only key: values, or a list of them, got ['a']."),
+        "its 'only' must be a mapping of --only key: values, or a list of them, got ['a']; fix or delete that field."),
     "report of a config whose metric settings are not mappings": (
         lambda t: ["report", str(_records_folder(t, "grid: {}\nmetric_settings: {relearn: 5}"))],
-        "its 'metric_settings' must be a mapping of metric: mapping, got {'relearn': 5}."),
+        "its 'metric_settings' must be a mapping of metric: its settings, got {'relearn': 5}; fix or delete that "
+        "field."),
     "cache dir is a file": (
         lambda t: ["--grid", str(tiny(t)), "--cache-dir", str(_file(t / "f", "x")), "--device", "cpu"],
         "f is a file; pass a folder."),
@@ -422,15 +429,25 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "out holds a failures.csv without its columns": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_same_grid_run(t, "forget_class,status\n0,failed\n")),
                    "--device", "cpu"], "failures.csv is not an unlearnbench failures file: it lacks the column(s) "
-                                       "dataset, backbone, method, params, seed, reason, traceback."),
+                                       "dataset, backbone, method, params, seed, reason, traceback; move it away."),
     "out holds a binary failures.csv": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_same_grid_run(t, b"\xff\x00")), "--device", "cpu"],
         "failures.csv is not an unlearnbench failures file"),
+    "out holds a failures row without a status": (
+        lambda t: ["--grid", str(tiny(t)), "--device", "cpu",
+                   "--out", str(_same_grid_run(t, ",".join(FAILURE_COLUMNS) + "\nm,b,x,,0,1,,r,t\n"))],
+        "failures.csv is not an unlearnbench failures file: a row has no status or no seed; move it away."),
+    "report of a failures.csv with a text seed": (
+        lambda t: ["report", str(_same_grid_run(t, ",".join(FAILURE_COLUMNS) + "\nm,b,x,,zero,1,failed,r,t\n"))],
+        "failures.csv is not an unlearnbench failures file: its rows are not failures; move it away."),
+    "report of a config whose relearn cap is text": (
+        lambda t: ["report", str(_records_folder(t, "grid: {}\nmetric_settings: {relearn: {max_epochs: many}}"))],
+        "its metric_settings.relearn.max_epochs must be a number, got 'many'; fix or delete it."),
     "report of a garbage failures.csv": (
         lambda t: ["report", str(_same_grid_run(t, "garbage\n"))], "failures.csv is not an unlearnbench failures "
                                                                      "file: it lacks the column(s)"),
     "report of an empty records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", "").parent)],
-                                       "records.csv is not an unlearnbench records file: it is empty."),
+                                       "records.csv is not an unlearnbench records file: it is empty; move it away."),
     "report of a binary records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", b"\xff\x00").parent)],
                                        "records.csv is not an unlearnbench records file"),
     "report of a garbage records.csv": (lambda t: ["report", str(_file(t / "r" / "records.csv", "a\nb,c,d\n").parent)],

@@ -92,7 +92,8 @@ def make_run(folder: Path, relearn_cap: int | None = 100) -> Path:
         "device": "cpu", "versions": {"torch": "2.0"}, "git_commit": "abc1234",
         **({"metric_settings": {"relearn": {"max_epochs": relearn_cap}}} if relearn_cap else {})}))
     (folder / "log.txt").write_text("2026-01-02T03:04:05Z start\n2026-01-02T03:09:05Z finished\n")
-    pd.DataFrame([{"method": "random_labels", "status": "failed", "reason": "ValueError: boom"}],
+    pd.DataFrame([{"dataset": "mnist", "backbone": FULL, "method": "random_labels", "seed": 0, "forget_class": 1,
+                   "status": "failed", "reason": "ValueError: boom"}],
                  columns=FAILURE_COLUMNS).to_csv(folder / "failures.csv", index=False)
     gen = torch.Generator().manual_seed(0)
     alphas = {f"features.{i}.alpha_w": torch.randn(2, 16, generator=gen) for i in (0, 2, 10)}
@@ -492,12 +493,20 @@ def test_heatmap_and_relevance_file(report, tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 0
 
 
-def test_a_truncated_alpha_file_is_one_sentence_naming_it(tmp_path, capsys):
+BROKEN_ALPHA = {
+    "truncated": lambda path: path.write_bytes(path.read_bytes()[:50]),
+    "class names not JSON": lambda path: save_file({"l.alpha_w": torch.zeros(2, 3)}, str(path), {"classes": "[a"}),
+    "alpha_w not classes × filters": lambda path: save_file({"l.alpha_w": torch.zeros(3)}, str(path)),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_ALPHA)
+def test_an_alpha_file_that_cannot_be_drawn_is_one_sentence_naming_it(tmp_path, capsys, broken):
     from unlearnbench.cli import main
 
     run = make_run(tmp_path / "run")
     alpha = run / "artifacts" / "wfnet" / f"mnist__{FULL}__seed0.safetensors"
-    alpha.write_bytes(alpha.read_bytes()[:50])
+    BROKEN_ALPHA[broken](alpha)
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {alpha} is not a readable WF-Net α file") and len(err.splitlines()) == 1, err

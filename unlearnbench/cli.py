@@ -275,7 +275,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(table)
     index = result.run_dir / "report" / "index.md"
     if result.report_error:  # an index.md there is an earlier run's
-        print(f"report failed: {result.report_error} (details in {result.run_dir / 'log.txt'})")
+        print(f"report failed: {result.report_error} (details in {result.run_dir / 'log.txt'}); once mended, "
+              f"`run_bench.py report {result.run_dir}` writes it")
     elif index.is_file():
         print(f"report: {index}")
     failed = [f for f in result.failures if f["status"] == "failed"]

@@ -141,7 +141,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
 
             write_report([folder.path])
         except Exception as exc:  # the records are safe on disk; a report problem must not lose them
-            report_error = error_reason(exc)
+            report_error = str(exc) if isinstance(exc, UserError) else error_reason(exc)
             folder.log(f"report failed: {report_error}\n{traceback.format_exc()}")
         computed = len(results) - cached
         folder.log(f"finished: {computed} cells computed, {cached} from cache, "

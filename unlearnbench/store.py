@@ -130,25 +130,29 @@ def read_run_config(folder: str | Path) -> dict | None:
     for field, (valid, what) in _CONFIG_FIELDS.items():
         if config.get(field) is not None and not valid(config[field]):
             raise UserError(f"{path} is not an unlearnbench run config: its '{field}' must be {what}, got "
-                            f"{config[field]!r}.")
+                            f"{config[field]!r}; fix or delete that field.")
     return config
 
 
 def _mapping_of(valid):
+    """A check: the value is a mapping of text keys to values that pass `valid`."""
     return lambda value: isinstance(value, dict) and all(isinstance(k, str) and valid(v) for k, v in value.items())
 
 
-_text = _mapping_of(lambda v: isinstance(v, str))
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
+_filters = _mapping_of(lambda v: isinstance(v, (str, int, float)))  # --only key: values ("0,1", or 0 from the API)
 # the fields --retry-failed and report read from a run's config.yaml → (check, what it must be)
 _CONFIG_FIELDS = {
-    **{f: (lambda v: isinstance(v, str), "text") for f in ("command", "device", "data_root", "cache_dir",
-                                                            "precision", "git_commit")},
-    "plugins": (lambda v: isinstance(v, list) and all(isinstance(p, str) for p in v), "a list of paths"),
-    "only": (lambda v: _text(v) or isinstance(v, list) and all(_text(f) for f in v),
+    **{f: (_is_text, "text") for f in ("command", "device", "data_root", "cache_dir", "precision", "git_commit")},
+    "plugins": (lambda v: isinstance(v, list) and all(map(_is_text, v)), "a list of paths"),
+    "only": (lambda v: _filters(v) or isinstance(v, list) and all(map(_filters, v)),
              "a mapping of --only key: values, or a list of them"),
     "versions": (_mapping_of(lambda v: isinstance(v, (str, int, float))), "a mapping of library: version"),
-    **{f: (_mapping_of(lambda v: isinstance(v, dict)), f"a mapping of {what}: mapping")
-       for f, what in (("metric_settings", "metric"), ("methods", "method"))},
+    "metric_settings": (_mapping_of(lambda v: isinstance(v, dict)), "a mapping of metric: its settings"),
+    "methods": (_mapping_of(lambda v: isinstance(v, dict)), "a mapping of method: its card"),
 }
 
 

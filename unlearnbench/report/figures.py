@@ -98,11 +98,13 @@ def load_relevance(path: Path) -> tuple[dict[str, torch.Tensor], list[str] | Non
             names = [k[: -len(".alpha_w")] for k in f.keys() if k.endswith(".alpha_w")]
             relevance = {n: 1.0 - torch.sigmoid(f.get_tensor(f"{n}.alpha_w").double()) for n in names}
             meta = f.metadata() or {}
-    except Exception as exc:  # safetensors' own error types: truncated, not safetensors, unreadable
+        classes = json.loads(meta["classes"]) if "classes" in meta else None
+        if any(r.ndim != 2 for r in relevance.values()):
+            raise ValueError("an alpha_w tensor is not [classes, filters]")
+    except Exception as exc:  # safetensors' own error types (truncated, not safetensors), bad metadata or shapes
         raise UserError(f"{path} is not a readable WF-Net α file ({error_reason(exc)}); delete it to report "
                         f"without its heatmap.") from None
     order = sorted(relevance, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
-    classes = json.loads(meta["classes"]) if "classes" in meta else None
     return {n: relevance[n] for n in order}, classes
 
 

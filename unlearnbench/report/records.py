@@ -32,41 +32,41 @@ def read_records(path: Path) -> pd.DataFrame:
     """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows); a file
     that is not one (empty, binary, not CSV, missing columns, non-numeric seeds) is a UserError naming it."""
     frame = _read_table(path, RECORD_COLUMNS, "records", {"params": str, "dataset": str, "backbone": str,
-                                                          "method": str, "split": str, "metric": str})
-    try:
-        frame["seed"] = pd.to_numeric(frame["seed"]).astype(int)
-    except (ValueError, TypeError):
-        raise UserError(f"{path} is not an unlearnbench records file: its rows are not records.") from None
+                                                          "method": str, "split": str, "metric": str}, "int")
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
     return frame
 
 
 def read_failures(path: Path) -> pd.DataFrame:
-    """failures.csv as a frame (forget_class Int64; seed empty for a plugin that failed to load); an empty file is
-    an empty frame; a file that is not one (binary, not CSV, missing columns) is a UserError naming it."""
-    if path.stat().st_size == 0:
+    """failures.csv as a frame (forget_class and seed Int64; seed empty only for a plugin that failed to load); an
+    empty file is an empty frame; a file that is not one (binary, not CSV, missing columns, rows without a status
+    or with a non-numeric seed) is a UserError naming it."""
+    if not path.read_bytes().strip():
         return pd.DataFrame(columns=FAILURE_COLUMNS)
     frame = _read_table(path, FAILURE_COLUMNS, "failures", {"params": str, "status": str, "reason": str,
-                                                            "traceback": str})
-    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+                                                            "traceback": str}, "Int64")
+    if frame["status"].isna().any() or (frame["seed"].isna() & (frame["status"] != "plugin-error")).any():
+        raise UserError(f"{path} is not an unlearnbench failures file: a row has no status or no seed; move it "
+                        f"away.")
     return frame
 
 
-def _read_table(path: Path, columns: list[str], kind: str, dtypes: dict) -> pd.DataFrame:
-    """A CSV file holding at least `columns` (params empty → "{}", forget_class as Int64), or a UserError saying
-    why `path` is not an unlearnbench `kind` file."""
+def _read_table(path: Path, columns: list[str], kind: str, dtypes: dict, seed_type: str) -> pd.DataFrame:
+    """A CSV file holding at least `columns` (params empty → "{}", forget_class Int64, seed as `seed_type`), or a
+    UserError saying why `path` is not an unlearnbench `kind` file."""
     try:
         frame = pd.read_csv(path, dtype=dtypes)
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise UserError(f"{path} is not an unlearnbench {kind} file: it lacks the column(s) "
-                            f"{', '.join(missing)}.")
+                            f"{', '.join(missing)}; move it away.")
         frame["params"] = frame["params"].fillna("{}")
         frame["forget_class"] = pd.to_numeric(frame["forget_class"]).round().astype("Int64")
+        frame["seed"] = pd.to_numeric(frame["seed"]).astype(seed_type)  # int: an empty seed is an error too
     except (ValueError, TypeError) as exc:  # pandas' parser, decoding and conversion errors
         reason = ("it is empty" if isinstance(exc, pd.errors.EmptyDataError) else
                   "it is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"its rows are not {kind}")
-        raise UserError(f"{path} is not an unlearnbench {kind} file: {reason}.") from None
+        raise UserError(f"{path} is not an unlearnbench {kind} file: {reason}; move it away.") from None
     return frame
 
 
@@ -83,10 +83,13 @@ def _source(folder: Path, records: pd.DataFrame) -> RunSource:
                      len(records), {str(k): int(v) for k, v in failures.items()})
 
 
-def relearn_cap(config: dict) -> float:
+def relearn_cap(source: RunSource) -> float:
     """The epochs relearning stops at in a run (metric_settings.relearn.max_epochs of its config.yaml); NaN when
     the config does not record it."""
-    cap = ((config.get("metric_settings") or {}).get("relearn") or {}).get("max_epochs")
+    cap = ((source.config.get("metric_settings") or {}).get("relearn") or {}).get("max_epochs")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float))):
+        raise UserError(f"{source.path / 'config.yaml'} is not an unlearnbench run config: its "
+                        f"metric_settings.relearn.max_epochs must be a number, got {cap!r}; fix or delete it.")
     return np.nan if cap is None else float(cap)
 
 
@@ -102,7 +105,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
             raise UserError(f"No records.csv in {folder}; pass a run folder made by run_bench.py.")
         records = read_records(path)
         sources.append(_source(folder, records))
-        frames.append(records.assign(relearn_max_epochs=relearn_cap(sources[-1].config)))
+        frames.append(records.assign(relearn_max_epochs=relearn_cap(sources[-1])))
     # a cell's value recorded by several runs of one relearn cap (a re-run, another commit or device) counts once,
     # the last folder's: kept twice, sums (seconds, RT's count of classes never relearned) would double
     identity = RECORD_COLUMNS[:-1] + ["relearn_max_epochs"]
