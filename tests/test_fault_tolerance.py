@@ -44,7 +44,7 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
                                                       device="cpu", progress=False))
     cache = tmp_path / "cache-killed"
     argv = [sys.executable, str(ROOT / "run_bench.py"), "--grid", str(grid_file), "--out", str(tmp_path / "killed"),
-            "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--workers", "1"]
+            "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--workers", "0"]  # no worker outlives the kill
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and len(list((cache / "cells").glob("*.json"))) < 1 and proc.poll() is None:
@@ -156,6 +156,24 @@ def test_a_worker_killed_mid_job_fails_that_job_alone_and_the_rest_run_in_parall
     assert all(met for _, met in done.values()), "jobs 1-4 met their partner: two workers ran at once"
     pids = {pid for pid, _ in done.values()}
     assert os.getpid() not in pids and len(pids) == 2, "two live workers, the killed one replaced, none the driver"
+
+
+def test_one_worker_runs_the_jobs_in_a_worker_process_whose_death_fails_that_job_alone():
+    """A job ending its process (os._exit) with one worker is a crashed job, as with several, and the others run;
+    zero workers run the jobs in this process."""
+    import os
+
+    def job(j: int) -> tuple:  # nested, so pickled by value
+        import os
+        if j == 1 and os.getpid() != driver:  # (in the driver, as one worker once ran them, it would end pytest)
+            os._exit(3)
+        return "ok", j, os.getpid()
+
+    driver = os.getpid()
+    out = list(launch(job, range(3), LaunchOptions(workers=1), lambda j, exc: ("crashed", j, str(exc))))
+    assert out[1] == ("crashed", 1, "worker process died (exit code 3) while running this job"), out
+    assert [o[:2] for o in out if o[0] == "ok"] == [("ok", 0), ("ok", 2)] and driver not in {o[2] for o in out}
+    assert {pid for *_, pid in launch(job, [0, 2], LaunchOptions(), lambda j, exc: exc)} == {driver}
 
 
 def test_the_slurm_launcher_yields_in_completion_order(tmp_path):

@@ -68,7 +68,7 @@ def tune_grid(tmp_path, **overrides):
 def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_the_result(tmp_path, shared_cache):
     grid = tune_grid(tmp_path)
     options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
-    first = tune(grid, options, LaunchOptions(workers=1), tmp_path / "tuning")
+    first = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning")
     trials = pd.read_csv(tmp_path / "tuning" / "trials.csv")
     assert set(trials.method) == {"negative_gradient", "wfnet"}  # original has nothing to tune
     assert (trials.groupby("method").size() == 3).all()
@@ -87,7 +87,7 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     assert chosen["params"] == {k: best[k] for k in METHODS["negative_gradient"].cls().search_space}
     assert document["forget_classes"] == [0, 2] and document["split"] == "val"
 
-    again = tune(grid, options, LaunchOptions(workers=1), tmp_path / "tuning-again")
+    again = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning-again")
     assert again.trials.cached.all()  # every trial replayed from the cache: same proposals, nothing recomputed
     pd.testing.assert_frame_equal(first.trials.drop(columns=["cached", "seconds"]),
                                   again.trials.drop(columns=["cached", "seconds"]))
@@ -112,7 +112,7 @@ def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache
     grid = tune_grid(tmp_path, methods=["negative_gradient"], seeds=[0, 1],
                      tuning={"trials": 3, "forget_classes": [1], "startup_trials": 1})
     options = RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache-a")
-    honest = tune(grid, options, LaunchOptions(workers=1), tmp_path / "a").trials
+    honest = tune(grid, options, LaunchOptions(workers=0), tmp_path / "a").trials
     load = execution.load_dataset
 
     def scrambled_test(*args, **kwargs):
@@ -123,7 +123,7 @@ def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache
 
     monkeypatch.setattr(execution, "load_dataset", scrambled_test)
     execution.KeptGroup.forget()
-    scrambled = tune(grid, dataclasses.replace(options, cache_dir=tmp_path / "cache-b"), LaunchOptions(workers=1),
+    scrambled = tune(grid, dataclasses.replace(options, cache_dir=tmp_path / "cache-b"), LaunchOptions(workers=0),
                      tmp_path / "b").trials
     execution.KeptGroup.forget()
     assert len(honest) == 3 and honest.trial.tolist() == [0, 1, 2]
@@ -133,7 +133,7 @@ def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache
 def test_a_study_whose_every_trial_fails_is_a_failure_not_a_choice(tmp_path, shared_cache):
     grid = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
                      tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
-    result = tune(grid, RunOptions(cache_dir=shared_cache, device="cpu", progress=False), LaunchOptions(workers=1),
+    result = tune(grid, RunOptions(cache_dir=shared_cache, device="cpu", progress=False), LaunchOptions(workers=0),
                   tmp_path / "t")
     assert (result.trials.objective == 2.0).all() and result.trials.error.str.contains("norm_statistics").all()
     assert result.document["tuned"] == {}
@@ -170,19 +170,19 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
     with pytest.raises(UserError, match="nothing to tune"):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),
-             LaunchOptions(workers=1), tmp_path / "d")
+             LaunchOptions(workers=0), tmp_path / "d")
 
 
 def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_path, shared_cache):
     grid = tune_grid(tmp_path, tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
     options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
     out = tmp_path / "tuning"
-    tune(grid, dataclasses.replace(options, only={"method": "negative_gradient"}), LaunchOptions(workers=1), out)
+    tune(grid, dataclasses.replace(options, only={"method": "negative_gradient"}), LaunchOptions(workers=0), out)
     first = pd.read_csv(out / "trials.csv")
     before = yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"]
     assert set(before) == {"negative_gradient"} and before["negative_gradient"]["git"]
 
-    added = tune(grid, dataclasses.replace(options, only={"method": "wfnet"}), LaunchOptions(workers=1), out)
+    added = tune(grid, dataclasses.replace(options, only={"method": "wfnet"}), LaunchOptions(workers=0), out)
     text = (out / "tuned.yaml").read_text()
     after = yaml.safe_load(text)["tuned"]["mnist5k"]["vgg16-w0.0625"]
     assert set(after) == {"negative_gradient", "wfnet"} and after["negative_gradient"] == before["negative_gradient"]
@@ -197,13 +197,13 @@ def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_
                             val_fraction=0.2)  # another validation split: other images, other stage models
     for grid_b, differs in ((other_budget, "'trials': 2"), (other_split, "'val_fraction': 0.1")):
         with pytest.raises(UserError, match="other settings") as refused:
-            tune(grid_b, options, LaunchOptions(workers=1), out)
+            tune(grid_b, options, LaunchOptions(workers=0), out)
         assert differs in str(refused.value)
     assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
 
     failing = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
                         tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
-    redo = tune(failing, options, LaunchOptions(workers=1), out)  # every trial fails: the earlier study stays
+    redo = tune(failing, options, LaunchOptions(workers=0), out)  # every trial fails: the earlier study stays
     assert redo.failures
     assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
     pd.testing.assert_frame_equal(pd.read_csv(out / "trials.csv"), trials)
@@ -213,7 +213,7 @@ def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_
     grid = tune_grid(tmp_path, forget_classes=[1], methods=["negative_gradient", {"name": "wfnet",
                      "params": {"max_steps": 10}}], tuning={"trials": 1, "forget_classes": [0, 2], "startup_trials": 0})
     options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
-    result = tune(grid, options, LaunchOptions(workers=1), tmp_path / "t")
+    result = tune(grid, options, LaunchOptions(workers=0), tmp_path / "t")
     assert result.document["forget_classes"] == [0, 2] and not result.failures
     assert (result.trials.error == "").all() and (result.trials.objective < 2).all()
     # scored on classes the trials unlearnt: the forget accuracy left is small (WF-Net: 10 steps, 0.05 from a fresh
@@ -221,7 +221,7 @@ def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_
     assert (result.trials.val_acc_forget < 0.5).all()
     outside = tune_grid(tmp_path, tuning={"trials": 1, "forget_classes": [3, 11]})
     with pytest.raises(UserError, match="Forget class 11 is outside dataset 'mnist5k'"):
-        tune(outside, options, LaunchOptions(workers=1), tmp_path / "u")
+        tune(outside, options, LaunchOptions(workers=0), tmp_path / "u")
 
 
 def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, capsys):
@@ -244,7 +244,7 @@ def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, cap
                                             tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})))
     with pytest.raises(UserError, match="Every study of grid 'tiny' is skipped; the first: "):
         tune(only_missing, RunOptions(cache_dir=shared_cache, device="cpu", progress=False, data_root=empty),
-             LaunchOptions(workers=1), tmp_path / "m")
+             LaunchOptions(workers=0), tmp_path / "m")
 
 
 def test_a_failed_original_fails_each_of_its_studies_once_and_is_not_a_study_of_its_own(tmp_path):
@@ -253,7 +253,7 @@ def test_a_failed_original_fails_each_of_its_studies_once_and_is_not_a_study_of_
                      methods=["original", "negative_gradient", "random_labels"],
                      tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
     result = tune(grid, RunOptions(cache_dir=tmp_path / "c", device="cpu", progress=False),
-                  LaunchOptions(workers=1), tmp_path / "t")
+                  LaunchOptions(workers=0), tmp_path / "t")
     assert sorted(f["method"] for f in result.failures) == ["negative_gradient", "random_labels"]
     assert all(f["status"] == "failed" and "original model failed" in f["reason"]
                and "do not fit this architecture" in f["reason"] for f in result.failures)
@@ -297,7 +297,7 @@ def test_the_first_trial_runs_the_exact_defaults_and_choices_stay_among_their_op
     (tmp_path / "plugins" / "precise.py").write_text(PRECISE)
     grid = tune_grid(tmp_path, methods=["precise"], tuning={"trials": 4, "forget_classes": [1], "startup_trials": 3})
     trials = tune(grid, RunOptions(cache_dir=shared_cache, device="cpu", progress=False, plugins=[tmp_path / "plugins"]),
-                  LaunchOptions(workers=1), tmp_path / "t").trials.sort_values("trial")
+                  LaunchOptions(workers=0), tmp_path / "t").trials.sort_values("trial")
     params = [json.loads(p) for p in trials.params]
     assert params[0] == {"lr": 0.0012345, "cap": 0.12345}
     assert all(p["cap"] in (0.12345, 1.4427) for p in params) and {p["cap"] for p in params} == {0.12345, 1.4427}

@@ -50,7 +50,9 @@ def _launch_options() -> argparse.ArgumentParser:
     group = parent.add_argument_group("launching")
     group.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
     group.add_argument("--workers", type=int, help="local worker processes, each with one GPU of --gpus (default: "
-                                                   "one per GPU of --gpus, one per CPU core up to 4 on a CPU, else 1)")
+                                                   "one per GPU of --gpus, one per CPU core up to 4 on a CPU, else 1); "
+                                                   "0 runs the jobs in this process (debugging: a job that ends its "
+                                                   "process ends the run)")
     group.add_argument("--gpus", default="", help="comma-separated GPU indices; local worker k uses the k-th "
                                                 "(cyclically) for its whole life, Slurm tasks one each")
     group.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "

@@ -236,15 +236,15 @@ def crashed(job: Job, exc: BaseException) -> Outcome:
 
 
 def worker_threads(launch_options: LaunchOptions) -> int:
-    """Torch CPU threads per worker: --threads, else the cores shared out among the workers."""
-    return launch_options.threads or max(1, (os.cpu_count() or 1) // launch_options.workers)
+    """Torch CPU threads per worker: --threads, else the cores shared out among the workers (this process: all)."""
+    return launch_options.threads or max(1, (os.cpu_count() or 1) // max(1, launch_options.workers))
 
 
 def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, launch_options: LaunchOptions,
               device: torch.device, log_path: Path, keys: dict[Cell, str] | None = None) -> list[Job]:
-    """One Job per cell, each on its GPU of --gpus; workers show progress bars only when a single local worker
+    """One Job per cell, each on its GPU of --gpus; workers show progress bars only when at most one local worker
     runs (parallel bars would interleave)."""
-    quiet = launch_options.workers != 1 or launch_options.launcher != "local"
+    quiet = launch_options.workers > 1 or launch_options.launcher != "local"
     worker_options = dataclasses.replace(options, progress=options.progress and not quiet)
     made = [Job(kind, c, (keys or {}).get(c, ""), grid, worker_options, str(device), log_path,
                 worker_threads(launch_options)) for c in cells]

@@ -45,7 +45,7 @@ class SlurmOptions:
 @dataclass(frozen=True)
 class LaunchOptions:
     launcher: str = "local"
-    workers: int = 1
+    workers: int = 0  # local worker processes; 0 runs the jobs in this process (the API's default, for debugging)
     gpus: tuple[int, ...] = ()
     threads: int | None = None  # torch CPU threads per worker (default: cores / workers); results depend on it
     slurm: SlurmOptions = SlurmOptions()
@@ -54,8 +54,8 @@ class LaunchOptions:
     def __post_init__(self) -> None:
         if self.launcher not in LAUNCHERS:
             raise UserError(f"Unknown launcher '{self.launcher}'; choose one of: {', '.join(LAUNCHERS)}.")
-        if self.workers < 1:
-            raise UserError(f"--workers must be at least 1, got {self.workers}.")
+        if self.workers < 0:
+            raise UserError(f"--workers must be at least 0 (0 runs the jobs in this process), got {self.workers}.")
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.threads}.")
 
@@ -97,13 +97,14 @@ def job_group(job) -> Hashable:
 def launch(fn: Callable[[J], R], jobs: Sequence[J], options: LaunchOptions,
            on_crash: Callable[[J, BaseException], R], slots: WorkerSlots | None = None) -> Iterator[R]:
     """Yield fn(job) for every job (in completion order). `fn` must catch its own errors; a worker that dies
-    (killed, out of host memory) is attributed to its job through `on_crash` and the other jobs go on. Local
-    workers come from `slots` (a run passes one for all its phases); without it, from slots of this launch only."""
+    (killed, out of host memory, os._exit) is attributed to its job through `on_crash` and the other jobs go on,
+    one worker included. Local workers come from `slots` (a run passes one for all its phases); without it, from
+    slots of this launch only. Zero workers run the jobs in this process, which a dying job ends."""
     if not jobs:
         return iter(())
     if options.launcher == "slurm":
         return _slurm(fn, jobs, options, on_crash)
-    if options.workers == 1:
+    if options.workers == 0:
         return (fn(_on_device(job, slot_device(options.gpus, 0)) if options.gpus else job) for job in jobs)
     return _pool(fn, jobs, options.workers, on_crash, slots, options.gpus)
 
