@@ -93,6 +93,27 @@ def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tm
     assert says in capsys.readouterr().out
 
 
+def test_a_class_with_a_bad_or_no_name_is_one_sentence_but_a_nameless_base_is_skipped(tmp_path, capsys):
+    """A number for a name broke every command (sorting the names); a class without one vanished unsaid. A nameless
+    class that another class of its file subclasses is a base, not a method."""
+    folder = tmp_path / "plugins"
+    plugin(folder, "fine", "fine")
+    (folder / "numbered.py").write_text(PLUGIN.format(imports="", cls="Numbered", name="x", body="").replace(
+        'name = "x"', "name = 5"))
+    (folder / "nameless.py").write_text("from unlearnbench import Unlearner\nclass Nameless(Unlearner):\n    pass\n")
+    (folder / "based.py").write_text("from unlearnbench import Unlearner\nclass Base(Unlearner):\n    per_class = False\n"
+                                     "class Leaf(Base):\n    name = 'leaf'\n")
+    methods, errors = discover([folder])
+    assert {"fine", "leaf"} <= set(methods) and not {"5", 5, ""} & set(methods)
+    said = {Path(e.source).stem: e.message for e in errors}
+    assert set(said) == {"numbered", "nameless"} and all(e.kind == "declaration" for e in errors)
+    assert "Class Numbered in" in said["numbered"] and "has the name 5;" in said["numbered"]
+    assert "Class Nameless in" in said["nameless"] and "has no `name`" in said["nameless"]
+    assert all("\n" not in m and m.count(". ") == 0 for m in said.values())
+    assert main(["list", "--plugins", str(folder)]) == 0
+    assert "has the name 5" in capsys.readouterr().out
+
+
 def _copy_shipped(into: Path) -> tuple[Path, Path]:
     methods, baselines = into / "methods", into / "baselines"
     for src, dst in ((ROOT / "methods", methods), (ROOT / "baselines", baselines)):

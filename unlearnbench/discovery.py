@@ -51,7 +51,7 @@ class PluginError:
 
     source: str
     message: str
-    kind: str = "import"  # or "declaration": imported, but its parameters or search space are malformed
+    kind: str = "import"  # or "declaration": imported, but a class's name, parameters or search space are malformed
 
 
 def _shipped_package(name: str) -> tuple[str, Path]:
@@ -154,9 +154,13 @@ def closure_hash(path: Path, closure: list[Path]) -> str:
 
 
 def _load(package: str, path: Path) -> list[type[Unlearner]]:
+    """The Unlearner subclasses `path` defines, but for those without a `name` that are abstract or that another
+    class of the file subclasses: bases of its methods, not methods."""
     module = importlib.import_module(f"{package}.{path.stem}")
-    return [obj for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, Unlearner) and obj.__module__ == module.__name__ and obj.name]
+    classes = [obj for obj in vars(module).values()
+               if inspect.isclass(obj) and issubclass(obj, Unlearner) and obj.__module__ == module.__name__]
+    bases = {base for cls in classes for base in cls.__mro__[1:]}
+    return [cls for cls in classes if cls.name or not (inspect.isabstract(cls) or cls in bases)]
 
 
 def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, MethodInfo], list[PluginError]]:
@@ -193,6 +197,12 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
 
 def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Unlearner], path: Path,
          folders: dict[str, Path]) -> None:
+    if not (isinstance(cls.name, str) and cls.name):
+        problem = (f"has the name {cls.name!r}; a method's `name` must be a non-empty string" if cls.name else
+                   "has no `name`: give it one (a class that is only a base of methods is skipped when it is "
+                   "abstract or another class of its file subclasses it)")
+        errors.append(PluginError(str(path), f"Class {cls.__name__} in {path} {problem}.", "declaration"))
+        return
     problem = declaration_problem(cls, {BACKBONES.get(name).family for name in BACKBONES.names()})
     if problem:
         errors.append(PluginError(str(path), f"Method '{cls.name}' in {path}: {problem}", "declaration"))
