@@ -121,6 +121,38 @@ def test_failing_method_and_broken_plugin_do_not_stop_the_grid(tmp_path, shared_
     assert "2 failed" in capsys.readouterr().out
 
 
+RAISING_PLUGINS = {
+    "made.py": "class Made(Unlearner):\n    name = 'made'\n\n    def __init__(self):\n"
+               "        raise RuntimeError('boom in init')\n",
+    "skips.py": "class Skips(Unlearner):\n    name = 'skips'\n\n    def skip(self, dataset, backbone):\n"
+                "        if backbone.name == 'vgg16':\n            raise RuntimeError('boom on vgg')\n"
+                "        return False, None\n",
+}
+
+
+def test_a_method_whose_init_or_skip_raises_is_a_plugin_error_and_the_rest_is_planned(tmp_path, capsys):
+    """Either once ended every run and dry run with a traceback. A skip() that raises drops only the cells it
+    raised for."""
+    from unlearnbench.planning import plan
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    for name, body in RAISING_PLUGINS.items():
+        (plugins / name).write_text("from unlearnbench import Unlearner\n\n\n" + body)
+    grid_file = write_grid(tmp_path, methods=["original", "made", "skips"],
+                           backbones=[{"name": "vgg16", "width": 0.0625}, {"name": "resnet18", "width": 0.0625}])
+    p = plan(load_grid(str(grid_file)), RunOptions(cache_dir=tmp_path / "c", device="cpu", plugins=[plugins]))
+    assert sorted({(c.method, c.backbone.name) for c in p.cells}) == [
+        ("original", "resnet18"), ("original", "vgg16"), ("skips", "resnet18")]
+    said = {e.message.splitlines()[0] for e in p.plugin_errors if e.kind == "runtime"}
+    assert said == {f"Method 'made' in {plugins / 'made.py'}: creating it raised RuntimeError: boom in init.",
+                    f"Method 'skips' in {plugins / 'skips.py'}: skip('mnist5k', 'vgg16-w0.0625') raised "
+                    f"RuntimeError: boom on vgg."}
+    assert main(["--grid", str(grid_file), "--plugins", str(plugins), "--cache-dir", str(tmp_path / "c"),
+                 "--device", "cpu", "--dry-run"]) == 0
+    assert "creating it raised RuntimeError: boom in init" in capsys.readouterr().out
+
+
 def test_dry_run_prints_the_plan_and_paper_grid_skips_missing_data(tmp_path, capsys):
     assert main(["--grid", str(write_grid(tmp_path)), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out

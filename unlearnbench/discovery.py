@@ -47,11 +47,13 @@ class MethodInfo:
 
 @dataclass(frozen=True)
 class PluginError:
-    """A plugin file that failed to import or declares a malformed search space: the other methods still run."""
+    """A plugin file that failed to import, declares a malformed method or whose method raised when planned: the
+    other methods still run."""
 
     source: str
     message: str
     kind: str = "import"  # or "declaration": imported, but a class's name, parameters or search space are malformed
+    # or "runtime": a method's __init__ or skip() raised while a run was planned
 
 
 def _shipped_package(name: str) -> tuple[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,9 @@ import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
 from .data import dataset_classes, dataset_identity, dataset_missing
-from .discovery import MethodInfo, discover
+from .discovery import MethodInfo, PluginError, discover
 from .estimates import plan_estimates
-from .errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean, error_reason
 from .grid import Cell, Grid, expand
 from .launchers import SlurmOptions
 from .models import backbone_key
@@ -143,14 +144,22 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     uncounted = {d.name for d in grid.datasets if num_classes[d.name] is None and missing[d]}
     if grid.forget_classes == "all":
         num_classes.update(dict.fromkeys(uncounted, 1))
-    cells = _select(expand(grid, methods, num_classes), options.only, grid.name)
-    runnable, skipped = [], []
+    made = _instances(grid, methods, plugin_errors)
+    runs = grid if grid.methods == "all" else dataclasses.replace(  # without methods that cannot be made
+        grid, methods=[e for e in grid.methods if e.name in made or e.name not in methods])
+    cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name)
+    runnable, skipped, raised = [], [], {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
     for cell in cells:
         if cell.dataset.name in uncounted:
             cell = dataclasses.replace(cell, forget_class=None, forget_classes=())
-        skip, reason = methods[cell.method].cls().skip(cell.dataset.name, cell.backbone)
+        try:
+            skip, reason = made[cell.method].skip(cell.dataset.name, cell.backbone)
+        except (Exception, SystemExit) as exc:  # that method's plugin error; its other cells and the rest run
+            raised.setdefault(cell.method, _method_error(methods[cell.method],
+                                                         f"skip({cell.dataset.name!r}, {cell.backbone.label!r})", exc))
+            continue
         if cell.method == "retrain" and resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
             skip, reason = True, (f"the {cell.dataset.name} recipe trains 0 epochs (its originals are pretrained "
                                   f"weights), so there is nothing to retrain with; give the grid a recipe with epochs")
@@ -161,7 +170,27 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         else:
             runnable.append(cell)
     files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
-    return Plan(runnable, skipped, methods, plugin_errors, device, files)
+    return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files)
+
+
+def _instances(grid: Grid, methods: dict[str, MethodInfo], errors: list) -> dict:
+    """{name: instance} of every discovered method the grid runs; a class that raises when made (its __init__) is
+    added to `errors` as a plugin error instead, and the grid runs without it."""
+    names = methods if grid.methods == "all" else [e.name for e in grid.methods if e.name in methods]
+    made = {}
+    for name in dict.fromkeys(names):
+        try:
+            made[name] = methods[name].cls()
+        except (Exception, SystemExit) as exc:
+            errors.append(_method_error(methods[name], "creating it", exc))
+    return made
+
+
+def _method_error(info: MethodInfo, call: str, exc: BaseException) -> PluginError:
+    """The plugin error of a method whose `call` raised `exc` while the run was planned (message: one sentence,
+    then the traceback)."""
+    return PluginError(info.source, f"Method '{info.name}' in {info.source}: {call} raised {error_reason(exc)}.\n"
+                                    + "".join(traceback.format_exception(exc)), "runtime")
 
 
 def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple[list[Cell], list]:
