@@ -193,3 +193,59 @@ def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path
         assert main(["--grid", str(grid), "--methods", *extra, "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+
+
+SLEEPER_PLUGIN = """
+import os
+import time
+from unlearnbench import Unlearner
+
+
+class Sleeper(Unlearner):
+    name = "sleeper"
+
+    def unlearn(self, task):
+        with open(os.environ["SLEEPER_PID"] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(os.environ["SLEEPER_PID"] + ".tmp", os.environ["SLEEPER_PID"])
+        time.sleep(300)
+"""
+
+
+def test_ctrl_c_during_a_run_is_one_line_exit_130_and_ends_the_workers(tmp_path, shared_cache):
+    """SIGINT while a worker runs a cell: one line on stderr (once a KeyboardInterrupt traceback), exit code 130,
+    and no worker left running. Sent to the command alone: a terminal's Ctrl-C reaches its workers too, here only
+    the command can end them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "sleeper.py").write_text(SLEEPER_PLUGIN)
+    pid_file = tmp_path / "worker.pid"
+    argv = [sys.executable, str(Path(__file__).resolve().parent.parent / "run_bench.py"), "--grid",
+            str(write_grid(tmp_path, methods=["sleeper"], forget_classes=[0])), "--plugins", str(tmp_path / "plugins"),
+            "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache), "--device", "cpu", "--quiet",
+            "--workers", "1"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SLEEPER_PID": str(pid_file)}, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # not inherited ignored
+    deadline = time.time() + 300
+    while not pid_file.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == (f"interrupted; finished cells are kept in the cache {shared_cache}; "
+                                              f"run the same command again to resume.\n"), err
+
+    def running(pid: int) -> bool:
+        status = Path(f"/proc/{pid}/status")
+        return status.exists() and "\nState:\tZ" not in status.read_text()
+
+    while running(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert worker != proc.pid and not running(worker)

@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: cells are cached as they finish, and the workers end on the way out
+        kept = (f"; finished cells are kept in the cache {args.cache_dir or args.results_dir / 'cache'}; run the "
+                f"same command again to resume" if args.command in ("run", "tune") else "")
+        print(f"interrupted{kept}.", file=sys.stderr)
+        return 130
 
 
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):

@@ -122,17 +122,12 @@ class WorkerSlots:
         self.groups: dict[int, Hashable] = {}  # slot → the group of the last job it ran (its kept stages)
 
     def ensure(self, count: int) -> None:
-        from joblib.externals.loky import ProcessPoolExecutor
-
-        self.pools.extend(ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS)
-                          for _ in range(count - len(self.pools)))
+        self.pools.extend(_worker_pool() for _ in range(count - len(self.pools)))
 
     def renew(self, slot: int):
         """A fresh process for `slot` (its old one is killed); returns the slot's pool."""
-        from joblib.externals.loky import ProcessPoolExecutor
-
         self.pools[slot].shutdown(wait=False, kill_workers=True)
-        self.pools[slot] = ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS)
+        self.pools[slot] = _worker_pool()
         return self.pools[slot]
 
     def close(self) -> None:
@@ -147,6 +142,22 @@ class WorkerSlots:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+def _worker_pool():
+    """A one-process loky pool, whose worker's progress bars take a thread lock: tqdm's default one is a named
+    semaphore, which a worker killed mid-job (a stopped run, a crash) leaks, and the resource tracker then warns."""
+    from joblib.externals.loky import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS, initializer=_thread_locked_bars)
+
+
+def _thread_locked_bars() -> None:
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def _tier(job) -> bool:
