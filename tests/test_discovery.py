@@ -101,8 +101,8 @@ def test_a_class_with_a_bad_or_no_name_is_one_sentence_but_a_nameless_base_is_sk
     (folder / "numbered.py").write_text(PLUGIN.format(imports="", cls="Numbered", name="x", body="").replace(
         'name = "x"', "name = 5"))
     (folder / "nameless.py").write_text("from unlearnbench import Unlearner\nclass Nameless(Unlearner):\n    pass\n")
-    (folder / "based.py").write_text("from unlearnbench import Unlearner\nclass Base(Unlearner):\n    per_class = False\n"
-                                     "class Leaf(Base):\n    name = 'leaf'\n")
+    (folder / "based.py").write_text("from unlearnbench import Unlearner\nclass Base(Unlearner):\n"
+                                     "    per_class = False\nclass Leaf(Base):\n    name = 'leaf'\n")
     methods, errors = discover([folder])
     assert {"fine", "leaf"} <= set(methods) and not {"5", 5, ""} & set(methods)
     said = {Path(e.source).stem: e.message for e in errors}
