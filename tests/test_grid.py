@@ -44,13 +44,34 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "widht": 0.5}]}, r"Unknown key 'widht'.*did you mean 'width'"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": "half"}]}, r"'width'.*wrong type"),
     ({"datasets": ["mnits"], "backbones": ["vgg16"]}, r"Unknown dataset 'mnits'"),
-    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": "zero"}, r"'seeds'.*list of integers"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": "zero"}, r"'seeds'.*list of distinct integers"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "forget_classes": [1, "x"]}, r"'forget_classes'"),
     ({"datasets": ["mnist5k"]}, r"needs a non-empty 'backbones'"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"mnsit5k/vit": {"epochs": 1}}},
      r"Recipe section 'mnsit5k/vit'.*names 'mnsit5k'.*did you mean 'mnist5k'"),
     ({"datasets": [{"name": "mnist5k", "train_per_class": 0}], "backbones": ["vgg16"]}, r"'train_per_class'.*≥ 1"),
     (["mnist5k"], r"must be a YAML mapping"),
+    ({"datasets": [{"name": ["mnist5k"]}], "backbones": ["vgg16"]}, r"A dataset in .* with a 'name' string"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "methods": [{"name": ["retrain"]}]},
+     r"A method in .* with a 'name' string"),
+    ({"datasets": ["mnist5k"], "backbones": [{"width": 0.5}]}, r"a backbone of test grid needs 'name'"),
+    ({"datasets": [{"name": "imagefolder", "path": 5}], "backbones": ["vgg16"]}, r"'path' of dataset .* got 5\."),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": float("nan")}]}, r"finite width > 0"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "depth": float("inf")}]}, r"got width 1.0, depth inf"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "patch": -1}]}, r"'patch' .* integer ≥ 1.*got -1"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "patch": 4}]}, r"'patch' .* only to ViT backbones"),
+    ({"name": "../../x", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name.*'\.\./\.\./x'"),
+    ({"name": "a/b", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),
+    ({"name": "..", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),
+    ({"name": ["a"], "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "methods": []}, r"'methods' .* non-empty list"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": [0, 0]}, r"'seeds'.*distinct.*got \[0, 0\]"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": [-1]}, r"'seeds'.*\[0, 2\^32\)"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": [2 ** 32]}, r"'seeds'.*\[0, 2\^32\)"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"label_smoothing": 2}},
+     r"'label_smoothing' must be in \[0, 1\), got 2.0"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"vgg16": {"warmup": 1.5}}}, r"'warmup' must be in"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}}, r"'momentum' must be finite and ≥ 0"),
 ])
 def test_bad_grids_are_one_clear_error(raw, message):
     with pytest.raises(UserError, match=message):
@@ -94,6 +115,37 @@ def test_parameter_sweeps_and_unknown_parameters(tmp_path):
     grid = load_grid(str(write_grid(tmp_path, methods=["sweepi"])))
     with pytest.raises(UserError, match=r"Unknown method 'sweepi'.*did you mean 'sweepy'"):
         expand(grid, methods, {"mnist5k": 10})
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"lr": "fast"}, r"Parameter 'lr' of method 'sweepy' must be a finite number like its default 0.1, got 'fast'"),
+    ({"lr": [0.1, float("nan")]}, r"Parameter 'lr' .* finite number"),
+    ({"epochs": 1.5}, r"Parameter 'epochs' of method 'sweepy' must be an integer like its default 2, got 1.5"),
+    ({"epochs": True}, r"Parameter 'epochs' .* an integer"),
+    ({"lr": []}, r"Parameter 'lr' of method 'sweepy' sweeps an empty list"),
+    ({"lr": [0.1, 0.1]}, r"holds the cell mnist5k/vgg16-w0.0625/sweepy .* twice"),
+])
+def test_method_parameters_of_another_type_than_their_default_or_sweeping_nothing_are_refused(tmp_path, params,
+                                                                                             message):
+    plugin = tmp_path / "plugins"
+    plugin.mkdir()
+    (plugin / "sweepy.py").write_text("from unlearnbench import Unlearner\nclass Sweepy(Unlearner):\n"
+                                      "    name = 'sweepy'\n    parameters = {'lr': 0.1, 'epochs': 2}\n")
+    methods, _ = discover([plugin])
+    grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "sweepy", "params": params}])))
+    with pytest.raises(UserError, match=message):
+        expand(grid, methods, {"mnist5k": 10})
+
+
+def test_a_method_or_backbone_listed_twice_is_refused_but_coupled_parameter_sets_are_not(tmp_path):
+    methods, _ = discover()
+    for twice in ({"methods": ["retrain", "retrain"]},
+                  {"backbones": [{"name": "vgg16", "width": 0.0625}, {"name": "vgg16", "width": 0.0625}]}):
+        with pytest.raises(UserError, match=r"Grid 'tiny' holds the cell mnist5k/vgg16-w0.0625/\w+ .* twice"):
+            expand(load_grid(str(write_grid(tmp_path, **twice))), methods, {"mnist5k": 10})
+    coupled = [{"name": "negative_gradient", "params": {"lr": 0.1, "steps": 10}},
+               {"name": "negative_gradient", "params": {"lr": 0.01, "steps": 100}}]
+    assert len(expand(load_grid(str(write_grid(tmp_path, methods=coupled))), methods, {"mnist5k": 10})) == 4
 
 
 def paper_methods_present(grid) -> bool:

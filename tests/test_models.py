@@ -104,3 +104,9 @@ def test_narrow_resnet_trains_on_real_mnist_without_crashing(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "trained" in done.stdout, done.stderr[-2000:]
+
+
+def test_a_vit_patch_larger_than_the_image_is_one_sentence():
+    with pytest.raises(UserError, match=r"'patch' of backbone 'vit_tiny' must be at most the image size, 28 px, got 29"):
+        build_backbone(BackboneSpec("vit_tiny", 0.0625, patch=29), 10, 1, 28)
+    assert build_backbone(BackboneSpec("vit_tiny", 0.0625, patch=28), 10, 1, 28)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)

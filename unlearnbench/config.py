@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -43,6 +44,18 @@ def check_keys(mapping: dict, allowed: typing.Iterable[str], where: str) -> None
             raise UserError(f"Unknown key '{key}' in {where}{did_you_mean(key, allowed)}; {accepted}.")
 
 
+def check_like_default(value: Any, default: Any, where: str) -> None:
+    """Raise UserError unless `value` is of its `default`'s kind: true or false for a bool, an integer for an int, a
+    finite number for a float, a string for a str (anything where the default is of another type, e.g. None)."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    kind, fits = {bool: ("true or false", isinstance(value, bool)),
+                  int: ("an integer", number and isinstance(value, int)),
+                  float: ("a finite number", number and math.isfinite(value)),
+                  str: ("a string", isinstance(value, str))}.get(type(default), ("", True))
+    if not fits:
+        raise UserError(f"{where} must be {kind} like its default {default!r}, got {value!r}.")
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -80,6 +93,10 @@ def from_mapping(cls: type[T], mapping: dict, where: str) -> T:
         raise UserError(f"{where} must be a mapping of keys to values, got {mapping!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(mapping, fields, where)
+    missing = [name for name, f in fields.items() if name not in mapping and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"{where} needs '{missing[0]}', got {mapping!r}.")
     hints = typing.get_type_hints(cls)
     values = {k: _coerce(v, hints[k], f"'{k}' in {where}") for k, v in mapping.items()}
     return cls(**values)

@@ -5,16 +5,19 @@ import dataclasses
 
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import check_keys, from_mapping, read_yaml
+from .config import check_keys, check_like_default, from_mapping, read_yaml
 from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, memory_budget_bytes
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean
 from .models import BACKBONES, BackboneSpec
+
+SEED_LIMIT = 2 ** 32  # seeds are in [0, 2^32), the range every RNG the harness seeds accepts
 
 GRID_KEYS = ("name", "description", "datasets", "backbones", "methods", "seeds", "forget_classes",
              "recipe", "metrics", "metric_settings", "val_fraction", "slurm", "tuning", "tuned")
@@ -145,6 +148,10 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a YAML mapping with keys such as datasets, backbones, methods.")
     check_keys(raw, GRID_KEYS, where)
+    name = raw.get("name", Path(where).stem)
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"'name' in {where} must be one folder name (run and tuning folders are named after it: no "
+                        f"'/' or '\\', not '.' or '..'), got {name!r}.")
     for required in ("datasets", "backbones"):
         if not raw.get(required):
             raise UserError(f"{where} needs a non-empty '{required}' list.")
@@ -162,6 +169,8 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     methods = raw.get("methods", "all")
     if methods != "all":
         methods = [_method_entry(m, where) for m in _as_list(methods, "methods", where)]
+        if not methods:
+            raise UserError(f"'methods' in {where} must be 'all' or a non-empty list of method names, got [].")
         runs = {m.name for m in methods}
         for label, names in dataset_methods.items():  # checked here, not after --methods has replaced the list
             for name in names:
@@ -170,8 +179,10 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
                                     f"does not run{did_you_mean(name, runs)}; add it to the grid's methods or remove "
                                     f"it there.")
     seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or not seeds:
-        raise UserError(f"'seeds' in {where} must be a non-empty list of integers, got {seeds!r}.")
+    if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) < len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT for s in seeds)):
+        raise UserError(f"'seeds' in {where} must be a non-empty list of distinct integers in [0, 2^32), "
+                        f"got {seeds!r}.")
     classes = raw.get("forget_classes", "all")
     if classes != "all" and (not isinstance(classes, list) or not classes
                              or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes)):
@@ -182,9 +193,11 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     for key in ("recipe", "metric_settings", "slurm", "tuning"):
         if not isinstance(raw.get(key, {}), dict):
             raise UserError(f"'{key}' in {where} must be a mapping, got {raw[key]!r}.")
-    from .training import check_recipe_sections
+    from .training import check_recipe_sections, resolve_recipe
 
     check_recipe_sections(raw.get("recipe", {}), [d.name for d in datasets], where)
+    for dataset, backbone in itertools.product(datasets, backbones):  # every recipe's values, before any work
+        resolve_recipe(dataset.name, backbone, raw.get("recipe", {}))
     from .tuning import TuningSettings
 
     from_mapping(TuningSettings, raw.get("tuning", {}), f"the tuning section of {where}")  # misspelt keys fail here
@@ -196,7 +209,7 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise UserError(f"'val_fraction' in {where} must be a number between 0 and 1, got {val_fraction!r}.")
     return Grid(
-        name=str(raw.get("name", Path(where).stem)), datasets=datasets, backbones=backbones, methods=methods,
+        name=name, datasets=datasets, backbones=backbones, methods=methods,
         seeds=seeds, forget_classes=classes, recipe=raw.get("recipe", {}), metrics=metrics,
         metric_settings=raw.get("metric_settings", {}), val_fraction=float(val_fraction),
         description=str(raw.get("description", "")), slurm=raw.get("slurm", {}), tuning=raw.get("tuning", {}),
@@ -227,8 +240,8 @@ def _as_list(value: Any, key: str, where: str) -> list:
 def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if isinstance(value, str):
         value = {"name": value}
-    if not isinstance(value, dict) or "name" not in value:
-        raise UserError(f"A dataset in {where} must be a name or a mapping with 'name', got {value!r}.")
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise UserError(f"A dataset in {where} must be a name or a mapping with a 'name' string, got {value!r}.")
     DATASETS.get(value["name"])
     check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "val_per_class", "test_per_class",
                        "train_eval_per_class", "storage", "memory_budget_gb", "methods"),
@@ -247,6 +260,9 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
         raise UserError(f"'{tree_options[0]}' of dataset '{value['name']}' in {where} applies only to ImageFolder "
                         f"datasets ({', '.join(n for n in DATASETS.names() if DATASETS.get(n).decodes_to_file)}); "
                         f"remove it (this dataset is found under --data-root).")
+    if not isinstance(value.get("path", ""), str):
+        raise UserError(f"'path' of dataset '{value['name']}' in {where} must be a folder path (a string), "
+                        f"got {value['path']!r}.")
     size = value.get("image_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 8):
         raise UserError(f"'image_size' of dataset '{value['name']}' in {where} must be an integer ≥ 8 (pixels), "
@@ -273,16 +289,23 @@ def _backbone_spec(value: Any, where: str) -> BackboneSpec:
         value = {"name": value}
     spec = from_mapping(BackboneSpec, value, f"a backbone of {where}")
     BACKBONES.get(spec.name)
-    if spec.width <= 0 or spec.depth <= 0:
-        raise UserError(f"Backbone '{spec.name}' in {where} needs width > 0 and depth > 0.")
+    if not (0 < spec.width < math.inf and 0 < spec.depth < math.inf):
+        raise UserError(f"Backbone '{spec.name}' in {where} needs a finite width > 0 and depth > 0, got width "
+                        f"{spec.width!r}, depth {spec.depth!r}.")
+    if spec.patch is not None and spec.family != "vit":
+        raise UserError(f"'patch' of backbone '{spec.name}' in {where} applies only to ViT backbones "
+                        f"({', '.join(n for n in BACKBONES.names() if BACKBONES.get(n).family == 'vit')}); remove it.")
+    if spec.patch is not None and spec.patch < 1:
+        raise UserError(f"'patch' of backbone '{spec.name}' in {where} must be an integer ≥ 1 (pixels), "
+                        f"got {spec.patch!r}.")
     return spec
 
 
 def _method_entry(value: Any, where: str) -> MethodEntry:
     if isinstance(value, str):
         return MethodEntry(value)
-    if not isinstance(value, dict) or "name" not in value:
-        raise UserError(f"A method in {where} must be a name or a mapping with 'name', got {value!r}.")
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise UserError(f"A method in {where} must be a name or a mapping with a 'name' string, got {value!r}.")
     check_keys(value, ("name", "params"), f"method '{value['name']}' of {where}")
     params = value.get("params", {})
     if not isinstance(params, dict):
@@ -304,6 +327,12 @@ def expand(grid: Grid, methods: dict[str, MethodInfo], num_classes: dict[str, in
             per_class = [(c,) for c in classes] if info.cls.per_class else [(None,)]
             for (c,) in per_class:
                 cells.append(Cell(dataset, backbone, entry.name, params, seed, c, tuple(classes)))
+    seen: set[str] = set()
+    for cell in cells:  # a cell's description is the identity its records and tables hold it by
+        if cell.describe() in seen:
+            raise UserError(f"Grid '{grid.name}' holds the cell {cell.describe()} twice (a backbone, method or "
+                            f"parameter value listed twice); list each once.")
+        seen.add(cell.describe())
     return cells
 
 
@@ -327,6 +356,11 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
         raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
     check_keys(tuned or {}, defaults, f"the tuned parameters of method '{info.name}' (re-run `run_bench.py tune`)")
+    for key, value in {**(tuned or {}), **overrides}.items():
+        if value == []:
+            raise UserError(f"Parameter '{key}' of method '{info.name}' sweeps an empty list; give at least one value.")
+        for item in value if isinstance(value, list) else [value]:
+            check_like_default(item, defaults[key], f"Parameter '{key}' of method '{info.name}'")
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **(tuned or {}), **overrides}.items()}
     keys = sorted(axes)
     return [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]

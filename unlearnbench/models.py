@@ -134,9 +134,13 @@ def _vit(spec: BackboneSpec, num_classes: int, in_chans: int, image_size: int, d
     heads = max(1, int(round(heads * spec.width)))
     embed_dim = max(1, int(round(dim * spec.width / heads))) * heads
     depth = max(1, int(round(12 * spec.depth)))
+    patch = spec.patch or (16 if image_size > SMALL_INPUT else 4)
+    if patch > image_size:
+        raise UserError(f"'patch' of backbone '{spec.name}' must be at most the image size, {image_size} px, "
+                        f"got {patch}.")
     # a class token as in the paper: it reads the patches only through attention, whose qkv WF-Net filters
     # (mean-pooled tokens would reach the head through the unfiltered residual path and stay classifiable)
-    return VisionTransformer(img_size=image_size, patch_size=spec.patch or (16 if image_size > SMALL_INPUT else 4),
+    return VisionTransformer(img_size=image_size, patch_size=patch,
                              in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
                              num_heads=heads)
 

@@ -40,8 +40,15 @@ class Recipe:
             raise UserError(f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}.")
         if self.schedule not in ("onecycle", "cosine", "constant"):
             raise UserError(f"Unknown schedule '{self.schedule}'; choose onecycle, cosine or constant.")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise UserError(f"A recipe needs epochs ≥ 0 (0: pretrained weights), batch_size ≥ 1 and lr > 0; got {self}.")
+        for name, fits, allowed in (("epochs", self.epochs >= 0, "≥ 0 (0: pretrained weights)"),
+                                    ("batch_size", self.batch_size >= 1, "≥ 1"),
+                                    ("lr", 0 < self.lr < math.inf, "finite and > 0"),
+                                    ("momentum", 0 <= self.momentum < math.inf, "finite and ≥ 0"),
+                                    ("weight_decay", 0 <= self.weight_decay < math.inf, "finite and ≥ 0"),
+                                    ("warmup", 0 <= self.warmup <= 1, "in [0, 1] (a fraction of the steps)"),
+                                    ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)")):
+            if not fits:
+                raise UserError(f"A recipe's '{name}' must be {allowed}, got {getattr(self, name)!r}.")
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
