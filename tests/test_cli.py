@@ -249,3 +249,26 @@ def test_ctrl_c_during_a_run_is_one_line_exit_130_and_ends_the_workers(tmp_path,
     while running(worker) and time.time() < deadline:
         time.sleep(0.1)
     assert worker != proc.pid and not running(worker)
+
+
+def test_only_drops_empty_list_items_as_methods_does_and_needs_one_value():
+    from unlearnbench.cli import parse_pairs
+    from unlearnbench.errors import UserError
+
+    assert parse_pairs(["method=retrain,", " seed = ,0, ,1", "method=,wfnet"], "--only", join_repeats=True) == {
+        "method": "retrain,wfnet", "seed": "0,1"}
+    assert parse_pairs(["partition=a,b"], "--slurm") == {"partition": "a,b"}
+    for item in ("method=,", "method= ", " =x"):
+        with pytest.raises(UserError, match=f"--only expects KEY=VALUE, got '{item}'"):
+            parse_pairs([item], "--only", join_repeats=True)
+
+
+def test_retry_failed_on_a_config_whose_grid_has_no_name_says_so(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    grid = yaml.safe_load(write_grid(tmp_path).read_text())
+    del grid["name"]
+    (run / "config.yaml").write_text(yaml.safe_dump({"grid": grid, "device": "cpu"}))
+    assert main(["--retry-failed", "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.yaml has no 'name'" in err and "'None'" not in err and len(err.splitlines()) == 1

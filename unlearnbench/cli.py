@@ -114,14 +114,16 @@ def with_default_command(argv: list[str]) -> list[str]:
 
 def parse_pairs(items: list[str], flag: str, join_repeats: bool = False) -> dict:
     """KEY=VALUE strings → dict; a malformed one is a UserError naming the flag. A key given twice keeps its last
-    value, or with `join_repeats` both, comma-joined (--only method=a --only method=b selects a or b)."""
+    value, or with `join_repeats` both, comma-joined (--only method=a --only method=b selects a or b); there a
+    value is a comma-separated list whose empty items are dropped, as --methods and --gpus drop them."""
     pairs = {}
     for item in items:
-        key, sep, value = item.partition("=")
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if join_repeats:
+            value = ",".join(v.strip() for v in value.split(",") if v.strip())
         if not sep or not key or not value:
             raise UserError(f"{flag} expects KEY=VALUE, got '{item}'.")
-        key = key.strip()
-        pairs[key] = f"{pairs[key]},{value.strip()}" if join_repeats and key in pairs else value.strip()
+        pairs[key] = f"{pairs[key]},{value}" if join_repeats and key in pairs else value
     return pairs
 
 
@@ -243,6 +245,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise UserError("--methods cannot be combined with --retry-failed, which reruns the run folder's grid "
                             "as it was; pass a new --out to run other methods.")
         config = _previous_config(args.out)
+        if "name" not in config["grid"]:  # the run folder holds its runs under the grid's name
+            raise UserError(f"The grid in {args.out}/config.yaml has no 'name', which every run writes there, so "
+                            f"--retry-failed cannot match its runs; pass a new --out to run the grid afresh.")
         grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
         only = only or config.get("only") or {}
         data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
