@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from unlearnbench.data import ImageData, Split
 from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
-from unlearnbench.training import accuracy, autocast, make_optimizer, predict_logits
+from unlearnbench.training import OPTIMIZERS, accuracy, autocast, make_optimizer, predict_logits
 from unlearnbench.unlearner import SingleClassModel, Unlearner, UnlearnTask
 
 MOMENTUM = 0.9  # SGD momentum of every baseline fine-tune (no weight decay: the runs are a few dozen steps)
@@ -40,6 +40,17 @@ class FinetuningUnlearner(Unlearner):
     family_parameters: ClassVar[dict[str, dict]] = {"vit": {"optimizer": "adamw", "lr": 3e-4}}
     search_space: ClassVar[dict] = FINETUNE_SPACE
     family_search_space: ClassVar[dict[str, dict]] = {"vit": FINETUNE_VIT_SPACE}
+
+    def check_parameters(self, params: dict) -> None:
+        """The ranges of the shared fine-tuning parameters this method has (`finetune` reads them)."""
+        rules = {"lr": (lambda v: v > 0, "> 0"), "batch_size": (lambda v: v >= 1, "≥ 1"),
+                 "steps": (lambda v: v >= 0, "≥ 0"), "check_every": (lambda v: v >= 1, "≥ 1"),
+                 "stop_acc": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+                 "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+                 "norm_statistics": (lambda v: v in NORM_STATISTICS, f"one of {', '.join(NORM_STATISTICS)}")}
+        for key, (fits, allowed) in rules.items():
+            if key in params and not fits(params[key]):
+                raise UserError(f"Parameter '{key}' of method '{self.name}' must be {allowed}, got {params[key]!r}.")
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,9 @@ class WFNet(Unlearner):
     search_space = {"lambda1": Float(0.03, 10.0, log=True), "lambda2": Float(0.01, 1.0, log=True),
                     "lr": Float(0.01, 1.0, log=True)}
 
+    def check_parameters(self, params: dict) -> None:
+        _check_params(params)
+
     def unlearn(self, task: UnlearnTask) -> WFNetModel:
         params = task.params
         _check_params(params)

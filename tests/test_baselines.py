@@ -74,6 +74,20 @@ def tiny(mnist5k, cache) -> Stages:
     return group(data, TINY_CNN, cache, {"epochs": 1})
 
 
+@pytest.mark.parametrize("method,params,message", [
+    ("negative_gradient", {"steps": -1}, r"Parameter 'steps' of method 'negative_gradient' must be ≥ 0, got -1\."),
+    ("finetune", {"batch_size": 0}, r"Parameter 'batch_size' of method 'finetune' must be ≥ 1, got 0\."),
+    ("neggrad_plus", {"lr": 0.0}, r"Parameter 'lr' of method 'neggrad_plus' must be > 0, got 0.0\."),
+    ("finetune", {"optimizer": "sgdd"}, r"'optimizer' of method 'finetune' must be one of sgd, adam, adamw"),
+    ("wfnet", {"lr": -1.0}, r"WF-Net parameter 'lr' must be positive, got -1.0"),
+])
+def test_parameter_values_a_method_cannot_run_with_are_refused_when_the_grid_expands(method, params, message):
+    from unlearnbench.grid import parameter_sets
+
+    with pytest.raises(UserError, match=message):
+        parameter_sets(METHODS[method], CNN, params)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["random_labels", "negative_gradient"])
 def test_forgets_the_class_and_keeps_the_rest(method: str, vit: Stages):

@@ -137,6 +137,23 @@ def test_method_parameters_of_another_type_than_their_default_or_sweeping_nothin
         expand(grid, methods, {"mnist5k": 10})
 
 
+def test_a_methods_check_parameters_refuses_a_grid_value_before_any_cell(tmp_path):
+    plugin = tmp_path / "plugins"
+    plugin.mkdir()
+    (plugin / "picky.py").write_text(
+        "from unlearnbench import Unlearner, UserError\n"
+        "class Picky(Unlearner):\n"
+        "    name = 'picky'\n"
+        "    parameters = {'lr': 0.1}\n"
+        "    def check_parameters(self, params):\n"
+        "        if params['lr'] <= 0:\n"
+        "            raise UserError(f\"Parameter 'lr' of method 'picky' must be > 0, got {params['lr']}.\")\n")
+    methods, _ = discover([plugin])
+    grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "picky", "params": {"lr": [0.1, -1.0]}}])))
+    with pytest.raises(UserError, match=r"Parameter 'lr' of method 'picky' must be > 0, got -1.0"):
+        expand(grid, methods, {"mnist5k": 10})
+
+
 def test_a_method_or_backbone_listed_twice_is_refused_but_coupled_parameter_sets_are_not(tmp_path):
     methods, _ = discover()
     for twice in ({"methods": ["retrain", "retrain"]},

@@ -351,7 +351,8 @@ def forget_classes(spec: list[int] | str, num_classes: int | None, dataset: str)
 def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tuned: dict | None = None) -> list[tuple]:
     """Expand a method's parameters: defaults for `backbone`, then the `tuned` values chosen for this dataset ×
     backbone, then the grid's overrides; list values sweep."""
-    defaults = info.cls().default_parameters(backbone)
+    method = info.cls()
+    defaults = method.default_parameters(backbone)
     if overrides and not defaults:
         raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
@@ -363,7 +364,10 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
             check_like_default(item, defaults[key], f"Parameter '{key}' of method '{info.name}'")
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **(tuned or {}), **overrides}.items()}
     keys = sorted(axes)
-    return [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+    sets = [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+    for params in sets:
+        method.check_parameters(dict(params))
+    return sets
 
 
 def tuned_file(name_or_path: str) -> Path | None:

@@ -137,8 +137,9 @@ class Unlearner:
     changes, e.g. {"vit": {"lr": 3e-4}}), `paper` and `venue` (the method's paper and where and when it
     appeared; every report's methods table prints them), `uses_retain` (False only if the result depends on no
     training or validation image outside the forget class(es): the conformance suite checks it), and override
-    `skip` to refuse a backbone or dataset with a reason. Timing, seeding, tuning, metrics and storage are the
-    harness's job.
+    `skip` to refuse a backbone or dataset with a reason and `check_parameters` to refuse parameter values it cannot
+    run with (the harness checks every value's type against its default's). Timing, seeding, tuning, metrics and
+    storage are the harness's job.
     """
 
     name: ClassVar[str] = ""
@@ -161,6 +162,11 @@ class Unlearner:
     def skip(self, dataset: str, backbone: BackboneSpec) -> tuple[bool, str | None]:
         """Return (True, reason) when this method cannot run on `dataset` × `backbone`."""
         return False, None
+
+    def check_parameters(self, params: dict) -> None:
+        """Raise UserError, one sentence naming the parameter, its value and what is allowed, for a parameter set
+        (defaults, tuned values and a grid's overrides) this method cannot run with; the harness calls it for every
+        cell before any work. The base accepts every set."""
 
     def default_parameters(self, backbone: BackboneSpec) -> dict:
         """The parameter defaults for `backbone`: `parameters`, updated by `family_parameters[backbone.family]`."""
