@@ -224,3 +224,15 @@ def test_a_datasets_methods_list_runs_only_those_there_and_skips_the_rest_once_p
         raw["datasets"][1]["methods"] = bad
         with pytest.raises(UserError, match=words):
             plan(parse_grid(raw), RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+
+
+def test_the_readme_s_example_grid_is_a_valid_grid():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"```yaml\n(name: my_grid\n.*?)```", readme, re.S).group(1)
+    grid = parse_grid(yaml.safe_load(example), "the README's example grid")
+    assert grid.name == "my_grid" and grid.recipe["mnist5k/vit"] == {"lr": 0.001}
