@@ -130,12 +130,24 @@ def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache
     pd.testing.assert_frame_equal(honest.drop(columns=["seconds"]), scrambled.drop(columns=["seconds"]))
 
 
-def test_a_study_whose_every_trial_fails_is_a_failure_not_a_choice(tmp_path, shared_cache):
-    grid = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
+def failing_negative_gradient(tmp_path, monkeypatch):
+    """A grid tuning negative_gradient, whose unlearn raises (patched: the tuning runs in this process); its
+    check_every 3 keeps its trials' cache keys apart from the working method's."""
+    from unlearnbench.discovery import discover
+
+    def fails(self, task):
+        raise RuntimeError("this unlearn always fails")
+
+    monkeypatch.setattr(discover()[0]["negative_gradient"].cls, "unlearn", fails)
+    return tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"check_every": 3}}],
                      tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+
+
+def test_a_study_whose_every_trial_fails_is_a_failure_not_a_choice(tmp_path, shared_cache, monkeypatch):
+    grid = failing_negative_gradient(tmp_path, monkeypatch)
     result = tune(grid, RunOptions(cache_dir=shared_cache, device="cpu", progress=False), LaunchOptions(workers=0),
                   tmp_path / "t")
-    assert (result.trials.objective == 2.0).all() and result.trials.error.str.contains("norm_statistics").all()
+    assert (result.trials.objective == 2.0).all() and result.trials.error.str.contains("always fails").all()
     assert result.document["tuned"] == {}
     assert [f["reason"] for f in result.failures] == ["every tuning trial failed (see trials.csv)"]
 
@@ -173,7 +185,7 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
              LaunchOptions(workers=0), tmp_path / "d")
 
 
-def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_path, shared_cache):
+def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_path, shared_cache, monkeypatch):
     grid = tune_grid(tmp_path, tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
     options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
     out = tmp_path / "tuning"
@@ -201,8 +213,7 @@ def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_
         assert differs in str(refused.value)
     assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
 
-    failing = tune_grid(tmp_path, methods=[{"name": "negative_gradient", "params": {"norm_statistics": "fixed"}}],
-                        tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    failing = failing_negative_gradient(tmp_path, monkeypatch)
     redo = tune(failing, options, LaunchOptions(workers=0), out)  # every trial fails: the earlier study stays
     assert redo.failures
     assert yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]["mnist5k"]["vgg16-w0.0625"] == after
