@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearnbench.config import above, at_least, check_ranges, one_of
 from unlearnbench.data import ImageData, Split
 from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
@@ -43,14 +44,10 @@ class FinetuningUnlearner(Unlearner):
 
     def check_parameters(self, params: dict) -> None:
         """The ranges of the shared fine-tuning parameters this method has (`finetune` reads them)."""
-        rules = {"lr": (lambda v: v > 0, "> 0"), "batch_size": (lambda v: v >= 1, "≥ 1"),
-                 "steps": (lambda v: v >= 0, "≥ 0"), "check_every": (lambda v: v >= 1, "≥ 1"),
-                 "stop_acc": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-                 "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
-                 "norm_statistics": (lambda v: v in NORM_STATISTICS, f"one of {', '.join(NORM_STATISTICS)}")}
-        for key, (fits, allowed) in rules.items():
-            if key in params and not fits(params[key]):
-                raise UserError(f"Parameter '{key}' of method '{self.name}' must be {allowed}, got {params[key]!r}.")
+        check_ranges(params, {"lr": above(0), "batch_size": at_least(1), "steps": at_least(0),
+                              "check_every": at_least(1), "stop_acc": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+                              "optimizer": one_of(OPTIMIZERS), "norm_statistics": one_of(NORM_STATISTICS)},
+                     lambda key: f"Parameter '{key}' of method '{self.name}'")
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def tiny(mnist5k, cache) -> Stages:
 @pytest.mark.parametrize("method,params,message", [
     ("negative_gradient", {"steps": -1}, r"Parameter 'steps' of method 'negative_gradient' must be ≥ 0, got -1\."),
     ("finetune", {"batch_size": 0}, r"Parameter 'batch_size' of method 'finetune' must be ≥ 1, got 0\."),
-    ("neggrad_plus", {"lr": 0.0}, r"Parameter 'lr' of method 'neggrad_plus' must be > 0, got 0.0\."),
+    ("neggrad_plus", {"lr": 0.0}, r"Parameter 'lr' of method 'neggrad_plus' must be finite and > 0, got 0.0\."),
     ("finetune", {"optimizer": "sgdd"}, r"'optimizer' of method 'finetune' must be one of sgd, adam, adamw"),
     ("wfnet", {"lr": -1.0}, r"WF-Net parameter 'lr' must be positive, got -1.0"),
 ])

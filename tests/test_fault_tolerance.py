@@ -409,6 +409,12 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "metric setting of the wrong type": (
         lambda t: ["--grid", str(tiny(t, metric_settings={"relearn": {"max_epochs": "5"}})), "--dry-run"],
         "'max_epochs' in metric_settings.relearn of grid 'tiny' must be an integer like its default 100, got '5'."),
+    "metric setting out of its range": (
+        lambda t: ["--grid", str(tiny(t, metric_settings={"relearn": {"max_epochs": -5}})), "--dry-run"],
+        "metric_settings.relearn.max_epochs must be ≥ 0, got -5."),
+    "metric setting outside its interval": (
+        lambda t: ["--grid", str(tiny(t, metric_settings={"epsilon": {"delta": 0.7}})), "--dry-run"],
+        "metric_settings.epsilon.delta must be in [0, 0.5), got 0.7."),
     "ImageFolder option on another dataset": (
         lambda t: ["--grid", str(tiny(t, datasets=[{"name": "mnist5k", "augment": True}])), "--dry-run"],
         "'augment' of dataset 'mnist5k' in"),

@@ -71,7 +71,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"label_smoothing": 2}},
      r"'label_smoothing' must be in \[0, 1\), got 2.0"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"vgg16": {"warmup": 1.5}}}, r"'warmup' must be in"),
-    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}}, r"'momentum' must be finite and ≥ 0"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}}, r"A recipe's 'momentum' must be ≥ 0, got -1"),
 ])
 def test_bad_grids_are_one_clear_error(raw, message):
     with pytest.raises(UserError, match=message):

@@ -13,7 +13,7 @@ from torch import nn
 from unlearnbench.errors import UserError
 from unlearnbench.metrics.distance import js_divergence, mean_js, softmax64
 from unlearnbench.metrics.insertion_deletion import auc, deletion_curve, insertion_curve
-from unlearnbench.metrics.base import METRICS, MetricContext
+from unlearnbench.metrics.base import METRICS
 from unlearnbench.metrics.membership import balanced_indices, mia_efficacy, svc_features, svc_mia_efficacies
 from unlearnbench.metrics.relearn import relearn_time
 from unlearnbench.metrics.tug_of_war import tug_of_war
@@ -420,12 +420,6 @@ def test_svc_mia_balances_and_caps_the_shadow_sets(monkeypatch) -> None:
     assert all(np.array_equal(a, b) for a, b in zip(first, balanced_indices(300, 120, seed=0, cap=80)))
 
 
-def _settings_context(name: str, **settings) -> MetricContext:
-    """A context whose data, model and stages are never reached: settings are checked before anything is read."""
-    return MetricContext(data=None, model=None, forget_class=0, stages=None, method="test",
-                         settings={**METRICS.get(name).defaults, **settings})
-
-
 @pytest.mark.parametrize("name, settings, message", [
     ("mia_svc", {"shadow_size": 0}, "metric_settings.mia_svc.shadow_size must be a positive whole number"),
     ("mia_svc", {"shadow_size": "1000"}, "metric_settings.mia_svc.shadow_size must be a positive whole number"),
@@ -439,8 +433,8 @@ def _settings_context(name: str, **settings) -> MetricContext:
     ("tow", {"seed": "0"}, "metric_settings.tow.seed must be a whole number"),
 ])
 def test_svc_attack_settings_are_checked_with_one_sentence(name: str, settings: dict, message: str) -> None:
-    with pytest.raises(UserError, match=message) as error:
-        METRICS.get(name).compute(_settings_context(name, **settings))
+    with pytest.raises(UserError, match=message) as error:  # the plan's check, before any work
+        METRICS.get(name).check({**METRICS.get(name).defaults, **settings})
     assert str(error.value).count(". ") == 0 and str(error.value).endswith(".")
 
 

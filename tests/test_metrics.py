@@ -50,11 +50,21 @@ def stages(data, shared_cache) -> Stages:
                   log=lambda *_: None)
 
 
+def checked(name: str, settings: dict) -> dict:
+    """Metric `name`'s defaults overridden by `settings`, which its `check` accepts (UserError otherwise)."""
+    metric = METRICS.get(name)
+    merged = {**metric.defaults, **settings}
+    if metric.check:
+        metric.check(merged)
+    return merged
+
+
 def compute(name: str, model: UnlearnedModel, c: int, stages: Stages, data=None, has_retrain: bool = False,
             **settings) -> dict[tuple[str, str], float]:
-    """Run registered metric `name` on (model, class c) with its defaults overridden by `settings`."""
+    """Run registered metric `name` on (model, class c) with its defaults overridden by `settings`, checked by
+    the metric as a plan checks them."""
     ctx = MetricContext(data=stages.data if data is None else data, model=model.eval(), forget_class=c, stages=stages,
-                        method="test", settings={**METRICS.get(name).defaults, **settings}, has_retrain=has_retrain)
+                        method="test", settings=checked(name, settings), has_retrain=has_retrain)
     return {(split, metric): value for split, metric, value in METRICS.get(name).compute(ctx)}
 
 
@@ -338,8 +348,8 @@ def test_both_rankings_give_both_row_sets_and_an_unknown_ranking_is_refused(stag
     assert both[("test", "deletion")] == compute("insertion_deletion", model, c, stages, step=0.25)[("test", "deletion")]
     assert both[("test", "deletion_global")] == compute("insertion_deletion", model, c, stages, step=0.25,
                                                         ranking="global")[("test", "deletion")]
-    with pytest.raises(UserError, match="ranking must be one of per_matrix, global or both"):
-        compute("insertion_deletion", model, c, stages, ranking="layerwise")
+    with pytest.raises(UserError, match="ranking must be one of per_matrix, global, both, got 'layerwise'"):
+        checked("insertion_deletion", {"ranking": "layerwise"})
 
 
 def test_confidence_is_normalised_per_sample_by_the_baseline_model(stages):
@@ -624,7 +634,7 @@ def test_per_example_epsilon_is_zero_for_ties_at_chance_for_one_distribution_and
 
 def epsilon_rows(stages, model: UnlearnedModel, rerun, c: int, **settings) -> dict:
     ctx = MetricContext(data=stages.data, model=model.eval(), forget_class=c, stages=stages, method="test",
-                        settings={**METRICS.get("epsilon").defaults, **settings}, rerun=rerun)
+                        settings=checked("epsilon", settings), rerun=rerun)
     return {metric: value for _, metric, value in METRICS.get("epsilon").compute(ctx)}
 
 
@@ -646,5 +656,5 @@ def test_epsilon_runs_only_where_named_and_only_on_cells_it_can_rerun(stages):
 
     assert "epsilon" not in metric_names(load_grid("smoke")) and "probe" in metric_names(load_grid("smoke"))
     assert epsilon_rows(stages, SharedModel(stages.original(), 10), None, 0) == {}
-    with pytest.raises(UserError, match="models ≥ 2"):
+    with pytest.raises(UserError, match="metric_settings.epsilon.models must be ≥ 2, got 1"):
         epsilon_rows(stages, SharedModel(stages.original(), 10), None, 0, models=1)

@@ -295,7 +295,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     broken = [f for f in result.failures if f["status"] == "plugin-error"]
     skipped = [f for f in result.failures if f["status"] == "skipped"]
     print(f"\n{result.computed} cells computed, {result.cached} from cache, {len(failed)} failed, "
-          f"{len(skipped)} skipped, {len(broken)} plugin files failed to load → {result.run_dir}")
+          f"{len(skipped)} skipped, {len(broken)} plugin errors → {result.run_dir}")
     for status, cells in (("failed", failed), ("skipped", skipped)):
         for f in cells[:10]:
             where = "every class" if f["forget_class"] is None else f"class {f['forget_class']}"

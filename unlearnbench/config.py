@@ -44,14 +44,41 @@ def check_keys(mapping: dict, allowed: typing.Iterable[str], where: str) -> None
             raise UserError(f"Unknown key '{key}' in {where}{did_you_mean(key, allowed)}; {accepted}.")
 
 
+def at_least(low: float) -> tuple:
+    """A rule for `check_ranges`: a number ≥ `low` (and finite)."""
+    return (lambda v: low <= v < math.inf), f"≥ {low}"
+
+
+def above(low: float) -> tuple:
+    """A rule for `check_ranges`: a finite number > `low`."""
+    return (lambda v: low < v < math.inf), f"finite and > {low}"
+
+
+def one_of(options: typing.Iterable) -> tuple:
+    """A rule for `check_ranges`: one of `options`."""
+    options = tuple(options)
+    return (lambda v: v in options), f"one of {', '.join(map(str, options))}"
+
+
+def check_ranges(values: dict, rules: dict[str, tuple[typing.Callable[[Any], bool], str]],
+                 subject: typing.Callable[[str], str]) -> None:
+    """Raise UserError '<subject(key)> must be <allowed>, got <value>.' for the first of `values` whose rule
+    (key → (fits, allowed), e.g. `at_least(1)`) refuses it; keys without a rule pass. Types are checked before."""
+    for key, (fits, allowed) in rules.items():
+        if key in values and not fits(values[key]):
+            raise UserError(f"{subject(key)} must be {allowed}, got {values[key]!r}.")
+
+
 def check_like_default(value: Any, default: Any, where: str) -> None:
     """Raise UserError unless `value` is of its `default`'s kind: true or false for a bool, an integer for an int, a
-    finite number for a float, a string for a str (anything where the default is of another type, e.g. None)."""
+    finite number for a float, a string for a str, a list for a list (anything where the default is of another
+    type, e.g. None)."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     kind, fits = {bool: ("true or false", isinstance(value, bool)),
                   int: ("an integer", number and isinstance(value, int)),
                   float: ("a finite number", number and math.isfinite(value)),
-                  str: ("a string", isinstance(value, str))}.get(type(default), ("", True))
+                  str: ("a string", isinstance(value, str)),
+                  list: ("a list", isinstance(value, list))}.get(type(default), ("", True))
     if not fits:
         raise UserError(f"{where} must be {kind} like its default {default!r}, got {value!r}.")
 

@@ -89,30 +89,23 @@ def metric_names(grid: Grid) -> list[str]:
 
 def metric_settings(grid: Grid, name: str) -> dict:
     """A metric's settings: its registered defaults, overridden by the grid's metric_settings; each override must
-    have its default's type (a number where the default is a float, any value where it is None)."""
-    defaults = METRICS.get(name).defaults
+    have its default's kind (`config.check_like_default`) and the whole pass the metric's own `check`."""
+    metric = METRICS.get(name)
+    defaults = metric.defaults
     overrides = grid.metric_settings.get(name, {}) or {}
     where = f"metric_settings.{name} of grid '{grid.name}'"
     if not isinstance(overrides, dict):
         raise UserError(f"{where} must be a mapping of setting: value (e.g. {{{next(iter(defaults), 'key')}: …}}), "
                         f"got {overrides!r}.")
-    from .config import check_keys
+    from .config import check_keys, check_like_default
 
     check_keys(overrides, defaults, where)
     for key, value in overrides.items():
-        default = defaults[key]
-        kinds = ((bool,) if isinstance(default, bool) else (int,) if isinstance(default, int) else
-                 (int, float) if isinstance(default, float) else (type(default),) if default is not None else (object,))
-        if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
-            raise UserError(f"'{key}' in {where} must be {_kind_name(default)} like its default {default!r}, "
-                            f"got {value!r}.")
-    return {**defaults, **overrides}
-
-
-def _kind_name(value) -> str:
-    return ("true or false" if isinstance(value, bool) else "an integer" if isinstance(value, int) else
-            "a number" if isinstance(value, float) else "a string" if isinstance(value, str) else
-            "a list" if isinstance(value, list) else type(value).__name__)
+        check_like_default(value, defaults[key], f"'{key}' in {where}")
+    settings = {**defaults, **overrides}
+    if metric.check:
+        metric.check(settings)
+    return settings
 
 
 def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Callable, Iterable
 
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import from_mapping
+from .config import above, at_least, check_ranges, from_mapping
 from .data import ImageData, Split
 from .errors import UserError, did_you_mean
 from .models import BackboneSpec, evaluating
@@ -40,15 +40,11 @@ class Recipe:
             raise UserError(f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}.")
         if self.schedule not in ("onecycle", "cosine", "constant"):
             raise UserError(f"Unknown schedule '{self.schedule}'; choose onecycle, cosine or constant.")
-        for name, fits, allowed in (("epochs", self.epochs >= 0, "≥ 0 (0: pretrained weights)"),
-                                    ("batch_size", self.batch_size >= 1, "≥ 1"),
-                                    ("lr", 0 < self.lr < math.inf, "finite and > 0"),
-                                    ("momentum", 0 <= self.momentum < math.inf, "finite and ≥ 0"),
-                                    ("weight_decay", 0 <= self.weight_decay < math.inf, "finite and ≥ 0"),
-                                    ("warmup", 0 <= self.warmup <= 1, "in [0, 1] (a fraction of the steps)"),
-                                    ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)")):
-            if not fits:
-                raise UserError(f"A recipe's '{name}' must be {allowed}, got {getattr(self, name)!r}.")
+        check_ranges(asdict(self), {
+            "epochs": (lambda v: v >= 0, "≥ 0 (0: pretrained weights)"), "batch_size": at_least(1), "lr": above(0),
+            "momentum": at_least(0), "weight_decay": at_least(0),
+            "warmup": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of the steps)"),
+            "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)")}, lambda key: f"A recipe's '{key}'")
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")

@@ -81,7 +81,8 @@ class Metric:
     with the retrained model of the forget class (where that exists, or its `train_missing` setting asks) and
     `replicates(settings) → (reruns, numbers)`: how many reruns of the cell's method it makes (`ctx.rerun(1 …
     reruns)`; a rerun k of `retrain` trains retrained replicate k) and which further retrained replicates of the
-    forget class it trains (`stages.retrained(c, k)` for k in `numbers`), so a plan can count what it trains."""
+    forget class it trains (`stages.retrained(c, k)` for k in `numbers`), so a plan can count what it trains, and
+    `check(settings)`, which raises UserError for settings it cannot run with (the plan calls it before any work)."""
 
     name: str
     compute: Callable[[MetricContext], list[tuple[str, str, float]]]
@@ -89,20 +90,23 @@ class Metric:
     in_all: bool = True
     uses_retrained: bool = False
     replicates: Callable[[dict], tuple[int, range]] | None = None
+    check: Callable[[dict], None] | None = None
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(name: str, *, in_all: bool = True, uses_retrained: bool = False,
-                    replicates: Callable[[dict], tuple[int, range]] | None = None, **defaults):
+                    replicates: Callable[[dict], tuple[int, range]] | None = None,
+                    check: Callable[[dict], None] | None = None, **defaults):
     """Decorator registering `compute` as metric `name` with default settings (overridable in the grid); with
     `in_all=False` a grid runs it only when its `metrics` list names it; `uses_retrained` lets the runner train
     the retrained models it compares with before the cells; `replicates` declares the reruns and retrained
-    replicates it trains (see `Metric`), for the plan's counts and estimates."""
+    replicates it trains (see `Metric`), for the plan's counts and estimates; `check` refuses settings before any
+    work (see `Metric`)."""
 
     def decorate(compute):
-        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained, replicates))
+        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained, replicates, check))
         return compute
 
     return decorate

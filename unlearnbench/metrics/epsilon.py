@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from ..config import at_least, check_ranges
 from ..training import predict_logits
 from .base import MetricContext, register_metric
 
@@ -92,7 +92,13 @@ def replicates(settings: dict) -> tuple[int, range]:
     return n - 1, range(n, 2 * n)
 
 
-@register_metric("epsilon", in_all=False, replicates=replicates, models=4, examples=100, delta=0.01, seed=0)
+def check_settings(s: dict) -> None:
+    check_ranges(s, {"models": at_least(2), "examples": at_least(1), "delta": (lambda v: 0 <= v < 0.5, "in [0, 0.5)")},
+                 "metric_settings.epsilon.{}".format)
+
+
+@register_metric("epsilon", in_all=False, replicates=replicates, check=check_settings, models=4, examples=100,
+                 delta=0.01, seed=0)
 def epsilon(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('train', 'epsilon', mean ε̂ ≥ 0), ('train', 'epsilon_chance', ε₀) and ('train', 'epsilon_quality',
     in [0, 1]) over `examples` forget examples of the train split (seeded): `models` unlearned models (the cell's
@@ -100,9 +106,6 @@ def epsilon(ctx: MetricContext) -> list[tuple[str, str, float]]:
     method's reruns are). Runs only where a grid names it; no rows where the cell cannot be re-run."""
     s = ctx.settings
     n, examples, delta = int(s["models"]), int(s["examples"]), float(s["delta"])
-    if n < 2 or examples < 1 or not 0 <= delta < 0.5:
-        raise UserError(f"metric_settings.epsilon needs models ≥ 2, examples ≥ 1 and 0 ≤ delta < 0.5; got "
-                        f"models={s['models']}, examples={s['examples']}, delta={s['delta']}.")
     if ctx.rerun is None:
         return []
     forget = int(ctx.mask("train", "forget").sum())

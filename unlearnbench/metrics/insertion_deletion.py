@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..config import check_ranges, one_of
 from ..errors import UserError
 from ..training import predict_logits
 from .base import MetricContext, register_metric
@@ -111,7 +112,13 @@ def auc(xs: list[float], ys: list[float]) -> float:
     return float(sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:])))
 
 
-@register_metric("insertion_deletion", step=0.05, split="test", ranking="per_matrix")
+def check_settings(s: dict) -> None:
+    whole = (lambda v: 0 < v <= 1 and abs(round(1 / v) * v - 1) <= 1e-9, "1/K for a whole number K ≥ 1")
+    check_ranges(s, {"step": whole, "split": one_of(("train", "val", "test")), "ranking": one_of((*RANKINGS, "both"))},
+                 "metric_settings.insertion_deletion.{}".format)
+
+
+@register_metric("insertion_deletion", check=check_settings, step=0.05, split="test", ranking="per_matrix")
 def insertion_deletion(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows (split, 'insertion', AUC) and (split, 'deletion', AUC), unitless, for models exposing
     `relevance(c)`; no rows for any other model.
@@ -127,10 +134,6 @@ def insertion_deletion(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """
     c = ctx.forget_class
     split, ranking = ctx.settings["split"], ctx.settings["ranking"]
-    if split not in ("train", "val", "test"):
-        raise UserError(f"insertion_deletion split must be train, val or test, got '{split}'.")
-    if ranking not in (*RANKINGS, "both"):
-        raise UserError(f"insertion_deletion ranking must be one of {', '.join(RANKINGS)} or both, got '{ranking}'.")
     relevance = ctx.model.relevance(c)
     if relevance is None:
         return []

@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch import Tensor, nn
 
+from ..config import check_ranges, one_of
 from ..errors import UserError
 from .base import MetricContext, register_metric
 
@@ -195,7 +196,8 @@ def svc_attack_efficacies(ctx: MetricContext, metric: str, features: Iterable[st
     return {f: done[f] for f in features}
 
 
-@register_metric("mia", attack=ATTACK_NAME, seed=0)
+@register_metric("mia", check=lambda s: check_ranges(s, {"attack": one_of(ATTACKS)}, "metric_settings.mia.{}".format),
+                 attack=ATTACK_NAME, seed=0)
 def membership_inference(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Row ('train', 'mia_forget', fraction in [0, 1] of the training D_f(c) samples judged non-members).
 
@@ -205,15 +207,24 @@ def membership_inference(ctx: MetricContext) -> list[tuple[str, str, float]]:
     Higher means the forgotten training samples look more like data the model never saw (retrain ≈ 1).
     """
     attack = ctx.settings["attack"]
-    if attack not in ATTACKS:
-        raise UserError(f"Unknown mia attack '{attack}'; choose {' or '.join(ATTACKS)}.")
     logits = [ctx.logits(split, view) for split, view in ATTACK_VIEWS]
     with_labels = attack == ATTACK_NAME_WITH_LABELS
     labels = tuple(ctx.labels(split, view) for split, view in ATTACK_VIEWS) if with_labels else None
     return [("train", "mia_forget", mia_efficacy(*logits, labels=labels, seed=int(ctx.settings["seed"])))]
 
 
-@register_metric("mia_svc", features=list(SVC_DEFAULT_FEATURES), shadow_size=SVC_SHADOW_SIZE, seed=0)
+def check_svc_settings(s: dict) -> None:
+    features = s["features"]
+    if (not isinstance(features, (list, tuple)) or not features
+            or any(not isinstance(f, str) or f not in SVC_FEATURES for f in features)
+            or len(set(features)) < len(features)):
+        raise UserError(f"metric_settings.mia_svc.features must be a list of distinct feature types from "
+                        f"{', '.join(SVC_FEATURES)}, got {features!r}.")
+    svc_attack_settings(s, "mia_svc")
+
+
+@register_metric("mia_svc", check=check_svc_settings, features=list(SVC_DEFAULT_FEATURES),
+                 shadow_size=SVC_SHADOW_SIZE, seed=0)
 def svc_membership_inference(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('train', 'mia_svc_<feature>', fraction in [0, 1] of the training D_f(c) samples judged non-members),
     one per feature type of the `features` setting (any of SVC_FEATURES).
@@ -222,11 +233,5 @@ def svc_membership_inference(ctx: MetricContext) -> list[tuple[str, str, float]]
     fitted on the unlearned model's retain-train (members) vs retain-test (non-members) samples, at most
     `shadow_size` of each (seeded by `seed`), applied to D_f(c) of the train split. Retrain ≈ 1.
     """
-    features = ctx.settings["features"]
-    if (not isinstance(features, (list, tuple)) or not features
-            or any(not isinstance(f, str) or f not in SVC_FEATURES for f in features)
-            or len(set(features)) < len(features)):
-        raise UserError(f"metric_settings.mia_svc.features must be a list of distinct feature types from "
-                        f"{', '.join(SVC_FEATURES)}, got {features!r}.")
-    efficacies = svc_attack_efficacies(ctx, "mia_svc", features)
+    efficacies = svc_attack_efficacies(ctx, "mia_svc", ctx.settings["features"])
     return [("train", f"mia_svc_{feature}", value) for feature, value in efficacies.items()]

@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from ..data import ImageData, Split
-from ..errors import UserError
+from ..config import above, at_least, check_ranges
 from ..models import penultimate_features
 from ..training import eval_batch_size, gather_batches
 from .base import MetricContext, register_metric
@@ -63,15 +63,18 @@ def stage_features(model: nn.Module, num_classes: int) -> Features:
     return lambda x: penultimate_features(model, x, num_classes)
 
 
-@register_metric("probe", uses_retrained=True, train_per_class=100, C=1.0, max_iter=1000, seed=0, train_missing=False)
+def check_settings(s: dict) -> None:
+    check_ranges(s, {"train_per_class": at_least(1), "C": above(0), "max_iter": at_least(1)},
+                 "metric_settings.probe.{}".format)
+
+
+@register_metric("probe", uses_retrained=True, check=check_settings, train_per_class=100, C=1.0, max_iter=1000,
+                 seed=0, train_missing=False)
 def probe(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('test', 'probe_forget' | 'probe_retain', probe accuracy in [0, 1]) and, where the retrained models
     exist (`ctx.has_retrain`, or `train_missing` asks for them), ('test', 'probe_forget_gap', probe_forget minus
     the retrained model's, in [-1, 1])."""
     s = ctx.settings
-    if int(s["train_per_class"]) < 1 or float(s["C"]) <= 0 or int(s["max_iter"]) < 1:
-        raise UserError(f"metric_settings.probe needs train_per_class ≥ 1, C > 0 and max_iter ≥ 1; got "
-                        f"train_per_class={s['train_per_class']}, C={s['C']}, max_iter={s['max_iter']}.")
     fit = probe_split(ctx.data.train, int(s["train_per_class"]), int(s["seed"]))
     targets = {"forget": ctx.view("test", "forget"), "retain": ctx.view("test", "retain")}
     settings = {"C": float(s["C"]), "max_iter": int(s["max_iter"]), "seed": int(s["seed"])}

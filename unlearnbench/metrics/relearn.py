@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import ImageData, Split
+from ..config import above, at_least, check_ranges, one_of
 from ..errors import UserError, did_you_mean
 from ..store import derive_seed
 from ..training import OPTIMIZERS, accuracy, make_optimizer, predict_logits
@@ -134,8 +135,14 @@ class FrozenNormStatistics(nn.Module):
         return self
 
 
-@register_metric("relearn", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=50, samples_per_epoch=500,
-                 max_epochs=100, eval_split="val", freeze_batchnorm_stats=True, seed=0)
+def check_settings(s: dict) -> None:
+    check_ranges(s, {"optimizer": one_of(OPTIMIZERS), "lr": above(0), "momentum": at_least(0),
+                     "batch_size": at_least(1), "samples_per_epoch": at_least(1), "max_epochs": at_least(0),
+                     "eval_split": one_of(("train", "val", "test"))}, "metric_settings.relearn.{}".format)
+
+
+@register_metric("relearn", check=check_settings, optimizer="sgd", lr=0.01, momentum=0.9, batch_size=50,
+                 samples_per_epoch=500, max_epochs=100, eval_split="val", freeze_batchnorm_stats=True, seed=0)
 def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows (eval_split, 'relearn_epochs', epochs in 0…max_epochs), (eval_split, 'relearned', 1.0 or 0.0) and the
     relearn curve (eval_split, 'relearn_curve_<e>', forget accuracy as a fraction after e epochs) for e = 0 (before
@@ -149,8 +156,6 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """
     s = ctx.settings
     split = s["eval_split"]
-    if split not in ("train", "val", "test"):
-        raise UserError(f"relearn eval_split must be train, val or test, got '{split}'.")
     forget = ctx.view(split, "forget")
     target = accuracy(ctx.logits(split, "forget", model=ctx.stages.original()), forget.labels)
     net = ctx.model.trainable_copy(ctx.forget_class)

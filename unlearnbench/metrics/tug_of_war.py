@@ -27,7 +27,8 @@ def tug_of_war(pairs: Iterable[tuple[float, float]]) -> float:
     return product
 
 
-@register_metric("tow", uses_retrained=True, shadow_size=SVC_SHADOW_SIZE, seed=0, train_missing=False)
+@register_metric("tow", uses_retrained=True, check=lambda s: svc_attack_settings(s, "tow"), shadow_size=SVC_SHADOW_SIZE,
+                 seed=0, train_missing=False)
 def tug_of_war_to_retrain(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('train', 'tow', ToW) and ('train', 'tow_mia', ToW-MIA), each in [0, 1] (retrain: exactly 1).
 
@@ -38,7 +39,6 @@ def tug_of_war_to_retrain(ctx: MetricContext) -> list[tuple[str, str, float]]:
     only where the retrained models exist anyway (`ctx.has_retrain`) or `train_missing` asks for them; otherwise
     no rows.
     """
-    svc_attack_settings(ctx.settings, "tow")
     if not (ctx.has_retrain or ctx.settings["train_missing"]):
         return []
     retrained = ctx.stages.retrained(ctx.forget_class)

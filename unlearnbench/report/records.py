@@ -38,7 +38,7 @@ def read_records(path: Path) -> pd.DataFrame:
 
 
 def read_failures(path: Path) -> pd.DataFrame:
-    """failures.csv as a frame (forget_class and seed Int64; seed empty only for a plugin that failed to load); an
+    """failures.csv as a frame (forget_class and seed Int64; seed empty only for a plugin error); an
     empty file is an empty frame; a file that is not one (binary, not CSV, missing columns, rows without a status
     or with a non-numeric seed) is a UserError naming it."""
     if not path.read_bytes().strip():
