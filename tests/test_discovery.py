@@ -95,7 +95,7 @@ def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tm
 
 def test_a_class_with_a_bad_or_no_name_is_one_sentence_but_a_nameless_base_is_skipped(tmp_path, capsys):
     """A number for a name broke every command (sorting the names); a class without one vanished unsaid. A nameless
-    class that another class of its file subclasses is a base, not a method."""
+    class that another discovered class subclasses, in its file or another, is a base, not a method."""
     folder = tmp_path / "plugins"
     plugin(folder, "fine", "fine")
     (folder / "numbered.py").write_text(PLUGIN.format(imports="", cls="Numbered", name="x", body="").replace(
@@ -103,8 +103,11 @@ def test_a_class_with_a_bad_or_no_name_is_one_sentence_but_a_nameless_base_is_sk
     (folder / "nameless.py").write_text("from unlearnbench import Unlearner\nclass Nameless(Unlearner):\n    pass\n")
     (folder / "based.py").write_text("from unlearnbench import Unlearner\nclass Base(Unlearner):\n"
                                      "    per_class = False\nclass Leaf(Base):\n    name = 'leaf'\n")
+    (folder / "common.py").write_text("from unlearnbench import Unlearner\nclass SharedBase(Unlearner):\n    pass\n")
+    (folder / "derived.py").write_text("from .common import SharedBase\nclass Derived(SharedBase):\n"
+                                       "    name = 'derived'\n")  # a base in another file of the folder
     methods, errors = discover([folder])
-    assert {"fine", "leaf"} <= set(methods) and not {"5", 5, ""} & set(methods)
+    assert {"fine", "leaf", "derived"} <= set(methods) and not {"5", 5, ""} & set(methods)
     said = {Path(e.source).stem: e.message for e in errors}
     assert set(said) == {"numbered", "nameless"} and all(e.kind == "declaration" for e in errors)
     assert "Class Numbered in" in said["numbered"] and "has the name 5;" in said["numbered"]

@@ -186,6 +186,23 @@ def test_the_slurm_launcher_yields_in_completion_order(tmp_path):
     assert list(launch(sleeps, [5.0, 0.2], options, lambda job, exc: ("crashed", job, exc))) == [0.2, 5.0]
 
 
+def test_a_stopped_slurm_launch_cancels_the_tasks_it_submitted(tmp_path):
+    """Ctrl-C ends the driver's launch: the array's unfinished tasks are cancelled (here: the local executor's
+    process is stopped before it writes its marker), so a re-run does not compute their cells twice."""
+    def writes_after(seconds: float) -> float:  # nested, so pickled by value
+        time.sleep(seconds)
+        if seconds > 1:
+            (tmp_path / "finished").write_text("the task was not cancelled")
+        return seconds
+
+    options = LaunchOptions(launcher="slurm", folder=tmp_path, slurm=SlurmOptions(cluster="local", time_min=5))
+    outcomes = launch(writes_after, [4.0, 0.2], options, lambda job, exc: ("crashed", job, exc))
+    assert next(outcomes) == 0.2
+    outcomes.close()  # what a KeyboardInterrupt raised in the launch's poll does to it
+    time.sleep(6)
+    assert not (tmp_path / "finished").exists()
+
+
 KILLER_PLUGIN = """
 import os
 import signal

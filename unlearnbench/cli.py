@@ -175,9 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: cells are cached as they finish, and the workers end on the way out
-        kept = (f"; finished cells are kept in the cache {args.cache_dir or args.results_dir / 'cache'}; run the "
-                f"same command again to resume" if args.command in ("run", "tune") else "")
+    except KeyboardInterrupt:  # Ctrl-C: cells are cached as they finish; workers and Slurm tasks end on the way out
+        from .planning import RunOptions
+
+        cache = RunOptions(cache_dir=args.cache_dir, results_dir=args.results_dir).cache
+        kept = (f"; finished cells are kept in the cache {cache}; run the same command again to resume"
+                if args.command in ("run", "tune") else "")
         print(f"interrupted{kept}.", file=sys.stderr)
         return 130
 

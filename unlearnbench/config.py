@@ -126,4 +126,7 @@ def from_mapping(cls: type[T], mapping: dict, where: str) -> T:
         raise UserError(f"{where} needs '{missing[0]}', got {mapping!r}.")
     hints = typing.get_type_hints(cls)
     values = {k: _coerce(v, hints[k], f"'{k}' in {where}") for k, v in mapping.items()}
-    return cls(**values)
+    try:
+        return cls(**values)
+    except UserError as exc:  # the class's own check (__post_init__), which cannot know where its values came from
+        raise UserError(f"{str(exc).rstrip('.')} ({where}).") from None

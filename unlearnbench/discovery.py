@@ -156,13 +156,10 @@ def closure_hash(path: Path, closure: list[Path]) -> str:
 
 
 def _load(package: str, path: Path) -> list[type[Unlearner]]:
-    """The Unlearner subclasses `path` defines, but for those without a `name` that are abstract or that another
-    class of the file subclasses: bases of its methods, not methods."""
+    """The Unlearner subclasses `path` defines."""
     module = importlib.import_module(f"{package}.{path.stem}")
-    classes = [obj for obj in vars(module).values()
-               if inspect.isclass(obj) and issubclass(obj, Unlearner) and obj.__module__ == module.__name__]
-    bases = {base for cls in classes for base in cls.__mro__[1:]}
-    return [cls for cls in classes if cls.name or not (inspect.isabstract(cls) or cls in bases)]
+    return [obj for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, Unlearner) and obj.__module__ == module.__name__]
 
 
 def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, MethodInfo], list[PluginError]]:
@@ -171,6 +168,7 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
     errors: list[PluginError] = []
     packages = plugin_packages(extra_folders)
     folders = {name: folder for name, folder in packages}
+    found: list[tuple[type[Unlearner], Path]] = []
     for package, folder in packages:
         try:
             _folder_module(package, folder)  # shipped packages are already imported: a no-op for them
@@ -185,15 +183,19 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
             except (Exception, SystemExit) as exc:  # a plugin that calls sys.exit() must not end the run
                 errors.append(PluginError(str(path), f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}"))
                 continue
-            for cls in classes:
-                _add(methods, errors, cls, path, folders)
+            found += [(cls, path) for cls in classes]
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = ep.load()
         except (Exception, SystemExit) as exc:
             errors.append(PluginError(f"entry point {ep.name}", f"{exc.__class__.__name__}: {exc}"))
             continue
-        _add(methods, errors, cls, Path(inspect.getfile(cls)), folders)
+        found.append((cls, Path(inspect.getfile(cls))))
+    bases = {base for cls, _ in found for base in cls.__mro__[1:]}
+    for cls, path in found:
+        if not cls.name and (inspect.isabstract(cls) or cls in bases):
+            continue  # a nameless base of methods (in any plugin file), not a method
+        _add(methods, errors, cls, path, folders)
     return dict(sorted(methods.items())), errors
 
 
@@ -201,8 +203,9 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
          folders: dict[str, Path]) -> None:
     if not (isinstance(cls.name, str) and cls.name):
         problem = (f"has the name {cls.name!r}; a method's `name` must be a non-empty string" if cls.name else
-                   "has no `name`: give it one (a class that is only a base of methods is skipped when it is "
-                   "abstract or another class of its file subclasses it)")
+                   "has no `name`: give it one (a nameless class is skipped as a base of methods when it is "
+                   "abstract or a discovered class subclasses it, or when it lives in a file whose name starts with "
+                   "'_')")
         errors.append(PluginError(str(path), f"Class {cls.__name__} in {path} {problem}.", "declaration"))
         return
     problem = declaration_problem(cls, {BACKBONES.get(name).family for name in BACKBONES.names()})

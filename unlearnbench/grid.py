@@ -14,7 +14,7 @@ from typing import Any
 from .config import check_keys, check_like_default, from_mapping, read_yaml
 from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, memory_budget_bytes
 from .discovery import MethodInfo, get_method
-from .errors import UserError, did_you_mean
+from .errors import UserError, did_you_mean, error_reason
 from .models import BACKBONES, BackboneSpec
 
 SEED_LIMIT = 2 ** 32  # seeds are in [0, 2^32), the range every RNG the harness seeds accepts
@@ -149,6 +149,7 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
         raise UserError(f"{where} must be a YAML mapping with keys such as datasets, backbones, methods.")
     check_keys(raw, GRID_KEYS, where)
     name = raw.get("name", Path(where).stem)
+    name = str(name) if isinstance(name, int) and not isinstance(name, bool) else name  # `name: 2024`
     if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
         raise UserError(f"'name' in {where} must be one folder name (run and tuning folders are named after it: no "
                         f"'/' or '\\', not '.' or '..'), got {name!r}.")
@@ -366,7 +367,13 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
     keys = sorted(axes)
     sets = [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
     for params in sets:
-        method.check_parameters(dict(params))
+        try:
+            method.check_parameters(dict(params))
+        except UserError:
+            raise
+        except Exception as exc:  # a bug in the method's own check: one sentence naming it, not a traceback
+            raise UserError(f"Method '{info.name}' in {info.source}: check_parameters raised {error_reason(exc)}; "
+                            f"fix that method or leave it out of the grid.") from None
     return sets
 
 

@@ -279,17 +279,21 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
     executor.update_parameters(**params)
     bundles = slurm_bundles(jobs, s.array_parallelism)
     running = dict(zip(executor.map_array(RequeueableBundle(fn), bundles), bundles))
-    while running:  # completion order: poll the array, yield whatever finished
-        finished = [handle for handle in running if handle.done()]
-        if not finished:
-            time.sleep(SLURM_POLL_SECONDS)
-        for handle in finished:
-            bundle = running.pop(handle)
-            try:
-                outcomes = handle.result()
-            except Exception as exc:
-                outcomes = [on_crash(job, exc) for job in bundle]
-            yield from outcomes
+    try:
+        while running:  # completion order: poll the array, yield whatever finished
+            finished = [handle for handle in running if handle.done()]
+            if not finished:
+                time.sleep(SLURM_POLL_SECONDS)
+            for handle in finished:
+                bundle = running.pop(handle)
+                try:
+                    outcomes = handle.result()
+                except Exception as exc:
+                    outcomes = [on_crash(job, exc) for job in bundle]
+                yield from outcomes
+    finally:  # stopped early (Ctrl-C, the caller's error): the tasks not yet finished are cancelled, not left to
+        for handle in running:  # compute cells a re-run would submit again
+            handle.cancel(check=False)
 
 
 class RequeueableBundle:

@@ -17,7 +17,7 @@ from .data import dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, PluginError, discover
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean, error_reason
-from .grid import Cell, Grid, expand
+from .grid import SEED_LIMIT, Cell, Grid, expand
 from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
@@ -97,12 +97,14 @@ def metric_settings(grid: Grid, name: str) -> dict:
     if not isinstance(overrides, dict):
         raise UserError(f"{where} must be a mapping of setting: value (e.g. {{{next(iter(defaults), 'key')}: …}}), "
                         f"got {overrides!r}.")
-    from .config import check_keys, check_like_default
+    from .config import check_keys, check_like_default, check_ranges
 
     check_keys(overrides, defaults, where)
     for key, value in overrides.items():
         check_like_default(value, defaults[key], f"'{key}' in {where}")
     settings = {**defaults, **overrides}
+    # every metric's `seed` setting seeds its RNGs (numpy's and torch's accept [0, 2^32))
+    check_ranges(settings, {"seed": (lambda v: 0 <= v < SEED_LIMIT, "in [0, 2^32)")}, lambda key: f"'{key}' in {where}")
     if metric.check:
         metric.check(settings)
     return settings

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .config import check_like_default
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class Float:
@@ -108,8 +111,16 @@ def declaration_problem(cls, families: set[str]) -> str | None:
     for family in [None, *sorted(families)]:
         defaults = {**cls.parameters, **cls.family_parameters.get(family, {})}
         for name, spec in {**cls.search_space, **cls.family_search_space.get(family, {})}.items():
+            where = f" for the {family} family" if family else ""
             if not spec.contains(defaults[name]):
-                where = f" for the {family} family" if family else ""
                 return (f"search_space['{name}']{where} does not hold the default {name}={defaults[name]!r}, which "
                         f"the first tuning trial runs.")
+            # a tuned value is checked against its default's kind as a grid's is: a Float's values are floats
+            values = spec.options if isinstance(spec, Choice) else [float(spec.low) if isinstance(spec, Float)
+                                                                    else spec.low]
+            for value in values:
+                try:
+                    check_like_default(value, defaults[name], f"Every value search_space['{name}']{where} tries")
+                except UserError as exc:
+                    return str(exc)
     return None

@@ -166,7 +166,7 @@ class Unlearner:
     def check_parameters(self, params: dict) -> None:
         """Raise UserError, one sentence naming the parameter, its value and what is allowed, for a parameter set
         (defaults, tuned values and a grid's overrides) this method cannot run with; the harness calls it for every
-        cell before any work. The base accepts every set."""
+        parameter set of a grid when it is planned, before any work. The base accepts every set."""
 
     def default_parameters(self, backbone: BackboneSpec) -> dict:
         """The parameter defaults for `backbone`: `parameters`, updated by `family_parameters[backbone.family]`."""
