@@ -80,6 +80,10 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     ("    parameters = {'mode': 'c'}\n    search_space = {'mode': Choice(('a', 'b'))}\n", "default mode='c'"),
     ("    parameters = {'lr': 0.01}\n    family_parameters = {'vit': {'lr': 0.5}}\n"
      "    search_space = {'lr': Float(1e-3, 1e-1)}\n", "for the vit family does not hold"),
+    # tuning would write floats into tuned.yaml, which every grid then refuses for an integer parameter
+    ("    parameters = {'k': 1}\n    search_space = {'k': Float(0.5, 4.0)}\n",
+     "Every value search_space['k'] tries must be an integer like its default 1, got 0.5."),
+    ("    parameters = {'k': 1}\n    search_space = {'k': Choice((1, 2.5))}\n", "must be an integer like its default 1"),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
     folder = tmp_path / "plugins"

@@ -432,6 +432,9 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "metric setting outside its interval": (
         lambda t: ["--grid", str(tiny(t, metric_settings={"epsilon": {"delta": 0.7}})), "--dry-run"],
         "metric_settings.epsilon.delta must be in [0, 0.5), got 0.7."),
+    "metric seed out of numpy's range": (
+        lambda t: ["--grid", str(tiny(t, metric_settings={"mia": {"seed": -1}})), "--dry-run"],
+        "'seed' in metric_settings.mia of grid 'tiny' must be in [0, 2^32), got -1."),
     "ImageFolder option on another dataset": (
         lambda t: ["--grid", str(tiny(t, datasets=[{"name": "mnist5k", "augment": True}])), "--dry-run"],
         "'augment' of dataset 'mnist5k' in"),

@@ -71,7 +71,8 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"label_smoothing": 2}},
      r"'label_smoothing' must be in \[0, 1\), got 2.0"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"vgg16": {"warmup": 1.5}}}, r"'warmup' must be in"),
-    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}}, r"A recipe's 'momentum' must be ≥ 0, got -1"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}},
+     r"A recipe's 'momentum' must be ≥ 0, got -1.0 \(the training recipe for mnist5k/vgg16\)\.$"),
 ])
 def test_bad_grids_are_one_clear_error(raw, message):
     with pytest.raises(UserError, match=message):
@@ -152,6 +153,18 @@ def test_a_methods_check_parameters_refuses_a_grid_value_before_any_cell(tmp_pat
     grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "picky", "params": {"lr": [0.1, -1.0]}}])))
     with pytest.raises(UserError, match=r"Parameter 'lr' of method 'picky' must be > 0, got -1.0"):
         expand(grid, methods, {"mnist5k": 10})
+    (plugin / "buggy.py").write_text("from unlearnbench import Unlearner\nclass Buggy(Unlearner):\n"
+                                     "    name = 'buggy'\n    parameters = {'lr': 0.1}\n"
+                                     "    def check_parameters(self, params):\n        params['missing']\n")
+    methods, _ = discover([plugin])
+    grid = load_grid(str(write_grid(tmp_path, methods=["buggy"])))
+    with pytest.raises(UserError, match=r"Method 'buggy' in .*buggy.py: check_parameters raised KeyError: 'missing'; "
+                                        r"fix that method or leave it out of the grid\.$"):
+        expand(grid, methods, {"mnist5k": 10})
+
+
+def test_a_numeric_grid_name_is_a_folder_name():
+    assert parse_grid({"name": 2024, "datasets": ["mnist5k"], "backbones": ["vgg16"]}, "g").name == "2024"
 
 
 def test_a_method_or_backbone_listed_twice_is_refused_but_coupled_parameter_sets_are_not(tmp_path):
