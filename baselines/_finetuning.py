@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from unlearnbench.config import above, at_least, check_ranges, one_of
+from unlearnbench.config import above, at_least, one_of
 from unlearnbench.data import ImageData, Split
 from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
@@ -42,12 +42,11 @@ class FinetuningUnlearner(Unlearner):
     search_space: ClassVar[dict] = FINETUNE_SPACE
     family_search_space: ClassVar[dict[str, dict]] = {"vit": FINETUNE_VIT_SPACE}
 
-    def check_parameters(self, params: dict) -> None:
-        """The ranges of the shared fine-tuning parameters this method has (`finetune` reads them)."""
-        check_ranges(params, {"lr": above(0), "batch_size": at_least(1), "steps": at_least(0),
-                              "check_every": at_least(1), "stop_acc": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-                              "optimizer": one_of(OPTIMIZERS), "norm_statistics": one_of(NORM_STATISTICS)},
-                     lambda key: f"Parameter '{key}' of method '{self.name}'")
+    # the shared fine-tuning parameters (`finetune` reads them); a subclass adds its own to these
+    parameter_ranges: ClassVar[dict] = {
+        "lr": above(0), "batch_size": at_least(1), "steps": at_least(0), "check_every": at_least(1),
+        "stop_acc": (lambda v: 0 <= v <= 1, "in [0, 1]"), "optimizer": one_of(OPTIMIZERS),
+        "norm_statistics": one_of(NORM_STATISTICS)}
 
 
 @dataclass(frozen=True)

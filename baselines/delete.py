@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench import UnlearnTask
-from unlearnbench.errors import UserError
+from unlearnbench.config import at_least
 from unlearnbench.search_space import Choice, Float, Int
 from ._blocks import batches_per_pass, distillation_kl
 from ._finetuning import NORM_STATISTICS, FinetunedModel, FinetuningUnlearner, endless_batches, finetune
@@ -53,12 +53,11 @@ class Delete(FinetuningUnlearner):
     family_parameters = {"vit": {"optimizer": "adamw", "lr": 1e-4}}
     # ≤ 30 passes over a CPU grid's forget set (~6 batches of 64) stay within the suite's ~200-step trial budget
     search_space = {"lr": Float(1e-5, 0.1, log=True), "epochs": Int(1, 30), "norm_statistics": Choice(NORM_STATISTICS)}
+    parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "epochs": at_least(1)}
     family_search_space = {"vit": {"lr": Float(1e-6, 1e-2, log=True), "norm_statistics": Choice(("batch",))}}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c = task.params, task.forget_class
-        if params["epochs"] < 1:
-            raise UserError(f"DELETE's epochs must be at least 1, got {params['epochs']}.")
         forget = task.data.train.forget(c)
         batches = endless_batches(task.data, forget, params["batch_size"], task.generator, f"training set of class {c}")
         teacher = task.original

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnbench import UnlearnTask
-from unlearnbench.errors import UserError
+from unlearnbench.config import above, at_least
 from unlearnbench.search_space import Choice, Float, Int
 from ._blocks import batches_per_pass
 from ._finetuning import (NORM_STATISTICS, FinetunedModel, FinetuneOutcome, FinetuningUnlearner,
@@ -82,13 +82,13 @@ class FCS(FinetuningUnlearner):
     search_space = {"lr": Float(1e-4, 0.1, log=True), "forget_lr": Float(1e-5, 1e-2, log=True),
                     "retain_lr": Float(1e-4, 0.1, log=True), "epochs": Int(1, 4), "temperature": Float(1.0, 8.0),
                     "norm_statistics": Choice(NORM_STATISTICS)}
+    parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "epochs": at_least(1), "forget_lr": above(0),
+                        "retain_lr": above(0)}
     family_search_space = {"vit": {"lr": Float(1e-5, 1e-2, log=True), "forget_lr": Float(1e-6, 1e-3, log=True),
                                    "retain_lr": Float(1e-6, 1e-2, log=True), "norm_statistics": Choice(("batch",))}}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c, size = task.params, task.forget_class, task.params["batch_size"]
-        if params["epochs"] < 1:
-            raise UserError(f"FCS's epochs must be at least 1, got {params['epochs']}.")
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         forget = endless_batches(task.data, forget_set, size, task.generator, f"training set of class {c}")

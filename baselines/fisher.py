@@ -34,6 +34,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from unlearnbench import SingleClassModel, Unlearner, UnlearnTask
+from unlearnbench.config import above, at_least
 from unlearnbench.data import ImageData, Split
 from unlearnbench.errors import UserError
 from unlearnbench.models import classifier_head
@@ -89,6 +90,8 @@ class FisherForgetting(Unlearner):
     venue = "CVPR 2020"
     parameters = {"alpha": 1e-6, "retain_fraction": 0.2, "max_retain": 1000, "batch_size": 64}
     search_space = {"alpha": Float(1e-9, 1e-4, log=True)}
+    parameter_ranges = {"alpha": above(0), "retain_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+                        "max_retain": at_least(1), "batch_size": at_least(1)}
 
     def skip(self, dataset: str, backbone) -> tuple[bool, str | None]:
         from unlearnbench.data import DATASETS
@@ -101,8 +104,6 @@ class FisherForgetting(Unlearner):
 
     def unlearn(self, task: UnlearnTask) -> SingleClassModel:
         params, c = task.params, task.forget_class
-        if params["alpha"] <= 0:
-            raise UserError(f"Fisher forgetting's alpha scales the noise and must be positive, got {params['alpha']}.")
         model = task.copy_original()
         full = len(task.data.train.retain(c))
         retain = retain_sample(task, min(params["retain_fraction"], params["max_retain"] / max(1, full)))

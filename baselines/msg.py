@@ -55,7 +55,6 @@ from torch import nn
 
 from unlearnbench import UnlearnTask
 from unlearnbench.data import ImageData, Split
-from unlearnbench.errors import UserError
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast
 from ._blocks import retain_sample
@@ -105,12 +104,10 @@ class MaskedSmallGradients(FinetuningUnlearner):
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 200, "batch_size": 64, "init_rate": 0.3,
                   "kept_lr_scale": 0.1, "norm_statistics": "batch"}
     search_space = {**{k: v for k, v in FINETUNE_SPACE.items() if k != "stop_acc"}, "init_rate": Float(0.05, 0.6)}
+    parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "init_rate": (lambda v: 0 < v < 1, "in (0, 1)")}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c = task.params, task.forget_class
-        if not 0 < params["init_rate"] < 1:
-            raise UserError(f"MSG's init_rate is the fraction of each layer's weights to re-initialise, in (0, 1); "
-                            f"got {params['init_rate']}.")
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         sample = retain_sample(task, min(1.0, len(forget_set) / max(1, len(retain_set))))

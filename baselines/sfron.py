@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench import UnlearnTask
+from unlearnbench.config import at_least
 from unlearnbench.data import ImageData, Split
-from unlearnbench.errors import UserError
 from unlearnbench.search_space import Choice, Float, Int
 from ._blocks import retain_sample
 from ._finetuning import (NORM_STATISTICS, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
@@ -86,13 +86,11 @@ class SFRon(FinetuningUnlearner):
     search_space = {"lr": Float(1e-4, 0.1, log=True), "iterations": Int(20, 100, log=True),
                     "forget_freq": Int(1, 10), "forget_alpha": Float(1.0, 100.0, log=True),
                     "mask_threshold": Float(0.1, 10.0, log=True), "norm_statistics": Choice(NORM_STATISTICS)}
+    parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "iterations": at_least(1), "forget_freq": at_least(1)}
     family_search_space = {"vit": {"lr": Float(1e-6, 1e-2, log=True), "norm_statistics": Choice(("batch",))}}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         params, c, size = task.params, task.forget_class, task.params["batch_size"]
-        if params["forget_freq"] < 1 or params["iterations"] < 1:
-            raise UserError(f"SFR-on's forget_freq and iterations must be at least 1, got {params['forget_freq']} "
-                            f"and {params['iterations']}.")
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         # the retain importance on at most `saliency_retain` samples: one backward pass per batch of all of D_r(c)

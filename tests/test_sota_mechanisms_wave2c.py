@@ -173,12 +173,18 @@ def test_msg_trains_the_kept_weights_of_a_reinitialised_layer_at_a_tenth_of_the_
 
 
 @pytest.mark.parametrize("method,params,says", [
-    ("sfron", {"forget_freq": 0}, "forget_freq and iterations must be at least 1"),
-    ("msg", {"init_rate": -0.2}, "init_rate is the fraction"),
-    ("fisher", {"alpha": -1e-6}, "alpha scales the noise"),
-    ("delete", {"epochs": 0}, "epochs must be at least 1"),
-    ("fcs", {"epochs": 0}, "epochs must be at least 1"),
+    ("sfron", {"forget_freq": 0}, "Parameter 'forget_freq' of method 'sfron' must be ≥ 1, got 0."),
+    ("msg", {"init_rate": -0.2}, "Parameter 'init_rate' of method 'msg' must be in (0, 1), got -0.2."),
+    ("fisher", {"alpha": -1e-6}, "Parameter 'alpha' of method 'fisher' must be finite and > 0, got -1e-06."),
+    ("delete", {"epochs": 0}, "Parameter 'epochs' of method 'delete' must be ≥ 1, got 0."),
+    ("fcs", {"forget_lr": 0.0}, "Parameter 'forget_lr' of method 'fcs' must be finite and > 0, got 0.0."),
 ])
-def test_a_parameter_the_method_cannot_use_is_one_clear_error(trained, method, params, says):
-    with pytest.raises(UserError, match=says):
-        unlearned(trained, method, **params)
+def test_a_parameter_the_method_cannot_use_is_one_clear_error_when_the_grid_is_planned(method, params, says):
+    """The method's `parameter_ranges`, applied to every parameter set a grid expands, before any work."""
+    from unlearnbench.discovery import discover
+    from unlearnbench.grid import parameter_sets
+    from unlearnbench.models import BackboneSpec
+
+    with pytest.raises(UserError) as error:
+        parameter_sets(discover()[0][method], BackboneSpec("vgg16"), params)
+    assert str(error.value) == says

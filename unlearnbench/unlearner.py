@@ -137,9 +137,10 @@ class Unlearner:
     changes, e.g. {"vit": {"lr": 3e-4}}), `paper` and `venue` (the method's paper and where and when it
     appeared; every report's methods table prints them), `uses_retain` (False only if the result depends on no
     training or validation image outside the forget class(es): the conformance suite checks it), and override
-    `skip` to refuse a backbone or dataset with a reason and `check_parameters` to refuse parameter values it cannot
-    run with (the harness checks every value's type against its default's). Timing, seeding, tuning, metrics and
-    storage are the harness's job.
+    `skip` to refuse a backbone or dataset with a reason. `parameter_ranges` (name → rule, e.g.
+    `config.at_least(1)`, `above(0)`, `one_of(...)`) declares the values a parameter may take; override
+    `check_parameters` for any other rule (the harness checks every value's type against its default's). Timing,
+    seeding, tuning, metrics and storage are the harness's job.
     """
 
     name: ClassVar[str] = ""
@@ -147,6 +148,7 @@ class Unlearner:
     parameters: ClassVar[dict] = {}
     family_parameters: ClassVar[dict[str, dict]] = {}
     search_space: ClassVar[dict] = {}
+    parameter_ranges: ClassVar[dict] = {}
     family_search_space: ClassVar[dict[str, dict]] = {}
     per_class: ClassVar[bool] = True
     paper: ClassVar[str] = ""
@@ -166,7 +168,10 @@ class Unlearner:
     def check_parameters(self, params: dict) -> None:
         """Raise UserError, one sentence naming the parameter, its value and what is allowed, for a parameter set
         (defaults, tuned values and a grid's overrides) this method cannot run with; the harness calls it for every
-        parameter set of a grid when it is planned, before any work. The base accepts every set."""
+        parameter set of a grid when it is planned, before any work. The base applies `parameter_ranges`."""
+        from .config import check_ranges
+
+        check_ranges(params, self.parameter_ranges, lambda key: f"Parameter '{key}' of method '{self.name}'")
 
     def default_parameters(self, backbone: BackboneSpec) -> dict:
         """The parameter defaults for `backbone`: `parameters`, updated by `family_parameters[backbone.family]`."""
