@@ -84,10 +84,15 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     ("    parameters = {'k': 1}\n    search_space = {'k': Float(0.5, 4.0)}\n",
      "Every value search_space['k'] tries must be an integer like its default 1, got 0.5."),
     ("    parameters = {'k': 1}\n    search_space = {'k': Choice((1, 2.5))}\n", "must be an integer like its default 1"),
+    ("    parameters = {'k': 0}\n    parameter_ranges = {'k': at_least(1)}\n",
+     "the default k=0 is outside its parameter_ranges (≥ 1)."),
+    ("    parameters = {'k': 1}\n    parameter_ranges = {'j': at_least(1)}\n", "names a parameter missing from"),
+    ("    parameters = {'k': 1}\n    parameter_ranges = {'k': 1}\n", "must be a (check, description) pair"),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
     folder = tmp_path / "plugins"
-    plugin(folder, "broken", "broken", "from unlearnbench.search_space import Choice, Float, Int", body)
+    plugin(folder, "broken", "broken", "from unlearnbench.config import at_least\n"
+                                       "from unlearnbench.search_space import Choice, Float, Int", body)
     plugin(folder, "fine", "fine")
     methods, errors = discover([folder])
     assert "fine" in methods and "broken" not in methods

@@ -90,7 +90,7 @@ def declaration_problem(cls, families: set[str]) -> str | None:
     family: the first tuning trial runs the defaults), every family a known backbone family."""
     if not isinstance(cls.label, str):
         return f"`label` must be a string (the method's name in tables), not {type(cls.label).__name__}."
-    for attr in ("parameters", "search_space", "family_parameters", "family_search_space"):
+    for attr in ("parameters", "search_space", "parameter_ranges", "family_parameters", "family_search_space"):
         if not isinstance(getattr(cls, attr), dict):
             return f"`{attr}` must be a dict, not {type(getattr(cls, attr)).__name__}."
     for attr in ("family_parameters", "family_search_space"):
@@ -108,8 +108,17 @@ def declaration_problem(cls, families: set[str]) -> str | None:
                 return problem + "."
             if name not in declared:
                 return f"search_space['{name}'] searches a parameter missing from `parameters`."
+    for name, rule in cls.parameter_ranges.items():
+        if name not in {k for d in [cls.parameters, *cls.family_parameters.values()] for k in d}:
+            return f"parameter_ranges['{name}'] names a parameter missing from `parameters`."
+        if not (isinstance(rule, tuple) and len(rule) == 2 and callable(rule[0]) and isinstance(rule[1], str)):
+            return f"parameter_ranges['{name}'] must be a (check, description) pair such as config.at_least(1)."
     for family in [None, *sorted(families)]:
         defaults = {**cls.parameters, **cls.family_parameters.get(family, {})}
+        for name, (fits, allowed) in cls.parameter_ranges.items():
+            if name in defaults and not fits(defaults[name]):
+                where = f" for the {family} family" if family else ""
+                return f"the default {name}={defaults[name]!r}{where} is outside its parameter_ranges ({allowed})."
         for name, spec in {**cls.search_space, **cls.family_search_space.get(family, {})}.items():
             where = f" for the {family} family" if family else ""
             if not spec.contains(defaults[name]):
