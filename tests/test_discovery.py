@@ -83,7 +83,8 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     # tuning would write floats into tuned.yaml, which every grid then refuses for an integer parameter
     ("    parameters = {'k': 1}\n    search_space = {'k': Float(0.5, 4.0)}\n",
      "Every value search_space['k'] tries must be an integer like its default 1, got 0.5."),
-    ("    parameters = {'k': 1}\n    search_space = {'k': Choice((1, 2.5))}\n", "must be an integer like its default 1"),
+    ("    parameters = {'k': 1}\n    search_space = {'k': Choice((1, 2.5))}\n",
+     "must be an integer like its default 1"),
     ("    parameters = {'k': 0}\n    parameter_ranges = {'k': at_least(1)}\n",
      "the default k=0 is outside its parameter_ranges (≥ 1)."),
     ("    parameters = {'k': 1}\n    parameter_ranges = {'k': 1}\n", "must be a (check, description) pair"),

@@ -107,6 +107,8 @@ def test_narrow_resnet_trains_on_real_mnist_without_crashing(tmp_path):
 
 
 def test_a_vit_patch_larger_than_the_image_is_one_sentence():
-    with pytest.raises(UserError, match=r"'patch' of backbone 'vit_tiny' must be at most the image size, 28 px, got 29"):
+    with pytest.raises(UserError, match=r"'patch' of backbone 'vit_tiny' must be at most the image size, 28 px, "
+                                        r"got 29"):
         build_backbone(BackboneSpec("vit_tiny", 0.0625, patch=29), 10, 1, 28)
-    assert build_backbone(BackboneSpec("vit_tiny", 0.0625, patch=28), 10, 1, 28)(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    whole_image = build_backbone(BackboneSpec("vit_tiny", 0.0625, patch=28), 10, 1, 28)
+    assert whole_image(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
