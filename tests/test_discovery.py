@@ -88,6 +88,7 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     ("    parameters = {'k': 0}\n    parameter_ranges = {'k': at_least(1)}\n",
      "the default k=0 is outside its parameter_ranges (≥ 1)."),
     ("    parameters = {'k': 1}\n    parameter_ranges = {'k': 1}\n", "must be a (check, description) pair"),
+    ("    parameters = {'k': None}\n    parameter_ranges = {'k': at_least(1)}\n", "the default k=None is outside"),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
     folder = tmp_path / "plugins"

@@ -84,6 +84,14 @@ def _range_problem(name: str, spec: Any) -> str | None:
     return None
 
 
+def _holds(fits, value) -> bool:
+    """Whether a range rule accepts `value`; a rule that cannot compare it (None against a number) does not."""
+    try:
+        return bool(fits(value))
+    except Exception:
+        return False
+
+
 def declaration_problem(cls, families: set[str]) -> str | None:
     """What is malformed in an Unlearner class's parameter and search-space declarations, as one sentence, or
     None: every range a Float/Int/Choice over a declared parameter that holds the parameter's default (for every
@@ -114,7 +122,7 @@ def declaration_problem(cls, families: set[str]) -> str | None:
     for family in [None, *sorted(families)]:
         defaults = {**cls.parameters, **cls.family_parameters.get(family, {})}
         for name, (fits, allowed) in cls.parameter_ranges.items():
-            if name in defaults and not fits(defaults[name]):
+            if name in defaults and not _holds(fits, defaults[name]):
                 where = f" for the {family} family" if family else ""
                 return f"the default {name}={defaults[name]!r}{where} is outside its parameter_ranges ({allowed})."
         for name, spec in {**cls.search_space, **cls.family_search_space.get(family, {})}.items():
