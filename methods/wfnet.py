@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from unlearnbench import UnlearnedModel, Unlearner, UnlearnTask, UserError
+from unlearnbench import UnlearnedModel, Unlearner, UnlearnTask
+from unlearnbench.config import above, at_least, one_of
 from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast, eval_batch_size, gather_batches
@@ -219,12 +220,15 @@ class WFNet(Unlearner):
     search_space = {"lambda1": Float(0.03, 10.0, log=True), "lambda2": Float(0.01, 1.0, log=True),
                     "lr": Float(0.01, 1.0, log=True)}
 
-    def check_parameters(self, params: dict) -> None:
-        _check_params(params)
+    # the harness checks these (and each value's type against its default's) when a grid is planned
+    parameter_ranges = {**{key: at_least(1) for key in ("expansion", "batch_size", "max_epochs", "evals_per_epoch",
+                                                        "patience")},
+                        "max_steps": (lambda v: v >= 0, "≥ 0 (0: no limit)"), "lr": above(0),
+                        "forget_reduction": one_of(("sample", "batch")),
+                        "val_reciprocal_cap": (lambda v: v >= 0, "≥ 0 (0: uncapped)")}
 
     def unlearn(self, task: UnlearnTask) -> WFNetModel:
         params = task.params
-        _check_params(params)
         data, device = task.data, task.device
         model = FilteredModel(copy.deepcopy(task.original), data.num_classes, params["alpha_init"])
         model.freeze_backbone()
@@ -263,24 +267,6 @@ class WFNet(Unlearner):
         for p in model.alpha_parameters():
             p.requires_grad_(False)
         return result
-
-
-def _check_params(params: dict) -> None:
-    """Raise UserError for a parameter value untraining cannot use."""
-    for key in ("expansion", "batch_size", "max_epochs", "evals_per_epoch", "patience"):
-        if not isinstance(params[key], int) or params[key] < 1:
-            raise UserError(f"WF-Net parameter '{key}' must be an integer ≥ 1, got {params[key]!r}.")
-    if not isinstance(params["max_steps"], int) or params["max_steps"] < 0:
-        raise UserError(f"WF-Net parameter 'max_steps' must be an integer ≥ 0 (0: no limit), "
-                        f"got {params['max_steps']!r}.")
-    if params["forget_reduction"] not in ("sample", "batch"):
-        raise UserError(f"WF-Net parameter 'forget_reduction' must be 'sample' or 'batch', "
-                        f"got {params['forget_reduction']!r}.")
-    if not isinstance(params["val_reciprocal_cap"], (int, float)) or params["val_reciprocal_cap"] < 0:
-        raise UserError(f"WF-Net parameter 'val_reciprocal_cap' must be a number ≥ 0 (0: uncapped), "
-                        f"got {params['val_reciprocal_cap']!r}.")
-    if params["lr"] <= 0:
-        raise UserError(f"WF-Net parameter 'lr' must be positive, got {params['lr']!r}.")
 
 
 def _training_batches(data: ImageData, params: dict,

@@ -79,7 +79,12 @@ def tiny(mnist5k, cache) -> Stages:
     ("finetune", {"batch_size": 0}, r"Parameter 'batch_size' of method 'finetune' must be ≥ 1, got 0\."),
     ("neggrad_plus", {"lr": 0.0}, r"Parameter 'lr' of method 'neggrad_plus' must be finite and > 0, got 0.0\."),
     ("finetune", {"optimizer": "sgdd"}, r"'optimizer' of method 'finetune' must be one of sgd, adam, adamw"),
-    ("wfnet", {"lr": -1.0}, r"WF-Net parameter 'lr' must be positive, got -1.0"),
+    ("wfnet", {"lr": -1.0}, r"Parameter 'lr' of method 'wfnet' must be finite and > 0, got -1.0\."),
+    ("wfnet", {"patience": 0}, r"Parameter 'patience' of method 'wfnet' must be ≥ 1, got 0\."),
+    ("wfnet", {"expansion": 0}, r"Parameter 'expansion' of method 'wfnet' must be ≥ 1, got 0\."),
+    ("wfnet", {"max_steps": -1}, r"Parameter 'max_steps' of method 'wfnet' must be ≥ 0 \(0: no limit\), got -1\."),
+    ("wfnet", {"expansion": 1.5}, r"Parameter 'expansion' of method 'wfnet' must be an integer like its default"),
+    ("wfnet", {"forget_reduction": "mean"}, r"'forget_reduction' of method 'wfnet' must be one of sample, batch"),
 ])
 def test_parameter_values_a_method_cannot_run_with_are_refused_when_the_grid_expands(method, params, message):
     from unlearnbench.grid import parameter_sets

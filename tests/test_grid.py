@@ -96,16 +96,20 @@ def test_out_of_range_forget_class_is_refused(tmp_path):
         expand(grid, methods, {"mnist5k": 10})
 
 
+def discover_plugin(tmp_path, stem: str, source: str) -> dict:
+    """The methods discovered with a plugin folder in `tmp_path` that holds <stem>.py = `source`."""
+    folder = tmp_path / "plugins"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{stem}.py").write_text(source)
+    return discover([folder])[0]
+
+
+SWEEPY = ("from unlearnbench import Unlearner\nclass Sweepy(Unlearner):\n"
+          "    name = 'sweepy'\n    parameters = {'lr': 0.1, 'epochs': 2}\n")
+
+
 def test_parameter_sweeps_and_unknown_parameters(tmp_path):
-    plugin = tmp_path / "plugins"
-    plugin.mkdir()
-    (plugin / "sweepy.py").write_text(
-        "from unlearnbench import Unlearner\n"
-        "class Sweepy(Unlearner):\n"
-        "    name = 'sweepy'\n"
-        "    parameters = {'lr': 0.1, 'epochs': 2}\n"
-    )
-    methods, _ = discover([plugin])
+    methods = discover_plugin(tmp_path, "sweepy", SWEEPY)
     grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "sweepy", "params": {"lr": [0.1, 0.01]}}])))
     cells = expand(grid, methods, {"mnist5k": 10})
     assert sorted({c.params_dict["lr"] for c in cells}) == [0.01, 0.1] and len(cells) == 4
@@ -128,35 +132,24 @@ def test_parameter_sweeps_and_unknown_parameters(tmp_path):
 ])
 def test_method_parameters_of_another_type_than_their_default_or_sweeping_nothing_are_refused(tmp_path, params,
                                                                                              message):
-    plugin = tmp_path / "plugins"
-    plugin.mkdir()
-    (plugin / "sweepy.py").write_text("from unlearnbench import Unlearner\nclass Sweepy(Unlearner):\n"
-                                      "    name = 'sweepy'\n    parameters = {'lr': 0.1, 'epochs': 2}\n")
-    methods, _ = discover([plugin])
+    methods = discover_plugin(tmp_path, "sweepy", SWEEPY)
     grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "sweepy", "params": params}])))
     with pytest.raises(UserError, match=message):
         expand(grid, methods, {"mnist5k": 10})
 
 
 def test_a_methods_check_parameters_refuses_a_grid_value_before_any_cell(tmp_path):
-    plugin = tmp_path / "plugins"
-    plugin.mkdir()
-    (plugin / "picky.py").write_text(
-        "from unlearnbench import Unlearner, UserError\n"
-        "class Picky(Unlearner):\n"
-        "    name = 'picky'\n"
-        "    parameters = {'lr': 0.1}\n"
-        "    def check_parameters(self, params):\n"
-        "        if params['lr'] <= 0:\n"
-        "            raise UserError(f\"Parameter 'lr' of method 'picky' must be > 0, got {params['lr']}.\")\n")
-    methods, _ = discover([plugin])
+    methods = discover_plugin(
+        tmp_path, "picky", "from unlearnbench import Unlearner, UserError\nclass Picky(Unlearner):\n"
+                           "    name = 'picky'\n    parameters = {'lr': 0.1}\n    def check_parameters(self, params):\n"
+                           "        if params['lr'] <= 0:\n            raise UserError(f\"Parameter 'lr' of method 'picky' "
+                           "must be > 0, got {params['lr']}.\")\n")
     grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "picky", "params": {"lr": [0.1, -1.0]}}])))
     with pytest.raises(UserError, match=r"Parameter 'lr' of method 'picky' must be > 0, got -1.0"):
         expand(grid, methods, {"mnist5k": 10})
-    (plugin / "buggy.py").write_text("from unlearnbench import Unlearner\nclass Buggy(Unlearner):\n"
-                                     "    name = 'buggy'\n    parameters = {'lr': 0.1}\n"
-                                     "    def check_parameters(self, params):\n        params['missing']\n")
-    methods, _ = discover([plugin])
+    methods = discover_plugin(tmp_path, "buggy", "from unlearnbench import Unlearner\nclass Buggy(Unlearner):\n"
+                                                 "    name = 'buggy'\n    parameters = {'lr': 0.1}\n"
+                                                 "    def check_parameters(self, params):\n        params['missing']\n")
     grid = load_grid(str(write_grid(tmp_path, methods=["buggy"])))
     with pytest.raises(UserError, match=r"Method 'buggy' in .*buggy.py: check_parameters raised KeyError: 'missing'; "
                                         r"fix that method or leave it out of the grid\.$"):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_model, save_model
 
-from unlearnbench import UserError
 from unlearnbench.cost import state_bytes
 from unlearnbench.data import load_dataset
 from unlearnbench.discovery import discover
@@ -112,11 +111,6 @@ def test_checkpoint_serves_every_class_and_the_hooks(data, tmp_path):
     copy_ = result.trainable_copy(7)
     assert copy_.model is not result.model and all(
         p.requires_grad != n.endswith(("alpha_w", "alpha_b")) for n, p in copy_.named_parameters())
-
-
-def test_bad_parameter_is_a_user_error(data):
-    with pytest.raises(UserError, match="'expansion' must be an integer"):
-        untrained_cnn(data, steps=1, expansion=0)
 
 
 def scripted_validation(monkeypatch, losses):
