@@ -1,5 +1,6 @@
 """End to end on a tiny grid: records, resume from the cache, plugins from a folder, failure isolation, CLI errors."""
 import contextlib
+import dataclasses
 import os
 
 import pandas as pd
@@ -151,6 +152,36 @@ def test_a_method_whose_init_or_skip_raises_is_a_plugin_error_and_the_rest_is_pl
     assert main(["--grid", str(grid_file), "--plugins", str(plugins), "--cache-dir", str(tmp_path / "c"),
                  "--device", "cpu", "--dry-run"]) == 0
     assert "creating it raised RuntimeError: boom in init" in capsys.readouterr().out
+
+
+def test_a_grid_method_that_failed_to_load_or_be_made_is_named_with_its_plugin_error(tmp_path):
+    """These once said "Unknown method 'x'; discovered: <only the grid's methods>" or "--only method=made matches no
+    cell", hiding the plugin file that failed."""
+    from unlearnbench.planning import plan
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "broken.py").write_text("import a_module_that_is_not_installed\n")
+    (plugins / "made.py").write_text("from unlearnbench import Unlearner\n\n\n" + RAISING_PLUGINS["made.py"])
+    (plugins / "declared.py").write_text("from unlearnbench import Unlearner\n\n\nclass Declared(Unlearner):\n"
+                                         "    name = 'declared'\n    parameters = {'lr': 0.1}\n"
+                                         "    parameter_ranges = {'lr': 5}\n")
+    options = RunOptions(cache_dir=tmp_path / "c", device="cpu", plugins=[plugins])
+
+    def planned(methods, **more):
+        return plan(load_grid(str(write_grid(tmp_path, methods=methods))), dataclasses.replace(options, **more))
+
+    with pytest.raises(UserError) as raised:
+        planned(["original", "from_broken"])
+    said = str(raised.value)
+    assert "Unknown method 'from_broken'" in said and "retrain" in said  # every discovered method, not the grid's
+    assert f"2 plugin files could not be loaded: {plugins / 'broken.py'}, {plugins / 'declared.py'}" in said
+    with pytest.raises(UserError, match=r"Method 'declared' in .*declared\.py: .*parameter_ranges.*fix it to run"):
+        planned(["original", "declared"])
+    with pytest.raises(UserError, match=r"--only method=made matches no cell of grid 'tiny': Method 'made' in .*"
+                                        r"creating it raised RuntimeError: boom in init; fix it to run 'made'\."):
+        planned(["original", "made"], only={"method": "made"})
+    assert {c.method for c in planned(["original", "made"], only={"method": "original"}).cells} == {"original"}
 
 
 def test_dry_run_prints_the_plan_and_paper_grid_skips_missing_data(tmp_path, capsys):

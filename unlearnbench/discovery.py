@@ -220,8 +220,16 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
     methods[info.name] = info
 
 
-def get_method(methods: dict[str, MethodInfo], name: str) -> MethodInfo:
-    """Look up a discovered method; an unknown name is a UserError with suggestions."""
+def get_method(methods: dict[str, MethodInfo], name: str, errors: list[PluginError] = ()) -> MethodInfo:
+    """Look up a discovered method; an unknown name is a UserError with suggestions, naming the plugin files in
+    `errors` that could not be loaded (the method may be in one of them)."""
     if name not in methods:
-        raise UserError(f"Unknown method '{name}'{did_you_mean(name, methods)}; discovered: {', '.join(methods)}.")
+        own = [e.message.splitlines()[0] for e in errors if e.message.startswith(f"Method '{name}' in ")]
+        if own:  # found, but rejected (its declaration) or failing (its __init__)
+            raise UserError(f"{own[0].rstrip('.')}; fix it to run '{name}', or leave it out of the grid.")
+        broken = sorted({e.source for e in errors if e.kind != "runtime"})
+        hint = (f" ({len(broken)} plugin file{'s' * (len(broken) > 1)} could not be loaded: {', '.join(broken)}; "
+                f"`run_bench.py list` says why)" if broken else "")
+        raise UserError(f"Unknown method '{name}'{did_you_mean(name, methods)}; discovered: "
+                        f"{', '.join(methods)}{hint}.")
     return methods[name]

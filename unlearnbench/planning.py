@@ -14,7 +14,7 @@ import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
 from .data import dataset_classes, dataset_identity, dataset_missing
-from .discovery import MethodInfo, PluginError, discover
+from .discovery import MethodInfo, PluginError, discover, get_method
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean, error_reason
 from .grid import SEED_LIMIT, Cell, Grid, expand
@@ -139,10 +139,13 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     uncounted = {d.name for d in grid.datasets if num_classes[d.name] is None and missing[d]}
     if grid.forget_classes == "all":
         num_classes.update(dict.fromkeys(uncounted, 1))
+    for entry in [] if grid.methods == "all" else grid.methods:
+        get_method(methods, entry.name, plugin_errors)  # an unknown name: one sentence naming unloadable plugins
     made = _instances(grid, methods, plugin_errors)
     runs = grid if grid.methods == "all" else dataclasses.replace(  # without methods that cannot be made
         grid, methods=[e for e in grid.methods if e.name in made or e.name not in methods])
-    cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name)
+    failed = {e.message.split("'")[1]: e for e in plugin_errors if e.kind == "runtime"}
+    cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
     runnable, skipped, raised = [], [], {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
@@ -209,12 +212,13 @@ def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple
     return kept, list(left_out.items())
 
 
-def _select(cells: list[Cell], only: dict | list[dict], grid_name: str) -> list[Cell]:
+def _select(cells: list[Cell], only: dict | list[dict], grid_name: str,
+            failed: dict[str, PluginError] | None = None) -> list[Cell]:
     """The cells matching every --only filter (KEY=V1,V2: any of the values); a key, or a value no cell of the
-    grid has, is a UserError with suggestions. A list of filter sets (a run folder several --only runs wrote
-    into) selects the cells any of them selects."""
+    grid has, is a UserError with suggestions (for a method in `failed`, one whose __init__ raised, that error).
+    A list of filter sets (a run folder several --only runs wrote into) selects the cells any of them selects."""
     if isinstance(only, list):
-        chosen = {id(c) for filters in only for c in _select(cells, filters, grid_name)}
+        chosen = {id(c) for filters in only for c in _select(cells, filters, grid_name, failed)}
         return [c for c in cells if id(c) in chosen]
     values = [{"dataset": {c.dataset.name, c.dataset.label}, "backbone": {c.backbone.name, c.backbone.label},
                "method": {c.method}, "seed": {str(c.seed)},
@@ -226,6 +230,10 @@ def _select(cells: list[Cell], only: dict | list[dict], grid_name: str) -> list[
         present = sorted({v for cell_values in values for v in cell_values[key]})
         wanted[key] = {v.strip() for v in str(text).split(",")}
         unknown = sorted(wanted[key] - set(present))
+        for name in unknown if key == "method" else []:
+            if name in (failed or {}):
+                raise UserError(f"--only method={name} matches no cell of grid '{grid_name}': "
+                                f"{failed[name].message.splitlines()[0].rstrip('.')}; fix it to run '{name}'.")
         if unknown:
             raise UserError(f"--only {key}={unknown[0]} matches no cell of grid '{grid_name}'"
                             f"{did_you_mean(unknown[0], present)}; its {key} values are: {', '.join(present)}.")
