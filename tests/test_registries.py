@@ -27,3 +27,15 @@ def test_duplicate_registration_warns_and_later_wins():
         warnings.simplefilter("always")
         reg.register("a")(2)
     assert reg.get("a") == 2 and any("registered twice" in str(w.message) for w in caught)
+
+
+def test_a_worker_imports_neither_the_attack_nor_the_report_libraries():
+    """Every local worker and Slurm task imports unlearnbench.execution (and the CLI) when it starts: sklearn,
+    matplotlib and scipy (over a second on this CPU) load only where a probe, an attack or a report needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, unlearnbench.execution, unlearnbench.cli, unlearnbench.metrics; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'scipy'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

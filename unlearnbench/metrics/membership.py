@@ -15,10 +15,6 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 from torch import Tensor, nn
 
 from ..config import check_ranges, one_of
@@ -87,6 +83,10 @@ def mia_efficacy(
         raise ValueError("mia_efficacy needs at least one member, non-member and target sample")
     pick_members, pick_nonmembers = balanced_indices(len(members), len(nonmembers), seed)
     n = len(pick_members)
+    from sklearn.linear_model import LogisticRegression  # sklearn (a second to import) only where an attack is fit
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     attack = make_pipeline(StandardScaler(), LogisticRegression())
     attack.fit(np.concatenate([members[pick_members], nonmembers[pick_nonmembers]]),
                np.concatenate([np.ones(n), np.zeros(n)]))
@@ -149,6 +149,8 @@ def svc_mia_efficacies(
     shadow_sets = [(side_logits.detach().cpu()[pick], side_labels.detach().cpu()[pick]) for side_logits, side_labels,
                    pick in zip((member_logits, nonmember_logits), (member_labels, nonmember_labels), picks)]
     membership = np.concatenate([np.ones(len(picks[0])), np.zeros(len(picks[1]))])
+    from sklearn.svm import SVC  # sklearn (a second to import) only where an attack is fit
+
     efficacies = {}
     for feature in features:
         shadow = np.concatenate([svc_features(*side, feature) for side in shadow_sets])

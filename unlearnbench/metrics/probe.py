@@ -15,9 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor, nn
 
 from ..data import ImageData, Split
@@ -51,6 +48,10 @@ def features_of(features: Features, data: ImageData, split: Split) -> np.ndarray
 def probe_accuracies(features: Features, data: ImageData, fit: Split, targets: dict[str, Split], *, C: float,
                      max_iter: int, seed: int) -> dict[str, float]:
     """Fit the probe on the features of `fit` (all classes) and return its accuracy on each of `targets`."""
+    from sklearn.linear_model import LogisticRegression  # sklearn (a second to import) only where a probe is fit
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
     probe.fit(features_of(features, data, fit), fit.labels.cpu().numpy())
     return {name: float(np.mean(probe.predict(features_of(features, data, split)) == split.labels.cpu().numpy()))
