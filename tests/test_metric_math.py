@@ -399,16 +399,16 @@ def test_svc_mia_low_for_targets_like_members_and_high_for_targets_like_nonmembe
 
 def test_svc_mia_balances_and_caps_the_shadow_sets(monkeypatch) -> None:
     """The SVC sees n = min(members, non-members, shadow_size) of each side, drawn by the seeded generator."""
-    from unlearnbench.metrics import membership
+    import sklearn.svm  # membership imports SVC from it when it fits an attack
 
     seen = []
 
-    class Recorder(membership.SVC):
+    class Recorder(sklearn.svm.SVC):
         def fit(self, x, y):
             seen.append((len(x), int(y.sum()), int((y == 0).sum()), self.C, self.gamma, self.kernel))
             return super().fit(x, y)
 
-    monkeypatch.setattr(membership, "SVC", Recorder)
+    monkeypatch.setattr(sklearn.svm, "SVC", Recorder)
     g = torch.Generator().manual_seed(3)
     lm, ln_, lt = (torch.randn(n, 10, generator=g) for n in (300, 120, 50))
     labels = tuple(torch.randint(0, 10, (len(x),), generator=g) for x in (lm, ln_, lt))

@@ -543,9 +543,11 @@ def test_svc_attacks_are_fitted_once_per_model_and_class_and_reused_by_tow(stage
     model's attack is fitted once per group; the reused values equal freshly fitted ones."""
     import unlearnbench.metrics.membership as membership
 
+    import sklearn.svm  # membership imports SVC from it when it fits an attack
+
     fits = []
-    real_svc = membership.SVC
-    monkeypatch.setattr(membership, "SVC", lambda **kw: fits.append(kw) or real_svc(**kw))
+    real_svc = sklearn.svm.SVC
+    monkeypatch.setattr(sklearn.svm, "SVC", lambda **kw: fits.append(kw) or real_svc(**kw))
     settings = dict(shadow_size=200, seed=5)
     cut = LogitCut(stages.original(), 1).eval()
 
