@@ -58,8 +58,9 @@ def mnist5k(tmp_path_factory) -> ImageData:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Cache:
-    return Cache(tmp_path_factory.mktemp("cache"))
+def cache(shared_cache) -> Cache:
+    """The session's cache: a (data, backbone, recipe) group's original is trained once for every test module."""
+    return Cache(shared_cache)
 
 
 @pytest.fixture(scope="module")

@@ -338,7 +338,7 @@ def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared
     monkeypatch.setenv("POISON_FLAG", str(flag))
     grid_file = tiny(tmp_path, methods=["poisoned", "original"])
     common = ["--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache), "--plugins", str(plugins),
-              "--device", "cpu", "--quiet", "--workers", "1"]
+              "--device", "cpu", "--quiet", "--workers", "0"]
     assert main(["--grid", str(grid_file), *common]) == 1
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")
     assert (failures.status == "failed").sum() == 3
@@ -348,7 +348,7 @@ def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared
     assert (pd.read_csv(tmp_path / "run" / "failures.csv").status == "failed").sum() == 3
     flag.unlink()
     # the retry takes the cache, plugins and device from the folder's config.yaml: no flag needs repeating
-    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--quiet", "--workers", "1"]) == 0
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--quiet", "--workers", "0"]) == 0
     records = pd.read_csv(tmp_path / "run" / "records.csv")
     assert set(records.method) == {"poisoned", "original"}
     assert pd.read_csv(tmp_path / "run" / "failures.csv").empty
@@ -372,7 +372,7 @@ def test_bad_inputs_each_give_one_sentence(tmp_path, capsys):
     assert main(["--grid", str(cases["launcher"][0]), "--launcher", "sge", "--out", str(tmp_path / "l")]) == 2
     assert cases["launcher"][1] in capsys.readouterr().err
     assert main(["--grid", str(cases["arch"][0]), "--out", str(tmp_path / "arch"), "--cache-dir", str(tmp_path / "c"),
-                 "--device", "cpu", "--quiet", "--workers", "1"]) == 1
+                 "--device", "cpu", "--quiet", "--workers", "0"]) == 1
     out = capsys.readouterr().out
     assert "do not fit this architecture" in out
 
@@ -643,7 +643,7 @@ def test_a_stage_model_another_worker_is_training_is_waited_for_and_loaded_not_t
 def test_runs_with_different_only_filters_into_one_folder_add_up_to_the_whole_grid(tmp_path, shared_cache):
     grid_file = tiny(tmp_path)
     common = ["--grid", str(grid_file), "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache),
-              "--device", "cpu", "--quiet", "--workers", "1"]
+              "--device", "cpu", "--quiet", "--workers", "0"]
     assert main([*common, "--only", "method=retrain", "--only", "forget_class=0"]) == 0
     assert main([*common, "--only", "forget_class=1", "--only", "method=retrain", "--only", "forget_class=2"]) == 0
     records = pd.read_csv(tmp_path / "run" / "records.csv")

@@ -110,7 +110,7 @@ def test_failing_method_and_broken_plugin_do_not_stop_the_grid(tmp_path, shared_
     )
     grid_file = write_grid(tmp_path, methods=["crash", "original"])
     code = main(["--grid", str(grid_file), "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache),
-                 "--plugins", str(plugins), "--device", "cpu", "--quiet", "--workers", "1"])
+                 "--plugins", str(plugins), "--device", "cpu", "--quiet", "--workers", "0"])
     assert code == 1
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")
     crashed = failures[failures.status == "failed"]

@@ -244,7 +244,7 @@ def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, cap
                       tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
     out = tmp_path / "t"
     code = main(["tune", "--grid", str(grid), "--data-root", str(empty), "--out", str(out), "--device", "cpu",
-                 "--workers", "1", "--cache-dir", str(shared_cache), "--quiet"])
+                 "--workers", "0", "--cache-dir", str(shared_cache), "--quiet"])
     printed = capsys.readouterr().out
     assert code == 0 and "1 failed studies" not in printed and "0 failed studies, 1 skipped" in printed
     assert "skipped: negative_gradient mnist/vgg16-w0.0625:" in printed

@@ -12,9 +12,12 @@ from unlearnbench.cost import state_bytes
 from unlearnbench.data import load_dataset
 from unlearnbench.discovery import discover
 from unlearnbench.models import BackboneSpec, build_backbone
-from unlearnbench.training import accuracy, predict_logits, resolve_recipe, train
+from unlearnbench.training import accuracy, predict_logits, resolve_recipe
 from unlearnbench.unlearner import UnlearnTask
 from unlearnbench.methods._weight_filtering import FilteredModel
+from unlearnbench.store import Cache
+
+from test_baselines import group
 
 WFNet = discover()[0]["wfnet"].cls
 wfnet = sys.modules[WFNet.__module__]
@@ -179,11 +182,9 @@ def test_family_defaults_raise_the_forget_weight_for_vits():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", [CNN, VIT], ids=["cnn", "vit"])
-def test_mnist5k_forgets_every_class_and_keeps_the_rest(data, spec):
+def test_mnist5k_forgets_every_class_and_keeps_the_rest(data, spec, shared_cache):
     """Each family's defaults, scored on the test split: mean Acc_f ≤ 5 %, mean Acc_r within 10 points."""
-    torch.manual_seed(0)
-    original = build_backbone(spec, 10, 1, 28)
-    train(original, data, resolve_recipe("mnist5k", spec), seed=0, progress=False)
+    original = group(data, spec, Cache(shared_cache)).original()  # test_baselines' originals, trained once a session
     result = WFNet().unlearn(make_task(original, data, spec))
     labels = data.test.labels
     base = accuracy(predict_logits(original, data, data.test), labels)
