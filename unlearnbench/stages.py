@@ -62,10 +62,13 @@ class Stages:
         return self.stage("retrained", int(forget_class), replicate)[0]
 
     def random_model(self, seed: int) -> nn.Module:
-        """A randomly initialised model (for ZRF), built from `seed`, never trained."""
+        """ZRF's randomly initialised model, never trained, initialised from a seed derived from `seed` (the
+        metric's setting) rather than from `seed` itself: `new_model(s)` for a group seed s is the initialisation of
+        that group's original and what methods draw (Bad Teacher's incompetent teacher, EU-k's fresh layers), and
+        ZRF must not score a method against a model it was fitted to."""
         name = f"random-{seed}"
         if name not in self._memory:
-            self._memory[name] = self.new_model(seed).eval()
+            self._memory[name] = self.new_model(derive_seed(["zrf random model", seed])).eval()
         return self._memory[name]
 
     def stage_logits(self, model: nn.Module, split: str) -> torch.Tensor | None:
