@@ -26,3 +26,20 @@ def test_time_to_accuracy_refuses_a_malformed_recipe_override_in_one_sentence():
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "--recipe expects KEY=VALUE, got 'epochs'." in done.stderr and "Traceback" not in done.stderr
+
+
+def test_compare_runs_counts_the_rows_a_change_moved_and_ignores_timings():
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from compare_runs import compare
+
+    old = pd.read_csv(ROOT / "reports" / "smoke-cpu" / "records.csv.gz")
+    new = old.copy()
+    zrf = new.index[(new.metric == "zrf") & (new.split == "test") & (new.method == "wfnet")][0]
+    new.loc[zrf, "value"] += 0.03
+    new.loc[new.metric == "unlearn_seconds", "value"] *= 2  # timings differ on every run: never counted
+    summary, means = compare(old, new, "zrf", "test")
+    assert "rows in one run only: 0" in summary and "differing: 1\n  zrf: 1 rows differ" in summary
+    moved = means[means.change != 0]
+    assert list(moved.index.get_level_values("method")) == ["wfnet"] and moved.change.iloc[0] == 1.0  # 3 / 3 classes
