@@ -2,7 +2,7 @@
 out: they vary run to run), which metrics they belong to, and, for one metric, the change of its mean per dataset ×
 backbone × method.
 
-    python benchmarks/compare_runs.py reports/smoke-cpu OLD_RUN                  # records.csv or records.csv.gz
+    python benchmarks/compare_runs.py OLD_RUN reports/smoke-cpu                  # records.csv or records.csv.gz
     python benchmarks/compare_runs.py OLD NEW --metric zrf --split test
 
 Used to show what a code change moved: e.g. reports/smoke-cpu after ZRF's random model changed.
