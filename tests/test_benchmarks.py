@@ -28,10 +28,10 @@ def test_time_to_accuracy_refuses_a_malformed_recipe_override_in_one_sentence():
     assert "--recipe expects KEY=VALUE, got 'epochs'." in done.stderr and "Traceback" not in done.stderr
 
 
-def test_compare_runs_counts_the_rows_a_change_moved_and_ignores_timings():
+def test_compare_runs_counts_the_rows_a_change_moved_and_ignores_timings(monkeypatch):
     import pandas as pd
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from compare_runs import compare
 
     old = pd.read_csv(ROOT / "reports" / "smoke-cpu" / "records.csv.gz")

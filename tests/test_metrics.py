@@ -116,10 +116,9 @@ def test_a_pretrained_backbone_gives_a_pretrained_original_but_a_fresh_random_mo
 
 
 def test_zrfs_random_model_is_no_model_a_method_draws_nor_an_originals_initialisation(stages):
-    """Bad Teacher distils D_f(c) towards `task.new_model(task.seed)` and EU-k re-initialises layers from
-    `task.new_model()`. With the random model built from the setting's seed itself (0, the seed of most groups), ZRF
-    scored Bad Teacher against the very model it imitated (measured: its smoke-grid ZRF barely depends on it,
-    reports/smoke-cpu; a comparison must not rest on that)."""
+    """The reference ZRF compares with must be independent of the models it scores: with the random model built
+    from the setting's seed itself (0, the seed of most groups) it was the seed-0 original's own initialisation and
+    what EU-k re-initialises its last layers to (`task.new_model()`, the group seed)."""
     assert stages.seed == 0
     for setting in (0, 5):
         random_net = stages.random_model(setting)

@@ -30,12 +30,14 @@ def test_duplicate_registration_warns_and_later_wins():
 
 
 def test_a_worker_imports_neither_the_attack_nor_the_report_libraries():
-    """Every local worker and Slurm task imports unlearnbench.execution (and the CLI) when it starts: sklearn,
-    matplotlib and scipy (over a second on this CPU) load only where a probe, an attack or a report needs them."""
+    """Every local worker and Slurm task imports unlearnbench.execution, the CLI and the methods when it starts:
+    sklearn, matplotlib and scipy (over a second on this CPU) load only where a probe, an attack or a report needs
+    them."""
     import subprocess
     import sys
 
-    code = ("import sys, unlearnbench.execution, unlearnbench.cli, unlearnbench.metrics; "
+    code = ("import sys, unlearnbench.execution, unlearnbench.cli, unlearnbench.metrics, unlearnbench.discovery; "
+            "unlearnbench.discovery.discover(); "  # every shipped method's module, as a worker's first job loads them
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'scipy'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

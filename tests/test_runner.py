@@ -154,7 +154,7 @@ def test_a_method_whose_init_or_skip_raises_is_a_plugin_error_and_the_rest_is_pl
     assert "creating it raised RuntimeError: boom in init" in capsys.readouterr().out
 
 
-def test_a_grid_method_that_failed_to_load_or_be_made_is_named_with_its_plugin_error(tmp_path):
+def test_a_grid_method_that_failed_to_load_or_be_made_is_named_with_its_plugin_error(tmp_path, capsys):
     """These once said "Unknown method 'x'; discovered: <only the grid's methods>" or "--only method=made matches no
     cell", hiding the plugin file that failed."""
     from unlearnbench.planning import plan
@@ -175,13 +175,21 @@ def test_a_grid_method_that_failed_to_load_or_be_made_is_named_with_its_plugin_e
         planned(["original", "from_broken"])
     said = str(raised.value)
     assert "Unknown method 'from_broken'" in said and "retrain" in said  # every discovered method, not the grid's
-    assert f"2 plugin files could not be loaded: {plugins / 'broken.py'}, {plugins / 'declared.py'}" in said
+    assert (f"it may be in a plugin file that failed: {plugins / 'broken.py'} (ModuleNotFoundError: No module "
+            f"named 'a_module_that_is_not_installed')." in said) and "declared.py" not in said  # loaded; not it
     with pytest.raises(UserError, match=r"Method 'declared' in .*declared\.py: .*parameter_ranges.*fix it to run"):
         planned(["original", "declared"])
     with pytest.raises(UserError, match=r"--only method=made matches no cell of grid 'tiny': Method 'made' in .*"
                                         r"creating it raised RuntimeError: boom in init; fix it to run 'made'\."):
         planned(["original", "made"], only={"method": "made"})
     assert {c.method for c in planned(["original", "made"], only={"method": "original"}).cells} == {"original"}
+    (plugins / "quoted.py").write_text(RAISING_PLUGINS["made.py"].replace("'made'", '"o\'made"').replace(
+        "class Made", "from unlearnbench import Unlearner\n\n\nclass Quoted"))  # a name with a quote in it
+    with pytest.raises(UserError, match=r"--only method=o'made matches no cell of grid 'tiny': Method 'o'made' in"):
+        planned(["original", "o'made"], only={"method": "o'made"})
+    assert main(["list", "--plugins", str(plugins)]) == 0  # says why a plugin file failed, not only which
+    assert (f"(failed to import: {plugins / 'broken.py'}: ModuleNotFoundError: No module named "
+            f"'a_module_that_is_not_installed')") in capsys.readouterr().out
 
 
 def test_dry_run_prints_the_plan_and_paper_grid_skips_missing_data(tmp_path, capsys):

@@ -150,7 +150,8 @@ def list_everything(plugins: list[str] | None = None) -> str:
         f"  {n:<20} {'per class' if m.cls.per_class else 'all classes':<11}  "
         f"{'reads D_r' if m.cls.uses_retain else 'no D_r':<9}  {m.cls.venue or '—':<24} {m.source}"
         for n, m in methods.items()]
-    lines += [f"  (failed to import: {e.source})" if e.kind == "import" else f"  (rejected: {e.message})"
+    lines += [f"  (failed to import: {e.source}: {e.message.splitlines()[0]})" if e.kind == "import"
+              else f"  (rejected: {e.message})"
               for e in errors]
     lines += ["metrics:"] + [f"  {n}" for n in METRICS]
     lines += ["grids:"] + [f"  {n}" for n in builtin_grids()]

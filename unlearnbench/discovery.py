@@ -54,6 +54,7 @@ class PluginError:
     message: str
     kind: str = "import"  # or "declaration": imported, but a class's name, parameters or search space are malformed
     # or "runtime": a method's __init__ or skip() raised while a run was planned
+    method: str | None = None  # the method it is about, where it names one
 
 
 def _shipped_package(name: str) -> tuple[str, Path]:
@@ -210,7 +211,7 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
         return
     problem = declaration_problem(cls, {BACKBONES.get(name).family for name in BACKBONES.names()})
     if problem:
-        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path}: {problem}", "declaration"))
+        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path}: {problem}", "declaration", cls.name))
         return
     closure = import_closure(path, folders)
     info = MethodInfo(cls.name, cls, str(path), closure_hash(path, closure), tuple(map(str, closure)))
@@ -221,15 +222,16 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
 
 
 def get_method(methods: dict[str, MethodInfo], name: str, errors: list[PluginError] = ()) -> MethodInfo:
-    """Look up a discovered method; an unknown name is a UserError with suggestions, naming the plugin files in
-    `errors` that could not be loaded (the method may be in one of them)."""
+    """Look up a discovered method; an unknown name is a UserError with suggestions. Where `errors` hold that
+    method's own error (rejected declaration, raising __init__), the error says that instead; otherwise it names the
+    plugin files whose classes are unknown (failed imports, nameless classes), as the method may be in one."""
     if name not in methods:
-        own = [e.message.splitlines()[0] for e in errors if e.message.startswith(f"Method '{name}' in ")]
-        if own:  # found, but rejected (its declaration) or failing (its __init__)
+        own = [e.message.splitlines()[0] for e in errors if e.method == name]
+        if own:
             raise UserError(f"{own[0].rstrip('.')}; fix it to run '{name}', or leave it out of the grid.")
-        broken = sorted({e.source for e in errors if e.kind != "runtime"})
-        hint = (f" ({len(broken)} plugin file{'s' * (len(broken) > 1)} could not be loaded: {', '.join(broken)}; "
-                f"`run_bench.py list` says why)" if broken else "")
+        unread = [f"{e.source} ({e.message.splitlines()[0].rstrip('.')})" for e in errors
+                  if e.kind == "import" or (e.kind == "declaration" and e.method is None)]
+        hint = f"; it may be in a plugin file that failed: {'; '.join(unread)}" if unread else ""
         raise UserError(f"Unknown method '{name}'{did_you_mean(name, methods)}; discovered: "
                         f"{', '.join(methods)}{hint}.")
     return methods[name]

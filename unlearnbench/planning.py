@@ -143,8 +143,8 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         get_method(methods, entry.name, plugin_errors)  # an unknown name: one sentence naming unloadable plugins
     made = _instances(grid, methods, plugin_errors)
     runs = grid if grid.methods == "all" else dataclasses.replace(  # without methods that cannot be made
-        grid, methods=[e for e in grid.methods if e.name in made or e.name not in methods])
-    failed = {e.message.split("'")[1]: e for e in plugin_errors if e.kind == "runtime"}
+        grid, methods=[e for e in grid.methods if e.name in made])
+    failed = {e.method: e for e in plugin_errors if e.kind == "runtime"}
     cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
     runnable, skipped, raised = [], [], {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
@@ -188,7 +188,7 @@ def _method_error(info: MethodInfo, call: str, exc: BaseException) -> PluginErro
     """The plugin error of a method whose `call` raised `exc` while the run was planned (message: one sentence,
     then the traceback)."""
     return PluginError(info.source, f"Method '{info.name}' in {info.source}: {call} raised {error_reason(exc)}.\n"
-                                    + "".join(traceback.format_exception(exc)), "runtime")
+                                    + "".join(traceback.format_exception(exc)), "runtime", info.name)
 
 
 def _dataset_method_lists(grid: Grid, cells: list[Cell], methods: dict) -> tuple[list[Cell], list]:

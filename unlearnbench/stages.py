@@ -64,8 +64,8 @@ class Stages:
     def random_model(self, seed: int) -> nn.Module:
         """ZRF's randomly initialised model, never trained, initialised from a seed derived from `seed` (the
         metric's setting) rather than from `seed` itself: `new_model(s)` for a group seed s is the initialisation of
-        that group's original and what methods draw (Bad Teacher's incompetent teacher, EU-k's fresh layers), and
-        ZRF must not score a method against a model it was fitted to."""
+        that group's original and what EU-k re-initialises its last layers to, and ZRF's reference must be
+        independent of the models it scores."""
         name = f"random-{seed}"
         if name not in self._memory:
             self._memory[name] = self.new_model(derive_seed(["zrf random model", seed])).eval()

@@ -43,8 +43,8 @@ def zrf_score(ctx: MetricContext) -> list[tuple[str, str, float]]:
     `legacy` is set.
 
     The random model is `ctx.stages.random_model(seed)`: the backbone of this (dataset, backbone, seed) group,
-    initialised from a seed derived from the `seed` setting (never an initialisation a method draws or an original
-    started from) and never trained, shared by every method and class of the group.
+    initialised from a seed derived from the `seed` setting (never an original's initialisation or the layers
+    a method draws with `task.new_model()`) and never trained, shared by every method and class of the group.
     """
     random_net = ctx.stages.random_model(int(ctx.settings["seed"]))
     rows = []
