@@ -89,10 +89,17 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
      "the default k=0 is outside its parameter_ranges (≥ 1)."),
     ("    parameters = {'k': 1}\n    parameter_ranges = {'k': 1}\n", "must be a (check, description) pair"),
     ("    parameters = {'k': None}\n    parameter_ranges = {'k': at_least(1)}\n", "the default k=None is outside"),
+    # tuning would try (and tuned.yaml keep) values every grid then refuses
+    ("    parameters = {'lr': 0.1}\n    parameter_ranges = {'lr': above(0)}\n"
+     "    search_space = {'lr': Float(-1.0, 1.0)}\n",
+     "search_space['lr'] reaches outside its parameter_ranges (finite and > 0): (-1.0, 1.0)."),
+    ("    parameters = {'m': 'a'}\n    parameter_ranges = {'m': one_of('ab')}\n"
+     "    search_space = {'m': Choice(('a', 'c'))}\n",
+     "search_space['m'] reaches outside its parameter_ranges (one of a, b)"),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
     folder = tmp_path / "plugins"
-    plugin(folder, "broken", "broken", "from unlearnbench.config import at_least\n"
+    plugin(folder, "broken", "broken", "from unlearnbench.config import above, at_least, one_of\n"
                                        "from unlearnbench.search_space import Choice, Float, Int", body)
     plugin(folder, "fine", "fine")
     methods, errors = discover([folder])

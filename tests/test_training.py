@@ -18,7 +18,7 @@ def test_recipes_resolve_from_general_to_specific():
     assert (sectioned.epochs, sectioned.lr) == (3, 0.5)  # fields for every cell; cifar10's section not applied
     with pytest.raises(UserError, match=r"Unknown key 'epoch'.*did you mean 'epochs'"):
         resolve_recipe("mnist5k", BackboneSpec("vit_tiny"), {"epoch": 3})
-    with pytest.raises(UserError, match="Unknown optimizer 'sdg'"):
+    with pytest.raises(UserError, match="A recipe's 'optimizer' must be one of sgd, adam, adamw, got 'sdg'"):
         Recipe(optimizer="sdg")
 
 

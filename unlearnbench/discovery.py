@@ -223,8 +223,8 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
 
 def get_method(methods: dict[str, MethodInfo], name: str, errors: list[PluginError] = ()) -> MethodInfo:
     """Look up a discovered method; an unknown name is a UserError with suggestions. Where `errors` hold that
-    method's own error (rejected declaration, raising __init__), the error says that instead; otherwise it names the
-    plugin files whose classes are unknown (failed imports, nameless classes), as the method may be in one."""
+    method's own error (rejected at discovery), the error says that instead; otherwise it names the plugin files
+    whose classes are unknown (failed imports, nameless classes), as the method may be in one."""
     if name not in methods:
         own = [e.message.splitlines()[0] for e in errors if e.method == name]
         if own:

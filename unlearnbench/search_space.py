@@ -127,6 +127,10 @@ def declaration_problem(cls, families: set[str]) -> str | None:
                 return f"the default {name}={defaults[name]!r}{where} is outside its parameter_ranges ({allowed})."
         for name, spec in {**cls.search_space, **cls.family_search_space.get(family, {})}.items():
             where = f" for the {family} family" if family else ""
+            fits, allowed = cls.parameter_ranges.get(name, (lambda v: True, ""))
+            ends = spec.options if isinstance(spec, Choice) else (spec.low, spec.high)
+            if not all(_holds(fits, end) for end in ends):  # tuning would try values the grid then refuses
+                return f"search_space['{name}']{where} reaches outside its parameter_ranges ({allowed}): {ends!r}."
             if not spec.contains(defaults[name]):
                 return (f"search_space['{name}']{where} does not hold the default {name}={defaults[name]!r}, which "
                         f"the first tuning trial runs.")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import above, at_least, check_ranges, from_mapping
+from .config import above, at_least, check_ranges, from_mapping, one_of
 from .data import ImageData, Split
 from .errors import UserError, did_you_mean
 from .models import BackboneSpec, evaluating
@@ -36,11 +36,8 @@ class Recipe:
     augment: bool = True
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"Unknown optimizer '{self.optimizer}'; choose one of: {', '.join(OPTIMIZERS)}.")
-        if self.schedule not in ("onecycle", "cosine", "constant"):
-            raise UserError(f"Unknown schedule '{self.schedule}'; choose onecycle, cosine or constant.")
         check_ranges(asdict(self), {
+            "optimizer": one_of(OPTIMIZERS), "schedule": one_of(("onecycle", "cosine", "constant")),
             "epochs": (lambda v: v >= 0, "≥ 0 (0: pretrained weights)"), "batch_size": at_least(1), "lr": above(0),
             "momentum": at_least(0), "weight_decay": at_least(0),
             "warmup": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of the steps)"),
