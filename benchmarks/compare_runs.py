@@ -23,8 +23,7 @@ MEASURED = {metric for _, metric, *_ in COST_COLUMNS} - {"serving_bytes"}  # tim
 
 def compare(old: pd.DataFrame, new: pd.DataFrame, metric: str, split: str) -> tuple[str, pd.DataFrame]:
     """A summary line per finding and the per-method change of `metric`'s mean on `split` (×100)."""
-    keyed = [frame.assign(params=frame["params"].fillna("{}"), forget_class=frame["forget_class"].fillna(-1))
-             for frame in (old, new)]
+    keyed = [frame.assign(forget_class=frame["forget_class"].fillna(-1)) for frame in (old, new)]  # all-class rows
     both = keyed[0].merge(keyed[1], on=IDENTITY, suffixes=("_old", "_new"), how="outer", indicator=True)
     lines = [f"rows in one run only: {int((both['_merge'] != 'both').sum())}"]
     both = both[(both["_merge"] == "both") & ~both["metric"].isin(MEASURED)]

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from unlearnbench.report.records import read_records as read_records_file
 from unlearnbench.report.names import method_order
 
 
 def read_records(folder: Path) -> pd.DataFrame:
+    """The run folder's records.csv or (as reports/ keep it) records.csv.gz, read and checked as `report` reads it."""
     for name in ("records.csv", "records.csv.gz"):
         if (folder / name).is_file():
-            return pd.read_csv(folder / name)
+            return read_records_file(folder / name)
     raise SystemExit(f"{folder} holds no records.csv or records.csv.gz.")
 
 
@@ -31,7 +33,7 @@ def figures(records: pd.DataFrame, classes: int) -> dict[str, pd.DataFrame]:
         return rows.groupby(["dataset", "backbone", "method"])["value"].agg(how)
 
     acc_r, acc_f, zrf = (100 * metric(m, "test", "mean") for m in ("acc_retain", "acc_forget", "zrf"))
-    cost = records[records.metric == "unlearn_seconds"].assign(params=lambda r: r["params"].fillna("{}"))
+    cost = records[records.metric == "unlearn_seconds"]
     group = ["dataset", "backbone", "method"]
     # seconds for the classes run: summed over a run's cells, averaged over seeds and parameter sets
     seconds = cost.groupby(group + ["seed", "params"])["value"].sum().groupby(level=group).mean()

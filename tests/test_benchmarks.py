@@ -29,12 +29,11 @@ def test_time_to_accuracy_refuses_a_malformed_recipe_override_in_one_sentence():
 
 
 def test_compare_runs_counts_the_rows_a_change_moved_and_ignores_timings(monkeypatch):
-    import pandas as pd
-
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from compare_runs import compare
+    from method_figures import read_records
 
-    old = pd.read_csv(ROOT / "reports" / "smoke-cpu" / "records.csv.gz")
+    old = read_records(ROOT / "reports" / "smoke-cpu")
     new = old.copy()
     zrf = new.index[(new.metric == "zrf") & (new.split == "test") & (new.method == "wfnet")][0]
     new.loc[zrf, "value"] += 0.03
