@@ -147,6 +147,32 @@ def test_divergence_is_recorded_and_the_last_finite_weights_are_kept(method: str
     assert torch.isfinite(model.for_class(5)(x)).all()
 
 
+def test_neggrad_plus_normalises_its_forget_batch_alone_as_the_reference_does(tiny):
+    # the reference (SCRUB's train_negrad) makes one forward pass per batch in train mode, so BatchNorm normalises
+    # the D_f(c) batch with its own statistics; one pass over both batches would mix them (rows = 2 × batch_size)
+    rows, forget_rows, inputs = [], [], []
+    forget_images = tiny.data.normalize(tiny.data.train.forget(4).images)
+
+    def record(module, args):
+        if module.training and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            rows.append(len(args[0]))
+        if module.training and args[0].dim() == 4 and args[0].shape[1] == 1 and not any(args[0] is x for x in inputs):
+            inputs.append(args[0])  # a training pass's images (the VGG and its feature block see the same tensor)
+            matches = (args[0][:, None] == forget_images[None]).flatten(2).all(2).any(1)
+            forget_rows.append(int(matches.sum()))
+
+    handle = nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        model = METHODS["neggrad_plus"].cls().unlearn(task_for(tiny, "neggrad_plus", 4, steps=3, stop_acc=-1.0,
+                                                               batch_size=16))
+    finally:
+        handle.remove()
+    assert model.diagnostics()["steps"] == 3
+    assert rows and max(rows) <= 16  # no pass holds more than one batch
+    # per step, a retain pass without class 4, then a pass of class 4 alone (a batch, or the rest of an epoch)
+    assert len(forget_rows) == 6 and forget_rows[0::2] == [0] * 3 and all(n > 0 for n in forget_rows[1::2])
+
+
 def _norm_statistics(net: nn.Module) -> list[torch.Tensor]:
     return [t.clone() for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
             for t in (m.running_mean, m.running_var)]
