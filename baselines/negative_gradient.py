@@ -1,9 +1,12 @@
 """Negative gradients (Golatkar et al.) and NegGrad+: gradient ascent on the cross-entropy of D_f(c), once per class,
 stopped when the held-out forget accuracy reaches a target or at a step budget."""
 from unlearnbench import UnlearnTask
-from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
-                                     endless_batches, finetune, held_out_forget_set)
-from unlearnbench.search_space import Float
+from ._finetuning import (FINETUNE_SPACE, FINETUNE_VIT_SPACE, FinetunedModel, FinetuningUnlearner,
+                          cross_entropy_parts, endless_batches, finetune, held_out_forget_set)
+from unlearnbench.config import one_of
+from unlearnbench.search_space import Choice, Float
+
+PASSES = ("separate", "joint")  # NegGrad+: a forward pass per batch (the reference) or one over both
 
 
 class NegativeGradient(FinetuningUnlearner):
@@ -36,10 +39,13 @@ class NegGradPlus(FinetuningUnlearner):
     thirdparty/repdistiller/helper/loops.py): minimise α·CE on a D_r(c) batch − (1−α)·CE on a D_f(c) batch, with the
     same stopping rule, step budget and divergence handling as `negative_gradient`.
 
-    As in the reference, the two batches go through two forward passes, so with `norm_statistics: batch` BatchNorm
-    normalises the forget batch with its own statistics (not those of both batches together) and updates its
-    running statistics after each pass. Departures, shared by the fine-tuning baselines here: a step budget with the
-    held-out stopping rule replaces the reference's epochs over D_r, and SGD has momentum 0.9 (the reference: none).
+    `passes: separate` (the default) is the reference's form: the two batches go through two forward passes, so
+    with `norm_statistics: batch` BatchNorm normalises the forget batch with its own statistics and updates its
+    running statistics after each pass. `passes: joint` (not in the reference) sends their concatenation through
+    one pass, so each batch is normalised with the statistics of both; tuning chooses between the two for CNNs
+    (ViTs have no BatchNorm, so the two are the same computation there). Departures, shared by the fine-tuning
+    baselines here: a step budget with the held-out stopping rule replaces the reference's epochs over D_r, and SGD
+    has momentum 0.9 (the reference: none).
     """
 
     name = "neggrad_plus"
@@ -47,8 +53,11 @@ class NegGradPlus(FinetuningUnlearner):
     paper = 'Kurmanji et al., "Towards Unbounded Machine Unlearning", arXiv 2302.09880'
     venue = "NeurIPS 2023"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
-                  "alpha": 0.9, "norm_statistics": "batch"}
-    search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99)}
+                  "alpha": 0.9, "norm_statistics": "batch", "passes": "separate"}
+    parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+                        "passes": one_of(PASSES)}
+    search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99), "passes": Choice(PASSES)}
+    family_search_space = {"vit": {**FINETUNE_VIT_SPACE, "passes": Choice(("separate",))}}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         model = task.copy_original()
@@ -59,8 +68,11 @@ class NegGradPlus(FinetuningUnlearner):
                                  f"training set without class {c}")
 
         def loss(net):
-            ce_retain = cross_entropy_parts(net, next(retain))[0]
-            ce_forget = cross_entropy_parts(net, next(forget))[0]
+            if task.params["passes"] == "joint":
+                ce_retain, ce_forget = cross_entropy_parts(net, next(retain), next(forget))
+            else:
+                ce_retain = cross_entropy_parts(net, next(retain))[0]
+                ce_forget = cross_entropy_parts(net, next(forget))[0]
             return alpha * ce_retain - (1 - alpha) * ce_forget
 
         outcome = finetune(model, loss, task, held_out=held_out_forget_set(task))

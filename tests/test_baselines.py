@@ -79,6 +79,8 @@ def tiny(mnist5k, cache) -> Stages:
     ("negative_gradient", {"steps": -1}, r"Parameter 'steps' of method 'negative_gradient' must be ≥ 0, got -1\."),
     ("finetune", {"batch_size": 0}, r"Parameter 'batch_size' of method 'finetune' must be ≥ 1, got 0\."),
     ("neggrad_plus", {"lr": 0.0}, r"Parameter 'lr' of method 'neggrad_plus' must be finite and > 0, got 0.0\."),
+    ("neggrad_plus", {"passes": "both"}, r"Parameter 'passes' of method 'neggrad_plus' must be one of separate, joint"),
+    ("neggrad_plus", {"alpha": 1.5}, r"Parameter 'alpha' of method 'neggrad_plus' must be in \[0, 1\], got 1.5\."),
     ("finetune", {"optimizer": "sgdd"}, r"'optimizer' of method 'finetune' must be one of sgd, adam, adamw"),
     ("wfnet", {"lr": -1.0}, r"Parameter 'lr' of method 'wfnet' must be finite and > 0, got -1.0\."),
     ("wfnet", {"patience": 0}, r"Parameter 'patience' of method 'wfnet' must be ≥ 1, got 0\."),
@@ -147,9 +149,10 @@ def test_divergence_is_recorded_and_the_last_finite_weights_are_kept(method: str
     assert torch.isfinite(model.for_class(5)(x)).all()
 
 
-def test_neggrad_plus_normalises_its_forget_batch_alone_as_the_reference_does(tiny):
+@pytest.mark.parametrize("passes", ["separate", "joint"])
+def test_neggrad_plus_normalises_its_forget_batch_alone_as_the_reference_does_unless_asked_to_join(passes, tiny):
     # the reference (SCRUB's train_negrad) makes one forward pass per batch in train mode, so BatchNorm normalises
-    # the D_f(c) batch with its own statistics; one pass over both batches would mix them (rows = 2 × batch_size)
+    # the D_f(c) batch with its own statistics; `passes: joint` sends both batches through one pass
     rows, forget_rows, inputs = [], [], []
     forget_images = tiny.data.normalize(tiny.data.train.forget(4).images)
 
@@ -159,18 +162,21 @@ def test_neggrad_plus_normalises_its_forget_batch_alone_as_the_reference_does(ti
         if module.training and args[0].dim() == 4 and args[0].shape[1] == 1 and not any(args[0] is x for x in inputs):
             inputs.append(args[0])  # a training pass's images (the VGG and its feature block see the same tensor)
             matches = (args[0][:, None] == forget_images[None]).flatten(2).all(2).any(1)
-            forget_rows.append(int(matches.sum()))
+            forget_rows.append((len(args[0]), int(matches.sum())))
 
     handle = nn.modules.module.register_module_forward_pre_hook(record)
     try:
         model = METHODS["neggrad_plus"].cls().unlearn(task_for(tiny, "neggrad_plus", 4, steps=3, stop_acc=-1.0,
-                                                               batch_size=16))
+                                                               batch_size=16, passes=passes))
     finally:
         handle.remove()
     assert model.diagnostics()["steps"] == 3
-    assert rows and max(rows) <= 16  # no pass holds more than one batch
-    # per step, a retain pass without class 4, then a pass of class 4 alone (a batch, or the rest of an epoch)
-    assert len(forget_rows) == 6 and forget_rows[0::2] == [0] * 3 and all(n > 0 for n in forget_rows[1::2])
+    if passes == "separate":  # per step, a retain pass without class 4, then a pass of class 4 alone
+        assert max(rows) <= 16 and len(forget_rows) == 6
+        assert [n for _, n in forget_rows[0::2]] == [0] * 3 and all(size == n for size, n in forget_rows[1::2])
+    else:  # per step, one pass holding a retain batch and a forget batch
+        assert max(rows) > 16 and len(forget_rows) == 3
+        assert all(16 < size and 0 < n < size for size, n in forget_rows)
 
 
 def _norm_statistics(net: nn.Module) -> list[torch.Tensor]:
