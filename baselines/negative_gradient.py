@@ -56,8 +56,8 @@ class NegGradPlus(FinetuningUnlearner):
                   "alpha": 0.9, "norm_statistics": "batch", "passes": "separate"}
     parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
                         "passes": one_of(PASSES)}
-    search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99), "passes": Choice(PASSES)}
-    family_search_space = {"vit": {**FINETUNE_VIT_SPACE, "passes": Choice(("separate",))}}
+    search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99)}
+    family_search_space = {"vit": FINETUNE_VIT_SPACE, "cnn": {"passes": Choice(PASSES)}}  # ViTs: no BatchNorm
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         model = task.copy_original()
