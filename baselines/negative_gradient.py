@@ -1,8 +1,8 @@
 """Negative gradients (Golatkar et al.) and NegGrad+: gradient ascent on the cross-entropy of D_f(c), once per class,
 stopped when the held-out forget accuracy reaches a target or at a step budget."""
 from unlearnbench import UnlearnTask
-from ._finetuning import (FINETUNE_SPACE, FINETUNE_VIT_SPACE, FinetunedModel, FinetuningUnlearner,
-                          cross_entropy_parts, endless_batches, finetune, held_out_forget_set)
+from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
+                          endless_batches, finetune, held_out_forget_set)
 from unlearnbench.config import one_of
 from unlearnbench.search_space import Choice, Float
 
@@ -57,7 +57,8 @@ class NegGradPlus(FinetuningUnlearner):
     parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "alpha": (lambda v: 0 <= v <= 1, "in [0, 1]"),
                         "passes": one_of(PASSES)}
     search_space = {**FINETUNE_SPACE, "alpha": Float(0.5, 0.99)}
-    family_search_space = {"vit": FINETUNE_VIT_SPACE, "cnn": {"passes": Choice(PASSES)}}  # ViTs: no BatchNorm
+    # the shared per-family spaces, plus the choice of passes on CNNs (ViTs have no BatchNorm: one computation)
+    family_search_space = {**FinetuningUnlearner.family_search_space, "cnn": {"passes": Choice(PASSES)}}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
         model = task.copy_original()

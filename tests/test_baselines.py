@@ -179,6 +179,13 @@ def test_neggrad_plus_normalises_its_forget_batch_alone_as_the_reference_does_un
         assert all(16 < size and 0 < n < size for size, n in forget_rows)
 
 
+def test_neggrad_plus_searches_its_passes_on_cnns_only_and_keeps_the_shared_spaces():
+    method = METHODS["neggrad_plus"].cls()
+    cnn, vit = method.space(CNN), method.space(VIT)
+    assert cnn["passes"].options == ("separate", "joint") and "passes" not in vit  # ViTs: no BatchNorm
+    assert vit["norm_statistics"].options == ("batch",) and vit["lr"].high == 1e-2  # the fine-tuning ViT space
+
+
 def _norm_statistics(net: nn.Module) -> list[torch.Tensor]:
     return [t.clone() for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
             for t in (m.running_mean, m.running_var)]
