@@ -363,6 +363,46 @@ def test_a_test_per_class_subset_is_seeded_stratified_and_named(tmp_path):
         parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 0}], "backbones": ["resnet18"]})
 
 
+def test_validation_from_the_test_images_the_evaluation_subset_leaves(tmp_path):
+    """`val_from: test` (originals pretrained on the whole training set, as on ImageNet, have seen every training
+    image): validation is the test images outside the `test_per_class` subset, disjoint from it and from training,
+    and the training split stays whole. It changes the training split, so stage models key apart; it is named."""
+    from unlearnbench.execution import stage_dataset_key
+    from unlearnbench.grid import DatasetEntry, parse_grid
+    from unlearnbench.report.paper import full_dataset_name
+
+    _write_tree(tmp_path / "tree", per_class=6)
+
+    def load(**options):
+        return load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c", val_fraction=0.25,
+                            options=options)
+
+    whole, carved = load(), load(test_per_class=2)
+    held_out = load(test_per_class=2, val_from="test")
+    assert len(whole.train) + len(whole.val) == len(held_out.train) == 18  # nothing carved from training
+    assert torch.equal(held_out.test.images, carved.test.images)  # the same evaluation subset
+    assert torch.bincount(held_out.val.labels).tolist() == [4, 4, 4]
+
+    def rows(split):
+        return {tuple(img.flatten().tolist()) for img in split.images}
+    assert rows(held_out.val) | rows(held_out.test) == rows(whole.test)
+    assert not rows(held_out.val) & rows(held_out.test) and not rows(held_out.val) & rows(held_out.train)
+    capped = load(test_per_class=2, val_from="test", val_per_class=3)
+    assert torch.bincount(capped.val.labels).tolist() == [3, 3, 3] and rows(capped.val) <= rows(held_out.val)
+
+    grid = parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 5, "val_from": "test"}],
+                       "backbones": ["resnet18"]})
+    assert grid.datasets[0].label == "imagenet-valfromtest-test5perclass"
+    assert full_dataset_name(grid.datasets[0].label) == "imagenet"
+    assert stage_dataset_key(grid.datasets[0]) != stage_dataset_key(DatasetEntry("imagenet", (("test_per_class", 5),)))
+    for entry, said in [({"val_from": "val", "test_per_class": 5}, "'val_from' of dataset 'imagenet' in .* one of train, test"),
+                        ({"val_from": "test"}, "'val_from: test' of dataset 'imagenet' in .*needs 'test_per_class'")]:
+        with pytest.raises(UserError, match=said):
+            parse_grid({"name": "t", "datasets": [{"name": "imagenet", **entry}], "backbones": ["resnet18"]})
+        with pytest.raises(UserError, match=said.replace(" in .*", ".*").replace("imagenet", "imagefolder")):
+            load(**{k: (2 if k == "test_per_class" else v) for k, v in entry.items()})
+
+
 def test_an_evaluation_subset_shares_its_stage_models_with_the_whole_test_set():
     """`test_per_class` changes which images are evaluated, not what is trained: the stage models' cache key leaves
     it out (a grid without it keys them as before), while the training subset stays in it."""

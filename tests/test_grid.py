@@ -222,7 +222,7 @@ def test_a_datasets_methods_list_runs_only_those_there_and_skips_the_rest_once_p
     assert parse_grid(_grid_dict(grid)) == grid and "dataset_methods" not in _grid_dict(load_grid("smoke"))
 
     paper = load_grid("paper")
-    assert paper.dataset_methods == {"imagenet-test5perclass-traineval10perclass": ("original", "wfnet")}
+    assert paper.dataset_methods == {"imagenet-valfromtest-test5perclass-traineval10perclass": ("original", "wfnet")}
     for bad, words in (("wfnet", "must be a non-empty list"), ([], "must be a non-empty list"),
                        (["wfnett"], "dataset 'mnist5k-50perclass' in the grid name wfnett, which the grid does not "
                                     "run .did you mean 'wfnet'"),

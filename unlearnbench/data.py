@@ -276,6 +276,7 @@ def images_on_disk(name: str, decodes_to_file: bool, storage: str, budget: int, 
 
 
 DEFAULT_VAL_FRACTION = 0.1  # of each class of the training split, carved out as the validation split
+VAL_SOURCES = ("train", "test")  # where the validation split comes from (`val_from`)
 
 
 def load_dataset(
@@ -292,14 +293,19 @@ def load_dataset(
 
     Options besides the loader's: `train_per_class` (a training subset), `val_per_class` (a subset of the carved
     validation split, what stopping rules and tuning score), `test_per_class` (an evaluation subset of the test split), `train_eval_per_class` (an evaluation subset of the training split, what metrics read as
-    'train'), `storage` (auto | memory | disk) and `memory_budget_gb`: a dataset whose decoded images exceed the
-    budget is read from its decoded file batch by batch (auto), so memory stays bounded whatever its size."""
+    'train'), `val_from` ('train': validation is carved from the training split, the default; 'test': it is the
+    test images outside the `test_per_class` subset and the training split stays whole, for originals pretrained
+    on the whole training set, whose training images are not held out), `storage` (auto | memory | disk) and
+    `memory_budget_gb`: a dataset whose decoded images exceed the budget is read from its decoded file batch by
+    batch (auto), so memory stays bounded whatever its size."""
     info = DATASETS.get(name)
     options = dict(options or {})
     per_class = options.pop("train_per_class", None)  # a training subset, applied after the validation carve
     val_per_class = options.pop("val_per_class", None)  # a validation subset, taken from the carve (mini: 100 a class)
     test_per_class = options.pop("test_per_class", None)  # an evaluation subset (the paper's ImageNet: 5 a class)
     train_eval_per_class = options.pop("train_eval_per_class", None)  # Table 1's training columns on ImageNet
+    val_from = options.pop("val_from", "train")
+    check_val_source(name, val_from, test_per_class)
     storage = options.pop("storage", "auto")
     budget = memory_budget_bytes(options)  # the option stays for the loader: it decodes in chunks within it
     images_on_disk(name, info.decodes_to_file, storage, budget, 0)  # a bad storage value fails before decoding
@@ -309,14 +315,19 @@ def load_dataset(
         raise UserError(problem)
     raw = info.load(source)
     train_labels, test_labels = np.asarray(raw.train_labels), np.asarray(raw.test_labels)
-    kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
-    if per_class:
-        kept = per_class_subset(kept, train_labels, per_class, SPLIT_SEED)
-    if val_per_class:
-        carved = per_class_subset(carved, train_labels, val_per_class, SPLIT_SEED)
     tested = np.arange(len(test_labels))
     if test_per_class:
         tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)
+    if val_from == "test":  # held out from every model: the test images the evaluation subset leaves
+        kept, carved = np.arange(len(train_labels)), np.setdiff1d(np.arange(len(test_labels)), tested)
+        val_images, val_labels = raw.test_images, test_labels
+    else:
+        kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
+        val_images, val_labels = raw.train_images, train_labels
+    if per_class:
+        kept = per_class_subset(kept, train_labels, per_class, SPLIT_SEED)
+    if val_per_class:
+        carved = per_class_subset(carved, val_labels, val_per_class, SPLIT_SEED)
     on_file = info.decodes_to_file and isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
     row_bytes = int(np.prod(raw.train_images.shape[1:]))
     on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)
@@ -328,12 +339,22 @@ def load_dataset(
         std=tuple(raw.std),
         augment=raw.augment,
         train=make(raw.train_images, train_labels, kept),
-        val=make(raw.train_images, train_labels, carved),
+        val=make(val_images, val_labels, carved),
         test=make(raw.test_images, test_labels, tested),
         train_eval=None if not train_eval_per_class else make(
             raw.train_images, train_labels, per_class_subset(kept, train_labels, train_eval_per_class, SPLIT_SEED)),
     )
     return data.to(device)
+
+
+def check_val_source(name: str, val_from, test_per_class, where: str = "") -> None:
+    """`val_from` is 'train' or 'test', and 'test' needs an evaluation subset to leave images for validation."""
+    if val_from not in VAL_SOURCES:
+        raise UserError(f"'val_from' of dataset '{name}'{where} must be one of {', '.join(VAL_SOURCES)}, "
+                        f"got {val_from!r}.")
+    if val_from == "test" and not test_per_class:
+        raise UserError(f"'val_from: test' of dataset '{name}'{where} takes validation from the test images outside "
+                        f"the evaluation subset, so it needs 'test_per_class' (the paper's ImageNet: 5).")
 
 
 def _memory_split(images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> Split:

@@ -87,13 +87,16 @@ class DatasetSizes:
         classes = dataset_classes(dataset.name, data_root, cache, options)
         if n_train is None or n_test is None or shape is None or not classes:
             return None
-        val = round(val_fraction * n_train)
-        train = n_train - val
+        test = min(n_test, classes * options["test_per_class"]) if options.get("test_per_class") else n_test
+        if options.get("val_from") == "test":  # the test images outside the evaluation subset; train stays whole
+            val, train = n_test - test, n_train
+        else:
+            val = round(val_fraction * n_train)
+            train = n_train - val
         if options.get("val_per_class"):
             val = min(val, classes * options["val_per_class"])
         if options.get("train_per_class"):
             train = min(train, classes * options["train_per_class"])
-        test = min(n_test, classes * options["test_per_class"]) if options.get("test_per_class") else n_test
         train_eval = min(train, classes * options.get("train_eval_per_class", 0))
         return cls(classes, train, val, test, train_eval, tuple(shape))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, check_like_default, from_mapping, read_yaml
-from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, memory_budget_bytes
+from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, check_val_source, memory_budget_bytes
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean, error_reason
 from .models import BACKBONES, BackboneSpec
@@ -48,11 +48,12 @@ class DatasetEntry:
     def label(self) -> str:
         """The name in records and tables; a training subset is named, e.g. `mnist-1000perclass`, and so are the
         validation and evaluation subsets: `mnist-400perclass-val100perclass`, `imagenet-test5perclass`,
-        `imagenet-traineval10perclass`."""
+        `imagenet-traineval10perclass`, and validation taken from the test images: `imagenet-valfromtest-…`."""
         options = self.options_dict
         train, val, test = (options.get(f"{split}_per_class") for split in ("train", "val", "test"))
         train_eval = options.get("train_eval_per_class")
         return (self.name + (f"-{train}perclass" if train else "") + (f"-val{val}perclass" if val else "")
+                + ("-valfromtest" if options.get("val_from") == "test" else "")
                 + (f"-test{test}perclass" if test else "") + (f"-traineval{train_eval}perclass" if train_eval else ""))
 
 
@@ -245,13 +246,14 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
         raise UserError(f"A dataset in {where} must be a name or a mapping with a 'name' string, got {value!r}.")
     DATASETS.get(value["name"])
     check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "val_per_class", "test_per_class",
-                       "train_eval_per_class", "storage", "memory_budget_gb", "methods"),
+                       "train_eval_per_class", "val_from", "storage", "memory_budget_gb", "methods"),
                f"dataset '{value['name']}' of {where}")
     for key in ("train_per_class", "val_per_class", "test_per_class", "train_eval_per_class"):
         per_class = value.get(key)
         if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
             raise UserError(f"'{key}' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "
                             f"got {per_class!r}.")
+    check_val_source(value["name"], value.get("val_from", "train"), value.get("test_per_class"), f" in {where}")
     if value.get("storage", "auto") not in STORAGES:
         raise UserError(f"'storage' of dataset '{value['name']}' in {where} must be one of {', '.join(STORAGES)}, "
                         f"got {value['storage']!r}.")

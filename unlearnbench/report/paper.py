@@ -125,8 +125,9 @@ def _paper_text(value: float, digits: int) -> str:
 
 def full_dataset_name(label: str) -> str:
     """The dataset a label names, without its subset suffixes (`mnist-1000perclass`,
-    `mnist-400perclass-val100perclass`, `imagenet-test5perclass` → `mnist`, `imagenet`)."""
-    return re.sub(r"(-\d+perclass)?(-val\d+perclass)?(-test\d+perclass)?(-traineval\d+perclass)?$", "", label)
+    `mnist-400perclass-val100perclass`, `imagenet-valfromtest-test5perclass` → `mnist`, `imagenet`)."""
+    return re.sub(r"(-\d+perclass)?(-val\d+perclass)?(-valfromtest)?(-test\d+perclass)?(-traineval\d+perclass)?$", "",
+                  label)
 
 
 def _cap_mismatch(caps: tuple[float, ...], paper_cap: int, column: str) -> str:
