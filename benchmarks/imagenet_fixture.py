@@ -83,7 +83,10 @@ def main() -> None:
     from safetensors.torch import save_file
 
     grid = load_grid(str(args.grid))
-    data = load_dataset("imagenet", root=args.out, cache_dir=args.cache_dir, val_fraction=grid.val_fraction)
+    # the grid's own splits: with `val_from: test` the weights learn every training image, as ImageNet's do
+    entry = next(d for d in grid.datasets if d.name == "imagenet")
+    data = load_dataset("imagenet", root=args.out, cache_dir=args.cache_dir, val_fraction=grid.val_fraction,
+                        options=entry.options_dict)
     recipe = Recipe(epochs=args.epochs, batch_size=32, lr=0.05)
     for spec in grid.backbones:
         target = args.out / "weights" / f"{spec.name}.safetensors"
