@@ -390,8 +390,12 @@ def test_validation_from_the_test_images_the_evaluation_subset_leaves(tmp_path):
     capped = load(test_per_class=2, val_from="test", val_per_class=3)
     assert torch.bincount(capped.val.labels).tolist() == [3, 3, 3] and rows(capped.val) <= rows(held_out.val)
 
-    grid = parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 5, "val_from": "test"}],
-                       "backbones": ["resnet18"]})
+    with pytest.raises(UserError, match="leaves class 'ant' no validation image.*test_per_class: 6"):
+        load(test_per_class=6, val_from="test")  # every test image evaluated: none left to validate on
+
+    grid = parse_grid({"name": "t", "datasets": [{"name": "imagenet", "test_per_class": 5, "val_from": "test"},
+                                                 {"name": "mnist", "val_from": "train"}], "backbones": ["resnet18"]})
+    assert grid.datasets[1] == DatasetEntry("mnist")  # the default, keyed and named as when left out
     assert grid.datasets[0].label == "imagenet-valfromtest-test5perclass"
     assert full_dataset_name(grid.datasets[0].label) == "imagenet"
     assert stage_dataset_key(grid.datasets[0]) != stage_dataset_key(DatasetEntry("imagenet", (("test_per_class", 5),)))

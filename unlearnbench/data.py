@@ -321,6 +321,11 @@ def load_dataset(
     if val_from == "test":  # held out from every model: the test images the evaluation subset leaves
         kept, carved = np.arange(len(train_labels)), np.setdiff1d(np.arange(len(test_labels)), tested)
         val_images, val_labels = raw.test_images, test_labels
+        bare = sorted(set(np.unique(test_labels).tolist()) - set(test_labels[carved].tolist()))
+        if bare:
+            raise UserError(f"'val_from: test' of dataset '{name}' leaves class {raw.classes[bare[0]]!r} no "
+                            f"validation image: its test images all go to the evaluation subset (test_per_class: "
+                            f"{test_per_class}); lower test_per_class or use val_from: train.")
     else:
         kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
         val_images, val_labels = raw.train_images, train_labels

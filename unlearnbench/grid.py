@@ -273,7 +273,9 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if "augment" in value and value["augment"] not in AUGMENTATIONS:
         raise UserError(f"'augment' of dataset '{value['name']}' in {where} must be one of "
                         f"{', '.join(AUGMENTATIONS)}, got {value['augment']!r}.")
-    options = tuple(sorted((k, v) for k, v in value.items() if k not in ("name", "methods")))
+    # `val_from: train` is the default: dropped, so that it keys and names the dataset as leaving it out does
+    options = tuple(sorted((k, v) for k, v in value.items()
+                           if k not in ("name", "methods") and (k, v) != ("val_from", "train")))
     return DatasetEntry(value["name"], options)
 
 
