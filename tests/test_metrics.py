@@ -203,6 +203,26 @@ def test_relearn_is_capped_at_100_epochs_of_500_samples_for_a_model_that_cannot_
     assert net.trained_on == 100 * 500
 
 
+def test_relearn_draws_dropout_from_its_own_seed_and_leaves_the_global_rng_as_it_found_it(stages):
+    """Dropout (ImageNet's VGG-16) draws from the global RNG while relearning: the same cell relearns to the same
+    weights whatever state earlier work left that RNG in, and the RNG is given back untouched."""
+    class Dropped(MaskedLinear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.linear(F.dropout(x.flatten(1), 0.5, self.training)) + self.mask
+
+    torch.manual_seed(0)
+    first = Dropped(5)
+    second = copy.deepcopy(first)
+    weights = []
+    for net, state in ((first, 1), (second, 2)):
+        torch.manual_seed(state)  # what a worker's earlier cells left behind
+        before = torch.get_rng_state()
+        compute("relearn", InPlace(net, 5), 5, stages, max_epochs=2)
+        assert torch.equal(torch.get_rng_state(), before)
+        weights.append(net.linear.weight.detach().clone())
+    assert torch.equal(*weights)
+
+
 def test_relearn_of_frozen_weights_is_capped(stages):
     class Frozen(SingleClassModel):
         def trainable_copy(self, forget_class: int) -> nn.Module:

@@ -162,12 +162,18 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
     if s["freeze_batchnorm_stats"]:
         net = FrozenNormStatistics(net)
     seed = derive_seed([s["seed"], ctx.stages.seed, ctx.forget_class], bits=63)
-    result = relearn_time(
-        net,
-        epoch_sampler(ctx.data, ctx.data.train, int(s["samples_per_epoch"]), int(s["batch_size"]), seed),
-        lambda model: accuracy(predict_logits(model, ctx.data, forget), forget.labels),
-        target,
-        lr=float(s["lr"]), optimizer=s["optimizer"], momentum=float(s["momentum"]), max_epochs=int(s["max_epochs"]),
-    )
+    device = ctx.data.device
+    # dropout in train mode (ImageNet's VGG-16) draws from the global RNG: seeded here, and restored after, so its
+    # draws depend on the cell alone, not on what the worker ran before (a stage model built mid-cell reseeds it)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        result = relearn_time(
+            net,
+            epoch_sampler(ctx.data, ctx.data.train, int(s["samples_per_epoch"]), int(s["batch_size"]), seed),
+            lambda model: accuracy(predict_logits(model, ctx.data, forget), forget.labels),
+            target,
+            lr=float(s["lr"]), optimizer=s["optimizer"], momentum=float(s["momentum"]),
+            max_epochs=int(s["max_epochs"]),
+        )
     curve = [(split, f"relearn_curve_{epoch}", value) for epoch, value in enumerate(result.curve)]
     return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned)), *curve]
