@@ -84,7 +84,9 @@ def main() -> None:
 
     grid = load_grid(str(args.grid))
     # the grid's own splits: with `val_from: test` the weights learn every training image, as ImageNet's do
-    entry = next(d for d in grid.datasets if d.name == "imagenet")
+    entry = next((d for d in grid.datasets if d.name == "imagenet"), None)
+    if entry is None:
+        raise SystemExit(f"{args.grid} has no imagenet dataset: the fixture is written for one.")
     data = load_dataset("imagenet", root=args.out, cache_dir=args.cache_dir, val_fraction=grid.val_fraction,
                         options=entry.options_dict)
     recipe = Recipe(epochs=args.epochs, batch_size=32, lr=0.05)

@@ -399,12 +399,12 @@ def test_validation_from_the_test_images_the_evaluation_subset_leaves(tmp_path):
     assert grid.datasets[0].label == "imagenet-valfromtest-test5perclass"
     assert full_dataset_name(grid.datasets[0].label) == "imagenet"
     assert stage_dataset_key(grid.datasets[0]) != stage_dataset_key(DatasetEntry("imagenet", (("test_per_class", 5),)))
-    for entry, said in [({"val_from": "val", "test_per_class": 5}, "'val_from' of dataset 'imagenet' in .* one of train, test"),
-                        ({"val_from": "test"}, "'val_from: test' of dataset 'imagenet' in .*needs 'test_per_class'")]:
-        with pytest.raises(UserError, match=said):
-            parse_grid({"name": "t", "datasets": [{"name": "imagenet", **entry}], "backbones": ["resnet18"]})
-        with pytest.raises(UserError, match=said.replace(" in .*", ".*").replace("imagenet", "imagefolder")):
-            load(**{k: (2 if k == "test_per_class" else v) for k, v in entry.items()})
+    for options, said in [({"val_from": "val", "test_per_class": 2}, "'val_from' of dataset '{}'{} must be one of train, test"),
+                          ({"val_from": "test"}, "'val_from: test' of dataset '{}'{} takes .*needs 'test_per_class'")]:
+        with pytest.raises(UserError, match=said.format("imagenet", " in the grid")):
+            parse_grid({"name": "t", "datasets": [{"name": "imagenet", **options}], "backbones": ["resnet18"]})
+        with pytest.raises(UserError, match=said.format("imagefolder", "")):
+            load(**options)
 
 
 def test_an_evaluation_subset_shares_its_stage_models_with_the_whole_test_set():

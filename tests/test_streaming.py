@@ -194,13 +194,14 @@ def test_decoding_a_tree_holds_one_chunk_of_half_the_budget_at_a_time(tmp_path):
 def test_the_plan_counts_a_trees_images_as_loading_splits_them(tree, tmp_path):
     from unlearnbench.estimates import DatasetSizes
 
-    options = {"test_per_class": 2, "train_eval_per_class": 3}
-    entry = parse_grid({"datasets": [{"name": "imagefolder", "path": str(tree), **options}],
-                        "backbones": ["vgg16"]}, "t").datasets[0]
-    sizes = DatasetSizes.of(entry, 0.1, None, tmp_path)
-    data = load_dataset("imagefolder", cache_dir=tmp_path, options={"path": str(tree), **options})
-    assert (sizes.classes, sizes.train, sizes.val, sizes.test, sizes.train_eval, sizes.shape) == (
-        4, len(data.train), len(data.val), len(data.test), len(data.split("train")), (16, 16, 3))
+    for options in ({"test_per_class": 2, "train_eval_per_class": 3},
+                    {"test_per_class": 2, "train_eval_per_class": 3, "val_from": "test"}):  # validation from test
+        entry = parse_grid({"datasets": [{"name": "imagefolder", "path": str(tree), **options}],
+                            "backbones": ["vgg16"]}, "t").datasets[0]
+        sizes = DatasetSizes.of(entry, 0.1, None, tmp_path)
+        data = load_dataset("imagefolder", cache_dir=tmp_path, options={"path": str(tree), **options})
+        assert (sizes.classes, sizes.train, sizes.val, sizes.test, sizes.train_eval, sizes.shape) == (
+            4, len(data.train), len(data.val), len(data.test), len(data.split("train")), (16, 16, 3)), options
     mnist = DatasetSizes.of(parse_grid({"datasets": ["mnist5k"], "backbones": ["vgg16"]}, "t").datasets[0],
                             0.1, None, tmp_path)
     whole = load_dataset("mnist5k")
