@@ -457,3 +457,56 @@ def test_cache_keys_tell_apart_the_files_a_dataset_reads_and_the_weights_a_backb
         torch.save(build_backbone(BackboneSpec("vgg16", 0.0625), 10, 1, 28).state_dict(), weights)
         keys.append(backbone_key(spec))
     assert keys[0]["pretrained_sha256"] != keys[1]["pretrained_sha256"] and keys[0]["name"] == "vgg16"
+
+
+def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_data_root(tmp_path):
+    """Other images written into the same tree, and other weights in <data-root>/weights/ (what an epochs-0
+    recipe's original loads), key cells and stage models apart, and the original is the file now there: both kept
+    their earlier keys before, so the cache served results of the images and weights replaced."""
+    import os
+
+    from safetensors.torch import save_file
+
+    from unlearnbench.data import _IDENTITIES
+    from unlearnbench.models import BackboneSpec, build_backbone
+    from unlearnbench.planning import RunOptions, cell_key, metric_names, plan
+    from unlearnbench.stages import Stages
+    from unlearnbench.store import Cache
+    from unlearnbench.training import resolve_recipe
+
+    root, spec = tmp_path / "root", BackboneSpec("vgg16", 0.0625)
+    _write_tree(root, per_class=2, size=32)
+    (root / "weights").mkdir()
+    grid = parse_grid({"name": "t", "datasets": ["imagefolder"], "backbones": [{"name": "vgg16", "width": 0.0625}],
+                       "methods": ["original"], "forget_classes": [0], "recipe": {"epochs": 0}})
+    data = load_dataset("imagefolder", root=root, cache_dir=tmp_path / "c")
+    recipe = resolve_recipe("imagefolder", spec, {"epochs": 0})
+
+    def write_weights(seed):
+        torch.manual_seed(seed)
+        weights = build_backbone(spec, 3, 3, 32).state_dict()
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(root / "weights" / "vgg16.safetensors"))
+        return weights
+
+    def keys():  # as a later run, in a process of its own, makes them
+        _IDENTITIES.clear()
+        p = plan(grid, RunOptions(data_root=root, cache_dir=tmp_path / "c", device="cpu"))
+        cell = p.cells[0]
+        stages = Stages(data, {"files": p.files[cell.dataset]}, spec, recipe, 0, Cache(tmp_path / "c"), root,
+                        log=lambda *_: None)
+        return (cell_key(cell, grid, p.methods[cell.method], metric_names(grid), p.device, p.files[cell.dataset]),
+                stages.key("original"), stages)
+
+    first = write_weights(1)
+    cell_a, stage_a, stages = keys()
+    assert all(torch.equal(v, first[k]) for k, v in stages.original().state_dict().items())
+    second = write_weights(2)
+    cell_b, stage_b, stages = keys()
+    assert cell_b != cell_a and stage_b != stage_a
+    assert all(torch.equal(v, second[k]) for k, v in stages.original().state_dict().items())
+    image = root / "train" / "ant" / "0.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)  # other pixels, in place
+    later = image.stat().st_mtime_ns + 10**9
+    os.utime(image, ns=(later, later))
+    cell_c, stage_c, _ = keys()
+    assert cell_c != cell_b and stage_c != stage_b

@@ -21,6 +21,7 @@ from .grid import SEED_LIMIT, Cell, Grid, expand
 from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
+from .stages import with_local_weights
 from .store import Cache, code_hash, stable_hash, versions
 from .training import PRECISION_VARIABLE, compute_setting, resolve_recipe
 
@@ -146,6 +147,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         grid, methods=[e for e in grid.methods if e.name in made])
     failed = {e.method: e for e in plugin_errors if e.kind == "runtime"}
     cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
+    cells = _with_local_weights(cells, grid, root)
     runnable, skipped, raised = [], [], {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
@@ -169,6 +171,17 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             runnable.append(cell)
     files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
     return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files)
+
+
+def _with_local_weights(cells: list[Cell], grid: Grid, root: Path | None) -> list[Cell]:
+    """`cells` with each backbone naming the weights file under <data-root>/weights/ that its 0-epoch recipe loads
+    (stages.with_local_weights): the file's contents are then in the cell's and its stage models' keys."""
+    backbones = {}
+    for cell in cells:
+        if (cell.dataset.name, cell.backbone) not in backbones:
+            epochs = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs
+            backbones[cell.dataset.name, cell.backbone] = with_local_weights(cell.backbone, epochs, root)
+    return [dataclasses.replace(c, backbone=backbones[c.dataset.name, c.backbone]) for c in cells]
 
 
 def _instances(grid: Grid, methods: dict[str, MethodInfo], errors: list) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
@@ -24,11 +25,10 @@ class Stages:
     def __init__(self, data: ImageData, dataset_key: dict, backbone: BackboneSpec, recipe: Recipe, seed: int,
                  cache: Cache, data_root: str | Path | None = None, progress: bool = False, log=print) -> None:
         self.data = data
-        self.backbone = backbone
+        self.backbone = backbone = with_local_weights(backbone, recipe.epochs, data_root)
         self.recipe = recipe
         self.seed = seed
         self.cache = cache
-        self.data_root = Path(data_root) if data_root else None
         self.progress = progress
         self.log = log
         self._key_base = {
@@ -83,7 +83,8 @@ class Stages:
     def stage(self, kind: str, forget_class: int | None, replicate: int = 0) -> tuple[nn.Module, dict | None]:
         """A stage model ('original', or 'retrained' for `forget_class`, of seed replicate `replicate`) and, when
         this call did not train it (a cache or memory hit), what its training cost, so a method that takes it
-        ready-made can be charged."""
+        ready-made can be charged; with `waited_seconds` where this call waited while another process trained it
+        (time the caller's meter must not count besides the charge)."""
         name = (kind if forget_class is None else f"{kind}-{forget_class}") + (f"-r{replicate}" if replicate else "")
         if name in self._memory:
             return self._memory[name], self._costs[name]
@@ -92,16 +93,21 @@ class Stages:
         if replicate:
             seed = derive_seed([seed, "replicate", replicate])
         model = self.new_model(seed if replicate else None)
-        meta = self.cache.load_model(kind, key, model)
+        meta, waited = self.cache.load_model(kind, key, model), 0.0
         if meta is None:  # train under the model's lock: a worker that waited for another's finds it cached
+            start = time.perf_counter()
             with self.cache.model_lock(kind, key):
                 meta = self.cache.load_model(kind, key, model)
                 if meta is None:
                     self._train_stage(name, kind, key, model, forget_class, seed)
+                else:
+                    waited = time.perf_counter() - start
         charge = None
         if meta is not None:
             model.eval()
             self._costs[name] = charge = meta.get("cost", {})
+            if waited:  # this call's own: the caller's meter ran while another process trained the model
+                charge = {**charge, "waited_seconds": waited}
         for p in model.parameters():
             p.requires_grad_(False)
         self._memory[name] = model
@@ -131,13 +137,19 @@ class Stages:
     def _load_pretrained(self, model: nn.Module) -> None:
         from .models import load_weights
 
-        if self.backbone.pretrained:
-            load_weights(model, self.backbone.pretrained)
-            return
-        candidates = [self.data_root / "weights" / f"{self.backbone.name}{s}" for s in WEIGHT_SUFFIXES] if self.data_root else []
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
+        if not self.backbone.pretrained:  # (with_local_weights found no file under <data-root>/weights/)
             raise UserError(f"The {self.data.name} recipe trains 0 epochs, so {self.backbone.label} needs pretrained "
                             f"weights: set 'pretrained' on the backbone or put {self.backbone.name}.safetensors under "
                             f"<data-root>/weights/.")
-        load_weights(model, found)
+        load_weights(model, self.backbone.pretrained)
+
+
+def with_local_weights(backbone: BackboneSpec, epochs: int, data_root: str | Path | None) -> BackboneSpec:
+    """`backbone` as a recipe of `epochs` epochs uses it: where that is 0 and it names no `pretrained` file, naming
+    the one under <data-root>/weights/ (<name>.safetensors, .pth or .pt) that its original loads, so that the file's
+    contents key the stage models and cells built on it (`backbone_key`); otherwise (or with no such file) as is."""
+    if epochs != 0 or backbone.pretrained or data_root is None:
+        return backbone
+    found = next((p for p in (Path(data_root) / "weights" / f"{backbone.name}{s}" for s in WEIGHT_SUFFIXES)
+                  if p.is_file()), None)
+    return dataclasses.replace(backbone, pretrained=str(found)) if found else backbone

@@ -63,14 +63,8 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
     if not samples:
         raise DataFileError(f"Image folder {folder} holds no class folder with images.")
-    total, newest = 0, 0.0
-    for path, _ in samples:  # the sum and the newest, not 1.28 M stat results held at once
-        stat = os.stat(path)
-        total, newest = total + stat.st_size, max(newest, stat.st_mtime)
-    key = stable_hash({
-        "folder": str(folder.resolve()), "n": len(samples), "bytes": total, "mtime": newest, "size": image_size,
-        "crop": center_crop,
-    })
+    key = stable_hash({"folder": str(folder.resolve()), **folder_signature(folder), "size": image_size,
+                       "crop": center_crop})
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
@@ -95,6 +89,22 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise DataFileError(f"The decoded image cache {images_file} does not match {folder}; delete it to decode "
                             f"the images again.")
     return images, labels, classes
+
+
+def folder_signature(folder: Path) -> dict:
+    """{'n': image files, 'bytes': their total size, 'mtime': the newest one's modification time} of the files
+    torchvision's make_dataset reads under `folder`/<class>/: what says the images changed, in the decoded cache's
+    key and the dataset's identity (a stat a file)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    n, total, newest = 0, 0, 0.0
+    for entry in sorted(e.path for e in os.scandir(folder) if e.is_dir()):
+        for root, _, names in os.walk(entry, followlinks=True):
+            for name in names:  # the count, sum and newest, not 1.28 M stat results held at once
+                if name.lower().endswith(IMG_EXTENSIONS):
+                    stat = os.stat(os.path.join(root, name))
+                    n, total, newest = n + 1, total + stat.st_size, max(newest, stat.st_mtime)
+    return {"n": n, "bytes": total, "mtime": newest}
 
 
 def _stack(decoded: list[np.ndarray], row_shape: tuple, folder: Path) -> np.ndarray:
@@ -153,10 +163,12 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         return sum(1 for e in os.scandir(train_dir) if e.is_dir())
 
     def identity(source: DataSource) -> dict:
-        """The tree's resolved place and its class folders (one directory scan)."""
+        """The tree's resolved place, its class folders and the signature of each split's images (folder_signature:
+        a stat a file), so that other images in the same place key other cells and stage models."""
         tree = _tree_path(source, subfolder).resolve()
-        train_dir, _ = tree_splits(tree)
-        return {"tree": str(tree), "classes": sorted(e.name for e in os.scandir(train_dir) if e.is_dir())}
+        train_dir, test_dir = tree_splits(tree)
+        return {"tree": str(tree), "classes": sorted(e.name for e in os.scandir(train_dir) if e.is_dir()),
+                **{split: folder_signature(d) for split, d in (("train", train_dir), ("test", test_dir))}}
 
     def count_images(source: DataSource) -> tuple[int, int, tuple | None]:
         """(training images, test images, decoded shape) from a scan of the tree's file names; the shape is the
