@@ -69,3 +69,43 @@ def test_cuda_peak_is_the_extra_allocation_and_survives_nesting():
         pass
     assert idle.peak_memory_bytes == 0
     del held_cuda, kept
+
+
+def test_a_wait_while_another_process_trains_a_charged_model_is_not_charged_on_top(tmp_path, shared_cache):
+    """A retrain cell whose retrained model another process is training waits on that model's lock, then takes it
+    from the cache: its unlearning seconds are the training's recorded cost, not that plus the wait (before: both)."""
+    import dataclasses
+    import threading
+
+    from unlearnbench.data import load_dataset
+    from unlearnbench.discovery import discover
+    from unlearnbench.execution import unlearn_cell
+    from unlearnbench.grid import Cell, DatasetEntry
+    from unlearnbench.models import BackboneSpec
+    from unlearnbench.stages import Stages
+    from unlearnbench.store import Cache
+    from unlearnbench.training import resolve_recipe
+
+    data, spec = load_dataset("mnist5k", cache_dir=shared_cache), BackboneSpec("vgg16", 0.0625)
+    stages = Stages(data, dataclasses.asdict(DatasetEntry("mnist5k")), spec,
+                    resolve_recipe("mnist5k", spec, {"epochs": 1}), 0, Cache(tmp_path / "c"), log=lambda *_: None)
+    key, recorded = stages.key("retrained", forget_class=0), {"wall_seconds": 7.0, "device_seconds": 7.0,
+                                                              "peak_memory_bytes": 0}
+    stages.original()  # trained before: the cell's meter then starts as the wait begins
+    locked = threading.Event()
+
+    def other_process_trains():  # holds the model's lock 2 s, then caches the model with its recorded cost
+        with stages.cache.model_lock("retrained", key):
+            locked.set()
+            time.sleep(2.0)
+            stages.cache.save_model("retrained", key, stages.new_model(1), {"cost": recorded})
+
+    trainer = threading.Thread(target=other_process_trains)
+    trainer.start()
+    locked.wait()
+    cell = Cell(DatasetEntry("mnist5k"), spec, "retrain", (), 0, 0, (0,))
+    start = time.perf_counter()
+    _, cost = unlearn_cell(cell, discover()[0]["retrain"], stages, False)
+    trainer.join()
+    assert time.perf_counter() - start >= 1.5  # it did wait for the other training
+    assert 7.0 <= cost["unlearn_seconds"] < 7.5

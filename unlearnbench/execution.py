@@ -68,9 +68,12 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
+    # time spent waiting while another process trained a charged model is not the method's: its training is
+    waited = sum(c.get("waited_seconds", 0.0) for c in charged)  # (device seconds: CUDA events count it too)
     return model.eval(), {
-        "unlearn_seconds": cost.wall_seconds + sum(c["wall_seconds"] for c in charged),
-        "device_seconds": cost.device_seconds + sum(c["device_seconds"] for c in charged),
+        "unlearn_seconds": cost.wall_seconds - waited + sum(c["wall_seconds"] for c in charged),
+        "device_seconds": cost.device_seconds - (waited if stages.data.device.type == "cuda" else 0.0)
+                          + sum(c["device_seconds"] for c in charged),
         "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)])}
 
 
