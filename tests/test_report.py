@@ -314,8 +314,8 @@ def test_paper_comparison_differences_and_not_run(report):
     assert (wf["ours_ci_low"], wf["n"]) == (pytest.approx(93.0 - HALF4), 4)
     assert "| Table 1 | mnist | resnet18 | Original | Acc_r | 98.0 ± 4.1 | 4 | 99.6 |" in (
         report / "paper_comparison.md").read_text()
-    zrf = pick("Original", "ZRF")  # paper 47.0; ours 48.0
-    assert zrf["difference"] == pytest.approx(1.0) and pd.isna(zrf["note"])
+    zrf = pick("Original", "ZRF")  # paper 47.0 on training sets; ours 48.0 on the test split: not compared
+    assert pd.isna(zrf["difference"]) and zrf["note"] == "ours: test split; the paper: training sets"
     small = pick("WF-Net", "Acc_r", SMALL)  # paper ViT-T 93.5; ours 73.0
     assert small["difference"] == pytest.approx(-20.5) and small["note"] == "reduced size"
     assert pick("WF-Net", "Ins")["difference"] == pytest.approx(0.73 - 0.79)
@@ -589,3 +589,145 @@ def test_a_method_tuned_differently_per_dataset_is_one_row_with_every_datasets_v
     table = table1(pd.DataFrame(rows).astype({"forget_class": "Int64"}), "train")
     assert list(table.display.index) == [(FULL, "WF-Net")]
     assert MISSING not in [table.display.iloc[0][(ds, "Acc_r")] for ds in ("mnist", "cifar10")]
+
+
+def small_run(folder: Path, rows: list[dict], relearn_cap: int | None = None, failures: list[dict] = ()) -> Path:
+    """A run folder of `rows` (records), a config.yaml recording `relearn_cap` (None: none) and `failures`."""
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows, columns=RECORD_COLUMNS).astype({"forget_class": "Int64"}).to_csv(folder / "records.csv",
+                                                                                         index=False)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"grid": {"name": "small"}, **(
+        {"metric_settings": {"relearn": {"max_epochs": relearn_cap}}} if relearn_cap else {})}))
+    pd.DataFrame(list(failures), columns=FAILURE_COLUMNS).to_csv(folder / "failures.csv", index=False)
+    return folder
+
+
+def class_rows(method: str = "retrain", seeds=(0,), classes=(0, 1, 2), params: str = "{}") -> list[dict]:
+    """Per (seed, class): 10 unlearning seconds, accuracies on the train split, 4 relearn epochs, and class 2
+    never relearned."""
+    rows = []
+    for seed, c in itertools.product(seeds, classes):
+        for split, metric, value in (("all", "unlearn_seconds", 10.0), ("train", "acc_retain", 0.9),
+                                     ("train", "acc_forget", 0.0), ("train", "relearn_epochs", 4.0),
+                                     ("train", "relearned", float(c != 2))):
+            rows.append({"dataset": "mnist", "backbone": FULL, "method": method, "params": params, "seed": seed,
+                         "forget_class": c, "split": split, "metric": metric, "value": value})
+    return rows
+
+
+@pytest.mark.parametrize("caps", [(5, 100), (None, 100)])
+def test_merged_runs_of_other_relearn_caps_count_every_other_value_once(tmp_path, caps):
+    """The same cells in two folders whose relearn caps differ (or one recording none) were all kept, so every
+    within-seed sum doubled (Wall s 60 for 3 classes × 10 s); now only the relearn values are kept once per cap."""
+    from unlearnbench.report.tables import cost_table, relearn_caps
+
+    runs = [small_run(tmp_path / f"run{i}", class_rows(), cap) for i, cap in enumerate(caps)]
+    records, _ = load_runs(runs)
+    assert cell(cost_table(records).values, FULL, "retrain", "Wall s")["mean"] == pytest.approx(30.0)
+    assert len(relearn_caps(records)[("mnist", FULL, "retrain", "{}")]) == 2  # both caps' relearn values are kept
+    assert len(records[records["metric"] == "acc_retain"]) == 3
+    not_relearned = cell(table1(records, "train").values, FULL, "retrain", "RT n")
+    assert not_relearned["mean"] == 1.0  # class 2, once, though measured under both caps
+
+
+def test_a_cell_that_failed_in_the_latest_run_is_left_out_and_the_index_says_so(tmp_path):
+    """A re-run into a folder recomputed a cell and it failed: records.csv keeps the earlier run's records, but
+    the report no longer shows them as current results (a per-class cell: its class's rows; a one-round cell, whose
+    rows name every class: all of them) and its index says so."""
+    one_round = [{**r, "method": "wfnet"} for r in class_rows()]
+    one_round.append({**one_round[0], "forget_class": None, "metric": "serving_bytes", "value": 1.0})
+    failed = {"dataset": "mnist", "backbone": FULL, "params": "{}", "seed": 0, "status": "failed", "reason": "boom"}
+    run = small_run(tmp_path / "run", class_rows() + one_round, 100, [
+        {**failed, "method": "retrain", "forget_class": 1}, {**failed, "method": "wfnet", "forget_class": None},
+        {**failed, "method": "retrain", "forget_class": 1, "seed": 1}])  # a cell without records: nothing to leave
+    records, sources = load_runs([run])
+    assert sorted(records[records["method"] == "retrain"]["forget_class"].unique()) == [0, 2]
+    assert "wfnet" not in set(records["method"])
+    assert sources[0].failed_with_records == 2 and len(pd.read_csv(run / "records.csv")) == 2 * 15 + 1
+    index = (write_report([run]) / "index.md").read_text()
+    assert ("- left out: 2 cells that failed in the latest run into this folder; their earlier records stay in "
+            "records.csv but are not reported as current results") in index
+    assert "| Retrained | 2 | 20.0 |" in (run / "report" / "cost.md").read_text()
+
+
+def test_paper_comparison_compares_accuracies_only_on_the_paper_s_training_split(tmp_path):
+    """A run with test-split accuracies only: its Acc_r/Acc_f are shown beside the paper's training-set values with
+    no difference, and the note says which split each is (before: a difference and an empty note)."""
+    from unlearnbench.report.paper import paper_comparison
+
+    rows = [r for r in hand_records() if r["split"] != "train" or not r["metric"].startswith("acc")]
+    records = pd.DataFrame(rows).astype({"forget_class": "Int64"}).assign(relearn_max_epochs=100.0)
+    table = paper_comparison(table1(records, "test"), table2(records), records)
+    values, display = table.values, table.display
+
+    def pick(frame, backbone, method, column):
+        return frame[(frame["backbone"] == backbone) & (frame["method"] == method) & (frame["column"] == column)]
+
+    for column in ("Acc_r", "Acc_f"):
+        row = pick(values, FULL, "WF-Net", column)
+        assert row["difference"].isna().all() and row["paper"].notna().all(), column
+        assert row["note"].item() == "ours: test split; the paper: training sets"
+        assert display.loc[("Table 1", "mnist", FULL, "WF-Net", column), "Difference"] == MISSING
+    assert pick(values, SMALL, "WF-Net", "Acc_r")["note"].item() == (
+        "reduced size; ours: test split; the paper: training sets")
+    assert pick(values, FULL, "Retrained", "RT")["difference"].item() == pytest.approx(47.5 - 43.6)  # still compared
+    assert "compared only where this run measured them on the training split" in table.caption
+
+
+def test_a_seed_whose_total_lacks_a_class_is_flagged(tmp_path):
+    """Summed cells (cost seconds, RT's count of classes not relearned) where a seed lacks a class (its cell
+    failed) have a smaller total: flagged [k of N classes], with the legend in the caption."""
+    from unlearnbench.report.tables import cost_table
+
+    rows = [r for r in class_rows(seeds=(0, 1)) if (r["seed"], r["forget_class"]) != (1, 2)]
+    rows += class_rows("random_labels", seeds=(0, 1))
+    records = pd.DataFrame(rows).astype({"forget_class": "Int64"})
+    cost = cost_table(records)
+    assert cost.display.loc[("mnist", FULL, "Retrained"), "Wall s"] == "25.0 ± 63.5 [2 of 3 classes]"
+    assert cost.display.loc[("mnist", FULL, "Random Labels"), "Wall s"] == "30.0 ± 0.0"
+    assert "[k of N classes]: a seed's total covers only k of the N forget classes" in cost.caption
+    main = table1(records, "train")
+    assert main.display.loc[(FULL, "Retrained"), ("mnist", "RT (n)")].endswith("(0.5 [2 of 3 classes])")
+    assert main.display.loc[(FULL, "Random Labels"), ("mnist", "RT (n)")].endswith("(1)")
+    assert "[k of N classes]" in main.caption
+
+
+def test_wfnet_alpha_heatmaps_of_a_sweep_and_of_merged_runs_do_not_overwrite_one_another(tmp_path):
+    """Each α file gets its own figure, named by its setting in a sweep and by its run folder in a merged report
+    (before, a sweep's artifacts and two folders' same-named files were all drawn to one figure name)."""
+    from unlearnbench.discovery import discover
+    from unlearnbench.grid import expand
+    from unlearnbench.grid import load_grid
+    from unlearnbench.report.names import params_tag
+    from unlearnbench.runner import _collect_artifacts
+
+    from conftest import write_grid
+
+    grid = load_grid(str(write_grid(tmp_path, methods=[{"name": "wfnet", "params": {"lr": [0.1, 0.3]}}])))
+    cells = expand(grid, discover()[0], {"mnist5k": 10})  # lr 0.3 is WF-Net's default
+    swept = next(c for c in cells if c.params_dict["lr"] == 0.1)
+    gen = torch.Generator().manual_seed(0)
+    for i, c in enumerate(cells):
+        save_file({f"features.{k}.alpha_{w}": torch.randn(2, 16, generator=gen) for w in "wb" for k in (0, 2, 10)},
+                  str(tmp_path / f"{i}.safetensors"))
+
+    class Cache:
+        def artifact_path(self, key: str) -> Path:
+            return tmp_path / f"{key}.safetensors"
+
+    run = tmp_path / "run"
+    _collect_artifacts(cells, {c: str(i) for i, c in enumerate(cells)}, Cache(), run, discover()[0])
+    stem = "mnist5k__vgg16-w0.0625__seed0"
+    assert sorted(p.name for p in (run / "artifacts" / "wfnet").iterdir()) == sorted(
+        [f"{stem}.safetensors", f"{stem}{params_tag(swept.params_json)}.safetensors"])
+    rows = [{"dataset": "mnist5k", "backbone": "vgg16-w0.0625", "method": "wfnet", "params": c.params_json, "seed": 0,
+             "forget_class": k, "split": "train", "metric": "acc_retain", "value": 0.9} for c in cells for k in (0, 1)]
+    pd.DataFrame(rows, columns=RECORD_COLUMNS).to_csv(run / "records.csv", index=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    index = (write_report([run, copy], tmp_path / "report") / "index.md").read_text()
+    heatmaps = sorted(p.stem for p in (tmp_path / "report" / "figures").glob("heatmap__*.png"))
+    assert len(heatmaps) == 4 and all(s.startswith(("heatmap__run1__", "heatmap__run2__")) for s in heatmaps)
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(swept.params_dict.items()))
+    assert f"WF-Net α, run 2, {stem} ({shown}): per layer" in index
+    assert f"WF-Net α, run 1, {stem}: per layer" in index

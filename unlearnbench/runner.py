@@ -102,6 +102,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         bar = tqdm(total=len(p.cells), initial=cached, desc=f"grid {grid.name}", disable=not options.progress,
                    mininterval=1.0)
         broken_groups: dict = {}
+        ended = [cell for cell, _ in p.skipped]  # with `results`: the cells this run has an outcome for
         for phase in (jobs("original", firsts), jobs("cell", retrains) + jobs("retrained", stand_ins),
                       jobs("cell", others)):
             phase = [j for j in phase if j.cell.group not in broken_groups]
@@ -119,18 +120,22 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                     continue
                 if outcome.failure:
                     failures.append(outcome.failure)
+                    ended.append(cell)
                 else:
                     results[cell] = outcome.records
                 bar.update()
                 folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
                                      kept=_kept(earlier, results, "records"))
+                # as each cell ends: a run cut short leaves no earlier failure of a cell it has now computed (the
+                # report leaves out a failed cell's records) and lists each cell it has seen fail
+                folder.write_failures(failures, kept=_kept(earlier, [*results, *ended], "failures"))
         for cell in pending:  # a group whose original failed: its cells fail with that reason
             if cell.group in broken_groups:
                 broken = broken_groups[cell.group]
                 failures.append(failure_row(cell, "failed", broken["reason"], broken["traceback"]))
                 bar.update()
         bar.close()
-        _collect_artifacts(p.cells, keys, cache, folder.path)
+        _collect_artifacts(p.cells, keys, cache, folder.path, p.methods)
         frame = folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
                                      kept=_kept(earlier, results, "records"))
         planned_cells = p.cells + [cell for cell, _ in p.skipped]
@@ -214,12 +219,18 @@ def tuning_records(cells: list[Cell], tuned: dict) -> dict[Cell, list[dict]]:
     return rows
 
 
-def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Path) -> None:
-    """Copy cached per-cell artifacts into <run>/artifacts/<method>/<dataset>__<backbone>__seed<seed>[__c<k>]."""
+def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Path, methods: dict) -> None:
+    """Copy cached per-cell artifacts into <run>/artifacts/<method>/<dataset>__<backbone>__seed<seed>[__p<hash>]
+    [__c<k>]; the hash (report.names.params_tag) names a setting other than the method's defaults (`methods`: name
+    → MethodInfo), so that a sweep's settings do not overwrite one another."""
+    from .report.names import params_tag
+
     for cell in cells:
         source = cache.artifact_path(keys[cell])
         if source.is_file():
-            suffix = "" if cell.forget_class is None else f"__c{cell.forget_class}"
+            defaults = methods[cell.method].cls().default_parameters(cell.backbone)
+            suffix = ("" if cell.params_dict == defaults else params_tag(cell.params_json)) + (
+                "" if cell.forget_class is None else f"__c{cell.forget_class}")
             target = run_dir / "artifacts" / cell.method / f"{cell.dataset.label}__{cell.backbone.label}__seed{cell.seed}{suffix}.safetensors"
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)

@@ -1,6 +1,7 @@
 """Assemble a run's report/: every table in three formats, every figure as PNG and PDF, and index.md."""
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timezone
 from functools import partial
@@ -18,7 +19,7 @@ from .html import render_html
 from .index import FigureEntry, render_index
 from .paper import paper_comparison
 from .records import load_runs
-from .names import discovered_cards
+from .names import discovered_cards, params_tag
 from .tables import (Table, cost_table, methods_table, metrics_summary, parameters_table, table1,
                      table2)
 
@@ -56,14 +57,24 @@ def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> 
             png, pdf = save_figure(fig, folder, stem)
             entries.append(FigureEntry(section, title, png, pdf))
 
-    for path in sorted(p for d in run_dirs for p in (Path(d) / "artifacts" / "wfnet").glob("*.safetensors")):
-        relevance, classes = load_relevance(path)
-        if relevance:
+    settings = {params_tag(p): p for p in pd.unique(records.loc[records["method"] == "wfnet", "params"])}
+    for i, run_dir in enumerate(run_dirs, 1):
+        run = [f"run{i}"] if len(run_dirs) > 1 else []  # one folder's files may have another's names
+        for path in sorted((Path(run_dir) / "artifacts" / "wfnet").glob("*.safetensors")):
+            relevance, classes = load_relevance(path)
+            if not relevance:
+                continue
             n = next(iter(relevance.values())).shape[0]
+            tag = re.search(r"__p[0-9a-f]{8}(?=__|$)", path.stem)
+            name = path.stem.replace(tag[0], "") if tag else path.stem
+            if tag:
+                params = json.loads(settings.get(tag[0], "{}"))
+                name += f" ({', '.join(f'{k}={v}' for k, v in sorted(params.items())) or f'parameters {tag[0][2:]}'})"
             keep(filter_class_heatmap(relevance, classes or [str(c) for c in range(n)]),
                  "Filter–class relevance of WF-Net (paper Figures 3/4)",
-                 f"WF-Net α, {path.stem}: per layer, the filters among the 10 most relevant of at least 2 classes "
-                 f"(the paper's Figure 3 rule; a dot marks a class's top 10)", _stem("heatmap", path.stem))
+                 f"WF-Net α, {f'run {i}, ' if run else ''}{name}: per layer, the filters among the 10 most relevant "
+                 f"of at least 2 classes (the paper's Figure 3 rule; a dot marks a class's top 10)",
+                 _stem("heatmap", *run, path.stem))
     split = paper_split(records)
     kinds = [("per_class", f"Per-class accuracy ({split} split)", partial(per_class_bars, split=split)),
              ("relearn", "Relearning", relearn_figure), ("cost", "Cost against the number of classes", cost_vs_classes),

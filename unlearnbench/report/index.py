@@ -53,7 +53,7 @@ def _rel(out: Path, path: Path) -> str:
 
 def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]:
     """What a run folder says about itself, as (name, Markdown text) pairs: command, grid, dates, hardware,
-    versions, commit, record and failure counts."""
+    versions, commit, record and failure counts, and the failed cells whose earlier records are left out."""
     s = source
     return [("command", f"`{s.config.get('command') or 'unknown'}`"),
             ("grid", _grid_line(s.config.get("grid") or {})),
@@ -62,7 +62,10 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
             ("versions", _versions(s, records)),
             ("git commit", s.config.get("git_commit") or "unknown"),
             ("records", str(s.rows)),
-            ("cells without records", _failures(s.failures))]
+            ("cells without records", _failures(s.failures))] + (
+        [("left out", f"{s.failed_with_records} cell{'s' if s.failed_with_records > 1 else ''} that failed in the "
+                      "latest run into this folder; their earlier records stay in records.csv but are not reported "
+                      "as current results")] if s.failed_with_records else [])
 
 
 def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: list[FigureEntry],

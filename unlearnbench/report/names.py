@@ -3,6 +3,9 @@ discovered method's `label`."""
 from __future__ import annotations
 
 import functools
+import json
+
+from ..store import stable_hash
 
 PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
                  "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
@@ -33,3 +36,9 @@ def method_order(methods) -> list[str]:
     """The paper's methods in the paper's order, then any other method by name."""
     present = set(methods)
     return [m for m in PAPER_METHODS if m in present] + sorted(present - set(PAPER_METHODS))
+
+
+def params_tag(params: str) -> str:
+    """A parameter setting (a params JSON, as records hold it) in artifact file names: '__p' and the first 8 hex
+    digits of its hash."""
+    return f"__p{stable_hash(json.loads(params or '{}'))[:8]}"

@@ -17,6 +17,10 @@ from .tables import MISSING, Table, caps_text, format_stat, relearn_caps, row_la
 COLUMN_KEYS = {"Acc_r": ("acc_r", 1), "Acc_f": ("acc_f", 1), "ZRF": ("zrf", 1), "RT": ("rt", 1),
                "RT n": ("rt_not_relearned", 0), "Ins": ("insertion", 2), "Del": ("deletion", 2)}
 _SIZE_SUFFIX = re.compile(r"(-[wdp][0-9.]+)+$")
+# the split of the paper's Table 1 accuracies and ZRF (training sets); RT is compared whatever split relearning
+# stopped on (it trains on training samples either way), Table 2 names no split
+PAPER_SPLITS = {"Acc_r": "train", "Acc_f": "train", "ZRF": "train"}
+SPLIT_NAMES = {"train": "training sets", "test": "test split", "val": "validation split", "all": "all splits"}
 
 
 def load_paper_results(path: Path | None = None) -> dict:
@@ -69,13 +73,18 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
             cap = "" if np.isnan(theirs) else _cap_mismatch(
                 caps.get((r.dataset, r.backbone, r.method, r.params), (np.nan,)), paper["relearn_max_epochs"], r.column)
             note = _note(r.dataset, ds, r.backbone, family, theirs, cap, paper["relearn_max_epochs"])
+            split = PAPER_SPLITS.get(r.column)
+            other_split = split is not None and r.split != split  # values of other samples: no difference
+            if other_split and not np.isnan(theirs):
+                note = "; ".join(n for n in (note, f"ours: {SPLIT_NAMES.get(r.split, r.split)}; the paper: "
+                                                   f"{SPLIT_NAMES[split]}") if n)
             counted, published = relearned.get((r.dataset, r.backbone, r.method, r.params), 0), paper.get(
                 "classes", {}).get(ds)
             if r.column == "RT n" and not cap and not np.isnan(theirs) and published and counted != published:
                 cap = f"{counted} of {published} classes"  # a count over other classes than the paper's
                 note = "; ".join(n for n in (note, f"counted over {cap}: not comparable") if n)
             rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.ci_low,
-                         r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap))
+                         r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap, other_split))
         done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
         for dataset, backbone in pairs:
             for method in PAPER_METHODS:
@@ -84,14 +93,15 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                     theirs = paper_value(paper, key, paper_dataset, backbone_family(backbone), method, column)
                     if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
                         rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, np.nan,
-                                     np.nan, np.nan, theirs, "not run", methods[method], ""))
+                                     np.nan, np.nan, theirs, "not run", methods[method], "", False))
     columns = list(COLUMN_KEYS)
     rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[12], r[3], columns.index(r[4])))
     values = pd.DataFrame([r[:12] for r in rows], columns=["table", "dataset", "backbone", "method", "column", "ours",
                                                            "ours_ci_low", "ours_ci_high", "n", "ours_std", "paper",
                                                            "note"])
     capped = pd.Series([r[13] for r in rows], dtype=str)
-    values.insert(11, "difference", (values["ours"] - values["paper"]).where(capped == ""))
+    elsewhere = pd.Series([r[14] for r in rows], dtype=bool)
+    values.insert(11, "difference", (values["ours"] - values["paper"]).where((capped == "") & ~elsewhere))
     digits = [COLUMN_KEYS[c][1] for c in values["column"]]
     display = pd.DataFrame({
         "Ours": [format_stat(m, (hi - lo) / 2, d)
@@ -109,7 +119,9 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                "ZRF ×100 (the paper prints ImageNet "
                "ZRF as a fraction; converted), RT epochs, RT n classes not relearned, Ins/Del AUC. RT and RT n are "
                f"compared only where this run stopped relearning at the paper's {paper['relearn_max_epochs']} epochs; "
-               "elsewhere the difference shows the run's cap. Reduced-size backbones are compared with their "
+               "elsewhere the difference shows the run's cap. Acc_r, Acc_f and ZRF are compared only where this run "
+               "measured them on the training split, as the paper did; the note names the split otherwise. "
+               "Reduced-size backbones are compared with their "
                "full-size family and marked; the paper's cells for this run's datasets and backbones that the run "
                "lacks say 'not run'.")
     return Table("paper_comparison", "Comparison with the paper", caption, values, display)

@@ -12,12 +12,16 @@ from ..errors import UserError
 from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
+# the relearn metric's rows (metrics/relearn.py): their values depend on the run's relearn cap
+CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_curve_\d+)$")
+CELL_COLUMNS = ["dataset", "backbone", "method", "params", "seed"]  # a cell, with its forget class where it has one
 
 
 @dataclass(frozen=True)
 class RunSource:
     """One run folder: its path, its config.yaml (empty when absent), the first/last log timestamps (UTC), the
-    devices named in its records, its number of records and its failures.csv counts by status."""
+    devices named in its records, its number of records, its failures.csv counts by status, and how many cells
+    failed in its latest run but hold records from an earlier one (left out of the report, see load_runs)."""
 
     path: Path
     config: dict
@@ -26,6 +30,7 @@ class RunSource:
     devices: tuple[str, ...]
     rows: int
     failures: dict[str, int]
+    failed_with_records: int = 0
 
 
 def read_records(path: Path) -> pd.DataFrame:
@@ -70,17 +75,29 @@ def _read_table(path: Path, columns: list[str], kind: str, dtypes: dict, seed_ty
     return frame
 
 
-def _source(folder: Path, records: pd.DataFrame) -> RunSource:
+def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_with_records: int) -> RunSource:
     config = read_run_config(folder) or {}
     stamps: list[str] = []
     log = folder / "log.txt"
     if log.is_file():
         stamps = [m[1] for line in log.read_text().splitlines() if (m := _LOG_STAMP.match(line))]
     devices = tuple(pd.unique(records["device"].dropna().astype(str))) if "device" in records else ()
-    failures_path = folder / "failures.csv"
-    failures = read_failures(failures_path)["status"].value_counts().to_dict() if failures_path.is_file() else {}
+    counts = failures["status"].value_counts().to_dict()
     return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
-                     len(records), {str(k): int(v) for k, v in failures.items()})
+                     len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records)
+
+
+def _failed_cells(records: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
+    """Per record, the cell (dataset, backbone, method, params, seed, forget class or None) that `failures` lists as
+    failed and the record belongs to, else None: a failure row with a forget class holds that class's rows, one
+    without (a one-round cell) every row of its cell."""
+    def cells(frame: pd.DataFrame) -> list[tuple]:
+        return [(d, b, m, p, int(s), None if pd.isna(k) else int(k))
+                for d, b, m, p, s, k in frame[CELL_COLUMNS + ["forget_class"]].itertuples(index=False, name=None)]
+
+    failed = set(cells(failures[failures["status"] == "failed"]))
+    return pd.Series([c if c in failed else c[:-1] + (None,) if c[:-1] + (None,) in failed else None
+                      for c in cells(records)], index=records.index, dtype=object)
 
 
 def relearn_cap(source: RunSource) -> float:
@@ -94,8 +111,10 @@ def relearn_cap(source: RunSource) -> float:
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
-    """The concatenated records of `run_dirs` (a value several of them record: the last one's), each tagged with its run's relearn
-    cap in a `relearn_max_epochs` column (see relearn_cap), and one RunSource per folder."""
+    """The concatenated records of `run_dirs` (a value several of them record: the last one's; a relearn value
+    once per relearn cap), each tagged with its run's relearn cap in a `relearn_max_epochs` column (see
+    relearn_cap), and one RunSource per folder. A cell that its folder's failures.csv lists as failed is left out:
+    its records there are an earlier run's, kept on disk when a re-run recomputed the cell and it failed."""
     if not run_dirs:
         raise UserError("Give at least one run folder to report on.")
     frames, sources = [], []
@@ -104,10 +123,16 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         if not path.is_file():
             raise UserError(f"No records.csv in {folder}; pass a run folder made by run_bench.py.")
         records = read_records(path)
-        sources.append(_source(folder, records))
-        frames.append(records.assign(relearn_max_epochs=relearn_cap(sources[-1])))
-    # a cell's value recorded by several runs of one relearn cap (a re-run, another commit or device) counts once,
-    # the last folder's: kept twice, sums (seconds, RT's count of classes never relearned) would double
-    identity = RECORD_COLUMNS[:-1] + ["relearn_max_epochs"]
-    records = pd.concat(frames, ignore_index=True).drop_duplicates(identity, keep="last", ignore_index=True)
-    return records, sources
+        failures_path = folder / "failures.csv"
+        failures = read_failures(failures_path) if failures_path.is_file() else pd.DataFrame(columns=FAILURE_COLUMNS)
+        failed = _failed_cells(records, failures)
+        sources.append(_source(folder, records, failures, failed.dropna().nunique()))
+        frames.append(records[failed.isna()].assign(relearn_max_epochs=relearn_cap(sources[-1])))
+    # a cell's value recorded by several runs (a re-run, another commit or device) counts once, the last folder's:
+    # kept twice, sums (seconds, RT's count of classes never relearned) would double; only the relearn metric's
+    # values, which depend on the run's relearn cap, are kept once per cap (tables.relearn_caps names them all)
+    records = pd.concat(frames, ignore_index=True)
+    cap = records["relearn_max_epochs"].where(records["metric"].str.match(CAPPED_METRIC))  # NaN equals NaN here
+    duplicate = records.assign(relearn_max_epochs=cap).duplicated(RECORD_COLUMNS[:-1] + ["relearn_max_epochs"],
+                                                                  keep="last")
+    return records[~duplicate].reset_index(drop=True), sources

@@ -26,7 +26,7 @@ SPLIT_ORDER = ("test", "train", "val", "all")
 CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
 # each cell is tested against these methods' cells (same dataset, backbone, column); its mark where it differs
 REFERENCES = {"wfnet": "†", "retrain": "‡"}
-STAT_COLUMNS = (["mean", "ci_low", "ci_high", "n", "std", "seeds", "classes"]
+STAT_COLUMNS = (["mean", "ci_low", "ci_high", "n", "std", "seeds", "classes", "classes_min"]
                 + [f"p_vs_{m}{adjusted}" for m in REFERENCES for adjusted in ("", "_holm")])
 UNITS = "(seed, forget class) values"  # what n counts in a per-class metric's cell
 
@@ -155,15 +155,19 @@ def seed_stats(rows: pd.DataFrame, keys: list[str], over_classes: str | Callable
     `over_classes` aggregate per seed): `mean` and n of the units, `ci_low`/`ci_high` their 95 % Student-t interval
     (NaN for n = 1), the paired tests against the reference methods (`paired_tests`); and, as before intervals
     existed, `std` the standard deviation (ddof 1, NaN for one seed) over seeds of each seed's `over_classes` of
-    its values, `seeds` their count and `classes` the largest number of distinct forget classes in a seed. With
-    the same classes in every seed the mean equals the mean over seeds of the seeds' means."""
+    its values, `seeds` their count and `classes`/`classes_min` the largest/smallest number of distinct forget
+    classes in a seed. With the same classes in every seed the mean equals the mean over seeds of the seeds' means.
+    A class with several values in a seed (relearning under several caps) counts once in a seed's aggregate: their
+    mean."""
     rows = rows.dropna(subset=["value"])
     if rows.empty:
         return pd.DataFrame(columns=keys + STAT_COLUMNS)
+    if over_classes != "mean":
+        rows = rows.groupby(keys + ["seed", "forget_class"], dropna=False, as_index=False)["value"].mean()
     per_seed = rows.groupby(keys + ["seed"], dropna=False).agg(
         value=("value", over_classes), classes=("forget_class", "nunique"))
     spread = per_seed.groupby(keys, dropna=False).agg(
-        std=("value", "std"), seeds=("value", "count"), classes=("classes", "max"))
+        std=("value", "std"), seeds=("value", "count"), classes=("classes", "max"), classes_min=("classes", "min"))
     units = sample_units(rows, keys, over_classes)
     stats = units.groupby(keys, dropna=False)["value"].agg(mean="mean", sd="std", n="count")
     half = t_half_width(stats["sd"], stats["n"])
@@ -191,6 +195,18 @@ def cell_text(cell: pd.Series | None, digits: int, usual_n: int | None = None) -
         return MISSING
     text = format_stat(cell["mean"], (cell["ci_high"] - cell["ci_low"]) / 2, digits) + marks(cell)
     return text if usual_n is None or cell["n"] == usual_n else f"{text} [n={cell['n']:.0f}]"
+
+
+def classes_flag(cell: pd.Series | None) -> str:
+    """' [k of N classes]' for a cell of totals over each seed's forget classes (a sum) where some seed's total is
+    over only k of the N classes another seed has (a failed cell), so it is smaller; '' otherwise."""
+    if cell is None or not cell.get("classes_min", np.nan) < cell["classes"]:
+        return ""
+    return f" [{cell['classes_min']:.0f} of {cell['classes']:.0f} classes]"
+
+
+FLAG_LEGEND = ("; [k of N classes]: a seed's total covers only k of the N forget classes another seed has (a failed "
+               "cell), so it is smaller")
 
 
 def usual_n(values: pd.DataFrame) -> int | None:
@@ -245,6 +261,11 @@ def caps_text(caps: tuple[float, ...]) -> str:
     return ", ".join("not recorded" if pd.isna(c) else format_count(c) for c in caps)
 
 
+def _flagged(values: pd.DataFrame) -> bool:
+    """Whether some cell of `values` gets a classes_flag."""
+    return bool((values["classes_min"] < values["classes"]).any())
+
+
 def _lookup(values: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
     return {tuple(row[k] for k in keys): row for _, row in values.iterrows()}
 
@@ -295,7 +316,7 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
             rt = cell_text(cells.get(key + ("RT",)), 1, n)
             not_relearned = cells.get(key + ("RT n",))
             if rt != MISSING and not_relearned is not None:
-                rt += f" ({format_count(not_relearned['mean'])})"
+                rt += f" ({format_count(not_relearned['mean'])}{classes_flag(not_relearned)})"
             line += [cell_text(cells.get(key + (c,)), 1, n) for c in ("Acc_r", "Acc_f", "ZRF")] + [rt]
         body.append(line)
     display = _frame(body, index, ["Backbone", "Method"], _product(datasets, TABLE1_COLUMNS))
@@ -307,7 +328,8 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
     caption = ("; ".join(where) + ". Acc_r/Acc_f: accuracy (%) on the retain/forget set; ZRF ×100; "
                f"RT: relearn epochs ({cap}a class that never relearns counts the cap), in parentheses the number of "
                "classes not relearned (summed over a seed's classes, then the mean over seeds). Each other cell is "
-               f"the mean over its seeds × forget classes; {interval_legend(shown, UNITS)}; — not measured.")
+               f"the mean over its seeds × forget classes; {interval_legend(shown, UNITS)}; — not measured"
+               f"{FLAG_LEGEND if _flagged(values[values['column'] == 'RT n']) else ''}.")
     return Table(name, f"Table 1 ({split} split)", caption, values, display)
 
 
@@ -367,6 +389,7 @@ def cost_table(records: pd.DataFrame) -> Table:
                .rename("mean").reset_index().assign(column="N_c"))
     values = pd.concat([classes] + parts, ignore_index=True).reindex(columns=CELL_KEYS + ["column"] + STAT_COLUMNS)
     shown = values[values["column"] != "N_c"]
+    summed = [c[0] for c in COST_COLUMNS if c[2] == "sum"]
     common_n = usual_n(shown)
     labels = row_labels(records)
     cells = _lookup(values, CELL_KEYS + ["column"])
@@ -376,6 +399,7 @@ def cost_table(records: pd.DataFrame) -> Table:
         n = cells.get((dataset, backbone, method, params, "N_c"))
         line = [MISSING if n is None else format_count(n["mean"])]
         line += [cell_text(cells.get((dataset, backbone, method, params, c[0])), c[4], common_n)
+                 + (classes_flag(cells.get((dataset, backbone, method, params, c[0]))) if c[2] == "sum" else "")
                  for c in COST_COLUMNS]
         body.append(line)
     display = _frame(body, index, ["Dataset", "Backbone", "Method"], ["N_c"] + [c[0] for c in COST_COLUMNS])
@@ -385,7 +409,8 @@ def cost_table(records: pd.DataFrame) -> Table:
                "what was already held when it started (data, models): CUDA allocations on a GPU, heap allocations on "
                "the CPU. Tuning s: the seconds the tuning protocol spent choosing the parameters the row ran with "
                "(all its trials; — where the row ran with defaults). Each cell is the mean over seeds of these "
-               f"per-seed totals; {interval_legend(shown, 'seeds')}; — not measured.")
+               f"per-seed totals; {interval_legend(shown, 'seeds')}; — not measured"
+               f"{FLAG_LEGEND if _flagged(values[values['column'].isin(summed)]) else ''}.")
     return Table("cost", "Cost of unlearning all classes", caption, values, display)
 
 
