@@ -677,3 +677,31 @@ def test_download_lets_a_dataset_without_local_files_be_planned_not_skipped(tmp_
                                      for _, reason in without.skipped)
     fetched = plan(grid, RunOptions(cache_dir=tmp_path / "cache", device="cpu", download=True))
     assert not fetched.skipped and {c.dataset.name for c in fetched.cells} == {"mnist", "cifar10"}
+
+
+def test_a_cell_planned_before_its_plugin_was_edited_is_not_computed_under_the_planned_key(tmp_path):
+    """A worker imports what is on disk when it starts: after an edit to a method's plugin mid-run, the cell's key
+    made again in the worker differs from the planned one, so the cell fails saying why and nothing is cached
+    under the planned key (before: the edited code's records were cached as the planned code's); with the file
+    back as planned, the same job computes and caches it."""
+    from unlearnbench.execution import make_jobs, run_job
+    from unlearnbench.planning import cell_key, metric_names
+
+    from test_runner import PLUGIN
+
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
+    grid = load_grid(str(write_grid(tmp_path, methods=["tmp_finetune"], forget_classes=[0])))
+    options = RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "c", device="cpu", progress=False,
+                         plugins=[plugins])
+    p = plan(grid, options)
+    cell = p.cells[0]
+    key = cell_key(cell, grid, p.methods[cell.method], metric_names(grid), p.device, p.files.get(cell.dataset))
+    [job] = make_jobs("cell", [cell], grid, options, LaunchOptions(), p.device, tmp_path / "log.txt", {cell: key})
+    (plugins / "finetune.py").write_text(PLUGIN.format(suffix="Edited"))
+    edited = run_job(job)
+    assert edited.records is None and "changed on disk after this run was planned" in edited.failure["reason"]
+    assert Cache(tmp_path / "c").load_cell(key) is None
+    (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
+    assert run_job(job).records and Cache(tmp_path / "c").load_cell(key) is not None

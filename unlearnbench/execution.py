@@ -23,9 +23,9 @@ from .grid import EVALUATION_OPTIONS, Cell, Grid
 from .launchers import LaunchOptions, WorkerDied, assign_devices
 from .metrics import METRICS, MetricContext
 from .metrics.base import CELL_LOGIT_BYTES
-from .planning import RunOptions, grid_has_retrain, metric_names, metric_settings, resolve_device
+from .planning import RunOptions, cell_key, grid_has_retrain, metric_names, metric_settings, resolve_device
 from .stages import Stages
-from .store import BoundedMemo, Cache, LogFile, derive_seed, device_name
+from .store import BoundedMemo, Cache, LogFile, atomic_write, derive_seed, device_name
 from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -107,10 +107,10 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
                     raise FloatingPointError(f"metric {metric} on the {split} split of class {c} is {value}")
                 records.append({**base, "forget_class": c, "split": split, "metric": metric, "value": float(value)})
     if artifacts is not None and model.artifacts():
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        artifacts.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()}, str(artifacts))
+        # whole or not at all: another run computing the same cell may be copying it into its folder
+        atomic_write(artifacts, save({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()}))
     return records
 
 
@@ -222,6 +222,7 @@ def run_job(job: Job) -> Outcome:
         if hit is not None:
             return Outcome(job, records=hit)
         methods, _ = discover(job.options.plugins)
+        check_planned_key(job, methods[job.cell.method])
         records = run_cell(job.cell, methods[job.cell.method], stages, job.grid, metric_names(job.grid),
                            job.options.progress, cache.artifact_path(job.key))
         cache.save_cell(job.key, records)
@@ -230,6 +231,22 @@ def run_job(job: Job) -> Outcome:
     except Exception as exc:
         log(f"FAILED {job.kind} {job.cell.describe()}: {error_reason(exc)}")
         return Outcome(job, failure=failure_row(job.cell, "failed", error_reason(exc), traceback.format_exc()))
+
+
+def check_planned_key(job: Job, info: MethodInfo) -> None:
+    """Refuse to compute a cell whose key, made again from the code this worker imported and the files it reads,
+    is not the one the run planned it under: code, a plugin or a dataset's files changed on disk since the run
+    started (a worker started later imports the edit), and its records would be cached under a key that does not
+    describe them."""
+    if not job.key:
+        return
+    files = dataset_identity(job.cell.dataset.name, job.cell.dataset.options_dict, job.options.data_root,
+                             job.options.cache, job.options.download)
+    here = cell_key(job.cell, job.grid, info, metric_names(job.grid), torch.device(job.device), files)
+    if here != job.key:
+        raise UserError(f"The code, a method plugin or the dataset's files changed on disk after this run was planned "
+                        f"(cell key {here} here, {job.key} planned), so this cell was not computed: start the run "
+                        f"again to compute it with what is there now.")
 
 
 def crashed(job: Job, exc: BaseException) -> Outcome:
