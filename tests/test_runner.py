@@ -395,3 +395,31 @@ def test_the_plan_counts_the_replicates_any_metric_declares(tmp_path, monkeypatc
                                         metrics=["accuracy", "replicated"], metric_settings={"replicated": {"extra": 3}})))
         p = plan(grid, RunOptions(cache_dir=tmp_path / "c", device="cpu"))
         assert sum(stage_retrained_counts(p.cells, grid, metric_names(grid)).values()) == expected
+
+
+def test_a_grid_that_adds_forget_classes_reuses_the_per_class_cells_it_had(tmp_path, shared_cache):
+    """A per-class method unlearns its own class alone (its task's forget classes are that class), so its cell keys
+    leave out the grid's other classes and a grid adding a class computes only that class's cells (before: every
+    cell again); a one-round method (WF-Net) unlearns the grid's classes together, so its cell is another one.
+    Tuning trials of a per-class method likewise cover the tuning classes alone."""
+    from unlearnbench.planning import cell_key, metric_names, plan
+    from unlearnbench.tuning import trial_cell_classes
+
+    def grid(classes):
+        return load_grid(str(write_grid(tmp_path, f"g{len(classes)}.yaml", methods=["finetune", "wfnet"],
+                                        forget_classes=classes)))
+
+    one, two = grid([0]), grid([0, 1])
+    assert run(one, options(tmp_path, shared_cache, name="one", only={"method": "finetune"})).computed == 1
+    again = run(two, options(tmp_path, shared_cache, name="two", only={"method": "finetune"}))
+    assert (again.computed, again.cached) == (1, 1)
+
+    def wfnet_key(g):
+        p = plan(g, options(tmp_path, shared_cache))
+        cell = next(c for c in p.cells if c.method == "wfnet")
+        return cell_key(cell, g, p.methods["wfnet"], metric_names(g), p.device)
+
+    assert wfnet_key(one) != wfnet_key(two)
+    study = plan(two, options(tmp_path, shared_cache)).cells[0]
+    assert trial_cell_classes(study, [0], per_class=True).forget_classes == (0,)
+    assert trial_cell_classes(study, [0], per_class=False).forget_classes == (0, 1)

@@ -291,7 +291,7 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
         "dataset": cell.dataset.key_entry(), **({"files": files} if files else {}),
         "backbone": backbone_key(cell.backbone),
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
-        "forget_classes": cell.forget_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
+        "forget_classes": cell.evaluated_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
         "has_retrain": grid_has_retrain(grid), **compute_setting(device),
         "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},

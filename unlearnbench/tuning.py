@@ -111,7 +111,7 @@ def run_study(job, stages: Stages) -> list[dict]:
     fixed = dict(cell.params)  # the defaults with the grid's fixed overrides: the trials change only the space
     space = searched_space(info.cls(), cell, job.grid)
     classes = tuning_classes(settings, cell, job.options)
-    cell = trial_cell_classes(cell, classes)
+    cell = trial_cell_classes(cell, classes, info.cls.per_class)
     reference = {c: val_accuracies(stages.retrained(c), stages, c) for c in classes}
     cache = Cache(job.options.cache)
     sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials + 1)
@@ -156,11 +156,13 @@ def tuning_classes(settings: TuningSettings, cell: Cell, options) -> list[int]:
     return forget_classes(settings.forget_classes, n, cell.dataset.label)
 
 
-def trial_cell_classes(cell: Cell, classes: list[int]) -> Cell:
-    """The study's cell with the classes its trials cover: a one-round method's round spans the grid's forget
+def trial_cell_classes(cell: Cell, classes: list[int], per_class: bool) -> Cell:
+    """The study's cell with the classes its trials cover: a per-class method's, the tuning classes (its trials
+    then keep their keys whatever the grid's forget classes); a one-round method's round spans the grid's forget
     classes and the tuning classes together (so it is scored only on classes it unlearnt, and filters at least the
     classes the grid asks for)."""
-    return dataclasses.replace(cell, forget_classes=tuple(sorted(set(cell.forget_classes) | set(classes))))
+    covered = set(classes) if per_class else set(cell.forget_classes) | set(classes)
+    return dataclasses.replace(cell, forget_classes=tuple(sorted(covered)))
 
 
 def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: dict) -> dict:

@@ -104,7 +104,7 @@ class UnlearnTask:
     original: nn.Module
     data: ImageData
     forget_class: int | None
-    forget_classes: list[int]
+    forget_classes: list[int]  # the round's classes: the grid's for a one-round method, [forget_class] per class
     params: dict
     recipe: Recipe
     backbone: BackboneSpec
