@@ -265,6 +265,7 @@ def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     again = run(grid, RunOptions(out=tmp_path / "b", cache_dir=cache_dir, device="cpu", progress=False))
     assert (again.computed, again.cached) == (1, 0)
     assert "stage original" in (tmp_path / "b" / "log.txt").read_text()  # retrained, not loaded
+    assert "its cached file is damaged or does not load, so it is trained again" in (tmp_path / "b" / "log.txt").read_text()
     pd.testing.assert_frame_equal(comparable(tmp_path / "a" / "records.csv"), comparable(tmp_path / "b" / "records.csv"))
 
 

@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 import os
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -293,6 +294,13 @@ def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(mon
     assert training.compute_setting(torch.device("cpu"))["precision"] == "float32"
     with pytest.raises(UserError, match="Unknown precision 'fp16'; choose auto or float32"):
         plan(load_grid("smoke"), RunOptions(precision="fp16"))
+    from unlearnbench.execution import GroupKey, make_jobs
+    from unlearnbench.launchers import LaunchOptions
+
+    grid, cell = load_grid("smoke"), plan(load_grid("smoke"), options).cells[0]
+    kept = [GroupKey.of(make_jobs("cell", [cell], grid, dataclasses.replace(options, precision=p), LaunchOptions(),
+                                  cuda, Path("log.txt"))[0]) for p in ("auto", "float32")]
+    assert kept[0] != kept[1]  # a worker keeps no bf16 stage model in memory for a float32 job (Python API)
 
 
 def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path):

@@ -142,6 +142,7 @@ class GroupKey:
 
     group: tuple
     device: str
+    precision: str
     val_fraction: float
     recipe: str
     cache: Path
@@ -153,7 +154,7 @@ class GroupKey:
     @classmethod
     def of(cls, job: Job) -> "GroupKey":
         o = job.options
-        return cls(job.cell.group, job.device, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True),
+        return cls(job.cell.group, job.device, o.precision, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True),
                    o.cache, o.data_root, o.download, o.progress, job.log_path)
 
 

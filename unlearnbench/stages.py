@@ -35,7 +35,7 @@ class Stages:
             "dataset": dataset_key, "backbone": backbone_key(backbone), "recipe": dataclasses.asdict(recipe),
             "seed": seed, **compute_setting(data.device),
             "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
-            "code": code_hash("data", "datasets", "models", "training", "stages", "cost"),
+            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost"),
         }
         self._memory: dict[str, nn.Module] = {}
         self._logits = BoundedMemo(STAGE_LOGIT_BYTES)
@@ -95,6 +95,10 @@ class Stages:
         model = self.new_model(seed if replicate else None)
         meta, waited = self.cache.load_model(kind, key, model), 0.0
         if meta is None:  # train under the model's lock: a worker that waited for another's finds it cached
+            if self.cache.has_model(kind, key):
+                self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: its cached file "
+                         f"is damaged or does not load, so it is trained again (cells cached with the earlier "
+                         f"model keep their values)")
             start = time.perf_counter()
             with self.cache.model_lock(kind, key):
                 meta = self.cache.load_model(kind, key, model)

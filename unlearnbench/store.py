@@ -192,6 +192,10 @@ class Cache:
         base = self.root / "models" / kind / key
         return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
+    def has_model(self, kind: str, key: str) -> bool:
+        """Whether model `kind`/`key` has files in the cache (whether or not they load)."""
+        return any(path.is_file() for path in self._model_paths(kind, key))
+
     def load_model(self, kind: str, key: str, model: nn.Module) -> dict | None:
         """Load the cached weights `kind`/`key` into `model` and return their metadata; None when absent,
         truncated, tampered with or not loadable (the caller then recomputes)."""

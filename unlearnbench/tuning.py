@@ -207,9 +207,12 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     from .planning import plan
     from .store import RunFolder, writable_folder
 
+    from .execution import KeptGroup
+
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
     p = plan(grid, options)
+    KeptGroup.forget()  # as `run`: models an earlier run or tune in this process kept are not trusted blindly
     writable_folder(options.cache, "cache folder")
     studies: dict = {}
     for cell in p.cells:  # expansion order: the first seed and parameter set of each study come first
