@@ -17,6 +17,7 @@ from unlearnbench.discovery import discover
 from unlearnbench.grid import load_grid, parse_grid
 from unlearnbench.launchers import LaunchOptions
 from unlearnbench.models import BackboneSpec, build_backbone
+from unlearnbench.planning import plan
 from unlearnbench.runner import RunOptions, run
 from unlearnbench.tuning import retrain_distance, tune, TuningSettings
 from unlearnbench.tuning_results import summarise
@@ -103,6 +104,14 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     table = pd.read_csv(result.run_dir / "report" / "parameters.csv")
     assert dict(zip(table.method, table.tuned)) == {"original": False, "negative_gradient": True, "wfnet": True}
     assert "Tuning s" in (result.run_dir / "report" / "cost.md").read_text()
+    # each study records its setup; a grid of another setup under the same labels is refused the result
+    assert chosen["setup"] == {"dataset": {"name": "mnist5k"}, "backbone": {
+        "name": "vgg16", "width": 0.0625, "depth": 1.0, "patch": None}}
+    chosen["setup"]["dataset"]["image_size"] = 64
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(UserError, match=r"negative_gradient on mnist5k/vgg16-w0.0625 in '.*other.yaml' were chosen "
+                                        r"on another setup \(dataset image_size differ\)"):
+        plan(dataclasses.replace(grid, tuned=str(tmp_path / "other.yaml")), options)
 
 
 def test_the_test_split_never_changes_what_tuning_chooses(tmp_path, shared_cache, monkeypatch):

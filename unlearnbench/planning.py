@@ -17,7 +17,7 @@ from .data import dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, PluginError, discover, get_method
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean, error_reason
-from .grid import SEED_LIMIT, Cell, Grid, expand
+from .grid import HOLDING_OPTIONS, SEED_LIMIT, Cell, Grid, expand, tuned_parameters
 from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
@@ -148,6 +148,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     failed = {e.method: e for e in plugin_errors if e.kind == "runtime"}
     cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
     cells = _with_local_weights(cells, grid, root)
+    _check_tuned_setups(cells, grid)
     runnable, skipped, raised = [], [], {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
@@ -297,6 +298,34 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], devic
         "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
         "code": code_hash() if metrics else code_hash(without=("metrics",)),
     })
+
+
+def study_setup(cell: Cell) -> dict:
+    """What of a cell's dataset and backbone parameters tuned on it hold for: the dataset options that change its
+    training or validation images and the backbone's spec with its pretrained weights' contents (not where files
+    lie, nor the evaluation subsets), which labels leave out (e.g. `image_size`). Written with each study's result."""
+    skipped = HOLDING_OPTIONS + ("path", "test_per_class", "train_eval_per_class")
+    return {"dataset": {"name": cell.dataset.name,
+                        **{k: v for k, v in cell.dataset.options_dict.items() if k not in skipped}},
+            "backbone": {k: v for k, v in backbone_key(cell.backbone).items() if k != "pretrained"}}
+
+
+def _check_tuned_setups(cells: list[Cell], grid: Grid) -> None:
+    """Refuse a grid whose `tuned:` result chose a cell's parameters on another setup under the same dataset and
+    backbone labels (results written before setups were recorded are taken as they are)."""
+    tuned, checked = tuned_parameters(grid.tuned), set()
+    for cell in cells:
+        entry = tuned.get(cell.dataset.label, {}).get(cell.backbone.label, {}).get(cell.method, {})
+        if "setup" not in entry or (cell.dataset, cell.backbone, cell.method) in checked:
+            continue
+        checked.add((cell.dataset, cell.backbone, cell.method))
+        ours = study_setup(cell)
+        if entry["setup"] != ours:
+            differ = sorted(f"{part} {k}" for part in ours for k in {*ours[part], *entry["setup"].get(part, {})}
+                            if ours[part].get(k) != entry["setup"].get(part, {}).get(k))
+            raise UserError(f"The tuned parameters of {cell.method} on {cell.dataset.label}/{cell.backbone.label} "
+                            f"in '{grid.tuned}' were chosen on another setup ({', '.join(differ)} differ): tune "
+                            f"this grid (`run_bench.py tune`) or leave `tuned:` out.")
 
 
 def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[tuple, int]:

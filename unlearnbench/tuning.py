@@ -240,6 +240,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     """`tune` from its plan on: stages first, then one job per study, the result written after every study."""
     from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
     from .launchers import WorkerSlots, launch
+    from .planning import study_setup
     from .store import LogFile, device_name, git_commit, versions
 
     earlier = earlier_tuning(out, settings, grid_split(grid))
@@ -255,6 +256,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     # one-round methods' trials are the longest: their studies start first
     ordered = sorted(studies, key=lambda k: p.methods[k[2]].cls.per_class)
     spaces = {k: describe(searched_space(p.methods[k[2]].cls(), studies[k], grid)) for k in ordered}
+    setups = {k: study_setup(studies[k]) for k in ordered}
     threads = worker_threads(launch_options)
     header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
               f"git {git_commit()}, {versions()}, device {p.device} ({compute_setting(p.device)['precision']})\n"
@@ -286,7 +288,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     rows += outcome.records
                     trials = in_plan_order(rows, spaces)
                     document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit(),
-                                         grid_split(grid))
+                                         grid_split(grid), setups)
                     write_tuning(out, *merged(earlier, trials, document, header))
                     chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
                                                                                 {}).get(study.method)
@@ -295,5 +297,5 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
                         f"{chosen['params'] if chosen else 'every trial failed'}")
     trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
-        in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid)), header)
+        in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid), setups=setups), header)
     return TuneResult(out, trials, document, failures)

@@ -22,13 +22,14 @@ TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective"
 
 
 def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
-              commit: str = "", grid_split: dict | None = None) -> dict:
+              commit: str = "", grid_split: dict | None = None, setups: dict | None = None) -> dict:
     """The tuned-parameters document: the settings, what of the grid made its splits and stage models
     (`grid_split`: val_fraction and recipe, see `tuning.grid_split`) and, per dataset → backbone → method, the
     searched parameters' values in the
     best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
     defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
-    (0: it had settled), the device and the commit it was tuned at."""
+    (0: it had settled), the device and the commit it was tuned at, and (`setups`, per study key) the setup
+    (planning.study_setup) its parameters hold for."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
@@ -52,6 +53,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "device": device,
             "git": commit,
             "search_space": space,
+            **({"setup": setups[(dataset, backbone, method)]} if setups else {}),
         }
     return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), **(grid_split or {}),
             "tuned": tuned}
