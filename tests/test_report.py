@@ -223,6 +223,28 @@ def test_significance_marks_and_holm_on_ten_pairs(tmp_path):
     assert "n = 10 unless the cell shows [n=k]" in fewer.caption
 
 
+def crowded_records(dataset: str, methods: int) -> pd.DataFrame:
+    """Acc_f (train) of `methods` methods (original, retrain, WF-Net and plugins) on 1 seed × 3 forget classes."""
+    names = ["original", "retrain", "wfnet"] + [f"plugin_{i}" for i in range(methods - 3)]
+    return pd.DataFrame([{"dataset": dataset, "backbone": FULL, "method": m, "params": "{}", "seed": 0,
+                          "forget_class": c, "split": "train", "metric": "acc_forget", "value": 0.1 * i + 0.01 * c}
+                         for i, m in enumerate(names) for c in range(3)]).astype({"forget_class": "Int64"})
+
+
+def test_the_caption_says_no_cell_can_be_marked_only_where_no_column_could_be():
+    """Holm adjusts within a column of one dataset: 15 methods at n = 3 (27 tests, a mark needs 11 pairs) beside 4
+    at n = 10 (5 tests, 8 pairs), whose cells are marked; the count of methods over the whole table said 29 tests
+    and that none could be marked."""
+    table = table1(pd.concat([crowded_records("cifar10", 15), significance_records()], ignore_index=True))
+    assert table.display.loc[(FULL, "Original"), ("mnist", "Acc_f")] == "95.0 ± 0.0†‡ [n=10]"
+    assert "none can be marked" not in table.caption
+    records = significance_records()
+    few = records[(records["seed"] == 0) & (records["forget_class"] < 4)]  # n = 4 < 8: no column can mark
+    table = table1(pd.concat([crowded_records("cifar10", 15), few], ignore_index=True))
+    assert "(k = 5 to 27 here: 8 to 11 pairs), which no column's cells have, so none can be marked" in table.caption
+    assert "with 5 tests in a column a mark needs at least 8 pairs" in table1(few).caption
+
+
 def test_statistics_against_hand_values():
     assert t_half_width([np.sqrt(20 / 3)], [4])[0] == pytest.approx(HALF4)
     assert np.isnan(t_half_width([0.0], [1])[0])
@@ -263,6 +285,16 @@ def test_plugin_methods_and_parameter_sweeps_get_their_own_rows():
     assert list(table.display.loc[FULL].index) == ["Original", "Retrained (lr=0.1)", "Retrained (defaults)",
                                                     "WF-Net", "my_plugin"]
     assert table.display.loc[(FULL, "my_plugin"), ("mnist", "Acc_r")] == "93.0 ± 4.1"
+
+
+def test_a_sweep_s_rows_sort_numbers_as_numbers():
+    records = pd.DataFrame(hand_records())
+    sweep = [records[records["method"] == "retrain"].assign(params=p)
+             for p in ('{"lambda_1": 10}', '{"lambda_1": 2}', '{"lambda_1": 0.5}', '{"lambda_1": "auto"}')]
+    frame = pd.concat([records[records["method"] != "retrain"]] + sweep, ignore_index=True)
+    table = table1(frame.assign(forget_class=frame["forget_class"].astype("Int64")))
+    assert list(table.display.loc[FULL].index) == ["Original", "Retrained (lambda_1=0.5)", "Retrained (lambda_1=2)",
+                                                    "Retrained (lambda_1=10)", "Retrained (lambda_1=auto)", "WF-Net"]
 
 
 def test_table2_insertion_deletion(report):
@@ -526,6 +558,10 @@ def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     out = write_report([run, copy], tmp_path / "merged")
     index = (out / "index.md").read_text()
     assert f"## Run 1: `{run}`" in index and f"## Run 2: `{copy}`" in index
+    # says what load_runs keeps (the last folder's value), not "exact duplicates" dropped
+    note = f"({len(merged)} records: each value once, the last folder's where several record it (relearn values"
+    assert note in index and note.replace("'", "&#x27;") in (out / "index.html").read_text()
+    assert "exact duplicates" not in index
     assert read(out, "table1").equals(read(report, "table1"))
     # the same cells from a run at another commit count once (the later folder's), so sums do not double
     records = pd.read_csv(copy / "records.csv")

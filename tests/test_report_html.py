@@ -46,6 +46,15 @@ def test_method_profiles_put_the_original_at_0_and_retraining_at_1():
     assert method_profiles(records[records["method"] != "retrain"]).empty
 
 
+def test_the_profile_figure_names_the_split_each_metric_is_read_from():
+    records = pd.DataFrame(hand_records())
+    full = records[records["backbone"] == FULL]
+    mia = full[full["metric"] == "zrf"].assign(split="train", metric="mia_forget")  # MIA is recorded on train
+    ax = profile_figure(pd.concat([full, mia])).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Acc_r\n(test)", "Acc_f\n(test)", "ZRF\n(test)",
+                                                            "MIA\n(train)"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to open the page in (Debian: the chromium package)")
 def test_the_page_loads_in_headless_chromium_with_no_console_error_and_every_figure_resolves(report):
     done = subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",

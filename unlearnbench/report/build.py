@@ -88,9 +88,9 @@ def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> 
 
 
 def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
-    """Write the report of one or more run folders (records merged, exact duplicates dropped) into `out`
-    (default: <run_dir>/report for a single run) and return that folder: index.md, index.html (self-contained),
-    each table as <name>.csv/.tex/.md, figures/ as PNG and PDF."""
+    """Write the report of one or more run folders (records merged by records.load_runs: each value once, the last
+    folder's) into `out` (default: <run_dir>/report for a single run) and return that folder: index.md, index.html
+    (self-contained), each table as <name>.csv/.tex/.md, figures/ as PNG and PDF."""
     run_dirs = [Path(d) for d in run_dirs]
     if out is None:
         if len(run_dirs) != 1:

@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import UserError, error_reason
 from .names import method_order
-from .tables import CURVE_METRIC, row_labels
+from .tables import CURVE_METRIC, params_key, row_labels
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -232,29 +232,41 @@ def _label_order(records: pd.DataFrame) -> list[tuple[str, str]]:
     """(method, params) pairs of `records` in the tables' method order."""
     pairs = records[["method", "params"]].drop_duplicates()
     order = {m: i for i, m in enumerate(method_order(pairs["method"]))}
-    return sorted(pairs.itertuples(index=False, name=None), key=lambda k: (order[k[0]], k[1]))
+    return sorted(pairs.itertuples(index=False, name=None), key=lambda k: (order[k[0]], params_key(k[1])))
 
 
 PROFILE_RANGE = (-1.0, 2.0)  # a profile's drawn scale: where original and retrained nearly agree, a metric's
 # rescaled values run to hundreds (Acc_r of the smoke VGG: 98.1 vs 98.5 %) and would flatten every other column
 
-# metrics a method profile compares, on the split they are read from (test first, as the paper's Table 1 columns)
+# metrics a method profile compares, each read from one split (`profile_splits`)
 PROFILE_METRICS = [("acc_retain", "Acc_r"), ("acc_forget", "Acc_f"), ("zrf", "ZRF"), ("relearn_epochs", "RT"),
                    ("mia_forget", "MIA"), ("js_to_retrain_forget", "JS_f")]
 
 
-def method_profiles(records: pd.DataFrame) -> pd.DataFrame:
-    """Per method label × metric (one dataset × backbone), the mean value rescaled so that the original model is 0
-    and the retrained one 1 (how far a method moved from the original towards retraining); metrics on which the
-    two coincide, or that either lacks, are left out. Empty without both reference methods."""
-    labels = row_labels(records)
-    means = {}
+def profile_splits(records: pd.DataFrame) -> dict[str, str]:
+    """The split each profile metric the records hold is read from (short name → split): test where it was
+    recorded there (held-out data, one split for every metric that has it), else the first split it was recorded
+    on (e.g. MIA on train, RT on val)."""
+    splits = {}
     for metric, short in PROFILE_METRICS:
         rows = records[(records["metric"] == metric)].dropna(subset=["value"])
-        if rows.empty:
+        if not rows.empty:
+            splits[short] = "test" if (rows["split"] == "test").any() else rows["split"].iloc[0]
+    return splits
+
+
+def method_profiles(records: pd.DataFrame) -> pd.DataFrame:
+    """Per method label × metric (one dataset × backbone), the mean value on its split (`profile_splits`) rescaled
+    so that the original model is 0 and the retrained one 1 (how far a method moved from the original towards
+    retraining); metrics on which the two coincide, or that either lacks, are left out. Empty without both
+    reference methods."""
+    labels = row_labels(records)
+    means = {}
+    splits = profile_splits(records)
+    for metric, short in PROFILE_METRICS:
+        if short not in splits:
             continue
-        split = "test" if (rows["split"] == "test").any() else rows["split"].iloc[0]
-        rows = rows[rows["split"] == split]
+        rows = records[(records["metric"] == metric) & (records["split"] == splits[short])].dropna(subset=["value"])
         for (method, params), value in rows.groupby(["method", "params"])["value"].mean().items():
             means[(labels[(method, params)], short)] = float(value)
     frame = pd.Series(means, dtype=float).unstack() if means else pd.DataFrame()
@@ -287,7 +299,8 @@ def profile_figure(records: pd.DataFrame) -> Figure | None:
                     color=line.get_color())
     ax.axhline(0, color="0.6", linewidth=0.8)
     ax.axhline(1, color="0.6", linewidth=0.8, linestyle="--")
-    ax.set_xticks(list(xs), list(profiles.columns))
+    splits = profile_splits(records)
+    ax.set_xticks(list(xs), [f"{short}\n({splits[short]})" for short in profiles.columns])  # the split it is read from
     ax.set_ylim(low - 0.1, high + 0.1)
     ax.set(ylabel="original = 0, retrained = 1",
            title=f"Method profiles, {records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .index import FigureEntry, run_facts
+from .index import FigureEntry, records_note, run_facts
 from .records import RunSource
 from .tables import Table
 
@@ -132,7 +132,7 @@ def render_html(tables: list[tuple[Table, dict[str, Path] | None]], figures: lis
              f"<title>unlearnbench report</title><style>{STYLE}</style></head><body>",
              "<h1>unlearnbench report</h1>",
              f"<p>Generated {html.escape(generated)} from {len(sources)} run folder{'s' * (len(sources) > 1)} "
-             f"({len(records)} records after dropping exact duplicates). Click a column header to sort; "
+             f"({html.escape(records_note(records))}). Click a column header to sort; "
              "<a href=\"index.md\">index.md</a> holds the same report as Markdown.</p>"]
     for i, source in enumerate(sources, 1):
         facts = "".join(f"<li>{html.escape(name)}: {_inline(value)}</li>" for name, value in run_facts(source, records))

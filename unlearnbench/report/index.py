@@ -68,13 +68,19 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
                       "as current results")] if s.failed_with_records else [])
 
 
+def records_note(records: pd.DataFrame) -> str:
+    """What the report's records are, as records.load_runs reads them: each value once (the last folder's)."""
+    return (f"{len(records)} records: each value once, the last folder's where several record it (relearn values "
+            "once per relearn cap), without the cells that failed in their folder's latest run")
+
+
 def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: list[FigureEntry],
                  sources: list[RunSource], records: pd.DataFrame, out: Path, generated: str) -> str:
     """The Markdown of index.md: the runs, each table inline (with links to its CSV/LaTeX/Markdown files, or a
     note when it has no data) and each figure embedded with links to its PNG and PDF; paths relative to `out`."""
     lines = ["# unlearnbench report", "",
              f"Generated {generated} from {len(sources)} run folder{'s' if len(sources) > 1 else ''} "
-             f"({len(records)} records after dropping exact duplicates).", ""]
+             f"({records_note(records)}).", ""]
     for i, s in enumerate(sources, 1):
         lines += [f"## Run {i}: `{s.path}`", ""] + [f"- {name}: {value}" for name, value in run_facts(s, records)]
         lines += [""]

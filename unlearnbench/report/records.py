@@ -1,4 +1,5 @@
-"""Read one or more run folders: their records (merged, exact duplicates dropped) and what each run was."""
+"""Read one or more run folders: their records (merged, each value once: the last folder's, a relearn value once
+per relearn cap) and what each run was."""
 from __future__ import annotations
 
 import re

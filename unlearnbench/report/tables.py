@@ -59,13 +59,24 @@ def row_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
     return labels
 
 
+NUMBER = re.compile(r"(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
+
+
+def params_key(params: str) -> tuple:
+    """Sort key of a params JSON: its text, each number in it compared as a number (lambda_1=2 before 10)."""
+    parts = NUMBER.split(str(params))
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(parts)), str(params)
+
+
 def _ordered_rows(records: pd.DataFrame, keys: list[str]) -> list[tuple]:
-    """Distinct `keys` tuples in run order for datasets/backbones, paper order for methods, then params."""
+    """Distinct `keys` tuples in run order for datasets/backbones, paper order for methods, then params
+    (`params_key`)."""
     order = {"method": {m: i for i, m in enumerate(method_order(records["method"].unique()))}}
     for key in ("dataset", "backbone"):
         order[key] = {v: i for i, v in enumerate(pd.unique(records[key]))}
     rows = records[keys].drop_duplicates().itertuples(index=False, name=None)
-    return sorted(rows, key=lambda r: tuple(order[k][v] if k in order else str(v) for k, v in zip(keys, r)))
+    return sorted(rows, key=lambda r: tuple(order[k][v] if k in order else params_key(v) if k == "params" else str(v)
+                                            for k, v in zip(keys, r)))
 
 
 def method_rows(records: pd.DataFrame, labels: dict) -> list[tuple[str, str, str, dict]]:
@@ -231,13 +242,33 @@ def interval_legend(values: pd.DataFrame, units: str) -> str:
         text += (f". {' / '.join(REFERENCES[m] for m in tested)}: differs from "
                  f"{' / '.join(display_name(m) for m in tested)} (two-sided Wilcoxon signed-rank test over the "
                  f"paired {units}, p < {ALPHA:g} after Holm's adjustment within each column)")
-        methods = values["method"].nunique() if "method" in values else len(REFERENCES)
-        tests = max(1, 2 * methods - 3)  # each method against both references, their own test counted once
-        needed = math.ceil(math.log2(2 * tests / ALPHA))  # the smallest Holm-adjusted p is tests · 2 / 2ⁿ
-        if values["n"].max() < needed:
-            text += (f"; with {tests} tests in a column a mark needs at least {needed} pairs, which no cell here "
-                     "has, so none can be marked")
+        # the smallest Holm-adjusted p of a column of k tests is k · 2 / 2ⁿ: said only where no column reaches it
+        families = [(k, math.ceil(math.log2(2 * k / ALPHA)), n) for k, n in holm_families(values) if k]
+        if families and all(n < needed for _, needed, n in families):
+            tests, needed = sorted({k for k, _, _ in families}), sorted({m for _, m, _ in families})
+            if len(tests) == 1:
+                text += (f"; with {tests[0]} tests in a column a mark needs at least {needed[0]} pairs, which no "
+                         "cell here has, so none can be marked")
+            else:
+                text += (f"; a mark in a column of k tests needs at least log2(2k / {ALPHA:g}) pairs (k = "
+                         f"{tests[0]} to {tests[-1]} here: {needed[0]} to {needed[-1]} pairs), which no column's "
+                         "cells have, so none can be marked")
     return text
+
+
+def holm_families(values: pd.DataFrame) -> list[tuple[int, float]]:
+    """(tests, largest n) of each Holm family of `values` (one column of one dataset × backbone, as `paired_tests`
+    adjusts): its distinct pairs of cells with a p-value (a reference against another counted once)."""
+    group = [k for k in ("dataset", "backbone", "column") if k in values]
+    families = []
+    for _, family in values.groupby(group, dropna=False) if group else [(None, values)]:
+        cells = list(zip(family["method"], family["params"]))
+        pairs = set()
+        for m in REFERENCES:  # a p-value against m: m has one cell in the family
+            reference = next((c for c in cells if c[0] == m), None)
+            pairs |= {frozenset((c, reference)) for c, p in zip(cells, family[f"p_vs_{m}"]) if pd.notna(p)}
+        families.append((len(pairs), family["n"].max()))
+    return families
 
 
 def format_count(value: float) -> str:
