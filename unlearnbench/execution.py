@@ -68,8 +68,9 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
-    # time spent waiting while another process trained a charged model is not the method's: its training is
-    waited = sum(c.get("waited_seconds", 0.0) for c in charged)  # (device seconds: CUDA events count it too)
+    # a charged model counts its training's cost; the time this cell waited while another process trained it is
+    # not counted again (CUDA events count idle time too, so device seconds lose it on a GPU)
+    waited = sum(c.get("waited_seconds", 0.0) for c in charged)
     return model.eval(), {
         "unlearn_seconds": cost.wall_seconds - waited + sum(c["wall_seconds"] for c in charged),
         "device_seconds": cost.device_seconds - (waited if stages.data.device.type == "cuda" else 0.0)
@@ -154,8 +155,9 @@ class GroupKey:
     @classmethod
     def of(cls, job: Job) -> "GroupKey":
         o = job.options
-        return cls(job.cell.group, job.device, o.precision, job.grid.val_fraction, json.dumps(job.grid.recipe, sort_keys=True),
-                   o.cache, o.data_root, o.download, o.progress, job.log_path)
+        return cls(job.cell.group, job.device, o.precision, job.grid.val_fraction,
+                   json.dumps(job.grid.recipe, sort_keys=True), o.cache, o.data_root, o.download, o.progress,
+                   job.log_path)
 
 
 def load_group(key: GroupKey) -> Stages:
