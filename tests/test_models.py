@@ -60,8 +60,30 @@ def test_weights_of_another_architecture_or_pickled_code_are_refused(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"state_dict": Exploit()}, tmp_path / "evil.pth")
-    with pytest.raises(UserError, match="Cannot read weights"):
+    with pytest.raises(UserError, match="Cannot read weights") as refused:
         load_weights(target, tmp_path / "evil.pth")
+    # torch's advice (load with weights_only=False, i.e. run the pickled code) is not passed on; ours is
+    assert "weights_only" not in str(refused.value) and str(refused.value).endswith("holding a plain state dict.")
+
+
+def test_unusable_weights_files_are_one_sentence_saying_what_is_wrong(tmp_path):
+    """An empty file (the error handler itself crashed: IndexError), a folder, weights of another width (the
+    message ended at torch's colon) and a non-dict each get one sentence naming the problem."""
+    from safetensors.torch import save_model
+
+    target = build_backbone(BackboneSpec("vgg16", 0.125), 10, 3, 32)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty.pt: the file is empty; give a .safetensors or .pt state dict\.$"):
+        load_weights(target, tmp_path / "empty.pt")
+    with pytest.raises(UserError, match=r"Pretrained weights file .* is a folder; give the path"):
+        load_weights(target, tmp_path)
+    save_model(build_backbone(BackboneSpec("vgg16", 0.0625), 10, 3, 32), str(tmp_path / "narrow.safetensors"))
+    with pytest.raises(UserError, match=r"do not fit this backbone: 0.0.weight has shape \[4, 3, 3, 3\] "
+                                        r"where the model expects \[8, 3, 3, 3\] \(\d+ more shapes differ\); give"):
+        load_weights(target, tmp_path / "narrow.safetensors")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="are a list, not a state dict"):
+        load_weights(target, tmp_path / "list.pt")
 
 
 def test_subsampled_pointwise_conv_equals_a_strided_1x1_conv_in_values_and_gradients():

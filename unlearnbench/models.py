@@ -14,7 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torchvision.models.vgg import VGG, make_layers
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .registry import Registry
 
 SMALL_INPUT = 64  # inputs at or below this many pixels get the CIFAR-style adaptations
@@ -231,7 +231,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a state dict from a local .safetensors or .pt/.pth file (never executing pickled code) into `model`."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"Pretrained weights file {path} does not exist.")
+        raise UserError(f"Pretrained weights file {path} {'is a folder' if path.is_dir() else 'does not exist'}; "
+                        f"give the path of a .safetensors or .pt state dict.")
+    if path.stat().st_size == 0:
+        raise UserError(f"Cannot read weights from {path}: the file is empty; give a .safetensors or .pt state dict.")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -240,11 +243,30 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"Cannot read weights from {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+        reason = (f"{exc.__class__.__name__}: {first_line(exc)}" if path.suffix == ".safetensors" else
+                  "it is not a state dict of tensors that loads without running pickled code")
+        raise UserError(f"Cannot read weights from {path}: {reason}; give a .safetensors file or a .pt/.pth "
+                        f"holding a plain state dict.") from None
     for wrapper in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
+    if not isinstance(state, dict):
+        raise UserError(f"Weights in {path} are a {type(state).__name__}, not a state dict (names → tensors).")
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"Weights in {path} do not fit this architecture: {str(exc).splitlines()[0]}") from None
+    except RuntimeError:
+        raise UserError(f"Weights in {path} do not fit this backbone: {_misfit(model.state_dict(), state)}; give "
+                        f"weights of the same architecture and size.") from None
+
+
+def _misfit(expected: dict, given: dict) -> str:
+    """The first difference between a model's state dict and loaded weights, in words."""
+    shapes = [k for k in expected if k in given and hasattr(given[k], "shape") and given[k].shape != expected[k].shape]
+    if shapes:
+        k = shapes[0]
+        return (f"{k} has shape {list(given[k].shape)} where the model expects {list(expected[k].shape)}"
+                f"{f' ({len(shapes) - 1} more shapes differ)' if len(shapes) > 1 else ''}")
+    missing, extra = [k for k in expected if k not in given], [k for k in given if k not in expected]
+    parts = ([f"{len(missing)} of the model's entries are missing (e.g. {missing[0]})"] if missing else []) + (
+        [f"{len(extra)} entries are not the model's (e.g. {extra[0]})"] if extra else [])
+    return ", ".join(parts) or "they do not load"
