@@ -42,6 +42,12 @@ def test_training_subset_is_per_class_inside_train_and_named(mnist5k):
     assert torch.equal(again.train.images, sub.train.images)  # seeded
     entry = parse_grid({"datasets": [{"name": "mnist5k", "train_per_class": 100}], "backbones": ["vgg16"]}, "t")
     assert entry.datasets[0].label == "mnist5k-100perclass"
+    # more than a class holds: refused (before: every image, under a label promising 100000 a class)
+    for option, pool in [("train_per_class", "the training split after the validation carve"),
+                         ("val_per_class", "the validation split"), ("test_per_class", "the test split")]:
+        with pytest.raises(UserError, match=rf"'{option}: 100000' of dataset 'mnist5k' asks for more images than "
+                                            rf"class '\d' has in {pool} \(\d+\); use at most \d+\.$"):
+            load_dataset("mnist5k", options={option: 100000})
 
 
 def test_another_val_fraction_carves_another_training_split_so_its_stage_models_are_keyed_apart(tmp_path):
@@ -53,8 +59,8 @@ def test_another_val_fraction_carves_another_training_split_so_its_stage_models_
     from unlearnbench.models import BackboneSpec
 
     def stages(val_fraction):
-        return load_group(GroupKey((DatasetEntry("mnist5k"), BackboneSpec("vgg16", 0.0625), 0), "cpu", val_fraction,
-                                   "{}", tmp_path / "cache", None, False, False, tmp_path / "log.txt"))
+        return load_group(GroupKey((DatasetEntry("mnist5k"), BackboneSpec("vgg16", 0.0625), 0), "cpu", "auto",
+                                   val_fraction, "{}", tmp_path / "cache", None, False, False, tmp_path / "log.txt"))
 
     default, other = stages(0.1), stages(0.3)
     seen = {bytes(x.numpy()) for x in default.data.train.images}

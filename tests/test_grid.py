@@ -37,6 +37,11 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     path.write_text("datasets: [mnist5k\nbackbones: [vgg16]\n")
     with pytest.raises(UserError, match=r"Malformed YAML in .*bad.yaml at line \d+"):
         load_grid(str(path))
+    # a key listed twice: plain YAML keeps the last silently (here: `original` would vanish from the grid)
+    path.write_text("datasets: [mnist5k]\nbackbones: [vgg16]\nmethods: [original]\nmethods: [retrain]\n")
+    with pytest.raises(UserError, match=r"bad.yaml at line 4, column 1: key 'methods' appears twice \(lines 3 and "
+                                        r"4\); keep one\.$"):
+        load_grid(str(path))
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -60,6 +65,8 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "depth": float("inf")}]}, r"got width 1.0, depth inf"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "patch": -1}]}, r"'patch' .* integer ≥ 1.*got -1"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "patch": 4}]}, r"'patch' .* only to ViT backbones"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "depth": 5}]}, r"'depth' .* only to ViT backbones"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "metrics": []}, r"'metrics' .* non-empty list of metric"),
     ({"name": "../../x", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name.*'\.\./\.\./x'"),
     ({"name": "a/b", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),
     ({"name": "..", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),

@@ -231,7 +231,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """At most `per_class` of `indices` from every class, drawn at random (seeded), in ascending order."""
+    """At most `per_class` of `indices` from every class, drawn at random (seeded), in ascending order (a dataset
+    option asking for more than a class holds is refused first: `check_per_class`)."""
     rng = np.random.default_rng(seed)
     chosen = []
     for c in np.unique(labels[indices]):
@@ -239,6 +240,17 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, se
         rng.shuffle(idx)
         chosen.append(idx[:per_class])
     return np.sort(np.concatenate(chosen))
+
+
+def check_per_class(name: str, option: str, per_class: int, indices: np.ndarray, labels: np.ndarray,
+                    classes: list, pool: str) -> None:
+    """Refuse dataset option `option` (a per-class subset of `per_class` images drawn from `indices`, the `pool`)
+    where a class holds fewer: the subset would be smaller than its label says."""
+    counts = np.bincount(labels[indices], minlength=len(classes))
+    short = int(np.argmin(counts))
+    if counts[short] < per_class:
+        raise UserError(f"'{option}: {per_class}' of dataset '{name}' asks for more images than class "
+                        f"{classes[short]!r} has in {pool} ({counts[short]}); use at most {counts[short]}.")
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
@@ -317,6 +329,7 @@ def load_dataset(
     train_labels, test_labels = np.asarray(raw.train_labels), np.asarray(raw.test_labels)
     tested = np.arange(len(test_labels))
     if test_per_class:
+        check_per_class(name, "test_per_class", test_per_class, tested, test_labels, raw.classes, "the test split")
         tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)
     if val_from == "test":  # held out from every model: the test images the evaluation subset leaves
         kept, carved = np.arange(len(train_labels)), np.setdiff1d(np.arange(len(test_labels)), tested)
@@ -330,9 +343,15 @@ def load_dataset(
         kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
         val_images, val_labels = raw.train_images, train_labels
     if per_class:
+        check_per_class(name, "train_per_class", per_class, kept, train_labels, raw.classes,
+                        "the training split" + (" after the validation carve" if val_from == "train" else ""))
         kept = per_class_subset(kept, train_labels, per_class, SPLIT_SEED)
     if val_per_class:
+        check_per_class(name, "val_per_class", val_per_class, carved, val_labels, raw.classes, "the validation split")
         carved = per_class_subset(carved, val_labels, val_per_class, SPLIT_SEED)
+    if train_eval_per_class:
+        check_per_class(name, "train_eval_per_class", train_eval_per_class, kept, train_labels, raw.classes,
+                        "the training split")
     on_file = info.decodes_to_file and isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
     row_bytes = int(np.prod(raw.train_images.shape[1:]))
     on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)

@@ -190,8 +190,8 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
                              or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes)):
         raise UserError(f"'forget_classes' in {where} must be 'all' or a list of class indices, got {classes!r}.")
     metrics = raw.get("metrics", "all")
-    if metrics != "all" and not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
-        raise UserError(f"'metrics' in {where} must be 'all' or a list of metric names, got {metrics!r}.")
+    if metrics != "all" and not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
+        raise UserError(f"'metrics' in {where} must be 'all' or a non-empty list of metric names, got {metrics!r}.")
     for key in ("recipe", "metric_settings", "slurm", "tuning"):
         if not isinstance(raw.get(key, {}), dict):
             raise UserError(f"'{key}' in {where} must be a mapping, got {raw[key]!r}.")
@@ -297,9 +297,11 @@ def _backbone_spec(value: Any, where: str) -> BackboneSpec:
     if not (0 < spec.width < math.inf and 0 < spec.depth < math.inf):
         raise UserError(f"Backbone '{spec.name}' in {where} needs a finite width > 0 and depth > 0, got width "
                         f"{spec.width!r}, depth {spec.depth!r}.")
-    if spec.patch is not None and spec.family != "vit":
-        raise UserError(f"'patch' of backbone '{spec.name}' in {where} applies only to ViT backbones "
-                        f"({', '.join(n for n in BACKBONES.names() if BACKBONES.get(n).family == 'vit')}); remove it.")
+    for option in ("patch", "depth"):  # a CNN's blocks are fixed: set, either would only rename it
+        if getattr(spec, option) != getattr(BackboneSpec, option) and spec.family != "vit":
+            raise UserError(f"'{option}' of backbone '{spec.name}' in {where} applies only to ViT backbones "
+                            f"({', '.join(n for n in BACKBONES.names() if BACKBONES.get(n).family == 'vit')}); "
+                            f"remove it.")
     if spec.patch is not None and spec.patch < 1:
         raise UserError(f"'patch' of backbone '{spec.name}' in {where} must be an integer ≥ 1 (pixels), "
                         f"got {spec.patch!r}.")
