@@ -249,3 +249,15 @@ def test_the_readme_s_example_grid_is_a_valid_grid():
     example = re.search(r"```yaml\n(name: my_grid\n.*?)```", readme, re.S).group(1)
     grid = parse_grid(yaml.safe_load(example), "the README's example grid")
     assert grid.name == "my_grid" and grid.recipe["mnist5k/vit"] == {"lr": 0.001}
+
+
+def test_a_bad_value_in_a_tuned_result_is_said_to_come_from_it():
+    """A NaN the grid never set, read from its `tuned:` file, was reported as if the grid's params held it."""
+    from unlearnbench.grid import parameter_sets
+    from unlearnbench.models import BackboneSpec
+
+    info = discover()[0]["random_labels"]
+    with pytest.raises(UserError, match=r"^Parameter 'lr' of method 'random_labels' in the grid's `tuned:` result "
+                                        r"must be a finite number like its default .*, got nan\.$"):
+        parameter_sets(info, BackboneSpec("vgg16", 0.0625), {}, {"lr": float("nan")})
+    assert dict(parameter_sets(info, BackboneSpec("vgg16", 0.0625), {"lr": 0.1}, {"lr": float("nan")})[0])["lr"] == 0.1

@@ -364,7 +364,11 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
         raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
     check_keys(tuned or {}, defaults, f"the tuned parameters of method '{info.name}' (re-run `run_bench.py tune`)")
-    for key, value in {**(tuned or {}), **overrides}.items():
+    for key, value in (tuned or {}).items():  # where the value comes from the tuned file, the sentence says so
+        if key not in overrides:
+            check_like_default(value, defaults[key], f"Parameter '{key}' of method '{info.name}' in the grid's "
+                                                     f"`tuned:` result")
+    for key, value in overrides.items():
         if value == []:
             raise UserError(f"Parameter '{key}' of method '{info.name}' sweeps an empty list; give at least one value.")
         for item in value if isinstance(value, list) else [value]:
