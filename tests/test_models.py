@@ -78,7 +78,7 @@ def test_unusable_weights_files_are_one_sentence_saying_what_is_wrong(tmp_path):
     with pytest.raises(UserError, match=r"Pretrained weights file .* is a folder; give the path"):
         load_weights(target, tmp_path)
     save_model(build_backbone(BackboneSpec("vgg16", 0.0625), 10, 3, 32), str(tmp_path / "narrow.safetensors"))
-    with pytest.raises(UserError, match=r"do not fit this backbone: 0.0.weight has shape \[4, 3, 3, 3\] "
+    with pytest.raises(UserError, match=r"do not fit this architecture: 0.0.weight has shape \[4, 3, 3, 3\] "
                                         r"where the model expects \[8, 3, 3, 3\] \(\d+ more shapes differ\); give"):
         load_weights(target, tmp_path / "narrow.safetensors")
     torch.save([1, 2], tmp_path / "list.pt")

@@ -323,7 +323,7 @@ def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path
     assert list(frame.columns[: len(RECORD_COLUMNS) + 1]) == [*RECORD_COLUMNS, "device"]
 
 
-def test_retrained_models_the_metrics_need_are_their_own_stage_jobs():
+def test_retrained_models_the_metrics_need_are_their_own_stage_jobs(tmp_path):
     """With retrain in the grid and a metric comparing with it, each (group, class) the other cells compare with
     gets one retrained-model stage, also where --only left the retrain cells out; a one-round cell needs one per
     forget class; a grid without retrain (unless `train_missing` asks), a recipe of 0 epochs, or metrics that never
@@ -344,8 +344,10 @@ def test_retrained_models_the_metrics_need_are_their_own_stage_jobs():
     assert cells(["finetune", "wfnet"])[0] == []
     assert len(cells(["finetune", "wfnet"], metric_settings={"js_to_retrain": {"train_missing": True}})[0]) == 2
     assert cells(["retrain", "finetune", "wfnet"], metrics=["accuracy", "zrf"])[0] == []
-    assert cells(["retrain", "finetune", "wfnet"], recipe={"epochs": 0},
-                 backbones=[{"name": "vgg16", "width": 0.0625, "pretrained": "x.safetensors"}])[0] == []
+    (tmp_path / "x.safetensors").write_bytes(b"")  # there (planning checks that), never loaded
+    planned, grid = cells(["retrain", "finetune", "wfnet"], recipe={"epochs": 0},
+                          backbones=[{"name": "vgg16", "width": 0.0625, "pretrained": str(tmp_path / "x.safetensors")}])
+    assert planned == [] and plan(grid, RunOptions(device="cpu", only={"method": "finetune,wfnet"})).cells
 
 
 def test_a_run_without_its_retrain_cells_trains_each_retrained_model_once_before_the_cells(tmp_path, monkeypatch):
@@ -431,3 +433,21 @@ def test_a_grid_that_adds_forget_classes_reuses_the_per_class_cells_it_had(tmp_p
     study = plan(two, options(tmp_path, shared_cache)).cells[0]
     assert trial_cell_classes(study, [0], per_class=True).forget_classes == (0,)
     assert trial_cell_classes(study, [0], per_class=False).forget_classes == (0, 1)
+
+
+def test_cells_whose_original_needs_weights_that_are_not_there_are_skipped_with_the_reason(tmp_path, capsys):
+    """An epochs-0 recipe with no weights file, or a `pretrained` path that does not exist: the plan (and so
+    --dry-run) skips the cells saying why, as for missing data, instead of planning them and failing each."""
+    from unlearnbench.planning import plan
+
+    for name, overrides, reason in [
+            ("none", {"recipe": {"epochs": 0}}, "the mnist5k recipe trains 0 epochs, so vgg16-w0.0625 needs "
+                                                "pretrained weights: set 'pretrained' on the backbone or put "
+                                                "vgg16.safetensors under <data-root>/weights/"),
+            ("gone", {"backbones": [{"name": "vgg16", "width": 0.0625, "pretrained": str(tmp_path / "gone.pt")}]},
+             f"its pretrained weights file {tmp_path / 'gone.pt'} does not exist")]:
+        grid = load_grid(str(write_grid(tmp_path, f"{name}.yaml", methods=["original", "finetune"], **overrides)))
+        p = plan(grid, options(tmp_path, tmp_path / "c"))
+        assert not p.cells and {r for _, r in p.skipped} == {reason}
+    assert main(["--grid", str(tmp_path / "none.yaml"), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert "needs pretrained weights" in capsys.readouterr().out

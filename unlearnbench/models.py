@@ -255,7 +255,7 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError:
-        raise UserError(f"Weights in {path} do not fit this backbone: {_misfit(model.state_dict(), state)}; give "
+        raise UserError(f"Weights in {path} do not fit this architecture: {_misfit(model.state_dict(), state)}; give "
                         f"weights of the same architecture and size.") from None
 
 

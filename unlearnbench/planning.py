@@ -149,7 +149,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
     cells = _with_local_weights(cells, grid, root)
     _check_tuned_setups(cells, grid)
-    runnable, skipped, raised = [], [], {}
+    runnable, skipped, raised, no_weights = [], [], {}, {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
     for cell in cells:
@@ -164,14 +164,31 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         if cell.method == "retrain" and resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
             skip, reason = True, (f"the {cell.dataset.name} recipe trains 0 epochs (its originals are pretrained "
                                   f"weights), so there is nothing to retrain with; give the grid a recipe with epochs")
+        weights = (cell.dataset.name, cell.backbone)
+        if weights not in no_weights:
+            no_weights[weights] = weights_missing(cell, grid)
         if missing[cell.dataset]:
             skipped.append((cell, missing[cell.dataset]))
+        elif no_weights[weights]:
+            skipped.append((cell, no_weights[weights]))
         elif skip:
             skipped.append((cell, reason or "the method does not support this setting"))
         else:
             runnable.append(cell)
     files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
     return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files)
+
+
+def weights_missing(cell: Cell, grid: Grid) -> str | None:
+    """Why the cell's original cannot be made, where it loads pretrained weights that are not there (like missing
+    data, its cells are then skipped with this reason), else None."""
+    if cell.backbone.pretrained:
+        path = Path(cell.backbone.pretrained).expanduser()
+        return None if path.is_file() else f"its pretrained weights file {path} does not exist"
+    if resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
+        return (f"the {cell.dataset.name} recipe trains 0 epochs, so {cell.backbone.label} needs pretrained weights: "
+                f"set 'pretrained' on the backbone or put {cell.backbone.name}.safetensors under <data-root>/weights/")
+    return None
 
 
 def _with_local_weights(cells: list[Cell], grid: Grid, root: Path | None) -> list[Cell]:
@@ -248,14 +265,30 @@ def _select(cells: list[Cell], only: dict | list[dict], grid_name: str,
             if name in (failed or {}):
                 raise UserError(f"--only method={name} matches no cell of grid '{grid_name}': "
                                 f"{failed[name].message.splitlines()[0].rstrip('.')}; fix it to run '{name}'.")
+        if unknown and key == "forget_class" and present == ["all"]:  # every cell is a one-round method's
+            raise UserError(f"--only forget_class={unknown[0]} matches no cell of grid '{grid_name}': "
+                            f"{_one_round(cells)}; use --only forget_class=all, or add a per-class method to the "
+                            f"grid.")
         if unknown:
             raise UserError(f"--only {key}={unknown[0]} matches no cell of grid '{grid_name}'"
                             f"{did_you_mean(unknown[0], present)}; its {key} values are: {', '.join(present)}.")
     chosen = [c for c, v in zip(cells, values) if all(wanted[k] & v[k] for k in wanted)]
     if wanted and not chosen:
+        others = [c for c, v in zip(cells, values) if all(wanted[k] & v[k] for k in wanted if k != "forget_class")]
+        if "forget_class" in wanted and others and all(c.forget_class is None for c in others):
+            raise UserError(f"The --only filters {', '.join(f'{k}={t}' for k, t in only.items())} match no cell of "
+                            f"grid '{grid_name}' together: {_one_round(others)}; drop forget_class or use "
+                            f"forget_class=all.")
         raise UserError(f"The --only filters {', '.join(f'{k}={t}' for k, t in only.items())} match no cell of "
                         f"grid '{grid_name}' together; drop one of them.")
     return chosen
+
+
+def _one_round(cells: list[Cell]) -> str:
+    """Why a forget-class filter misses `cells`, all of them one-round methods' (part of a sentence)."""
+    methods = sorted({c.method for c in cells})
+    named = f"method {methods[0]} is" if len(methods) == 1 else f"methods {', '.join(methods)} are"
+    return f"{named} one-round, each cell unlearning every forget class at once (forget_class=all)"
 
 
 def grid_has_retrain(grid: Grid) -> bool:
