@@ -272,3 +272,24 @@ def test_retry_failed_on_a_config_whose_grid_has_no_name_says_so(tmp_path, capsy
     assert main(["--retry-failed", "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "config.yaml has no 'name'" in err and "'None'" not in err and len(err.splitlines()) == 1
+
+
+def test_only_a_forget_class_of_one_round_methods_says_their_cells_cover_every_class(tmp_path, capsys):
+    """original and wfnet unlearn all forget classes in one cell (forget_class=all): a class filter that misses
+    them says so, instead of only listing 'all'."""
+    only_one_round = write_grid(tmp_path, "a.yaml", methods=["original"], forget_classes=[1])
+    mixed = write_grid(tmp_path, "b.yaml", methods=["original", "retrain"], forget_classes=[1])
+    for grid, only, said in (
+            (only_one_round, ["forget_class=1"], "--only forget_class=1 matches no cell of grid 'tiny': method "
+             "original is one-round, each cell unlearning every forget class at once (forget_class=all); use --only "
+             "forget_class=all, or add a per-class method to the grid."),
+            (mixed, ["method=original", "forget_class=1"], "The --only filters method=original, forget_class=1 match "
+             "no cell of grid 'tiny' together: method original is one-round, each cell unlearning every forget class "
+             "at once (forget_class=all); drop forget_class or use forget_class=all."),
+            (mixed, ["forget_class=3"], "--only forget_class=3 matches no cell of grid 'tiny'; its forget_class "
+             "values are: 1, all.")):
+        argv = ["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]
+        assert main([*argv, *(a for o in only for a in ("--only", o))]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {said}"
+    assert main(["--grid", str(only_one_round), "--only", "forget_class=all", "--dry-run", "--cache-dir",
+                 str(tmp_path / "c")]) == 0

@@ -767,3 +767,31 @@ def test_wfnet_alpha_heatmaps_of_a_sweep_and_of_merged_runs_do_not_overwrite_one
     shown = ", ".join(f"{k}={v}" for k, v in sorted(swept.params_dict.items()))
     assert f"WF-Net α, run 2, {stem} ({shown}): per layer" in index
     assert f"WF-Net α, run 1, {stem}: per layer" in index
+
+
+def test_a_value_that_is_not_a_number_is_one_sentence_naming_its_line_and_metric(tmp_path, capsys):
+    """An edited records.csv whose value is no number is refused, not silently dropped from the tables; the empty
+    value (NaN) and inf that the writer itself produces still load."""
+    from unlearnbench.cli import main
+    from unlearnbench.report.records import read_records
+
+    rows = [{"dataset": "mnist", "backbone": FULL, "method": "wfnet", "params": "{}", "seed": 0, "forget_class": c,
+             "split": "test", "metric": metric, "value": value}
+            for c, metric, value in ((1, "acc_retain", 0.9), (1, "acc_forget", float("nan")), (2, "acc_forget", np.inf))]
+    run = tmp_path / "run"
+    run.mkdir()
+    frame = pd.DataFrame(rows, columns=RECORD_COLUMNS).astype({"forget_class": "Int64"})
+    frame.to_csv(run / "records.csv", index=False)
+    loaded = read_records(run / "records.csv")
+    assert loaded["value"].iloc[0] == 0.9 and np.isnan(loaded["value"].iloc[1]) and loaded["value"].iloc[2] == np.inf
+    text = (run / "records.csv").read_text().splitlines()
+    text[3] = text[3].replace(",inf", ",abc")  # line 4: the third row, class 2's acc_forget
+    (run / "records.csv").write_text("\n".join(text[:2] + [""] + text[2:]) + "\n")  # a blank line 3 pandas skips
+    with pytest.raises(UserError) as refused:
+        read_records(run / "records.csv")
+    assert str(refused.value) == (f"{run / 'records.csv'} line 5: value 'abc' of metric acc_forget is not a number; "
+                                  f"fix or remove the row.")
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "line 5: value 'abc' of metric acc_forget is not a number" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "report").exists()

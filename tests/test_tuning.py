@@ -176,7 +176,7 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         assert "Unknown key 'trails'" in capsys.readouterr().err
     bad_seed = write_grid(tmp_path, "s.yaml", tuning={"seed": -1})  # numpy's range, refused before any training
     assert main(["tune", "--grid", str(bad_seed), "--out", str(tmp_path / "t"), "--cache-dir", str(tmp_path / "c")]) == 2
-    assert "a seed in [0, 2^32)" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert "'seed' must be an integer in [0, 2^32), got -1" in capsys.readouterr().err and not (tmp_path / "c").exists()
     for grid, words in ((missing, "neither a file nor a shipped tuning result"), (not_tuned, "is not a tuning result"),
                         (shapeless, "is not a tuning result")):
         assert main(["--grid", str(grid), "--dry-run"]) == 2
@@ -192,6 +192,30 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),
              LaunchOptions(workers=0), tmp_path / "d")
+
+
+@pytest.mark.parametrize("section,sentence", [
+    ({"trials": 0}, "The tuning setting 'trials' must be an integer ≥ 1, got 0"),
+    ({"seed": -1}, "The tuning setting 'seed' must be an integer in [0, 2^32), got -1"),
+    ({"seed": 2 ** 32}, "The tuning setting 'seed' must be an integer in [0, 2^32), got 4294967296"),
+    ({"startup_trials": -1}, "The tuning setting 'startup_trials' must be an integer ≥ 0, got -1"),
+    ({"forget_classes": []}, "The tuning setting 'forget_classes' lists no class; list at least one class index or "
+                             "leave it out to tune on the grid's forget classes"),
+    ({"forget_classes": "all"}, "The tuning setting 'forget_classes' must be a list of class indices such as [0, 1], "
+                                "got 'all'"),
+    ({"forget_classes": [1, True]}, "The tuning setting 'forget_classes' must be a list of class indices such as "
+                                    "[0, 1], got [1, True]"),
+])
+def test_a_bad_tuning_value_names_its_key_and_value(tmp_path, capsys, section, sentence):
+    grid = write_grid(tmp_path, tuning=section)
+    for command in (["tune", "--grid", str(grid), "--out", str(tmp_path / "t")], ["--grid", str(grid), "--dry-run"]):
+        assert main([*command, "--cache-dir", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {sentence} (the tuning section of {grid}).", err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "t").exists()
+    good = {"trials": 1, "seed": 2 ** 32 - 1, "startup_trials": 0, "forget_classes": [0]}
+    assert parse_grid(yaml.safe_load(write_grid(tmp_path, tuning=good).read_text())).tuning == good
+    assert parse_grid(yaml.safe_load(write_grid(tmp_path, tuning={"forget_classes": None}).read_text()))
 
 
 def test_tuning_an_added_method_adds_its_studies_and_keeps_the_earlier_ones(tmp_path, shared_cache, monkeypatch):
@@ -240,7 +264,8 @@ def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_
     # original; 4 steps left 0.42-0.56 depending on which test trained the shared one), not the original's ~90 %
     assert (result.trials.val_acc_forget < 0.5).all()
     outside = tune_grid(tmp_path, tuning={"trials": 1, "forget_classes": [3, 11]})
-    with pytest.raises(UserError, match="Forget class 11 is outside dataset 'mnist5k'"):
+    with pytest.raises(UserError, match="Forget class 11 in the tuning section is outside dataset 'mnist5k', whose "
+                                        "classes are 0…9"):
         tune(outside, options, LaunchOptions(workers=0), tmp_path / "u")
 
 

@@ -20,11 +20,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 
-from .config import from_mapping
+from .config import check_ranges, from_mapping
 from .data import dataset_identity
 from .errors import UserError
 from .grid import Cell, Grid
@@ -46,15 +47,23 @@ class TuningSettings:
     """
 
     trials: int = 20
-    forget_classes: list[int] | None = None
+    forget_classes: Any = None  # list[int] | None, checked below: a type hint would show up in its error message
     seed: int = 0
     startup_trials: int = 8
 
     def __post_init__(self) -> None:
-        if (self.trials < 1 or self.startup_trials < 0 or self.forget_classes == []
-                or not 0 <= self.seed < 2 ** 32):
-            raise UserError(f"The tuning section needs trials ≥ 1, startup_trials ≥ 0, a seed in [0, 2^32) and, "
-                            f"when it lists forget_classes, at least one; got {self}.")
+        # one sentence per bad key; from_mapping appends where the section is, e.g. "(the tuning section of x.yaml)"
+        check_ranges(dataclasses.asdict(self), {
+            "trials": (lambda v: v >= 1, "an integer ≥ 1"),
+            "startup_trials": (lambda v: v >= 0, "an integer ≥ 0"),
+            "seed": (lambda v: 0 <= v < 2 ** 32, "an integer in [0, 2^32)"),
+            "forget_classes": (lambda v: v is None or (isinstance(v, (list, tuple)) and all(
+                isinstance(c, int) and not isinstance(c, bool) for c in v)),
+                "a list of class indices such as [0, 1]")},
+            lambda key: f"The tuning setting '{key}'")
+        if self.forget_classes is not None and not self.forget_classes:
+            raise UserError("The tuning setting 'forget_classes' lists no class; list at least one class index or "
+                            "leave it out to tune on the grid's forget classes.")
 
 
 def tuning_settings(grid: Grid) -> TuningSettings:
@@ -153,6 +162,12 @@ def tuning_classes(settings: TuningSettings, cell: Cell, options) -> list[int]:
     if settings.forget_classes is None:
         return list(cell.forget_classes)
     n = dataset_classes(cell.dataset.name, options.data_root, options.cache, cell.dataset.options_dict)
+    bad = [c for c in settings.forget_classes if c < 0 or (n is not None and c >= n)]
+    if bad:  # said here, not by grid.forget_classes, whose sentence would not say the class is the tuning section's
+        span = f"0…{n - 1}" if n else "numbered from 0"
+        raise UserError(f"Forget class {bad[0]} in the tuning section is outside dataset '{cell.dataset.label}', "
+                        f"whose classes are {span}; list only classes in that range in the tuning section's "
+                        f"forget_classes.")
     return forget_classes(settings.forget_classes, n, cell.dataset.label)
 
 

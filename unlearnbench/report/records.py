@@ -2,6 +2,7 @@
 per relearn cap) and what each run was."""
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,34 @@ class RunSource:
 
 
 def read_records(path: Path) -> pd.DataFrame:
-    """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows); a file
-    that is not one (empty, binary, not CSV, missing columns, non-numeric seeds) is a UserError naming it."""
+    """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows) and float
+    values (NaN where empty); a file that is not one (empty, binary, not CSV, missing columns, non-numeric seeds) is
+    a UserError naming it, and so is a value that is not a number (naming its line and metric)."""
     frame = _read_table(path, RECORD_COLUMNS, "records", {"params": str, "dataset": str, "backbone": str,
                                                           "method": str, "split": str, "metric": str}, "int")
-    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    values = pd.to_numeric(frame["value"], errors="coerce").astype(float)
+    # an empty value (NaN: the writer's float('nan')) and "inf" load; a value that is not a number (an edited file)
+    # would silently become NaN and drop out of the tables
+    bad = values.isna() & frame["value"].notna()
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise UserError(f"{path} line {_line_number(path, row)}: value {str(frame['value'].iloc[row])!r} of metric "
+                        f"{frame['metric'].iloc[row]} is not a number; fix or remove the row.")
+    frame["value"] = values
     return frame
+
+
+def _line_number(path: Path, row: int) -> int:
+    """The line of `path` (from 1) on which data row `row` (from 0, as pandas numbers them: blank lines skipped)
+    ends."""
+    with open(path, newline="", encoding="utf-8") as file:
+        reader = csv.reader(file)
+        rows = (reader.line_num for fields in reader if fields)  # pandas skips blank lines
+        next(rows)  # the header
+        for number, line in enumerate(rows):
+            if number == row:
+                return line
+    return row + 2  # not reached: pandas read this row from the file
 
 
 def read_failures(path: Path) -> pd.DataFrame:
