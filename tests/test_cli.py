@@ -77,6 +77,12 @@ def test_user_errors_still_print_one_sentence(tmp_path, capsys):
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--out" in err and len(err.splitlines()) == 1
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty").mkdir()
+    for folder, state in [("nowhere", "No such folder:"), ("file", "Not a folder:"), ("empty", "No records.csv in")]:
+        assert main(["report", str(tmp_path / folder)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {state} {tmp_path / folder}; pass a run folder made by " \
+                                                  f"run_bench.py."
 
 
 def records_frame() -> pd.DataFrame:
@@ -193,6 +199,9 @@ def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path
         assert main(["--grid", str(grid), "--methods", *extra, "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+    # --grid with --retry-failed, which reruns the folder's recorded grid: refused (before: ignored silently)
+    assert main(["--retry-failed", "--grid", str(grid), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: --grid cannot be combined with --retry-failed")
 
 
 SLEEPER_PLUGIN = """

@@ -209,7 +209,8 @@ def test_dry_run_prints_the_plan_and_paper_grid_skips_missing_data(tmp_path, cap
     (["--only", "methd=retrain"], "Unknown --only key 'methd' (did you mean 'method'?)"),
     (["--only", "retrain"], "--only expects KEY=VALUE"),
     (["--device", "cuda:0"], "CUDA is not available"),
-    (["--plugins", "/nonexistent/dir"], "Plugin folder /nonexistent/dir does not exist"),
+    (["--plugins", "/nonexistent/dir"], "Plugin folder /nonexistent/dir does not exist; give the folder"),
+    (["--plugins", "/etc/passwd"], "Plugin folder /etc/passwd is a file; give the folder"),
 ])
 def test_cli_bad_input_is_one_sentence(argv, message, tmp_path, capsys):
     import torch

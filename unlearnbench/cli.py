@@ -21,7 +21,7 @@ def _plugins_options() -> argparse.ArgumentParser:
 def _grid_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("grid")
-    group.add_argument("--grid", default="smoke", help="a shipped grid name (smoke, paper, …) or a YAML file")
+    group.add_argument("--grid", help="a shipped grid name (smoke, paper, …) or a YAML file (default: smoke)")
     group.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
                        help="only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
     group.add_argument("--methods", metavar="all|NAMES",
@@ -218,7 +218,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid
     from .tuning import tune
 
-    grid = _with_methods(load_grid(args.grid), args.methods)
+    grid = _with_methods(load_grid(args.grid or "smoke"), args.methods)
     options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only", join_repeats=True))
     out = args.out or args.results_dir / "tuning" / grid.name
     result = tune(grid, options, launch_options, out)
@@ -248,6 +248,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if args.methods is not None:
             raise UserError("--methods cannot be combined with --retry-failed, which reruns the run folder's grid "
                             "as it was; pass a new --out to run other methods.")
+        if args.grid is not None:  # before: ignored silently, the folder's grid rerun
+            raise UserError("--grid cannot be combined with --retry-failed, which reruns the grid recorded in the run "
+                            "folder's config.yaml; drop --grid, or pass a new --out to run that grid.")
         config = _previous_config(args.out)
         if "name" not in config["grid"]:  # the run folder holds its runs under the grid's name
             raise UserError(f"The grid in {args.out}/config.yaml has no 'name', which every run writes there, so "
@@ -266,7 +269,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if not args.plugins and config.get("plugins"):
             args.plugins = list(config["plugins"])
     else:
-        grid = _with_methods(load_grid(args.grid), args.methods)
+        grid = _with_methods(load_grid(args.grid or "smoke"), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)
     untuned = untuned_methods(grid, plan(grid, options))
     if untuned:
@@ -278,7 +281,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml")
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
               f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
-              f"{grid.name if args.retry_failed else args.grid} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
+              f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
     if args.dry_run:
         resolve_device(options.device)
         print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid), options.data_root))

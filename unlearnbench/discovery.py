@@ -95,7 +95,8 @@ def plugin_packages(extra: list[str | Path] | None = None) -> list[tuple[str, Pa
     named += [Path(p).expanduser() for p in extra or []]
     for folder in named:
         if not folder.is_dir():
-            raise UserError(f"Plugin folder {folder} does not exist.")
+            raise UserError(f"Plugin folder {folder} {'is a file' if folder.exists() else 'does not exist'}; give "
+                            f"the folder that holds the method files.")
     packages = dict((folder, name) for name, folder in map(_shipped_package, SHIPPED_PACKAGES))
     for folder in (p.resolve() for p in named):
         packages.setdefault(folder, f"unlearnbench_plugins_{hashlib.sha1(str(folder).encode()).hexdigest()[:10]}")

@@ -129,8 +129,8 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     os.environ[PRECISION_VARIABLE] = options.precision  # this process's cache keys; each job sets its worker's
     root = options.data_root
     if root is not None and not root.is_dir() and (root.exists() or not options.download):
-        raise UserError(f"--data-root {root} is not a folder; pass the folder holding the datasets "
-                        f"(or add --download to fetch them into a new one).")
+        raise UserError(f"--data-root {root} {'is not a folder' if root.exists() else 'does not exist'}; pass the "
+                        f"folder holding the datasets (or add --download to fetch them into a new one).")
     methods, plugin_errors = discover(options.plugins)
     missing = {d: dataset_missing(d.name, options.data_root, options.cache, d.options_dict, options.download)
                for d in grid.datasets}

@@ -145,7 +145,8 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
     for folder in map(Path, run_dirs):
         path = folder / "records.csv"
         if not path.is_file():
-            raise UserError(f"No records.csv in {folder}; pass a run folder made by run_bench.py.")
+            state = "No records.csv in" if folder.is_dir() else "Not a folder:" if folder.exists() else "No such folder:"
+            raise UserError(f"{state} {folder}; pass a run folder made by run_bench.py.")
         records = read_records(path)
         failures_path = folder / "failures.csv"
         failures = read_failures(failures_path) if failures_path.is_file() else pd.DataFrame(columns=FAILURE_COLUMNS)
