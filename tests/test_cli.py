@@ -1,6 +1,7 @@
 """The command line: real subcommands with their own options, run as the default, and the end-of-run summary."""
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from unlearnbench.cli import main, with_default_command
@@ -302,3 +303,19 @@ def test_only_a_forget_class_of_one_round_methods_says_their_cells_cover_every_c
         assert capsys.readouterr().err.strip() == f"error: {said}"
     assert main(["--grid", str(only_one_round), "--only", "forget_class=all", "--dry-run", "--cache-dir",
                  str(tmp_path / "c")]) == 0
+
+
+def test_dry_run_refuses_what_the_run_would_refuse_before_computing(tmp_path, capsys):
+    """--gpus without CUDA and --out naming a file are the run's first errors, and a plugin that fails to import
+    makes the run exit 1: the dry run said the plan was fine (exit 0) for all three."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "bad.py").write_text("def (\n")
+    base = ["--grid", str(write_grid(tmp_path)), "--dry-run", "--cache-dir", str(tmp_path / "c")]
+    if not torch.cuda.is_available():
+        assert main([*base, "--gpus", "0"]) == 2
+        assert "--gpus needs a CUDA device" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'afile'} is a file; give a folder for the run."
+    assert main([*base, "--plugins", str(tmp_path / "plugins")]) == 1
+    assert "bad.py failed to import" in capsys.readouterr().out

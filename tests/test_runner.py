@@ -151,7 +151,7 @@ def test_a_method_whose_init_or_skip_raises_is_a_plugin_error_and_the_rest_is_pl
                     f"Method 'skips' in {plugins / 'skips.py'}: skip('mnist5k', 'vgg16-w0.0625') raised "
                     f"RuntimeError: boom on vgg."}
     assert main(["--grid", str(grid_file), "--plugins", str(plugins), "--cache-dir", str(tmp_path / "c"),
-                 "--device", "cpu", "--dry-run"]) == 0
+                 "--device", "cpu", "--dry-run"]) == 1  # the plan is printed; the run would exit 1 too
     assert "creating it raised RuntimeError: boom in init" in capsys.readouterr().out
 
 
@@ -198,7 +198,7 @@ def test_dry_run_prints_the_plan_and_paper_grid_skips_missing_data(tmp_path, cap
     out = capsys.readouterr().out
     assert "3 cells to run" in out and "retrain" in out and "2 retrained models" in out
     assert main(["--grid", "paper", "--dry-run", "--data-root", str(tmp_path), "--only", "backbone=resnet18",
-                 "--only", "method=original", "--cache-dir", str(tmp_path / "c")]) == 0
+                 "--only", "method=original", "--cache-dir", str(tmp_path / "c")]) == 1  # nothing would run
     out = capsys.readouterr().out
     assert "0 cells to run, 3 skipped" in out
     assert "Dataset 'mnist' not found" in out and "cifar10" in out and "imagenet" in out
@@ -450,5 +450,5 @@ def test_cells_whose_original_needs_weights_that_are_not_there_are_skipped_with_
         grid = load_grid(str(write_grid(tmp_path, f"{name}.yaml", methods=["original", "finetune"], **overrides)))
         p = plan(grid, options(tmp_path, tmp_path / "c"))
         assert not p.cells and {r for _, r in p.skipped} == {reason}
-    assert main(["--grid", str(tmp_path / "none.yaml"), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main(["--grid", str(tmp_path / "none.yaml"), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 1
     assert "needs pretrained weights" in capsys.readouterr().out

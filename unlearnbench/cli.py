@@ -239,7 +239,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
     from .planning import describe_plan, metric_names, plan, resolve_device
-    from .runner import run
+    from .runner import check_gpus, run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
@@ -282,10 +282,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
               f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
               f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
-    if args.dry_run:
-        resolve_device(options.device)
-        print(describe_plan(grid, plan(grid, options), Cache(options.cache), metric_names(grid), options.data_root))
-        return 0
+    if args.dry_run:  # what the run would refuse before computing anything, refused here too
+        check_gpus(launch_options, resolve_device(options.device))
+        if options.out is not None and options.out.exists() and not options.out.is_dir():
+            raise UserError(f"--out {options.out} is a file; give a folder for the run.")
+        p = plan(grid, options)
+        print(describe_plan(grid, p, Cache(options.cache), metric_names(grid), options.data_root))
+        return 1 if p.plugin_errors or (p.skipped and not p.cells) else 0  # as the run would exit
     result = run(grid, options, launch_options)
     from .report.run_summary import format_summary
 

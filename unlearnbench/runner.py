@@ -47,8 +47,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
     launch_options = launch_options or LaunchOptions()
-    if launch_options.gpus and device.type != "cuda":  # cells are keyed by the driver's device type
-        raise UserError(f"--gpus needs a CUDA device, but the device is {device}; drop --gpus or use --device cuda.")
+    check_gpus(launch_options, device)
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
@@ -185,6 +184,12 @@ def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
         failures = read_failures(folder / "failures.csv")
         earlier["failures"] = failures[failures["status"] != "plugin-error"]  # this run reports its own
     return earlier
+
+
+def check_gpus(launch_options: LaunchOptions, device: torch.device) -> None:
+    """--gpus needs the run on CUDA: cells are keyed by the driver's device type."""
+    if launch_options.gpus and device.type != "cuda":
+        raise UserError(f"--gpus needs a CUDA device, but the device is {device}; drop --gpus or use --device cuda.")
 
 
 def _kept(earlier: dict | None, done, kind: str) -> pd.DataFrame | None:
