@@ -533,7 +533,7 @@ def test_plugins_that_exit_are_import_errors_and_list_sees_plugins(tmp_path, cap
     out = capsys.readouterr().out
     assert "my_method" in out and f"(failed to import: {plugins / 'exits.py'}: SystemExit: 3)" in out
     assert main(["--grid", str(tiny(tmp_path)), "--plugins", str(plugins), "--dry-run",
-                 "--cache-dir", str(tmp_path / "c")]) == 0
+                 "--cache-dir", str(tmp_path / "c")]) == 1  # the plan is printed; the run would exit 1 too
     assert "exits.py failed to import: SystemExit: 3" in capsys.readouterr().out
 
 

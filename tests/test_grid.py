@@ -261,3 +261,23 @@ def test_a_bad_value_in_a_tuned_result_is_said_to_come_from_it():
                                         r"must be a finite number like its default .*, got nan\.$"):
         parameter_sets(info, BackboneSpec("vgg16", 0.0625), {}, {"lr": float("nan")})
     assert dict(parameter_sets(info, BackboneSpec("vgg16", 0.0625), {"lr": 0.1}, {"lr": float("nan")})[0])["lr"] == 0.1
+
+
+def test_a_tuned_result_whose_setup_is_another_or_malformed_is_refused_in_one_sentence(tmp_path):
+    import yaml
+
+    from unlearnbench.planning import RunOptions, plan
+
+    tuned = tmp_path / "tuned.yaml"
+    backbone = {"name": "vgg16", "width": 0.0625, "depth": 1.0, "patch": None}
+    for setup, differ in [({"dataset": {"name": "mnist5k"}, "backbone": backbone}, None),
+                          ({"dataset": {"name": "mnist5k"}, "backbone": {**backbone, "width": 0.125}}, "backbone width"),
+                          (5, "backbone depth, backbone name, backbone width, dataset name")]:
+        tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {
+            "params": {"lr": 0.05}, "setup": setup}}}}}))
+        grid = load_grid(str(write_grid(tmp_path, methods=["finetune"], tuned=str(tuned))))
+        if differ is None:
+            assert plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c")).cells
+            continue
+        with pytest.raises(UserError, match=rf"on another setup \({differ} differ\): tune this grid"):
+            plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c"))

@@ -352,10 +352,11 @@ def _check_tuned_setups(cells: list[Cell], grid: Grid) -> None:
         if "setup" not in entry or (cell.dataset, cell.backbone, cell.method) in checked:
             continue
         checked.add((cell.dataset, cell.backbone, cell.method))
-        ours = study_setup(cell)
-        if entry["setup"] != ours:
-            differ = sorted(f"{part} {k}" for part in ours for k in {*ours[part], *entry["setup"].get(part, {})}
-                            if ours[part].get(k) != entry["setup"].get(part, {}).get(k))
+        ours, theirs = study_setup(cell), entry["setup"] if isinstance(entry["setup"], dict) else {}
+        if theirs != ours:
+            parts = {part: theirs.get(part) if isinstance(theirs.get(part), dict) else {} for part in ours}
+            differ = sorted(f"{part} {k}" for part in ours for k in {*ours[part], *parts[part]}
+                            if ours[part].get(k) != parts[part].get(k))
             raise UserError(f"The tuned parameters of {cell.method} on {cell.dataset.label}/{cell.backbone.label} "
                             f"in '{grid.tuned}' were chosen on another setup ({', '.join(differ)} differ): tune "
                             f"this grid (`run_bench.py tune`) or leave `tuned:` out.")
