@@ -196,10 +196,14 @@ def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path
     chosen = with_methods(load_grid(str(grid)), "finetune, retrain")
     assert chosen.methods == [MethodEntry("finetune", {"steps": 7}), MethodEntry("retrain")]
     for extra, message in ((["retrain,nosuch"], "Unknown method 'nosuch'"), ([" , "], "--methods expects 'all'"),
+                           (["original,,retrain"], "--methods expects 'all' or comma-separated method names such as "
+                                                   "wfnet,retrain, got 'original,,retrain'."),
                            (["all", "--retry-failed"], "--methods cannot be combined with --retry-failed")):
         assert main(["--grid", str(grid), "--methods", *extra, "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+    assert main(["--grid", str(grid), "--slurm", "partition=x", "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 2
+    assert "--slurm partition=x sets a Slurm option, but the launcher is local" in capsys.readouterr().err
     # --grid with --retry-failed, which reruns the folder's recorded grid: refused (before: ignored silently)
     assert main(["--retry-failed", "--grid", str(grid), "--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.startswith("error: --grid cannot be combined with --retry-failed")

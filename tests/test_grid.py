@@ -67,6 +67,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "patch": 4}]}, r"'patch' .* only to ViT backbones"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "depth": 5}]}, r"'depth' .* only to ViT backbones"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "metrics": []}, r"'metrics' .* non-empty list of metric"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "forget_classes": [1, 1]}, r"distinct class indices.*\[1, 1\]"),
     ({"name": "../../x", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name.*'\.\./\.\./x'"),
     ({"name": "a/b", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),
     ({"name": "..", "datasets": ["mnist5k"], "backbones": ["vgg16"]}, r"'name' .* one folder name"),

@@ -199,6 +199,9 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
         precision=args.precision,
     )
     workers, gpus = args.workers, parse_gpus(args.gpus)
+    if args.slurm and args.launcher != "slurm":  # before: ignored silently
+        raise UserError(f"--slurm {args.slurm[0]} sets a Slurm option, but the launcher is {args.launcher}; add "
+                        f"--launcher slurm or drop --slurm.")
     if workers is None:
         workers = len(gpus) if gpus and args.launcher == "local" else default_workers(
             resolve_device(options.device).type, args.launcher)

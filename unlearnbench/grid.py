@@ -186,9 +186,10 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
         raise UserError(f"'seeds' in {where} must be a non-empty list of distinct integers in [0, 2^32), "
                         f"got {seeds!r}.")
     classes = raw.get("forget_classes", "all")
-    if classes != "all" and (not isinstance(classes, list) or not classes
+    if classes != "all" and (not isinstance(classes, list) or not classes or len(set(classes)) < len(classes)
                              or not all(isinstance(c, int) and not isinstance(c, bool) for c in classes)):
-        raise UserError(f"'forget_classes' in {where} must be 'all' or a list of class indices, got {classes!r}.")
+        raise UserError(f"'forget_classes' in {where} must be 'all' or a list of distinct class indices, "
+                        f"got {classes!r}.")
     metrics = raw.get("metrics", "all")
     if metrics != "all" and not (isinstance(metrics, list) and metrics and all(isinstance(m, str) for m in metrics)):
         raise UserError(f"'metrics' in {where} must be 'all' or a non-empty list of metric names, got {metrics!r}.")
@@ -222,9 +223,10 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
 def with_methods(grid: Grid, text: str) -> Grid:
     """`grid` with its methods replaced (the --methods flag): 'all' (every discovered method) or comma-separated
     names; a name the grid lists keeps the grid's parameter overrides."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UserError("--methods expects 'all' or comma-separated method names such as wfnet,retrain.")
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):  # an empty name: a stray comma, or nothing given
+        raise UserError(f"--methods expects 'all' or comma-separated method names such as wfnet,retrain, got "
+                        f"{text!r}.")
     if names == ["all"]:
         return dataclasses.replace(grid, methods="all")
     listed = {} if grid.methods == "all" else {m.name: m for m in grid.methods}
