@@ -30,6 +30,8 @@ def test_the_paper_grid_relearns_up_to_the_papers_100_epochs():
 def test_unknown_grid_name_suggests():
     with pytest.raises(UserError, match="did you mean 'smoke'"):
         load_grid("smoek")
+    with pytest.raises(UserError, match="^Give a grid: a shipped name .* got an empty name"):  # was: ". is a folder"
+        load_grid("")
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):

@@ -128,6 +128,8 @@ def builtin_grids() -> list[str]:
 
 def load_grid(name_or_path: str) -> Grid:
     """Load a shipped grid by name or a YAML file by path, validating every key and value."""
+    if not str(name_or_path).strip():  # Path("") is the current folder
+        raise UserError(f"Give a grid: a shipped name ({', '.join(builtin_grids())}) or a YAML file; got an empty name.")
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         raw = read_yaml(path)
