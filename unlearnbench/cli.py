@@ -221,7 +221,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid
     from .tuning import tune
 
-    grid = _with_methods(load_grid(args.grid or "smoke"), args.methods)
+    grid = _with_methods(load_grid("smoke" if args.grid is None else args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only", join_repeats=True))
     out = args.out or args.results_dir / "tuning" / grid.name
     result = tune(grid, options, launch_options, out)
@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if not args.plugins and config.get("plugins"):
             args.plugins = list(config["plugins"])
     else:
-        grid = _with_methods(load_grid(args.grid or "smoke"), args.methods)
+        grid = _with_methods(load_grid("smoke" if args.grid is None else args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)
     untuned = untuned_methods(grid, plan(grid, options))
     if untuned:
