@@ -108,4 +108,4 @@ def test_a_wait_while_another_process_trains_a_charged_model_is_not_charged_on_t
     _, cost = unlearn_cell(cell, discover()[0]["retrain"], stages, False)
     trainer.join()
     assert time.perf_counter() - start >= 1.5  # it did wait for the other training
-    assert 7.0 <= cost["unlearn_seconds"] < 7.5
+    assert 7.0 <= cost["unlearn_seconds"] < 8.0  # the code before: ≥ 7.0 + the wait (≥ 1.5 s)

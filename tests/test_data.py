@@ -463,6 +463,9 @@ def test_cache_keys_tell_apart_the_files_a_dataset_reads_and_the_weights_a_backb
         torch.save(build_backbone(BackboneSpec("vgg16", 0.0625), 10, 1, 28).state_dict(), weights)
         keys.append(backbone_key(spec))
     assert keys[0]["pretrained_sha256"] != keys[1]["pretrained_sha256"] and keys[0]["name"] == "vgg16"
+    (tmp_path / "copy").mkdir()
+    shutil.copy(weights, tmp_path / "copy" / "w.pth")  # the same weights elsewhere (another --data-root): one key
+    assert backbone_key(BackboneSpec("vgg16", 0.0625, pretrained=str(tmp_path / "copy" / "w.pth"))) == keys[1]
 
 
 def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_data_root(tmp_path):

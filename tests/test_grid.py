@@ -44,6 +44,10 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     with pytest.raises(UserError, match=r"bad.yaml at line 4, column 1: key 'methods' appears twice \(lines 3 and "
                                         r"4\); keep one\.$"):
         load_grid(str(path))
+    path.write_text("datasets: [mnist5k]\nbackbones: [vgg16]\nbase: &base {lr: 0.1, steps: 5}\n"
+                    "methods: [{name: finetune, params: {<<: *base, lr: 0.2}}]\n")  # a merge key, then overridden
+    with pytest.raises(UserError, match="Unknown key 'base'"):  # read (the merge is no duplicate), then validated
+        load_grid(str(path))
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -274,11 +278,19 @@ def test_a_tuned_result_whose_setup_is_another_or_malformed_is_refused_in_one_se
     tuned = tmp_path / "tuned.yaml"
     backbone = {"name": "vgg16", "width": 0.0625, "depth": 1.0, "patch": None}
     for setup, differ in [({"dataset": {"name": "mnist5k"}, "backbone": backbone}, None),
+                          ({"dataset": {"name": "mnist5k"}, "backbone": {**backbone, "pretrained_sha256": "ab"}},
+                           "skipped"),
                           ({"dataset": {"name": "mnist5k"}, "backbone": {**backbone, "width": 0.125}}, "backbone width"),
                           (5, "backbone depth, backbone name, backbone width, dataset name")]:
         tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {
             "params": {"lr": 0.05}, "setup": setup}}}}}))
         grid = load_grid(str(write_grid(tmp_path, methods=["finetune"], tuned=str(tuned))))
+        if differ == "skipped":  # tuned with weights that are missing here: skipped for that, not refused
+            gone = [{"name": "vgg16", "width": 0.0625, "pretrained": str(tmp_path / "gone.pt")}]
+            grid = load_grid(str(write_grid(tmp_path, methods=["finetune"], tuned=str(tuned), backbones=gone)))
+            p = plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+            assert not p.cells and all("gone.pt does not exist" in reason for _, reason in p.skipped)
+            continue
         if differ is None:
             assert plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c")).cells
             continue

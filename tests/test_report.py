@@ -767,6 +767,10 @@ def test_wfnet_alpha_heatmaps_of_a_sweep_and_of_merged_runs_do_not_overwrite_one
     shown = ", ".join(f"{k}={v}" for k, v in sorted(swept.params_dict.items()))
     assert f"WF-Net α, run 2, {stem} ({shown}): per layer" in index
     assert f"WF-Net α, run 1, {stem}: per layer" in index
+    # one setting, tuned or set in the grid (not the defaults), is no sweep: its file keeps the plain name
+    single = [c for c in cells if c is swept]
+    _collect_artifacts(single, {swept: "0"}, Cache(), tmp_path / "single", discover()[0])
+    assert [p.name for p in (tmp_path / "single" / "artifacts" / "wfnet").iterdir()] == [f"{stem}.safetensors"]
 
 
 def test_a_value_that_is_not_a_number_is_one_sentence_naming_its_line_and_metric(tmp_path, capsys):

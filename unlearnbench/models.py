@@ -224,6 +224,7 @@ def backbone_key(spec: BackboneSpec) -> dict:
                     digest.update(block)
             _DIGESTS[memo] = digest.hexdigest()
         key["pretrained_sha256"] = _DIGESTS[memo]
+        key["pretrained"] = path.name  # the contents key it, not where it lies (another --data-root, a copy)
     return key
 
 

@@ -148,7 +148,6 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     failed = {e.method: e for e in plugin_errors if e.kind == "runtime"}
     cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
     cells = _with_local_weights(cells, grid, root)
-    _check_tuned_setups(cells, grid)
     runnable, skipped, raised, no_weights = [], [], {}, {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
     skipped += not_listed
@@ -175,6 +174,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             skipped.append((cell, reason or "the method does not support this setting"))
         else:
             runnable.append(cell)
+    _check_tuned_setups(runnable, grid)  # (a skipped cell's setup may lack what it is skipped for, e.g. its weights)
     files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
     return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files)
 

@@ -226,14 +226,19 @@ def tuning_records(cells: list[Cell], tuned: dict) -> dict[Cell, list[dict]]:
 
 def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Path, methods: dict) -> None:
     """Copy cached per-cell artifacts into <run>/artifacts/<method>/<dataset>__<backbone>__seed<seed>[__p<hash>]
-    [__c<k>]; the hash (report.names.params_tag) names a setting other than the method's defaults (`methods`: name
-    → MethodInfo), so that a sweep's settings do not overwrite one another."""
+    [__c<k>]; where the grid sweeps the method's parameters, the hash (report.names.params_tag) names each setting
+    other than its defaults (`methods`: name → MethodInfo), so that a sweep's settings do not overwrite one another
+    (a single setting, tuned or not, keeps the plain name)."""
     from .report.names import params_tag
 
+    settings: dict = {}
+    for cell in cells:
+        settings.setdefault((cell.method, cell.dataset, cell.backbone, cell.seed), set()).add(cell.params)
     for cell in cells:
         source = cache.artifact_path(keys[cell])
         if source.is_file():
-            defaults = methods[cell.method].cls().default_parameters(cell.backbone)
+            swept = len(settings[cell.method, cell.dataset, cell.backbone, cell.seed]) > 1
+            defaults = methods[cell.method].cls().default_parameters(cell.backbone) if swept else cell.params_dict
             suffix = ("" if cell.params_dict == defaults else params_tag(cell.params_json)) + (
                 "" if cell.forget_class is None else f"__c{cell.forget_class}")
             target = run_dir / "artifacts" / cell.method / f"{cell.dataset.label}__{cell.backbone.label}__seed{cell.seed}{suffix}.safetensors"

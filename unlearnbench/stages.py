@@ -95,14 +95,14 @@ class Stages:
         model = self.new_model(seed if replicate else None)
         meta, waited = self.cache.load_model(kind, key, model), 0.0
         if meta is None:  # train under the model's lock: a worker that waited for another's finds it cached
-            if self.cache.has_model(kind, key):
-                self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: its cached file "
-                         f"is damaged or does not load, so it is trained again (cells cached with the earlier "
-                         f"model keep their values)")
             start = time.perf_counter()
             with self.cache.model_lock(kind, key):
                 meta = self.cache.load_model(kind, key, model)
                 if meta is None:
+                    if self.cache.has_model(kind, key):  # (checked under the lock: no save is half done)
+                        self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: its "
+                                 f"cached file is damaged or does not load, so it is trained again (cells cached "
+                                 f"with the earlier model keep their values)")
                     self._train_stage(name, kind, key, model, forget_class, seed)
                 else:
                     waited = time.perf_counter() - start
