@@ -227,7 +227,8 @@ def test_out_of_range_class_and_unwritable_output(tmp_path, capsys):
     assert "Forget class 12 is outside dataset 'mnist5k'" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UserError, match="Cannot write to the output folder"):
+    with pytest.raises(UserError, match=rf"^Cannot make the output folder {blocker / 'sub'}: {blocker} above it is a "
+                                        rf"file; pass a folder\.$"):  # before: ': Not a directory.'
         run(load_grid(str(write_grid(tmp_path))), RunOptions(out=blocker / "sub", cache_dir=tmp_path / "c", device="cpu"))
 
 

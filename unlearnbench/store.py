@@ -114,6 +114,9 @@ def writable_folder(path: str | Path, what: str) -> Path:
         tempfile.TemporaryFile(dir=path).close()
     except FileExistsError:
         raise UserError(f"The {what} {path} is a file; pass a folder.") from None
+    except NotADirectoryError:  # a folder above it is a file (e.g. --results-dir naming a file)
+        above = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise UserError(f"Cannot make the {what} {path}: {above} above it is a file; pass a folder.") from None
     except OSError as exc:
         raise UserError(f"Cannot write to the {what} {path}: {exc.strerror or exc}.") from None
     return path
