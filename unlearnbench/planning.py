@@ -21,7 +21,7 @@ from .grid import HOLDING_OPTIONS, SEED_LIMIT, Cell, Grid, expand, tuned_paramet
 from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
-from .stages import with_local_weights
+from .stages import no_weights_reason, with_local_weights
 from .store import Cache, code_hash, stable_hash, versions
 from .training import PRECISION_VARIABLE, compute_setting, resolve_recipe
 
@@ -186,8 +186,7 @@ def weights_missing(cell: Cell, grid: Grid) -> str | None:
         path = Path(cell.backbone.pretrained).expanduser()
         return None if path.is_file() else f"its pretrained weights file {path} does not exist"
     if resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
-        return (f"the {cell.dataset.name} recipe trains 0 epochs, so {cell.backbone.label} needs pretrained weights: "
-                f"set 'pretrained' on the backbone or put {cell.backbone.name}.safetensors under <data-root>/weights/")
+        return no_weights_reason(cell.dataset.name, cell.backbone)
     return None
 
 

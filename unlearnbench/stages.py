@@ -142,10 +142,15 @@ class Stages:
         from .models import load_weights
 
         if not self.backbone.pretrained:  # (with_local_weights found no file under <data-root>/weights/)
-            raise UserError(f"The {self.data.name} recipe trains 0 epochs, so {self.backbone.label} needs pretrained "
-                            f"weights: set 'pretrained' on the backbone or put {self.backbone.name}.safetensors under "
-                            f"<data-root>/weights/.")
+            reason = no_weights_reason(self.data.name, self.backbone)
+            raise UserError(f"{reason[0].upper()}{reason[1:]}.")
         load_weights(model, self.backbone.pretrained)
+
+
+def no_weights_reason(dataset: str, backbone: BackboneSpec) -> str:
+    """Why an epochs-0 recipe's original cannot be made when `backbone` names no weights and none were found."""
+    return (f"the {dataset} recipe trains 0 epochs, so {backbone.label} needs pretrained weights: set 'pretrained' "
+            f"on the backbone or put {backbone.name}.safetensors under <data-root>/weights/")
 
 
 def with_local_weights(backbone: BackboneSpec, epochs: int, data_root: str | Path | None) -> BackboneSpec:

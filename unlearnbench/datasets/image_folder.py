@@ -63,8 +63,8 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
     if not samples:
         raise DataFileError(f"Image folder {folder} holds no class folder with images.")
-    key = stable_hash({"folder": str(folder.resolve()), **folder_signature(folder), "size": image_size,
-                       "crop": center_crop})
+    key = stable_hash({"folder": str(folder.resolve()), **files_signature(p for p, _ in samples),
+                       "size": image_size, "crop": center_crop})  # the list just read: no second walk
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
@@ -92,18 +92,24 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
 
 
 def folder_signature(folder: Path) -> dict:
-    """{'n': image files, 'bytes': their total size, 'mtime': the newest one's modification time} of the files
-    torchvision's make_dataset reads under `folder`/<class>/: what says the images changed, in the decoded cache's
-    key and the dataset's identity (a stat a file)."""
+    """`files_signature` of the files torchvision's make_dataset reads under `folder`/<class>/ (the dataset's
+    identity; the decoder signs the list make_dataset gave it)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
+    classes = sorted(e.path for e in os.scandir(folder) if e.is_dir())
+    return files_signature(os.path.join(root, name) for entry in classes
+                           for root, _, names in os.walk(entry, followlinks=True)
+                           for name in names if name.lower().endswith(IMG_EXTENSIONS))
+
+
+def files_signature(paths) -> dict:
+    """{'n': files, 'bytes': their total size, 'mtime': the newest one's modification time} of `paths`: what says
+    the images changed, in the decoded cache's key and the dataset's identity (a stat a file; the count, sum and
+    newest, not 1.28 M stat results held at once)."""
     n, total, newest = 0, 0, 0.0
-    for entry in sorted(e.path for e in os.scandir(folder) if e.is_dir()):
-        for root, _, names in os.walk(entry, followlinks=True):
-            for name in names:  # the count, sum and newest, not 1.28 M stat results held at once
-                if name.lower().endswith(IMG_EXTENSIONS):
-                    stat = os.stat(os.path.join(root, name))
-                    n, total, newest = n + 1, total + stat.st_size, max(newest, stat.st_mtime)
+    for path in paths:
+        stat = os.stat(path)
+        n, total, newest = n + 1, total + stat.st_size, max(newest, stat.st_mtime)
     return {"n": n, "bytes": total, "mtime": newest}
 
 
