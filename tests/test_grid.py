@@ -86,7 +86,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
      r"'label_smoothing' must be in \[0, 1\), got 2.0"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"vgg16": {"warmup": 1.5}}}, r"'warmup' must be in"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}},
-     r"A recipe's 'momentum' must be ≥ 0, got -1.0 \(the training recipe for mnist5k/vgg16\)\.$"),
+     r"A recipe's 'momentum' must be in \[0, 1\), got -1.0 \(the training recipe for mnist5k/vgg16\)\.$"),
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": 5}},  # SGD diverges at ≥ 1
+     r"A recipe's 'momentum' must be in \[0, 1\), got 5.0 \(the training recipe for mnist5k/vgg16\)\.$"),
 ])
 def test_bad_grids_are_one_clear_error(raw, message):
     with pytest.raises(UserError, match=message):

@@ -305,8 +305,10 @@ def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(mon
     assert kept[0] != kept[1]  # a worker keeps no bf16 stage model in memory for a float32 job (Python API)
 
 
-def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path):
-    """A cell computed with one torch thread keeps saying so when a two-thread run takes it from the cache."""
+def test_records_name_the_device_and_commit_that_computed_them_even_from_the_cache(tmp_path, monkeypatch):
+    """A cell computed with one torch thread at one commit keeps saying so when a two-thread run at another commit
+    takes it from the cache (before, every record was stamped with the commit of the run that wrote the file)."""
+    from unlearnbench import execution, runner
     from unlearnbench.launchers import LaunchOptions
 
     plugins = tmp_path / "my_methods"
@@ -314,14 +316,23 @@ def test_records_name_the_device_that_computed_them_even_from_the_cache(tmp_path
     (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
     grid = load_grid(str(write_grid(tmp_path, methods=["tmp_finetune"])))
     cache = tmp_path / "cache"
+
+    def at_commit(commit: str) -> None:  # the cells run in this process (no workers)
+        for module in (execution, runner):
+            monkeypatch.setattr(module, "git_commit", lambda: commit, raising=False)
+
+    at_commit("aaaaaaa")
     run(grid, options(tmp_path, cache, name="one", plugins=[plugins], only={"forget_class": "0"}),
         LaunchOptions(threads=1))
+    at_commit("bbbbbbb")
     both = run(grid, options(tmp_path, cache, name="two", plugins=[plugins]), LaunchOptions(threads=2))
     assert (both.computed, both.cached) == (1, 1)
     frame = pd.read_csv(both.run_dir / "records.csv")
     devices = frame.groupby("forget_class").device.unique()
     assert list(devices[0]) == [device_name(torch.device("cpu"), 1)]
     assert list(devices[1]) == [device_name(torch.device("cpu"), 2)]
+    commits = frame.groupby("forget_class").git_commit.unique()
+    assert (list(commits[0]), list(commits[1])) == (["aaaaaaa"], ["bbbbbbb"])
     assert list(frame.columns[: len(RECORD_COLUMNS) + 1]) == [*RECORD_COLUMNS, "device"]
 
 

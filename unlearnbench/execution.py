@@ -25,7 +25,7 @@ from .metrics import METRICS, MetricContext
 from .metrics.base import CELL_LOGIT_BYTES
 from .planning import RunOptions, cell_key, grid_has_retrain, metric_names, metric_settings, resolve_device
 from .stages import Stages
-from .store import BoundedMemo, Cache, LogFile, atomic_write, derive_seed, device_name
+from .store import BoundedMemo, Cache, LogFile, atomic_write, derive_seed, device_name, git_commit
 from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -81,13 +81,14 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
 def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
              artifacts: Path | None = None) -> list[dict]:
     """Unlearn and evaluate one cell; returns its records (cost, diagnostics, then split × metric × class), each
-    naming the device (and CPU threads) that computed it.
+    naming the device (and CPU threads) and the git commit that computed it.
 
     A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
     data = stages.data
     model, cost = unlearn_cell(cell, info, stages, progress)
     base = {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
-            "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device)}
+            "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device),
+            "git_commit": git_commit()}  # the code that computed it: a later run taking it from the cache keeps it
     whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
     records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
                for k, v in whole.items()]

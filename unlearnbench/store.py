@@ -314,12 +314,13 @@ class RunFolder:
         atomic_write(self.path / "config.yaml", yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
 
     def write_records(self, records: list[dict], provenance: dict, kept: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Write records.csv (one metric value per row, provenance columns appended), followed by the `kept` rows
-        of an earlier run in this folder (each with its own provenance); return the table."""
+        """Write records.csv (one metric value per row, provenance columns appended where a record does not carry
+        its own: a cell's records name the commit that computed them), followed by the `kept` rows of an earlier
+        run in this folder (each with its own provenance); return the table."""
         frame = pd.DataFrame(records, columns=RECORD_COLUMNS + [c for c in _extra_columns(records)])
         frame["forget_class"] = frame["forget_class"].astype("Int64")
         for key, value in provenance.items():
-            frame[key] = value
+            frame[key] = frame[key].fillna(value) if key in frame else value
         if kept is not None and not kept.empty:
             frame = pd.concat([frame, kept], ignore_index=True) if len(frame) else kept.reset_index(drop=True)
         atomic_write(self.path / "records.csv", frame.to_csv(index=False))

@@ -39,7 +39,7 @@ class Recipe:
         check_ranges(asdict(self), {
             "optimizer": one_of(OPTIMIZERS), "schedule": one_of(("onecycle", "cosine", "constant")),
             "epochs": (lambda v: v >= 0, "≥ 0 (0: pretrained weights)"), "batch_size": at_least(1), "lr": above(0),
-            "momentum": at_least(0), "weight_decay": at_least(0),
+            "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "weight_decay": at_least(0),
             "warmup": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of the steps)"),
             "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)")}, lambda key: f"A recipe's '{key}'")
 
