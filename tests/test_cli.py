@@ -323,3 +323,50 @@ def test_dry_run_refuses_what_the_run_would_refuse_before_computing(tmp_path, ca
     assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'afile'} is a file; give a folder for the run."
     assert main([*base, "--plugins", str(tmp_path / "plugins")]) == 1
     assert "bad.py failed to import" in capsys.readouterr().out
+
+
+def test_more_workers_than_memory_holds_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """Before: `--workers 100000` started a worker per cell (64 on the smoke grid) and the machine ran out of
+    memory, killing workers mid-cell. Here the machine is said to hold 1 GiB, less than three processes of this one's
+    size."""
+    from unlearnbench import runner
+
+    monkeypatch.setattr(runner, "host_memory_bytes", lambda: 2**30)
+    run_dir = tmp_path / "run"
+    grid = write_grid(tmp_path, forget_classes=[0, 1, 2])  # 4 cells: at most 4 workers start
+    assert main(["--grid", str(grid), "--device", "cpu", "--workers", "100000", "--out", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --workers 100000 would start 4 worker processes of about ") and len(
+        err.splitlines()) == 1
+    assert "more than this machine's 1 GiB; use --workers" in err
+    assert not (run_dir / "config.yaml").exists()
+    assert main(["--grid", str(grid), "--device", "cpu", "--workers", "100000", "--dry-run"]) == 2  # as the run
+    assert capsys.readouterr().err.startswith("error: --workers 100000 would start 4 worker processes")
+
+
+def test_more_cpu_workers_times_threads_than_cores_is_a_warning_about_timings(tmp_path, monkeypatch):
+    import os
+
+    import torch
+
+    from unlearnbench.grid import load_grid
+    from unlearnbench.launchers import LaunchOptions
+    from unlearnbench.planning import RunOptions, plan
+    from unlearnbench.runner import check_workers
+
+    grid = load_grid(str(write_grid(tmp_path, forget_classes=[0, 1, 2])))
+    cells = plan(grid, RunOptions(device="cpu")).cells
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+    def warning(**launch):
+        return check_workers(grid, cells, {}, LaunchOptions(**launch), torch.device("cpu"), None, tmp_path)
+
+    assert warning(workers=3, threads=1) == ("3 workers × 1 torch thread on 2 CPU cores: the cells share cores, so "
+                                             "their recorded seconds run long (use --workers 2 for timings to "
+                                             "compare)")
+    assert warning(workers=100, threads=1).startswith("4 workers")  # no more workers start than there are cells
+    assert warning(workers=2, threads=1) is None and warning(workers=2) is None  # default: cores / workers threads
+    assert warning(workers=1, threads=4).startswith("1 worker × 4 torch threads")
+    assert warning(launcher="slurm", workers=8) is None
+    assert check_workers(grid, cells, {}, LaunchOptions(workers=8, gpus=(0,)), torch.device("cuda"), None,
+                         tmp_path) is None

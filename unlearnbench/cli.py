@@ -241,8 +241,8 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
-    from .planning import describe_plan, metric_names, plan, resolve_device
-    from .runner import check_gpus, run
+    from .planning import describe_plan, metric_names, plan, resolve_device, stage_retrained_counts
+    from .runner import check_gpus, check_workers, run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
@@ -290,7 +290,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
         p = plan(grid, options)
+        crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metric_names(grid)),
+                                launch_options, p.device, options.data_root, Path(options.cache))
         print(describe_plan(grid, p, Cache(options.cache), metric_names(grid), options.data_root))
+        if crowded:
+            print(f"warning: {crowded}.", file=sys.stderr)
         return 1 if p.plugin_errors or (p.skipped and not p.cells) else 0  # as the run would exit
     result = run(grid, options, launch_options)
     from .report.run_summary import format_summary

@@ -129,10 +129,10 @@ def group_memory(dataset, backbone, sizes: DatasetSizes | None, retrained: int, 
                        (kept + WORKING_COPIES) * parameters, activations, stage_memo + cell_memo + in_flight)
 
 
-def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
-                   device: torch.device) -> list[str]:
-    """The plan's cost lines: training images of its originals and retrained models (`retrains`: group → how many
-    it trains), then a memory table."""
+def group_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
+                    device: torch.device) -> tuple[int, list[GroupMemory]]:
+    """The training images of the cells' originals and retrained models (`retrains`: group → how many it trains)
+    and the distinct memory estimates of their groups."""
     groups = sorted({c.group for c in cells}, key=lambda g: (g[0].label, g[1].label, g[2]))
     sizes = {d: DatasetSizes.of(d, grid.val_fraction, data_root, cache) for d in dict.fromkeys(g[0] for g in groups)}
     image_epochs, rows = 0, []
@@ -144,6 +144,14 @@ def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | Non
         memory = group_memory(dataset, backbone, sizes[dataset], retrained, recipe.batch_size, device)
         if memory not in rows:
             rows.append(memory)
+    return image_epochs, rows
+
+
+def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
+                   device: torch.device) -> list[str]:
+    """The plan's cost lines: training images of its originals and retrained models (`retrains`: group → how many
+    it trains), then a memory table."""
+    image_epochs, rows = group_estimates(grid, cells, retrains, data_root, cache, device)
     lines = []
     if image_epochs:
         lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import (RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan,
-                       retrained_models)
+                       retrained_models, stage_retrained_counts)
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
 
 __all__ = ["RunOptions", "RunResult", "run"]
@@ -48,6 +50,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
     launch_options = launch_options or LaunchOptions()
     check_gpus(launch_options, device)
+    crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metrics), launch_options, device,
+                            options.data_root, Path(options.cache))
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
@@ -69,6 +73,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                              "metric_settings": {m: metric_settings(grid, m) for m in metrics},
                              "methods": {m: p.methods[m].cls.card() for m in dict.fromkeys(c.method for c in p.cells)}})
         folder.log(describe_plan(grid, p, cache, metrics, options.data_root))
+        if crowded:
+            folder.log(f"warning: {crowded}")
+            print(f"warning: {crowded}.", file=sys.stderr)
         failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
         failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
                       "traceback": e.message} for e in p.plugin_errors]
@@ -184,6 +191,51 @@ def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
         failures = read_failures(folder / "failures.csv")
         earlier["failures"] = failures[failures["status"] != "plugin-error"]  # this run reports its own
     return earlier
+
+
+def check_workers(grid: Grid, cells: list[Cell], retrains: dict, launch_options: LaunchOptions, device: torch.device,
+                  data_root: str | None, cache_root: Path) -> str | None:
+    """Refuse more local workers than this machine's memory holds: each is a process holding torch and the harness
+    (this process's resident size) and, on a CPU, its group's data and models (the largest estimate of the plan's
+    memory table), and no more start than there are cells. Return a warning where CPU workers × torch threads
+    exceed the cores: the cells then share cores, so their recorded seconds run long."""
+    from .estimates import group_estimates
+    from .execution import worker_threads
+
+    workers = min(launch_options.workers, len(cells))
+    if launch_options.launcher != "local" or workers < 1:
+        return None
+    physical, base = host_memory_bytes(), process_bytes()
+    if physical and base and workers * base > physical / 2:  # only then is the group estimate worth building
+        rows = group_estimates(grid, cells, retrains, data_root, cache_root, device)[1] if device.type == "cpu" else []
+        each = base + max((r.total or 0 for r in rows), default=0)
+        if workers * each > physical:
+            raise UserError(f"--workers {launch_options.workers} would start {workers} worker processes of about "
+                            f"{each / 2**30:.1f} GiB each (torch and the harness, plus on a CPU the largest group's "
+                            f"data and models), {workers * each / 2**30:.0f} GiB in all, more than this machine's "
+                            f"{physical / 2**30:.0f} GiB; use --workers {max(1, physical // each)} or fewer.")
+    threads, cores = worker_threads(launch_options), os.cpu_count() or 1
+    if device.type == "cpu" and workers * threads > cores:
+        return (f"{workers} worker{'s' * (workers > 1)} × {threads} torch thread{'s' * (threads > 1)} on {cores} CPU "
+                f"cores: the cells share cores, so their recorded seconds run long (use --workers {max(1, cores // threads)} for "
+                f"timings to compare)")
+    return None
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def process_bytes() -> int:
+    """This process's resident memory (Linux; 0 elsewhere)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
 
 
 def check_gpus(launch_options: LaunchOptions, device: torch.device) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -246,6 +247,12 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
     settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
+    from .runner import check_workers
+
+    crowded = check_workers(grid, list(studies.values()), {g: len(ks) for g, ks in classes.items()}, launch_options,
+                            p.device, options.data_root, Path(options.cache))
+    if crowded:
+        print(f"warning: {crowded}.", file=sys.stderr)
     with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
         return _run_studies(grid, options, launch_options, out, p, settings, studies, classes, list(skipped.values()))
 
