@@ -297,6 +297,22 @@ def test_a_sweep_s_rows_sort_numbers_as_numbers():
                                                     "Retrained (lambda_1=10)", "Retrained (lambda_1=auto)", "WF-Net"]
 
 
+def test_a_sweep_s_paper_comparison_rows_sort_numbers_as_numbers():
+    """Before: the comparison sorted a sweep's rows by their label's text (lambda_1=10 before lambda_1=2)."""
+    from unlearnbench.report.paper import paper_comparison
+    from unlearnbench.report.tables import table2
+
+    records = pd.DataFrame(hand_records())
+    sweep = [records[records["method"] == "retrain"].assign(params=p)
+             for p in ('{"lambda_1": 10}', '{"lambda_1": 2}', '{"lambda_1": 0.5}')]
+    frame = pd.concat([records[records["method"] != "retrain"]] + sweep, ignore_index=True)
+    frame = frame.assign(forget_class=frame["forget_class"].astype("Int64"))
+    values = paper_comparison(table1(frame, "train"), table2(frame), frame).values
+    rows = values[(values["backbone"] == FULL) & (values["column"] == "Acc_r") & values["ours"].notna()]
+    assert list(rows["method"]) == ["Original", "Retrained (lambda_1=0.5)", "Retrained (lambda_1=2)",
+                                    "Retrained (lambda_1=10)", "WF-Net"]
+
+
 def test_table2_insertion_deletion(report):
     values = read(report, "table2")
     assert set(values["method"]) == {"wfnet"}

@@ -11,7 +11,7 @@ import yaml
 
 from .names import PAPER_METHODS, method_order
 from .stats import LEVEL
-from .tables import MISSING, Table, caps_text, format_stat, relearn_caps, row_labels
+from .tables import MISSING, Table, caps_text, format_stat, params_key, relearn_caps, row_labels
 
 # a Table 1/2 value column → (the paper's key, decimals shown)
 COLUMN_KEYS = {"Acc_r": ("acc_r", 1), "Acc_f": ("acc_f", 1), "ZRF": ("zrf", 1), "RT": ("rt", 1),
@@ -84,7 +84,8 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                 cap = f"{counted} of {published} classes"  # a count over other classes than the paper's
                 note = "; ".join(n for n in (note, f"counted over {cap}: not comparable") if n)
             rows.append((name, r.dataset, r.backbone, labels[(r.method, r.params)], r.column, r.mean, r.ci_low,
-                         r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap, other_split))
+                         r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap, other_split,
+                         params_key(r.params)))
         done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
         for dataset, backbone in pairs:
             for method in PAPER_METHODS:
@@ -93,9 +94,10 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                     theirs = paper_value(paper, key, paper_dataset, backbone_family(backbone), method, column)
                     if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
                         rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, np.nan,
-                                     np.nan, np.nan, theirs, "not run", methods[method], "", False))
+                                     np.nan, np.nan, theirs, "not run", methods[method], "", False, params_key("")))
     columns = list(COLUMN_KEYS)
-    rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[12], r[3], columns.index(r[4])))
+    rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[12], r[15], r[3],
+                             columns.index(r[4])))  # a sweep's settings: numbers as numbers (lambda_1=2 before 10)
     values = pd.DataFrame([r[:12] for r in rows], columns=["table", "dataset", "backbone", "method", "column", "ours",
                                                            "ours_ci_low", "ours_ci_high", "n", "ours_std", "paper",
                                                            "note"])
