@@ -96,6 +96,10 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     ("    parameters = {'m': 'a'}\n    parameter_ranges = {'m': one_of('ab')}\n"
      "    search_space = {'m': Choice(('a', 'c'))}\n",
      "search_space['m'] reaches outside its parameter_ranges (one of a, b)"),
+    # before: accepted; "no" is truthy, so the harness would have called unlearn once per class
+    ("    per_class = 'no'\n", "`per_class` must be True or False, not 'no'."),
+    ("    uses_retain = 0\n", "`uses_retain` must be True or False, not 0."),
+    ("    paper = 2023\n", "`paper` must be a string (every report's methods table prints it), not int."),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):
     folder = tmp_path / "plugins"

@@ -98,6 +98,13 @@ def declaration_problem(cls, families: set[str]) -> str | None:
     family: the first tuning trial runs the defaults), every family a known backbone family."""
     if not isinstance(cls.label, str):
         return f"`label` must be a string (the method's name in tables), not {type(cls.label).__name__}."
+    for attr in ("paper", "venue"):
+        if not isinstance(getattr(cls, attr), str):
+            return (f"`{attr}` must be a string (every report's methods table prints it), not "
+                    f"{type(getattr(cls, attr)).__name__}.")
+    for attr in ("per_class", "uses_retain"):  # a string such as "no" would be truthy
+        if not isinstance(getattr(cls, attr), bool):
+            return f"`{attr}` must be True or False, not {getattr(cls, attr)!r}."
     for attr in ("parameters", "search_space", "parameter_ranges", "family_parameters", "family_search_space"):
         if not isinstance(getattr(cls, attr), dict):
             return f"`{attr}` must be a dict, not {type(getattr(cls, attr)).__name__}."
