@@ -298,3 +298,30 @@ def test_a_tuned_result_whose_setup_is_another_or_malformed_is_refused_in_one_se
             continue
         with pytest.raises(UserError, match=rf"on another setup \({differ} differ\): tune this grid"):
             plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+
+
+def test_a_tuned_result_scored_on_another_validation_carve_or_recipe_is_refused_in_one_sentence(tmp_path):
+    """Before: only a study's recorded `setup` was compared, and results without one (both shipped results) were
+    applied to any grid under the same labels, e.g. one whose originals train for another number of epochs."""
+    import yaml
+
+    from unlearnbench.planning import RunOptions, plan
+
+    tuned = tmp_path / "tuned.yaml"
+    entry = {"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {"params": {"lr": 0.05}}}}}}
+
+    def planned(conditions: dict, **grid):
+        tuned.write_text(yaml.safe_dump({**conditions, **entry}))
+        return plan(load_grid(str(write_grid(tmp_path, methods=["finetune"], tuned=str(tuned), **grid))),
+                    RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+
+    assert planned({"val_fraction": 0.1, "recipe": {"epochs": 1}}).cells  # write_grid's recipe: epochs 1
+    assert planned({"val_fraction": 0.1, "recipe": {"mnist5k": {"epochs": 1}}}).cells  # the same, resolved
+    assert planned({}).cells  # a file that records neither is taken as it is
+    with pytest.raises(UserError, match=r"^The tuned parameters of finetune on mnist5k/vgg16-w0.0625 in '.*' were "
+                                        r"scored on a validation carve of 0.2 of the training split, this grid "
+                                        r"carves 0.1: tune this grid"):
+        planned({"val_fraction": 0.2, "recipe": {"epochs": 1}})
+    with pytest.raises(UserError, match=r"were chosen against originals and retrained models of another training "
+                                        r"recipe \(epochs 3 there, 1 here; label_smoothing 0.1 there, 0.0 here\): tune"):
+        planned({"val_fraction": 0.1, "recipe": {"epochs": 3, "label_smoothing": 0.1}})

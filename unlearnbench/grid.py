@@ -407,6 +407,15 @@ def tuned_file(name_or_path: str) -> Path | None:
                     f"{did_you_mean(name_or_path, names)}; shipped: {', '.join(names) or 'none'}.")
 
 
+def tuning_conditions(name_or_path: str) -> dict:
+    """What a tuned.yaml's studies were run under, as `run_bench.py tune` records it: `val_fraction` (the
+    validation carve they scored on) and `recipe` (the tuning grid's recipe overrides, which trained the originals
+    and retrained models); {} for a grid that names no result or a file that records neither."""
+    path = tuned_file(name_or_path)
+    raw = read_yaml(path) if path is not None else None
+    return {k: raw[k] for k in ("val_fraction", "recipe") if k in raw} if isinstance(raw, dict) else {}
+
+
 def tuned_parameters(name_or_path: str) -> dict:
     """{dataset label: {backbone label: {method: {'params': {...}, 'tuning_seconds': s, …}}}} from a tuned.yaml
     written by `run_bench.py tune`; {} when the grid names none."""

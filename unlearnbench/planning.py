@@ -17,7 +17,7 @@ from .data import dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, PluginError, discover, get_method
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean, error_reason
-from .grid import HOLDING_OPTIONS, SEED_LIMIT, Cell, Grid, expand, tuned_parameters
+from .grid import HOLDING_OPTIONS, SEED_LIMIT, Cell, Grid, expand, tuned_parameters, tuning_conditions
 from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
@@ -344,21 +344,36 @@ def study_setup(cell: Cell) -> dict:
 
 def _check_tuned_setups(cells: list[Cell], grid: Grid) -> None:
     """Refuse a grid whose `tuned:` result chose a cell's parameters on another setup under the same dataset and
-    backbone labels (results written before setups were recorded are taken as they are)."""
+    backbone labels: another validation carve, another training recipe for the originals and retrained models the
+    studies scored against, or (where the study recorded it) other dataset options or backbone weights."""
     tuned, checked = tuned_parameters(grid.tuned), set()
+    conditions = tuning_conditions(grid.tuned) if tuned else {}
     for cell in cells:
         entry = tuned.get(cell.dataset.label, {}).get(cell.backbone.label, {}).get(cell.method, {})
-        if "setup" not in entry or (cell.dataset, cell.backbone, cell.method) in checked:
+        if not entry or (cell.dataset, cell.backbone, cell.method) in checked:
             continue
         checked.add((cell.dataset, cell.backbone, cell.method))
+        where = f"The tuned parameters of {cell.method} on {cell.dataset.label}/{cell.backbone.label} in '{grid.tuned}'"
+        then = "tune this grid (`run_bench.py tune`) or leave `tuned:` out."
+        carve = conditions.get("val_fraction")
+        if isinstance(carve, (int, float)) and carve != grid.val_fraction:
+            raise UserError(f"{where} were scored on a validation carve of {carve:g} of the training split, this "
+                            f"grid carves {grid.val_fraction:g}: {then}")
+        if isinstance(conditions.get("recipe"), dict):
+            theirs = dataclasses.asdict(resolve_recipe(cell.dataset.name, cell.backbone, conditions["recipe"]))
+            ours = dataclasses.asdict(resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe))
+            differ = [f"{k} {theirs[k]} there, {ours[k]} here" for k in ours if ours[k] != theirs[k]]
+            if differ:
+                raise UserError(f"{where} were chosen against originals and retrained models of another training "
+                                f"recipe ({'; '.join(differ)}): {then}")
+        if "setup" not in entry:  # results written before setups were recorded: the labels say the rest
+            continue
         ours, theirs = study_setup(cell), entry["setup"] if isinstance(entry["setup"], dict) else {}
         if theirs != ours:
             parts = {part: theirs.get(part) if isinstance(theirs.get(part), dict) else {} for part in ours}
             differ = sorted(f"{part} {k}" for part in ours for k in {*ours[part], *parts[part]}
                             if ours[part].get(k) != parts[part].get(k))
-            raise UserError(f"The tuned parameters of {cell.method} on {cell.dataset.label}/{cell.backbone.label} "
-                            f"in '{grid.tuned}' were chosen on another setup ({', '.join(differ)} differ): tune "
-                            f"this grid (`run_bench.py tune`) or leave `tuned:` out.")
+            raise UserError(f"{where} were chosen on another setup ({', '.join(differ)} differ): {then}")
 
 
 def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[tuple, int]:
