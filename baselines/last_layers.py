@@ -15,7 +15,9 @@ after them in the network's order: the head (ResNet's pooling and `fc`; ViT's fi
 classifier). The rest (stem or patch embedding, class token and position embedding, earlier layers) is frozen: its
 parameters get no gradient and its modules stay in eval mode, so its BatchNorm running statistics never change
 either. EU-k re-initialises with the original's own initial weights (the group's seeded initialisation,
-`task.new_model()`), parameters and buffers alike.
+`task.new_model()`), parameters and buffers alike. The group's retrained models start from that initialisation
+too, so EU-k's re-initialised part starts where retraining's did: metrics comparing with the retrained model
+(js_to_retrain, ToW, the probe's gap) may find it closer than a fresh draw (deepunlearn's choice) would leave it.
 
 Reference settings (the SCRUB notebook): plain SGD (no momentum) at lr 0.01 with an ℓ2 pull towards the starting
 weights instead of weight decay, the model in eval mode while it trains (BatchNorm running statistics frozen); CF-k

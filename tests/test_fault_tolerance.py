@@ -431,7 +431,10 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
         "'max_epochs' in metric_settings.relearn of grid 'tiny' must be an integer like its default 100, got '5'."),
     "metric setting out of its range": (
         lambda t: ["--grid", str(tiny(t, metric_settings={"relearn": {"max_epochs": -5}})), "--dry-run"],
-        "metric_settings.relearn.max_epochs must be ≥ 0, got -5."),
+        "metric_settings.relearn.max_epochs must be ≥ 1, got -5."),
+    "relearn cap of 0 epochs": (  # before: accepted, and a class below target read as never relearned
+        lambda t: ["--grid", str(tiny(t, metric_settings={"relearn": {"max_epochs": 0}})), "--dry-run"],
+        "metric_settings.relearn.max_epochs must be ≥ 1, got 0."),
     "metric setting outside its interval": (
         lambda t: ["--grid", str(tiny(t, metric_settings={"epsilon": {"delta": 0.7}})), "--dry-run"],
         "metric_settings.epsilon.delta must be in [0, 0.5), got 0.7."),

@@ -108,6 +108,9 @@ def test_a_pretrained_backbone_gives_a_pretrained_original_but_a_fresh_random_mo
     group = Stages(data, {"name": "pretrained"}, spec, resolve_recipe("mnist5k", spec, {"epochs": 0}), 0,
                    Cache(tmp_path / "c1"), log=lambda *_: None)
     assert same_weights(group.original(), donor)
+    # in eval mode as a cached or trained original is (before: weights read for the first time stayed in train mode,
+    # so a plugin running the original directly moved the shared model's BatchNorm statistics)
+    assert not any(m.training for m in group.original().modules())
     assert not same_weights(group.random_model(0), donor) and not same_weights(group.new_model(), donor)
     fresh = Stages(data, {"name": "plain"}, SPEC, group.recipe, 0, Cache(tmp_path / "c2"), log=lambda *_: None)
     assert same_weights(group.random_model(4), fresh.random_model(4))  # fresh, pretrained or not

@@ -107,8 +107,8 @@ class Stages:
                 else:
                     waited = time.perf_counter() - start
         charge = None
+        model.eval()  # however it came: loaded, trained, or (a 0-epoch recipe) its pretrained weights just read
         if meta is not None:
-            model.eval()
             self._costs[name] = charge = meta.get("cost", {})
             if waited:  # this call's own: the caller's meter ran while another process trained the model
                 charge = {**charge, "waited_seconds": waited}

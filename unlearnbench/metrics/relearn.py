@@ -137,7 +137,7 @@ class FrozenNormStatistics(nn.Module):
 
 def check_settings(s: dict) -> None:
     check_ranges(s, {"optimizer": one_of(OPTIMIZERS), "lr": above(0), "momentum": at_least(0),
-                     "batch_size": at_least(1), "samples_per_epoch": at_least(1), "max_epochs": at_least(0),
+                     "batch_size": at_least(1), "samples_per_epoch": at_least(1), "max_epochs": at_least(1),
                      "eval_split": one_of(("train", "val", "test"))}, "metric_settings.relearn.{}".format)
 
 
