@@ -370,3 +370,30 @@ def test_more_cpu_workers_times_threads_than_cores_is_a_warning_about_timings(tm
     assert warning(launcher="slurm", workers=8) is None
     assert check_workers(grid, cells, {}, LaunchOptions(workers=8, gpus=(0,)), torch.device("cuda"), None,
                          tmp_path) is None
+
+
+def test_tuned_parameters_searched_over_other_ranges_than_the_method_declares_now_are_a_warning(tmp_path, capsys):
+    """Before: a study kept from before a method's space changed (a range widened, a parameter added) was applied
+    silently, as if the current space had been searched."""
+    import yaml
+
+    from unlearnbench.discovery import discover
+    from unlearnbench.models import BackboneSpec
+    from unlearnbench.search_space import describe
+
+    spec = BackboneSpec("vgg16", 0.0625)
+    now = describe(discover()[0]["finetune"].cls().space(spec))
+    tuned = tmp_path / "tuned.yaml"
+    grid = write_grid(tmp_path, methods=["finetune"], tuned=str(tuned))
+    for recorded, warned in [(now, None), ({**now, "lr": "1e-05…1e-03 (log)"}, "lr"),
+                             ({k: v for k, v in now.items() if k != "steps"}, "steps")]:
+        tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {
+            "params": {}, "search_space": recorded}}}}}, allow_unicode=True))
+        assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+        err = capsys.readouterr().err
+        if warned is None:
+            assert "searched over other ranges" not in err
+        else:
+            assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
+                    f"searched over other ranges than the method declares now") in err
+            assert "re-tune with `run_bench.py tune --grid " in err and "--only method=finetune`." in err

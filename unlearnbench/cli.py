@@ -274,7 +274,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         grid = _with_methods(load_grid("smoke" if args.grid is None else args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)
-    untuned = untuned_methods(grid, plan(grid, options))
+    planned = plan(grid, options)
+    untuned = untuned_methods(grid, planned)
     if untuned:
         counts = ", ".join(f"{m} ({n} dataset × backbone group{'s' * (n > 1)})" for m, n in untuned.items())
         path = Path(grid.tuned)
@@ -285,6 +286,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
               f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
               f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
+    stale = stale_tuned(grid, planned)
+    if stale:
+        methods = ",".join(dict.fromkeys(s.split(" ")[0] for s in stale))
+        print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(stale)} were searched over other ranges "
+              f"than the method declares now (a range changed or a parameter added since), so they were not chosen "
+              f"as a fresh study would choose them; re-tune with `run_bench.py tune --grid "
+              f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={methods}`.", file=sys.stderr)
     if args.dry_run:  # what the run would refuse before computing anything, refused here too
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():
@@ -339,6 +347,24 @@ def untuned_methods(grid, p) -> dict[str, int]:
     for method, *_ in sorted(missing):
         counts[method] = counts.get(method, 0) + 1
     return counts
+
+
+def stale_tuned(grid, p) -> list[str]:
+    """'method on dataset/backbone (parameters)' for each tuned entry the grid applies whose recorded search space
+    is not the one the method declares now for that cell (a range changed or a parameter added since it was
+    tuned): its parameters were chosen over other ranges than a fresh study would search."""
+    from .grid import tuned_parameters
+    from .search_space import describe
+    from .tuning import searched_space
+
+    tuned = tuned_parameters(grid.tuned) if grid.tuned else {}
+    stale: dict = {}
+    for c in p.cells:
+        recorded = tuned.get(c.dataset.label, {}).get(c.backbone.label, {}).get(c.method, {}).get("search_space")
+        if isinstance(recorded, dict) and (c.method, c.dataset.label, c.backbone.label) not in stale:
+            now = describe(searched_space(p.methods[c.method].cls(), c, grid))
+            stale[(c.method, c.dataset.label, c.backbone.label)] = [k for k in now if recorded.get(k) != now[k]]
+    return [f"{m} on {d}/{b} ({', '.join(keys)})" for (m, d, b), keys in stale.items() if keys]
 
 
 def _previous_config(out: Path | None) -> dict:
