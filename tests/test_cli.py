@@ -397,3 +397,20 @@ def test_tuned_parameters_searched_over_other_ranges_than_the_method_declares_no
             assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
                     f"searched over other ranges than the method declares now") in err
             assert "re-tune with `run_bench.py tune --grid " in err and "--only method=finetune`." in err
+
+
+def test_tuned_parameters_chosen_with_another_fixed_value_than_the_grid_runs_are_a_warning(tmp_path, capsys):
+    import yaml
+
+    tuned = tmp_path / "tuned.yaml"
+    grid = write_grid(tmp_path, methods=[{"name": "finetune", "params": {"batch_size": 32}}], tuned=str(tuned))
+    for fixed, warned in [({"batch_size": 32}, None), ({"batch_size": 64}, "batch_size: 64 there, 32 here")]:
+        tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {
+            "params": {}, "fixed": fixed}}}}}))
+        assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+        err = capsys.readouterr().err
+        if warned is None:
+            assert "held fixed" not in err
+        else:
+            assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
+                    f"chosen with another value of a parameter their study held fixed, which this grid changes.") in err

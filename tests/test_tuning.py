@@ -86,6 +86,8 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     assert chosen["objective"] == pytest.approx(ng.objective.min(), abs=1e-4)
     best = json.loads(ng.loc[ng.objective.idxmin(), "params"])
     assert chosen["params"] == {k: best[k] for k in METHODS["negative_gradient"].cls().search_space}
+    assert chosen["fixed"] == {k: v for k, v in best.items() if k not in chosen["params"]}  # what the study held
+    assert document["tuned"]["mnist5k"]["vgg16-w0.0625"]["wfnet"]["fixed"]["lr"] == 0.2  # the grid's, held
     assert document["forget_classes"] == [0, 2] and document["split"] == "val"
 
     again = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning-again")

@@ -293,6 +293,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
               f"than the method declares now (a range changed or a parameter added since), so they were not chosen "
               f"as a fresh study would choose them; re-tune with `run_bench.py tune --grid "
               f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={methods}`.", file=sys.stderr)
+    refixed = refixed_tuned(grid, planned)
+    if refixed:
+        print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(refixed)} were chosen with another value "
+              f"of a parameter their study held fixed, which this grid changes.", file=sys.stderr)
     if args.dry_run:  # what the run would refuse before computing anything, refused here too
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():
@@ -365,6 +369,24 @@ def stale_tuned(grid, p) -> list[str]:
             now = describe(searched_space(p.methods[c.method].cls(), c, grid))
             stale[(c.method, c.dataset.label, c.backbone.label)] = [k for k in now if recorded.get(k) != now[k]]
     return [f"{m} on {d}/{b} ({', '.join(keys)})" for (m, d, b), keys in stale.items() if keys]
+
+
+def refixed_tuned(grid, p) -> list[str]:
+    """'method on dataset/backbone (parameter: value there, value here)' for each tuned entry the grid applies that
+    recorded the parameters its study held fixed, where the grid runs another value of one (its parameters were
+    chosen for the value held then)."""
+    from .grid import tuned_parameters
+
+    tuned = tuned_parameters(grid.tuned) if grid.tuned else {}
+    changed: dict = {}
+    for c in p.cells:
+        fixed = tuned.get(c.dataset.label, {}).get(c.backbone.label, {}).get(c.method, {}).get("fixed")
+        if isinstance(fixed, dict):
+            differ = [f"{k}: {v!r} there, {c.params_dict.get(k)!r} here" for k, v in fixed.items()
+                      if c.params_dict.get(k) != v]
+            if differ:
+                changed.setdefault((c.method, c.dataset.label, c.backbone.label), differ)
+    return [f"{m} on {d}/{b} ({'; '.join(differ)})" for (m, d, b), differ in changed.items()]
 
 
 def _previous_config(out: Path | None) -> dict:

@@ -28,8 +28,9 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
     searched parameters' values in the
     best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
     defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
-    (0: it had settled), the device and the commit it was tuned at, and (`setups`, per study key) the setup
-    (planning.study_setup) its parameters hold for."""
+    (0: it had settled), the device and the commit it was tuned at, the parameters it held fixed (the method's
+    defaults with the tuning grid's overrides), and (`setups`, per study key) the setup (planning.study_setup) its
+    parameters hold for."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
@@ -42,6 +43,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
         tail = max(1, len(rows) // 4)
         tuned.setdefault(dataset, {}).setdefault(backbone, {})[method] = {
             "params": {k: v for k, v in json.loads(best["params"]).items() if k in space},
+            "fixed": {k: v for k, v in json.loads(best["params"]).items() if k not in space},  # what was held
             "objective": round(float(best["objective"]), 4),
             "val_acc_retain": round(float(best["val_acc_retain"]), 4),
             "val_acc_forget": round(float(best["val_acc_forget"]), 4),
