@@ -349,3 +349,33 @@ def test_the_first_trial_runs_the_exact_defaults_and_choices_stay_among_their_op
     assert params[0] == {"lr": 0.0012345, "cap": 0.12345}
     assert all(p["cap"] in (0.12345, 1.4427) for p in params) and {p["cap"] for p in params} == {0.12345, 1.4427}
     assert all(p["lr"] == float(f"{p['lr']:.3g}") for p in params[1:])
+
+
+ONE_SETTING_PLUGIN = """
+from unlearnbench import SingleClassModel, Unlearner
+from unlearnbench.search_space import Choice
+
+
+class OneSetting(Unlearner):
+    name = "one_setting"
+    parameters = {"mode": "a"}
+    search_space = {"mode": Choice(("a",))}
+
+    def unlearn(self, task):
+        return SingleClassModel(task.copy_original(), task.forget_class)
+"""
+
+
+def test_a_setting_a_study_tries_again_costs_nothing_the_second_time(tmp_path, shared_cache):
+    """Before: a repeated setting was a cache hit carrying the first try's seconds, summed again into the study's
+    tuning_seconds (three tries of the one setting counted three times its cost)."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "one_setting.py").write_text(ONE_SETTING_PLUGIN)
+    grid = tune_grid(tmp_path, methods=["original", "one_setting"])
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False, plugins=[tmp_path / "plugins"])
+    result = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning")
+    trials = result.trials.sort_values("trial")
+    assert trials.params.nunique() == 1 and len(trials) == 3
+    assert trials.seconds.iloc[0] > 0 and (trials.seconds.iloc[1:] == 0).all()
+    entry = result.document["tuned"]["mnist5k"]["vgg16-w0.0625"]["one_setting"]
+    assert entry["tuning_seconds"] == pytest.approx(round(trials.seconds.iloc[0], 1))

@@ -127,7 +127,7 @@ def run_study(job, stages: Stages) -> list[dict]:
     sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=settings.startup_trials + 1)
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.enqueue_trial({k: fixed[k] for k in space})
-    rows = []
+    rows, tried = [], set()
     for number in range(settings.trials):
         trial = study.ask()
         sampled = {k: spec.suggest(trial, k) for k, spec in space.items()}
@@ -141,6 +141,9 @@ def run_study(job, stages: Stages) -> list[dict]:
         result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference)
         if hit is None and not result["error"]:
             cache.save_cell(key, [result])
+        if key in tried:  # a setting this study tried already (a small discrete space): replayed, it costs nothing
+            result = {**result, "seconds": 0.0}
+        tried.add(key)
         study.tell(trial, result["objective"])
         rows.append({"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
                      "trial": number, "params": json.dumps(params, sort_keys=True), **result, "cached": hit is not None})
