@@ -462,7 +462,7 @@ def test_cache_keys_tell_apart_the_files_a_dataset_reads_and_the_weights_a_backb
     from unlearnbench.data import dataset_identity
     from unlearnbench.execution import stage_dataset_key
     from unlearnbench.models import BackboneSpec, backbone_key, build_backbone
-    from unlearnbench.planning import RunOptions, cell_key, metric_names, plan
+    from unlearnbench.planning import RunOptions, cell_key, plan
 
     _write_tree(tmp_path / "a")
     _write_tree(tmp_path / "b", classes=("ant", "bee", "dog"))
@@ -473,7 +473,7 @@ def test_cache_keys_tell_apart_the_files_a_dataset_reads_and_the_weights_a_backb
     def key(root):
         p = plan(grid, RunOptions(data_root=root, cache_dir=tmp_path / "c", device="cpu"))
         cell = p.cells[0]
-        return cell_key(cell, grid, p.methods[cell.method], metric_names(grid), p.device, p.files[cell.dataset])
+        return cell_key(cell, grid, p.methods[cell.method], p.device, p.files[cell.dataset])
 
     assert key(tmp_path / "a") == key(tmp_path / "a") != key(tmp_path / "b")
     assert key(tmp_path / "a") != key(tmp_path / "a2")  # a tree elsewhere may hold other images
@@ -507,7 +507,7 @@ def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_dat
 
     from unlearnbench.data import _IDENTITIES
     from unlearnbench.models import BackboneSpec, build_backbone
-    from unlearnbench.planning import RunOptions, cell_key, metric_names, plan
+    from unlearnbench.planning import RunOptions, cell_key, plan
     from unlearnbench.stages import Stages
     from unlearnbench.store import Cache
     from unlearnbench.training import resolve_recipe
@@ -532,7 +532,7 @@ def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_dat
         cell = p.cells[0]
         stages = Stages(data, {"files": p.files[cell.dataset]}, spec, recipe, 0, Cache(tmp_path / "c"), root,
                         log=lambda *_: None)
-        return (cell_key(cell, grid, p.methods[cell.method], metric_names(grid), p.device, p.files[cell.dataset]),
+        return (cell_key(cell, grid, p.methods[cell.method], p.device, p.files[cell.dataset]),
                 stages.key("original"), stages)
 
     first = write_weights(1)

@@ -260,7 +260,7 @@ def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False))
     weights = next((cache_dir / "models" / "original").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
-    cell = next((cache_dir / "cells").glob("*.json"))
+    cell = next((cache_dir / "metric-records").glob("*.json"))  # the accuracy rows of the one cell
     cell.write_text(cell.read_text().replace("acc_retain", "acc_retian"))  # tampered: hash no longer matches
     again = run(grid, RunOptions(out=tmp_path / "b", cache_dir=cache_dir, device="cpu", progress=False))
     assert (again.computed, again.cached) == (1, 0)
@@ -691,7 +691,7 @@ def test_a_cell_planned_before_its_plugin_was_edited_is_not_computed_under_the_p
     under the planned key (before: the edited code's records were cached as the planned code's); with the file
     back as planned, the same job computes and caches it."""
     from unlearnbench.execution import make_jobs, run_job
-    from unlearnbench.planning import cell_key, metric_names
+    from unlearnbench.planning import cell_key
 
     from test_runner import PLUGIN
 
@@ -703,7 +703,7 @@ def test_a_cell_planned_before_its_plugin_was_edited_is_not_computed_under_the_p
                          plugins=[plugins])
     p = plan(grid, options)
     cell = p.cells[0]
-    key = cell_key(cell, grid, p.methods[cell.method], metric_names(grid), p.device, p.files.get(cell.dataset))
+    key = cell_key(cell, grid, p.methods[cell.method], p.device, p.files.get(cell.dataset))
     [job] = make_jobs("cell", [cell], grid, options, LaunchOptions(), p.device, tmp_path / "log.txt", {cell: key})
     (plugins / "finetune.py").write_text(PLUGIN.format(suffix="Edited"))
     edited = run_job(job)

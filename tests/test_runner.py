@@ -270,7 +270,7 @@ def test_cells_and_stages_are_keyed_by_device_type_and_autocast_precision(tmp_pa
 
     p = plan(grid, options(tmp_path, cache))
     cell, info = p.cells[0], p.methods["original"]
-    keys = {d: cell_key(cell, grid, info, ["accuracy"], torch.device(d)) for d in ("cpu", "cuda:0", "cuda:1")}
+    keys = {d: cell_key(cell, grid, info, torch.device(d)) for d in ("cpu", "cuda:0", "cuda:1")}
     assert keys["cuda:0"] == keys["cuda:1"] != keys["cpu"]
 
 
@@ -425,7 +425,7 @@ def test_a_grid_that_adds_forget_classes_reuses_the_per_class_cells_it_had(tmp_p
     leave out the grid's other classes and a grid adding a class computes only that class's cells (before: every
     cell again); a one-round method (WF-Net) unlearns the grid's classes together, so its cell is another one.
     Tuning trials of a per-class method likewise cover the tuning classes alone."""
-    from unlearnbench.planning import cell_key, metric_names, plan
+    from unlearnbench.planning import cell_key, plan
     from unlearnbench.tuning import trial_cell_classes
 
     def grid(classes):
@@ -440,7 +440,7 @@ def test_a_grid_that_adds_forget_classes_reuses_the_per_class_cells_it_had(tmp_p
     def wfnet_key(g):
         p = plan(g, options(tmp_path, shared_cache))
         cell = next(c for c in p.cells if c.method == "wfnet")
-        return cell_key(cell, g, p.methods["wfnet"], metric_names(g), p.device)
+        return cell_key(cell, g, p.methods["wfnet"], p.device)
 
     assert wfnet_key(one) != wfnet_key(two)
     study = plan(two, options(tmp_path, shared_cache)).cells[0]
@@ -464,3 +464,44 @@ def test_cells_whose_original_needs_weights_that_are_not_there_are_skipped_with_
         assert not p.cells and {r for _, r in p.skipped} == {reason}
     assert main(["--grid", str(tmp_path / "none.yaml"), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 1
     assert "needs pretrained weights" in capsys.readouterr().out
+
+
+def test_a_grid_that_adds_a_metric_computes_only_that_metric_and_keeps_the_cached_records(tmp_path, monkeypatch):
+    """Each metric's records are cached apart from the cell's unlearning: adding zrf to a finished grid runs the
+    cells' unlearning again (the model is not cached) but computes only zrf, keeps the accuracy rows and the
+    first measurement of the cost rows, and gives the records a fresh run of both metrics gives (before: the
+    metrics were in the cell key, so every metric of every cell was computed again)."""
+    import dataclasses as dc
+
+    from unlearnbench import execution
+    from unlearnbench.metrics.base import METRICS
+
+    computed: list[str] = []
+
+    class Counting:
+        def get(self, name):
+            metric = METRICS.get(name)
+            return dc.replace(metric, compute=lambda ctx: computed.append(name) or metric.compute(ctx))
+
+    monkeypatch.setattr(execution, "METRICS", Counting())
+    first = load_grid(str(write_grid(tmp_path, "a.yaml", methods=["original", "retrain"], forget_classes=[0, 1])))
+    both = load_grid(str(write_grid(tmp_path, "b.yaml", methods=["original", "retrain"], forget_classes=[0, 1],
+                                    metrics=["accuracy", "zrf"])))
+    cache = tmp_path / "cache"
+    one = run(first, options(tmp_path, cache, name="one"))
+    assert set(computed) == {"accuracy"}
+    computed.clear()
+    two = run(both, options(tmp_path, cache, name="two"))
+    assert (two.computed, two.cached) == (3, 0) and set(computed) == {"zrf"}  # 3 cells, each computing zrf only
+    assert "(metrics zrf)" in (tmp_path / "two" / "log.txt").read_text()
+    kept = ["unlearn_seconds", "acc_retain", "acc_forget"]
+    rows = [r.records[r.records.metric.isin(kept)].reset_index(drop=True) for r in (one, two)]
+    pd.testing.assert_frame_equal(rows[0].drop(columns=["git_commit"]), rows[1].drop(columns=["git_commit"]))
+    again = run(both, options(tmp_path, cache, name="again"))
+    assert (again.computed, again.cached) == (0, 3)
+    fresh = run(both, options(tmp_path, tmp_path / "fresh-cache", name="fresh"))
+    timing = ["unlearn_seconds", "device_seconds", "peak_memory_bytes"]
+    same = [r.records[~r.records.metric.isin(timing)][list(RECORD_COLUMNS)].reset_index(drop=True)
+            for r in (two, again, fresh)]
+    pd.testing.assert_frame_equal(same[0], same[2])  # the same rows in the same order as computing both at once
+    pd.testing.assert_frame_equal(same[1], same[2])

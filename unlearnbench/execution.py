@@ -23,9 +23,11 @@ from .grid import EVALUATION_OPTIONS, Cell, Grid
 from .launchers import LaunchOptions, WorkerDied, assign_devices
 from .metrics import METRICS, MetricContext
 from .metrics.base import CELL_LOGIT_BYTES
-from .planning import RunOptions, cell_key, grid_has_retrain, metric_names, metric_settings, resolve_device
+from .planning import (RunOptions, cell_key, grid_has_retrain, metric_key, metric_names, metric_settings,
+                       resolve_device)
 from .stages import Stages
-from .store import BoundedMemo, Cache, LogFile, atomic_write, derive_seed, device_name, git_commit
+from .store import (BoundedMemo, Cache, LogFile, atomic_write, cell_order, code_hash, derive_seed, device_name,
+                    git_commit)
 from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -79,9 +81,10 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
 
 
 def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
-             artifacts: Path | None = None) -> list[dict]:
-    """Unlearn and evaluate one cell; returns its records (cost, diagnostics, then split × metric × class), each
-    naming the device (and CPU threads) and the git commit that computed it.
+             artifacts: Path | None = None) -> dict[str | None, list[dict]]:
+    """Unlearn and evaluate one cell on `metrics`; returns its records by what made them (None: the cost and
+    diagnostics rows; a metric's name: its split × class rows), each naming the device (and CPU threads) and the
+    git commit that computed it. Metrics are computed class by class, each class's in the order given.
 
     A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
     data = stages.data
@@ -90,8 +93,9 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
             "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device),
             "git_commit": git_commit()}  # the code that computed it: a later run taking it from the cache keeps it
     whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
-    records = [{**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
-               for k, v in whole.items()]
+    records: dict[str | None, list[dict]] = {None: [
+        {**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
+        for k, v in whole.items()], **{name: [] for name in metrics}}
     logit_cache, results = BoundedMemo(CELL_LOGIT_BYTES), {}
 
     @functools.lru_cache(maxsize=None)  # one rerun serves every class of an all-class method
@@ -107,7 +111,8 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
             for split, metric, value in METRICS.get(name).compute(ctx):
                 if not math.isfinite(value):
                     raise FloatingPointError(f"metric {metric} on the {split} split of class {c} is {value}")
-                records.append({**base, "forget_class": c, "split": split, "metric": metric, "value": float(value)})
+                records[name].append({**base, "forget_class": c, "split": split, "metric": metric,
+                                      "value": float(value)})
     if artifacts is not None and model.artifacts():
         from safetensors.torch import save
 
@@ -129,6 +134,7 @@ class Job:
     device: str
     log_path: Path
     threads: int | None = None
+    metrics_code: str = ""  # the metrics package the run planned with (its metric keys hold it)
 
 
 @dataclass
@@ -222,16 +228,21 @@ def run_job(job: Job) -> Outcome:
 
             return Outcome(job, records=run_study(job, stages))
         cache = Cache(job.options.cache)
-        hit = cache.load_cell(job.key)
+        metric_keys = {m: metric_key(job.key, job.grid, m, job.metrics_code) for m in metric_names(job.grid)}
+        hit = cache.cell_records(job.key, job.cell, metric_keys)
         if hit is not None:
             return Outcome(job, records=hit)
         methods, _ = discover(job.options.plugins)
         check_planned_key(job, methods[job.cell.method])
-        records = run_cell(job.cell, methods[job.cell.method], stages, job.grid, metric_names(job.grid),
-                           job.options.progress, cache.artifact_path(job.key))
-        cache.save_cell(job.key, records)
-        log(f"done {job.cell.describe()}")
-        return Outcome(job, records=records)
+        cached = {m: cache.load_cell(k, "metric-records") for m, k in metric_keys.items()}
+        missing = [m for m, rows in cached.items() if rows is None]  # unlearning runs again; only these compute
+        computed = run_cell(job.cell, methods[job.cell.method], stages, job.grid, missing, job.options.progress,
+                            cache.artifact_path(job.key))
+        cache.save_cell_records(job.key, computed, metric_keys)
+        whole = cache.load_cell(job.key) or computed[None]  # a cached cost rows' first measurement stays
+        log(f"done {job.cell.describe()}" + (f" (metrics {', '.join(missing)})" if len(missing) < len(cached) else ""))
+        return Outcome(job, records=cell_order(job.cell, whole, {m: computed[m] if cached[m] is None else cached[m]
+                                                                      for m in metric_keys}))
     except Exception as exc:
         log(f"FAILED {job.kind} {job.cell.describe()}: {error_reason(exc)}")
         return Outcome(job, failure=failure_row(job.cell, "failed", error_reason(exc), traceback.format_exc()))
@@ -246,8 +257,8 @@ def check_planned_key(job: Job, info: MethodInfo) -> None:
         return
     files = dataset_identity(job.cell.dataset.name, job.cell.dataset.options_dict, job.options.data_root,
                              job.options.cache, job.options.download)
-    here = cell_key(job.cell, job.grid, info, metric_names(job.grid), torch.device(job.device), files)
-    if here != job.key:
+    here = cell_key(job.cell, job.grid, info, torch.device(job.device), files)
+    if here != job.key or (job.metrics_code and code_hash("metrics") != job.metrics_code):
         raise UserError(f"The code, a method plugin or the dataset's files changed on disk after this run was planned "
                         f"(cell key {here} here, {job.key} planned), so this cell was not computed: start the run "
                         f"again to compute it with what is there now.")
@@ -271,7 +282,7 @@ def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, lau
     quiet = launch_options.workers > 1 or launch_options.launcher != "local"
     worker_options = dataclasses.replace(options, progress=options.progress and not quiet)
     made = [Job(kind, c, (keys or {}).get(c, ""), grid, worker_options, str(device), log_path,
-                worker_threads(launch_options)) for c in cells]
+                worker_threads(launch_options), code_hash("metrics") if keys else "") for c in cells]
     return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
 
 

@@ -313,23 +313,28 @@ def retrained_models(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[
     return needed
 
 
-def cell_key(cell: Cell, grid: Grid, info: MethodInfo, metrics: list[str], device: torch.device,
-             files: dict | None = None) -> str:
-    """The cache key of a cell: its full config, which files its dataset reads (`files`, `dataset_identity`'s) and
-    its pretrained weights' contents, the device type and precision it runs in, the plugin file's hash, library
-    versions and harness code (without the metrics package when the cell computes no metric, as a tuning trial:
-    editing a metric then keeps the trials a long tuning run has cached)."""
+def cell_key(cell: Cell, grid: Grid, info: MethodInfo, device: torch.device, files: dict | None = None) -> str:
+    """The cache key of a cell's unlearning: its full config, which files its dataset reads (`files`,
+    `dataset_identity`'s) and its pretrained weights' contents, the device type and precision it runs in, the
+    plugin file's hash, library versions and harness code less the metrics package. Each metric's records are
+    cached apart under `metric_key`, so a grid that adds or changes a metric computes that metric only."""
     recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
     return stable_hash({
         "dataset": cell.dataset.key_entry(), **({"files": files} if files else {}),
         "backbone": backbone_key(cell.backbone),
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.evaluated_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
-        "metrics": {m: metric_settings(grid, m) for m in metrics}, "val_fraction": grid.val_fraction,
-        "has_retrain": grid_has_retrain(grid), **compute_setting(device),
+        "val_fraction": grid.val_fraction, "has_retrain": grid_has_retrain(grid), **compute_setting(device),
         "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
-        "code": code_hash() if metrics else code_hash(without=("metrics",)),
+        "code": code_hash(without=("metrics",)),
     })
+
+
+def metric_key(key: str, grid: Grid, metric: str, code: str = "") -> str:
+    """The cache key of one metric's records of the cell whose `cell_key` is `key`: the metric, its settings and
+    the metrics package's code (`code`: its hash as a run planned it; default this process's)."""
+    return stable_hash({"cell": key, "metric": metric, "settings": metric_settings(grid, metric),
+                        "code": code or code_hash("metrics")})
 
 
 def study_setup(cell: Cell) -> dict:
@@ -398,9 +403,9 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_ro
     """A human-readable plan: cells per method, stages to train, what is cached, cost and memory estimates."""
     lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
     per_method = Counter(c.method for c in p.cells)
-    cached = sum(cache.load_cell(cell_key(c, grid, p.methods[c.method], metrics, p.device, p.files.get(c.dataset)))
-                 is not None
-                 for c in p.cells)
+    keys = [cell_key(c, grid, p.methods[c.method], p.device, p.files.get(c.dataset)) for c in p.cells]
+    cached = sum(cache.cell_records(key, c, {m: metric_key(key, grid, m) for m in metrics}) is not None
+                 for key, c in zip(keys, p.cells))
     for method, n in sorted(per_method.items()):
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")

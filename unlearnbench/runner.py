@@ -20,7 +20,7 @@ from .errors import UserError, error_reason
 from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
-from .planning import (RunOptions, cell_key, describe_plan, metric_names, metric_settings, plan,
+from .planning import (RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings, plan,
                        retrained_models, stage_retrained_counts)
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
 
@@ -79,12 +79,12 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
         failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
                       "traceback": e.message} for e in p.plugin_errors]
-        keys = {cell: cell_key(cell, grid, p.methods[cell.method], metrics, device, p.files.get(cell.dataset))
+        keys = {cell: cell_key(cell, grid, p.methods[cell.method], device, p.files.get(cell.dataset))
                 for cell in p.cells}
         tuning = tuning_records(p.cells, tuned_parameters(grid.tuned))
         results: dict[Cell, list[dict]] = {}
         for cell in p.cells:
-            hit = cache.load_cell(keys[cell])
+            hit = cache.cell_records(keys[cell], cell, {m: metric_key(keys[cell], grid, m) for m in metrics})
             if hit is not None:
                 results[cell] = hit
         cached = len(results)

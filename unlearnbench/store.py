@@ -247,12 +247,13 @@ class Cache:
         """Where a cell's artifacts (e.g. WF-Net's α) are kept, as safetensors."""
         return self.root / "artifacts" / f"{key}.safetensors"
 
-    def _cell_path(self, key: str) -> Path:
-        return self.root / "cells" / f"{key}.json"
+    def _cell_path(self, key: str, folder: str = "cells") -> Path:
+        return self.root / folder / f"{key}.json"
 
-    def load_cell(self, key: str) -> list[dict] | None:
-        """The records of a finished cell, or None (absent or unreadable: it is then recomputed)."""
-        path = self._cell_path(key)
+    def load_cell(self, key: str, folder: str = "cells") -> list[dict] | None:
+        """The records cached under `key` (a cell's unlearning: its cost and diagnostics rows; a tuning trial; with
+        folder 'metric-records', one metric's rows of a cell), or None (absent or unreadable: recomputed)."""
+        path = self._cell_path(key, folder)
         try:
             payload = json.loads(path.read_text())
             if not isinstance(payload, dict) or payload.get("sha256") != stable_hash(payload["records"]):
@@ -261,8 +262,33 @@ class Cache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save_cell(self, key: str, records: list[dict]) -> None:
-        atomic_write(self._cell_path(key), json.dumps({"records": records, "sha256": stable_hash(records)}, default=str))
+    def save_cell(self, key: str, records: list[dict], folder: str = "cells") -> None:
+        atomic_write(self._cell_path(key, folder),
+                     json.dumps({"records": records, "sha256": stable_hash(records)}, default=str))
+
+    def cell_records(self, key: str, cell, metric_keys: dict[str, str]) -> list[dict] | None:
+        """A finished cell's records from the cache, or None unless its unlearning (`key`) and every metric of
+        `metric_keys` (name → metric_key, in the grid's order) are there: the cost and diagnostics rows, then per
+        evaluated class each metric's rows, the order `execution.run_cell` computes them in."""
+        by_metric = {name: self.load_cell(k, "metric-records") for name, k in metric_keys.items()}
+        whole = self.load_cell(key) if None not in by_metric.values() else None
+        return None if whole is None else cell_order(cell, whole, by_metric)
+
+    def save_cell_records(self, key: str, records: dict, metric_keys: dict[str, str]) -> None:
+        """Cache `records` (None → the cost and diagnostics rows, metric name → its rows, as run_cell returns them):
+        each metric's first, the unlearning's last, so a cell whose unlearning entry exists is complete."""
+        for name, rows in records.items():
+            if name is not None:
+                self.save_cell(metric_keys[name], rows, "metric-records")
+        if None in records and self.load_cell(key) is None:  # the first measurement of its cost stays
+            self.save_cell(key, records[None])
+
+
+def cell_order(cell, whole: list[dict], by_metric: dict[str, list[dict]]) -> list[dict]:
+    """A cell's records in the order `execution.run_cell` computes them: the cost and diagnostics rows, then per
+    evaluated class each metric's rows (`by_metric` in the grid's metric order)."""
+    return whole + [r for c in cell.evaluated_classes for rows in by_metric.values() for r in rows
+                    if r.get("forget_class") == c]
 
 
 class LogFile:

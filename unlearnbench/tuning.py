@@ -134,7 +134,7 @@ def run_study(job, stages: Stages) -> list[dict]:
         params = {**fixed, **(sampled if number == 0 else round_params(sampled, space))}  # trial 0: the defaults
         trial_cell = dataclasses.replace(cell, params=tuple(sorted(params.items())))
         key = stable_hash({"kind": "tuning-trial", "classes": classes, "cell": cell_key(
-            trial_cell, job.grid, info, [], stages.data.device, dataset_identity(
+            trial_cell, job.grid, info, stages.data.device, dataset_identity(
                 cell.dataset.name, cell.dataset.options_dict, job.options.data_root, job.options.cache,
                 job.options.download))})
         hit = cache.load_cell(key)
