@@ -207,6 +207,19 @@ def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     assert (tmp_path / "cache" / "data" / "cifar10-jpeg" / "train" / "cat").is_dir()
 
 
+def test_a_cifar10_jpeg_copy_whose_test_split_lacks_a_class_folder_is_one_sentence(tmp_path):
+    """Before: each split was labelled from its own sorted folders, so with test/airplane missing every test image
+    of bird … truck carried the label of the class before it, silently."""
+    import shutil
+
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    _write_tree(tmp_path / "cifar10-jpeg", classes, per_class=2, size=32)
+    shutil.rmtree(tmp_path / "cifar10-jpeg" / "test" / "airplane")
+    with pytest.raises(DataFileError, match=r"^Class folders differ between .*cifar10-jpeg/train and "
+                                            r".*cifar10-jpeg/test: airplane only in one\.$"):
+        load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "cache")
+
+
 
 # --- damaged dataset files: one sentence naming the file, and the grid goes on ---------------------------------
 

@@ -142,8 +142,14 @@ def load_cifar10(source: DataSource) -> RawDataset:
         return read_cifar_pickles(where)
     if kind == "tarball":
         where = extract_once(where, source.cache_dir / "data")
+    test_dir = next((where / s for s in ("test", "val") if (where / s).is_dir()), None)  # the copy's is test/
+    if test_dir is None or not (where / "train").is_dir():
+        raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
     x_train, y_train, classes = decode_image_folder(where / "train", source.cache_dir, 32)
-    x_test, y_test, _ = decode_image_folder(where / "test", source.cache_dir, 32)
+    x_test, y_test, test_classes = decode_image_folder(test_dir, source.cache_dir, 32)
+    if test_classes != classes:  # each split is labelled from its own folders: a missing one shifts the labels
+        raise DataFileError(f"Class folders differ between {where / 'train'} and {test_dir}: "
+                            f"{', '.join(sorted(set(classes) ^ set(test_classes)))} only in one.")
     return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
 
 
