@@ -85,6 +85,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"label_smoothing": 2}},
      r"'label_smoothing' must be in \[0, 1\), got 2.0"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"vgg16": {"warmup": 1.5}}}, r"'warmup' must be in"),
+    # all warm-up, no decay: the learning rate ends at its peak (before: accepted)
+    ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"warmup": 1.0}},
+     r"A recipe's 'warmup' must be in \[0, 1\) \(a fraction of the onecycle schedule's steps\), got 1.0"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": -1}},
      r"A recipe's 'momentum' must be in \[0, 1\), got -1.0 \(the training recipe for mnist5k/vgg16\)\.$"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "recipe": {"momentum": 5}},  # SGD diverges at ≥ 1

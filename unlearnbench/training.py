@@ -30,8 +30,8 @@ class Recipe:
     weight_decay: float = 5e-4
     epochs: int = 10
     batch_size: int = 128
-    schedule: str = "onecycle"
-    warmup: float = 0.2
+    schedule: str = "onecycle"  # onecycle: linear warm-up, then cosine decay; cosine: the decay alone; constant
+    warmup: float = 0.2  # onecycle's warm-up, a fraction of the steps (the other schedules have none)
     label_smoothing: float = 0.0
     augment: bool = True
 
@@ -40,7 +40,7 @@ class Recipe:
             "optimizer": one_of(OPTIMIZERS), "schedule": one_of(("onecycle", "cosine", "constant")),
             "epochs": (lambda v: v >= 0, "≥ 0 (0: pretrained weights)"), "batch_size": at_least(1), "lr": above(0),
             "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "weight_decay": at_least(0),
-            "warmup": (lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of the steps)"),
+            "warmup": (lambda v: 0 <= v < 1, "in [0, 1) (a fraction of the onecycle schedule's steps)"),
             "label_smoothing": (lambda v: 0 <= v < 1, "in [0, 1)")}, lambda key: f"A recipe's '{key}'")
 
 
