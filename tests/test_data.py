@@ -561,3 +561,17 @@ def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_dat
     os.utime(image, ns=(later, later))
     cell_c, stage_c, _ = keys()
     assert cell_c != cell_b and stage_c != stage_b
+
+
+def test_the_validation_carve_gives_every_class_of_two_images_or_more_at_least_one():
+    """Before: a class of fewer than five images (or exactly five: round half to even) had no validation image at
+    val_fraction 0.1, so its per-class validation scores were empty."""
+    from unlearnbench.data import stratified_split
+
+    labels = np.repeat([0, 1, 2, 3, 4], [5, 15, 25, 4, 1])
+    kept, carved = stratified_split(labels, 0.1, seed=0)
+    assert np.bincount(labels[carved], minlength=5).tolist() == [1, 2, 2, 1, 0]  # class 4's one image stays
+    assert sorted(np.concatenate([kept, carved]).tolist()) == list(range(len(labels)))
+    assert np.bincount(labels[carved], minlength=5).tolist() == np.bincount(
+        labels[stratified_split(labels, 0.1, seed=1)[1]], minlength=5).tolist()
+    assert len(stratified_split(labels, 0.0, seed=0)[1]) == 0

@@ -218,13 +218,15 @@ def augment_batch(images: torch.Tensor, kind: str, generator: torch.Generator | 
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (kept, carved) with `fraction` of every class carved out, seeded."""
+    """Split indices into (kept, carved) with `fraction` of every class carved out, seeded; a class of two images
+    or more gives at least one (a small class would otherwise have no validation image at all)."""
     rng = np.random.default_rng(seed)
     carved = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        carved.append(idx[: int(round(fraction * len(idx)))])
+        count = int(round(fraction * len(idx)))
+        carved.append(idx[: 1 if fraction > 0 and count == 0 and len(idx) >= 2 else count])
     carved_idx = np.sort(np.concatenate(carved))
     kept_idx = np.setdiff1d(np.arange(len(labels)), carved_idx)
     return kept_idx, carved_idx
