@@ -55,7 +55,7 @@ def test_killed_run_resumes_to_the_same_records(tmp_path):
     assert 0 < done_before < 4, "the kill should land mid-grid"
     resumed = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    computed, cached = map(int, re.search(r"(\d+) cells computed, (\d+) from cache", resumed.stdout).groups())
+    computed, cached = map(int, re.search(r"(\d+) cells computed(?: \([^)]*\))?, (\d+) from cache", resumed.stdout).groups())
     assert cached == done_before and computed == 4 - done_before, resumed.stdout
     pd.testing.assert_frame_equal(comparable(tmp_path / "killed" / "records.csv"),
                                   comparable(clean.run_dir / "records.csv"))

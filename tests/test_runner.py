@@ -493,7 +493,9 @@ def test_a_grid_that_adds_a_metric_computes_only_that_metric_and_keeps_the_cache
     computed.clear()
     two = run(both, options(tmp_path, cache, name="two"))
     assert (two.computed, two.cached) == (3, 0) and set(computed) == {"zrf"}  # 3 cells, each computing zrf only
-    assert "(metrics zrf)" in (tmp_path / "two" / "log.txt").read_text()
+    assert "(metrics zrf)" in (tmp_path / "two" / "log.txt").read_text() and two.partial == 3
+    assert "3 cells computed (3 of them only metrics the cache lacked), 0 from cache" in (
+        tmp_path / "two" / "log.txt").read_text()
     kept = ["unlearn_seconds", "acc_retain", "acc_forget"]
     rows = [r.records[r.records.metric.isin(kept)].reset_index(drop=True) for r in (one, two)]
     pd.testing.assert_frame_equal(rows[0].drop(columns=["git_commit"]), rows[1].drop(columns=["git_commit"]))

@@ -323,7 +323,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     failed = [f for f in result.failures if f["status"] == "failed"]
     broken = [f for f in result.failures if f["status"] == "plugin-error"]
     skipped = [f for f in result.failures if f["status"] == "skipped"]
-    print(f"\n{result.computed} cells computed, {result.cached} from cache, {len(failed)} failed, "
+    print(f"\n{result.counts()}, {len(failed)} failed, "
           f"{len(skipped)} skipped, {len(broken)} plugin errors → {result.run_dir}")
     for status, cells in (("failed", failed), ("skipped", skipped)):
         for f in cells[:10]:

@@ -142,6 +142,7 @@ class Outcome:
     job: Job
     records: list[dict] | None = None
     failure: dict | None = None
+    partial: bool = False  # a cell that computed only the metrics its cache lacked
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ def run_job(job: Job) -> Outcome:
         whole = cache.load_cell(job.key) or computed[None]  # a cached cost rows' first measurement stays
         log(f"done {job.cell.describe()}" + (f" (metrics {', '.join(missing)})" if len(missing) < len(cached) else ""))
         return Outcome(job, records=cell_order(job.cell, whole, {m: computed[m] if cached[m] is None else cached[m]
-                                                                      for m in metric_keys}))
+                                                                      for m in metric_keys}),
+                       partial=len(missing) < len(cached))
     except Exception as exc:
         log(f"FAILED {job.kind} {job.cell.describe()}: {error_reason(exc)}")
         return Outcome(job, failure=failure_row(job.cell, "failed", error_reason(exc), traceback.format_exc()))

@@ -35,6 +35,12 @@ class RunResult:
     computed: int
     cached: int
     report_error: str | None = None  # why <run>/report could not be written this time (the rest is on disk)
+    partial: int = 0  # computed cells that computed only the metrics the cache lacked (their other records cached)
+
+    def counts(self) -> str:
+        """'N cells computed[ (K of them only …)], M from cache'."""
+        some = f" ({self.partial} of them only metrics the cache lacked)" if self.partial else ""
+        return f"{self.computed} cells computed{some}, {self.cached} from cache"
 
 
 def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
@@ -108,6 +114,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         bar = tqdm(total=len(p.cells), initial=cached, desc=f"grid {grid.name}", disable=not options.progress,
                    mininterval=1.0)
         broken_groups: dict = {}
+        partial = 0
         ended = [cell for cell, _ in p.skipped]  # with `results`: the cells this run has an outcome for
         for phase in (jobs("original", firsts), jobs("cell", retrains) + jobs("retrained", stand_ins),
                       jobs("cell", others)):
@@ -129,6 +136,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                     ended.append(cell)
                 else:
                     results[cell] = outcome.records
+                    partial += outcome.partial
                 bar.update()
                 folder.write_records(_ordered(p.cells, results, tuning), _provenance(),
                                      kept=_kept(earlier, results, "records"))
@@ -154,11 +162,11 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         except Exception as exc:  # the records are safe on disk; a report problem must not lose them
             report_error = str(exc) if isinstance(exc, UserError) else error_reason(exc)
             folder.log(f"report failed: {report_error}\n{traceback.format_exc()}")
-        computed = len(results) - cached
-        folder.log(f"finished: {computed} cells computed, {cached} from cache, "
-                   f"{sum(f['status'] == 'failed' for f in failures)} failed, {len(p.skipped)} skipped")
+        result = RunResult(folder.path, frame, failures, len(results) - cached, cached, report_error, partial)
+        folder.log(f"finished: {result.counts()}, {sum(f['status'] == 'failed' for f in failures)} failed, "
+                   f"{len(p.skipped)} skipped")
     torch.set_num_threads(threads_before)
-    return RunResult(folder.path, frame, failures, computed, cached, report_error)
+    return result
 
 
 def _ordered(cells: list[Cell], results: dict[Cell, list[dict]], extra: dict[Cell, list[dict]]) -> list[dict]:
