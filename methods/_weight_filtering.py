@@ -169,6 +169,11 @@ class FilteredModel(nn.Module):
         modules = list(backbone.named_modules())
         if target == "auto":
             target = "qkv" if any(_is_qkv(n, m) for n, m in modules) else "conv"
+            if target == "conv" and any(isinstance(m, nn.MultiheadAttention) for _, m in modules):
+                # (torchvision's ViT: its only Conv2d is the patch embedding, which the method never filters)
+                raise ValueError("the backbone has attention layers but no `qkv` Linear projection (timm's "
+                                 "Attention): WF-Net filters a ViT's qkv projections; pass target='conv' to "
+                                 "filter its convolutions instead")
         if target == "qkv":
             chosen = [(n, m) for n, m in modules if _is_qkv(n, m)]
         elif target == "conv":

@@ -340,3 +340,15 @@ def test_bf16_autocast_and_channels_last():
             low = vit(X, forget_class=1)
     assert low.dtype == torch.bfloat16
     torch.testing.assert_close(low.float(), ref, rtol=0.1, atol=0.15)
+
+
+def test_a_vit_without_qkv_projections_is_refused_not_filtered_at_its_patch_embedding():
+    """Before: a torchvision ViT (nn.MultiheadAttention, no `qkv` Linear) fell back to the CNN target and WF-Net
+    filtered its patch embedding, the one Conv2d, which the method never filters."""
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(image_size=28, patch_size=14, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32,
+                            num_classes=NC)
+    with pytest.raises(ValueError, match="attention layers but no `qkv` Linear"):
+        FilteredModel(vit, NC)
+    assert [n for n, _ in FilteredModel(vit, NC, target="conv").named_filters()] == ["conv_proj"]
