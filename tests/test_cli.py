@@ -366,7 +366,9 @@ def test_more_cpu_workers_times_threads_than_cores_is_a_warning_about_timings(tm
                                              "compare)")
     assert warning(workers=100, threads=1).startswith("4 workers")  # no more workers start than there are cells
     assert warning(workers=2, threads=1) is None and warning(workers=2) is None  # default: cores / workers threads
-    assert warning(workers=1, threads=4).startswith("1 worker × 4 torch threads")
+    assert warning(workers=1, threads=4) == ("1 worker × 4 torch threads on 2 CPU cores: the cells share cores, so "
+                                             "their recorded seconds run long (use --threads 2 for timings to "
+                                             "compare)")  # not --workers 1, which it has
     assert warning(launcher="slurm", workers=8) is None
     assert check_workers(grid, cells, {}, LaunchOptions(workers=8, gpus=(0,)), torch.device("cuda"), None,
                          tmp_path) is None

@@ -493,7 +493,8 @@ def test_a_grid_that_adds_a_metric_computes_only_that_metric_and_keeps_the_cache
     computed.clear()
     two = run(both, options(tmp_path, cache, name="two"))
     assert (two.computed, two.cached) == (3, 0) and set(computed) == {"zrf"}  # 3 cells, each computing zrf only
-    assert "(metrics zrf)" in (tmp_path / "two" / "log.txt").read_text() and two.partial == 3
+    assert "(metrics zrf; the others cached from the same model)" in (tmp_path / "two" / "log.txt").read_text()
+    assert two.partial == 3
     assert "3 cells computed (3 of them only metrics the cache lacked), 0 from cache" in (
         tmp_path / "two" / "log.txt").read_text()
     kept = ["unlearn_seconds", "acc_retain", "acc_forget"]
@@ -507,3 +508,27 @@ def test_a_grid_that_adds_a_metric_computes_only_that_metric_and_keeps_the_cache
             for r in (two, again, fresh)]
     pd.testing.assert_frame_equal(same[0], same[2])  # the same rows in the same order as computing both at once
     pd.testing.assert_frame_equal(same[1], same[2])
+
+
+def test_an_added_metric_whose_rerun_unlearning_gives_another_model_recomputes_every_metric(tmp_path, monkeypatch):
+    """The cached metrics are kept only when the unlearning run again gives the very model they were computed on
+    (its fingerprint); a rerun that differs (on a GPU, or at another CPU thread count) computes every metric and
+    replaces the cached cost rows, so a cell's records never describe two models."""
+    from unlearnbench import execution
+
+    grid = lambda name, metrics: load_grid(str(write_grid(tmp_path, name, methods=["retrain"], forget_classes=[0],
+                                                          metrics=metrics)))
+    cache = tmp_path / "cache"
+    one = run(grid("a.yaml", ["accuracy"]), options(tmp_path, cache, name="one"))
+    fingerprint = execution.model_fingerprint
+    monkeypatch.setattr(execution, "model_fingerprint", lambda model: "another" + fingerprint(model))
+    two = run(grid("b.yaml", ["accuracy", "zrf"]), options(tmp_path, cache, name="two"))
+    assert (two.computed, two.partial) == (1, 0)
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "cached from the same model" not in log and "1 cells computed, 0 from cache" in log
+    seconds = [r.records.query("metric == 'unlearn_seconds'").value.item() for r in (one, two)]
+    assert seconds[0] != seconds[1]  # measured again: the cost rows are the new model's
+    monkeypatch.setattr(execution, "model_fingerprint", fingerprint)
+    again = run(grid("b.yaml", ["accuracy", "zrf"]), options(tmp_path, cache, name="again"))
+    assert (again.computed, again.cached) == (0, 1)
+    assert again.records.query("metric == 'unlearn_seconds'").value.item() == seconds[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -80,15 +81,41 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)])}
 
 
+@dataclass
+class Computed:
+    """What `run_cell` computed: records by what made them (None: the cost and diagnostics rows; a metric's name:
+    its split × class rows), the unlearned model's fingerprint, and whether the cached records `reuse` offered were
+    of this very model (so those metrics were not computed again)."""
+
+    records: dict[str | None, list[dict]]
+    fingerprint: str
+    reused: bool
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state (every tensor's name, dtype, shape and bytes): equal for bit-identical models."""
+    digest = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
-             artifacts: Path | None = None) -> dict[str | None, list[dict]]:
-    """Unlearn and evaluate one cell on `metrics`; returns its records by what made them (None: the cost and
-    diagnostics rows; a metric's name: its split × class rows), each naming the device (and CPU threads) and the
-    git commit that computed it. Metrics are computed class by class, each class's in the order given.
+             artifacts: Path | None = None, reuse: tuple[str, set[str]] | None = None) -> Computed:
+    """Unlearn and evaluate one cell on `metrics`, each record naming the device (and CPU threads) and the git
+    commit that computed it; metrics are computed class by class, each class's in the order given. `reuse`:
+    (fingerprint, metric names) of an earlier unlearning of this cell whose records of those metrics are cached:
+    where this unlearning gives the same model (bit for bit; not so on a GPU or at another CPU thread count), those
+    metrics are left out, else every metric is computed.
 
     A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
     data = stages.data
     model, cost = unlearn_cell(cell, info, stages, progress)
+    fingerprint = model_fingerprint(model)
+    reused = reuse is not None and reuse[0] == fingerprint
+    metrics = [m for m in metrics if not (reused and m in reuse[1])]
     base = {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
             "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device),
             "git_commit": git_commit()}  # the code that computed it: a later run taking it from the cache keeps it
@@ -113,12 +140,12 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
                     raise FloatingPointError(f"metric {metric} on the {split} split of class {c} is {value}")
                 records[name].append({**base, "forget_class": c, "split": split, "metric": metric,
                                       "value": float(value)})
-    if artifacts is not None and model.artifacts():
+    if artifacts is not None and model.artifacts() and not reused:
         from safetensors.torch import save
 
         # whole or not at all: another run computing the same cell may be copying it into its folder
         atomic_write(artifacts, save({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()}))
-    return records
+    return Computed(records, fingerprint, reused)
 
 
 @dataclass(frozen=True)
@@ -235,16 +262,25 @@ def run_job(job: Job) -> Outcome:
             return Outcome(job, records=hit)
         methods, _ = discover(job.options.plugins)
         check_planned_key(job, methods[job.cell.method])
+        # the unlearning runs again (models are not kept); metrics cached from a bit-identical model are kept
         cached = {m: cache.load_cell(k, "metric-records") for m, k in metric_keys.items()}
-        missing = [m for m, rows in cached.items() if rows is None]  # unlearning runs again; only these compute
-        computed = run_cell(job.cell, methods[job.cell.method], stages, job.grid, missing, job.options.progress,
-                            cache.artifact_path(job.key))
-        cache.save_cell_records(job.key, computed, metric_keys)
-        whole = cache.load_cell(job.key) or computed[None]  # a cached cost rows' first measurement stays
-        log(f"done {job.cell.describe()}" + (f" (metrics {', '.join(missing)})" if len(missing) < len(cached) else ""))
-        return Outcome(job, records=cell_order(job.cell, whole, {m: computed[m] if cached[m] is None else cached[m]
-                                                                      for m in metric_keys}),
-                       partial=len(missing) < len(cached))
+        earlier, whole = cache.cell_fingerprint(job.key), cache.load_cell(job.key)
+        reuse = (earlier, {m for m, rows in cached.items() if rows is not None}) if earlier and whole else None
+        done = run_cell(job.cell, methods[job.cell.method], stages, job.grid, list(metric_keys), job.options.progress,
+                        cache.artifact_path(job.key), reuse)
+        if not done.reused and whole is not None:  # another model: its earlier entry goes first, so no crash
+            cache.drop_cell(job.key)               # between these writes leaves records of two models as one cell
+        for m, rows in done.records.items():
+            if m is not None:
+                cache.save_cell(metric_keys[m], rows, "metric-records")
+        if not done.reused:  # last: a cell whose unlearning entry exists is complete
+            cache.save_cell(job.key, done.records[None], fingerprint=done.fingerprint)
+            whole, cached = done.records[None], {}
+        computed = [m for m in done.records if m is not None]
+        log(f"done {job.cell.describe()}" + (f" (metrics {', '.join(computed)}; the others cached from the same "
+                                             f"model)" if done.reused else ""))
+        by_metric = {m: done.records[m] if m in done.records else cached[m] for m in metric_keys}
+        return Outcome(job, records=cell_order(job.cell, whole, by_metric), partial=done.reused)
     except Exception as exc:
         log(f"FAILED {job.kind} {job.cell.describe()}: {error_reason(exc)}")
         return Outcome(job, failure=failure_row(job.cell, "failed", error_reason(exc), traceback.format_exc()))
@@ -260,10 +296,13 @@ def check_planned_key(job: Job, info: MethodInfo) -> None:
     files = dataset_identity(job.cell.dataset.name, job.cell.dataset.options_dict, job.options.data_root,
                              job.options.cache, job.options.download)
     here = cell_key(job.cell, job.grid, info, torch.device(job.device), files)
-    if here != job.key or (job.metrics_code and code_hash("metrics") != job.metrics_code):
+    metrics_here = code_hash("metrics")
+    if here != job.key or (job.metrics_code and metrics_here != job.metrics_code):
+        what = (f"cell key {here} here, {job.key} planned" if here != job.key else
+                f"metrics code {metrics_here} here, {job.metrics_code} planned")
         raise UserError(f"The code, a method plugin or the dataset's files changed on disk after this run was planned "
-                        f"(cell key {here} here, {job.key} planned), so this cell was not computed: start the run "
-                        f"again to compute it with what is there now.")
+                        f"({what}), so this cell was not computed: start the run again to compute it with what is "
+                        f"there now.")
 
 
 def crashed(job: Job, exc: BaseException) -> Outcome:

@@ -361,7 +361,8 @@ def _check_tuned_setups(cells: list[Cell], grid: Grid) -> None:
         where = f"The tuned parameters of {cell.method} on {cell.dataset.label}/{cell.backbone.label} in '{grid.tuned}'"
         then = "tune this grid (`run_bench.py tune`) or leave `tuned:` out."
         carve = conditions.get("val_fraction")
-        if isinstance(carve, (int, float)) and carve != grid.val_fraction:
+        uncarved = cell.dataset.options_dict.get("val_from") == "test"  # its validation split is no carve
+        if isinstance(carve, (int, float)) and carve != grid.val_fraction and not uncarved:
             raise UserError(f"{where} were scored on a validation carve of {carve:g} of the training split, this "
                             f"grid carves {grid.val_fraction:g}: {then}")
         if isinstance(conditions.get("recipe"), dict):

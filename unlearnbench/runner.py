@@ -204,9 +204,10 @@ def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:
 def check_workers(grid: Grid, cells: list[Cell], retrains: dict, launch_options: LaunchOptions, device: torch.device,
                   data_root: str | None, cache_root: Path) -> str | None:
     """Refuse more local workers than this machine's memory holds: each is a process holding torch and the harness
-    (this process's resident size) and, on a CPU, its group's data and models (the largest estimate of the plan's
-    memory table), and no more start than there are cells. Return a warning where CPU workers × torch threads
-    exceed the cores: the cells then share cores, so their recorded seconds run long."""
+    (about this process's resident size) and, on a CPU, its group's data and models (the largest estimate of the
+    plan's memory table, built only once the processes alone would fill half the memory: a guard against worker
+    counts far beyond the machine, not a memory planner); no more start than there are cells. Return a warning
+    where CPU workers × torch threads exceed the cores: the cells then share cores, so their seconds run long."""
     from .estimates import group_estimates
     from .execution import worker_threads
 
@@ -224,9 +225,12 @@ def check_workers(grid: Grid, cells: list[Cell], retrains: dict, launch_options:
                             f"{physical / 2**30:.0f} GiB; use --workers {max(1, physical // each)} or fewer.")
     threads, cores = worker_threads(launch_options), os.cpu_count() or 1
     if device.type == "cpu" and workers * threads > cores:
+        fix = (f"--workers {cores // threads}" if 1 <= cores // threads < workers
+               else f"--threads {max(1, cores // workers)}")
         return (f"{workers} worker{'s' * (workers > 1)} × {threads} torch thread{'s' * (threads > 1)} on {cores} CPU "
-                f"cores: the cells share cores, so their recorded seconds run long (use --workers {max(1, cores // threads)} for "
-                f"timings to compare)")
+                f"cores: the cells share cores, so their recorded seconds run long (use {fix} for timings to "
+                f"compare)")
+
     return None
 
 

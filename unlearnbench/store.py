@@ -262,9 +262,21 @@ class Cache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save_cell(self, key: str, records: list[dict], folder: str = "cells") -> None:
-        atomic_write(self._cell_path(key, folder),
-                     json.dumps({"records": records, "sha256": stable_hash(records)}, default=str))
+    def save_cell(self, key: str, records: list[dict], folder: str = "cells", fingerprint: str | None = None) -> None:
+        """Cache `records` under `key`; a cell's unlearning entry also holds its model's fingerprint."""
+        payload = {"records": records, "sha256": stable_hash(records), **({"model": fingerprint} if fingerprint else {})}
+        atomic_write(self._cell_path(key, folder), json.dumps(payload, default=str))
+
+    def drop_cell(self, key: str) -> None:
+        self._cell_path(key).unlink(missing_ok=True)
+
+    def cell_fingerprint(self, key: str) -> str | None:
+        """The unlearned model's fingerprint a cell's unlearning entry holds (None: absent, damaged or older)."""
+        try:
+            payload = json.loads(self._cell_path(key).read_text())
+            return payload.get("model") if isinstance(payload, dict) else None
+        except (OSError, ValueError):
+            return None
 
     def cell_records(self, key: str, cell, metric_keys: dict[str, str]) -> list[dict] | None:
         """A finished cell's records from the cache, or None unless its unlearning (`key`) and every metric of
@@ -273,15 +285,6 @@ class Cache:
         by_metric = {name: self.load_cell(k, "metric-records") for name, k in metric_keys.items()}
         whole = self.load_cell(key) if None not in by_metric.values() else None
         return None if whole is None else cell_order(cell, whole, by_metric)
-
-    def save_cell_records(self, key: str, records: dict, metric_keys: dict[str, str]) -> None:
-        """Cache `records` (None → the cost and diagnostics rows, metric name → its rows, as run_cell returns them):
-        each metric's first, the unlearning's last, so a cell whose unlearning entry exists is complete."""
-        for name, rows in records.items():
-            if name is not None:
-                self.save_cell(metric_keys[name], rows, "metric-records")
-        if None in records and self.load_cell(key) is None:  # the first measurement of its cost stays
-            self.save_cell(key, records[None])
 
 
 def cell_order(cell, whole: list[dict], by_metric: dict[str, list[dict]]) -> list[dict]:
