@@ -532,3 +532,22 @@ def test_an_added_metric_whose_rerun_unlearning_gives_another_model_recomputes_e
     again = run(grid("b.yaml", ["accuracy", "zrf"]), options(tmp_path, cache, name="again"))
     assert (again.computed, again.cached) == (0, 1)
     assert again.records.query("metric == 'unlearn_seconds'").value.item() == seconds[1]
+
+
+def test_metric_records_of_a_model_a_later_unlearning_replaced_are_not_taken(tmp_path, monkeypatch):
+    """A grid of other metrics whose rerun gives another model replaces the cell's unlearning entry; the records of
+    the metrics it did not run belong to the earlier model, so a grid asking for them computes them again (on the
+    model the entry names) rather than taking them as the cell's."""
+    from unlearnbench import execution
+
+    grid = lambda name, metrics: load_grid(str(write_grid(tmp_path, name, methods=["retrain"], forget_classes=[0],
+                                                          metrics=metrics)))
+    cache = tmp_path / "cache"
+    run(grid("both.yaml", ["accuracy", "zrf"]), options(tmp_path, cache, name="one"))
+    fingerprint = execution.model_fingerprint
+    monkeypatch.setattr(execution, "model_fingerprint", lambda model: "another" + fingerprint(model))
+    two = run(grid("other.yaml", ["accuracy", "mia"]), options(tmp_path, cache, name="two"))
+    assert (two.computed, two.partial) == (1, 0)  # mia was missing; the rerun gave another model: all recomputed
+    three = run(grid("both.yaml", ["accuracy", "zrf"]), options(tmp_path, cache, name="three"))
+    assert (three.computed, three.cached, three.partial) == (1, 0, 1)  # zrf again, accuracy of the same model kept
+    assert "(metrics zrf; the others cached from the same model)" in (tmp_path / "three" / "log.txt").read_text()

@@ -263,8 +263,8 @@ def run_job(job: Job) -> Outcome:
         methods, _ = discover(job.options.plugins)
         check_planned_key(job, methods[job.cell.method])
         # the unlearning runs again (models are not kept); metrics cached from a bit-identical model are kept
-        cached = {m: cache.load_cell(k, "metric-records") for m, k in metric_keys.items()}
         earlier, whole = cache.cell_fingerprint(job.key), cache.load_cell(job.key)
+        cached = cache.metric_records(metric_keys, earlier)  # only those of the model the unlearning entry names
         reuse = (earlier, {m for m, rows in cached.items() if rows is not None}) if earlier and whole else None
         done = run_cell(job.cell, methods[job.cell.method], stages, job.grid, list(metric_keys), job.options.progress,
                         cache.artifact_path(job.key), reuse)
@@ -272,7 +272,7 @@ def run_job(job: Job) -> Outcome:
             cache.drop_cell(job.key)               # between these writes leaves records of two models as one cell
         for m, rows in done.records.items():
             if m is not None:
-                cache.save_cell(metric_keys[m], rows, "metric-records")
+                cache.save_cell(metric_keys[m], rows, "metric-records", fingerprint=done.fingerprint)
         if not done.reused:  # last: a cell whose unlearning entry exists is complete
             cache.save_cell(job.key, done.records[None], fingerprint=done.fingerprint)
             whole, cached = done.records[None], {}

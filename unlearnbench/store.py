@@ -270,21 +270,29 @@ class Cache:
     def drop_cell(self, key: str) -> None:
         self._cell_path(key).unlink(missing_ok=True)
 
-    def cell_fingerprint(self, key: str) -> str | None:
-        """The unlearned model's fingerprint a cell's unlearning entry holds (None: absent, damaged or older)."""
+    def cell_fingerprint(self, key: str, folder: str = "cells") -> str | None:
+        """The unlearned model's fingerprint an entry holds (a cell's unlearning, or one metric's records of it;
+        None: absent, damaged or written before fingerprints)."""
         try:
-            payload = json.loads(self._cell_path(key).read_text())
+            payload = json.loads(self._cell_path(key, folder).read_text())
             return payload.get("model") if isinstance(payload, dict) else None
         except (OSError, ValueError):
             return None
+
+    def metric_records(self, metric_keys: dict[str, str], fingerprint: str | None) -> dict[str, list[dict] | None]:
+        """Each metric's cached records, None where absent, damaged or computed on another model than the one
+        `fingerprint` names (a later unlearning of the cell replaced it)."""
+        return {name: self.load_cell(k, "metric-records")
+                if self.cell_fingerprint(k, "metric-records") == fingerprint else None
+                for name, k in metric_keys.items()}
 
     def cell_records(self, key: str, cell, metric_keys: dict[str, str]) -> list[dict] | None:
         """A finished cell's records from the cache, or None unless its unlearning (`key`) and every metric of
         `metric_keys` (name → metric_key, in the grid's order) are there: the cost and diagnostics rows, then per
         evaluated class each metric's rows, the order `execution.run_cell` computes them in."""
-        by_metric = {name: self.load_cell(k, "metric-records") for name, k in metric_keys.items()}
-        whole = self.load_cell(key) if None not in by_metric.values() else None
-        return None if whole is None else cell_order(cell, whole, by_metric)
+        whole = self.load_cell(key)
+        by_metric = self.metric_records(metric_keys, self.cell_fingerprint(key)) if whole is not None else {}
+        return None if whole is None or None in by_metric.values() else cell_order(cell, whole, by_metric)
 
 
 def cell_order(cell, whole: list[dict], by_metric: dict[str, list[dict]]) -> list[dict]:
