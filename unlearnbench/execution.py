@@ -263,7 +263,7 @@ def run_job(job: Job) -> Outcome:
         methods, _ = discover(job.options.plugins)
         check_planned_key(job, methods[job.cell.method])
         # the unlearning runs again (models are not kept); metrics cached from a bit-identical model are kept
-        earlier, whole = cache.cell_fingerprint(job.key), cache.load_cell(job.key)
+        whole, earlier = cache.cell_entry(job.key) or (None, None)
         cached = cache.metric_records(metric_keys, earlier)  # only those of the model the unlearning entry names
         reuse = (earlier, {m for m, rows in cached.items() if rows is not None}) if earlier and whole else None
         done = run_cell(job.cell, methods[job.cell.method], stages, job.grid, list(metric_keys), job.options.progress,

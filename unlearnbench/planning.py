@@ -400,13 +400,16 @@ def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) ->
     return dict(Counter(group for group, _, _ in trained))
 
 
-def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_root: str | None = None) -> str:
-    """A human-readable plan: cells per method, stages to train, what is cached, cost and memory estimates."""
+def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_root: str | None = None,
+                  cached: int | None = None) -> str:
+    """A human-readable plan: cells per method, stages to train, what is cached (`cached`: the count where the
+    caller has looked it up already), cost and memory estimates."""
     lines = [f"grid '{grid.name}': {len(p.cells)} cells to run, {len(p.skipped)} skipped"]
     per_method = Counter(c.method for c in p.cells)
-    keys = [cell_key(c, grid, p.methods[c.method], p.device, p.files.get(c.dataset)) for c in p.cells]
-    cached = sum(cache.cell_records(key, c, {m: metric_key(key, grid, m) for m in metrics}) is not None
-                 for key, c in zip(keys, p.cells))
+    if cached is None:
+        keys = [cell_key(c, grid, p.methods[c.method], p.device, p.files.get(c.dataset)) for c in p.cells]
+        cached = sum(cache.cell_records(key, c, {m: metric_key(key, grid, m) for m in metrics}) is not None
+                     for key, c in zip(keys, p.cells))
     for method, n in sorted(per_method.items()):
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")

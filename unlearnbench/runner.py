@@ -78,22 +78,22 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                              "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),
                              "metric_settings": {m: metric_settings(grid, m) for m in metrics},
                              "methods": {m: p.methods[m].cls.card() for m in dict.fromkeys(c.method for c in p.cells)}})
-        folder.log(describe_plan(grid, p, cache, metrics, options.data_root))
-        if crowded:
-            folder.log(f"warning: {crowded}")
-            print(f"warning: {crowded}.", file=sys.stderr)
-        failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
-        failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
-                      "traceback": e.message} for e in p.plugin_errors]
         keys = {cell: cell_key(cell, grid, p.methods[cell.method], device, p.files.get(cell.dataset))
                 for cell in p.cells}
-        tuning = tuning_records(p.cells, tuned_parameters(grid.tuned))
         results: dict[Cell, list[dict]] = {}
         for cell in p.cells:
             hit = cache.cell_records(keys[cell], cell, {m: metric_key(keys[cell], grid, m) for m in metrics})
             if hit is not None:
                 results[cell] = hit
         cached = len(results)
+        folder.log(describe_plan(grid, p, cache, metrics, options.data_root, cached))  # keys and hits: once
+        if crowded:
+            folder.log(f"warning: {crowded}")
+            print(f"warning: {crowded}.", file=sys.stderr)
+        failures = [failure_row(cell, "skipped", reason) for cell, reason in p.skipped]
+        failures += [{"method": e.source, "status": "plugin-error", "reason": e.message.splitlines()[0],
+                      "traceback": e.message} for e in p.plugin_errors]
+        tuning = tuning_records(p.cells, tuned_parameters(grid.tuned))
         pending = [c for c in p.cells if c not in results]
 
         def jobs(kind: str, cells: list[Cell]) -> list[Job]:

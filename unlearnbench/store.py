@@ -250,17 +250,22 @@ class Cache:
     def _cell_path(self, key: str, folder: str = "cells") -> Path:
         return self.root / folder / f"{key}.json"
 
-    def load_cell(self, key: str, folder: str = "cells") -> list[dict] | None:
+    def cell_entry(self, key: str, folder: str = "cells") -> tuple[list[dict], str | None] | None:
         """The records cached under `key` (a cell's unlearning: its cost and diagnostics rows; a tuning trial; with
-        folder 'metric-records', one metric's rows of a cell), or None (absent or unreadable: recomputed)."""
-        path = self._cell_path(key, folder)
+        folder 'metric-records', one metric's rows of a cell) and the fingerprint of the model they were computed
+        on (None for entries written before fingerprints), read once; None when absent or unreadable."""
         try:
-            payload = json.loads(path.read_text())
+            payload = json.loads(self._cell_path(key, folder).read_text())
             if not isinstance(payload, dict) or payload.get("sha256") != stable_hash(payload["records"]):
                 return None
-            return payload["records"]
+            return payload["records"], payload.get("model")
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def load_cell(self, key: str, folder: str = "cells") -> list[dict] | None:
+        """`cell_entry`'s records alone (None: recomputed)."""
+        entry = self.cell_entry(key, folder)
+        return None if entry is None else entry[0]
 
     def save_cell(self, key: str, records: list[dict], folder: str = "cells", fingerprint: str | None = None) -> None:
         """Cache `records` under `key`; a cell's unlearning entry also holds its model's fingerprint."""
@@ -270,29 +275,19 @@ class Cache:
     def drop_cell(self, key: str) -> None:
         self._cell_path(key).unlink(missing_ok=True)
 
-    def cell_fingerprint(self, key: str, folder: str = "cells") -> str | None:
-        """The unlearned model's fingerprint an entry holds (a cell's unlearning, or one metric's records of it;
-        None: absent, damaged or written before fingerprints)."""
-        try:
-            payload = json.loads(self._cell_path(key, folder).read_text())
-            return payload.get("model") if isinstance(payload, dict) else None
-        except (OSError, ValueError):
-            return None
-
     def metric_records(self, metric_keys: dict[str, str], fingerprint: str | None) -> dict[str, list[dict] | None]:
         """Each metric's cached records, None where absent, damaged or computed on another model than the one
         `fingerprint` names (a later unlearning of the cell replaced it)."""
-        return {name: self.load_cell(k, "metric-records")
-                if self.cell_fingerprint(k, "metric-records") == fingerprint else None
-                for name, k in metric_keys.items()}
+        entries = {name: self.cell_entry(k, "metric-records") for name, k in metric_keys.items()}
+        return {name: e[0] if e is not None and e[1] == fingerprint else None for name, e in entries.items()}
 
     def cell_records(self, key: str, cell, metric_keys: dict[str, str]) -> list[dict] | None:
         """A finished cell's records from the cache, or None unless its unlearning (`key`) and every metric of
         `metric_keys` (name → metric_key, in the grid's order) are there: the cost and diagnostics rows, then per
         evaluated class each metric's rows, the order `execution.run_cell` computes them in."""
-        whole = self.load_cell(key)
-        by_metric = self.metric_records(metric_keys, self.cell_fingerprint(key)) if whole is not None else {}
-        return None if whole is None or None in by_metric.values() else cell_order(cell, whole, by_metric)
+        entry = self.cell_entry(key)
+        by_metric = self.metric_records(metric_keys, entry[1]) if entry is not None else {}
+        return None if entry is None or None in by_metric.values() else cell_order(cell, entry[0], by_metric)
 
 
 def cell_order(cell, whole: list[dict], by_metric: dict[str, list[dict]]) -> list[dict]:

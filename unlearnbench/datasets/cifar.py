@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
-from .image_folder import tree_splits, decode_image_folder
+from .image_folder import decode_splits, tree_splits
 from .registration import register
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -145,11 +145,7 @@ def load_cifar10(source: DataSource) -> RawDataset:
     test_dir = next((where / s for s in ("test", "val") if (where / s).is_dir()), None)  # the copy's is test/
     if test_dir is None or not (where / "train").is_dir():
         raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
-    x_train, y_train, classes = decode_image_folder(where / "train", source.cache_dir, 32)
-    x_test, y_test, test_classes = decode_image_folder(test_dir, source.cache_dir, 32)
-    if test_classes != classes:  # each split is labelled from its own folders: a missing one shifts the labels
-        raise DataFileError(f"Class folders differ between {where / 'train'} and {test_dir}: "
-                            f"{', '.join(sorted(set(classes) ^ set(test_classes)))} only in one.")
+    x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32)
     return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
 
 

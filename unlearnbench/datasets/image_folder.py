@@ -91,6 +91,19 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     return images, labels, classes
 
 
+def decode_splits(train_dir: Path, test_dir: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False,
+                  budget_bytes: int = 2**30):
+    """`decode_image_folder` of a tree's training and held-out splits: (x_train, y_train, x_test, y_test, classes).
+    Each split is labelled from its own class folders, so they must be the same folders (a missing one would shift
+    every later class's labels)."""
+    x_train, y_train, classes = decode_image_folder(train_dir, cache_dir, image_size, center_crop, budget_bytes)
+    x_test, y_test, test_classes = decode_image_folder(test_dir, cache_dir, image_size, center_crop, budget_bytes)
+    if test_classes != classes:
+        raise DataFileError(f"Class folders differ between {train_dir} and {test_dir}: "
+                            f"{', '.join(sorted(set(classes) ^ set(test_classes)))} only in one.")
+    return x_train, y_train, x_test, y_test, classes
+
+
 def folder_signature(folder: Path) -> dict:
     """`files_signature` of the files torchvision's make_dataset reads under `folder`/<class>/ (the dataset's
     identity; the decoder signs the list make_dataset gave it)."""
@@ -156,10 +169,8 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
     def load(source: DataSource) -> RawDataset:
         train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
         size, budget = source.options.get("image_size", default_size), memory_budget_bytes(source.options)
-        x_train, y_train, classes = decode_image_folder(train_dir, source.cache_dir, size, center_crop, budget)
-        x_test, y_test, test_classes = decode_image_folder(test_dir, source.cache_dir, size, center_crop, budget)
-        if test_classes != classes:
-            raise DataFileError(f"Class folders differ between {train_dir} and {test_dir}.")
+        x_train, y_train, x_test, y_test, classes = decode_splits(train_dir, test_dir, source.cache_dir, size,
+                                                                  center_crop, budget)
         return RawDataset(x_train, y_train, x_test, y_test, classes, *IMAGENET_STATS,
                           augment=source.options.get("augment", "crop_flip"))
 
