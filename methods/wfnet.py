@@ -11,8 +11,9 @@ is scored against that label (CE_forget); the second half, repeated K times, sel
 than its label and is scored against its label (CE_retain). The whole model stays in eval mode (BatchNorm
 statistics frozen: batch statistics would cancel a per-channel mask; dropout off). Adam at a fixed learning rate;
 early stopping on the same loss over the validation split (each forget sample's 1 / CE capped at
-`val_reciprocal_cap` there, 0 = uncapped), evaluated `evals_per_epoch` times per epoch, stopping after `patience`
-evaluations without a lower loss and keeping the best α; `max_epochs` / `max_steps` bound the run.
+`val_reciprocal_cap` there, 0 = uncapped), evaluated `evals_per_epoch` times per epoch (an epoch of fewer steps:
+after each of its steps), stopping after `patience` evaluations without a lower loss and keeping the best α;
+`max_epochs` / `max_steps` bound the run.
 
 Two readings of the paper's forget term exist: 1 / CE of the batch-mean CE, or (default, `forget_reduction:
 sample`) the mean over forget samples of 1 / CE_i. The paper gives the forget loss "a shape of B/2" before

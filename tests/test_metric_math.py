@@ -41,7 +41,7 @@ def test_js_of_identical_rows_is_exactly_zero_and_zrf_exactly_one() -> None:
     p[0] = F.one_hot(torch.tensor(3), 10).double()
     assert torch.equal(js_divergence(p, p), torch.zeros(8, dtype=torch.float64))
     assert zrf(p, p) == 1.0
-    assert zrf_legacy(p[1:], p[1:]) == 1.0
+    assert zrf_legacy(p[1:].log(), p[1:].log()) == 1.0
 
 
 def test_one_hot_against_uniform_over_ten_classes() -> None:
@@ -87,15 +87,26 @@ def test_zrf_legacy_hand_computed_and_matches_bad_teaching_formula() -> None:
     kl_mp = 0.7 * math.log(0.7 / 0.5) + 0.3 * math.log(0.3 / 0.5)
     kl_mq = 0.7 * math.log(0.7 / 0.9) + 0.3 * math.log(0.3 / 0.1)
     expected = 1 - (0.5 * kl_mp + 0.5 * kl_mq) / 2
-    assert zrf_legacy(p, q) == pytest.approx(expected, abs=1e-14)
-    assert zrf_legacy(p, q) != pytest.approx(zrf(p, q), abs=1e-3)
+    assert zrf_legacy(p.log(), q.log()) == pytest.approx(expected, abs=1e-14)
+    assert zrf_legacy(p.log(), q.log()) != pytest.approx(zrf(p, q), abs=1e-3)
     pp, qq = _random_probs(6, 5, 5), _random_probs(6, 5, 6)
     m = (pp + qq) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = 1 - (0.5 * F.kl_div(pp.log(), m) + 0.5 * F.kl_div(qq.log(), m)).item()
-    assert zrf_legacy(pp, qq) == pytest.approx(reference, abs=1e-14)
+    assert zrf_legacy(pp.log(), qq.log()) == pytest.approx(reference, abs=1e-14)
 
+
+
+def test_zrf_legacy_stays_finite_where_a_probability_underflows() -> None:
+    # the first row's second probability is e^-1000: 0 in any float, so ln of the softmax would be -inf
+    logits = torch.tensor([[1000.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    log_p, log_q = torch.log_softmax(logits, dim=1), torch.zeros(2, 2, dtype=torch.float64) - math.log(2)
+    assert torch.softmax(logits, dim=1)[0, 1] == 0
+    # by hand: row 0 has p = (1, e^-1000), q = (½, ½) → m = (¾, ¼); row 1 has p = q = m = (½, ½), terms 0
+    row0 = (0.5 * (0.75 * math.log(0.75) + 0.25 * (math.log(0.25) + 1000))
+            + 0.5 * (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)))
+    assert zrf_legacy(log_p, log_q) == pytest.approx(1 - row0 / 4, abs=1e-12)
 
 # ---------------------------------------------------------------- relearn
 

@@ -17,6 +17,11 @@ def softmax64(logits: Tensor) -> Tensor:
     return torch.softmax(logits.detach().to(torch.float64), dim=-1)
 
 
+def log_softmax64(logits: Tensor) -> Tensor:
+    """Row-wise log-softmax in float64 (finite wherever the logits are, unlike the log of `softmax64`)."""
+    return torch.log_softmax(logits.detach().to(torch.float64), dim=-1)
+
+
 def float64_pair(p: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
     """Two probability matrices of equal shape [N, C], detached and in float64; ValueError otherwise."""
     if p.dim() != 2 or p.shape != q.shape:

@@ -2,11 +2,13 @@
 by the protocol's definition and by the bad-teaching repository's (legacy)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from .base import MetricContext, register_metric
-from .distance import float64_pair, mean_js, softmax64
+from .distance import float64_pair, log_softmax64, mean_js, softmax64
 
 
 def zrf(p_unlearned: Tensor, q_random: Tensor) -> float:
@@ -19,8 +21,9 @@ def zrf(p_unlearned: Tensor, q_random: Tensor) -> float:
     return 1.0 - mean_js(p_unlearned, q_random)
 
 
-def zrf_legacy(p: Tensor, q: Tensor) -> float:
-    """ZRF as computed by the bad-teaching repository (`UnLearningScore`/`JSDiv`), unitless.
+def zrf_legacy(log_p: Tensor, log_q: Tensor) -> float:
+    """ZRF as computed by the bad-teaching repository (`UnLearningScore`/`JSDiv`), unitless, from the two models'
+    log-probabilities (rows of log-softmax).
 
     That code evaluates `0.5*F.kl_div(log p, m) + 0.5*F.kl_div(log q, m)` with
     the default 'mean' reduction, i.e. KL(m‖p)-style terms averaged over all
@@ -28,12 +31,15 @@ def zrf_legacy(p: Tensor, q: Tensor) -> float:
 
         zrf_legacy = 1 − (1/(N·C)) Σ_i Σ_j [½ m_ij ln(m_ij/p_ij) + ½ m_ij ln(m_ij/q_ij)],  m = ½(p+q).
 
-    As in the original, an entry with p_ij = 0 (or q_ij = 0) while m_ij > 0 makes
-    the result −inf. Offered for comparison only; `zrf` is the default.
+    Departure: the reference takes ln of float32 softmax probabilities, so a probability that underflows to 0
+    makes its result −inf (which would fail the cell here); this reads ln p and ln q from log-softmax in float64,
+    which gives the same value wherever the reference's is finite and a finite one where it is not.
+    Offered for comparison only; `zrf` is the default.
     """
-    p, q = float64_pair(p, q)
-    m = (p + q) / 2
-    terms = 0.5 * (torch.xlogy(m, m) - torch.xlogy(m, p)) + 0.5 * (torch.xlogy(m, m) - torch.xlogy(m, q))
+    log_p, log_q = float64_pair(log_p, log_q)
+    m = (log_p.exp() + log_q.exp()) / 2
+    log_m = torch.logaddexp(log_p, log_q) - math.log(2)
+    terms = 0.5 * m * (log_m - log_p) + 0.5 * m * (log_m - log_q)
     return 1.0 - float(terms.mean())
 
 
@@ -49,9 +55,8 @@ def zrf_score(ctx: MetricContext) -> list[tuple[str, str, float]]:
     random_net = ctx.stages.random_model(int(ctx.settings["seed"]))
     rows = []
     for split in ctx.settings["splits"]:
-        p = softmax64(ctx.logits(split, "forget"))
-        q = softmax64(ctx.logits(split, "forget", model=random_net))
-        rows.append((split, "zrf", zrf(p, q)))
+        forget, random_forget = ctx.logits(split, "forget"), ctx.logits(split, "forget", model=random_net)
+        rows.append((split, "zrf", zrf(softmax64(forget), softmax64(random_forget))))
         if ctx.settings["legacy"]:
-            rows.append((split, "zrf_legacy", zrf_legacy(p, q)))
+            rows.append((split, "zrf_legacy", zrf_legacy(log_softmax64(forget), log_softmax64(random_forget))))
     return rows
