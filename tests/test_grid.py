@@ -328,3 +328,21 @@ def test_a_tuned_result_scored_on_another_validation_carve_or_recipe_is_refused_
     with pytest.raises(UserError, match=r"were chosen against originals and retrained models of another training "
                                         r"recipe \(epochs 3 there, 1 here; label_smoothing 0.1 there, 0.0 here\): tune"):
         planned({"val_fraction": 0.1, "recipe": {"epochs": 3, "label_smoothing": 0.1}})
+
+
+def test_yaml_files_are_parsed_once_per_text_and_callers_get_their_own_copy(tmp_path) -> None:
+    from unlearnbench import config
+    from unlearnbench.models import BackboneSpec
+    from unlearnbench.training import resolve_recipe
+
+    config._parse.cache_clear()
+    spec = BackboneSpec("resnet18", 0.0625)
+    recipes = [resolve_recipe("mnist5k", spec) for _ in range(50)]  # planning resolves one a cell
+    assert len(set(recipes)) == 1 and config._parse.cache_info().misses == 1
+    path = tmp_path / "grid.yaml"
+    path.write_text("a: {b: 1}\n")
+    first = config.read_yaml(path)
+    first["a"]["b"] = 2  # a caller changing its copy
+    assert config.read_yaml(path) == {"a": {"b": 1}}
+    path.write_text("a: {b: 3}\n")  # an edited file is read afresh
+    assert config.read_yaml(path) == {"a": {"b": 3}}

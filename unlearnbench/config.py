@@ -1,7 +1,9 @@
 """Strict conversion of YAML mappings into dataclasses: unknown keys and wrong types are user errors."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -15,8 +17,8 @@ from .errors import UserError, did_you_mean
 T = TypeVar("T")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml.SafeLoader refusing a mapping that lists a key twice (plain YAML keeps the last one silently)."""
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser where PyYAML has it
+    """yaml's safe loader refusing a mapping that lists a key twice (plain YAML keeps the last one silently)."""
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -38,7 +40,7 @@ def read_yaml(path: str | Path) -> Any:
     becomes one sentence naming it."""
     path = Path(path)
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return copy.deepcopy(_parse(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise UserError(f"Config file {path} does not exist.") from None
     except IsADirectoryError:
@@ -52,6 +54,20 @@ def read_yaml(path: str | Path) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"Malformed YAML in {path}{where}: {problem}.") from None
+
+
+def read_resource_yaml(name: str) -> Any:
+    """Parse a YAML file shipped in the package (e.g. 'configs/recipes.yaml'), as `read_yaml` does."""
+    from importlib import resources
+
+    return copy.deepcopy(_parse(resources.files("unlearnbench").joinpath(name).read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=32)
+def _parse(text: str) -> Any:
+    """The YAML document `text`, parsed once per process: planning a grid reads its recipes and tuned results once
+    a cell. Callers get a deep copy, so the cached value is never changed."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def check_keys(mapping: dict, allowed: typing.Iterable[str], where: str) -> None:

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import check_keys, check_like_default, from_mapping, read_yaml
+from .config import check_keys, check_like_default, from_mapping, read_resource_yaml, read_yaml
 from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, check_val_source, memory_budget_bytes
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean, error_reason
@@ -136,10 +136,7 @@ def load_grid(name_or_path: str) -> Grid:
         where = str(path)
     elif name_or_path in builtin_grids():
         where = f"grid '{name_or_path}'"
-        text = resources.files("unlearnbench").joinpath(f"configs/grids/{name_or_path}.yaml").read_text()
-        import yaml
-
-        raw = yaml.safe_load(text)
+        raw = read_resource_yaml(f"configs/grids/{name_or_path}.yaml")
     else:
         raise UserError(f"Unknown grid '{name_or_path}'{did_you_mean(name_or_path, builtin_grids())}; "
                         f"give a YAML file or one of: {', '.join(builtin_grids())}.")

@@ -5,7 +5,6 @@ import contextlib
 import math
 import os
 from dataclasses import asdict, dataclass
-from importlib import resources
 from typing import Callable, Iterable
 
 import torch
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import above, at_least, check_ranges, from_mapping, one_of
+from .config import above, at_least, check_ranges, from_mapping, one_of, read_resource_yaml
 from .data import ImageData, Split
 from .errors import UserError, did_you_mean
 from .models import BackboneSpec, evaluating
@@ -52,9 +51,7 @@ def resolve_recipe(dataset: str, backbone: BackboneSpec, overrides: dict | None 
 
     `overrides` (a grid's `recipe:`) holds recipe fields for every cell and/or sections named like those of
     recipes.yaml (`cifar10`, `vit`, `resnet18`, `cifar10/vit`, `mnist/resnet18`) that apply where they match."""
-    import yaml
-
-    table = yaml.safe_load(resources.files("unlearnbench").joinpath("configs/recipes.yaml").read_text())
+    table = read_resource_yaml("configs/recipes.yaml")
     overrides = overrides or {}
     fields = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
     sections = {k: v for k, v in overrides.items() if isinstance(v, dict)}
