@@ -8,7 +8,7 @@ A student, initialised from the original, is distilled on D_f(c) together with a
 (reference: 30 %), shuffled together, for `epochs` epochs. Each sample's target is the softmax at temperature T of
 one of two frozen teachers: the original (competent) for retained samples, a randomly initialised network of the
 same architecture (incompetent) for forgotten ones. The loss is KL(target ‖ student) at T. Reference defaults:
-Adam, lr 1e-4, 1 epoch, batch 256 (the SSD repository: 128), T = 1.
+Adam, lr 1e-4, 1 epoch, batch 256 (the SSD repository: 256 for ResNets, 128 for ViTs), T = 1.
 
 Departures: the KL is summed over classes, averaged over the batch and scaled by T² (`_blocks.distillation_kl`;
 the reference's `F.kl_div` default averages over classes too and has no T², constant factors that Adam, invariant to

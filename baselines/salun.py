@@ -6,14 +6,18 @@ OPTML-Group/Unlearn-Saliency, `Classification/generate_mask.py` and `Classificat
    the mask keeps the `mask_ratio` fraction of weights with the largest g, ranked across all parameters at once
    (reference: 0.5; it ranks the negated |g| and keeps ranks below int(r·N)).
 2. Random-label fine-tuning of the masked weights: D_f(c) with random labels, concatenated with D_r(c) with true
-   labels and shuffled together; cross-entropy; gradients are multiplied by the mask before every step. Reference
-   class-wise settings: 10 epochs at lr 0.013, SGD momentum 0.9, weight decay 5e-4, batches of 256.
+   labels and shuffled together (the reference's CIFAR-100/TinyImageNet branch of `RL.py`); cross-entropy;
+   gradients are multiplied by the mask before every step. Reference settings (its README's example, which forgets
+   a random 10 % of the data): 10 epochs at lr 0.013, SGD momentum 0.9, weight decay 5e-4, batches of 256.
 3. Weights outside the mask never move: not through weight decay and not through optimiser momentum either. The
    reference fixed exactly that leak on 2026-02-28 (commit a6e89fd, "Fix weight decay": after every step it
    writes the masked-out weights back and zeroes their momentum). Here the gradients are masked and, after every
    step, every weight outside the mask is written back to its original value, whatever the optimiser.
 
-Departures: each D_f(c) sample is relabelled once with a class other than c (the reference draws from all classes,
+Departures: on every dataset the shuffled mixture above (the reference's CIFAR-10/SVHN branch instead makes, each
+epoch, one pass over D_f(c) with random labels and then one over D_r(c), so its forget steps are all-forget batches
+where a mixed batch here holds about 1/K forget samples; the tuned step budget and lr are chosen with this loss);
+each D_f(c) sample is relabelled once with a class other than c (the reference draws from all classes,
 c included), as the suite's random-labels baselines do; like the other fine-tuning baselines here, a step budget
 with the held-out stopping rule on the validation split's class c (`stop_acc`) instead of fixed epochs, SGD with
 momentum 0.9 and no weight decay (AdamW on ViTs), and the shared `norm_statistics` choice for BatchNorm.

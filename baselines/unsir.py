@@ -17,7 +17,9 @@ than the first images of each class; both epochs use batches of `batch_size` (32
 and repair is the shared `norm_statistics` choice (the reference's train mode is "batch"); the original is in eval
 mode while the noise is learnt (the reference leaves it in train mode); every noise image is copied
 `noise_copies` times (both references loop over `batch[0].size(0)`, the channel count, and so add only the first 3
-noise images per copy). The impair set is never built (the references build it as a dataset): its batches
+noise images per copy); the noise is learnt without touching the model's gradients (the references never clear
+the 25 ascent gradients it leaves on the model's parameters, so their first impair Adam step adds them in and they
+inflate Adam's second-moment estimate for many steps). The impair set is never built (the references build it as a dataset): its batches
 gather noise inputs by index and normalise the stored retain images per batch, so the copies cost no memory.
 """
 from __future__ import annotations
