@@ -21,9 +21,9 @@ from unlearnbench.report import (filter_class_heatmap, load_paper_results, selec
                                  write_report)
 from unlearnbench.report.stats import holm, signed_rank_p, t_half_width
 from unlearnbench.report.names import discovered_cards
-from unlearnbench.report.tables import MISSING, methods_table, table2
+from unlearnbench.report.tables import MISSING, Table, methods_table, table2
 from unlearnbench.report.figures import load_relevance, relearn_curves, relearn_figure
-from unlearnbench.report.formats import latex_text, write_table
+from unlearnbench.report.formats import LATEX_PACKAGES, latex_text, write_table
 from unlearnbench.report.paper import backbone_family, full_dataset_name, paper_value
 from unlearnbench.report.records import load_runs
 from unlearnbench.store import FAILURE_COLUMNS, RECORD_COLUMNS
@@ -419,14 +419,16 @@ def check_latex(text: str) -> None:
             stack.append(env)
         else:
             assert stack.pop() == env
-    assert not stack and "tabular" in text
+    long = "longtable" in text  # the layout of a long table: header, then footers, then the body
+    assert not stack and ("tabular" in text or long)
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert text.count(rule) >= 1
     assert text.index(r"\toprule") < text.index(r"\midrule") < text.index(r"\bottomrule")
     plain = re.sub(r"(?<!\\)\$[^$]*(?<!\\)\$", "", text)  # drop inline math such as $\pm$
     assert not re.search(r"(?<!\\)[_%#]", plain), "unescaped special character"
-    spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", text)[1]
-    body = text[text.index(r"\midrule"):text.index(r"\bottomrule")]
+    spec = re.search(r"\\begin\{(?:tabular|longtable)\}\{(\w+)\}", text)[1]
+    body = (text[text.index(r"\endlastfoot"):text.index(r"\end{longtable}")] if long
+            else text[text.index(r"\midrule"):text.index(r"\bottomrule")])
     for line in body.splitlines():
         if line.endswith(r"\\"):
             assert len(re.findall(r"(?<!\\)&", line)) == len(spec) - 1, line
@@ -453,13 +455,27 @@ def test_latex_is_ascii_and_greek_letters_are_math(report):
 
 
 def _latex_packages_missing() -> str | None:
-    """Why the LaTeX tables cannot be compiled here, or None when pdflatex with booktabs and multirow exists."""
+    """Why the LaTeX tables cannot be compiled here, or None when pdflatex with the tables' packages exists."""
     if shutil.which("pdflatex") is None or shutil.which("kpsewhich") is None:
         return "pdflatex is not installed (Debian: texlive-latex-base, texlive-latex-recommended, texlive-latex-extra)"
-    found = subprocess.run(["kpsewhich", "booktabs.sty", "multirow.sty"], capture_output=True, text=True).stdout
-    if "booktabs.sty" not in found or "multirow.sty" not in found:
-        return "booktabs or multirow is missing (Debian: texlive-latex-recommended, texlive-latex-extra)"
+    packages = [f"{name}.sty" for name in LATEX_PACKAGES.split(",")]
+    found = subprocess.run(["kpsewhich", *packages], capture_output=True, text=True).stdout
+    if not all(p in found for p in packages):
+        return f"one of {LATEX_PACKAGES} is missing (Debian: texlive-latex-recommended, texlive-latex-extra)"
     return None
+
+
+@pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
+def compile_latex(path: Path, folder: Path) -> str:
+    """pdflatex's log of a document that inputs the table `path` (asserting it compiled)."""
+    doc = folder / f"{path.stem}-doc.tex"
+    doc.write_text(f"\\documentclass{{article}}\n\\usepackage{{{LATEX_PACKAGES}}}\n"
+                   f"\\begin{{document}}\n\\input{{{path}}}\n\\end{{document}}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=folder,
+                          capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stdout.splitlines() if line.startswith("!")]
+    assert done.returncode == 0 and (folder / f"{path.stem}-doc.pdf").exists(), (path.name, errors)
+    return (folder / f"{path.stem}-doc.log").read_text(errors="replace")
 
 
 @pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
@@ -469,13 +485,24 @@ def test_every_latex_table_compiles_with_pdflatex(report, tmp_path):
     # "p < 0.05" in the caption: a bare < is typeset as ¡ in the default OT1 encoding
     assert r"p \textless{} 0.05" in marked.read_text() and "<" not in marked.read_text()
     for path in sorted(report.glob("*.tex")) + [marked]:
-        doc = tmp_path / f"{path.stem}-doc.tex"
-        doc.write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{multirow}\n"
-                       f"\\begin{{document}}\n\\input{{{path}}}\n\\end{{document}}\n")
-        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
-        errors = [line for line in done.stdout.splitlines() if line.startswith("!")]
-        assert done.returncode == 0 and (tmp_path / f"{path.stem}-doc.pdf").exists(), (path.name, errors)
+        compile_latex(path, tmp_path)
+
+
+@pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
+def test_a_long_table_breaks_across_pages_and_a_wide_one_fits_the_line(tmp_path):
+    index = pd.MultiIndex.from_product(
+        [["mnist"], [f"backbone_{i}" for i in range(6)], [f"method {j}" for j in range(20)]],
+        names=["Dataset", "Backbone", "Method"])
+    long = pd.DataFrame({"Acc_r": [f"{k}.0 ± 0.1" for k in range(120)]}, index=index)
+    wide = pd.DataFrame({f"a rather long column name {k}": ["12.3 ± 4.5"] * 3 for k in range(12)},
+                        index=pd.Index(["x", "y", "z"], name="Method"))
+    for name, frame in (("long", long), ("wide", wide)):
+        path = write_table(Table(name, name, "A caption.", frame.reset_index(), frame), tmp_path)["tex"]
+        log = compile_latex(path, tmp_path)
+        assert "Float too large" not in log and "Overfull" not in log, name  # no row lost, nothing past the margin
+        if name == "long":
+            assert r"\begin{longtable}" in path.read_text() and "multirow" not in path.read_text()
+            assert re.search(r"Output written on \S+ \(([3-9]|\d\d+) pages", log)  # 120 rows over pages
 
 
 def test_index_shows_tables_links_figures_and_provenance(report):

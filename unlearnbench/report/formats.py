@@ -58,20 +58,35 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
+LONG_TABLE_ROWS = 40  # more rows than this: a longtable, which breaks across pages (a float cannot)
+LATEX_PACKAGES = "booktabs,multirow,longtable,adjustbox"
+
+
 def to_latex(table: Table) -> str:
-    """A `table` float holding a booktabs tabular of `table.display`, with caption and label `tab:<name>`;
-    needs \\usepackage{booktabs,multirow}."""
+    """`table.display` as booktabs LaTeX with caption and label `tab:<name>`: a `table` float whose tabular is
+    shrunk to the line width where wider (adjustbox), or, above LONG_TABLE_ROWS rows, a `longtable` in
+    \\footnotesize that breaks across pages and repeats its header; needs the LATEX_PACKAGES."""
     frame = table.display
     styler = (frame.style.format(escape="latex").format_index(escape="latex", axis=0)
               .format_index(escape="latex", axis=1))
     nested = isinstance(frame.index, pd.MultiIndex) and len(frame) > 1
+    long = len(frame) > LONG_TABLE_ROWS
+    label = f"tab:{table.name.replace('_', '-')}"
     latex = styler.to_latex(
         column_format="l" * frame.index.nlevels + "c" * len(frame.columns), hrules=True, multirow_align="t",
-        multicol_align="c", clines="skip-last;data" if nested else None, environment="table",
-        position_float="centering", label=f"tab:{table.name.replace('_', '-')}")
+        multicol_align="c", clines="skip-last;data" if nested else None,
+        **({"environment": "longtable", "caption": latex_escape(table.caption), "label": label} if long else
+           {"environment": "table", "position_float": "centering", "label": label}))
     latex = latex.replace("<", _LATEX_SPECIAL["<"]).replace(">", _LATEX_SPECIAL[">"])  # the Styler keeps them
     latex = _group_rules(latex, frame.index.nlevels)
-    latex = latex.replace("\\centering\n", f"\\centering\n\\caption{{{latex_escape(table.caption)}}}\n", 1)
+    if long:  # a group's label on its first row only: a \\multirow cannot span a page break
+        latex = re.sub(r"\\multirow\[t\]\{\d+\}\{\*\}\{((?:[^{}]|\{[^{}]*\})*)\}", r"\1", latex)
+        latex = ("\\begingroup\\footnotesize\n" + re.sub(r"(?:\\midrule\n)+(\\end\{longtable\})", r"\1", latex)
+                 + "\\endgroup\n")
+    else:
+        latex = latex.replace("\\centering\n", f"\\centering\n\\caption{{{latex_escape(table.caption)}}}\n"
+                              "\\begin{adjustbox}{max width=\\linewidth}\n", 1)
+        latex = latex.replace("\\end{tabular}\n", "\\end{tabular}\n\\end{adjustbox}\n", 1)
     for symbol, replacement in _LATEX_SYMBOLS.items():
         latex = latex.replace(symbol, replacement)
     return latex_text(latex)
