@@ -350,6 +350,17 @@ def test_cost_table_sums_per_class_runs_and_keeps_one_round(report):
     assert "mean over a cell's n seeds (n = 2 unless" in md
 
 
+def test_cost_table_counts_the_classes_of_a_seed_and_table2_names_its_split():
+    """Before: N_c counted the classes of all seeds together (4 here) while each seconds value sums one seed's."""
+    from unlearnbench.report.tables import cost_table
+
+    records = pd.DataFrame(hand_records())
+    records.loc[records["seed"] == 1, "forget_class"] += 2  # seed 0 forgets classes 0 and 1, seed 1 classes 2 and 3
+    records = records.assign(forget_class=records["forget_class"].astype("Int64"))
+    assert cell(cost_table(records).values, FULL, "retrain", "N_c")["mean"] == 2
+    assert "AUC of the α relevance order on the test split," in table2(records).caption
+
+
 def test_paper_comparison_differences_and_not_run(report):
     values = read(report, "paper_comparison")
 
@@ -379,9 +390,27 @@ def test_paper_comparison_differences_and_not_run(report):
 
     records, _ = load_runs([report.parent])
     two_classes = {**load_paper_results(), "classes": {"mnist": 2, "cifar10": 10, "imagenet": 1000}}
-    compared = paper_comparison(table1(records, "train"), table2(records), records, two_classes).values
+    table = paper_comparison(table1(records, "train"), table2(records), records, two_classes)
+    compared = table.values
     rn = compared[(compared["backbone"] == FULL) & (compared["method"] == "Retrained") & (compared["column"] == "RT n")]
     assert rn["difference"].item() == pytest.approx(0.5)  # the same count over as many classes as the paper's
+    # a mean over seeds shown with its decimal, as Table 1 shows it (it was rounded to a whole class: "+0")
+    shown = table.display.xs((FULL, "Retrained", "RT n"), level=("Backbone", "Method", "Value")).iloc[0]
+    assert shown["Difference"] == "+0.5" and shown["Ours"].startswith(f"{rn['ours'].item():.1f} ± ")
+    assert shown["Paper"] == "0"
+
+
+def test_paper_comparison_says_not_measured_for_a_method_run_without_the_metric():
+    """Before: a method run without relearning had its RT rows noted "not run" and sorted above its other rows."""
+    from unlearnbench.report.paper import paper_comparison
+
+    records = pd.DataFrame(hand_records())
+    records = records[~((records["method"] == "wfnet") & records["metric"].str.startswith("relearn"))]
+    records = records.assign(forget_class=records["forget_class"].astype("Int64"))
+    values = paper_comparison(table1(records, "train"), table2(records), records).values
+    wf = values[(values["backbone"] == FULL) & (values["method"] == "WF-Net") & (values["table"] == "Table 1")]
+    assert list(wf["column"]) == ["Acc_r", "Acc_f", "ZRF", "RT", "RT n"]
+    assert list(wf["note"].iloc[3:]) == ["not measured"] * 2 and wf["ours"].iloc[3:].isna().all()
 
 
 @pytest.mark.parametrize("caps, shown", [((6,), "6"), ((None,), "not recorded"), ((6, 100), "6, 100")])

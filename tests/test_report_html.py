@@ -109,3 +109,18 @@ def test_a_long_legend_gets_columns_and_profiles_off_the_scale_are_drawn_at_its_
     edges = [line for line in ax.get_lines() if line.get_marker() == "^"]
     assert any(list(line.get_ydata()) == [high] for line in edges)  # WF-Net's ZRF of 3.0, drawn at 2 with ▲
     assert all(low <= y <= high for line in ax.get_lines() for y in line.get_ydata())
+
+
+def test_two_dozen_methods_get_lines_that_differ_in_the_profile_and_cost_figures():
+    """Before: the lines took matplotlib's 10-color cycle alone, so the 11th method looked like the 1st."""
+    from unlearnbench.report.figures import cost_vs_classes
+
+    records = pd.DataFrame(hand_records())
+    full = records[records["backbone"] == FULL]
+    wf = full[full["method"] == "wfnet"]
+    many = pd.concat([full] + [wf.assign(method=f"plugin_{k:02d}") for k in range(21)])  # 24 methods
+    for fig in (profile_figure(many), cost_vs_classes(many)):
+        ax = fig.axes[0]
+        handles, labels = ax.get_legend_handles_labels()
+        looks = {(h.get_color(), h.get_linestyle(), h.get_marker()) for h in handles}
+        assert len(labels) >= 23 and len(looks) == len(labels)  # every method but perhaps the original

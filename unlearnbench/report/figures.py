@@ -193,17 +193,18 @@ def cost_vs_classes(records: pd.DataFrame) -> Figure | None:
     n_classes = int(records["forget_class"].nunique())
     fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
-    for key in _label_order(rows):
+    for i, key in enumerate(_label_order(rows)):
         part = rows[(rows["method"] == key[0]) & (rows["params"] == key[1])]
-        if part["forget_class"].isna().all():  # one run for every class
+        style = line_style(i)
+        if part["forget_class"].isna().all():  # one run for every class: a flat line without markers
             total = part.groupby("seed")["value"].sum().mean()
-            ax.plot([1, max(n_classes, 1)], [total, total], linestyle="--", label=labels[key])
+            ax.plot([1, max(n_classes, 1)], [total, total], **{**style, "marker": None}, label=labels[key])
             continue
         per_class = part.dropna(subset=["forget_class"]).sort_values("forget_class")
         cumulative = per_class.groupby("seed")["value"].cumsum()
         steps = per_class.groupby("seed").cumcount() + 1
         curve = cumulative.groupby(steps).mean()
-        ax.plot(curve.index, curve.to_numpy(), marker="o", markersize=3, label=labels[key])
+        ax.plot(curve.index, curve.to_numpy(), markersize=3, label=labels[key], **style)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="number of classes unlearned", ylabel="cumulative unlearning time (s)",
            title=f"Cost vs classes, {records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}")
@@ -226,6 +227,17 @@ def side_legend(ax, height: float) -> None:
         width, tall = ax.figure.get_size_inches()
         ax.figure.set_size_inches(width + LEGEND_COLUMN_INCHES * (columns - 1), tall)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncols=columns)
+
+
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "D", "P")  # not ▼/▲, which mark values off the profile scale
+
+
+def line_style(i: int) -> dict:
+    """The color, line style and marker of the i-th line of a figure: the ten tab10 colors, then each again with
+    the next line style and marker, so up to 40 methods' lines differ (on the color cycle alone the eleventh
+    repeated the first)."""
+    return {"color": f"C{i % 10}", "linestyle": LINE_STYLES[i // 10 % 4], "marker": MARKERS[i // 10 % 4]}
 
 
 def _label_order(records: pd.DataFrame) -> list[tuple[str, str]]:
@@ -291,9 +303,9 @@ def profile_figure(records: pd.DataFrame) -> Figure | None:
     ax = fig.subplots()
     xs = np.arange(profiles.shape[1])
     low, high = PROFILE_RANGE
-    for label in (o for o in order if o in profiles.index):
+    for i, label in enumerate(o for o in order if o in profiles.index):
         values = profiles.loc[label].to_numpy()
-        line, = ax.plot(xs, np.clip(values, low, high), marker="o", markersize=3, label=label)
+        line, = ax.plot(xs, np.clip(values, low, high), markersize=3, label=label, **line_style(i))
         for marker, beyond in (("v", values < low), ("^", values > high)):  # off the scale: drawn at its edge
             ax.plot(xs[beyond], np.clip(values[beyond], low, high), linestyle="none", marker=marker, markersize=7,
                     color=line.get_color())

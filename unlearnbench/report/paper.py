@@ -51,7 +51,8 @@ def paper_value(paper: dict, table: str, dataset: str, backbone: str, method: st
 
 def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | None = None) -> Table:
     """Every Table 1/2 value of the run beside the paper's value and the difference (ours − paper), plus the
-    paper's cells for the run's dataset × backbone pairs that the run lacks (noted "not run"). RT and RT n get no
+    paper's cells for the run's dataset × backbone pairs that the run lacks (noted "not run", or "not measured" for a
+    method the run ran without that metric). RT and RT n get no
     difference where the run's relearn cap (see tables.relearn_caps) is not the paper's: the cap is shown instead."""
     paper = load_paper_results() if paper is None else paper
     caps = relearn_caps(records)
@@ -87,14 +88,17 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                          r.ci_high, r.n, r.std, theirs, note, methods[r.method], cap, other_split,
                          params_key(r.params)))
         done = set(ours[["dataset", "backbone", "method", "column"]].itertuples(index=False, name=None))
+        ran = records.groupby(["dataset", "backbone", "method"])["params"].first().to_dict()
         for dataset, backbone in pairs:
             for method in PAPER_METHODS:
                 for column in columns:
                     paper_dataset = to_paper.get(full_dataset_name(dataset))
                     theirs = paper_value(paper, key, paper_dataset, backbone_family(backbone), method, column)
                     if not np.isnan(theirs) and (dataset, backbone, method, column) not in done:
+                        params = ran.get((dataset, backbone, method))  # a method that ran sorts with its rows
                         rows.append((name, dataset, backbone, PAPER_METHODS[method], column, np.nan, np.nan, np.nan,
-                                     np.nan, np.nan, theirs, "not run", methods[method], "", False, params_key("")))
+                                     np.nan, np.nan, theirs, "not run" if params is None else "not measured",
+                                     methods[method], "", False, params_key(params or "")))
     columns = list(COLUMN_KEYS)
     rows.sort(key=lambda r: (r[0], order["dataset"][r[1]], order["backbone"][r[2]], r[12], r[15], r[3],
                              columns.index(r[4])))  # a sweep's settings: numbers as numbers (lambda_1=2 before 10)
@@ -105,13 +109,16 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
     elsewhere = pd.Series([r[14] for r in rows], dtype=bool)
     values.insert(11, "difference", (values["ours"] - values["paper"]).where((capped == "") & ~elsewhere))
     digits = [COLUMN_KEYS[c][1] for c in values["column"]]
+    # a class count averaged over seeds need not be whole: one decimal then, as Table 1 shows it
+    shown = [d + (not np.isnan(m) and not float(m).is_integer()) if c == "RT n" else d
+             for c, m, d in zip(values["column"], values["ours"], digits)]
     display = pd.DataFrame({
         "Ours": [format_stat(m, (hi - lo) / 2, d)
-                 for m, lo, hi, d in zip(values["ours"], values["ours_ci_low"], values["ours_ci_high"], digits)],
+                 for m, lo, hi, d in zip(values["ours"], values["ours_ci_low"], values["ours_ci_high"], shown)],
         "n": [MISSING if np.isnan(n) else f"{n:.0f}" for n in values["n"]],
         "Paper": [_paper_text(p, d) for p, d in zip(values["paper"], digits)],
         "Difference": [(c if c.endswith("classes") else f"cap {c}") if c else MISSING if np.isnan(x) else f"{x:+.{d}f}"
-                       for x, c, d in zip(values["difference"], capped, digits)],
+                       for x, c, d in zip(values["difference"], capped, shown)],
         "Note": values["note"].tolist()},
         index=pd.MultiIndex.from_frame(values[["table", "dataset", "backbone", "method", "column"]],
                                        names=["Table", "Dataset", "Backbone", "Method", "Value"]))
@@ -125,7 +132,7 @@ def paper_comparison(t1: Table, t2: Table, records: pd.DataFrame, paper: dict | 
                "measured them on the training split, as the paper did; the note names the split otherwise. "
                "Reduced-size backbones are compared with their "
                "full-size family and marked; the paper's cells for this run's datasets and backbones that the run "
-               "lacks say 'not run'.")
+               "lacks say 'not run' (a method run without that metric: 'not measured').")
     return Table("paper_comparison", "Comparison with the paper", caption, values, display)
 
 

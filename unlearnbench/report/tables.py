@@ -393,8 +393,9 @@ def table2(records: pd.DataFrame) -> Table:
             body.append([cell_text(cells.get((d, backbone, method, params_of.get(d), c)), 2, n) for d in datasets
                          for c in columns])
     display = _frame(body, index, ["Backbone", "Method"], _product(datasets, columns))
-    caption = ("Insertion (Ins, higher is better) and deletion (Del, lower is better) AUC of the α relevance order, "
-               "ranked within each α matrix (the paper's rule; \"global\": all α elements ranked together), each "
+    splits = " and ".join(f"the {split} split" for split in pd.unique(values["split"].dropna()))
+    caption = ("Insertion (Ins, higher is better) and deletion (Del, lower is better) AUC of the α relevance order"
+               f"{' on ' + splits if splits else ''}, ranked within each α matrix (the paper's rule; \"global\": all α elements ranked together), each "
                "sample's confidence normalised by the original model's. Each cell is the mean over its seeds × forget "
                f"classes; {interval_legend(values, UNITS)}; — not measured.")
     return Table("table2", "Table 2: insertion / deletion", caption, values, display)
@@ -416,8 +417,8 @@ def cost_table(records: pd.DataFrame) -> Table:
     for column, metric, how, scale, _ in COST_COLUMNS:
         rows = cost[cost["metric"] == metric]
         parts.append(seed_stats(rows.assign(value=rows["value"] * scale), CELL_KEYS, how).assign(column=column))
-    classes = (records.dropna(subset=["forget_class"]).groupby(CELL_KEYS)["forget_class"].nunique()
-               .rename("mean").reset_index().assign(column="N_c"))
+    classes = (records.dropna(subset=["forget_class"]).groupby(CELL_KEYS + ["seed"])["forget_class"].nunique()
+               .groupby(CELL_KEYS).mean().rename("mean").reset_index().assign(column="N_c"))  # a seed's classes
     values = pd.concat([classes] + parts, ignore_index=True).reindex(columns=CELL_KEYS + ["column"] + STAT_COLUMNS)
     shown = values[values["column"] != "N_c"]
     summed = [c[0] for c in COST_COLUMNS if c[2] == "sum"]
