@@ -708,6 +708,7 @@ def test_a_cell_planned_before_its_plugin_was_edited_is_not_computed_under_the_p
     (plugins / "finetune.py").write_text(PLUGIN.format(suffix="Edited"))
     edited = run_job(job)
     assert edited.records is None and "changed on disk after this run was planned" in edited.failure["reason"]
+    assert f"tmp_finetune read from {plugins / 'finetune.py'}" in edited.failure["reason"]  # where this worker got it
     assert Cache(tmp_path / "c").load_cell(key) is None
     (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
     assert run_job(job).records and Cache(tmp_path / "c").load_cell(key) is not None

@@ -298,11 +298,11 @@ def check_planned_key(job: Job, info: MethodInfo) -> None:
     here = cell_key(job.cell, job.grid, info, torch.device(job.device), files)
     metrics_here = code_hash("metrics")
     if here != job.key or (job.metrics_code and metrics_here != job.metrics_code):
-        what = (f"cell key {here} here, {job.key} planned" if here != job.key else
-                f"metrics code {metrics_here} here, {job.metrics_code} planned")
-        raise UserError(f"The code, a method plugin or the dataset's files changed on disk after this run was planned "
-                        f"({what}), so this cell was not computed: start the run again to compute it with what is "
-                        f"there now.")
+        what = (f"cell key {here} here, {job.key} planned, {info.name} read from {info.source}" if here != job.key
+                else f"metrics code {metrics_here} here, {job.metrics_code} planned")
+        raise UserError(f"The code, a method plugin or the dataset's files changed on disk after this run was planned, "
+                        f"or this worker imported them from another checkout ({what}), so this cell was not "
+                        f"computed: start the run again to compute it with what is there now.")
 
 
 def crashed(job: Job, exc: BaseException) -> Outcome:
