@@ -203,7 +203,7 @@ def test_evaluating_one_class_leaves_the_shared_network_as_it_was_for_the_others
     """Regression: `predict_logits` restored a per-class view's flag with `train(was_training)`; a fresh view is
     in train mode, so the shared backbone went to train mode for good, the probe's forwards then moved its
     BatchNorm statistics and the other forget classes of a WF-Net cell fell to chance accuracy on the CNNs
-    (found in reports/mini-all-methods). Evaluating class 1 must leave class 4's logits bit-identical."""
+    (found in the 2026-12-04 run of reports/mini-all-methods). Evaluating class 1 must leave class 4's logits bit-identical."""
     torch.manual_seed(0)
     model = FilteredModel(build_backbone(CNN, 10, 1, 28), 10).eval()
     with torch.no_grad():  # class-specific filters, as untraining leaves them
