@@ -123,6 +123,28 @@ def test_failing_method_and_broken_plugin_do_not_stop_the_grid(tmp_path, shared_
     assert "2 failed" in capsys.readouterr().out
 
 
+def test_a_method_calling_sys_exit_fails_its_cells_and_the_grid_goes_on(tmp_path, shared_cache):
+    """Before: the run ended with the plugin's exit code, printing nothing and writing no failure or report."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "exiting.py").write_text(
+        "import sys\n"
+        "from unlearnbench import Unlearner\n"
+        "class Exiting(Unlearner):\n"
+        "    name = 'exiting'\n"
+        "    def unlearn(self, task):\n"
+        "        sys.exit(3)\n"
+    )
+    grid_file = write_grid(tmp_path, methods=["exiting", "original"])
+    code = main(["--grid", str(grid_file), "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache),
+                 "--plugins", str(plugins), "--device", "cpu", "--quiet", "--workers", "0"])
+    assert code == 1
+    failures = pd.read_csv(tmp_path / "run" / "failures.csv")
+    assert len(failures) == 2 and failures.reason.str.contains("SystemExit").all()
+    assert set(pd.read_csv(tmp_path / "run" / "records.csv").method) == {"original"}
+    assert (tmp_path / "run" / "report" / "index.md").is_file()
+
+
 RAISING_PLUGINS = {
     "made.py": "class Made(Unlearner):\n    name = 'made'\n\n    def __init__(self):\n"
                "        raise RuntimeError('boom in init')\n",

@@ -281,7 +281,7 @@ def run_job(job: Job) -> Outcome:
                                              f"model)" if done.reused else ""))
         by_metric = {m: done.records[m] if m in done.records else cached[m] for m in metric_keys}
         return Outcome(job, records=cell_order(job.cell, whole, by_metric), partial=done.reused)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a method calling sys.exit() fails its cell, not the run
         log(f"FAILED {job.kind} {job.cell.describe()}: {error_reason(exc)}")
         return Outcome(job, failure=failure_row(job.cell, "failed", error_reason(exc), traceback.format_exc()))
 
