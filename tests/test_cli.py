@@ -288,6 +288,25 @@ def test_retry_failed_on_a_config_whose_grid_has_no_name_says_so(tmp_path, capsy
     assert "config.yaml has no 'name'" in err and "'None'" not in err and len(err.splitlines()) == 1
 
 
+def test_retry_failed_on_a_config_cut_short_says_so(tmp_path, capsys):
+    """Before: a config.yaml whose grid lost fields read as another grid, and the run said the folder held a
+    different configuration and to pass --retry-failed, which had been passed."""
+    from unlearnbench.grid import load_grid
+    from unlearnbench.runner import grid_dict
+
+    run = tmp_path / "run"
+    run.mkdir()
+    grid = grid_dict(load_grid(str(write_grid(tmp_path))))
+    (run / "config.yaml").write_text(yaml.safe_dump({"grid": grid, "device": "cpu"}))
+    assert main(["--retry-failed", "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--dry-run"]) == 0
+    del grid["metrics"]  # a file cut short after the grid's first fields
+    (run / "config.yaml").write_text(yaml.safe_dump({"grid": grid, "device": "cpu"}))
+    capsys.readouterr()
+    assert main(["--retry-failed", "--out", str(run), "--cache-dir", str(tmp_path / "c"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.yaml is not written in full" in err and len(err.splitlines()) == 1
+
+
 def test_only_a_forget_class_of_one_round_methods_says_their_cells_cover_every_class(tmp_path, capsys):
     """original and wfnet unlearn all forget classes in one cell (forget_class=all): a class filter that misses
     them says so, instead of only listing 'all'."""

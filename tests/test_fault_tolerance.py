@@ -399,9 +399,9 @@ def _records_folder(tmp_path: Path, config: str) -> Path:
 
 def _same_grid_run(tmp_path: Path, failures: str | bytes) -> Path:
     """A run folder of the tiny grid whose failures.csv holds `failures`."""
-    from unlearnbench.runner import _grid_dict
+    from unlearnbench.runner import grid_dict
 
-    RunFolder(tmp_path / "run").write_config({"grid": _grid_dict(load_grid(str(tiny(tmp_path))))})
+    RunFolder(tmp_path / "run").write_config({"grid": grid_dict(load_grid(str(tiny(tmp_path))))})
     _file(tmp_path / "run" / "records.csv", ",".join(KEY) + "\n")
     _file(tmp_path / "run" / "failures.csv", failures)
     return tmp_path / "run"

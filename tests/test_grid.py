@@ -236,9 +236,9 @@ def test_a_datasets_methods_list_runs_only_those_there_and_skips_the_rest_once_p
     narrowed = plan(with_methods(grid, "negative_gradient"), RunOptions(device="cpu", cache_dir=tmp_path / "c"))
     assert [(c.dataset.label, c.method) for c in narrowed.cells] == [("mnist5k", "negative_gradient")] * len(
         narrowed.cells) and [c.dataset.label for c, _ in narrowed.skipped] == ["mnist5k-50perclass"]
-    from unlearnbench.runner import _grid_dict  # a run's config.yaml keeps the list under its dataset
-    assert _grid_dict(grid)["datasets"][1]["methods"] == ["original", "wfnet"]
-    assert parse_grid(_grid_dict(grid)) == grid and "dataset_methods" not in _grid_dict(load_grid("smoke"))
+    from unlearnbench.runner import grid_dict  # a run's config.yaml keeps the list under its dataset
+    assert grid_dict(grid)["datasets"][1]["methods"] == ["original", "wfnet"]
+    assert parse_grid(grid_dict(grid)) == grid and "dataset_methods" not in grid_dict(load_grid("smoke"))
 
     paper = load_grid("paper")
     assert paper.dataset_methods == {"imagenet-valfromtest-test5perclass-traineval10perclass": ("original", "wfnet")}

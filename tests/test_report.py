@@ -845,6 +845,23 @@ def test_wfnet_alpha_heatmaps_of_a_sweep_and_of_merged_runs_do_not_overwrite_one
     assert [p.name for p in (tmp_path / "single" / "artifacts" / "wfnet").iterdir()] == [f"{stem}.safetensors"]
 
 
+@pytest.mark.parametrize("cut", ["acc_retain,0.9", "acc_ret"])  # inside a value, inside a field before it
+def test_a_records_file_cut_short_in_a_row_is_refused_naming_the_line(tmp_path, cut):
+    """Before: a records.csv cut inside its last row loaded, the cut value as a shorter number (0.9 of 0.9123) or the
+    row with its metric's name cut and no value, and went into the tables and a rerun's records."""
+    from unlearnbench.report.records import read_records
+
+    rows = [{"dataset": "mnist", "backbone": FULL, "method": "wfnet", "params": "{}", "seed": 0, "forget_class": c,
+             "split": "test", "metric": "acc_retain", "value": 0.9123} for c in (1, 2)]
+    path = tmp_path / "records.csv"
+    pd.DataFrame(rows, columns=RECORD_COLUMNS).to_csv(path, index=False)
+    assert len(read_records(path)) == 2  # whole: loads
+    text = path.read_text()
+    path.write_text(text[:text.rindex(cut) + len(cut)])  # the last row, line 3, cut short
+    with pytest.raises(UserError, match=r"records.csv ends in the middle of line 3: the file was cut short; delete"):
+        read_records(path)
+
+
 def test_a_value_that_is_not_a_number_is_one_sentence_naming_its_line_and_metric(tmp_path, capsys):
     """An edited records.csv whose value is no number is refused, not silently dropped from the tables; the empty
     value (NaN) and inf that the writer itself produces still load."""

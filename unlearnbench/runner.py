@@ -62,14 +62,14 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
         previous = read_run_config(folder.path)
-        if previous is not None and previous["grid"] != _grid_dict(grid):
+        if previous is not None and previous["grid"] != grid_dict(grid):
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
                             f"configuration; pass another --out or --retry-failed.")
         if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
             raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
                             f"this run's; pass another --out.")
         earlier = _earlier_results(folder.path) if previous is not None else None
-        folder.write_config({"command": options.command, "grid": _grid_dict(grid), "device": str(device),
+        folder.write_config({"command": options.command, "grid": grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
                              "cache_dir": str(options.cache), "precision": options.precision,
                              "plugins": [str(p) for p in options.plugins or []],
@@ -315,7 +315,7 @@ def _provenance() -> dict:
     return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit()}
 
 
-def _grid_dict(grid: Grid) -> dict:
+def grid_dict(grid: Grid) -> dict:
     """The grid as plain data, as written to (and read back from) a run's config.yaml."""
     raw = dataclasses.asdict(grid)
     lists = raw.pop("dataset_methods")  # written back where the YAML has them: under their dataset
