@@ -107,6 +107,8 @@ def test_zrf_legacy_stays_finite_where_a_probability_underflows() -> None:
     row0 = (0.5 * (0.75 * math.log(0.75) + 0.25 * (math.log(0.25) + 1000))
             + 0.5 * (0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)))
     assert zrf_legacy(log_p, log_q) == pytest.approx(1 - row0 / 4, abs=1e-12)
+    with pytest.raises(ValueError, match="log-probabilities"):
+        zrf_legacy(log_p.exp(), log_q.exp())  # probabilities by mistake
 
 # ---------------------------------------------------------------- relearn
 

@@ -3,6 +3,7 @@ confidence intervals and paired tests against hand-computed values), LaTeX struc
 figures written headless."""
 from __future__ import annotations
 
+import gzip
 import itertools
 import re
 import shutil
@@ -494,7 +495,6 @@ def _latex_packages_missing() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
 def compile_latex(path: Path, folder: Path) -> str:
     """pdflatex's log of a document that inputs the table `path` (asserting it compiled)."""
     doc = folder / f"{path.stem}-doc.tex"
@@ -520,7 +520,7 @@ def test_every_latex_table_compiles_with_pdflatex(report, tmp_path):
 @pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
 def test_a_long_table_breaks_across_pages_and_a_wide_one_fits_the_line(tmp_path):
     index = pd.MultiIndex.from_product(
-        [["mnist"], [f"backbone_{i}" for i in range(6)], [f"method {j}" for j in range(20)]],
+        [["mnist"], [f"backbone_{i}" for i in range(4)] + ["a}b", "c{d"], [f"method {j}" for j in range(20)]],
         names=["Dataset", "Backbone", "Method"])
     long = pd.DataFrame({"Acc_r": [f"{k}.0 ± 0.1" for k in range(120)]}, index=index)
     wide = pd.DataFrame({f"a rather long column name {k}": ["12.3 ± 4.5"] * 3 for k in range(12)},
@@ -852,14 +852,21 @@ def test_a_records_file_cut_short_in_a_row_is_refused_naming_the_line(tmp_path, 
     from unlearnbench.report.records import read_records
 
     rows = [{"dataset": "mnist", "backbone": FULL, "method": "wfnet", "params": "{}", "seed": 0, "forget_class": c,
-             "split": "test", "metric": "acc_retain", "value": 0.9123} for c in (1, 2)]
+             "split": "test", "metric": "acc_retain", "value": 0.9123, "device": "cpu", "git_commit": "abc1234"}
+            for c in (1, 2)]  # provenance columns after the value, as a run writes them
     path = tmp_path / "records.csv"
-    pd.DataFrame(rows, columns=RECORD_COLUMNS).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=RECORD_COLUMNS + ["device", "git_commit"]).to_csv(path, index=False)
     assert len(read_records(path)) == 2  # whole: loads
     text = path.read_text()
     path.write_text(text[:text.rindex(cut) + len(cut)])  # the last row, line 3, cut short
     with pytest.raises(UserError, match=r"records.csv ends in the middle of line 3: the file was cut short; delete"):
         read_records(path)
+    gz = tmp_path / "records.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))  # as reports/ keep them
+    with pytest.raises(UserError, match="ends in the middle of line 3"):
+        read_records(gz)
+    path.write_text(text.rstrip("\n"))  # a whole last row whose newline an editor dropped
+    assert len(read_records(path)) == 2
 
 
 def test_a_value_that_is_not_a_number_is_one_sentence_naming_its_line_and_metric(tmp_path, capsys):

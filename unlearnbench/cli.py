@@ -259,10 +259,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise UserError(f"The grid in {args.out}/config.yaml has no 'name', which every run writes there, so "
                             f"--retry-failed cannot match its runs; pass a new --out to run the grid afresh.")
         grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
-        if grid_dict(grid) != config["grid"]:  # the run would refuse it as another grid's folder
-            raise UserError(f"The grid in {args.out}/config.yaml is not written in full (it differs from the grid it "
-                            f"reads as: the file was cut short or edited, or another version of the suite wrote "
-                            f"it), so --retry-failed cannot rerun it as it was; restore the file or pass a new --out.")
+        full = grid_dict(grid)
+        if full != config["grid"]:  # the run would refuse it as another grid's folder
+            fields = ", ".join(sorted(k for k in full.keys() | config["grid"].keys()
+                                      if full.get(k) != config["grid"].get(k)))
+            raise UserError(f"The grid in {args.out}/config.yaml is not written in full (its {fields} differ from the "
+                            f"grid it reads as: the file was cut short or edited, or another version of the suite "
+                            f"wrote it), so --retry-failed cannot rerun it as it was; restore the file or pass a new "
+                            f"--out.")
         only = only or config.get("only") or {}
         data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
         # the earlier run's cache, device, precision and plugins unless given again: its finished cells are found

@@ -37,6 +37,8 @@ def zrf_legacy(log_p: Tensor, log_q: Tensor) -> float:
     Offered for comparison only; `zrf` is the default.
     """
     log_p, log_q = float64_pair(log_p, log_q)
+    if (log_p > 1e-9).any() or (log_q > 1e-9).any():
+        raise ValueError("zrf_legacy takes log-probabilities (≤ 0), not probabilities.")
     m = (log_p.exp() + log_q.exp()) / 2
     log_m = torch.logaddexp(log_p, log_q) - math.log(2)
     terms = 0.5 * m * (log_m - log_p) + 0.5 * m * (log_m - log_q)

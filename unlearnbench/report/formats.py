@@ -72,15 +72,15 @@ def to_latex(table: Table) -> str:
     nested = isinstance(frame.index, pd.MultiIndex) and len(frame) > 1
     long = len(frame) > LONG_TABLE_ROWS
     label = f"tab:{table.name.replace('_', '-')}"
-    latex = styler.to_latex(
-        column_format="l" * frame.index.nlevels + "c" * len(frame.columns), hrules=True, multirow_align="t",
+    latex = styler.to_latex(  # a long table's group label on its first row only: a \\multirow cannot break pages
+        column_format="l" * frame.index.nlevels + "c" * len(frame.columns), hrules=True,
+        multirow_align="naive" if long else "t",
         multicol_align="c", clines="skip-last;data" if nested else None,
         **({"environment": "longtable", "caption": latex_escape(table.caption), "label": label} if long else
            {"environment": "table", "position_float": "centering", "label": label}))
     latex = latex.replace("<", _LATEX_SPECIAL["<"]).replace(">", _LATEX_SPECIAL[">"])  # the Styler keeps them
     latex = _group_rules(latex, frame.index.nlevels)
-    if long:  # a group's label on its first row only: a \\multirow cannot span a page break
-        latex = re.sub(r"\\multirow\[t\]\{\d+\}\{\*\}\{((?:[^{}]|\{[^{}]*\})*)\}", r"\1", latex)
+    if long:
         latex = ("\\begingroup\\footnotesize\n" + re.sub(r"(?:\\midrule\n)+(\\end\{longtable\})", r"\1", latex)
                  + "\\endgroup\n")
     else:

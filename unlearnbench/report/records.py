@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,13 +40,13 @@ def read_records(path: Path) -> pd.DataFrame:
     """records.csv as a frame with typed identity columns (forget_class Int64, empty for all-class rows) and float
     values (NaN where empty); a file that is not one (empty, binary, not CSV, missing columns, non-numeric seeds) is
     a UserError naming it, and so is a value that is not a number (naming its line and metric) and a file cut short
-    in the middle of a row (the suite writes whole files ending in a newline; pandas would read the cut row's
-    missing fields as empty and a cut value as a shorter number)."""
+    in its last row (no final newline and fewer fields than the header: a run writes whole files, its provenance
+    columns after the value; pandas would read the missing fields as empty and a cut value as a shorter number)."""
     frame = _read_table(path, RECORD_COLUMNS, "records", {"params": str, "dataset": str, "backbone": str,
                                                           "method": str, "split": str, "metric": str}, "int")
-    if not _ends_with_newline(path):
-        line = _raw_bytes(path).count(b"\n") + 1
-        raise UserError(f"{path} ends in the middle of line {line}: the file was cut short; delete it and run the "
+    cut = _cut_last_line(path)
+    if cut:
+        raise UserError(f"{path} ends in the middle of line {cut}: the file was cut short; delete it and run the "
                         f"grid again with the same --out and --cache-dir (finished cells come back from the cache), "
                         f"or remove that line.")
     values = pd.to_numeric(frame["value"], errors="coerce").astype(float)
@@ -68,16 +67,15 @@ def _raw_bytes(path: Path) -> bytes:
         return file.read()
 
 
-def _ends_with_newline(path: Path) -> bool:
-    """Whether `path` is empty or its last byte (decompressed) is a newline; a plain file is read from its end."""
-    if path.suffix == ".gz":
-        data = _raw_bytes(path)
-        return not data or data.endswith(b"\n")
-    with open(path, "rb") as file:
-        if file.seek(0, os.SEEK_END) == 0:
-            return True
-        file.seek(-1, os.SEEK_END)
-        return file.read(1) == b"\n"
+def _cut_last_line(path: Path) -> int | None:
+    """The number of the last line of `path` when it is cut short (no final newline and fewer fields than the
+    header; a whole row whose newline an editor dropped is kept), else None."""
+    data = _raw_bytes(path)
+    if not data or data.endswith(b"\n"):
+        return None
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    header, last = next(csv.reader(lines[:1])), list(csv.reader(lines[-1:]))
+    return len(lines) if not last or len(last[0]) < len(header) else None
 
 
 def _line_number(path: Path, row: int) -> int:
