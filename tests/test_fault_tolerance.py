@@ -472,7 +472,7 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
         lambda t: ["--grid", str(tiny(t)), "--cache-dir", str(_file(t / "f", "x")), "--device", "cpu"],
         "f is a file; pass a folder."),
     "out holds another grid": (lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
-                               "holds a run of grid 'other' with a different configuration; pass another --out"),
+                               "holds a run of grid 'other' with a different configuration (its backbones, datasets, "),
     "out holds results but no config": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "records.csv", "finished results").parent),
                    "--device", "cpu"], "holds results but no config.yaml"),

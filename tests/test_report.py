@@ -867,6 +867,11 @@ def test_a_records_file_cut_short_in_a_row_is_refused_naming_the_line(tmp_path, 
         read_records(gz)
     path.write_text(text.rstrip("\n"))  # a whole last row whose newline an editor dropped
     assert len(read_records(path)) == 2
+    body = text.splitlines(keepends=True)
+    big = body[:1] + body[1:2] * 1500 + body[2:]  # over the 64 KiB tail the check reads of a plain file
+    path.write_text("".join(big)[:-len("abc1234\n") - 3])  # cut in the last row's device field
+    with pytest.raises(UserError, match="ends in the middle of line 1502:"):
+        read_records(path)
 
 
 def test_a_value_that_is_not_a_number_is_one_sentence_naming_its_line_and_metric(tmp_path, capsys):

@@ -242,7 +242,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
     from .planning import describe_plan, metric_names, plan, resolve_device, stage_retrained_counts
-    from .runner import grid_dict, check_gpus, check_workers, run
+    from .runner import check_gpus, check_workers, grid_differences, run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
@@ -259,10 +259,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             raise UserError(f"The grid in {args.out}/config.yaml has no 'name', which every run writes there, so "
                             f"--retry-failed cannot match its runs; pass a new --out to run the grid afresh.")
         grid = parse_grid(config["grid"], f"{args.out}/config.yaml")
-        full = grid_dict(grid)
-        if full != config["grid"]:  # the run would refuse it as another grid's folder
-            fields = ", ".join(sorted(k for k in full.keys() | config["grid"].keys()
-                                      if full.get(k) != config["grid"].get(k)))
+        fields = grid_differences(grid, config["grid"])
+        if fields:  # the run would refuse it as another grid's folder, and suggest --retry-failed
             raise UserError(f"The grid in {args.out}/config.yaml is not written in full (its {fields} differ from the "
                             f"grid it reads as: the file was cut short or edited, or another version of the suite "
                             f"wrote it), so --retry-failed cannot rerun it as it was; restore the file or pass a new "

@@ -62,9 +62,10 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
         previous = read_run_config(folder.path)
-        if previous is not None and previous["grid"] != grid_dict(grid):
+        differing = grid_differences(grid, previous["grid"]) if previous is not None else ""
+        if differing:
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
-                            f"configuration; pass another --out or --retry-failed.")
+                            f"configuration (its {differing}); pass another --out or --retry-failed.")
         if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
             raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
                             f"this run's; pass another --out.")
@@ -313,6 +314,13 @@ def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Pat
 def _provenance() -> dict:
     """The run's library versions and git commit (each record names the device that computed it itself)."""
     return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit()}
+
+
+def grid_differences(grid: Grid, recorded: dict) -> str:
+    """The fields in which `grid` differs from a grid as a run's config.yaml recorded it ('' where none), e.g.
+    'metrics, seeds'."""
+    full = grid_dict(grid)
+    return ", ".join(sorted(k for k in full.keys() | recorded.keys() if full.get(k) != recorded.get(k)))
 
 
 def grid_dict(grid: Grid) -> dict:

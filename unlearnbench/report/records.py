@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +68,25 @@ def _raw_bytes(path: Path) -> bytes:
         return file.read()
 
 
+TAIL_BYTES = 1 << 16  # more than any records row
+
+
 def _cut_last_line(path: Path) -> int | None:
     """The number of the last line of `path` when it is cut short (no final newline and fewer fields than the
-    header; a whole row whose newline an editor dropped is kept), else None."""
-    data = _raw_bytes(path)
-    if not data or data.endswith(b"\n"):
+    header; a whole row whose newline an editor dropped is kept), else None. A plain file is read at its two ends
+    only; the whole file only to number the line of one that is cut."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+        header = file.readline()
+        if path.suffix != ".gz":
+            file.seek(max(file.tell(), file.seek(0, os.SEEK_END) - TAIL_BYTES))
+        tail = file.read()
+    if not tail or tail.endswith(b"\n"):  # a header alone, or a whole last row
         return None
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    header, last = next(csv.reader(lines[:1])), list(csv.reader(lines[-1:]))
-    return len(lines) if not last or len(last[0]) < len(header) else None
+    last = list(csv.reader([tail.decode("utf-8", errors="replace").splitlines()[-1]]))
+    header_fields = next(csv.reader([header.decode("utf-8", errors="replace")]))
+    if last and len(last[0]) >= len(header_fields):
+        return None
+    return _raw_bytes(path).count(b"\n") + 1
 
 
 def _line_number(path: Path, row: int) -> int:
