@@ -414,7 +414,7 @@ def test_paper_comparison_says_not_measured_for_a_method_run_without_the_metric(
     assert list(wf["note"].iloc[3:]) == ["not measured"] * 2 and wf["ours"].iloc[3:].isna().all()
 
 
-@pytest.mark.parametrize("caps, shown", [((6,), "6"), ((None,), "not recorded"), ((6, 100), "6, 100")])
+@pytest.mark.parametrize("caps, shown", [((6,), "6"), ((None,), "not recorded")])
 def test_paper_comparison_shows_the_relearn_cap_instead_of_an_rt_difference(tmp_path, caps, shown):
     """A run that stopped relearning before the paper's 100 epochs (or does not say where) has no comparable RT:
     the difference cell shows its cap(s), the note says why, and every other value is still compared."""
@@ -631,7 +631,7 @@ def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     index = (out / "index.md").read_text()
     assert f"## Run 1: `{run}`" in index and f"## Run 2: `{copy}`" in index
     # says what load_runs keeps (the last folder's value), not "exact duplicates" dropped
-    note = f"({len(merged)} records: each value once, the last folder's where several record it (relearn values"
+    note = f"({len(merged)} records: each value once, the last folder's where several record it (a cell's relearn"
     assert note in index and note.replace("'", "&#x27;") in (out / "index.html").read_text()
     assert "exact duplicates" not in index
     assert read(out, "table1").equals(read(report, "table1"))
@@ -723,19 +723,39 @@ def class_rows(method: str = "retrain", seeds=(0,), classes=(0, 1, 2), params: s
     return rows
 
 
-@pytest.mark.parametrize("caps", [(5, 100), (None, 100)])
-def test_merged_runs_of_other_relearn_caps_count_every_other_value_once(tmp_path, caps):
-    """The same cells in two folders whose relearn caps differ (or one recording none) were all kept, so every
-    within-seed sum doubled (Wall s 60 for 3 classes × 10 s); now only the relearn values are kept once per cap."""
+@pytest.mark.parametrize("caps", [(5, 100), (100, 5), (None, 100), (100, None)])
+def test_merged_runs_of_other_relearn_caps_show_the_largest_cap_s_relearn_values(tmp_path, caps):
+    """The same cells in two folders whose relearn caps differ (or one recording none): every other value counts
+    once (kept twice, each within-seed sum doubled: Wall s 60 for 3 classes × 10 s), and RT is the larger cap's
+    in either folder order (before: the mean of both caps' values, 4.5 from 5 and 4, reported as one figure)."""
+    from unlearnbench.report.paper import paper_comparison
     from unlearnbench.report.tables import cost_table, relearn_caps
 
-    runs = [small_run(tmp_path / f"run{i}", class_rows(), cap) for i, cap in enumerate(caps)]
+    def rows(cap):  # under cap 5, class 0 and 1 relearn at the cap; class 2 never
+        return [{**r, "value": 5.0} if cap != 100 and r["metric"] == "relearn_epochs" else r for r in class_rows()]
+
+    runs = [small_run(tmp_path / f"run{i}", rows(cap), cap) for i, cap in enumerate(caps)]
     records, _ = load_runs(runs)
     assert cell(cost_table(records).values, FULL, "retrain", "Wall s")["mean"] == pytest.approx(30.0)
-    assert len(relearn_caps(records)[("mnist", FULL, "retrain", "{}")]) == 2  # both caps' relearn values are kept
-    assert len(records[records["metric"] == "acc_retain"]) == 3
-    not_relearned = cell(table1(records, "train").values, FULL, "retrain", "RT n")
-    assert not_relearned["mean"] == 1.0  # class 2, once, though measured under both caps
+    assert relearn_caps(records)[("mnist", FULL, "retrain", "{}")] == (100.0,)
+    assert len(records[records["metric"] == "acc_retain"]) == 3 and len(records[records["metric"] == "relearned"]) == 3
+    main = table1(records, "train")
+    assert cell(main.values, FULL, "retrain", "RT")["mean"] == pytest.approx(4.0)
+    assert cell(main.values, FULL, "retrain", "RT n")["mean"] == 1.0  # class 2, once, though measured under both caps
+    assert "RT: relearn epochs (cap: 100; " in main.caption
+    rt = paper_comparison(main, table2(records), records).values
+    assert rt[(rt["method"] == "Retrained") & (rt["column"] == "RT")]["difference"].notna().all()  # the paper's cap
+
+
+def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):
+    """Merged runs of other cells under other caps: each keeps its values and the caption lists both caps."""
+    from unlearnbench.report.tables import relearn_caps
+
+    runs = [small_run(tmp_path / "run0", class_rows(), 5), small_run(tmp_path / "run1", class_rows("finetune"), 100)]
+    records, _ = load_runs(runs)
+    assert relearn_caps(records) == {("mnist", FULL, "finetune", "{}"): (100.0,),
+                                     ("mnist", FULL, "retrain", "{}"): (5.0,)}
+    assert "RT: relearn epochs (caps: 5, 100 by cell; " in table1(records, "train").caption
 
 
 def test_a_cell_that_failed_in_the_latest_run_is_left_out_and_the_index_says_so(tmp_path):

@@ -1,5 +1,5 @@
-"""Read one or more run folders: their records (merged, each value once: the last folder's, a relearn value once
-per relearn cap) and what each run was."""
+"""Read one or more run folders: their records (merged, each value once: the last folder's; a cell's relearn values
+those of its largest relearn cap) and what each run was."""
 from __future__ import annotations
 
 import csv
@@ -171,8 +171,8 @@ def relearn_cap(source: RunSource) -> float:
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
-    """The concatenated records of `run_dirs` (a value several of them record: the last one's; a relearn value
-    once per relearn cap), each tagged with its run's relearn cap in a `relearn_max_epochs` column (see
+    """The concatenated records of `run_dirs` (a value several of them record: the last one's; a cell's relearn
+    values: those of the largest relearn cap it was measured under, see at_largest_cap), each tagged with its run's relearn cap in a `relearn_max_epochs` column (see
     relearn_cap), and one RunSource per folder. A cell that its folder's failures.csv lists as failed is left out:
     its records there are an earlier run's, kept on disk when a re-run recomputed the cell and it failed."""
     if not run_dirs:
@@ -190,10 +190,22 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         sources.append(_source(folder, records, failures, failed.dropna().nunique()))
         frames.append(records[failed.isna()].assign(relearn_max_epochs=relearn_cap(sources[-1])))
     # a cell's value recorded by several runs (a re-run, another commit or device) counts once, the last folder's:
-    # kept twice, sums (seconds, RT's count of classes never relearned) would double; only the relearn metric's
-    # values, which depend on the run's relearn cap, are kept once per cap (tables.relearn_caps names them all)
+    # kept twice, sums (seconds, RT's count of classes never relearned) would double
     records = pd.concat(frames, ignore_index=True)
-    cap = records["relearn_max_epochs"].where(records["metric"].str.match(CAPPED_METRIC))  # NaN equals NaN here
+    capped = records["metric"].str.match(CAPPED_METRIC)
+    cap = records["relearn_max_epochs"].where(capped)
     duplicate = records.assign(relearn_max_epochs=cap).duplicated(RECORD_COLUMNS[:-1] + ["relearn_max_epochs"],
                                                                   keep="last")
-    return records[~duplicate].reset_index(drop=True), sources
+    return at_largest_cap(records[~duplicate]).reset_index(drop=True), sources
+
+
+def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
+    """`records` without the relearn values a cell (dataset × backbone × method × params) also has under a larger
+    relearn cap: relearning under the larger cap runs the same epochs and then goes on, so the smaller cap's values
+    are a truncation of its, and a mean of both would mix two measures. A cap not recorded (NaN) counts as smaller
+    than any recorded one."""
+    capped = records["metric"].str.match(CAPPED_METRIC)
+    cap = records["relearn_max_epochs"].where(capped)
+    largest = cap.groupby([records[k] for k in CELL_COLUMNS[:-1]]).transform("max")
+    smaller = capped & largest.notna() & (cap.isna() | (cap < largest))
+    return records[~smaller]

@@ -168,8 +168,8 @@ def seed_stats(rows: pd.DataFrame, keys: list[str], over_classes: str | Callable
     existed, `std` the standard deviation (ddof 1, NaN for one seed) over seeds of each seed's `over_classes` of
     its values, `seeds` their count and `classes`/`classes_min` the largest/smallest number of distinct forget
     classes in a seed. With the same classes in every seed the mean equals the mean over seeds of the seeds' means.
-    A class with several values in a seed (relearning under several caps) counts once in a seed's aggregate: their
-    mean."""
+    A class with several values in a seed (records not read through records.load_runs) counts once in a seed's
+    aggregate: their mean."""
     rows = rows.dropna(subset=["value"])
     if rows.empty:
         return pd.DataFrame(columns=keys + STAT_COLUMNS)
@@ -355,7 +355,7 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
     where = [f"Unlearning results on the {split} split"] + (
         ["as in the paper, which reports training sets"] if split == "train" else []) + elsewhere
     caps = tuple(np.unique([c for cell_caps in relearn_caps(records).values() for c in cell_caps]))
-    cap = f"cap: {caps_text(caps)}; " if caps else ""
+    cap = f"cap: {caps_text(caps)}; " if len(caps) == 1 else f"caps: {caps_text(caps)} by cell; " if caps else ""
     caption = ("; ".join(where) + ". Acc_r/Acc_f: accuracy (%) on the retain/forget set; ZRF ×100; "
                f"RT: relearn epochs ({cap}a class that never relearns counts the cap), in parentheses the number of "
                "classes not relearned (summed over a seed's classes, then the mean over seeds). Each other cell is "
