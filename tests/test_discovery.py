@@ -1,5 +1,6 @@
 """Plugin discovery: shipped packages, named folders only, relative imports, import-closure cache invalidation and
 one-sentence errors for malformed declarations."""
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -138,10 +139,35 @@ def test_a_class_with_a_bad_or_no_name_is_one_sentence_but_a_nameless_base_is_sk
     assert "has the name 5" in capsys.readouterr().out
 
 
+def test_a_plugin_named_like_another_method_is_one_sentence_and_the_first_is_kept(tmp_path, capsys):
+    """Before: the plugin replaced the shipped method with a raw Python UserWarning, printed by every process (9
+    times for the smoke grid), and its results were labelled as the shipped method's."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    plugin(first, "my_finetune", "finetune")
+    plugin(first, "mine", "mine")
+    plugin(second, "also_mine", "mine")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        methods, errors = discover([first, second])
+    assert methods["finetune"].source == str(ROOT / "baselines" / "finetune.py")
+    assert methods["mine"].source == str(first / "mine.py")
+    said = {Path(e.source).stem: e.message for e in errors}
+    assert said == {"my_finetune": f"Method 'finetune' in {first / 'my_finetune.py'} has the name of the method in "
+                                   f"{ROOT / 'baselines' / 'finetune.py'}, which is kept; give it another name.",
+                    "also_mine": f"Method 'mine' in {second / 'also_mine.py'} has the name of the method in "
+                                 f"{first / 'mine.py'}, which is kept; give it another name."}
+    assert main(["list", "--plugins", str(first)]) == 0
+    assert "(rejected: Method 'finetune' in" in capsys.readouterr().out
+
+
 def _copy_shipped(into: Path) -> tuple[Path, Path]:
+    """Copies of the shipped plugin folders whose methods are renamed '<name>_copy' (a plugin may not take a
+    discovered method's name)."""
     methods, baselines = into / "methods", into / "baselines"
     for src, dst in ((ROOT / "methods", methods), (ROOT / "baselines", baselines)):
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        for path in dst.glob("*.py"):
+            path.write_text(re.sub(r'(?m)^    name = "(\w+)"$', r'    name = "\1_copy"', path.read_text()))
     return methods, baselines
 
 
@@ -151,16 +177,15 @@ def test_editing_a_building_block_recomputes_only_the_methods_that_import_it(tmp
     shared fine-tuning loop the fine-tuning baselines' cells only."""
     methods_dir, baselines_dir = _copy_shipped(tmp_path / "copy")
     grid = load_grid(str(write_grid(tmp_path, methods=[
-        "original", "random_labels", "negative_gradient",
-        {"name": "wfnet", "params": {"max_steps": 4, "evals_per_epoch": 1, "batch_size": 64}}])))
+        "original_copy", "random_labels_copy", "negative_gradient_copy",
+        {"name": "wfnet_copy", "params": {"max_steps": 4, "evals_per_epoch": 1, "batch_size": 64}}])))
 
     def computed() -> int:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the copies shadow the shipped methods, as they should here
-            result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
-                                          progress=False, plugins=[methods_dir, baselines_dir]))
+        result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
+                                      progress=False, plugins=[methods_dir, baselines_dir]))
         assert not result.failures, result.failures
-        assert set(result.records["method"]) == {"original", "random_labels", "negative_gradient", "wfnet"}
+        assert set(result.records["method"]) == {"original_copy", "random_labels_copy", "negative_gradient_copy",
+                                                 "wfnet_copy"}
         return result.computed
 
     assert computed() == 6  # one round each for original and WF-Net (all classes) + 2 per-class methods × 2 classes

@@ -19,7 +19,6 @@ import os
 import sys
 import traceback
 import types
-import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -225,8 +224,10 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
     closure = import_closure(path, folders)
     info = MethodInfo(cls.name, cls, str(path), closure_hash(path, closure), tuple(map(str, closure)))
     previous = methods.get(info.name)
-    if previous and previous.source != info.source:
-        warnings.warn(f"Method '{info.name}' is defined in {previous.source} and {info.source}; using the latter.")
+    if previous and previous.source != info.source:  # the first found stays: a shipped method, then --plugins order
+        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path} has the name of the method in "
+                                  f"{previous.source}, which is kept; give it another name.", "declaration"))
+        return
     methods[info.name] = info
 
 
