@@ -39,6 +39,9 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     path.write_text("datasets: [mnist5k\nbackbones: [vgg16]\n")
     with pytest.raises(UserError, match=r"Malformed YAML in .*bad.yaml at line \d+"):
         load_grid(str(path))
+    path.write_text("datasets:\n\t- mnist5k\n")  # libyaml's loader says only "found character that cannot start"
+    with pytest.raises(UserError, match=r"bad.yaml at line 2, column 1: .* \(a tab: YAML indents with spaces\)\.$"):
+        load_grid(str(path))
     # a key listed twice: plain YAML keeps the last silently (here: `original` would vanish from the grid)
     path.write_text("datasets: [mnist5k]\nbackbones: [vgg16]\nmethods: [original]\nmethods: [retrain]\n")
     with pytest.raises(UserError, match=r"bad.yaml at line 4, column 1: key 'methods' appears twice \(lines 3 and "

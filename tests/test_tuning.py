@@ -379,3 +379,39 @@ def test_a_setting_a_study_tries_again_costs_nothing_the_second_time(tmp_path, s
     assert trials.seconds.iloc[0] > 0 and (trials.seconds.iloc[1:] == 0).all()
     entry = result.document["tuned"]["mnist5k"]["vgg16-w0.0625"]["one_setting"]
     assert entry["tuning_seconds"] == pytest.approx(round(trials.seconds.iloc[0], 1))
+
+
+@pytest.mark.parametrize("file, damage, says", [
+    ("tuned.yaml", lambda t: t.replace("tuned:", "tuned: [", 1), "its tuned.yaml is malformed YAML at line "),
+    ("tuned.yaml", lambda t: t.replace("tuned:", "\ttuned:", 1), "found character '\\t' that cannot start"),
+    ("tuned.yaml", lambda t: "- a\n", "its tuned.yaml holds a list, not a tuning result"),
+    ("tuned.yaml", lambda t: t.replace("tuned:", "tunes:", 1), "its tuned.yaml has no `tuned:` mapping"),
+    ("tuned.yaml", lambda t: yaml.safe_dump({**yaml.safe_load(t), "tuned": {"d": {"b": {"m": {"trials": "two"}}}}}),
+     "its tuned.yaml has no `tuned:` mapping"),
+    ("trials.csv", None, "it has no trials.csv"),
+    ("trials.csv", lambda t: "", "its trials.csv is not a CSV table (No columns to parse from file)"),
+    ("trials.csv", lambda t: t.replace("method", "methd", 1), "its trials.csv lacks the column method"),
+    ("trials.csv", lambda t: "".join(t.splitlines(True)[:2]),
+     "its trials.csv holds 1 trials of d/b/m, its tuned.yaml 2"),
+])
+def test_a_damaged_earlier_tuning_result_is_one_sentence_saying_what_is_wrong(tmp_path, file, damage, says):
+    """Before: the raw exception, e.g. (KeyError: "['method'] not in index") or (AttributeError: 'list' object has
+    no attribute 'get')."""
+    from unlearnbench.tuning_results import TRIAL_COLUMNS, earlier_tuning
+
+    settings = TuningSettings(trials=2, forget_classes=[1], startup_trials=1)
+    trials = pd.DataFrame([{**dict.fromkeys(TRIAL_COLUMNS, ""), "dataset": "d", "backbone": "b", "method": "m",
+                            "trial": i} for i in range(2)])
+    document = {"objective": "retrain_distance", "split": "val", **dataclasses.asdict(settings),
+                "tuned": {"d": {"b": {"m": {"trials": 2, "params": {}}}}}}
+    trials.to_csv(tmp_path / "trials.csv", index=False)
+    (tmp_path / "tuned.yaml").write_text("# a header\n" + yaml.safe_dump(document))
+    assert set(earlier_tuning(tmp_path, settings).tuned["d"]["b"]) == {"m"}
+    path = tmp_path / file
+    path.unlink() if damage is None else path.write_text(damage(path.read_text()))
+    with pytest.raises(UserError) as refused:
+        earlier_tuning(tmp_path, settings)
+    assert str(refused.value) == (f"The tuning folder {tmp_path} holds an unreadable earlier result: "
+                                  f"{str(refused.value).split('result: ', 1)[1].split('; choose')[0]}; choose another "
+                                  f"--out or remove its tuned.yaml and trials.csv.")
+    assert says in str(refused.value) and "\n" not in str(refused.value)

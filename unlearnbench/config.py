@@ -40,7 +40,8 @@ def read_yaml(path: str | Path) -> Any:
     becomes one sentence naming it."""
     path = Path(path)
     try:
-        return copy.deepcopy(_parse(path.read_text(encoding="utf-8")))
+        text = path.read_text(encoding="utf-8")
+        return copy.deepcopy(_parse(text))
     except FileNotFoundError:
         raise UserError(f"Config file {path} does not exist.") from None
     except IsADirectoryError:
@@ -50,10 +51,20 @@ def read_yaml(path: str | Path) -> Any:
     except UnicodeDecodeError:
         raise UserError(f"Config file {path} is not UTF-8 text; give a YAML file.") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"Malformed YAML in {path}{where}: {problem}.") from None
+        raise UserError(f"Malformed YAML in {path}{yaml_problem(exc, text)}.") from None
+
+
+def yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """' at line L, column C: <problem>' of error `exc` parsing `text`, naming a tab where one stands there
+    (libyaml's loader says only 'found character that cannot start any token')."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f": {str(exc).splitlines()[0]}"
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    line = text.splitlines()[mark.line] if mark.line < len(text.splitlines()) else ""
+    if line[mark.column:mark.column + 1] == "\t" and "\\t" not in problem:
+        problem += " (a tab: YAML indents with spaces)"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def read_resource_yaml(name: str) -> Any:

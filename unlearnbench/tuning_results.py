@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
+from .config import yaml_problem
 from .errors import UserError
 from .store import atomic_write
 
@@ -89,29 +90,25 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
     path = folder / "tuned.yaml"
     if not path.exists():
         return None
+    text, document = _read_tuned(folder)
     ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
-    try:
-        text = path.read_text()
-        document = yaml.safe_load(text)
-        ours.update({k: v for k, v in (grid_split or {}).items() if k in document})
-        theirs = {k: document.get(k) for k in ours}
-        if theirs != ours:
-            differ = {k: theirs[k] for k in ours if theirs[k] != ours[k]}
-            raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({differ}, this "
-                            f"run: {({k: ours[k] for k in differ})}); choose another --out or remove its tuned.yaml, "
-                            f"so one result never mixes budgets or validation splits.")
-        studies = {(d, b, m): e for d, backbones in document["tuned"].items() for b, methods in backbones.items()
-                   for m, e in methods.items()}
-        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)[TRIAL_COLUMNS]
-        counts = trials.groupby(["dataset", "backbone", "method"]).size().to_dict()
-        if any(counts.get(key, 0) != entry["trials"] for key, entry in studies.items()):
-            raise ValueError("its trials.csv does not hold the trials its tuned.yaml lists")
-    except UserError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
-        raise UserError(f"The tuning folder {folder} holds an unreadable earlier result ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else 'malformed'}); choose another --out or remove "
-                        f"its tuned.yaml and trials.csv.") from exc
+    ours.update({k: v for k, v in (grid_split or {}).items() if k in document})
+    theirs = {k: document.get(k) for k in ours}
+    if theirs != ours:
+        differ = {k: theirs[k] for k in ours if theirs[k] != ours[k]}
+        raise UserError(f"The tuning folder {folder} holds studies tuned with other settings ({differ}, this "
+                        f"run: {({k: ours[k] for k in differ})}); choose another --out or remove its tuned.yaml, "
+                        f"so one result never mixes budgets or validation splits.")
+    studies = _studies(document.get("tuned"))
+    if studies is None:
+        raise _unreadable(folder, "its tuned.yaml has no `tuned:` mapping of dataset → backbone → method → study "
+                                  "with its number of `trials`")
+    trials = _read_trials(folder)
+    counts = trials.groupby(["dataset", "backbone", "method"]).size().to_dict()
+    short = next((key for key, entry in studies.items() if counts.get(key, 0) != entry["trials"]), None)
+    if short:
+        raise _unreadable(folder, f"its trials.csv holds {counts.get(short, 0)} trials of "
+                                  f"{'/'.join(map(str, short))}, its tuned.yaml {studies[short]['trials']}")
     kept: dict = {}
     for (d, b, m), entry in studies.items():
         kept.setdefault(d, {}).setdefault(b, {})[m] = entry
@@ -119,6 +116,50 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
     trials = trials[[key in studies for key in keys]]
     header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
     return EarlierTuning(trials, kept, header)
+
+
+def _unreadable(folder: Path, problem: str) -> UserError:
+    return UserError(f"The tuning folder {folder} holds an unreadable earlier result: {problem}; choose another --out "
+                     f"or remove its tuned.yaml and trials.csv.")
+
+
+def _read_tuned(folder: Path) -> tuple[str, dict]:
+    """The text of `folder`/tuned.yaml and its document, a mapping."""
+    try:
+        text = (folder / "tuned.yaml").read_text(encoding="utf-8")
+        document = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _unreadable(folder, f"its tuned.yaml cannot be read ({getattr(exc, 'strerror', None) or 'not UTF-8'})")
+    except yaml.YAMLError as exc:
+        raise _unreadable(folder, f"its tuned.yaml is malformed YAML{yaml_problem(exc, text)}")
+    if not isinstance(document, dict):
+        raise _unreadable(folder, f"its tuned.yaml holds a {type(document).__name__}, not a tuning result")
+    return text, document
+
+
+def _studies(tuned) -> dict[tuple, dict] | None:
+    """{(dataset, backbone, method): study} of a tuned.yaml's `tuned` mapping; None where it is malformed."""
+    try:
+        studies = {(d, b, m): e for d, backbones in tuned.items() for b, methods in backbones.items()
+                   for m, e in methods.items()}
+    except AttributeError:  # not a mapping at some level
+        return None
+    return studies if all(isinstance(e, dict) and isinstance(e.get("trials"), int) for e in studies.values()) else None
+
+
+def _read_trials(folder: Path) -> pd.DataFrame:
+    """`folder`/trials.csv with the TRIAL_COLUMNS."""
+    try:
+        trials = pd.read_csv(folder / "trials.csv", dtype={"error": str}, keep_default_na=False)
+    except FileNotFoundError:
+        raise _unreadable(folder, "it has no trials.csv") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' parser and empty-file errors are ValueErrors
+        raise _unreadable(folder, f"its trials.csv is not a CSV table ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in TRIAL_COLUMNS if c not in trials]
+    if missing:
+        raise _unreadable(folder, f"its trials.csv lacks the column{'s' if len(missing) > 1 else ''} "
+                                  f"{', '.join(missing)}")
+    return trials[TRIAL_COLUMNS]
 
 
 def merged(earlier: EarlierTuning | None, trials: pd.DataFrame, document: dict, header: str):
