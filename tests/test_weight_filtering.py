@@ -310,6 +310,16 @@ def test_state_cleared_after_exception():
     assert model.state.classes is None
 
 
+@pytest.mark.parametrize("classes", [[0, 1, 2, 3, 4, -1], [10] * 6, 10, -1])
+def test_a_forget_class_outside_the_classes_is_refused(classes):
+    """Before: a tensor's -1 ran silently as the last class (α row -1) and 10 raised a bare IndexError."""
+    _, model = build(tiny_resnet)
+    given = torch.tensor(classes) if isinstance(classes, list) else classes
+    with pytest.raises(ValueError, match=r"^forget_class .*outside \[0, 10\)$"):
+        model(X, forget_class=given)
+    assert model.state.classes is None
+
+
 def test_bf16_autocast_and_channels_last():
     original, model = build(tiny_resnet)
     randomize_alpha(model, seed=9)
