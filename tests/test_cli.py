@@ -226,10 +226,12 @@ class Sleeper(Unlearner):
 """
 
 
-def test_ctrl_c_during_a_run_is_one_line_exit_130_and_ends_the_workers(tmp_path, shared_cache):
+@pytest.mark.parametrize("terminal", [False, True])
+def test_ctrl_c_during_a_run_is_one_line_exit_130_and_ends_the_workers(tmp_path, shared_cache, terminal):
     """SIGINT while a worker runs a cell: one line on stderr (once a KeyboardInterrupt traceback), exit code 130,
-    and no worker left running. Sent to the command alone: a terminal's Ctrl-C reaches its workers too, here only
-    the command can end them."""
+    and no worker left running. Sent to the command alone (only the command can end the worker), or as a terminal
+    sends Ctrl-C, to the whole process group, pressed three times within 50 ms (before: the worker's traceback,
+    and loky's from the main process's shutdown, whose `pgrep` the second one killed)."""
     import os
     import signal
     import subprocess
@@ -251,7 +253,9 @@ def test_ctrl_c_during_a_run_is_one_line_exit_130_and_ends_the_workers(tmp_path,
     while not pid_file.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     worker = int(pid_file.read_text())
-    proc.send_signal(signal.SIGINT)
+    for pause in (0.002, 0.05, 0) if terminal else (0,):
+        os.killpg(proc.pid, signal.SIGINT) if terminal else proc.send_signal(signal.SIGINT)
+        time.sleep(pause)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err == (f"interrupted; finished cells are kept in the cache {shared_cache}; "
                                               f"run the same command again to resume.\n"), err

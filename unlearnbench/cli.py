@@ -158,9 +158,26 @@ def list_everything(plugins: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _interrupt_once(signum, frame) -> None:
+    """SIGINT handler: a KeyboardInterrupt the first time; later Ctrl-Cs are ignored while the run stops (a second
+    one, which a terminal can send within milliseconds, broke the workers' shutdown: loky's tracebacks, once a
+    hang). The ignoring is inherited by the processes stopping them spawns."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(with_default_command(words))
+    previous = signal.getsignal(signal.SIGINT)
+    handles = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
+    if handles:
+        signal.signal(signal.SIGINT, _interrupt_once)
     try:
         if args.command == "list":
             print(list_everything(args.plugins))
@@ -183,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         kept = (f"; finished cells are kept in the cache {cache}; run the same command again to resume"
                 if args.command in ("run", "tune") else "")
         print(f"interrupted{kept}.", file=sys.stderr)
-        return 130
+        return 130  # SIGINT stays ignored: the interpreter's exit still joins loky's threads
+    finally:
+        if handles and signal.getsignal(signal.SIGINT) is _interrupt_once:  # not interrupted: as it was
+            signal.signal(signal.SIGINT, previous)
 
 
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):

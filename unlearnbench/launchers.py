@@ -145,18 +145,23 @@ class WorkerSlots:
 
 
 def _worker_pool():
-    """A one-process loky pool, whose worker's progress bars take a thread lock: tqdm's default one is a named
-    semaphore, which a worker killed mid-job (a stopped run, a crash) leaks, and the resource tracker then warns."""
+    """A one-process loky pool (its worker set up by `_worker_setup`)."""
     from joblib.externals.loky import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS, initializer=_thread_locked_bars)
+    return ProcessPoolExecutor(max_workers=1, timeout=IDLE_WORKER_SECONDS, initializer=_worker_setup)
 
 
-def _thread_locked_bars() -> None:
+def _worker_setup() -> None:
+    """A worker ignores SIGINT: a terminal's Ctrl-C reaches it too, and it printed a KeyboardInterrupt traceback
+    from wherever it was; the main process ends it. Its progress bars take a thread lock: tqdm's default one is a
+    named semaphore, which a worker killed mid-job (a stopped run, a crash) leaks, and the resource tracker then
+    warns."""
+    import signal
     import threading
 
     from tqdm import tqdm
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     tqdm.set_lock(threading.RLock())
 
 
