@@ -253,6 +253,18 @@ def test_relearn_regains_a_class_whose_output_row_was_cut(stages, data):
     assert relearned[0] == cut and relearned[-1] >= target > max(relearned[:-1])
 
 
+def test_relearning_that_diverges_fails_the_cell_instead_of_relearning_class_0(stages):
+    """Relearning at a learning rate the model diverges at: before, its all-inf outputs read as class 0 (argmax),
+    so forget class 0 counted as relearned in one epoch."""
+    net = copy.deepcopy(stages.original())
+    head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        head.bias[0] = -20  # class 0 forgotten
+    with pytest.raises(FloatingPointError, match=r"^relearning diverged: the model's outputs became NaN or "
+                                                 r"infinite \(sgd, lr 1000000.0\)"):
+        compute("relearn", SingleClassModel(net, 0), 0, stages, lr=1e6, max_epochs=3)
+
+
 def test_relearn_metric_samples_the_whole_training_split_and_targets_the_original(stages, monkeypatch):
     from unlearnbench.metrics import relearn
 

@@ -227,8 +227,11 @@ def finite_logits(model: nn.Module, data: ImageData, split: str) -> torch.Tensor
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in [0, 1] (NaN for an empty set)."""
+    """Top-1 accuracy in [0, 1] (NaN for an empty set); a row with a NaN or +inf logit counts as wrong (its
+    argmax, the first such index, would read as a prediction: an all-NaN row as class 0). A −inf logit (a masked
+    class) is a prediction still."""
     if labels.numel() == 0:
         return float("nan")
-    return (logits.argmax(1) == labels).float().mean().item()
+    invalid = (logits.isnan() | logits.isposinf()).any(1)
+    return ((logits.argmax(1) == labels) & ~invalid).float().mean().item()
 

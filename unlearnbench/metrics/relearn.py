@@ -170,10 +170,20 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
         result = relearn_time(
             net,
             epoch_sampler(ctx.data, ctx.data.train, int(s["samples_per_epoch"]), int(s["batch_size"]), seed),
-            lambda model: accuracy(predict_logits(model, ctx.data, forget), forget.labels),
+            lambda model: accuracy(_finite(predict_logits(model, ctx.data, forget), s), forget.labels),
             target,
             lr=float(s["lr"]), optimizer=s["optimizer"], momentum=float(s["momentum"]),
             max_epochs=int(s["max_epochs"]),
         )
     curve = [(split, f"relearn_curve_{epoch}", value) for epoch, value in enumerate(result.curve)]
     return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned)), *curve]
+
+
+def _finite(logits: Tensor, settings: dict) -> Tensor:
+    """`logits` of the model relearning, refused where not finite: an overflowing or NaN output has no prediction
+    (argmax would read an all-inf or all-NaN row as class 0, so forget class 0 'relearned')."""
+    if not torch.isfinite(logits).all():
+        raise FloatingPointError(f"relearning diverged: the model's outputs became NaN or infinite "
+                                 f"({settings['optimizer']}, lr {settings['lr']}); a smaller metric_settings.relearn.lr "
+                                 f"may keep them finite")
+    return logits
