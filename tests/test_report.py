@@ -8,6 +8,7 @@ import itertools
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -532,6 +533,53 @@ def test_a_long_table_breaks_across_pages_and_a_wide_one_fits_the_line(tmp_path)
         if name == "long":
             assert r"\begin{longtable}" in path.read_text() and "multirow" not in path.read_text()
             assert re.search(r"Output written on \S+ \(([3-9]|\d\d+) pages", log)  # 120 rows over pages
+
+
+def pdf_text(pdf: Path) -> str:
+    """The text pdflatex's `pdf` shows, one TJ operator a line: its strings, a space where it moves on by more than a
+    fifth of an em (a word space; smaller moves are kerns)."""
+    shown = []
+    for stream in re.findall(rb"stream\r?\n(.*?)endstream", pdf.read_bytes(), re.S):
+        try:
+            content = zlib.decompressobj().decompress(stream)
+        except zlib.error:
+            continue
+        for array in re.findall(rb"\[((?:\((?:[^)\\]|\\.)*\)|[^\]])*)\]\s*TJ", content):
+            shown.append("".join(string.decode("latin-1") if string else " " * (float(move) < -200)
+                                 for string, move in re.findall(rb"\(((?:[^)\\]|\\.)*)\)|(-?[\d.]+)", array)))
+    return "\n".join(shown)
+
+
+@pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
+def test_a_wide_long_table_fits_the_line_and_keeps_every_row(tmp_path):
+    """A longtable cannot be shrunk: a wide one (a Table 1 of three datasets, a paper comparison with a note) must
+    wrap, take a smaller font or split into longtables of column groups, and still show every cell."""
+    backbones = ["vit_small-w0.25-d0.333-p8", "resnet18-w0.0625", "vgg16-w0.125"]
+    datasets = ["mnist-400perclass-val100perclass", "cifar10-400perclass-val100perclass", "fashion-mnist-400perclass"]
+    rows = range(100, 160)  # each cell shows its own number: row.column
+    table1_like = pd.DataFrame(
+        [[f"{r}.{c:02d} ± 12.5" for c in range(12)] for r in rows],
+        index=pd.MultiIndex.from_product([backbones, [f"Method number {k}" for k in range(20)]],
+                                         names=["Backbone", "Method"]),
+        columns=pd.MultiIndex.from_product([datasets, ["Acc_r", "Acc_f", "ZRF", "RT (n)"]]))
+    comparison_like = pd.DataFrame(
+        [[f"{r}.00 ± 0.5", f"{r}.01", f"{r}.02", f"+{r}.03",
+          f"paper {r}.04: mnist; reduced size; relearn cap 6 epochs, the paper's 100: not comparable"] for r in rows],
+        index=pd.MultiIndex.from_product(
+            [["Table 1"], datasets[:1], backbones, ["Original", "Random Labels", "Negative Gradients", "SCRUB"],
+             ["Acc_r", "Acc_f", "ZRF", "RT", "RT n"]], names=["Table", "Dataset", "Backbone", "Method", "Value"]),
+        columns=["Ours", "n", "Paper", "Difference", "Note"])
+    for name, frame in (("wide", table1_like), ("comparison", comparison_like)):
+        path = write_table(Table(name, name, "A caption.", frame.reset_index(), frame), tmp_path)["tex"]
+        compile_latex(path, tmp_path)
+        log = compile_latex(path, tmp_path)  # a longtable settles its column widths on the second run
+        overfull = [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide", log)]
+        assert max(overfull, default=0) <= 2 and "Float too large" not in log, (name, overfull)
+        text = pdf_text(tmp_path / f"{name}-doc.pdf")
+        missing = [f"{r}.{c:02d}" for r in rows for c in range(frame.shape[1])
+                   if not re.search(rf"(?<![\d.]){r}\.{c:02d}(?!\d)", text)]
+        assert not missing, (name, missing)
+        assert "Table 1:" in text and "Table 2:" not in text  # a continuation keeps the table's number
 
 
 def test_index_shows_tables_links_figures_and_provenance(report):

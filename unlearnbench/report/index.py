@@ -88,8 +88,11 @@ def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: li
               "Each table is also written as CSV (its numbers: one row per cell with the mean, its 95 % confidence "
               "interval `ci_low`–`ci_high` and its `n`, the standard deviation over seeds `std`, `seeds`, `classes`, "
               "and the Wilcoxon signed-rank p-values against WF-Net and retraining, raw `p_vs_wfnet`/`p_vs_retrain` "
-              "and Holm-adjusted `p_vs_wfnet_holm`/`p_vs_retrain_holm`), LaTeX (for `\\input`: a booktabs `table` shrunk to the line width where wider, or "
-              f"above {LONG_TABLE_ROWS} rows a `longtable` that breaks across pages; needs "
+              "and Holm-adjusted `p_vs_wfnet_holm`/`p_vs_retrain_holm`), LaTeX (for `\\input`, fitted to the text "
+              "width of an article page: a booktabs `table` shrunk to the line width where wider, or above "
+              f"{LONG_TABLE_ROWS} rows a `longtable` that breaks across pages, whose long labels, headers and notes "
+              "wrap where it is too wide, in a smaller font or split into consecutive longtables of column groups "
+              "where that is not enough; needs "
               f"`\\usepackage{{{LATEX_PACKAGES}}}`) and Markdown.", ""]
     for table, paths in tables:
         lines += [f"### {table.title}", "", table.caption, ""]
