@@ -806,6 +806,26 @@ def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):
     assert "RT: relearn epochs (caps: 5, 100 by cell; " in table1(records, "train").caption
 
 
+def test_a_class_recorded_twice_in_a_seed_counts_once_in_the_spread_over_seeds():
+    """Before: the SD over seeds weighted a class listed twice in a seed twice (0.118 here, for seeds whose
+    classes agree), while the mean and interval already counted it once."""
+    from unlearnbench.report.tables import seed_stats
+
+    rows = pd.DataFrame([{"method": "m", "seed": s, "forget_class": c, "value": v}
+                         for s, c, v in ((0, 0, 0.0), (0, 0, 0.0), (0, 1, 1.0), (1, 0, 0.0), (1, 1, 1.0))])
+    stats = seed_stats(rows, ["method"]).iloc[0]
+    assert (stats["mean"], stats["n"], stats["std"], stats["classes"]) == (0.5, 4, 0.0, 2)
+
+
+def test_a_run_folder_whose_records_are_gzipped_as_reports_keep_them_is_read(tmp_path):
+    """Before: `run_bench.py report reports/smoke-cpu/methods-all` said "No records.csv in …"."""
+    run = small_run(tmp_path / "run", class_rows(), 100)
+    plain, _ = load_runs([run])
+    (run / "records.csv.gz").write_bytes(gzip.compress((run / "records.csv").read_bytes()))
+    (run / "records.csv").unlink()
+    pd.testing.assert_frame_equal(load_runs([run])[0], plain)
+
+
 def test_a_cell_that_failed_in_the_latest_run_is_left_out_and_the_index_says_so(tmp_path):
     """A re-run into a folder recomputed a cell and it failed: records.csv keeps the earlier run's records, but
     the report no longer shows them as current results (a per-class cell: its class's rows; a one-round cell, whose

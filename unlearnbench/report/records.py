@@ -171,15 +171,18 @@ def relearn_cap(source: RunSource) -> float:
 
 
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
-    """The concatenated records of `run_dirs` (a value several of them record: the last one's; a cell's relearn
-    values: those of the largest relearn cap it was measured under, see at_largest_cap), each tagged with its run's relearn cap in a `relearn_max_epochs` column (see
-    relearn_cap), and one RunSource per folder. A cell that its folder's failures.csv lists as failed is left out:
-    its records there are an earlier run's, kept on disk when a re-run recomputed the cell and it failed."""
+    """The concatenated records of `run_dirs` (records.csv, or records.csv.gz as reports/ keep them; a value several
+    of them record: the last one's; a cell's relearn values: those of the largest relearn cap it was measured under,
+    see at_largest_cap), each tagged with its run's relearn cap in a `relearn_max_epochs` column (see relearn_cap),
+    and one RunSource per folder. A cell that its folder's failures.csv lists as failed is left out: its records
+    there are an earlier run's, kept on disk when a re-run recomputed the cell and it failed."""
     if not run_dirs:
         raise UserError("Give at least one run folder to report on.")
     frames, sources = [], []
     for folder in map(Path, run_dirs):
         path = folder / "records.csv"
+        if not path.is_file() and path.with_suffix(".csv.gz").is_file():
+            path = path.with_suffix(".csv.gz")
         if not path.is_file():
             state = "No records.csv in" if folder.is_dir() else "Not a folder:" if folder.exists() else "No such folder:"
             raise UserError(f"{state} {folder}; pass a run folder made by run_bench.py.")

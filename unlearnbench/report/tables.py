@@ -173,8 +173,7 @@ def seed_stats(rows: pd.DataFrame, keys: list[str], over_classes: str | Callable
     rows = rows.dropna(subset=["value"])
     if rows.empty:
         return pd.DataFrame(columns=keys + STAT_COLUMNS)
-    if over_classes != "mean":
-        rows = rows.groupby(keys + ["seed", "forget_class"], dropna=False, as_index=False)["value"].mean()
+    rows = rows.groupby(keys + ["seed", "forget_class"], dropna=False, as_index=False)["value"].mean()
     per_seed = rows.groupby(keys + ["seed"], dropna=False).agg(
         value=("value", over_classes), classes=("forget_class", "nunique"))
     spread = per_seed.groupby(keys, dropna=False).agg(
