@@ -212,13 +212,14 @@ class FilteredModel(nn.Module):
                 forget_class = forget_class.reshape(1)
             if forget_class.dim() != 1 or forget_class.shape[0] not in (1, x.shape[0]):
                 raise ValueError(f"forget_class must be [1] or [{x.shape[0]}], got {tuple(forget_class.shape)}")
-            forget_class = forget_class.to(device=x.device, dtype=torch.long)
+            forget_class = forget_class.long()
             inside = ((forget_class >= 0) & (forget_class < self.num_classes)).all()  # -1 would pick the last row
             message = f"forget_class outside [0, {self.num_classes})"
-            if forget_class.device.type == "cpu" and not inside:
+            if forget_class.is_cuda:
+                torch._assert_async(inside, message)  # checked on the GPU, without waiting for it
+            elif not inside:
                 raise ValueError(message)
-            torch._assert_async(inside, message)  # on an accelerator: checked there, without waiting for it
-            return forget_class
+            return forget_class.to(x.device)
         if not 0 <= int(forget_class) < self.num_classes:
             raise ValueError(f"forget_class {forget_class} outside [0, {self.num_classes})")
         return torch.tensor([int(forget_class)], device=x.device)

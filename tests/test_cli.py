@@ -269,6 +269,24 @@ def test_ctrl_c_during_a_run_is_one_line_exit_130_and_ends_the_workers(tmp_path,
     assert worker != proc.pid and not running(worker)
 
 
+def test_ctrl_c_during_report_is_one_line_and_main_gives_its_handler_back(tmp_path, monkeypatch, capsys):
+    """Before: Ctrl-C during `report` (or `list`) ended in an AttributeError traceback (no cache to name)."""
+    import os
+    import signal
+    import time
+
+    import unlearnbench.report as report
+
+    def interrupted(*_):
+        os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT: through the command's handler
+        time.sleep(5)
+
+    monkeypatch.setattr(report, "write_report", interrupted)
+    assert main(["report", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "interrupted.\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an in-process caller's, as it was
+
+
 def test_only_drops_empty_list_items_as_methods_does_and_needs_one_value():
     from unlearnbench.cli import parse_pairs
     from unlearnbench.errors import UserError

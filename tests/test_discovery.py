@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from unlearnbench.cli import main
-from unlearnbench.discovery import discover
+from unlearnbench.discovery import discover, get_method
+from unlearnbench.errors import UserError
 from unlearnbench.grid import load_grid
 from unlearnbench.runner import RunOptions, run
 
@@ -158,6 +159,9 @@ def test_a_plugin_named_like_another_method_is_one_sentence_and_the_first_is_kep
                                  f"{first / 'mine.py'}, which is kept; give it another name."}
     assert main(["list", "--plugins", str(first)]) == 0
     assert "(rejected: Method 'finetune' in" in capsys.readouterr().out
+    with pytest.raises(UserError) as typo:  # the rejected file is no candidate for an unknown name
+        get_method(methods, "finetun", errors)
+    assert "did you mean 'finetune'" in str(typo.value) and "may be in a plugin file" not in str(typo.value)
 
 
 def _copy_shipped(into: Path) -> tuple[Path, Path]:

@@ -582,6 +582,18 @@ def test_a_wide_long_table_fits_the_line_and_keeps_every_row(tmp_path):
         assert "Table 1:" in text and "Table 2:" not in text  # a continuation keeps the table's number
 
 
+def test_a_long_table_that_fits_keeps_its_labels_whole_and_writes_a_missing_cell():
+    """Before: a long table's outer row labels were always cut to just under their natural width, so they wrapped
+    ('CIFAR-10' and 'VGG' on two rows), and a missing (NaN) cell raised TypeError."""
+    from unlearnbench.report.formats import to_latex
+
+    frame = pd.DataFrame({"Acc": ["1.0"] * 49 + [None]}, index=pd.MultiIndex.from_product(
+        [["CIFAR-10 VGG", "MNIST small"], [f"m{i}" for i in range(25)]], names=["Group", "Method"]))
+    latex = to_latex(Table("t", "t", "A caption.", frame.reset_index(), frame))
+    assert "\\begin{longtable}" in latex and "CIFAR-10 VGG" in latex and "MNIST small" in latex
+    assert "nan" in latex
+
+
 def test_index_shows_tables_links_figures_and_provenance(report):
     index = (report / "index.md").read_text()
     for text in ("run_bench.py --grid hand", "**hand**", "abc1234", "cpu (test)", "torch 2.0",
@@ -804,6 +816,10 @@ def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):
     assert relearn_caps(records) == {("mnist", FULL, "finetune", "{}"): (100.0,),
                                      ("mnist", FULL, "retrain", "{}"): (5.0,)}
     assert "RT: relearn epochs (caps: 5, 100 by cell; " in table1(records, "train").caption
+    on_val = [{**r, "split": "val"} for r in class_rows()]  # relearning read on another split: its own values
+    records, _ = load_runs([small_run(tmp_path / "run2", class_rows(), 5), small_run(tmp_path / "run3", on_val, 100)])
+    relearn = records[records["metric"] == "relearn_epochs"]
+    assert sorted(relearn.groupby("split")["relearn_max_epochs"].unique().map(list).tolist()) == [[5.0], [100.0]]
 
 
 def test_a_class_recorded_twice_in_a_seed_counts_once_in_the_spread_over_seeds():
@@ -824,6 +840,10 @@ def test_a_run_folder_whose_records_are_gzipped_as_reports_keep_them_is_read(tmp
     (run / "records.csv.gz").write_bytes(gzip.compress((run / "records.csv").read_bytes()))
     (run / "records.csv").unlink()
     pd.testing.assert_frame_equal(load_runs([run])[0], plain)
+    text = gzip.decompress((run / "records.csv.gz").read_bytes()).decode().replace(",0.9\n", ",oops\n", 1)
+    (run / "records.csv.gz").write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(UserError, match=r"records.csv.gz line 3: value 'oops' of metric acc_retain is not a number"):
+        load_runs([run])
 
 
 def test_a_cell_that_failed_in_the_latest_run_is_left_out_and_the_index_says_so(tmp_path):

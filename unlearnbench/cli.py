@@ -159,9 +159,9 @@ def list_everything(plugins: list[str] | None = None) -> str:
 
 
 def _interrupt_once(signum, frame) -> None:
-    """SIGINT handler: a KeyboardInterrupt the first time; later Ctrl-Cs are ignored while the run stops (a second
-    one, which a terminal can send within milliseconds, broke the workers' shutdown: loky's tracebacks, once a
-    hang). The ignoring is inherited by the processes stopping them spawns."""
+    """SIGINT handler: a KeyboardInterrupt the first time; later Ctrl-Cs are ignored while the run stops its workers
+    (a second one, which a terminal can send within milliseconds, broke their shutdown: loky's tracebacks, once a
+    hang), and so are they by the processes stopping them spawns."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -194,15 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: cells are cached as they finish; workers and Slurm tasks end on the way out
-        from .planning import RunOptions
+        kept = ""
+        if args.command in ("run", "tune"):  # list and report have no cache
+            from .planning import RunOptions
 
-        cache = RunOptions(cache_dir=args.cache_dir, results_dir=args.results_dir).cache
-        kept = (f"; finished cells are kept in the cache {cache}; run the same command again to resume"
-                if args.command in ("run", "tune") else "")
+            cache = RunOptions(cache_dir=args.cache_dir, results_dir=args.results_dir).cache
+            kept = f"; finished cells are kept in the cache {cache}; run the same command again to resume"
         print(f"interrupted{kept}.", file=sys.stderr)
-        return 130  # SIGINT stays ignored: the interpreter's exit still joins loky's threads
+        return 130
     finally:
-        if handles and signal.getsignal(signal.SIGINT) is _interrupt_once:  # not interrupted: as it was
+        # interrupted, the command keeps ignoring SIGINT to its exit, which still waits for loky to end the workers
+        # (a Ctrl-C killing it there would orphan them); a caller in-process gets its handler back
+        if handles and (argv is not None or signal.getsignal(signal.SIGINT) is _interrupt_once):
             signal.signal(signal.SIGINT, previous)
 
 

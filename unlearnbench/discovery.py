@@ -199,7 +199,7 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
         except (Exception, SystemExit) as exc:
             errors.append(PluginError(f"entry point {ep.name}", f"{exc.__class__.__name__}: {exc}"))
             continue
-        found.append((cls, Path(inspect.getfile(cls))))
+        found.append((cls, Path(inspect.getfile(cls)).resolve()))
     bases = {base for cls, _ in found for base in cls.__mro__[1:]}
     for cls, path in found:
         if not cls.name and (inspect.isabstract(cls) or cls in bases):
@@ -226,7 +226,7 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
     previous = methods.get(info.name)
     if previous and previous.source != info.source:  # the first found stays: a shipped method, then --plugins order
         errors.append(PluginError(str(path), f"Method '{cls.name}' in {path} has the name of the method in "
-                                  f"{previous.source}, which is kept; give it another name.", "declaration"))
+                                  f"{previous.source}, which is kept; give it another name.", "declaration", cls.name))
         return
     methods[info.name] = info
 

@@ -183,7 +183,8 @@ def _finite(logits: Tensor, settings: dict) -> Tensor:
     """`logits` of the model relearning, refused where not finite: an overflowing or NaN output has no prediction
     (argmax would read an all-inf or all-NaN row as class 0, so forget class 0 'relearned')."""
     if not torch.isfinite(logits).all():
-        raise FloatingPointError(f"relearning diverged: the model's outputs became NaN or infinite "
-                                 f"({settings['optimizer']}, lr {settings['lr']}); a smaller metric_settings.relearn.lr "
-                                 f"may keep them finite")
+        raise FloatingPointError(f"relearn: the model's outputs on the forget samples are NaN or infinite (before "
+                                 f"relearning: the unlearned model's; after: relearning diverged at "
+                                 f"{settings['optimizer']}, lr {settings['lr']}, which a smaller "
+                                 f"metric_settings.relearn.lr may avoid)")
     return logits

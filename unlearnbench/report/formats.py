@@ -100,15 +100,14 @@ def _columns(frame: pd.DataFrame) -> list[tuple[float, float, bool]]:
     """(natural width, narrowest width, has text) of each column, row labels first: the widest cell, and the widest
     piece a cell keeps when wrapped (row labels, headers and text cells wrap; index names and numbers do not)."""
     def narrowest(text: str) -> float:  # its widest piece when wrapped at every space and _BREAK
-        return max([_width(p.rstrip()) for word in re.findall(r"\S+\s*", text) for p in _BREAK.split(word)],
-                   default=0.0)
+        return max(map(_width, _lines(text, 0.0)), default=0.0)
 
     columns = []
     for i, name in enumerate(frame.index.names):
         labels, name = [str(v) for v in frame.index.get_level_values(i).unique()], str(name or "")
         columns.append((max(map(_width, [name, *labels])), max([_width(name), *map(narrowest, labels)]), True))
     for j, column in enumerate(frame.columns):
-        head, cells = str(column[-1] if isinstance(column, tuple) else column), frame.iloc[:, j].astype(str).unique()
+        head, cells = str(column[-1] if isinstance(column, tuple) else column), frame.iloc[:, j].map(str).unique()
         text = [bool(_TEXT.search(c)) for c in cells]
         least = [narrowest(head)] + [narrowest(c) if t else _width(c) for c, t in zip(cells, text)]
         natural = [_width(head), *map(_width, cells)]
@@ -123,6 +122,8 @@ def _fill(columns: list[tuple[float, float, bool]], room: float) -> list[float] 
     """Widths of `columns` that add up to at most `room`: the natural ones, else all cut by a common factor (never
     below their narrowest), so that their widest cells wrap to about as many lines; None where even the narrowest
     are too wide."""
+    if sum(w for w, _, _ in columns) <= room:
+        return [w for w, _, _ in columns]
     if sum(n for _, n, _ in columns) > room:
         return None
     low, high = 0.0, 1.0

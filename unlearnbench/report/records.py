@@ -92,7 +92,7 @@ def _cut_last_line(path: Path) -> int | None:
 def _line_number(path: Path, row: int) -> int:
     """The line of `path` (from 1) on which data row `row` (from 0, as pandas numbers them: blank lines skipped)
     ends."""
-    with open(path, newline="", encoding="utf-8") as file:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt", newline="", encoding="utf-8") as file:
         reader = csv.reader(file)
         rows = (reader.line_num for fields in reader if fields)  # pandas skips blank lines
         next(rows)  # the header
@@ -203,12 +203,12 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
 
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
-    """`records` without the relearn values a cell (dataset × backbone × method × params) also has under a larger
-    relearn cap: relearning under the larger cap runs the same epochs and then goes on, so the smaller cap's values
+    """`records` without the relearn values a cell (dataset × backbone × method × params) also has on the same split
+    under a larger relearn cap: relearning under the larger cap runs the same epochs and then goes on, so the smaller cap's values
     are a truncation of its, and a mean of both would mix two measures. A cap not recorded (NaN) counts as smaller
     than any recorded one."""
     capped = records["metric"].str.match(CAPPED_METRIC)
     cap = records["relearn_max_epochs"].where(capped)
-    largest = cap.groupby([records[k] for k in CELL_COLUMNS[:-1]]).transform("max")
+    largest = cap.groupby([records[k] for k in CELL_COLUMNS[:-1] + ["split"]]).transform("max")
     smaller = capped & largest.notna() & (cap.isna() | (cap < largest))
     return records[~smaller]
