@@ -582,6 +582,25 @@ def test_a_wide_long_table_fits_the_line_and_keeps_every_row(tmp_path):
         assert "Table 1:" in text and "Table 2:" not in text  # a continuation keeps the table's number
 
 
+@pytest.mark.skipif(_latex_packages_missing() is not None, reason=str(_latex_packages_missing()))
+def test_a_short_table_too_wide_for_its_text_wraps_it_and_a_wide_table_of_numbers_shrinks(tmp_path):
+    """Before: the methods table (a long Paper column) was shrunk by adjustbox to about a quarter of its size."""
+    methods = pd.DataFrame({"Paper": [f"Author{i} et al., \"A rather long title of a paper number {i} about "
+                                      f"unlearning\", arXiv 2304.0{i:04d}" for i in range(15)],
+                            "Venue": ["CVPR 2020"] * 15},
+                           index=pd.Index([f"Method {i}" for i in range(15)], name="Method"))
+    numbers = pd.DataFrame([[f"{r}.{c:02d} ± 12.5" for c in range(14)] for r in range(15)],
+                           columns=[f"Column {c}" for c in range(14)])
+    for name, frame, wraps in (("methods", methods, True), ("numbers", numbers, False)):
+        path = write_table(Table(name, name, "A caption.", frame.reset_index(), frame), tmp_path)["tex"]
+        latex = path.read_text()
+        assert ("\\begin{longtable}" in latex) == wraps and ("adjustbox" in latex) != wraps, name
+        compile_latex(path, tmp_path)
+        log = compile_latex(path, tmp_path)
+        overfull = [float(w) for w in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide", log)]
+        assert max(overfull, default=0) <= 2, (name, overfull)
+
+
 def test_a_long_table_that_fits_keeps_its_labels_whole_and_writes_a_missing_cell():
     """Before: a long table's outer row labels were always cut to just under their natural width, so they wrapped
     ('CIFAR-10' and 'VGG' on two rows), and a missing (NaN) cell raised TypeError."""

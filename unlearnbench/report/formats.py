@@ -224,10 +224,11 @@ def _spread(latex: str) -> str:
     return head + "\\endlastfoot\n" + "\n".join("&".join(c) if c else line for c, line in zip(rows, lines))
 
 
-def _tabular(frame: pd.DataFrame, columns: list, widths: list[float], caption: str, label: str | None) -> str:
+def _tabular(frame: pd.DataFrame, columns: list, widths: list[float], caption: str, label: str | None,
+             long: bool) -> str:
     """`frame` through pandas' Styler: a booktabs tabular, or for a long `frame` (which has its caption) a
     longtable; a column narrower in `widths` than its natural width wraps its longer cells."""
-    long, levels = len(frame) > LONG_TABLE_ROWS, frame.index.nlevels
+    levels = frame.index.nlevels
     styler = (frame.style.format(escape="latex").format_index(escape="latex", axis=0)
               .format_index(escape="latex", axis=1))
     for i, ((natural, _, _), width) in enumerate(zip(columns[:levels], widths)):
@@ -262,24 +263,29 @@ def _tabular(frame: pd.DataFrame, columns: list, widths: list[float], caption: s
 def to_latex(table: Table) -> str:
     """`table.display` as booktabs LaTeX with caption and label `tab:<name>` that fits the line of a standard
     article page (LINE_WIDTH_PT): a `table` float whose tabular is shrunk to the line width where wider (adjustbox),
-    or, above LONG_TABLE_ROWS rows, a `longtable` that breaks across pages and repeats its header. A longtable
+    or, above LONG_TABLE_ROWS rows or where text cells make it wider, a `longtable` that breaks across pages and
+    repeats its header. A longtable
     cannot be shrunk: where too wide in \\footnotesize it wraps long row labels, headers and text cells, takes
     \\scriptsize or \\tiny, or splits its column groups into consecutive longtables that each repeat the row labels
     (_long_layout). Needs the LATEX_PACKAGES."""
     frame, columns = table.display, _columns(table.display)
     label, levels = f"tab:{table.name.replace('_', '-')}", table.display.index.nlevels
-    if len(frame) > LONG_TABLE_ROWS:
+    # a short table too wide for the line whose data hold text (the methods table's papers) would shrink to an
+    # unreadable size: it wraps as a long one does
+    natural = [w for w, _, _ in columns]
+    wide_text = any(t for _, _, t in columns[levels:]) and _fit(columns, "footnotesize", 0) != natural
+    if len(frame) > LONG_TABLE_ROWS or wide_text:
         font, chunks = _long_layout(frame, columns)
         latex = f"\\begingroup\\{font}\\setlength{{\\tabcolsep}}{{{_FONTS[font][2]}pt}}\n"
         for k, chunk in enumerate(chunks):
             own = columns[:levels] + [columns[levels + j] for j in chunk]
             widths = _fit(own, font, levels - 1) or [n for _, n, _ in own]  # too wide at its narrowest: overflows
-            part = _tabular(frame.iloc[:, chunk], own, widths, table.caption, None if k else label)
+            part = _tabular(frame.iloc[:, chunk], own, widths, table.caption, None if k else label, True)
             # a continuation keeps the table's number and stays out of the list of tables
             latex += part if not k else "\\addtocounter{table}{-1}\n" + part.replace("\\caption{", "\\caption[]{", 1)
         latex += "\\endgroup\n"
     else:
-        latex = _tabular(frame, columns, [w for w, _, _ in columns], table.caption, label)
+        latex = _tabular(frame, columns, natural, table.caption, label, False)
         latex = latex.replace("\\centering\n", f"\\centering\n\\caption{{{latex_escape(table.caption)}}}\n"
                               "\\begin{adjustbox}{max width=\\linewidth}\n", 1)
         latex = latex.replace("\\end{tabular}\n", "\\end{tabular}\n\\end{adjustbox}\n", 1)

@@ -90,7 +90,8 @@ def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: li
               "and the Wilcoxon signed-rank p-values against WF-Net and retraining, raw `p_vs_wfnet`/`p_vs_retrain` "
               "and Holm-adjusted `p_vs_wfnet_holm`/`p_vs_retrain_holm`), LaTeX (for `\\input`, fitted to the text "
               "width of an article page: a booktabs `table` shrunk to the line width where wider, or above "
-              f"{LONG_TABLE_ROWS} rows a `longtable` that breaks across pages, whose long labels, headers and notes "
+              f"{LONG_TABLE_ROWS} rows or where text cells make it wider a `longtable` that breaks across pages, "
+              "whose long labels, headers and notes "
               "wrap where it is too wide, in a smaller font or split into consecutive longtables of column groups "
               "where that is not enough; needs "
               f"`\\usepackage{{{LATEX_PACKAGES}}}`) and Markdown.", ""]
