@@ -218,20 +218,22 @@ def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_siz
     return torch.empty(0, data.num_classes, device=data.device) if logits is None else logits
 
 
-def finite_logits(model: nn.Module, data: ImageData, split: str) -> torch.Tensor:
-    """`predict_logits` on the named split ('train', 'val', 'test'), refusing NaN or infinite outputs."""
-    logits = predict_logits(model, data, data.split(split))
+def finite(logits: torch.Tensor, what: str, hint: str = "") -> torch.Tensor:
+    """`logits`, refused where NaN or infinite (FloatingPointError: '<what> are not finite (NaN or inf)<hint>'):
+    argmax would read an all-NaN or all-inf row as class 0."""
     if not torch.isfinite(logits).all():
-        raise FloatingPointError(f"the model's outputs on the {split} split are not finite (NaN or inf)")
+        raise FloatingPointError(f"{what} are not finite (NaN or inf){hint}")
     return logits
 
 
+def finite_logits(model: nn.Module, data: ImageData, split: str) -> torch.Tensor:
+    """`predict_logits` on the named split ('train', 'val', 'test'), refusing NaN or infinite outputs."""
+    return finite(predict_logits(model, data, data.split(split)), f"the model's outputs on the {split} split")
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in [0, 1] (NaN for an empty set); a row with a NaN or +inf logit counts as wrong (its
-    argmax, the first such index, would read as a prediction: an all-NaN row as class 0). A −inf logit (a masked
-    class) is a prediction still."""
+    """Top-1 accuracy in [0, 1] (NaN for an empty set) of finite logits (see `finite`)."""
     if labels.numel() == 0:
         return float("nan")
-    invalid = (logits.isnan() | logits.isposinf()).any(1)
-    return ((logits.argmax(1) == labels) & ~invalid).float().mean().item()
+    return (logits.argmax(1) == labels).float().mean().item()
 

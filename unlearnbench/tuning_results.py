@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
-from .config import yaml_problem
+from .config import read_yaml
 from .errors import UserError
 from .store import atomic_write
 
@@ -126,15 +126,12 @@ def _unreadable(folder: Path, problem: str) -> UserError:
 def _read_tuned(folder: Path) -> tuple[str, dict]:
     """The text of `folder`/tuned.yaml and its document, a mapping."""
     try:
-        text = (folder / "tuned.yaml").read_text(encoding="utf-8")
-        document = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _unreadable(folder, f"its tuned.yaml cannot be read ({getattr(exc, 'strerror', None) or 'not UTF-8'})")
-    except yaml.YAMLError as exc:
-        raise _unreadable(folder, f"its tuned.yaml is malformed YAML{yaml_problem(exc, text)}")
+        document = read_yaml(folder / "tuned.yaml")
+    except UserError as exc:  # unreadable, not UTF-8 or malformed: read_yaml's sentence
+        raise _unreadable(folder, str(exc).rstrip(".")) from None
     if not isinstance(document, dict):
         raise _unreadable(folder, f"its tuned.yaml holds a {type(document).__name__}, not a tuning result")
-    return text, document
+    return (folder / "tuned.yaml").read_text(encoding="utf-8"), document
 
 
 def _studies(tuned) -> dict[tuple, dict] | None:

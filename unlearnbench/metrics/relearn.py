@@ -13,7 +13,7 @@ from ..data import ImageData, Split
 from ..config import above, at_least, check_ranges, one_of
 from ..errors import UserError, did_you_mean
 from ..store import derive_seed
-from ..training import OPTIMIZERS, accuracy, make_optimizer, predict_logits
+from ..training import OPTIMIZERS, accuracy, finite, make_optimizer, predict_logits
 from .base import MetricContext, register_metric
 
 
@@ -162,6 +162,8 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
     if s["freeze_batchnorm_stats"]:
         net = FrozenNormStatistics(net)
     seed = derive_seed([s["seed"], ctx.stages.seed, ctx.forget_class], bits=63)
+    diverged = (f" (the unlearned model's, or relearning diverged at {s['optimizer']}, lr {s['lr']}, which a smaller "
+                f"metric_settings.relearn.lr may avoid)")
     device = ctx.data.device
     # dropout in train mode (ImageNet's VGG-16) draws from the global RNG: seeded here, and restored after, so its
     # draws depend on the cell alone, not on what the worker ran before (a stage model built mid-cell reseeds it)
@@ -170,21 +172,11 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
         result = relearn_time(
             net,
             epoch_sampler(ctx.data, ctx.data.train, int(s["samples_per_epoch"]), int(s["batch_size"]), seed),
-            lambda model: accuracy(_finite(predict_logits(model, ctx.data, forget), s), forget.labels),
+            lambda model: accuracy(finite(predict_logits(model, ctx.data, forget), f"relearn: the model's outputs on "
+                                          f"class {ctx.forget_class}'s {split} samples", diverged), forget.labels),
             target,
             lr=float(s["lr"]), optimizer=s["optimizer"], momentum=float(s["momentum"]),
             max_epochs=int(s["max_epochs"]),
         )
     curve = [(split, f"relearn_curve_{epoch}", value) for epoch, value in enumerate(result.curve)]
     return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned)), *curve]
-
-
-def _finite(logits: Tensor, settings: dict) -> Tensor:
-    """`logits` of the model relearning, refused where not finite: an overflowing or NaN output has no prediction
-    (argmax would read an all-inf or all-NaN row as class 0, so forget class 0 'relearned')."""
-    if not torch.isfinite(logits).all():
-        raise FloatingPointError(f"relearn: the model's outputs on the forget samples are NaN or infinite (before "
-                                 f"relearning: the unlearned model's; after: relearning diverged at "
-                                 f"{settings['optimizer']}, lr {settings['lr']}, which a smaller "
-                                 f"metric_settings.relearn.lr may avoid)")
-    return logits

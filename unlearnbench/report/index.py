@@ -71,7 +71,8 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
 def records_note(records: pd.DataFrame) -> str:
     """What the report's records are, as records.load_runs reads them: each value once (the last folder's)."""
     return (f"{len(records)} records: each value once, the last folder's where several record it (a cell's relearn "
-            "values: the largest relearn cap's it was measured under), without the cells that failed in their folder's latest run")
+            "values: the largest relearn cap's it was measured under), without the cells that failed in their "
+            "folder's latest run")
 
 
 def render_index(tables: list[tuple[Table, dict[str, Path] | None]], figures: list[FigureEntry],

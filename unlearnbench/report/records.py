@@ -195,8 +195,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
     # a cell's value recorded by several runs (a re-run, another commit or device) counts once, the last folder's:
     # kept twice, sums (seconds, RT's count of classes never relearned) would double
     records = pd.concat(frames, ignore_index=True)
-    capped = records["metric"].str.match(CAPPED_METRIC)
-    cap = records["relearn_max_epochs"].where(capped)
+    cap = records["relearn_max_epochs"].where(records["metric"].str.match(CAPPED_METRIC))  # NaN equals NaN here
     duplicate = records.assign(relearn_max_epochs=cap).duplicated(RECORD_COLUMNS[:-1] + ["relearn_max_epochs"],
                                                                   keep="last")
     return at_largest_cap(records[~duplicate]).reset_index(drop=True), sources
@@ -204,9 +203,9 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
     """`records` without the relearn values a cell (dataset × backbone × method × params) also has on the same split
-    under a larger relearn cap: relearning under the larger cap runs the same epochs and then goes on, so the smaller cap's values
-    are a truncation of its, and a mean of both would mix two measures. A cap not recorded (NaN) counts as smaller
-    than any recorded one."""
+    under a larger relearn cap: relearning under the larger cap runs the same epochs and then goes on, so the
+    smaller cap's values are a truncation of its, and a mean of both would mix two measures. A cap not recorded
+    (NaN) counts as smaller than any recorded one."""
     capped = records["metric"].str.match(CAPPED_METRIC)
     cap = records["relearn_max_epochs"].where(capped)
     largest = cap.groupby([records[k] for k in CELL_COLUMNS[:-1] + ["split"]]).transform("max")
