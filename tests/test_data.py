@@ -575,3 +575,83 @@ def test_the_validation_carve_gives_every_class_of_two_images_or_more_at_least_o
     assert np.bincount(labels[carved], minlength=5).tolist() == np.bincount(
         labels[stratified_split(labels, 0.1, seed=1)[1]], minlength=5).tolist()
     assert len(stratified_split(labels, 0.0, seed=0)[1]) == 0
+
+
+def _uneven_tree(root, classes=("ant", "bee", "cat"), train=(7, 5, 9), test=(4, 6, 3)):
+    """An ImageFolder tree whose classes hold different numbers of images (one of each class's training images in a
+    subfolder, which torchvision's make_dataset reads too)."""
+    rng = np.random.default_rng(0)
+    for split, counts in (("train", train), ("test", test)):
+        for c, n in zip(classes, counts):
+            for i in range(n):
+                folder = root / split / c / ("more" if split == "train" and i == 0 else "")
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("source", ["imagefolder", "mnist", "mnist5k", "cifar10-tree", "cifar10-tarball"])
+def test_planning_refuses_a_per_class_subset_larger_than_a_class_exactly_where_loading_would(tmp_path, source):
+    """A per-class option asking for more images than a class holds in its pool used to pass `--dry-run` and fail
+    every cell at run time. Planning now counts each class's images from the labels or file names (no image
+    decoded, no archive extracted) and refuses with loading's own sentence, at the same limit: the largest value
+    loading accepts plans, one more is refused by both."""
+    from unlearnbench.planning import RunOptions, plan
+
+    classes = [str(c) for c in range(10)]
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    root, name, dataset = tmp_path / "root", source.split("-")[0], {}
+    if source == "imagefolder":
+        _uneven_tree(root / "tree")
+        dataset = {"path": str(root / "tree")}
+    elif source == "mnist":
+        raw = root / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for split, counts in (("train", [9, 8, 9, 7, 9, 9, 6, 9, 9, 9]), ("t10k", [5, 4, 5, 5, 3, 5, 5, 5, 5, 4])):
+            labels = np.repeat(np.arange(10), counts)
+            _idx(raw / f"{split}-images-idx3-ubyte", np.zeros((len(labels), 28, 28)))
+            _idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    elif source.startswith("cifar10"):
+        _uneven_tree(root / "cifar10-jpeg", cifar, train=range(4, 14), test=range(3, 13)[::-1])
+        if source == "cifar10-tarball":
+            with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
+                tar.add(root / "cifar10-jpeg", arcname="cifar10-jpeg")
+            shutil.rmtree(root / "cifar10-jpeg")
+    root.mkdir(exist_ok=True)
+
+    def planned(options):
+        grid = parse_grid({"name": "t", "datasets": [{"name": name, **dataset, **options}], "val_fraction": 0.3,
+                           "backbones": [{"name": "vgg16", "width": 0.0625}], "methods": ["finetune"],
+                           "forget_classes": [0], "recipe": {"epochs": 1}})
+        try:
+            plan(grid, RunOptions(device="cpu", data_root=root, cache_dir=tmp_path / "plan-cache"))
+        except UserError as exc:
+            return str(exc)
+
+    def loaded(options):
+        try:
+            load_dataset(name, root=root, cache_dir=tmp_path / "cache", val_fraction=0.3,
+                         options={**dataset, **options})
+        except UserError as exc:
+            return str(exc)
+
+    checked = []
+    for option in ("train_per_class", "val_per_class", "test_per_class", "train_eval_per_class"):
+        for extra in ({}, {"train_per_class": 2}, {"test_per_class": 2, "val_from": "test"}):
+            if option in extra:
+                continue
+            refused = loaded({**extra, option: 10**6})
+            limit = int(refused.rsplit("use at most ", 1)[1].rstrip("."))
+            assert planned({**extra, option: 10**6}) == refused
+            assert planned({**extra, option: limit}) is None and loaded({**extra, option: limit}) is None
+            assert planned({**extra, option: limit + 1}) == loaded({**extra, option: limit + 1}) is not None
+            checked.append(limit)
+    assert len(set(checked)) > 1  # the pools differ, so a check against the wrong pool would fail somewhere
+    smallest = int(loaded({"test_per_class": 10**6}).rsplit("use at most ", 1)[1].rstrip("."))
+    every = {"test_per_class": smallest, "val_from": "test"}
+    bare = loaded(every)  # the smallest class's test images all evaluated: none left to validate on
+    assert "no validation image" in bare and planned(every) == bare
+    assert not (tmp_path / "plan-cache").exists()  # planning decoded and extracted nothing
+    if source == "mnist":  # a damaged label file fails the dataset's cells when loaded; the plan goes on
+        labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+        labels.write_bytes(labels.read_bytes()[:-5])
+        assert planned({"train_per_class": 10**6}) is None and "is truncated" in loaded({"train_per_class": 1})

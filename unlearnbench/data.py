@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .disk_images import DiskImages
-from .errors import UserError
+from .errors import DataFileError, UserError
 from .registry import Registry
 
 
@@ -90,6 +90,9 @@ class DatasetInfo:
     # which of several possible files the loader would read, where they differ in their images (a tree's place and
     # classes, CIFAR-10's pickles or JPEG copy): part of every cache key, so that other data is never a cache hit
     identity: Callable[["DataSource"], dict] | None = None
+    # (classes, training images per class, test images per class) of the files present, read without decoding an
+    # image (None: not countable yet, e.g. before a download): planning checks the per-class subsets against it
+    count_per_class: Callable[["DataSource"], tuple | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,16 +228,21 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        count = int(round(fraction * len(idx)))
-        carved.append(idx[: 1 if fraction > 0 and count == 0 and len(idx) >= 2 else count])
+        carved.append(idx[:carve_size(len(idx), fraction)])
     carved_idx = np.sort(np.concatenate(carved))
     kept_idx = np.setdiff1d(np.arange(len(labels)), carved_idx)
     return kept_idx, carved_idx
 
 
+def carve_size(n: int, fraction: float) -> int:
+    """How many of a class's `n` training images the validation carve takes (`stratified_split`)."""
+    count = int(round(fraction * n))
+    return 1 if fraction > 0 and count == 0 and n >= 2 else count
+
+
 def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     """At most `per_class` of `indices` from every class, drawn at random (seeded), in ascending order (a dataset
-    option asking for more than a class holds is refused first: `check_per_class`)."""
+    option asking for more than a class holds is refused first: `check_subsets`)."""
     rng = np.random.default_rng(seed)
     chosen = []
     for c in np.unique(labels[indices]):
@@ -244,15 +252,39 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int, se
     return np.sort(np.concatenate(chosen))
 
 
-def check_per_class(name: str, option: str, per_class: int, indices: np.ndarray, labels: np.ndarray,
-                    classes: list, pool: str) -> None:
-    """Refuse dataset option `option` (a per-class subset of `per_class` images drawn from `indices`, the `pool`)
-    where a class holds fewer: the subset would be smaller than its label says."""
-    counts = np.bincount(labels[indices], minlength=len(classes))
-    short = int(np.argmin(counts))
-    if counts[short] < per_class:
-        raise UserError(f"'{option}: {per_class}' of dataset '{name}' asks for more images than class "
-                        f"{classes[short]!r} has in {pool} ({counts[short]}); use at most {counts[short]}.")
+def check_subsets(name: str, options: dict, classes: list, train_counts, test_counts, val_fraction: float) -> None:
+    """Refuse dataset `name`'s per-class options (`test_per_class`, `train_per_class`, `val_per_class`,
+    `train_eval_per_class`) where a class holds fewer images than asked in the pool the subset is drawn from, and
+    `val_from: test` where the evaluation subset leaves a class no validation image: from the training and test
+    splits' images per class, so that planning checks it from counts before anything is loaded."""
+    train, test = np.asarray(train_counts, dtype=np.int64), np.asarray(test_counts, dtype=np.int64)
+
+    def check(option: str, counts: np.ndarray, pool: str) -> np.ndarray:
+        """`counts` capped at the option's per-class number (where it is set and every class holds it)."""
+        per_class = options.get(option)
+        if not per_class:
+            return counts
+        short = int(np.argmin(counts))
+        if counts[short] < per_class:
+            raise UserError(f"'{option}: {per_class}' of dataset '{name}' asks for more images than class "
+                            f"{classes[short]!r} has in {pool} ({counts[short]}); use at most {counts[short]}.")
+        return np.minimum(counts, per_class)
+
+    tested = check("test_per_class", test, "the test split")
+    if options.get("val_from", "train") == "test":  # validation: the test images the evaluation subset leaves
+        kept, carved = train, test - tested
+        bare = np.flatnonzero((test > 0) & (carved == 0))
+        if len(bare):
+            raise UserError(f"'val_from: test' of dataset '{name}' leaves class {classes[bare[0]]!r} no validation "
+                            f"image: its test images all go to the evaluation subset (test_per_class: "
+                            f"{options.get('test_per_class')}); lower test_per_class or use val_from: train.")
+    else:
+        carved = np.array([carve_size(int(n), val_fraction) for n in train], dtype=np.int64)
+        kept = train - carved
+    kept = check("train_per_class", kept, "the training split"
+                 + (" after the validation carve" if options.get("val_from", "train") == "train" else ""))
+    check("val_per_class", carved, "the validation split")
+    check("train_eval_per_class", kept, "the training split")
 
 
 def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
@@ -329,31 +361,23 @@ def load_dataset(
         raise UserError(problem)
     raw = info.load(source)
     train_labels, test_labels = np.asarray(raw.train_labels), np.asarray(raw.test_labels)
+    subsets = {"train_per_class": per_class, "val_per_class": val_per_class, "test_per_class": test_per_class,
+               "train_eval_per_class": train_eval_per_class, "val_from": val_from}
+    check_subsets(name, subsets, raw.classes, np.bincount(train_labels, minlength=len(raw.classes)),
+                  np.bincount(test_labels, minlength=len(raw.classes)), val_fraction)
     tested = np.arange(len(test_labels))
     if test_per_class:
-        check_per_class(name, "test_per_class", test_per_class, tested, test_labels, raw.classes, "the test split")
         tested = per_class_subset(tested, test_labels, test_per_class, SPLIT_SEED)
     if val_from == "test":  # held out from every model: the test images the evaluation subset leaves
         kept, carved = np.arange(len(train_labels)), np.setdiff1d(np.arange(len(test_labels)), tested)
         val_images, val_labels = raw.test_images, test_labels
-        bare = sorted(set(np.unique(test_labels).tolist()) - set(test_labels[carved].tolist()))
-        if bare:
-            raise UserError(f"'val_from: test' of dataset '{name}' leaves class {raw.classes[bare[0]]!r} no "
-                            f"validation image: its test images all go to the evaluation subset (test_per_class: "
-                            f"{test_per_class}); lower test_per_class or use val_from: train.")
     else:
         kept, carved = stratified_split(train_labels, val_fraction, SPLIT_SEED)
         val_images, val_labels = raw.train_images, train_labels
     if per_class:
-        check_per_class(name, "train_per_class", per_class, kept, train_labels, raw.classes,
-                        "the training split" + (" after the validation carve" if val_from == "train" else ""))
         kept = per_class_subset(kept, train_labels, per_class, SPLIT_SEED)
     if val_per_class:
-        check_per_class(name, "val_per_class", val_per_class, carved, val_labels, raw.classes, "the validation split")
         carved = per_class_subset(carved, val_labels, val_per_class, SPLIT_SEED)
-    if train_eval_per_class:
-        check_per_class(name, "train_eval_per_class", train_eval_per_class, kept, train_labels, raw.classes,
-                        "the training split")
     on_file = info.decodes_to_file and isinstance(raw.train_images, np.memmap) and isinstance(raw.test_images, np.memmap)
     row_bytes = int(np.prod(raw.train_images.shape[1:]))
     on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)
@@ -401,6 +425,23 @@ def dataset_classes(name: str, root: str | Path | None, cache_dir: str | Path = 
     if info.count_classes is not None and info.missing(source) is None:
         return info.count_classes(source)
     return info.num_classes
+
+
+def check_dataset_subsets(dataset, root: str | Path | None, cache_dir: str | Path, val_fraction: float) -> None:
+    """`check_subsets` of a grid's dataset entry against the images per class its files hold, where it sets a
+    per-class option and they can be counted without loading (else loading checks it)."""
+    options = dataset.options_dict
+    if not any(options.get(key) for key in ("train_per_class", "val_per_class", "test_per_class",
+                                            "train_eval_per_class")):
+        return
+    info = DATASETS.get(dataset.name)
+    source = _source(root, cache_dir, options)
+    try:
+        counted = info.count_per_class(source) if info.count_per_class and info.missing(source) is None else None
+    except DataFileError:  # a damaged file: its cells fail with this sentence when they load it, the rest run
+        counted = None
+    if counted is not None:
+        check_subsets(dataset.name, options, *counted, val_fraction)
 
 
 def dataset_sizes(name: str, root: str | Path | None, cache_dir: str | Path = "results/cache",

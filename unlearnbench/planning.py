@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
-from .data import dataset_classes, dataset_identity, dataset_missing
+from .data import check_dataset_subsets, dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, PluginError, discover, get_method
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean, error_reason
@@ -174,6 +174,8 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             skipped.append((cell, reason or "the method does not support this setting"))
         else:
             runnable.append(cell)
+    for dataset in dict.fromkeys(c.dataset for c in runnable):  # a subset larger than a class: before any work
+        check_dataset_subsets(dataset, root, options.cache, grid.val_fraction)
     _check_tuned_setups(runnable, grid)  # (a skipped cell's setup may lack what it is skipped for, e.g. its weights)
     files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
     return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files)

@@ -10,13 +10,14 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from pathlib import Path
+from collections import Counter
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
-from .image_folder import decode_splits, tree_splits
+from .image_folder import decode_splits, split_class_counts, tree_splits
 from .registration import register
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -127,8 +128,51 @@ def _cifar_identity(source: DataSource) -> dict:
     return {"format": "pickle" if found is None or found[0] == "pickle" else "jpeg"}
 
 
+def _cifar_per_class(source: DataSource) -> tuple | None:
+    """(classes, training and test images per class) of the files present: the pickles' labels, the JPEG tree's
+    file names or the tarball's member names; None before a download, or where loading would refuse the files."""
+    found = _cifar_source(source)
+    if found is None:
+        return None
+    kind, where = found
+    if kind == "pickle":
+        raw = read_cifar_pickles(where)
+        return raw.classes, np.bincount(raw.train_labels, minlength=10), np.bincount(raw.test_labels, minlength=10)
+    if kind == "jpeg":
+        test_dir = _jpeg_test_dir(where)
+        return split_class_counts(where / "train", test_dir) if test_dir else None
+    return _tarball_class_counts(where)
+
+
+def _jpeg_test_dir(tree: Path) -> Path | None:
+    """The JPEG copy's held-out split: test/ (the copy's), else val/."""
+    return next((tree / s for s in ("test", "val") if (tree / s).is_dir()), None)
+
+
+def _tarball_class_counts(tarball: Path) -> tuple | None:
+    """(classes, training and test images per class) from the member names of the JPEG copy's tarball, read without
+    extracting it; None where it cannot be read or its splits' classes differ (extracting or loading says so)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    counts = {"train": Counter(), "test": Counter(), "val": Counter()}
+    try:
+        with tarfile.open(tarball) as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts  # …/<split>/<class>/[subfolders/]<image>
+                split = next((i for i, part in enumerate(parts[:-2]) if part in counts), None)
+                if split is not None and member.isfile() and parts[-1].lower().endswith(IMG_EXTENSIONS):
+                    counts[parts[split]][parts[split + 1]] += 1
+    except (tarfile.TarError, EOFError, OSError, zlib.error):
+        return None  # extracting it says what is wrong
+    held_out = counts["test"] or counts["val"]  # as loading reads the extracted copy: test/, else val/
+    classes = sorted(counts["train"])
+    if not classes or sorted(held_out) != classes:
+        return None
+    return classes, [counts["train"][c] for c in classes], [held_out[c] for c in classes]
+
+
 @register("cifar10", _cifar_missing, "CIFAR-10 via torchvision, or the JPEG ImageFolder copy", train_images=50000,
-          test_images=10000, image_shape=(32, 32, 3), identity=_cifar_identity)
+          test_images=10000, image_shape=(32, 32, 3), identity=_cifar_identity, count_per_class=_cifar_per_class)
 def load_cifar10(source: DataSource) -> RawDataset:
     found = _cifar_source(source)
     if found is None:
@@ -142,7 +186,7 @@ def load_cifar10(source: DataSource) -> RawDataset:
         return read_cifar_pickles(where)
     if kind == "tarball":
         where = extract_once(where, source.cache_dir / "data")
-    test_dir = next((where / s for s in ("test", "val") if (where / s).is_dir()), None)  # the copy's is test/
+    test_dir = _jpeg_test_dir(where)
     if test_dir is None or not (where / "train").is_dir():
         raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
     x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32)

@@ -191,7 +191,7 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         """(training images, test images, decoded shape) from a scan of the tree's file names; the shape is the
         image_size option's, else the first training image's header's (None where it cannot be read)."""
         train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
-        counts = [_count_image_files(d) for d in (train_dir, test_dir)]
+        counts = [sum(class_file_counts(d)[1]) for d in (train_dir, test_dir)]
         size = source.options.get("image_size", default_size)
         if size:
             return (*counts, (size, size, 3))
@@ -202,21 +202,35 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         except (OSError, TypeError, AttributeError):
             return (*counts, None)
 
-    return missing, load, count_classes, count_images, identity
+    def count_per_class(source: DataSource) -> tuple | None:
+        """(classes, training and test images per class) from a scan of the tree's file names; None where the two
+        splits' class folders differ (loading says so)."""
+        return split_class_counts(*tree_splits(_tree_path(source, subfolder)))
+
+    return missing, load, count_classes, count_images, identity, count_per_class
 
 
-def _count_image_files(folder: Path) -> int:
-    """The files in `folder`/<class>/ that decode_image_folder would read (by extension, as torchvision)."""
+def split_class_counts(train_dir: Path, test_dir: Path) -> tuple | None:
+    """(classes, training images per class, test images per class) of a tree's two splits, None where their class
+    folders differ."""
+    (classes, train), (test_classes, test) = class_file_counts(train_dir), class_file_counts(test_dir)
+    return (classes, train, test) if classes == test_classes else None
+
+
+def class_file_counts(folder: Path) -> tuple[list[str], list[int]]:
+    """(class folders of `folder`, sorted, and how many files decode_image_folder would read in each: image
+    extensions as torchvision's, subfolders included, as its make_dataset walks them)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    return sum(1 for c in os.scandir(folder) if c.is_dir()
-               for f in os.scandir(c.path) if f.name.lower().endswith(IMG_EXTENSIONS))
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    return classes, [sum(name.lower().endswith(IMG_EXTENSIONS)
+                         for _, _, names in os.walk(folder / c, followlinks=True) for name in names) for c in classes]
 
 
-_m, _l, _n, _c, _i = _imagefolder("imagefolder", None, None, False)
+_m, _l, _n, _c, _i, _p = _imagefolder("imagefolder", None, None, False)
 register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None,
-         count_classes=_n, count_images=_c, decodes_to_file=True, identity=_i)(_l)
-_m, _l, _n, _c, _i = _imagefolder("imagenet", "imagenet", 224, True)
+         count_classes=_n, count_images=_c, decodes_to_file=True, identity=_i, count_per_class=_p)(_l)
+_m, _l, _n, _c, _i, _p = _imagefolder("imagenet", "imagenet", 224, True)
 register("imagenet", _m, "ImageNet-1k (or a subset: the classes are the tree's) as an ImageFolder tree, resized "
          "256 → centre crop 224", 1000, train_images=1281167, count_classes=_n, test_images=50000,
-         image_shape=(224, 224, 3), count_images=_c, decodes_to_file=True, identity=_i)(_l)
+         image_shape=(224, 224, 3), count_images=_c, decodes_to_file=True, identity=_i, count_per_class=_p)(_l)
