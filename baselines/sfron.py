@@ -18,8 +18,9 @@ weights with β = 1 (which leaves them unchanged, so none here); its commented-o
 lr 2e-5, weight decay 0.05, T = 500, forget_freq 1, α = 500.
 
 Departures: the reference's classification code forgets a random 10 % of the training set; here D_f is class c.
-The saliency mask's retain importance is estimated on at most 1,000 samples of D_r(c) (`saliency_retain`; the
-reference: all of D_r, hundreds of backward passes on CIFAR-10, more than a trial's 200 steps).
+The saliency mask's retain importance is estimated on at most 1,000 samples of D_r(c) in random order
+(`saliency_retain`; the reference: all of D_r, shuffled, hundreds of backward passes on CIFAR-10, more than a
+trial's 200 steps).
 T = 100 by default and at most 100, so a run takes at most 200 optimiser steps (the suite's trial budget; the
 reference's 1500 iterations would be ~1800); a constant learning rate (the shared loop has no scheduler; α_t keeps
 its cosine decay); no weight decay (as every fine-tuning baseline here); batches of 64 (the CPU grids' forget sets
@@ -94,9 +95,9 @@ class SFRon(FinetuningUnlearner):
         model = task.copy_original()
         forget_set, retain_set = task.data.train.forget(c), task.data.train.retain(c)
         # the retain importance on at most `saliency_retain` samples: one backward pass per batch of all of D_r(c)
-        # would cost more than the ≤ 200 steps a trial may (and grows with the dataset)
-        saliency_retain = retain_set if len(retain_set) <= params["saliency_retain"] else \
-            retain_sample(task, params["saliency_retain"] / len(retain_set))
+        # would cost more than the ≤ 200 steps a trial may (and grows with the dataset); in random order, as the
+        # reference's shuffled loader gives (the batches' makeup changes each squared batch gradient)
+        saliency_retain = retain_sample(task, min(1.0, params["saliency_retain"] / len(retain_set)))
         masks = saliency_mask(model, task.data, forget_set, saliency_retain, size, params["mask_threshold"])
         forget = endless_batches(task.data, forget_set, size, task.generator, f"training set of class {c}")
         retain = endless_batches(task.data, retain_set, size, task.generator, f"training set without class {c}")

@@ -10,11 +10,15 @@ sample's squared logit norm ‖f(x)‖₂², so no label is needed (README: `tor
 .mean()`, `imp += grad.abs()`). Where
 I_f,i > α·I_D,i the parameter is dampened: θ_i ← β·θ_i with β = min(λ·I_D,i / I_f,i, 1). Everything else is left
 exactly as it was. The full-data importance runs over D_f(c) and D_r(c) together (`src/forget_full_class_main.py`,
-`full_train_dl`). Reference defaults for full-class forgetting (`forget_full_class_strategies.ssd_tuning`): λ = 1,
+`full_train_dl`), in batches of one class each: the reference's loader does not shuffle its class-by-class lists,
+and since each batch adds the square of its mean gradient, mixed batches give smaller I_D and so another meaning to
+α. Here the training split is sorted by class first (`class_ordered`), whatever order it is stored in. Reference
+defaults for full-class forgetting (`forget_full_class_strategies.ssd_tuning`): λ = 1,
 α = 10 (ViTs: 5), batches of 64.
 
 The importances are computed with the model in eval mode (BatchNorm running statistics, no dropout), as the
-reference does. Departures: none in the algorithm. α (`selection_weighting`), known to be sensitive, and λ
+reference does. Departures: none in the algorithm; D's classes are in class order with D_f(c) in its place (the
+reference puts it last), which changes only the batches where two classes meet. α (`selection_weighting`), known to be sensitive, and λ
 (`dampening`) are the searched parameters; LF-SSD keeps SSD's α, λ and selection rule.
 """
 from __future__ import annotations
@@ -68,6 +72,12 @@ def importances(model: nn.Module, data: ImageData, split: Split, batch_size: int
     return {name: value / count for name, value in total.items()}
 
 
+def class_ordered(split: Split) -> Split:
+    """`split` sorted by class, each class's samples in their stored order: batches taken in turn then hold one
+    class each, but where two classes meet."""
+    return split.subset(torch.argsort(split.labels, stable=True))
+
+
 @torch.no_grad()
 def dampen(model: nn.Module, forget: dict[str, torch.Tensor], full: dict[str, torch.Tensor], selection: float,
            dampening: float) -> int:
@@ -102,7 +112,8 @@ class SelectiveSynapticDampening(Unlearner):
         size = int(params["batch_size"])
         forget = importances(model, task.data, task.data.train.forget(c), size, self.importance_loss,
                              self.gradient_magnitude)
-        full = importances(model, task.data, task.data.train, size, self.importance_loss, self.gradient_magnitude)
+        full = importances(model, task.data, class_ordered(task.data.train), size, self.importance_loss,
+                           self.gradient_magnitude)
         for p in model.parameters():
             p.requires_grad_(False)
         selected = dampen(model, forget, full, params["selection_weighting"], params["dampening"])

@@ -4,6 +4,7 @@ selection rule and LF-SSD's labels, UNSIR's error-maximising noise."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -121,6 +122,47 @@ def test_ssd_dampens_exactly_the_parameters_more_important_to_the_forget_set(met
         assert torch.allclose(new[chosen], (p * factor)[chosen])
         selected += int(chosen.sum())
     assert selected > 0
+
+
+@pytest.mark.parametrize("method", ["ssd", "lf_ssd"])
+def test_ssd_gives_the_same_model_whatever_order_the_training_split_is_stored_in(method: str, tiny):
+    """The whole-data importance adds each batch's squared (or absolute) mean gradient, so the batches' makeup sets
+    its size: they hold one class each, as the reference's unshuffled class-by-class loader gives. Before, they took
+    the split's stored order: one class a batch on mnist5k (stored sorted), mixed on MNIST and CIFAR-10, and SSD at
+    its defaults dampened 6x fewer weights on the former (the reviewer's measurement)."""
+    train = tiny.data.train
+    labels = train.labels
+    rank = torch.empty_like(labels)  # each sample's place within its class
+    for c in labels.unique():
+        rank[labels == c] = torch.arange(int((labels == c).sum()))
+    by_class = train.subset(torch.argsort(labels, stable=True))
+    interleaved = train.subset(torch.argsort(rank * 100 + labels))  # 0, 1, …, 9, 0, 1, …: every batch mixed
+    assert len(set(interleaved.labels[:64].tolist())) == 10
+    models = []
+    for split in (by_class, interleaved):
+        task = task_for(tiny, method, FORGET, selection_weighting=2.0, dampening=0.5)
+        task.data = dataclasses.replace(task.data, train=split)
+        models.append(METHODS[method].cls().unlearn(task))
+    assert models[0].selected_fraction > 0
+    first, second = (dict(m.for_class(FORGET).named_parameters()) for m in models)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_sfron_estimates_the_retain_importance_on_shuffled_batches_however_small_the_retain_set(tiny, monkeypatch):
+    """The reference's retain loader shuffles; a retain set under `saliency_retain` samples was used as stored
+    (class by class on mnist5k) while a larger one was drawn at random, so the mask's ratio changed its meaning
+    at 1,000 samples."""
+    from unlearnbench.baselines import sfron
+
+    seen = []
+    monkeypatch.setattr(sfron, "saliency_mask", lambda model, data, forget, retain, *rest: seen.append(retain) or {
+        n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters()})
+    task = task_for(tiny, "sfron", FORGET, iterations=1)
+    METHODS["sfron"].cls().unlearn(task)
+    retain = task.data.train.retain(FORGET)
+    assert len(seen[0]) == len(retain) < 1000
+    assert sorted(seen[0].labels.tolist()) == sorted(retain.labels.tolist())  # all of D_r(c), each once
+    assert len(set(seen[0].labels[:64].tolist())) > 5  # the first batch mixes classes
 
 
 def test_lf_ssd_importances_ignore_the_labels_and_ssd_ones_do_not(tiny):
