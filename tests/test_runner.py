@@ -515,6 +515,31 @@ def test_a_grid_that_adds_a_metric_computes_only_that_metric_and_keeps_the_cache
     pd.testing.assert_frame_equal(same[1], same[2])
 
 
+def test_adding_the_retrain_method_recomputes_only_the_metrics_that_compare_with_retrained_models(tmp_path):
+    """Whether the grid trains retrained models anyway changes only what js_to_retrain, tow and probe report, so it
+    keys those metrics' records; before, it was in every cell's key, and adding `retrain` to a grid computed every
+    other method's unlearning and every metric again."""
+    from unlearnbench.planning import cell_key, metric_key, plan
+
+    def grid(name, methods):
+        return load_grid(str(write_grid(tmp_path, f"{name}.yaml", methods=methods, forget_classes=[0],
+                                        metrics=["accuracy", "js_to_retrain"])))
+
+    without, with_retrain = grid("a", ["finetune"]), grid("b", ["finetune", "retrain"])
+    keys = []
+    for g in (without, with_retrain):
+        p = plan(g, options(tmp_path, tmp_path / "cache"))
+        cell = next(c for c in p.cells if c.method == "finetune")
+        keys.append(cell_key(cell, g, p.methods["finetune"], p.device))
+    assert keys[0] == keys[1]
+    assert metric_key(keys[0], without, "accuracy") == metric_key(keys[1], with_retrain, "accuracy")
+    assert metric_key(keys[0], without, "js_to_retrain") != metric_key(keys[1], with_retrain, "js_to_retrain")
+    run(without, options(tmp_path, tmp_path / "cache", name="one"))
+    again = run(with_retrain, options(tmp_path, tmp_path / "cache", name="two", only={"method": "finetune"}))
+    assert again.partial == 1
+    assert "(metrics js_to_retrain; the others cached from the same model)" in (tmp_path / "two" / "log.txt").read_text()
+
+
 def test_an_added_metric_whose_rerun_unlearning_gives_another_model_recomputes_every_metric(tmp_path, monkeypatch):
     """The cached metrics are kept only when the unlearning run again gives the very model they were computed on
     (its fingerprint); a rerun that differs (on a GPU, or at another CPU thread count) computes every metric and

@@ -381,6 +381,25 @@ def test_a_setting_a_study_tries_again_costs_nothing_the_second_time(tmp_path, s
     assert entry["tuning_seconds"] == pytest.approx(round(trials.seconds.iloc[0], 1))
 
 
+def test_a_trial_that_exits_fails_alone_and_a_failed_setting_tried_again_is_timed_again(tmp_path, shared_cache):
+    """A method calling sys.exit() failed its whole study (SystemExit passed the trial's handler) where a grid
+    cell fails alone; and a setting whose first try failed (so was not cached) was run again but logged at 0 s."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "one_setting.py").write_text(ONE_SETTING_PLUGIN.replace(
+        "        return SingleClassModel", "        import sys, time\n        time.sleep(0.05)\n        sys.exit(3)\n"
+        "        return SingleClassModel"))
+    grid = tune_grid(tmp_path, methods=["original", "one_setting"])
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False, plugins=[tmp_path / "plugins"])
+    result = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning")
+    trials = result.trials.sort_values("trial")
+    assert len(trials) == 3 and (trials.error == "SystemExit: 3").all() and (trials.objective == 2.0).all()
+    assert (trials.seconds >= 0.05).all()  # each try ran (and slept) again
+    assert [f["reason"] for f in result.failures] == ["every tuning trial failed (see trials.csv)"]
+    import optuna  # whose sampler proposed the trials: its version is written beside the others
+
+    assert f"'optuna': '{optuna.__version__}'" in (tmp_path / "tuning" / "tuned.yaml").read_text()
+
+
 @pytest.mark.parametrize("file, damage, says", [
     ("tuned.yaml", lambda t: t.replace("tuned:", "tuned: [", 1), "tuned.yaml at line "),
     ("tuned.yaml", lambda t: t.replace("tuned:", "\ttuned:", 1), "(a tab: YAML indents with spaces)"),

@@ -326,17 +326,20 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, device: torch.device, fil
         "backbone": backbone_key(cell.backbone),
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.evaluated_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
-        "val_fraction": grid.val_fraction, "has_retrain": grid_has_retrain(grid), **compute_setting(device),
+        "val_fraction": grid.val_fraction, **compute_setting(device),
         "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
         "code": code_hash(without=("metrics",)),
     })
 
 
 def metric_key(key: str, grid: Grid, metric: str, code: str = "") -> str:
-    """The cache key of one metric's records of the cell whose `cell_key` is `key`: the metric, its settings and
-    the metrics package's code (`code`: its hash as a run planned it; default this process's)."""
+    """The cache key of one metric's records of the cell whose `cell_key` is `key`: the metric, its settings,
+    the metrics package's code (`code`: its hash as a run planned it; default this process's) and, for a metric that
+    compares with retrained models, whether the grid trains them anyway (`MetricContext.has_retrain`): a grid that
+    adds the retrain method recomputes those metrics only, not every cell's unlearning."""
+    compares = {"has_retrain": grid_has_retrain(grid)} if METRICS.get(metric).uses_retrained else {}
     return stable_hash({"cell": key, "metric": metric, "settings": metric_settings(grid, metric),
-                        "code": code or code_hash("metrics")})
+                        "code": code or code_hash("metrics"), **compares})
 
 
 def study_setup(cell: Cell) -> dict:

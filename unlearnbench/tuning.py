@@ -141,13 +141,22 @@ def run_study(job, stages: Stages) -> list[dict]:
         result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference)
         if hit is None and not result["error"]:
             cache.save_cell(key, [result])
-        if key in tried:  # a setting this study tried already (a small discrete space): replayed, it costs nothing
-            result = {**result, "seconds": 0.0}
+        if hit is not None and key in tried:  # a setting this study ran already (a small discrete space), taken
+            result = {**result, "seconds": 0.0}  # from the cache: it costs nothing (a failed one is run again)
         tried.add(key)
         study.tell(trial, result["objective"])
         rows.append({"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
                      "trial": number, "params": json.dumps(params, sort_keys=True), **result, "cached": hit is not None})
     return rows
+
+
+def tuning_versions() -> dict:
+    """`store.versions()` and Optuna's, whose sampler proposes the trials (another version, other proposals)."""
+    import optuna
+
+    from .store import versions
+
+    return {**versions(), "optuna": optuna.__version__}
 
 
 def searched_space(method, cell: Cell, grid: Grid) -> dict:
@@ -204,7 +213,7 @@ def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: d
                 "val_acc_retain": sum(s["acc_retain"] for s in scores.values()) / len(classes),
                 "val_acc_forget": sum(s["acc_forget"] for s in scores.values()) / len(classes),
                 "seconds": time.perf_counter() - start, "error": ""}
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a method calling sys.exit() fails its trial, as it fails a grid cell
         stages.log(f"tuning trial {cell.describe()} failed: {exc}\n{traceback.format_exc()}")
         return {"objective": 2.0, "val_acc_retain": math.nan, "val_acc_forget": math.nan,
                 "seconds": time.perf_counter() - start, "error": f"{type(exc).__name__}: {exc}"}
@@ -266,7 +275,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
     from .launchers import WorkerSlots, launch
     from .planning import study_setup
-    from .store import LogFile, device_name, git_commit, versions
+    from .store import LogFile, device_name, git_commit
 
     earlier = earlier_tuning(out, settings, grid_split(grid))
     log_path = out / "log.txt"
@@ -284,7 +293,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     setups = {k: study_setup(studies[k]) for k in ordered}
     threads = worker_threads(launch_options)
     header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
-              f"git {git_commit()}, {versions()}, device {p.device} ({compute_setting(p.device)['precision']})\n"
+              f"git {git_commit()}, {tuning_versions()}, device {p.device} ({compute_setting(p.device)['precision']})\n"
               f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
               f"validation split (lower is better); the first trial is the method's defaults")
     rows: list[dict] = []
