@@ -85,6 +85,36 @@ def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cach
     assert "report failed: the report broke" in (second.run_dir / "log.txt").read_text()
 
 
+def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_saying_so(tmp_path, shared_cache):
+    """Nothing may be chosen on the test split (docs/protocol.md): a method receives it withheld, so early stopping
+    on it fails the cell (and the tuning trial) with one sentence instead of quietly selecting on test images; the
+    task still copies, and the grid's other cells run."""
+    import copy
+
+    from unlearnbench.launchers import LaunchOptions
+    from unlearnbench.tuning import tune
+
+    plugins = tmp_path / "peeking"
+    plugins.mkdir()
+    (plugins / "peek.py").write_text(PLUGIN.format(suffix="").replace("tmp_finetune", "peek").replace(
+        "        return SingleClassModel(", "        import copy\n        copy.deepcopy(task.data)\n"
+        "        assert len(task.data.val) > 0\n        len(task.data.split('test'))\n"
+        "        return SingleClassModel(").replace(
+        "    parameters = {\"steps\": 3}", "    parameters = {\"steps\": 3}\n    search_space = {\"steps\": Int(1, 3)}").replace(
+        "from unlearnbench import", "from unlearnbench.search_space import Int\nfrom unlearnbench import"))
+    grid = load_grid(str(write_grid(tmp_path, methods=["original", "peek"], forget_classes=[0],
+                                    tuning={"trials": 1, "forget_classes": [0]})))
+    result = run(grid, options(tmp_path, shared_cache, plugins=[plugins]))
+    (failure,) = [f for f in result.failures if f["status"] == "failed"]
+    assert failure["method"] == "peek" and failure["reason"].startswith(
+        "UserError: The test split is withheld from unlearning methods: a method trains, stops and chooses on "
+        "task.data.train and task.data.val only; the metrics alone read the test split")
+    assert set(result.records.method) == {"original"}
+    trials = tune(grid, options(tmp_path, shared_cache, plugins=[plugins]), LaunchOptions(workers=0),
+                  tmp_path / "tuning").trials
+    assert trials.error.str.contains("The test split is withheld").all()
+
+
 def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_path, shared_cache):
     plugins = tmp_path / "my_methods"
     plugins.mkdir()

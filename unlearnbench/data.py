@@ -108,6 +108,30 @@ class DataSource:
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
 
 
+class WithheldSplit:
+    """`task.data.test` as methods see it: any use is refused with one sentence (the metrics alone read the test
+    split). Python's own protocol lookups (`__deepcopy__`, …) still find nothing, so copying a task works."""
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        self._refuse()
+
+    def __len__(self) -> int:
+        self._refuse()
+
+    def __iter__(self):
+        self._refuse()
+
+    def __getitem__(self, index):
+        self._refuse()
+
+    @staticmethod
+    def _refuse():
+        raise UserError("The test split is withheld from unlearning methods: a method trains, stops and chooses on "
+                        "task.data.train and task.data.val only; the metrics alone read the test split.")
+
+
 @dataclass(frozen=True)
 class ImageData:
     """A dataset on the device: train / val / test splits and how to turn uint8 into model input."""
@@ -150,6 +174,11 @@ class ImageData:
     def to(self, device: torch.device | str) -> "ImageData":
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device),
                        train_eval=None if self.train_eval is None else self.train_eval.to(device))
+
+    def without_test(self) -> "ImageData":
+        """This dataset as a method receives it (`UnlearnTask.data`): the test split withheld, so that no method
+        trains, stops or chooses on it (docs/protocol.md)."""
+        return replace(self, test=WithheldSplit())
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] → float32 normalised with the dataset's mean and std."""

@@ -61,7 +61,7 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         return model
 
     task = UnlearnTask(
-        original=stages.original(), data=stages.data, forget_class=cell.forget_class,
+        original=stages.original(), data=stages.data.without_test(), forget_class=cell.forget_class,
         forget_classes=cell.evaluated_classes, params=cell.params_dict, recipe=stages.recipe,
         backbone=cell.backbone, seed=cell_seed, retrained=retrained, new_model=stages.new_model,
         progress=progress, generator=torch.Generator().manual_seed(cell_seed),
