@@ -400,6 +400,24 @@ def test_a_trial_that_exits_fails_alone_and_a_failed_setting_tried_again_is_time
     assert f"'optuna': '{optuna.__version__}'" in (tmp_path / "tuning" / "tuned.yaml").read_text()
 
 
+def test_a_trial_whose_setting_the_methods_own_check_refuses_fails_so_it_is_never_chosen(tmp_path, shared_cache):
+    """A plugin's check_parameters refuses some settings when a grid is planned; trials ran them anyway, so tuning
+    could choose a setting that the grid using the result then refused."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "one_setting.py").write_text(ONE_SETTING_PLUGIN.replace(
+        'Choice(("a",))', 'Choice(("a", "b"))').replace(
+        "    def unlearn(self, task):", "    def check_parameters(self, params):\n        from unlearnbench import "
+        "UserError\n        if params['mode'] == 'b':\n            raise UserError('mode b is refused.')\n\n"
+        "    def unlearn(self, task):"))
+    grid = tune_grid(tmp_path, methods=["original", "one_setting"], tuning={"trials": 6, "forget_classes": [0],
+                                                                              "startup_trials": 5})
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False, plugins=[tmp_path / "plugins"])
+    trials = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning").trials
+    refused = trials[trials.params.str.contains('"b"')]
+    assert len(refused) and (refused.error == "UserError: mode b is refused.").all()
+    assert (trials[~trials.params.str.contains('"b"')].error.fillna("") == "").all()
+
+
 @pytest.mark.parametrize("file, damage, says", [
     ("tuned.yaml", lambda t: t.replace("tuned:", "tuned: [", 1), "tuned.yaml at line "),
     ("tuned.yaml", lambda t: t.replace("tuned:", "\ttuned:", 1), "(a tab: YAML indents with spaces)"),

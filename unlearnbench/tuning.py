@@ -200,6 +200,7 @@ def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: d
 
     start = time.perf_counter()
     try:
+        info.cls().check_parameters(cell.params_dict)  # a setting the grid would refuse is never chosen
         scores = {}
         targets = [dataclasses.replace(cell, forget_class=c) for c in classes] if info.cls.per_class else [cell]
         for target in targets:
