@@ -109,3 +109,46 @@ def test_a_wait_while_another_process_trains_a_charged_model_is_not_charged_on_t
     trainer.join()
     assert time.perf_counter() - start >= 1.5  # it did wait for the other training
     assert 7.0 <= cost["unlearn_seconds"] < 8.0  # the code before: ≥ 7.0 + the wait (≥ 1.5 s)
+
+
+def test_a_retrained_model_trained_at_other_threads_says_so_on_the_cost_rows_it_is_charged_to(tmp_path, shared_cache):
+    """A retrain cell's seconds are its retrained model's training, which may have been measured elsewhere (by
+    `tune`, at another thread count); the cost rows said only this worker's device. They now name where the
+    charged training ran when it differs; rows not charged (serving bytes) and a same-device model stay plain."""
+    import dataclasses
+
+    import torch
+
+    from unlearnbench.data import load_dataset
+    from unlearnbench.discovery import discover
+    from unlearnbench.execution import run_cell
+    from unlearnbench.grid import Cell, DatasetEntry, parse_grid
+    from unlearnbench.models import BackboneSpec
+    from unlearnbench.stages import Stages
+    from unlearnbench.store import Cache, device_name
+    from unlearnbench.training import resolve_recipe
+
+    data, spec = load_dataset("mnist5k", cache_dir=shared_cache), BackboneSpec("vgg16", 0.0625)
+    grid = parse_grid({"name": "t", "datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": 0.0625}],
+                       "methods": ["retrain"], "metrics": ["accuracy"], "recipe": {"epochs": 1}})
+
+    def stages():
+        return Stages(data, dataclasses.asdict(DatasetEntry("mnist5k")), spec,
+                      resolve_recipe("mnist5k", spec, {"epochs": 1}), 0, Cache(tmp_path / "c"), log=lambda *_: None)
+
+    cell, threads = Cell(DatasetEntry("mnist5k"), spec, "retrain", (), 0, 0, (0,)), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        trained = stages()
+        trained.retrained(0)  # trained and cached at 1 thread
+        rows = run_cell(cell, discover()[0]["retrain"], trained, grid, [], False).records[None]
+        assert {r["device"] for r in rows} == {device_name(data.device)}  # same device: plain
+        torch.set_num_threads(2)
+        rows = run_cell(cell, discover()[0]["retrain"], stages(), grid, [], False).records[None]
+    finally:
+        torch.set_num_threads(threads)
+    device = {r["metric"]: r["device"] for r in rows}
+    here = f"cpu (2 threads, {device_name(data.device).split(', ', 1)[1]}"
+    assert device["unlearn_seconds"] == device["peak_memory_bytes"] == (
+        f"{here}; retrained model trained on cpu (1 threads, {here.split(', ', 1)[1]}")
+    assert device["serving_bytes"] == here

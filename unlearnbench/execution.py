@@ -48,7 +48,8 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
     original with another seed (the `epsilon` metric compares such runs).
 
     A retrained model the method takes ready-made (cached, or kept from an earlier cell) is charged at its
-    training cost: its seconds are added, and the extra memory its training needed counts towards the peak."""
+    training cost: its seconds are added, and the extra memory its training needed counts towards the peak; where
+    it was trained on another device or CPU thread count than this cell runs on, `trained_on` names it."""
     # from the identity its records carry: cells of other groups, classes or parameters draw other streams
     cell_seed = derive_seed([cell.dataset.label, cell.backbone.label, cell.seed, cell.method, cell.params_json,
                              cell.forget_class] + (["replicate", replicate] if replicate else []), bits=31)
@@ -78,7 +79,8 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         "unlearn_seconds": cost.wall_seconds - waited + sum(c["wall_seconds"] for c in charged),
         "device_seconds": cost.device_seconds - (waited if stages.data.device.type == "cuda" else 0.0)
                           + sum(c["device_seconds"] for c in charged),
-        "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)])}
+        "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)]),
+        "trained_on": sorted({c["device"] for c in charged if c.get("device")} - {device_name(stages.data.device)})}
 
 
 @dataclass
@@ -113,16 +115,20 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
     A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
     data = stages.data
     model, cost = unlearn_cell(cell, info, stages, progress)
+    trained_on = cost.pop("trained_on")
     fingerprint = model_fingerprint(model)
     reused = reuse is not None and reuse[0] == fingerprint
     metrics = [m for m in metrics if not (reused and m in reuse[1])]
     base = {"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
             "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device),
             "git_commit": git_commit()}  # the code that computed it: a later run taking it from the cache keeps it
+    # cost rows that include a retrained model's training measured elsewhere (e.g. by `tune` at other threads)
+    charged = {**base, "device": f"{base['device']}; retrained model trained on {', '.join(trained_on)}"} \
+        if trained_on else base
     whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
     records: dict[str | None, list[dict]] = {None: [
-        {**base, "forget_class": cell.forget_class, "split": "all", "metric": k, "value": float(v)}
-        for k, v in whole.items()], **{name: [] for name in metrics}}
+        {**(charged if k in cost else base), "forget_class": cell.forget_class, "split": "all", "metric": k,
+         "value": float(v)} for k, v in whole.items()], **{name: [] for name in metrics}}
     logit_cache, results = BoundedMemo(CELL_LOGIT_BYTES), {}
 
     @functools.lru_cache(maxsize=None)  # one rerun serves every class of an all-class method

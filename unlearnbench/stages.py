@@ -12,7 +12,7 @@ from .data import ImageData
 from .errors import UserError
 from .models import BackboneSpec, backbone_key, build_backbone
 from .cost import CostMeter
-from .store import BoundedMemo, Cache, code_hash, derive_seed, stable_hash, versions
+from .store import BoundedMemo, Cache, code_hash, derive_seed, device_name, stable_hash, versions
 from .training import Recipe, compute_setting, finite_logits, prepare, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -133,7 +133,7 @@ class Stages:
                 desc = f"{kind} {self.backbone.label}" + ("" if forget_class is None else f" −{forget_class}")
                 train(model, self.data, self.recipe, seed=seed, split=split, progress=self.progress, desc=desc)
         self._costs[name] = {"wall_seconds": cost.wall_seconds, "device_seconds": cost.device_seconds,
-                             "peak_memory_bytes": cost.peak_memory_bytes}
+                             "peak_memory_bytes": cost.peak_memory_bytes, "device": device_name(self.data.device)}
         self.cache.save_model(kind, key, model, {"kind": kind, "forget_class": forget_class,
                                                  "cost": self._costs[name], **self._key_base})
         self.log(f"stage {name} of {self.data.name}/{self.backbone.label} seed {self.seed}: trained and cached")
