@@ -462,3 +462,15 @@ def test_tug_of_war_hand_computed() -> None:
     assert tug_of_war([(0.5, 0.0), (0.5, 1.0)]) == 0.25
     with pytest.raises(ValueError, match="fractions in"):
         tug_of_war([(95.0, 97.0)])  # percentages, as RUM's tables print them, are refused
+
+
+def test_relearn_that_diverges_stops_at_once_and_counts_the_cap() -> None:
+    """Outputs that become non-finite (a NaN accuracy) mid-relearning: the model never comes back, so the run stops
+    there and reports the cap, not relearned, diverged, the rest of the curve 0 (a non-finite output classifies
+    nothing); before, argmax read NaN rows as class 0."""
+    x, y = _separable_problem()
+    calls, seen = [], iter([0.0, 0.2, math.nan])
+    result = relearn_time(_unlearned_linear(), _sampler(x, y, calls), lambda model: next(seen), 0.95, lr=0.1,
+                          max_epochs=6)
+    assert (result.epochs, result.relearned, result.diverged) == (6, False, True)
+    assert result.curve == [0.0, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0] and calls == [0, 1]

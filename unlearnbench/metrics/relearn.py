@@ -2,6 +2,7 @@
 original model's accuracy; `relearn_time` is the loop, the `relearn` metric runs it on one unlearned model."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -31,6 +32,7 @@ class RelearnResult:
     epochs: int
     relearned: bool
     curve: list[float]
+    diverged: bool = False  # training made the model's outputs non-finite: it never relearns (epochs = the cap)
 
 
 def relearn_time(
@@ -53,14 +55,19 @@ def relearn_time(
     sample_epoch(e): the (x, y) batches of epoch e (0-based), already on the
         model's device; per the protocol, 500 samples drawn at random from the
         full training set (all classes) each epoch.
-    forget_accuracy(model): forget-class accuracy in [0, 1]; it sets eval mode
-        itself, and train mode is set again before the next epoch.
+    forget_accuracy(model): forget-class accuracy in [0, 1], NaN where the
+        model's outputs are not finite; it sets eval mode itself, and train mode
+        is set again before the next epoch.
     target: the original model's forget accuracy; reached when accuracy ≥ target.
     optimizer: one of the trainer's optimisers (`training.OPTIMIZERS`), built by
         `training.make_optimizer` with a fixed `lr`, no weight decay and no
         Nesterov step; `momentum` applies to "sgd" only.
 
-    The accuracy is checked before any training (epoch 0). A model with no
+    The accuracy is checked before any training (epoch 0). Relearning that
+    diverges (a NaN accuracy after an epoch) never regains the class: the result
+    is (max_epochs, False, diverged), the rest of the curve 0.0 (a non-finite
+    output classifies nothing), as the protocol counts a class that never
+    relearns at the cap. A model with no
     trainable parameter cannot change: if it is below target the result is
     (max_epochs, False) and the curve repeats the epoch-0 accuracy for every
     epoch without running or re-evaluating anything.
@@ -96,7 +103,10 @@ def _relearn(
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(x), y).backward()
             opt.step()
-        curve.append(float(forget_accuracy(model)))
+        now = float(forget_accuracy(model))
+        if math.isnan(now):  # diverged (weights or outputs non-finite): it cannot come back
+            return RelearnResult(max_epochs, False, curve + [0.0] * (max_epochs - epoch), diverged=True)
+        curve.append(now)
         if curve[-1] >= target:
             return RelearnResult(epoch + 1, True, curve)
     return RelearnResult(max_epochs, False, curve)
@@ -144,9 +154,11 @@ def check_settings(s: dict) -> None:
 @register_metric("relearn", check=check_settings, optimizer="sgd", lr=0.01, momentum=0.9, batch_size=50,
                  samples_per_epoch=500, max_epochs=100, eval_split="val", freeze_batchnorm_stats=True, seed=0)
 def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
-    """Rows (eval_split, 'relearn_epochs', epochs in 0…max_epochs), (eval_split, 'relearned', 1.0 or 0.0) and the
-    relearn curve (eval_split, 'relearn_curve_<e>', forget accuracy as a fraction after e epochs) for e = 0 (before
-    training) … relearn_epochs: the curve stops where the class regained the target.
+    """Rows (eval_split, 'relearn_epochs', epochs in 0…max_epochs), (eval_split, 'relearned', 1.0 or 0.0),
+    (eval_split, 'relearn_diverged', 1.0 where relearning at this optimiser and rate made the model's outputs
+    non-finite, so it counts as never relearned) and the relearn curve (eval_split, 'relearn_curve_<e>', forget
+    accuracy as a fraction after e epochs) for e = 0 (before training) … relearn_epochs: the curve stops where the
+    class regained the target. An unlearned model whose outputs are non-finite before relearning fails the cell.
 
     Trains `ctx.model.trainable_copy(c)` (WF-Net: the class-c row stays selected, backbone weights train) with a
     fixed optimiser and learning rate on `samples_per_epoch` samples drawn per epoch from the full training
@@ -162,9 +174,16 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
     if s["freeze_batchnorm_stats"]:
         net = FrozenNormStatistics(net)
     seed = derive_seed([s["seed"], ctx.stages.seed, ctx.forget_class], bits=63)
-    diverged = (f" (the unlearned model's, or relearning diverged at {s['optimizer']}, lr {s['lr']}, which a smaller "
-                f"metric_settings.relearn.lr may avoid)")
     device = ctx.data.device
+    checked = []
+
+    def forget_accuracy(model: nn.Module) -> float:
+        logits = predict_logits(model, ctx.data, forget)
+        if not checked:  # the unlearned model itself: non-finite outputs fail the cell, as every metric's do
+            finite(logits, f"relearn: the unlearned model's outputs on class {ctx.forget_class}'s {split} samples")
+            checked.append(True)
+        return accuracy(logits, forget.labels) if bool(torch.isfinite(logits).all()) else math.nan
+
     # dropout in train mode (ImageNet's VGG-16) draws from the global RNG: seeded here, and restored after, so its
     # draws depend on the cell alone, not on what the worker ran before (a stage model built mid-cell reseeds it)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -172,11 +191,11 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
         result = relearn_time(
             net,
             epoch_sampler(ctx.data, ctx.data.train, int(s["samples_per_epoch"]), int(s["batch_size"]), seed),
-            lambda model: accuracy(finite(predict_logits(model, ctx.data, forget), f"relearn: the model's outputs on "
-                                          f"class {ctx.forget_class}'s {split} samples", diverged), forget.labels),
+            forget_accuracy,
             target,
             lr=float(s["lr"]), optimizer=s["optimizer"], momentum=float(s["momentum"]),
             max_epochs=int(s["max_epochs"]),
         )
     curve = [(split, f"relearn_curve_{epoch}", value) for epoch, value in enumerate(result.curve)]
-    return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned)), *curve]
+    return [(split, "relearn_epochs", float(result.epochs)), (split, "relearned", float(result.relearned)),
+            (split, "relearn_diverged", float(result.diverged)), *curve]
