@@ -597,7 +597,6 @@ def test_planning_refuses_a_per_class_subset_larger_than_a_class_exactly_where_l
     loading accepts plans, one more is refused by both."""
     from unlearnbench.planning import RunOptions, plan
 
-    classes = [str(c) for c in range(10)]
     cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     root, name, dataset = tmp_path / "root", source.split("-")[0], {}
     if source == "imagefolder":

@@ -89,8 +89,6 @@ def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_sayi
     """Nothing may be chosen on the test split (docs/protocol.md): a method receives it withheld, so early stopping
     on it fails the cell (and the tuning trial) with one sentence instead of quietly selecting on test images; the
     task still copies, and the grid's other cells run."""
-    import copy
-
     from unlearnbench.launchers import LaunchOptions
     from unlearnbench.tuning import tune
 
