@@ -113,6 +113,32 @@ def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_sayi
     assert trials.error.str.contains("The test split is withheld").all()
 
 
+def test_a_method_that_changes_the_shared_original_in_place_fails_and_the_next_cells_get_it_intact(tmp_path,
+                                                                                                    shared_cache):
+    """Methods share the worker's original (and retrained) models and must copy before training. One that trained
+    the original itself in train mode (its BatchNorm statistics move) ran without a word, and every later cell of
+    the worker started from its changed model; now its cell fails saying so and the model is loaded again."""
+    plugins = tmp_path / "careless"
+    plugins.mkdir()
+    (plugins / "careless.py").write_text(PLUGIN.format(suffix="").replace("tmp_finetune", "careless").replace(
+        "model = task.copy_original().train()", "x, _ = next(iter(task.data.batches(task.data.train, 16)))\n"
+        "        task.original.train()(x)  # BatchNorm statistics of the shared original move\n"
+        "        model = task.copy_original().train()"))
+    methods = ["careless", "original", {"name": "finetune", "params": {"steps": 3}}]
+    grid = load_grid(str(write_grid(tmp_path, methods=methods, forget_classes=[0, 1])))
+    result = run(grid, options(tmp_path, shared_cache, name="with", plugins=[plugins]))
+    failures = [f for f in result.failures if f["status"] == "failed"]
+    assert [f["method"] for f in failures] == ["careless", "careless"], failures
+    assert all(f["reason"].startswith("UserError: Method 'careless' changed a model it was given in place")
+               for f in failures), [f["reason"] for f in failures]
+    clean = run(load_grid(str(write_grid(tmp_path, "clean.yaml", methods=methods[1:], forget_classes=[0, 1]))),
+                options(tmp_path, tmp_path / "fresh-cache", name="without"))
+    values = [r.records[~r.records.metric.isin(["unlearn_seconds", "device_seconds", "peak_memory_bytes"])]
+              .sort_values(["method", "forget_class", "split", "metric"])[["method", "metric", "value"]]
+              .reset_index(drop=True) for r in (result, clean)]
+    pd.testing.assert_frame_equal(values[0], values[1])  # the cells after it saw the intact original
+
+
 def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_path, shared_cache):
     plugins = tmp_path / "my_methods"
     plugins.mkdir()

@@ -2,6 +2,7 @@
 worker process, whose errors become failure outcomes, never exceptions."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -54,21 +55,24 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
     cell_seed = derive_seed([cell.dataset.label, cell.backbone.label, cell.seed, cell.method, cell.params_json,
                              cell.forget_class] + (["replicate", replicate] if replicate else []), bits=31)
     charged: list[dict] = []
+    original = stages.original()
+    given = [(original, model_state_versions(original))]  # the shared models, as the method received them
 
     def retrained(forget_class: int) -> torch.nn.Module:  # a rerun of `retrain` gets its own replicate
         model, cost = stages.stage("retrained", int(forget_class), replicate)
         if cost:
             charged.append(cost)
+        given.append((model, model_state_versions(model)))
         return model
 
     task = UnlearnTask(
-        original=stages.original(), data=stages.data.without_test(), forget_class=cell.forget_class,
+        original=original, data=stages.data.without_test(), forget_class=cell.forget_class,
         forget_classes=cell.evaluated_classes, params=cell.params_dict, recipe=stages.recipe,
         backbone=cell.backbone, seed=cell_seed, retrained=retrained, new_model=stages.new_model,
         progress=progress, generator=torch.Generator().manual_seed(cell_seed),
     )
     seed_all(cell_seed)  # after loading the stages (which re-seed torch): draws depend on no worker or cell order
-    with CostMeter(stages.data.device) as cost:
+    with CostMeter(stages.data.device) as cost, left_as_given(given, stages, cell.method):
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
@@ -81,6 +85,33 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
                           + sum(c["device_seconds"] for c in charged),
         "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)]),
         "trained_on": sorted({c["device"] for c in charged if c.get("device")} - {device_name(stages.data.device)})}
+
+
+def model_state_versions(model: torch.nn.Module) -> list:
+    """What changes when a model is changed in place, read without touching its values: each parameter's and
+    buffer's storage and in-place version counter (an optimiser step, BatchNorm statistics updated in train mode,
+    `copy_`, `.data =` all move one) and each module's train/eval flag."""
+    return ([(name, t.data_ptr(), t._version) for name, t in model.state_dict(keep_vars=True).items()]
+            + [m.training for m in model.modules()])
+
+
+@contextlib.contextmanager
+def left_as_given(given: list[tuple[torch.nn.Module, list]], stages: Stages, method: str):
+    """Refuse a method that changed a shared model it was given (the original, a retrained model) in place: the
+    worker's next cells would start from the changed model. Such a model is discarded (loaded again for the next
+    cell) and, where the method returned, its cell fails with one sentence."""
+    raised = True
+    try:
+        yield
+        raised = False
+    finally:
+        changed = [m for m, versions in given if model_state_versions(m) != versions]
+        for model in changed:
+            stages.discard(model)
+        if changed and not raised:
+            raise UserError(f"Method '{method}' changed a model it was given in place (the original or a retrained "
+                            f"model: its weights, BatchNorm statistics or train/eval mode); it must train "
+                            f"task.copy_original() and leave the models it is given as they are.")
 
 
 @dataclass

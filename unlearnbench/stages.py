@@ -80,6 +80,13 @@ class Stages:
         return self._logits.get((id(model), split), lambda: finite_logits(model, self.data, split),
                                 lambda logits: logits.nbytes)
 
+    def discard(self, model: nn.Module) -> None:
+        """Forget `model`, a stage model a method changed in place, and every stage logit kept: the next call loads
+        it again from the cache (or trains it)."""
+        for name in [n for n, m in self._memory.items() if m is model]:
+            del self._memory[name]
+        self._logits = BoundedMemo(STAGE_LOGIT_BYTES)
+
     def stage(self, kind: str, forget_class: int | None, replicate: int = 0) -> tuple[nn.Module, dict | None]:
         """A stage model ('original', or 'retrained' for `forget_class`, of seed replicate `replicate`) and, when
         this call did not train it (a cache or memory hit), what its training cost, so a method that takes it
