@@ -810,14 +810,18 @@ def test_merged_runs_of_other_relearn_caps_show_the_largest_cap_s_relearn_values
     from unlearnbench.report.paper import paper_comparison
     from unlearnbench.report.tables import cost_table, relearn_caps
 
-    def rows(cap):  # under cap 5, class 0 and 1 relearn at the cap; class 2 never
-        return [{**r, "value": 5.0} if cap != 100 and r["metric"] == "relearn_epochs" else r for r in class_rows()]
+    def rows(cap):  # under cap 5, class 0 and 1 relearn at the cap; class 2 never, and diverges only under 100
+        base = [{**r, "value": 5.0} if cap != 100 and r["metric"] == "relearn_epochs" else r for r in class_rows()]
+        return base + [{**r, "metric": "relearn_diverged", "value": float(cap == 100 and r["forget_class"] == 2)}
+                       for r in base if r["metric"] == "relearned"]
 
     runs = [small_run(tmp_path / f"run{i}", rows(cap), cap) for i, cap in enumerate(caps)]
     records, _ = load_runs(runs)
     assert cell(cost_table(records).values, FULL, "retrain", "Wall s")["mean"] == pytest.approx(30.0)
     assert relearn_caps(records)[("mnist", FULL, "retrain", "{}")] == (100.0,)
     assert len(records[records["metric"] == "acc_retain"]) == 3 and len(records[records["metric"] == "relearned"]) == 3
+    diverged = records[records["metric"] == "relearn_diverged"]  # the larger cap's too, beside its RT
+    assert diverged.sort_values("forget_class")["value"].tolist() == [0.0, 0.0, 1.0]
     main = table1(records, "train")
     assert cell(main.values, FULL, "retrain", "RT")["mean"] == pytest.approx(4.0)
     assert cell(main.values, FULL, "retrain", "RT n")["mean"] == 1.0  # class 2, once, though measured under both caps

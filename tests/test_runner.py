@@ -95,7 +95,7 @@ def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_sayi
     plugins = tmp_path / "peeking"
     plugins.mkdir()
     (plugins / "peek.py").write_text(PLUGIN.format(suffix="").replace("tmp_finetune", "peek").replace(
-        "        return SingleClassModel(", "        import copy\n        copy.deepcopy(task.data)\n"
+        "        return SingleClassModel(", "        import copy\n        copy.deepcopy(task.data.to('cpu'))\n"
         "        assert len(task.data.val) > 0\n        len(task.data.split('test'))\n"
         "        return SingleClassModel(").replace(
         "    parameters = {\"steps\": 3}", "    parameters = {\"steps\": 3}\n    search_space = {\"steps\": Int(1, 3)}").replace(
@@ -111,19 +111,26 @@ def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_sayi
     trials = tune(grid, options(tmp_path, shared_cache, plugins=[plugins]), LaunchOptions(workers=0),
                   tmp_path / "tuning").trials
     assert trials.error.str.contains("The test split is withheld").all()
+    from unlearnbench.data import load_dataset
+
+    moved = load_dataset("mnist5k", cache_dir=tmp_path / "c").without_test().to("cpu")  # moving it is no use
+    with pytest.raises(UserError, match="The test split is withheld"):
+        len(moved.test)
 
 
+@pytest.mark.parametrize("change", [
+    "x, _ = next(iter(task.data.batches(task.data.train, 16)))\n        task.original.train()(x)",  # BatchNorm statistics
+    "for p in task.original.parameters():\n            p.data.mul_(0.5)",  # through .data: no version counter moves
+])
 def test_a_method_that_changes_the_shared_original_in_place_fails_and_the_next_cells_get_it_intact(tmp_path,
-                                                                                                    shared_cache):
+                                                                                                    shared_cache, change):
     """Methods share the worker's original (and retrained) models and must copy before training. One that trained
     the original itself in train mode (its BatchNorm statistics move) ran without a word, and every later cell of
     the worker started from its changed model; now its cell fails saying so and the model is loaded again."""
     plugins = tmp_path / "careless"
     plugins.mkdir()
     (plugins / "careless.py").write_text(PLUGIN.format(suffix="").replace("tmp_finetune", "careless").replace(
-        "model = task.copy_original().train()", "x, _ = next(iter(task.data.batches(task.data.train, 16)))\n"
-        "        task.original.train()(x)  # BatchNorm statistics of the shared original move\n"
-        "        model = task.copy_original().train()"))
+        "model = task.copy_original().train()", f"{change}\n        model = task.copy_original().train()"))
     methods = ["careless", "original", {"name": "finetune", "params": {"steps": 3}}]
     grid = load_grid(str(write_grid(tmp_path, methods=methods, forget_classes=[0, 1])))
     result = run(grid, options(tmp_path, shared_cache, name="with", plugins=[plugins]))

@@ -172,7 +172,8 @@ class ImageData:
         return getattr(self, name)
 
     def to(self, device: torch.device | str) -> "ImageData":
-        return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device),
+        test = self.test if isinstance(self.test, WithheldSplit) else self.test.to(device)
+        return replace(self, train=self.train.to(device), val=self.val.to(device), test=test,
                        train_eval=None if self.train_eval is None else self.train_eval.to(device))
 
     def without_test(self) -> "ImageData":

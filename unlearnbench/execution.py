@@ -56,13 +56,13 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
                              cell.forget_class] + (["replicate", replicate] if replicate else []), bits=31)
     charged: list[dict] = []
     original = stages.original()
-    given = [(original, model_state_versions(original))]  # the shared models, as the method received them
+    given = [(original, model_state_summary(original))]  # the shared models, as the method received them
 
     def retrained(forget_class: int) -> torch.nn.Module:  # a rerun of `retrain` gets its own replicate
         model, cost = stages.stage("retrained", int(forget_class), replicate)
         if cost:
             charged.append(cost)
-        given.append((model, model_state_versions(model)))
+        given.append((model, model_state_summary(model)))
         return model
 
     task = UnlearnTask(
@@ -87,16 +87,35 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         "trained_on": sorted({c["device"] for c in charged if c.get("device")} - {device_name(stages.data.device)})}
 
 
-def model_state_versions(model: torch.nn.Module) -> list:
-    """What changes when a model is changed in place, read without touching its values: each parameter's and
-    buffer's storage and in-place version counter (an optimiser step, BatchNorm statistics updated in train mode,
-    `copy_`, `.data =` all move one) and each module's train/eval flag."""
-    return ([(name, t.data_ptr(), t._version) for name, t in model.state_dict(keep_vars=True).items()]
-            + [m.training for m in model.modules()])
+def model_state_summary(model: torch.nn.Module) -> tuple[list[float], list[bool]]:
+    """What tells whether a model was changed in place, read in one pass without copying it: each parameter's and
+    buffer's sum and (floating point) L2 norm in float64, which an optimiser step, BatchNorm statistics updated in
+    train mode and any write (through `.data` too) move, and each module's train/eval flag."""
+    parts = []
+    for t in model.state_dict().values():
+        if isinstance(t, torch.Tensor) and t.numel():
+            parts.append(t.sum(dtype=torch.float64).reshape(1))
+            if t.is_floating_point():
+                parts.append(torch.linalg.vector_norm(t, dtype=torch.float64).reshape(1))
+    values = torch.cat(parts).tolist() if parts else []  # one transfer from the device, not one per tensor
+    return values, [m.training for m in model.modules()]
+
+
+def _same_state(before: tuple[list[float], list[bool]], after: tuple[list[float], list[bool]]) -> bool:
+    """Summaries equal, NaN equal to NaN."""
+    return before[1] == after[1] and len(before[0]) == len(after[0]) and all(
+        a == b or (a != a and b != b) for a, b in zip(before[0], after[0]))
+
+
+def _unchanged(model: torch.nn.Module, before: tuple[list[float], list[bool]]) -> bool:
+    try:
+        return _same_state(before, model_state_summary(model))
+    except Exception:  # a state that can no longer be read (a method put something else in it): changed
+        return False
 
 
 @contextlib.contextmanager
-def left_as_given(given: list[tuple[torch.nn.Module, list]], stages: Stages, method: str):
+def left_as_given(given: list[tuple[torch.nn.Module, tuple]], stages: Stages, method: str):
     """Refuse a method that changed a shared model it was given (the original, a retrained model) in place: the
     worker's next cells would start from the changed model. Such a model is discarded (loaded again for the next
     cell) and, where the method returned, its cell fails with one sentence."""
@@ -105,7 +124,7 @@ def left_as_given(given: list[tuple[torch.nn.Module, list]], stages: Stages, met
         yield
         raised = False
     finally:
-        changed = [m for m, versions in given if model_state_versions(m) != versions]
+        changed = [m for m, before in given if not _unchanged(m, before)]
         for model in changed:
             stages.discard(model)
         if changed and not raised:

@@ -155,16 +155,18 @@ def _tarball_class_counts(tarball: Path) -> tuple | None:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     counts = {"train": Counter(), "test": Counter(), "val": Counter()}
+    present = set()  # split folders the archive holds, images or not
     try:
         with tarfile.open(tarball) as tar:
             for member in tar:
                 parts = PurePosixPath(member.name).parts  # …/<split>/<class>/[subfolders/]<image>
+                present |= {part for part in parts if part in counts}
                 split = next((i for i, part in enumerate(parts[:-2]) if part in counts), None)
                 if split is not None and member.isfile() and parts[-1].lower().endswith(IMG_EXTENSIONS):
                     counts[parts[split]][parts[split + 1]] += 1
     except (tarfile.TarError, EOFError, OSError, zlib.error):
         return None  # extracting it says what is wrong
-    held_out = counts["test"] or counts["val"]  # as loading reads the extracted copy: test/, else val/
+    held_out = counts["test" if "test" in present else "val"]  # as loading reads the extracted copy: test/, else val/
     classes = sorted(counts["train"])
     if not classes or sorted(held_out) != classes:
         return None

@@ -169,6 +169,8 @@ def relearn(ctx: MetricContext) -> list[tuple[str, str, float]]:
     s = ctx.settings
     split = s["eval_split"]
     forget = ctx.view(split, "forget")
+    if len(forget) == 0:  # (an empty set's accuracy is NaN, which relearning would read as diverged)
+        raise UserError(f"relearn: class {ctx.forget_class} has no {split} samples to measure relearning on.")
     target = accuracy(ctx.logits(split, "forget", model=ctx.stages.original()), forget.labels)
     net = ctx.model.trainable_copy(ctx.forget_class)
     if s["freeze_batchnorm_stats"]:

@@ -17,7 +17,7 @@ from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
 # the relearn metric's rows (metrics/relearn.py): their values depend on the run's relearn cap
-CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_curve_\d+)$")
+CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_diverged|relearn_curve_\d+)$")
 CELL_COLUMNS = ["dataset", "backbone", "method", "params", "seed"]  # a cell, with its forget class where it has one
 
 
@@ -141,7 +141,9 @@ def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_
     log = folder / "log.txt"
     if log.is_file():
         stamps = [m[1] for line in log.read_text().splitlines() if (m := _LOG_STAMP.match(line))]
-    devices = tuple(pd.unique(records["device"].dropna().astype(str))) if "device" in records else ()
+    # (a cost row charged with a retrained model trained elsewhere says so after "; ")
+    devices = tuple(pd.unique(records["device"].dropna().astype(str).str.split("; ").str[0])) \
+        if "device" in records else ()
     counts = failures["status"].value_counts().to_dict()
     return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
                      len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records)
