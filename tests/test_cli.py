@@ -457,3 +457,20 @@ def test_tuned_parameters_chosen_with_another_fixed_value_than_the_grid_runs_are
         else:
             assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
                     f"chosen with another value of a parameter their study held fixed, which this grid changes.") in err
+
+
+def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estimate(tmp_path, capsys):
+    """A grid whose originals and retrained models are cached trains none of them: before, the dry run said
+    '~0.11 M training images' after a finished run as before it, and called every stage model cached."""
+    grid = write_grid(tmp_path, recipe={"epochs": 1}, methods=["original", "retrain"])
+    cache = str(tmp_path / "c")
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", cache]) == 0
+    before = capsys.readouterr().out
+    assert "stages: 1 original models, 2 retrained models (shared; cached: 0 and 0)" in before
+    assert "cost estimate: ~0.01 M training images" in before  # 3 models × 1 epoch × 3,600 images
+    assert main(["--grid", str(grid), "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", cache]) == 0
+    capsys.readouterr()
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", cache]) == 0
+    after = capsys.readouterr().out
+    assert "stages: 1 original models, 2 retrained models (shared; cached: 1 and 2)" in after
+    assert "cost estimate" not in after and "cached cells: 3 of 3" in after, after

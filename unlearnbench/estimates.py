@@ -130,9 +130,10 @@ def group_memory(dataset, backbone, sizes: DatasetSizes | None, retrained: int, 
 
 
 def group_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
-                    device: torch.device) -> tuple[int, list[GroupMemory]]:
-    """The training images of the cells' originals and retrained models (`retrains`: group → how many it trains)
-    and the distinct memory estimates of their groups."""
+                    device: torch.device, to_train: tuple[dict, dict] | None = None) -> tuple[int, list[GroupMemory]]:
+    """The training images of the cells' originals and retrained models (`retrains`: group → how many it keeps;
+    `to_train`: group → the originals and → the retrained models not cached yet, default all of them) and the
+    distinct memory estimates of their groups."""
     groups = sorted({c.group for c in cells}, key=lambda g: (g[0].label, g[1].label, g[2]))
     sizes = {d: DatasetSizes.of(d, grid.val_fraction, data_root, cache) for d in dict.fromkeys(g[0] for g in groups)}
     image_epochs, rows = 0, []
@@ -140,7 +141,8 @@ def group_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | No
         dataset, backbone, _seed = group
         retrained = retrains.get(group, 0)
         recipe = resolve_recipe(dataset.name, backbone, grid.recipe)
-        image_epochs += recipe.epochs * (sizes[dataset].train if sizes[dataset] else 0) * (1 + retrained)
+        trained = 1 + retrained if to_train is None else to_train[0].get(group, 1) + to_train[1].get(group, 0)
+        image_epochs += recipe.epochs * (sizes[dataset].train if sizes[dataset] else 0) * trained
         memory = group_memory(dataset, backbone, sizes[dataset], retrained, recipe.batch_size, device)
         if memory not in rows:
             rows.append(memory)
@@ -148,10 +150,10 @@ def group_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | No
 
 
 def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
-                   device: torch.device) -> list[str]:
-    """The plan's cost lines: training images of its originals and retrained models (`retrains`: group → how many
-    it trains), then a memory table."""
-    image_epochs, rows = group_estimates(grid, cells, retrains, data_root, cache, device)
+                   device: torch.device, to_train: tuple[dict, dict] | None = None) -> list[str]:
+    """The plan's cost lines: training images of the originals and retrained models it trains (`retrains`: group →
+    how many it keeps; `to_train`: those not cached yet, see `group_estimates`), then a memory table."""
+    image_epochs, rows = group_estimates(grid, cells, retrains, data_root, cache, device, to_train)
     lines = []
     if image_epochs:
         lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "

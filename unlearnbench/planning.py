@@ -388,9 +388,14 @@ def _check_tuned_setups(cells: list[Cell], grid: Grid) -> None:
 
 
 def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) -> dict[tuple, int]:
-    """Group → the retrained models its cells train: one a class where a metric or the retrain method needs it
-    (`retrained_models`), and the replicates metrics declare (`Metric.replicates`): their further retrained
-    replicates of each forget class, and the retrain method's reruns, which train replicates too."""
+    """Group → how many retrained models its cells train (`stage_retrained`)."""
+    return dict(Counter(group for group, _, _ in stage_retrained(cells, grid, metrics)))
+
+
+def stage_retrained(cells: list[Cell], grid: Grid, metrics: list[str]) -> set[tuple]:
+    """(group, forget class, replicate) of every retrained model the cells train: one a class where a metric or the
+    retrain method needs it (`retrained_models`), and the replicates metrics declare (`Metric.replicates`): their
+    further retrained replicates of each forget class, and the retrain method's reruns, which train replicates too."""
     trained = {(group, c, 0) for group, c in retrained_models(cells, grid, metrics)}
     for name in metrics:
         declare = METRICS.get(name).replicates
@@ -402,7 +407,32 @@ def stage_retrained_counts(cells: list[Cell], grid: Grid, metrics: list[str]) ->
                 trained |= {(cell.group, c, k) for k in numbers}
                 if cell.method == "retrain":
                     trained |= {(cell.group, c, k) for k in range(1, reruns + 1)}
-    return dict(Counter(group for group, _, _ in trained))
+    return trained
+
+
+def stages_to_train(p: Plan, grid: Grid, metrics: list[str], cache: Cache) -> tuple[dict, dict, int, int]:
+    """Group → the originals (0 or 1) and → the retrained models its cells need that the cache does not hold yet,
+    with how many of each are cached: what a run will train, for the plan's cost estimate."""
+    from .execution import stage_dataset_key
+    from .stages import stage_key_base, stage_model_key
+
+    bases = {}
+    for cell in p.cells:
+        if cell.group not in bases:
+            recipe = resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe)
+            bases[cell.group] = stage_key_base(stage_dataset_key(cell.dataset, p.files.get(cell.dataset),
+                                                                 grid.val_fraction), cell.backbone, recipe,
+                                               cell.seed, p.device)
+    originals = {g: int(not cache.has_model("original", stage_model_key(base, "original", None)))
+                 for g, base in bases.items()}
+    retrained = Counter()
+    cached_retrained = 0
+    for group, c, k in stage_retrained(p.cells, grid, metrics):
+        if cache.has_model("retrained", stage_model_key(bases[group], "retrained", c, k)):
+            cached_retrained += 1
+        else:
+            retrained[group] += 1
+    return originals, dict(retrained), len(bases) - sum(originals.values()), cached_retrained
 
 
 def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_root: str | None = None,
@@ -420,10 +450,11 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_ro
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
     groups = {c.group for c in p.cells}
     retrains = stage_retrained_counts(p.cells, grid, metrics)
-    lines.append(f"stages: {len(groups)} original models, {sum(retrains.values())} retrained models (shared, "
-                 f"cached)")
+    originals, to_retrain, cached_originals, cached_retrained = stages_to_train(p, grid, metrics, cache)
+    lines.append(f"stages: {len(groups)} original models, {sum(retrains.values())} retrained models (shared; "
+                 f"cached: {cached_originals} and {cached_retrained})")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
-    lines += plan_estimates(grid, p.cells, retrains, data_root, cache.root, p.device)
+    lines += plan_estimates(grid, p.cells, retrains, data_root, cache.root, p.device, (originals, to_retrain))
     for cell, reason in p.skipped[:20]:
         lines.append(f"  skipped {cell.describe()}: {reason}")
     if len(p.skipped) > 20:

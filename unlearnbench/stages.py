@@ -19,6 +19,22 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 STAGE_LOGIT_BYTES = 1 * 2**30  # the stage models' logits a worker keeps for its group's cells
 
 
+def stage_key_base(dataset_key: dict, backbone: BackboneSpec, recipe: Recipe, seed: int,
+                   device: torch.device) -> dict:
+    """What every stage model of a (dataset, backbone, seed) group is keyed by (`backbone` with its local weights
+    file already resolved: `with_local_weights`)."""
+    return {"dataset": dataset_key, "backbone": backbone_key(backbone), "recipe": dataclasses.asdict(recipe),
+            "seed": seed, **compute_setting(device),
+            "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
+            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost")}
+
+
+def stage_model_key(base: dict, kind: str, forget_class: int | None, replicate: int = 0) -> str:
+    """The cache key of stage model `kind` ('original', 'retrained') of `forget_class`, seed replicate `replicate`."""
+    return stable_hash({**base, "kind": kind, "forget_class": forget_class,
+                        **({"replicate": replicate} if replicate else {})})
+
+
 class Stages:
     """Builds, trains and caches the models every cell of one (dataset, backbone, seed) group shares."""
 
@@ -31,12 +47,7 @@ class Stages:
         self.cache = cache
         self.progress = progress
         self.log = log
-        self._key_base = {
-            "dataset": dataset_key, "backbone": backbone_key(backbone), "recipe": dataclasses.asdict(recipe),
-            "seed": seed, **compute_setting(data.device),
-            "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
-            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost"),
-        }
+        self._key_base = stage_key_base(dataset_key, backbone, recipe, seed, data.device)
         self._memory: dict[str, nn.Module] = {}
         self._logits = BoundedMemo(STAGE_LOGIT_BYTES)
         self._costs: dict[str, dict] = {}
@@ -51,6 +62,9 @@ class Stages:
 
     def key(self, kind: str, **extra) -> str:
         return stable_hash({**self._key_base, "kind": kind, **extra})
+
+    def model_key(self, kind: str, forget_class: int | None, replicate: int = 0) -> str:
+        return stage_model_key(self._key_base, kind, forget_class, replicate)
 
     def original(self) -> nn.Module:
         """The original model trained on the full training split (or pretrained weights when epochs is 0)."""
@@ -95,7 +109,7 @@ class Stages:
         name = (kind if forget_class is None else f"{kind}-{forget_class}") + (f"-r{replicate}" if replicate else "")
         if name in self._memory:
             return self._memory[name], self._costs[name]
-        key = self.key(kind, forget_class=forget_class, **({"replicate": replicate} if replicate else {}))
+        key = self.model_key(kind, forget_class, replicate)
         seed = self.seed if forget_class is None else self.seed * 1000 + forget_class + 1
         if replicate:
             seed = derive_seed([seed, "replicate", replicate])
