@@ -89,7 +89,7 @@ def test_a_wait_while_another_process_trains_a_charged_model_is_not_charged_on_t
     data, spec = load_dataset("mnist5k", cache_dir=shared_cache), BackboneSpec("vgg16", 0.0625)
     stages = Stages(data, dataclasses.asdict(DatasetEntry("mnist5k")), spec,
                     resolve_recipe("mnist5k", spec, {"epochs": 1}), 0, Cache(tmp_path / "c"), log=lambda *_: None)
-    key, recorded = stages.key("retrained", forget_class=0), {"wall_seconds": 7.0, "device_seconds": 7.0,
+    key, recorded = stages.model_key("retrained", 0), {"wall_seconds": 7.0, "device_seconds": 7.0,
                                                               "peak_memory_bytes": 0}
     stages.original()  # trained before: the cell's meter then starts as the wait begins
     locked = threading.Event()

@@ -94,8 +94,8 @@ def test_another_val_fraction_carves_another_training_split_so_its_stage_models_
     default, other = stages(0.1), stages(0.3)
     seen = {bytes(x.numpy()) for x in default.data.train.images}
     assert sum(bytes(x.numpy()) in seen for x in other.data.val.images) > 0  # the default trained on them
-    for kind, extra in (("original", {}), ("retrained", {"forget_class": 3})):
-        assert default.key(kind, **extra) != other.key(kind, **extra)
+    for kind, forget_class in (("original", None), ("retrained", 3)):
+        assert default.model_key(kind, forget_class) != other.model_key(kind, forget_class)
     assert stage_dataset_key(DatasetEntry("mnist5k"), val_fraction=0.1) == stage_dataset_key(DatasetEntry("mnist5k"))
 
 
@@ -546,7 +546,7 @@ def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_dat
         stages = Stages(data, {"files": p.files[cell.dataset]}, spec, recipe, 0, Cache(tmp_path / "c"), root,
                         log=lambda *_: None)
         return (cell_key(cell, grid, p.methods[cell.method], p.device, p.files[cell.dataset]),
-                stages.key("original"), stages)
+                stages.model_key("original", None), stages)
 
     first = write_weights(1)
     cell_a, stage_a, stages = keys()

@@ -632,7 +632,7 @@ def test_a_stage_model_another_worker_is_training_is_waited_for_and_loaded_not_t
 
     trained_by_second = []
     first, second = stages(lambda _: None), stages(trained_by_second.append)
-    key = first.key("retrained", forget_class=0)
+    key = first.model_key("retrained", 0)
     got = {}
     with cache.model_lock("retrained", key):  # the first worker is training it
         waiter = threading.Thread(target=lambda: got.update(model=second.retrained(0)))

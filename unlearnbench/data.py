@@ -351,6 +351,7 @@ def images_on_disk(name: str, decodes_to_file: bool, storage: str, budget: int, 
     return storage == "disk" or (storage == "auto" and decodes_to_file and nbytes > budget)
 
 
+PER_CLASS_OPTIONS = ("train_per_class", "val_per_class", "test_per_class", "train_eval_per_class")  # subsets
 DEFAULT_VAL_FRACTION = 0.1  # of each class of the training split, carved out as the validation split
 VAL_SOURCES = ("train", "test")  # where the validation split comes from (`val_from`)
 
@@ -376,11 +377,12 @@ def load_dataset(
     batch (auto), so memory stays bounded whatever its size."""
     info = DATASETS.get(name)
     options = dict(options or {})
-    per_class = options.pop("train_per_class", None)  # a training subset, applied after the validation carve
-    val_per_class = options.pop("val_per_class", None)  # a validation subset, taken from the carve (mini: 100 a class)
-    test_per_class = options.pop("test_per_class", None)  # an evaluation subset (the paper's ImageNet: 5 a class)
-    train_eval_per_class = options.pop("train_eval_per_class", None)  # Table 1's training columns on ImageNet
-    val_from = options.pop("val_from", "train")
+    subsets = {key: options.pop(key, None) for key in PER_CLASS_OPTIONS}  # applied below, in this order:
+    test_per_class = subsets["test_per_class"]  # an evaluation subset (the paper's ImageNet: 5 a class)
+    per_class = subsets["train_per_class"]  # a training subset, applied after the validation carve
+    val_per_class = subsets["val_per_class"]  # a validation subset, taken from the carve (mini: 100 a class)
+    train_eval_per_class = subsets["train_eval_per_class"]  # Table 1's training columns on ImageNet
+    val_from = subsets["val_from"] = options.pop("val_from", "train")
     check_val_source(name, val_from, test_per_class)
     storage = options.pop("storage", "auto")
     budget = memory_budget_bytes(options)  # the option stays for the loader: it decodes in chunks within it
@@ -391,8 +393,6 @@ def load_dataset(
         raise UserError(problem)
     raw = info.load(source)
     train_labels, test_labels = np.asarray(raw.train_labels), np.asarray(raw.test_labels)
-    subsets = {"train_per_class": per_class, "val_per_class": val_per_class, "test_per_class": test_per_class,
-               "train_eval_per_class": train_eval_per_class, "val_from": val_from}
     check_subsets(name, subsets, raw.classes, np.bincount(train_labels, minlength=len(raw.classes)),
                   np.bincount(test_labels, minlength=len(raw.classes)), val_fraction)
     tested = np.arange(len(test_labels))
@@ -461,8 +461,7 @@ def check_dataset_subsets(dataset, root: str | Path | None, cache_dir: str | Pat
     """`check_subsets` of a grid's dataset entry against the images per class its files hold, where it sets a
     per-class option and they can be counted without loading (else loading checks it)."""
     options = dataset.options_dict
-    if not any(options.get(key) for key in ("train_per_class", "val_per_class", "test_per_class",
-                                            "train_eval_per_class")):
+    if not any(options.get(key) for key in PER_CLASS_OPTIONS):
         return
     info = DATASETS.get(dataset.name)
     source = _source(root, cache_dir, options)

@@ -27,7 +27,7 @@ from .metrics import METRICS, MetricContext
 from .metrics.base import CELL_LOGIT_BYTES
 from .planning import (RunOptions, cell_key, grid_has_retrain, metric_key, metric_names, metric_settings,
                        resolve_device)
-from .stages import Stages
+from .stages import Stages, model_state_summary, same_state
 from .store import (BoundedMemo, Cache, LogFile, atomic_write, cell_order, code_hash, derive_seed, device_name,
                     git_commit)
 from .training import PRECISION_VARIABLE, resolve_recipe
@@ -56,13 +56,13 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
                              cell.forget_class] + (["replicate", replicate] if replicate else []), bits=31)
     charged: list[dict] = []
     original = stages.original()
-    given = [(original, model_state_summary(original))]  # the shared models, as the method received them
+    given = [(original, stages.summary(original))]  # the shared models, as the method received them
 
     def retrained(forget_class: int) -> torch.nn.Module:  # a rerun of `retrain` gets its own replicate
         model, cost = stages.stage("retrained", int(forget_class), replicate)
         if cost:
             charged.append(cost)
-        given.append((model, model_state_summary(model)))
+        given.append((model, stages.summary(model)))
         return model
 
     task = UnlearnTask(
@@ -87,29 +87,9 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         "trained_on": sorted({c["device"] for c in charged if c.get("device")} - {device_name(stages.data.device)})}
 
 
-def model_state_summary(model: torch.nn.Module) -> tuple[list[float], list[bool]]:
-    """What tells whether a model was changed in place, read in one pass without copying it: each parameter's and
-    buffer's sum and (floating point) L2 norm in float64, which an optimiser step, BatchNorm statistics updated in
-    train mode and any write (through `.data` too) move, and each module's train/eval flag."""
-    parts = []
-    for t in model.state_dict().values():
-        if isinstance(t, torch.Tensor) and t.numel():
-            parts.append(t.sum(dtype=torch.float64).reshape(1))
-            if t.is_floating_point():
-                parts.append(torch.linalg.vector_norm(t, dtype=torch.float64).reshape(1))
-    values = torch.cat(parts).tolist() if parts else []  # one transfer from the device, not one per tensor
-    return values, [m.training for m in model.modules()]
-
-
-def _same_state(before: tuple[list[float], list[bool]], after: tuple[list[float], list[bool]]) -> bool:
-    """Summaries equal, NaN equal to NaN."""
-    return before[1] == after[1] and len(before[0]) == len(after[0]) and all(
-        a == b or (a != a and b != b) for a, b in zip(before[0], after[0]))
-
-
 def _unchanged(model: torch.nn.Module, before: tuple[list[float], list[bool]]) -> bool:
     try:
-        return _same_state(before, model_state_summary(model))
+        return same_state(before, model_state_summary(model))
     except Exception:  # a state that can no longer be read (a method put something else in it): changed
         return False
 

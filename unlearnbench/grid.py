@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import check_keys, check_like_default, from_mapping, read_resource_yaml, read_yaml
-from .data import AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, STORAGES, check_val_source, memory_budget_bytes
+from .data import (AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, PER_CLASS_OPTIONS, STORAGES, check_val_source,
+                   memory_budget_bytes)
 from .discovery import MethodInfo, get_method
 from .errors import UserError, did_you_mean, error_reason
 from .models import BACKBONES, BackboneSpec
@@ -246,10 +247,9 @@ def _dataset_entry(value: Any, where: str) -> DatasetEntry:
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
         raise UserError(f"A dataset in {where} must be a name or a mapping with a 'name' string, got {value!r}.")
     DATASETS.get(value["name"])
-    check_keys(value, ("name", "path", "image_size", "augment", "train_per_class", "val_per_class", "test_per_class",
-                       "train_eval_per_class", "val_from", "storage", "memory_budget_gb", "methods"),
-               f"dataset '{value['name']}' of {where}")
-    for key in ("train_per_class", "val_per_class", "test_per_class", "train_eval_per_class"):
+    check_keys(value, ("name", "path", "image_size", "augment", *PER_CLASS_OPTIONS, "val_from", "storage",
+                       "memory_budget_gb", "methods"), f"dataset '{value['name']}' of {where}")
+    for key in PER_CLASS_OPTIONS:
         per_class = value.get(key)
         if per_class is not None and (not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1):
             raise UserError(f"'{key}' of dataset '{value['name']}' in {where} must be an integer ≥ 1, "

@@ -410,9 +410,9 @@ def stage_retrained(cells: list[Cell], grid: Grid, metrics: list[str]) -> set[tu
     return trained
 
 
-def stages_to_train(p: Plan, grid: Grid, metrics: list[str], cache: Cache) -> tuple[dict, dict, int, int]:
-    """Group → the originals (0 or 1) and → the retrained models its cells need that the cache does not hold yet,
-    with how many of each are cached: what a run will train, for the plan's cost estimate."""
+def stages_to_train(p: Plan, grid: Grid, retrained_models: set[tuple], cache: Cache) -> tuple[dict, dict, int, int]:
+    """Group → the originals (0 or 1) and → the retrained models (`stage_retrained`'s) its cells need that the cache
+    does not hold yet, with how many of each are cached: what a run will train, for the plan's cost estimate."""
     from .execution import stage_dataset_key
     from .stages import stage_key_base, stage_model_key
 
@@ -427,7 +427,7 @@ def stages_to_train(p: Plan, grid: Grid, metrics: list[str], cache: Cache) -> tu
                  for g, base in bases.items()}
     retrained = Counter()
     cached_retrained = 0
-    for group, c, k in stage_retrained(p.cells, grid, metrics):
+    for group, c, k in retrained_models:
         if cache.has_model("retrained", stage_model_key(bases[group], "retrained", c, k)):
             cached_retrained += 1
         else:
@@ -449,8 +449,9 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_ro
         kind = "per class" if p.methods[method].cls.per_class else "one round for all classes"
         lines.append(f"  {method:<22} {n:4d} cells ({kind})")
     groups = {c.group for c in p.cells}
-    retrains = stage_retrained_counts(p.cells, grid, metrics)
-    originals, to_retrain, cached_originals, cached_retrained = stages_to_train(p, grid, metrics, cache)
+    trained = stage_retrained(p.cells, grid, metrics)
+    retrains = dict(Counter(group for group, _, _ in trained))
+    originals, to_retrain, cached_originals, cached_retrained = stages_to_train(p, grid, trained, cache)
     lines.append(f"stages: {len(groups)} original models, {sum(retrains.values())} retrained models (shared; "
                  f"cached: {cached_originals} and {cached_retrained})")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")

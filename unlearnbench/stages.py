@@ -35,6 +35,26 @@ def stage_model_key(base: dict, kind: str, forget_class: int | None, replicate: 
                         **({"replicate": replicate} if replicate else {})})
 
 
+def model_state_summary(model: torch.nn.Module) -> tuple[list[float], list[bool]]:
+    """What tells whether a model was changed in place, read in one pass without copying it: each parameter's and
+    buffer's sum and (floating point) L2 norm in float64, which an optimiser step, BatchNorm statistics updated in
+    train mode and any write (through `.data` too) move, and each module's train/eval flag."""
+    parts = []
+    for t in model.state_dict().values():
+        if isinstance(t, torch.Tensor) and t.numel():
+            parts.append(t.sum(dtype=torch.float64).reshape(1))
+            if t.is_floating_point():
+                parts.append(torch.linalg.vector_norm(t, dtype=torch.float64).reshape(1))
+    values = torch.cat(parts).tolist() if parts else []  # one transfer from the device, not one per tensor
+    return values, [m.training for m in model.modules()]
+
+
+def same_state(before: tuple[list[float], list[bool]], after: tuple[list[float], list[bool]]) -> bool:
+    """Summaries equal, NaN equal to NaN."""
+    return before[1] == after[1] and len(before[0]) == len(after[0]) and all(
+        a == b or (a != a and b != b) for a, b in zip(before[0], after[0]))
+
+
 class Stages:
     """Builds, trains and caches the models every cell of one (dataset, backbone, seed) group shares."""
 
@@ -51,6 +71,7 @@ class Stages:
         self._memory: dict[str, nn.Module] = {}
         self._logits = BoundedMemo(STAGE_LOGIT_BYTES)
         self._costs: dict[str, dict] = {}
+        self._summaries: dict[int, tuple] = {}  # id of a stage model in memory → its state when it came in
 
     def new_model(self, seed: int | None = None) -> nn.Module:
         """A freshly initialised backbone for this group's data (seeded with `seed`, default the group seed),
@@ -59,9 +80,6 @@ class Stages:
         spec = dataclasses.replace(self.backbone, pretrained=None)
         model = build_backbone(spec, self.data.num_classes, self.data.channels, self.data.image_size)
         return prepare(model, self.data.device)
-
-    def key(self, kind: str, **extra) -> str:
-        return stable_hash({**self._key_base, "kind": kind, **extra})
 
     def model_key(self, kind: str, forget_class: int | None, replicate: int = 0) -> str:
         return stage_model_key(self._key_base, kind, forget_class, replicate)
@@ -94,11 +112,19 @@ class Stages:
         return self._logits.get((id(model), split), lambda: finite_logits(model, self.data, split),
                                 lambda logits: logits.nbytes)
 
+    def summary(self, model: nn.Module) -> tuple[list[float], list[bool]]:
+        """`model_state_summary` of stage model `model` the first time a cell is given it, read once: each cell's
+        check that its method left the model as given compares with it after the method ran."""
+        if id(model) not in self._summaries:
+            self._summaries[id(model)] = model_state_summary(model)
+        return self._summaries[id(model)]
+
     def discard(self, model: nn.Module) -> None:
-        """Forget `model`, a stage model a method changed in place, and every stage logit kept: the next call loads
-        it again from the cache (or trains it)."""
+        """Forget `model`, a stage model a method changed in place, its summary and every stage logit kept: the
+        next call loads it again from the cache (or trains it)."""
         for name in [n for n, m in self._memory.items() if m is model]:
             del self._memory[name]
+        self._summaries.pop(id(model), None)
         self._logits = BoundedMemo(STAGE_LOGIT_BYTES)
 
     def stage(self, kind: str, forget_class: int | None, replicate: int = 0) -> tuple[nn.Module, dict | None]:
