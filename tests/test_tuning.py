@@ -23,6 +23,7 @@ from unlearnbench.tuning import retrain_distance, tune, TuningSettings
 from unlearnbench.tuning_results import summarise
 
 from conftest import write_grid
+from test_streaming import write_tree
 
 METHODS, _ = discover()
 BACKBONES = [BackboneSpec("vgg16", 0.0625), BackboneSpec("vit_tiny", 0.333, 0.333, 14)]
@@ -269,6 +270,36 @@ def test_a_grid_may_evaluate_fewer_classes_than_it_is_tuned_on(tmp_path, shared_
     with pytest.raises(UserError, match="Forget class 11 in the tuning section is outside dataset 'mnist5k', whose "
                                         "classes are 0…9"):
         tune(outside, options, LaunchOptions(workers=0), tmp_path / "u")
+
+
+def test_datasets_of_other_class_counts_share_a_tuning_folder_each_study_with_its_classes(tmp_path, shared_cache):
+    """With the tuning section's forget_classes unset, a study is tuned on the grid's forget classes of its dataset
+    and records them, so one dataset's studies added to a folder tuned on a dataset of other classes are kept beside
+    them (they were refused as 'other settings': the folder recorded the union of the run's classes); the same
+    dataset tuned again on other classes is refused, so one dataset's studies are never scored on other classes."""
+    root = tmp_path / "root"
+    write_tree(root, classes=2, train=8, test=2, size=12)  # `imagefolder` reads the tree at the data root itself
+    write_tree(root / "imagenet", classes=3, train=8, test=2, size=12)
+    imagenet = {"name": "imagenet", "image_size": 12}
+    grid = tune_grid(tmp_path, datasets=["imagefolder", imagenet], forget_classes="all",
+                     methods=["negative_gradient"], tuning={"trials": 1, "startup_trials": 0})
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False, data_root=root)
+    out = tmp_path / "t"
+    for label in ("imagefolder", "imagenet"):
+        result = tune(grid, dataclasses.replace(options, only={"dataset": label}), LaunchOptions(workers=0), out)
+        assert not result.failures
+    document = yaml.safe_load((out / "tuned.yaml").read_text())
+    assert document["forget_classes"] is None
+    studies = {d: bs["vgg16-w0.0625"]["negative_gradient"] for d, bs in document["tuned"].items()}
+    assert {d: s["forget_classes"] for d, s in studies.items()} == {"imagefolder": [0, 1], "imagenet": [0, 1, 2]}
+    assert "imagefolder [0, 1]; imagenet [0, 1, 2]" in (out / "summary.md").read_text()
+
+    fewer = tune_grid(tmp_path, datasets=["imagefolder", imagenet], forget_classes=[0],
+                      methods=["negative_gradient"], tuning={"trials": 1, "startup_trials": 0})
+    with pytest.raises(UserError, match=r"holds studies of dataset 'imagenet' tuned on forget classes \[0, 1, 2\], "
+                                        r"this run tunes it on \[0\]"):
+        tune(fewer, dataclasses.replace(options, only={"dataset": "imagenet"}), LaunchOptions(workers=0), out)
+    assert yaml.safe_load((out / "tuned.yaml").read_text()) == document
 
 
 def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, capsys):

@@ -259,7 +259,6 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                             f"{next(iter(skipped.values()))[1].rstrip('.')}.")
         raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
-    settings = dataclasses.replace(settings, forget_classes=sorted({k for ks in classes.values() for k in ks}))
     from .runner import check_workers
 
     crowded = check_workers(grid, list(studies.values()), {g: len(ks) for g, ks in classes.items()}, launch_options,
@@ -278,7 +277,8 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .planning import study_setup
     from .store import LogFile, device_name, git_commit
 
-    earlier = earlier_tuning(out, settings, grid_split(grid))
+    study_classes = {key: classes[cell.group] for key, cell in studies.items()}  # recorded with each study
+    earlier = earlier_tuning(out, settings, grid_split(grid), study_classes)
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
@@ -323,7 +323,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     rows += outcome.records
                     trials = in_plan_order(rows, spaces)
                     document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit(),
-                                         grid_split(grid), setups)
+                                         grid_split(grid), setups, study_classes)
                     write_tuning(out, *merged(earlier, trials, document, header))
                     chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
                                                                                 {}).get(study.method)
@@ -332,5 +332,6 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     log(f"tuned {study.dataset.label}/{study.backbone.label}/{study.method}: "
                         f"{chosen['params'] if chosen else 'every trial failed'}")
     trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
-        in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid), setups=setups), header)
+        in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid), setups=setups,
+        classes=study_classes), header)
     return TuneResult(out, trials, document, failures)

@@ -23,15 +23,16 @@ TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective"
 
 
 def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
-              commit: str = "", grid_split: dict | None = None, setups: dict | None = None) -> dict:
+              commit: str = "", grid_split: dict | None = None, setups: dict | None = None,
+              classes: dict | None = None) -> dict:
     """The tuned-parameters document: the settings, what of the grid made its splits and stage models
     (`grid_split`: val_fraction and recipe, see `tuning.grid_split`) and, per dataset → backbone → method, the
     searched parameters' values in the
     best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
     defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
     (0: it had settled), the device and the commit it was tuned at, the parameters it held fixed (the method's
-    defaults with the tuning grid's overrides), and (`setups`, per study key) the setup (planning.study_setup) its
-    parameters hold for."""
+    defaults with the tuning grid's overrides), (`setups`, per study key) the setup (planning.study_setup) its
+    parameters hold for and (`classes`, per study key) the forget classes its trials unlearnt and were scored on."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
@@ -57,6 +58,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "git": commit,
             "search_space": space,
             **({"setup": setups[(dataset, backbone, method)]} if setups else {}),
+            **({"forget_classes": list(classes[(dataset, backbone, method)])} if classes else {}),
         }
     return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), **(grid_split or {}),
             "tuned": tuned}
@@ -81,12 +83,14 @@ class EarlierTuning:
     header: str
 
 
-def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | None = None) -> EarlierTuning | None:
+def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | None = None,
+                   classes: dict | None = None) -> EarlierTuning | None:
     """The studies of `folder/tuned.yaml` and their trials, so that tuning one added method adds its studies to a
     grid's result instead of replacing it; None when the folder holds no result. A result tuned with other settings,
     or on another validation split or recipe (`grid_split`, where the earlier result records it: results written
-    before it was recorded do not), is refused: one file never mixes budgets or splits; an unreadable one, or one
-    whose trials.csv does not match its tuned.yaml, is one sentence."""
+    before it was recorded do not), or one holding studies of a dataset this run tunes on other forget classes
+    (`classes`: this run's per study key), is refused: one file never mixes budgets, splits or, within a dataset,
+    tuning classes; an unreadable one, or one whose trials.csv does not match its tuned.yaml, is one sentence."""
     path = folder / "tuned.yaml"
     if not path.exists():
         return None
@@ -109,6 +113,14 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
     if short:
         raise _unreadable(folder, f"its trials.csv holds {counts.get(short, 0)} trials of "
                                   f"{'/'.join(map(str, short))}, its tuned.yaml {studies[short]['trials']}")
+    ours_by_dataset = {d: list(ks) for (d, _, _), ks in (classes or {}).items()}
+    for (d, _, _), entry in studies.items():  # a study written before it recorded its classes: the settings' list
+        theirs_classes = entry.get("forget_classes", document.get("forget_classes"))
+        if d in ours_by_dataset and theirs_classes != ours_by_dataset[d]:
+            raise UserError(f"The tuning folder {folder} holds studies of dataset '{d}' tuned on forget classes "
+                            f"{theirs_classes}, this run tunes it on {ours_by_dataset[d]}; choose "
+                            f"another --out or tune on the same classes, so one dataset's studies are scored on "
+                            f"the same classes.")
     kept: dict = {}
     for (d, b, m), entry in studies.items():
         kept.setdefault(d, {}).setdefault(b, {})[m] = entry
@@ -195,8 +207,13 @@ def summary_markdown(document: dict) -> str:
     """A Markdown table of a tuned.yaml document: per study the budget, the best and the defaults' objective, the
     best trial's validation accuracies (%), how much the best objective moved over the last quarter of the trials,
     the tuning seconds and the chosen values of the searched parameters."""
+    classes = document["forget_classes"]
+    if classes is None:  # the grid's forget classes of each dataset, recorded per study
+        per_dataset = {d: e.get("forget_classes") for d, bs in document["tuned"].items() for ms in bs.values()
+                       for e in ms.values()}
+        classes = "the grid's: " + "; ".join(f"{d} {ks}" for d, ks in per_dataset.items())
     lines = [f"Objective: {document['objective']} on the {document['split']} split (lower is better), "
-             f"{document['trials']} trials per study, tuning forget classes {document['forget_classes']}, "
+             f"{document['trials']} trials per study, tuning forget classes {classes}, "
              f"TPE seed {document['seed']}.", "",
              "| dataset | backbone | method | best | defaults | Acc_r | Acc_f | moved (last ¼) | seconds | chosen |",
              "|---|---|---|---|---|---|---|---|---|---|"]
