@@ -260,6 +260,11 @@ def test_statistics_against_hand_values():
               [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [2, -2, 0, 0]):
         expected = stats.wilcoxon(np.array(d, float) / np.abs(d).max(), zero_method="wilcox", method="auto").pvalue
         assert signed_rank_p(np.array(d) + 7.0, np.full(len(d), 7.0)) == pytest.approx(expected, rel=1e-12)
+    rng = np.random.default_rng(0)  # without ties, from 1 to 16 differences (scipy's exact distribution beyond 13)
+    for n in range(1, 17):
+        d = rng.permutation(np.arange(1, n + 1)) * rng.choice([-1.0, 1.0], n) + rng.uniform(0, 0.4, n)
+        expected = stats.wilcoxon(d / np.abs(d).max(), zero_method="wilcox", method="auto").pvalue
+        assert signed_rank_p(d + 7.0, np.full(n, 7.0)) == pytest.approx(expected, rel=1e-12), n
     assert holm([0.01, 0.04, np.nan, 0.03]) == pytest.approx([0.03, 0.06, np.nan, 0.06], nan_ok=True)
     assert holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
 

@@ -33,10 +33,13 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
-    """Save `fig` as `<stem>.png` (150 dpi) and `<stem>.pdf` in `folder`; returns both paths."""
+    """Save `fig` as `<stem>.png` (150 dpi) and `<stem>.pdf` in `folder`; returns both paths. The layout the PNG's
+    drawing computed is kept for the PDF (a second layout pass at the PDF's 72 dpi would only move text by a point
+    or two)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.png", folder / f"{stem}.pdf"]
     fig.savefig(paths[0], dpi=150)
+    fig.set_layout_engine("none")
     fig.savefig(paths[1])
     return paths
 

@@ -23,9 +23,10 @@ def signed_rank_p(x, y) -> float:
     """Two-sided p-value of the Wilcoxon signed-rank test that the paired differences x − y are centred on 0.
 
     Zero differences are dropped (Wilcoxon's convention); differences equal to 12 significant digits of the
-    larger |value| tie. scipy computes the p-value exactly (its exact null distribution for ≤ 50 differences
-    without ties, all 2^n sign flips of the mid-ranks for ≤ 13 with ties) and with the normal approximation
-    beyond. 1.0 when every difference is zero, NaN when there is no pair."""
+    larger |value| tie. The p-value is scipy's `wilcoxon(method="auto")`: exact for ≤ 13 differences (all 2^n sign
+    flips of the mid-ranks, computed here at once, `_sign_flip_p`: scipy's per-call overhead made it most of a
+    report's time, whose tests pair 1 to 3 values), scipy's exact null distribution for ≤ 50 without ties, the
+    normal approximation beyond. 1.0 when every difference is zero, NaN when there is no pair."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = ~(np.isnan(x) | np.isnan(y))
     x, y = x[keep], y[keep]
@@ -35,16 +36,16 @@ def signed_rank_p(x, y) -> float:
     d = np.round((x - y) / scale, 12) if scale > 0 else np.zeros_like(x)
     if not d.any():
         return 1.0
-    nonzero = d[d != 0]
-    if len(d) <= 13 and (len(nonzero) < len(d) or len(np.unique(np.abs(nonzero))) < len(nonzero)):
-        return _sign_flip_p(nonzero)
+    if len(d) <= 13:
+        return _sign_flip_p(d[d != 0])
     return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided", method="auto").pvalue)
 
 
 def _sign_flip_p(nonzero: np.ndarray) -> float:
-    """The p-value scipy's `wilcoxon(method="auto")` gives with ties or zeros and ≤ 13 differences (its exact
-    permutation test over all 2^n sign flips), computed at once as one matrix product rather than one statistic per
-    flip (scipy took about a second per test at n = 12, minutes for a report's thousands). Zeros flip to themselves,
+    """The p-value scipy's `wilcoxon(method="auto")` gives for ≤ 13 differences (its exact permutation test over all
+    2^n sign flips with ties or zeros, and without them its exact null distribution, which is the same
+    enumeration), computed at once as one matrix product rather than one statistic per flip (scipy took about a
+    second per test at n = 12 with ties, minutes for a report's thousands). Zeros flip to themselves,
     so leaving them out keeps every fraction; the statistic is the rank sum of the positive differences, and values
     within scipy's relative tolerance (100 ε) of the observed one count as equal."""
     ranks = stats.rankdata(np.abs(nonzero))
