@@ -563,6 +563,32 @@ def test_cache_keys_follow_a_trees_images_in_place_and_the_weights_under_the_dat
     assert cell_c != cell_b and stage_c != stage_b
 
 
+def test_a_second_run_in_one_process_sees_images_changed_since_the_first(tmp_path):
+    """The Python API in one process (a notebook): images replaced between two runs key the second run's cells and
+    stage models apart, as a run in a new process does; the first run's scan of the tree was remembered for the
+    process's life, so the second took every cell from the cache of the images replaced."""
+    import os
+
+    from unlearnbench.runner import RunOptions, run
+
+    root = tmp_path / "root"
+    _write_tree(root, per_class=4, size=12)
+    grid = parse_grid({"name": "t", "datasets": ["imagefolder"], "backbones": [{"name": "vgg16", "width": 0.0625}],
+                       "methods": ["original", "negative_gradient"], "forget_classes": [0], "recipe": {"epochs": 1},
+                       "metrics": ["accuracy"]})
+    options = dict(data_root=root, cache_dir=tmp_path / "c", device="cpu", progress=False)
+    first = run(grid, RunOptions(out=tmp_path / "a", **options))
+    assert first.computed == 2 and not first.failures
+    image = root / "train" / "ant" / "0.png"
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(image)  # other pixels, in place
+    later = image.stat().st_mtime_ns + 10**9
+    os.utime(image, ns=(later, later))
+    second = run(grid, RunOptions(out=tmp_path / "b", **options))
+    assert (second.computed, second.cached) == (2, 0)
+    third = run(grid, RunOptions(out=tmp_path / "c2", **options))  # nothing changed since: all from the cache
+    assert (third.computed, third.cached) == (0, 2)
+
+
 def test_the_validation_carve_gives_every_class_of_two_images_or_more_at_least_one():
     """Before: a class of fewer than five images (or exactly five: round half to even) had no validation image at
     val_fraction 0.1, so its per-class validation scores were empty."""

@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "tune":
             return _tune(args, words)
-        return _run(args, words)
+        from .data import scans_files_afresh
+
+        return scans_files_afresh(_run)(args, words)  # its plan and the run's share one scan of the files
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

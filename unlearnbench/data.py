@@ -2,6 +2,7 @@
 disk batch by batch: `disk_images`), with class views and device-side augmentation."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -490,7 +491,26 @@ def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None
     return DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, dict(options or {}))
 
 
-_IDENTITIES: dict[tuple, dict] = {}  # per process: a grid's cells share their dataset's (a tree is scanned once)
+_IDENTITIES: dict[tuple, dict] = {}  # a grid's cells share their dataset's (a tree is scanned once a run)
+_IN_RUN = False  # inside `scans_files_afresh`: the run that cleared the memo is still going
+
+
+def scans_files_afresh(entry: Callable) -> Callable:
+    """Decorate a run's entry point (run, tune, the CLI's commands): it scans each dataset's files again, since an
+    earlier run in this process (the Python API, a notebook) may have seen other files, and once only within it,
+    calls it makes included. A worker process lives for one run and keeps its scans."""
+    @functools.wraps(entry)
+    def fresh(*args, **kwargs):
+        global _IN_RUN
+        if _IN_RUN:
+            return entry(*args, **kwargs)
+        _IDENTITIES.clear()
+        _IN_RUN = True
+        try:
+            return entry(*args, **kwargs)
+        finally:
+            _IN_RUN = False
+    return fresh
 
 
 def dataset_identity(name: str, options: dict, root: str | Path | None, cache_dir: str | Path,

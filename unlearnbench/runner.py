@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .data import scans_files_afresh
 from .errors import UserError, error_reason
 from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
@@ -43,6 +44,7 @@ class RunResult:
         return f"{self.computed} cells computed{some}, {self.cached} from cache"
 
 
+@scans_files_afresh
 def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
     """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
 

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from .config import check_ranges, from_mapping
-from .data import dataset_identity
+from .data import dataset_identity, scans_files_afresh
 from .errors import UserError
 from .grid import Cell, Grid
 from .search_space import Float, describe
@@ -228,6 +228,7 @@ class TuneResult:
     failures: list[dict]
 
 
+@scans_files_afresh
 def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     """Tune every dataset × backbone × method of `grid` that declares a search space (one study each, on the grid's
     first seed and first parameter set); write trials.csv, tuned.yaml and summary.md into `out` after every
