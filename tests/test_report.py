@@ -671,7 +671,7 @@ def test_heatmap_caption_states_the_paper_s_selection_rule(report):
 
 def test_heatmap_and_relevance_file(report, tmp_path):
     relevance, classes = load_relevance(report.parent / "artifacts" / "wfnet" / f"mnist__{FULL}__seed0.safetensors")
-    assert list(relevance) == ["features.0", "features.2", "features.10"] and classes is None
+    assert list(relevance) == ["features.0", "features.2", "features.10"] and classes == ["0", "1"]
     gen = torch.Generator().manual_seed(0)
     alpha = torch.randn(2, 16, generator=gen)
     assert torch.allclose(relevance["features.0"], 1 - torch.sigmoid(alpha.double()))
@@ -685,6 +685,8 @@ BROKEN_ALPHA = {
     "truncated": lambda path: path.write_bytes(path.read_bytes()[:50]),
     "class names not JSON": lambda path: save_file({"l.alpha_w": torch.zeros(2, 3)}, str(path), {"classes": "[a"}),
     "alpha_w not classes × filters": lambda path: save_file({"l.alpha_w": torch.zeros(3)}, str(path)),
+    "forget classes not its rows": lambda path: save_file({"l.alpha_w": torch.zeros(2, 3)}, str(path),
+                                                          {"forget_classes": "[1, 2]"}),
 }
 
 
@@ -979,6 +981,37 @@ def test_wfnet_alpha_heatmaps_of_a_sweep_and_of_merged_runs_do_not_overwrite_one
     single = [c for c in cells if c is swept]
     _collect_artifacts(single, {swept: "0"}, Cache(), tmp_path / "single", discover()[0])
     assert [p.name for p in (tmp_path / "single" / "artifacts" / "wfnet").iterdir()] == [f"{stem}.safetensors"]
+
+
+def test_the_heatmap_draws_only_the_classes_wfnet_unlearnt(tmp_path, shared_cache):
+    """A WF-Net round over classes 1 and 4 of ten leaves the other eight α rows at their initial value (no gradient
+    reaches them): drawn, their tied top 10 (filters #0…#9) made those filters 'shared by ≥ 2 classes' in every
+    layer. The cell's α file names the classes it unlearnt and the heatmap draws those rows only; a file written
+    before that metadata keeps the rows that moved."""
+    from safetensors.torch import load_file
+
+    from unlearnbench.grid import load_grid
+    from unlearnbench.runner import RunOptions, run
+
+    from conftest import write_grid
+
+    grid = load_grid(str(write_grid(tmp_path, methods=["original", {"name": "wfnet", "params": {"max_steps": 4}}],
+                                    forget_classes=[1, 4])))
+    result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=shared_cache, device="cpu", progress=False))
+    assert not result.failures
+    path = tmp_path / "run" / "artifacts" / "wfnet" / "mnist5k__vgg16-w0.0625__seed0.safetensors"
+    relevance, labels = load_relevance(path)
+    assert labels == ["1", "4"] and all(r.shape[0] == 2 for r in relevance.values())
+    alphas = load_file(str(path))
+    layer = next(iter(relevance))
+    assert torch.equal(relevance[layer], 1 - torch.sigmoid(alphas[f"{layer}.alpha_w"].double())[[1, 4]])
+    untrained = alphas[f"{layer}.alpha_w"][[0, 2, 3, 5, 6, 7, 8, 9]]
+    assert (untrained == untrained.flatten()[0]).all()  # one value: the tie that made #0…#9 look shared
+    save_file(alphas, str(tmp_path / "before.safetensors"))  # as written before the metadata
+    legacy, legacy_labels = load_relevance(tmp_path / "before.safetensors")
+    assert legacy_labels == ["1", "4"] and all(torch.equal(legacy[k], relevance[k]) for k in relevance)
+    fig = filter_class_heatmap(relevance, labels)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["1", "4"]
 
 
 @pytest.mark.parametrize("cut", ["acc_retain,0.9", "acc_ret"])  # inside a value, inside a field before it

@@ -180,7 +180,8 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
         from safetensors.torch import save
 
         # whole or not at all: another run computing the same cell may be copying it into its folder
-        atomic_write(artifacts, save({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()}))
+        atomic_write(artifacts, save({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()},
+                                     {"forget_classes": json.dumps(cell.evaluated_classes)}))  # the rows it unlearnt
     return Computed(records, fingerprint, reused)
 
 

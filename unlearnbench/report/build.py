@@ -64,13 +64,12 @@ def write_figures(records: pd.DataFrame, run_dirs: list[Path], folder: Path) -> 
             relevance, classes = load_relevance(path)
             if not relevance:
                 continue
-            n = next(iter(relevance.values())).shape[0]
             tag = re.search(r"__p[0-9a-f]{8}(?=__|$)", path.stem)
             name = path.stem.replace(tag[0], "") if tag else path.stem
             if tag:
                 params = json.loads(settings.get(tag[0], "{}"))
                 name += f" ({', '.join(f'{k}={v}' for k, v in sorted(params.items())) or f'parameters {tag[0][2:]}'})"
-            keep(filter_class_heatmap(relevance, classes or [str(c) for c in range(n)]),
+            keep(filter_class_heatmap(relevance, classes),
                  "Filter–class relevance of WF-Net (paper Figures 3/4)",
                  f"WF-Net α, {f'run {i}, ' if run else ''}{name}: per layer, the filters among the 10 most relevant "
                  f"of at least 2 classes (the paper's Figure 3 rule; a dot marks a class's top 10)",

@@ -90,10 +90,13 @@ def filter_class_heatmap(relevance: dict[str, torch.Tensor], class_names: list[s
     return fig
 
 
-def load_relevance(path: Path) -> tuple[dict[str, torch.Tensor], list[str] | None]:
-    """The weight-gate relevance 1 − σ(α_w) per layer ([N_c, C_out]) from a WF-Net α file holding
-    `<layer>.alpha_w` tensors, in natural layer order, and the class names from its metadata ('classes', a JSON
-    list) when present."""
+def load_relevance(path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The weight-gate relevance 1 − σ(α_w) per layer ([classes, C_out]) from a WF-Net α file holding
+    `<layer>.alpha_w` tensors, in natural layer order, and the name of each row. Only the rows of the classes the
+    round unlearnt are kept: the file's 'forget_classes' metadata (a JSON list; written with every cell's
+    artifacts), or in a file written before it, the rows whose α are not all one value (a class outside the round
+    gets no gradient and keeps α's initial value, which would tie its top 10 at filters #0…#9 and make them
+    "shared"). A row is named by its class index, or by the 'classes' metadata (a JSON list of names) when present."""
     from safetensors import safe_open
 
     try:
@@ -102,13 +105,21 @@ def load_relevance(path: Path) -> tuple[dict[str, torch.Tensor], list[str] | Non
             relevance = {n: 1.0 - torch.sigmoid(f.get_tensor(f"{n}.alpha_w").double()) for n in names}
             meta = f.metadata() or {}
         classes = json.loads(meta["classes"]) if "classes" in meta else None
+        unlearnt = json.loads(meta["forget_classes"]) if "forget_classes" in meta else None
         if any(r.ndim != 2 for r in relevance.values()):
             raise ValueError("an alpha_w tensor is not [classes, filters]")
+        rows = next(iter(relevance.values())).shape[0] if relevance else 0
+        if unlearnt is not None and not all(isinstance(c, int) and 0 <= c < rows for c in unlearnt):
+            raise ValueError(f"its forget_classes {unlearnt} are not rows of its {rows}-row α")
     except Exception as exc:  # safetensors' own error types (truncated, not safetensors), bad metadata or shapes
         raise UserError(f"{path} is not a readable WF-Net α file ({error_reason(exc)}); delete it to report "
                         f"without its heatmap.") from None
+    if unlearnt is None and relevance:  # written before the metadata: the rows that moved from α's initial value
+        flat = torch.stack([(r == r[:, :1]).all(1) for r in relevance.values()]).all(0)
+        unlearnt = [c for c in range(rows) if not flat[c]] or list(range(rows))
     order = sorted(relevance, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
-    return {n: relevance[n] for n in order}, classes
+    labels = [str(classes[c]) if classes and c < len(classes) else str(c) for c in (unlearnt or [])]
+    return {n: relevance[n][unlearnt] for n in order}, labels
 
 
 def per_class_bars(records: pd.DataFrame, split: str) -> Figure | None:
