@@ -589,6 +589,41 @@ def test_a_second_run_in_one_process_sees_images_changed_since_the_first(tmp_pat
     assert (third.computed, third.cached) == (0, 2)
 
 
+def test_a_tree_s_signature_sees_an_image_moved_to_another_class_folder(tmp_path):
+    """The count, total size and newest time of a tree's files stayed the same when an image moved to another class
+    folder (`mv`: a relabelled image), so the cache served results of the old labels; the signature now digests
+    every file's path, size and time."""
+    import os
+
+    from unlearnbench.data import _IDENTITIES, dataset_identity
+
+    root = tmp_path / "tree"
+    _write_tree(root, per_class=4, size=12)
+
+    def identity():
+        _IDENTITIES.clear()  # as a new run does
+        return dataset_identity("imagefolder", {}, root, tmp_path / "c")
+
+    first = identity()
+    assert identity() == first  # nothing changed: the same
+    os.rename(root / "train" / "ant" / "0.png", root / "train" / "bee" / "9.png")  # relabelled, same size and time
+    moved = identity()
+    assert moved != first and {k: moved["train"][k] for k in ("n", "bytes", "mtime")} == {
+        k: first["train"][k] for k in ("n", "bytes", "mtime")}
+
+
+def test_a_method_relabelling_its_data_in_place_leaves_the_group_s_labels_as_they_were(mnist5k):
+    """A method gets its own label tensors: `task.data.train.labels[mask] = ...` (random labels written in place)
+    changed the worker's data for every later cell of the group."""
+    data = mnist5k
+    before = {s: getattr(data, s).labels.clone() for s in ("train", "val")}
+    given = data.without_test()
+    for split in ("train", "val"):
+        getattr(given, split).labels[:] = 3
+        assert torch.equal(getattr(data, split).labels, before[split])
+    assert given.train.images is data.train.images  # the images are shared, not copied
+
+
 def test_the_validation_carve_gives_every_class_of_two_images_or_more_at_least_one():
     """Before: a class of fewer than five images (or exactly five: round half to even) had no validation image at
     val_fraction 0.1, so its per-class validation scores were empty."""

@@ -159,6 +159,49 @@ def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_pat
     assert (again.computed, again.cached) == (2, 2)  # the edited method's two cells, nothing else
 
 
+SCALED = """
+import torch
+from unlearnbench import SharedModel, Unlearner
+
+SCALE = {scale}
+
+
+class Scaled(Unlearner):
+    name = "scaled"
+    per_class = False
+
+    def unlearn(self, task):
+        model = task.copy_original()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(SCALE)
+        return SharedModel(model, task.data.num_classes)
+"""
+
+
+def test_a_plugin_edited_between_two_runs_in_one_process_runs_the_edited_code(tmp_path, shared_cache):
+    """The Python API in one process (a notebook): a method file edited between two runs is imported again, so the
+    second run computes with the edited code, under the edited code's key. Before, it keyed the cell by the file on
+    disk but ran the class the first run imported: the old code's records were cached under the new code's key
+    (a fresh process then took them from the cache)."""
+    plugins = tmp_path / "scaling"
+    plugins.mkdir()
+    (plugins / "scaled.py").write_text(SCALED.format(scale=1.0))
+    grid = load_grid(str(write_grid(tmp_path, methods=["scaled"], forget_classes=[0])))
+
+    def retain_accuracy(name):
+        result = run(grid, options(tmp_path, shared_cache, name=name, plugins=[plugins]))
+        assert result.computed == 1 and not result.failures
+        rows = result.records[(result.records.metric == "acc_retain") & (result.records.split == "test")]
+        return float(rows.value.iloc[0])
+
+    kept = retain_accuracy("a")  # the original's weights, unchanged
+    assert kept > 0.5
+    (plugins / "scaled.py").write_text(SCALED.format(scale=0.0))
+    zeroed = retain_accuracy("b")  # every weight 0: one output for every image
+    assert zeroed < 0.2
+
+
 @pytest.mark.parametrize("body, reason, kind", [
     ("raise RuntimeError('boom in class %d' % task.forget_class)", "boom in class", "RuntimeError"),
     # before: sys.exit() ended the run with its code, printing nothing, with no failure row and no report
@@ -338,6 +381,63 @@ def test_cells_and_stages_are_keyed_by_device_type_and_autocast_precision(tmp_pa
     cell, info = p.cells[0], p.methods["original"]
     keys = {d: cell_key(cell, grid, info, torch.device(d)) for d in ("cpu", "cuda:0", "cuda:1")}
     assert keys["cuda:0"] == keys["cuda:1"] != keys["cpu"]
+
+
+def test_a_run_folder_refuses_a_run_that_reads_other_files_or_computes_otherwise(tmp_path, shared_cache, monkeypatch):
+    """Runs into one folder (--only slices) pool their records: one on another tree under the same labels, in
+    another precision or on another device type was written beside the first run's rows, and config.yaml then
+    named the second run's data root only. Now refused in one sentence, the earlier records untouched."""
+    import unlearnbench.training as training
+
+    from test_streaming import write_tree
+
+    write_tree(tmp_path / "a", classes=2, train=8, test=2, size=12)
+    write_tree(tmp_path / "b", classes=2, train=8, test=2, size=12, seed=1)
+    grid = load_grid(str(write_grid(tmp_path, datasets=["imagefolder"], methods=["original"], forget_classes=[0],
+                                    seeds=[0, 1])))
+    first = run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 0}))
+    assert not first.failures
+    records = (tmp_path / "run" / "records.csv").read_text()
+    with pytest.raises(UserError, match=r"holds results of other data files \(dataset imagefolder: .*\); pass "
+                                        r"another --out"):
+        run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "b", only={"seed": 1}))
+    monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.bfloat16)
+    with pytest.raises(UserError, match=r"holds results computed in another precision or on another device type"):
+        run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 1}))
+    monkeypatch.undo()
+    assert (tmp_path / "run" / "records.csv").read_text() == records
+    second = run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 1}))
+    assert set(second.records.seed) == {0, 1}  # the same files and setting: the slices add up
+
+
+def test_keys_name_numpy_scikit_learn_and_the_seed_helpers_code(tmp_path, monkeypatch):
+    """numpy draws the validation carve, subsets and attack samples, scikit-learn fits the probe and membership
+    attacks, store.derive_seed picks retrained replicates' seeds: another version or edit keys cells, metric
+    records and stage models apart (they were keyed by torch, torchvision and timm only, and the stage code list
+    left out store.py)."""
+    from unlearnbench import planning, stages, store
+    from unlearnbench.planning import cell_key, metric_key, plan
+    from unlearnbench.training import Recipe
+
+    grid = load_grid(str(write_grid(tmp_path, methods=["original"], forget_classes=[0], metrics=["probe"])))
+    p = plan(grid, options(tmp_path, tmp_path / "cache"))
+    cell, info, device = p.cells[0], p.methods["original"], torch.device("cpu")
+
+    def keys():
+        key = cell_key(cell, grid, info, device)
+        return key, metric_key(key, grid, "probe"), stages.stage_key_base({}, cell.backbone, Recipe(), 0, device)
+
+    before = keys()
+    real = store.versions()
+    monkeypatch.setattr(store, "versions", lambda: {**real, "numpy": "0.0"})
+    moved = keys()
+    assert moved[0] != before[0] and moved[2] != before[2]
+    monkeypatch.setattr(planning, "metric_library_versions", lambda: {"scikit-learn": "0.0"})
+    assert keys()[1] != moved[1] and keys()[0] == moved[0]
+    calls = []
+    monkeypatch.setattr(stages, "code_hash", lambda *names: calls.append(names) or "h")
+    keys()
+    assert any("store" in names for names in calls)
 
 
 def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(monkeypatch):

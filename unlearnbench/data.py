@@ -179,8 +179,14 @@ class ImageData:
 
     def without_test(self) -> "ImageData":
         """This dataset as a method receives it (`UnlearnTask.data`): the test split withheld, so that no method
-        trains, stops or chooses on it (docs/protocol.md)."""
-        return replace(self, test=WithheldSplit())
+        trains, stops or chooses on it (docs/protocol.md), and its own copy of every label tensor (a method that
+        relabels samples in place, e.g. `train.labels[mask] = ...`, changed the worker's data for every later cell
+        of the group; the images are shared)."""
+        def own(split):
+            return None if split is None else Split(split.images, split.labels.clone())
+
+        return replace(self, train=own(self.train), val=own(self.val), test=WithheldSplit(),
+                       train_eval=own(self.train_eval))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] → float32 normalised with the dataset's mean and std."""

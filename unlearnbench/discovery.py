@@ -88,6 +88,32 @@ def _folder_module(name: str, folder: Path) -> types.ModuleType:
     return module
 
 
+_IMPORTED: dict[str, str] = {}  # plugin package → digest of its folder's Python files when this process imported it
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for f in sorted(folder.rglob("*.py")):
+        digest.update(f"{f.relative_to(folder)}\0".encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
+def _import_afresh(packages: list[tuple[str, Path]]) -> bool:
+    """Drop from sys.modules each plugin package whose folder's files changed since this process imported it, so
+    that discovery imports it again and its methods run the code their cells' keys hash: a second run in one
+    process (the Python API, a notebook) ran the first run's import under the edited files' key, and cached the
+    old code's records there. True when one was dropped. (A package importing another plugin folder's files is
+    imported again when its own files change.)"""
+    now = {name: _folder_digest(folder) for name, folder in packages}
+    stale = [name for name, digest in now.items() if _IMPORTED.get(name, digest) != digest]
+    for module in [m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in stale)]:
+        del sys.modules[module]
+    if stale:
+        importlib.invalidate_caches()
+    _IMPORTED.update(now)
+    return bool(stale)
+
+
 def plugin_packages(extra: list[str | Path] | None = None) -> list[tuple[str, Path]]:
     """(package name, folder) of every plugin folder searched: the shipped packages, then the folders in
     $UNLEARNBENCH_PLUGINS and `extra` (which must exist), each imported as its own package."""
@@ -176,6 +202,8 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
     methods: dict[str, MethodInfo] = {}
     errors: list[PluginError] = []
     packages = plugin_packages(extra_folders)
+    if _import_afresh(packages):
+        packages = plugin_packages(extra_folders)  # a shipped package dropped is imported again here
     folders = {name: folder for name, folder in packages}
     found: list[tuple[type[Unlearner], Path]] = []
     for package, folder in packages:

@@ -22,7 +22,7 @@ from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
 from .stages import no_weights_reason, with_local_weights
-from .store import Cache, code_hash, stable_hash, versions
+from .store import Cache, code_hash, key_versions, metric_library_versions, stable_hash
 from .training import PRECISION_VARIABLE, compute_setting, resolve_recipe
 
 ONLY_KEYS = ("dataset", "backbone", "method", "seed", "forget_class")
@@ -327,8 +327,7 @@ def cell_key(cell: Cell, grid: Grid, info: MethodInfo, device: torch.device, fil
         "method": cell.method, "params": cell.params_dict, "seed": cell.seed, "forget_class": cell.forget_class,
         "forget_classes": cell.evaluated_classes, "recipe": dataclasses.asdict(recipe), "source": info.source_hash,
         "val_fraction": grid.val_fraction, **compute_setting(device),
-        "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
-        "code": code_hash(without=("metrics",)),
+        "versions": key_versions(), "code": code_hash(without=("metrics",)),
     })
 
 
@@ -339,7 +338,7 @@ def metric_key(key: str, grid: Grid, metric: str, code: str = "") -> str:
     adds the retrain method recomputes those metrics only, not every cell's unlearning."""
     compares = {"has_retrain": grid_has_retrain(grid)} if METRICS.get(metric).uses_retrained else {}
     return stable_hash({"cell": key, "metric": metric, "settings": metric_settings(grid, metric),
-                        "code": code or code_hash("metrics"), **compares})
+                        "code": code or code_hash("metrics"), "versions": metric_library_versions(), **compares})
 
 
 def study_setup(cell: Cell) -> dict:

@@ -24,6 +24,7 @@ from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import (RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings, plan,
                        retrained_models, stage_retrained_counts)
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
+from .training import compute_setting
 
 __all__ = ["RunOptions", "RunResult", "run"]
 
@@ -68,6 +69,10 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         if differing:
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
                             f"configuration (its {differing}); pass another --out or --retry-failed.")
+        clash = _setting_clash(previous, p.files, device) if previous is not None else ""
+        if clash:
+            raise UserError(f"{folder.path} holds results {clash}; pass another --out (--retry-failed reruns with "
+                            f"the folder's own settings).")
         if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
             raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
                             f"this run's; pass another --out.")
@@ -75,6 +80,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         folder.write_config({"command": options.command, "grid": grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
                              "cache_dir": str(options.cache), "precision": options.precision,
+                             "files": _files_read(p.files), "compute": compute_setting(device),
                              "plugins": [str(p) for p in options.plugins or []],
                              "only": merged_only(previous.get("only") if previous else None, options.only),
                              "versions": versions(),
@@ -316,6 +322,27 @@ def _collect_artifacts(cells: list[Cell], keys: dict, cache: Cache, run_dir: Pat
 def _provenance() -> dict:
     """The run's library versions and git commit (each record names the device that computed it itself)."""
     return {**{f"v_{k}": v for k, v in versions().items()}, "git_commit": git_commit()}
+
+
+def _files_read(files: dict) -> dict:
+    """{dataset label: which files it reads (`dataset_identity`)} as plain data, as config.yaml records it."""
+    return json.loads(json.dumps({d.label: identity or {} for d, identity in files.items()}, default=str))
+
+
+def _setting_clash(previous: dict, files: dict, device: torch.device) -> str:
+    """Why this run's records cannot be pooled with those of the folder's earlier runs (--only slices): another
+    dataset's files under the same label (another tree, or its files changed since), or another device type or
+    precision; '' where none (or where the earlier config.yaml did not record them)."""
+    then, now = previous.get("files"), _files_read(files)
+    if isinstance(then, dict):
+        other = sorted(label for label in now if label in then and then[label] != now[label])
+        if other:
+            return f"of other data files (dataset {', '.join(other)}: another tree, or its files changed since)"
+    compute = compute_setting(device)
+    if isinstance(previous.get("compute"), dict) and previous["compute"] != compute:
+        return (f"computed in another precision or on another device type ({previous['compute']['device_type']}, "
+                f"{previous['compute']['precision']} there; {compute['device_type']}, {compute['precision']} here)")
+    return ""
 
 
 def grid_differences(grid: Grid, recorded: dict) -> str:

@@ -12,7 +12,7 @@ from .data import ImageData
 from .errors import UserError
 from .models import BackboneSpec, backbone_key, build_backbone
 from .cost import CostMeter
-from .store import BoundedMemo, Cache, code_hash, derive_seed, device_name, stable_hash, versions
+from .store import BoundedMemo, Cache, code_hash, derive_seed, device_name, key_versions, stable_hash
 from .training import Recipe, compute_setting, finite_logits, prepare, train
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -25,8 +25,8 @@ def stage_key_base(dataset_key: dict, backbone: BackboneSpec, recipe: Recipe, se
     file already resolved: `with_local_weights`)."""
     return {"dataset": dataset_key, "backbone": backbone_key(backbone), "recipe": dataclasses.asdict(recipe),
             "seed": seed, **compute_setting(device),
-            "versions": {k: versions()[k] for k in ("torch", "torchvision", "timm")},
-            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost")}
+            "versions": key_versions(),
+            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost", "store")}
 
 
 def stage_model_key(base: dict, kind: str, forget_class: int | None, replicate: int = 0) -> str:

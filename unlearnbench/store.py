@@ -84,6 +84,24 @@ def versions() -> dict:
             "timm": timm.__version__, "numpy": numpy.__version__, "python": platform.python_version()}
 
 
+def key_versions() -> dict:
+    """The library versions in every cell's and stage model's key: those whose kernels and random streams make the
+    values (numpy draws the validation carve, subsets and attacks' samples)."""
+    return {k: versions()[k] for k in ("torch", "torchvision", "timm", "numpy")}
+
+
+@lru_cache(maxsize=None)
+def metric_library_versions() -> dict:
+    """Versions of the libraries only metrics use (the probe's and membership attacks' fits), for the metric keys;
+    read from the installed metadata, so a worker does not import them to key a cell."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return {"scikit-learn": version("scikit-learn")}
+    except PackageNotFoundError:
+        return {"scikit-learn": "absent"}
+
+
 @lru_cache(maxsize=None)
 def git_commit() -> str:
     """The project's git commit (with '-dirty' for uncommitted changes), or 'unknown' outside a checkout."""

@@ -129,10 +129,18 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     """Move `model` to `device`, channels_last on CUDA; under `--precision float32` also without TF32 kernels."""
     model = model.to(device)
     if device.type == "cuda":
-        if autocast_dtype(device) is None:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        set_tf32(device)
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def set_tf32(device: torch.device) -> None:
+    """TF32 kernels as the precision setting says, every time: off under `--precision float32`, else torch's
+    defaults (cuDNN on, matmul off). Set once, the float32 setting outlived its run: a later run in the process
+    computed without cuDNN's TF32 under the keys of runs that use it."""
+    float32 = autocast_dtype(device) is None
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = not float32
 
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, split: Split | None = None,
