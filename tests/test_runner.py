@@ -398,8 +398,8 @@ def test_a_run_folder_refuses_a_run_that_reads_other_files_or_computes_otherwise
     first = run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 0}))
     assert not first.failures
     records = (tmp_path / "run" / "records.csv").read_text()
-    with pytest.raises(UserError, match=r"holds results of other data files \(dataset imagefolder: .*\); pass "
-                                        r"another --out"):
+    with pytest.raises(UserError, match=r"holds results of other data files \(dataset imagefolder: .*\), which this "
+                                        r"run's would be pooled with; pass another --out"):
         run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "b", only={"seed": 1}))
     monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.bfloat16)
     with pytest.raises(UserError, match=r"holds results computed in another precision or on another device type"):
@@ -408,13 +408,17 @@ def test_a_run_folder_refuses_a_run_that_reads_other_files_or_computes_otherwise
     assert (tmp_path / "run" / "records.csv").read_text() == records
     second = run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 1}))
     assert set(second.records.seed) == {0, 1}  # the same files and setting: the slices add up
+    (tmp_path / "empty").mkdir()
+    missing = run(grid, options(tmp_path, shared_cache, name="later", data_root=tmp_path / "empty"))
+    assert missing.records.empty  # the tree missing: its cells skipped, no records of it to pool with
+    assert not run(grid, options(tmp_path, shared_cache, name="later", data_root=tmp_path / "a")).failures
 
 
 def test_keys_name_numpy_scikit_learn_and_the_seed_helpers_code(tmp_path, monkeypatch):
     """numpy draws the validation carve, subsets and attack samples, scikit-learn fits the probe and membership
-    attacks, store.derive_seed picks retrained replicates' seeds: another version or edit keys cells, metric
-    records and stage models apart (they were keyed by torch, torchvision and timm only, and the stage code list
-    left out store.py)."""
+    attacks, derive_seed picks retrained replicates' seeds: another version or edit keys cells, the records of the
+    metrics that fit scikit-learn models (only those) and stage models apart (they were keyed by torch, torchvision
+    and timm only, and the stage code list left out derive_seed's module)."""
     from unlearnbench import planning, stages, store
     from unlearnbench.planning import cell_key, metric_key, plan
     from unlearnbench.training import Recipe
@@ -425,7 +429,8 @@ def test_keys_name_numpy_scikit_learn_and_the_seed_helpers_code(tmp_path, monkey
 
     def keys():
         key = cell_key(cell, grid, info, device)
-        return key, metric_key(key, grid, "probe"), stages.stage_key_base({}, cell.backbone, Recipe(), 0, device)
+        return (key, metric_key(key, grid, "probe"), stages.stage_key_base({}, cell.backbone, Recipe(), 0, device),
+                metric_key(key, grid, "accuracy"))
 
     before = keys()
     real = store.versions()
@@ -433,11 +438,11 @@ def test_keys_name_numpy_scikit_learn_and_the_seed_helpers_code(tmp_path, monkey
     moved = keys()
     assert moved[0] != before[0] and moved[2] != before[2]
     monkeypatch.setattr(planning, "metric_library_versions", lambda: {"scikit-learn": "0.0"})
-    assert keys()[1] != moved[1] and keys()[0] == moved[0]
+    assert keys()[1] != moved[1] and keys()[0] == moved[0] and keys()[3] == moved[3]
     calls = []
     monkeypatch.setattr(stages, "code_hash", lambda *names: calls.append(names) or "h")
     keys()
-    assert any("store" in names for names in calls)
+    assert any("seeds" in names for names in calls)
 
 
 def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(monkeypatch):

@@ -69,16 +69,20 @@ def test_eval_batches_do_not_change_logits():
 def test_tf32_follows_each_run_s_precision_setting(monkeypatch):
     """`--precision float32` turns cuDNN's and matmul's TF32 kernels off; a later run in the process with the default
     precision gets torch's defaults back (before, they stayed off, under keys of runs that use them)."""
-    from unlearnbench.training import PRECISION_VARIABLE, set_tf32
+    from unlearnbench.training import PRECISION_VARIABLE, prepare
 
-    cuda = torch.device("cuda")  # a device name: no GPU needed to set the flags
+    class Stays(torch.nn.Linear):  # a model that stays on the CPU: no GPU needed to set the flags
+        def to(self, *args, **kwargs):
+            return self
+
+    cuda = torch.device("cuda")
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     try:
         monkeypatch.setenv(PRECISION_VARIABLE, "float32")
-        set_tf32(cuda)
+        prepare(Stays(2, 2), cuda)
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, False)
         monkeypatch.setenv(PRECISION_VARIABLE, "auto")
-        set_tf32(cuda)
+        prepare(Stays(2, 2), cuda)
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before

@@ -10,6 +10,7 @@ baselines' fine-tuning loop only the hashes of the baselines that import it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -88,30 +89,46 @@ def _folder_module(name: str, folder: Path) -> types.ModuleType:
     return module
 
 
-_IMPORTED: dict[str, str] = {}  # plugin package → digest of its folder's Python files when this process imported it
+_IMPORTED: dict[str, tuple[int, int] | None] = {}  # a plugin module's file → (size, mtime_ns) when imported here
 
 
-def _folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for f in sorted(folder.rglob("*.py")):
-        digest.update(f"{f.relative_to(folder)}\0".encode() + f.read_bytes())
-    return digest.hexdigest()
+def _plugin_modules(packages: list[tuple[str, Path]]) -> dict[str, str]:
+    """{module name: its file} of the plugin packages' modules this process has imported."""
+    names = [name for name, _ in packages]
+    return {m: module.__file__ for m, module in list(sys.modules.items())
+            if any(m == n or m.startswith(n + ".") for n in names) and getattr(module, "__file__", None)}
+
+
+def _file_state(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _import_afresh(packages: list[tuple[str, Path]]) -> bool:
-    """Drop from sys.modules each plugin package whose folder's files changed since this process imported it, so
-    that discovery imports it again and its methods run the code their cells' keys hash: a second run in one
+    """Drop from sys.modules each plugin package one of whose imported files changed since this process imported
+    it, so that discovery imports it again and its methods run the code their cells' keys hash: a second run in one
     process (the Python API, a notebook) ran the first run's import under the edited files' key, and cached the
     old code's records there. True when one was dropped. (A package importing another plugin folder's files is
     imported again when its own files change.)"""
-    now = {name: _folder_digest(folder) for name, folder in packages}
-    stale = [name for name, digest in now.items() if _IMPORTED.get(name, digest) != digest]
-    for module in [m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in stale)]:
-        del sys.modules[module]
+    stale = {n for m, f in _plugin_modules(packages).items() if f in _IMPORTED and _IMPORTED[f] != _file_state(f)
+             for n, _ in packages if m == n or m.startswith(n + ".")}
+    for m, f in _plugin_modules([(n, Path()) for n in stale]).items():
+        del sys.modules[m]
+        _IMPORTED.pop(f, None)
+        with contextlib.suppress(OSError, ValueError, NotImplementedError):  # its bytecode may match the edit's
+            Path(importlib.util.cache_from_source(f)).unlink(missing_ok=True)  # size and (whole-second) time
     if stale:
         importlib.invalidate_caches()
-    _IMPORTED.update(now)
     return bool(stale)
+
+
+def _remember_imports(packages: list[tuple[str, Path]]) -> None:
+    """Record the state of each plugin file as discovery imported it (`_import_afresh` compares with it)."""
+    for f in _plugin_modules(packages).values():
+        _IMPORTED.setdefault(f, _file_state(f))
 
 
 def plugin_packages(extra: list[str | Path] | None = None) -> list[tuple[str, Path]]:
@@ -228,6 +245,7 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
             errors.append(PluginError(f"entry point {ep.name}", f"{exc.__class__.__name__}: {exc}"))
             continue
         found.append((cls, Path(inspect.getfile(cls)).resolve()))
+    _remember_imports(packages)
     bases = {base for cls, _ in found for base in cls.__mro__[1:]}
     for cls, path in found:
         if not cls.name and (inspect.isabstract(cls) or cls in bases):

@@ -338,7 +338,8 @@ def metric_key(key: str, grid: Grid, metric: str, code: str = "") -> str:
     adds the retrain method recomputes those metrics only, not every cell's unlearning."""
     compares = {"has_retrain": grid_has_retrain(grid)} if METRICS.get(metric).uses_retrained else {}
     return stable_hash({"cell": key, "metric": metric, "settings": metric_settings(grid, metric),
-                        "code": code or code_hash("metrics"), "versions": metric_library_versions(), **compares})
+                        "code": code or code_hash("metrics"), **compares,
+                        **({"versions": metric_library_versions()} if METRICS.get(metric).fits_sklearn else {})})
 
 
 def study_setup(cell: Cell) -> dict:

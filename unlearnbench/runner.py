@@ -69,10 +69,10 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         if differing:
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
                             f"configuration (its {differing}); pass another --out or --retry-failed.")
-        clash = _setting_clash(previous, p.files, device) if previous is not None else ""
+        clash = _setting_clash(previous, p.files, device, _recorded_datasets(folder.path)) if previous else ""
         if clash:
-            raise UserError(f"{folder.path} holds results {clash}; pass another --out (--retry-failed reruns with "
-                            f"the folder's own settings).")
+            raise UserError(f"{folder.path} holds results {clash}, which this run's would be pooled with; pass "
+                            f"another --out.")
         if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
             raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
                             f"this run's; pass another --out.")
@@ -329,19 +329,29 @@ def _files_read(files: dict) -> dict:
     return json.loads(json.dumps({d.label: identity or {} for d, identity in files.items()}, default=str))
 
 
-def _setting_clash(previous: dict, files: dict, device: torch.device) -> str:
-    """Why this run's records cannot be pooled with those of the folder's earlier runs (--only slices): another
-    dataset's files under the same label (another tree, or its files changed since), or another device type or
-    precision; '' where none (or where the earlier config.yaml did not record them)."""
+def _recorded_datasets(folder: Path) -> set[str]:
+    """The dataset labels the folder's records.csv holds rows of (none where it has no readable records)."""
+    try:
+        return set(pd.read_csv(folder / "records.csv", usecols=["dataset"])["dataset"].astype(str))
+    except (OSError, ValueError):
+        return set()
+
+
+def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: set[str]) -> str:
+    """Why this run's records cannot be pooled with the folder's earlier records (--only slices): another files'
+    signature of a dataset it holds records of (another tree under the label, or files changed since; a dataset
+    missing then or now has none to compare), or another device type or precision; '' where none (or where the
+    earlier config.yaml did not record them)."""
     then, now = previous.get("files"), _files_read(files)
     if isinstance(then, dict):
-        other = sorted(label for label in now if label in then and then[label] != now[label])
+        other = sorted(label for label in now if label in recorded and then.get(label) and now[label]
+                       and then[label] != now[label])
         if other:
             return f"of other data files (dataset {', '.join(other)}: another tree, or its files changed since)"
-    compute = compute_setting(device)
-    if isinstance(previous.get("compute"), dict) and previous["compute"] != compute:
-        return (f"computed in another precision or on another device type ({previous['compute']['device_type']}, "
-                f"{previous['compute']['precision']} there; {compute['device_type']}, {compute['precision']} here)")
+    compute, before = compute_setting(device), previous.get("compute")
+    if isinstance(before, dict) and before != compute:
+        return (f"computed in another precision or on another device type ({before.get('device_type')}, "
+                f"{before.get('precision')} there; {compute['device_type']}, {compute['precision']} here)")
     return ""
 
 

@@ -26,7 +26,7 @@ def stage_key_base(dataset_key: dict, backbone: BackboneSpec, recipe: Recipe, se
     return {"dataset": dataset_key, "backbone": backbone_key(backbone), "recipe": dataclasses.asdict(recipe),
             "seed": seed, **compute_setting(device),
             "versions": key_versions(),
-            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost", "store")}
+            "code": code_hash("data", "disk_images", "datasets", "models", "training", "stages", "cost", "seeds")}
 
 
 def stage_model_key(base: dict, kind: str, forget_class: int | None, replicate: int = 0) -> str:

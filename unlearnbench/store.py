@@ -19,6 +19,7 @@ from torch import nn
 
 from .config import read_yaml
 from .errors import UserError
+from .seeds import derive_seed, stable_hash  # noqa: F401  (their home before; imported from here too)
 
 RECORD_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "split", "metric", "value"]
 FAILURE_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "status", "reason", "traceback"]
@@ -34,17 +35,6 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         tmp.flush()
         os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
-
-
-def stable_hash(payload) -> str:
-    """A 16-hex-digit hash of a JSON-able payload, independent of key order."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def derive_seed(payload, bits: int = 31) -> int:
-    """A seed in [0, 2**bits) derived from a JSON-able payload: `stable_hash(payload)` read as an integer, mod 2**bits
-    (bits ≤ 64: the hash has 64 bits)."""
-    return int(stable_hash(payload), 16) % 2**bits
 
 
 PRESENTATION_ONLY = ("report", "cli.py", "launchers.py")  # code that cannot change a computed value

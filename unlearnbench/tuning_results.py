@@ -96,6 +96,8 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
         return None
     text, document = _read_tuned(folder)
     ours = {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings)}
+    if settings.forget_classes is None:  # the grid's classes: compared per dataset below (an earlier result's list too)
+        del ours["forget_classes"]
     ours.update({k: v for k, v in (grid_split or {}).items() if k in document})
     theirs = {k: document.get(k) for k in ours}
     if theirs != ours:

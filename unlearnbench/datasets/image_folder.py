@@ -64,7 +64,7 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
     if not samples:
         raise DataFileError(f"Image folder {folder} holds no class folder with images.")
-    key = stable_hash({"folder": str(folder.resolve()), **files_signature(p for p, _ in samples),
+    key = stable_hash({"folder": str(folder.resolve()), **files_signature((p for p, _ in samples), folder),
                        "size": image_size, "crop": center_crop})  # the list just read: no second walk
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
@@ -111,22 +111,24 @@ def folder_signature(folder: Path) -> dict:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     classes = sorted(e.path for e in os.scandir(folder) if e.is_dir())
-    return files_signature(os.path.join(root, name) for entry in classes
-                           for root, _, names in os.walk(entry, followlinks=True)
-                           for name in names if name.lower().endswith(IMG_EXTENSIONS))
+    return files_signature((os.path.join(root, name) for entry in classes
+                            for root, _, names in os.walk(entry, followlinks=True)
+                            for name in names if name.lower().endswith(IMG_EXTENSIONS)), folder)
 
 
-def files_signature(paths) -> dict:
+def files_signature(paths, folder: Path | str) -> dict:
     """{'n': files, 'bytes': their total size, 'mtime': the newest one's modification time, 'files': a digest of
-    every file's path, size and modification time (ns), summed so that the walk's order does not matter} of
-    `paths`: what says the images changed, in the decoded cache's key and the dataset's identity (a stat a file;
-    sums, not 1.28 M stat results held at once). 'files' sees what the others cannot: an image moved to another
-    class folder (relabelled), or replaced by one of the same size and an older time (`cp -p`, `rsync -a`)."""
+    every file's path under `folder` (the split's), size and modification time (ns), summed so that the walk's
+    order does not matter} of `paths`: what says the images changed, in the decoded cache's key and the dataset's
+    identity (a stat a file; sums, not 1.28 M stat results held at once). 'files' sees what the others cannot: an
+    image moved to another class folder (relabelled), or replaced by one of the same size and an older time
+    (`cp -p`, `rsync -a`); the same tree reached by another spelling of its path gives the same signature."""
+    prefix = str(folder).rstrip(os.sep) + os.sep
     n, total, newest, files = 0, 0, 0.0, 0
     for path in paths:
         stat = os.stat(path)
         n, total, newest = n + 1, total + stat.st_size, max(newest, stat.st_mtime)
-        entry = f"{os.path.abspath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
+        entry = f"{path.removeprefix(prefix)}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()
         files = (files + int.from_bytes(hashlib.blake2b(entry, digest_size=8).digest(), "little")) % 2**64
     return {"n": n, "bytes": total, "mtime": newest, "files": f"{files:016x}"}
 

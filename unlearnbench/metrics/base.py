@@ -91,6 +91,7 @@ class Metric:
     uses_retrained: bool = False
     replicates: Callable[[dict], tuple[int, range]] | None = None
     check: Callable[[dict], None] | None = None
+    fits_sklearn: bool = False  # fits scikit-learn models (attacks, probes): its records are keyed by its version
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -98,15 +99,16 @@ METRICS: Registry[Metric] = Registry("metric")
 
 def register_metric(name: str, *, in_all: bool = True, uses_retrained: bool = False,
                     replicates: Callable[[dict], tuple[int, range]] | None = None,
-                    check: Callable[[dict], None] | None = None, **defaults):
+                    check: Callable[[dict], None] | None = None, fits_sklearn: bool = False, **defaults):
     """Decorator registering `compute` as metric `name` with default settings (overridable in the grid); with
     `in_all=False` a grid runs it only when its `metrics` list names it; `uses_retrained` lets the runner train
     the retrained models it compares with before the cells; `replicates` declares the reruns and retrained
     replicates it trains (see `Metric`), for the plan's counts and estimates; `check` refuses settings before any
-    work (see `Metric`)."""
+    work (see `Metric`); `fits_sklearn` keys its records by scikit-learn's version."""
 
     def decorate(compute):
-        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained, replicates, check))
+        METRICS.register(name)(Metric(name, compute, defaults, in_all, uses_retrained, replicates, check,
+                                                fits_sklearn))
         return compute
 
     return decorate

@@ -198,7 +198,7 @@ def svc_attack_efficacies(ctx: MetricContext, metric: str, features: Iterable[st
     return {f: done[f] for f in features}
 
 
-@register_metric("mia", check=lambda s: check_ranges(s, {"attack": one_of(ATTACKS)}, "metric_settings.mia.{}".format),
+@register_metric("mia", fits_sklearn=True, check=lambda s: check_ranges(s, {"attack": one_of(ATTACKS)}, "metric_settings.mia.{}".format),
                  attack=ATTACK_NAME, seed=0)
 def membership_inference(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Row ('train', 'mia_forget', fraction in [0, 1] of the training D_f(c) samples judged non-members).
@@ -225,7 +225,7 @@ def check_svc_settings(s: dict) -> None:
     svc_attack_settings(s, "mia_svc")
 
 
-@register_metric("mia_svc", check=check_svc_settings, features=list(SVC_DEFAULT_FEATURES),
+@register_metric("mia_svc", fits_sklearn=True, check=check_svc_settings, features=list(SVC_DEFAULT_FEATURES),
                  shadow_size=SVC_SHADOW_SIZE, seed=0)
 def svc_membership_inference(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('train', 'mia_svc_<feature>', fraction in [0, 1] of the training D_f(c) samples judged non-members),

@@ -69,7 +69,7 @@ def check_settings(s: dict) -> None:
                  "metric_settings.probe.{}".format)
 
 
-@register_metric("probe", uses_retrained=True, check=check_settings, train_per_class=100, C=1.0, max_iter=1000,
+@register_metric("probe", fits_sklearn=True, uses_retrained=True, check=check_settings, train_per_class=100, C=1.0, max_iter=1000,
                  seed=0, train_missing=False)
 def probe(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('test', 'probe_forget' | 'probe_retain', probe accuracy in [0, 1]) and, where the retrained models

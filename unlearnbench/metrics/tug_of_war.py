@@ -27,7 +27,7 @@ def tug_of_war(pairs: Iterable[tuple[float, float]]) -> float:
     return product
 
 
-@register_metric("tow", uses_retrained=True, check=lambda s: svc_attack_settings(s, "tow"), shadow_size=SVC_SHADOW_SIZE,
+@register_metric("tow", fits_sklearn=True, uses_retrained=True, check=lambda s: svc_attack_settings(s, "tow"), shadow_size=SVC_SHADOW_SIZE,
                  seed=0, train_missing=False)
 def tug_of_war_to_retrain(ctx: MetricContext) -> list[tuple[str, str, float]]:
     """Rows ('train', 'tow', ToW) and ('train', 'tow_mia', ToW-MIA), each in [0, 1] (retrain: exactly 1).
