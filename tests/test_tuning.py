@@ -302,6 +302,26 @@ def test_datasets_of_other_class_counts_share_a_tuning_folder_each_study_with_it
     assert yaml.safe_load((out / "tuned.yaml").read_text()) == document
 
 
+def test_a_second_tune_in_one_process_sees_images_changed_since_the_first(tmp_path, shared_cache):
+    """As `run`: the tree's scan (the trials' and stage models' keys) is made again at each tune, so trials on the
+    images replaced are not taken from the cache of the old ones."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    root = write_tree(tmp_path / "root", classes=2, train=8, test=2, size=12)
+    grid = tune_grid(tmp_path, datasets=["imagefolder"], methods=["negative_gradient"], forget_classes=[0],
+                     tuning={"trials": 1, "startup_trials": 0})
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False, data_root=root)
+    assert not tune(grid, options, LaunchOptions(workers=0), tmp_path / "a").trials.cached.any()
+    image = next((root / "train" / "class0").glob("*.jpg"))
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(image)
+    later = image.stat().st_mtime_ns + 10**9
+    os.utime(image, ns=(later, later))
+    assert not tune(grid, options, LaunchOptions(workers=0), tmp_path / "b").trials.cached.any()
+
+
 def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, capsys):
     """A dataset missing under --data-root skips its studies with the reason (log, output, failures) while the
     others are tuned; when every study is skipped, tuning is one sentence."""

@@ -69,14 +69,15 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         if differing:
             raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
                             f"configuration (its {differing}); pass another --out or --retry-failed.")
-        clash = _setting_clash(previous, p.files, device, _recorded_datasets(folder.path)) if previous else ""
+        earlier = _earlier_results(folder.path) if previous is not None else None
+        recorded = set(earlier["records"]["dataset"].astype(str)) if earlier and "records" in earlier else set()
+        clash = _setting_clash(previous, p.files, device, recorded) if previous else ""
         if clash:
             raise UserError(f"{folder.path} holds results {clash}, which this run's would be pooled with; pass "
                             f"another --out.")
         if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
             raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
                             f"this run's; pass another --out.")
-        earlier = _earlier_results(folder.path) if previous is not None else None
         folder.write_config({"command": options.command, "grid": grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
                              "cache_dir": str(options.cache), "precision": options.precision,
@@ -327,14 +328,6 @@ def _provenance() -> dict:
 def _files_read(files: dict) -> dict:
     """{dataset label: which files it reads (`dataset_identity`)} as plain data, as config.yaml records it."""
     return json.loads(json.dumps({d.label: identity or {} for d, identity in files.items()}, default=str))
-
-
-def _recorded_datasets(folder: Path) -> set[str]:
-    """The dataset labels the folder's records.csv holds rows of (none where it has no readable records)."""
-    try:
-        return set(pd.read_csv(folder / "records.csv", usecols=["dataset"])["dataset"].astype(str))
-    except (OSError, ValueError):
-        return set()
 
 
 def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: set[str]) -> str:
