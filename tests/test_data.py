@@ -207,6 +207,47 @@ def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     assert (tmp_path / "cache" / "data" / "cifar10-jpeg" / "train" / "cat").is_dir()
 
 
+def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_extracted_again(tmp_path):
+    """The JPEG copy was keyed by its format only and its tarball extracted once for good: another copy (a tarball
+    replaced, images rewritten in a tree) was read as the first one's extraction and its cells taken from the
+    first one's cache. Now a tree's identity is its files' signature and a tarball's its content digest (the same
+    before and after it is extracted), and a tarball whose digest differs from the extracted copy's is extracted
+    again."""
+    from unlearnbench.data import dataset_identity, scans_files_afresh
+
+    classes = [f"c{k}" for k in range(10)]
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    root.mkdir()
+
+    def pack(seed):
+        src = tmp_path / f"src{seed}" / "cifar10-jpeg"
+        _write_tree(src, classes, per_class=2, size=32)
+        if seed:  # other pixels, the same file names
+            for image in sorted(src.rglob("*.png"))[::3]:
+                Image.fromarray(np.full((32, 32, 3), 7 * seed, np.uint8)).save(image)
+        with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
+            tar.add(src, arcname="cifar10-jpeg")
+
+    @scans_files_afresh
+    def identity_and_images():
+        identity = dataset_identity("cifar10", {}, root, cache)
+        return identity, load_dataset("cifar10", root=root, cache_dir=cache, val_fraction=0.1).test.images
+
+    pack(0)
+    before_extraction = dataset_identity("cifar10", {}, root, cache)
+    first, first_images = identity_and_images()
+    assert first == before_extraction and first["format"] == "jpeg"  # extracting it does not change its key
+    assert identity_and_images()[0] == first
+    pack(1)
+    second, second_images = identity_and_images()
+    assert second != first and not torch.equal(second_images, first_images)  # re-extracted, decoded anew
+    tree = root / "cifar10-jpeg"  # the copy as a tree: keyed by its files
+    shutil.copytree(cache / "data" / "cifar10-jpeg", tree)
+    as_tree = identity_and_images()[0]
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tree / "test" / "c3" / "0.png")
+    assert identity_and_images()[0] != as_tree
+
+
 def test_a_cifar10_jpeg_copy_whose_test_split_lacks_a_class_folder_is_one_sentence(tmp_path):
     """Before: each split was labelled from its own sorted folders, so with test/airplane missing every test image
     of bird … truck carried the label of the class before it, silently."""
@@ -346,7 +387,8 @@ def test_an_undecodable_image_and_a_truncated_archive_are_named(tmp_path):
     with pytest.raises(DataFileError) as exc:
         load_dataset("cifar10", root=archive.parent, cache_dir=tmp_path / "c2")
     _one_sentence_naming(exc, archive)
-    assert [p.name for p in (tmp_path / "c2" / "data").iterdir()] == []  # no half-extracted leftovers
+    # no half-extracted leftovers (the lock file processes take turns with stays)
+    assert [p.name for p in (tmp_path / "c2" / "data").iterdir()] == ["cifar10-jpeg.lock"]
 
 
 def test_a_corrupt_dataset_fails_its_own_cells_and_the_grid_goes_on(tmp_path):
@@ -496,8 +538,8 @@ def test_cache_keys_tell_apart_the_files_a_dataset_reads_and_the_weights_a_backb
         entry, trees[1])
     _cifar_pickles(tmp_path / "pickles")
     _write_tree(tmp_path / "jpeg" / "cifar10-jpeg", [f"c{k}" for k in range(10)], per_class=1, size=32)
-    assert [dataset_identity("cifar10", {}, tmp_path / r, tmp_path / "c") for r in ("pickles", "jpeg")] == [
-        {"format": "pickle"}, {"format": "jpeg"}]
+    pickles, jpeg = [dataset_identity("cifar10", {}, tmp_path / r, tmp_path / "c") for r in ("pickles", "jpeg")]
+    assert pickles == {"format": "pickle"} and jpeg["format"] == "jpeg" and jpeg["train"]["n"] == 10
     weights, spec = tmp_path / "w.pth", BackboneSpec("vgg16", 0.0625, pretrained=str(tmp_path / "w.pth"))
     keys = []
     for seed in (0, 1):

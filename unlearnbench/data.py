@@ -520,10 +520,13 @@ def scans_files_afresh(entry: Callable) -> Callable:
 
 
 def dataset_identity(name: str, options: dict, root: str | Path | None, cache_dir: str | Path,
-                     download: bool = False) -> dict:
+                     download: bool = False, rescan: bool = False) -> dict:
     """Which files dataset `name` with `options` reads under `root`, as far as they change its images ({} where
-    its name and options say it all, or its files are missing): a cache key's part."""
+    its name and options say it all, or its files are missing): a cache key's part. `rescan`: scan the files again
+    (and remember that scan), as loading them does."""
     memo = (name, repr(sorted(options.items())), str(root) if root else None, str(cache_dir), download)
+    if rescan:
+        _IDENTITIES.pop(memo, None)
     if memo not in _IDENTITIES:
         info, source = DATASETS.get(name), _source(root, cache_dir, options, download)
         if info.identity is None or info.missing(source) is not None:

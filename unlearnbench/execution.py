@@ -233,13 +233,15 @@ class GroupKey:
 
 
 def load_group(key: GroupKey) -> Stages:
-    """The Stages of a (dataset, backbone, seed) group: its data loaded, its stage models trained on demand."""
+    """The Stages of a (dataset, backbone, seed) group: its data loaded, its stage models trained on demand. Its
+    files are scanned again first: the jobs' keys are checked against what is loaded now, not against the scan
+    the run planned with (the same process, with --workers 0), so files rewritten since fail those jobs."""
     dataset, backbone, seed = key.group
+    files = dataset_identity(dataset.name, dataset.options_dict, key.data_root, key.cache, key.download, rescan=True)
     data = load_dataset(dataset.name, root=key.data_root, cache_dir=key.cache, download=key.download,
                         val_fraction=key.val_fraction, device=resolve_device(key.device),
                         options=dataset.options_dict)
     recipe = resolve_recipe(dataset.name, backbone, json.loads(key.recipe))
-    files = dataset_identity(dataset.name, dataset.options_dict, key.data_root, key.cache, key.download)
     return Stages(data, stage_dataset_key(dataset, files, key.val_fraction), backbone, recipe, seed, Cache(key.cache),
                   key.data_root, progress=key.progress, log=LogFile(key.log_path))
 

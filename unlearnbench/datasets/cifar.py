@@ -1,7 +1,8 @@
 """CIFAR-10 (`cifar10`): torchvision's python release (every pickle checked: keys, shapes, labels, md5) or the JPEG
-ImageFolder copy, from a tree or from its tarball (extracted once)."""
+ImageFolder copy, from a tree or from its tarball (extracted once per tarball content)."""
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import os
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
-from .image_folder import decode_splits, split_class_counts, tree_splits
+from .image_folder import decode_splits, folder_signature, split_class_counts, tree_splits
 from .registration import register
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -27,6 +28,7 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 CIFAR_TARBALL = "cifar10-jpeg.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
+TARBALL_DIGEST = ".tarball-blake2b"  # in an extracted copy: the digest of the tarball it was extracted from
 CIFAR_TRAIN = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 CIFAR_MD5 = {  # the original release's files, as torchvision checks them
     "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -100,15 +102,17 @@ def read_cifar_pickles(root: Path) -> RawDataset:
 
 
 def _cifar_source(source: DataSource) -> tuple[str, Path] | None:
-    """Where CIFAR-10 can be read from: ('pickle', root), ('jpeg', tree) or ('tarball', file)."""
+    """Where CIFAR-10 can be read from: ('pickle', root), ('jpeg', tree) or ('tarball', file), in this order, else
+    ('extracted', tree): a copy extracted into the cache before, read where its tarball is gone."""
     if source.root is not None:
         if (source.root / CIFAR_FOLDER).is_dir():
             return "pickle", source.root
-        for tree in (source.root / "cifar10-jpeg", source.cache_dir / "data" / "cifar10-jpeg"):
-            if tree_splits(tree):
-                return "jpeg", tree
+        if tree_splits(source.root / "cifar10-jpeg"):
+            return "jpeg", source.root / "cifar10-jpeg"
         if (source.root / CIFAR_TARBALL).is_file():
             return "tarball", source.root / CIFAR_TARBALL
+        if tree_splits(source.cache_dir / "data" / "cifar10-jpeg"):
+            return "extracted", source.cache_dir / "data" / "cifar10-jpeg"
     return None
 
 
@@ -123,9 +127,19 @@ def _cifar_missing(source: DataSource) -> str | None:
 
 
 def _cifar_identity(source: DataSource) -> dict:
-    """The torchvision pickles (or a download of them) and the JPEG copy hold different pixels."""
+    """The torchvision pickles (or a download of them; their md5 is checked: one content) or the JPEG copy: a tree
+    by its splits' `folder_signature`, a tarball by its content's digest (the key it gives stays when it is
+    extracted: its copy in the cache records that digest)."""
     found = _cifar_source(source)
-    return {"format": "pickle" if found is None or found[0] == "pickle" else "jpeg"}
+    if found is None or found[0] == "pickle":
+        return {"format": "pickle"}
+    kind, where = found
+    if kind == "tarball":
+        return {"format": "jpeg", "tarball": file_digest(where)}
+    if kind == "extracted" and (where / TARBALL_DIGEST).is_file():
+        return {"format": "jpeg", "tarball": (where / TARBALL_DIGEST).read_text().strip()}
+    test_dir = _jpeg_test_dir(where)
+    return {"format": "jpeg", "train": folder_signature(where / "train"), "test": folder_signature(test_dir)}
 
 
 def _cifar_per_class(source: DataSource) -> tuple | None:
@@ -138,7 +152,7 @@ def _cifar_per_class(source: DataSource) -> tuple | None:
     if kind == "pickle":
         raw = read_cifar_pickles(where)
         return raw.classes, np.bincount(raw.train_labels, minlength=10), np.bincount(raw.test_labels, minlength=10)
-    if kind == "jpeg":
+    if kind in ("jpeg", "extracted"):
         test_dir = _jpeg_test_dir(where)
         return split_class_counts(where / "train", test_dir) if test_dir else None
     return _tarball_class_counts(where)
@@ -195,28 +209,47 @@ def load_cifar10(source: DataSource) -> RawDataset:
     return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
 
 
+def file_digest(path: Path) -> str:
+    """blake2b of a file's bytes (the 19 MB tarball: ~30 ms)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def extract_once(tarball: Path, into: Path) -> Path:
-    """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg (atomically, once); return that folder."""
-    target = into / "cifar10-jpeg"
-    if not target.is_dir():
-        into.mkdir(parents=True, exist_ok=True)
+    """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg, atomically, once per tarball content: the copy
+    records the tarball's digest, and a tarball replaced since is extracted again in its place. Processes take
+    turns (a lock file beside the copy). Return that folder."""
+    target, digest = into / "cifar10-jpeg", file_digest(tarball)
+
+    def current() -> bool:
+        return (target / TARBALL_DIGEST).is_file() and (target / TARBALL_DIGEST).read_text().strip() == digest
+
+    if current():
+        return target
+    into.mkdir(parents=True, exist_ok=True)
+    with open(into / "cifar10-jpeg.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if current():  # another process extracted it while this one waited
+            return target
         tmp = Path(tempfile.mkdtemp(dir=into))
         try:
             try:
                 with tarfile.open(tarball) as tar:
-                    tar.extractall(tmp, filter="data")
+                    tar.extractall(tmp / "new", filter="data")
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise DataFileError(f"Archive {tarball} cannot be extracted ({exc.__class__.__name__}: "
                                     f"{first_line(exc)}); it is truncated or corrupt, so replace it with a fresh "
                                     f"copy.") from exc
-            extracted = next((p.parent for p in tmp.rglob("train") if tree_splits(p.parent)), None)
+            extracted = next((p.parent for p in (tmp / "new").rglob("train") if tree_splits(p.parent)), None)
             if extracted is None:
                 raise DataFileError(f"Archive {tarball} holds no cifar10-jpeg/train/ and test/ folders.")
-            try:
-                os.replace(extracted, target)
-            except OSError:
-                if not target.is_dir():
-                    raise
+            (extracted / TARBALL_DIGEST).write_text(digest + "\n")
+            if target.is_dir():  # another tarball's copy (or one from before copies recorded their tarball)
+                os.replace(target, tmp / "old")
+            os.replace(extracted, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return target
