@@ -468,7 +468,8 @@ def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estim
     before = capsys.readouterr().out
     assert "stages: 1 original models, 2 retrained models (shared; cached: 0 and 0)" in before
     assert "cost estimate: ~0.01 M training images" in before  # 3 models × 1 epoch × 3,600 images
-    assert main(["--grid", str(grid), "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", cache]) == 0
+    assert main(["--grid", str(grid), "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", cache,
+                 "--workers", "0"]) == 0
     capsys.readouterr()
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", cache]) == 0
     after = capsys.readouterr().out

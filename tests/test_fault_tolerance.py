@@ -34,8 +34,13 @@ def comparable(path: Path) -> pd.DataFrame:
     return frame[~frame.metric.isin(TIMING)][KEY].reset_index(drop=True)
 
 
+SMALL_MNIST = {"name": "mnist5k", "train_per_class": 100, "test_per_class": 40}  # cells in a third of the time
+
+
 def tiny(tmp_path, filename="grid.yaml", **kw):
-    return write_grid(tmp_path, filename, forget_classes=[0, 1, 2], **kw)
+    """Three forget classes on a subset of mnist5k: these tests check how runs are launched, resumed and
+    recovered, for which any trained model will do."""
+    return write_grid(tmp_path, filename, **{"forget_classes": [0, 1, 2], "datasets": [SMALL_MNIST], **kw})
 
 
 def test_killed_run_resumes_to_the_same_records(tmp_path):
@@ -591,7 +596,7 @@ def test_global_rng_draws_depend_on_neither_workers_nor_cell_order(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "draws.py").write_text(GLOBAL_RNG_PLUGIN)
-    grid = load_grid(str(write_grid(tmp_path, methods=["global_draws"], forget_classes=[0, 1, 2, 3])))
+    grid = load_grid(str(tiny(tmp_path, methods=["global_draws"], forget_classes=[0, 1, 2, 3])))
 
     def records(name: str, launch: LaunchOptions, cache: str, **only) -> pd.DataFrame:
         result = run(grid, RunOptions(out=tmp_path / name, cache_dir=tmp_path / cache, device="cpu", progress=False,

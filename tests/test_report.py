@@ -700,8 +700,9 @@ def test_an_alpha_file_that_cannot_be_drawn_is_one_sentence_naming_it(tmp_path, 
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {alpha} is not a readable WF-Net α file") and len(err.splitlines()) == 1, err
-    alpha.unlink()  # as the sentence says: the report is then written without that heatmap
-    assert main(["report", str(run)]) == 0 and (run / "report" / "index.md").is_file()
+    if broken == "truncated":  # (once: the same path for every breakage)
+        alpha.unlink()  # as the sentence says: the report is then written without that heatmap
+        assert main(["report", str(run)]) == 0 and (run / "report" / "index.md").is_file()
 
 
 def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):

@@ -43,6 +43,10 @@ class Finetune{suffix}(Unlearner):
 '''
 
 
+# a subset of mnist5k for the tests of what is cached and keyed, which need models, not good ones (a third of the time)
+SMALL = {"datasets": [{"name": "mnist5k", "train_per_class": 100, "test_per_class": 40}]}
+
+
 def options(tmp_path, cache, **kw):
     return RunOptions(out=tmp_path / kw.pop("name", "run"), cache_dir=cache, device="cpu", progress=False, **kw)
 
@@ -361,7 +365,7 @@ def test_cells_and_stages_are_keyed_by_device_type_and_autocast_precision(tmp_pa
     from unlearnbench.planning import cell_key, describe_plan, metric_names, plan
     from unlearnbench.store import Cache
 
-    grid = load_grid(str(write_grid(tmp_path, methods=["original"], forget_classes=[0])))
+    grid = load_grid(str(write_grid(tmp_path, methods=["original"], forget_classes=[0], **SMALL)))
     cache = tmp_path / "cache"
     assert run(grid, options(tmp_path, cache, name="fp32")).computed == 1
 
@@ -485,7 +489,7 @@ def test_records_name_the_device_and_commit_that_computed_them_even_from_the_cac
     plugins = tmp_path / "my_methods"
     plugins.mkdir()
     (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
-    grid = load_grid(str(write_grid(tmp_path, methods=["tmp_finetune"])))
+    grid = load_grid(str(write_grid(tmp_path, methods=["tmp_finetune"], **SMALL)))
     cache = tmp_path / "cache"
 
     def at_commit(commit: str) -> None:  # the cells run in this process (no workers)
@@ -655,9 +659,10 @@ def test_a_grid_that_adds_a_metric_computes_only_that_metric_and_keeps_the_cache
             return dc.replace(metric, compute=lambda ctx: computed.append(name) or metric.compute(ctx))
 
     monkeypatch.setattr(execution, "METRICS", Counting())
-    first = load_grid(str(write_grid(tmp_path, "a.yaml", methods=["original", "retrain"], forget_classes=[0, 1])))
+    first = load_grid(str(write_grid(tmp_path, "a.yaml", methods=["original", "retrain"], forget_classes=[0, 1],
+                                     **SMALL)))
     both = load_grid(str(write_grid(tmp_path, "b.yaml", methods=["original", "retrain"], forget_classes=[0, 1],
-                                    metrics=["accuracy", "zrf"])))
+                                    metrics=["accuracy", "zrf"], **SMALL)))
     cache = tmp_path / "cache"
     one = run(first, options(tmp_path, cache, name="one"))
     assert set(computed) == {"accuracy"}
@@ -689,7 +694,7 @@ def test_adding_the_retrain_method_recomputes_only_the_metrics_that_compare_with
 
     def grid(name, methods):
         return load_grid(str(write_grid(tmp_path, f"{name}.yaml", methods=methods, forget_classes=[0],
-                                        metrics=["accuracy", "js_to_retrain"])))
+                                        metrics=["accuracy", "js_to_retrain"], **SMALL)))
 
     without, with_retrain = grid("a", ["finetune"]), grid("b", ["finetune", "retrain"])
     keys = []
@@ -713,7 +718,7 @@ def test_an_added_metric_whose_rerun_unlearning_gives_another_model_recomputes_e
     from unlearnbench import execution
 
     grid = lambda name, metrics: load_grid(str(write_grid(tmp_path, name, methods=["retrain"], forget_classes=[0],
-                                                          metrics=metrics)))
+                                                          metrics=metrics, **SMALL)))
     cache = tmp_path / "cache"
     one = run(grid("a.yaml", ["accuracy"]), options(tmp_path, cache, name="one"))
     fingerprint = execution.model_fingerprint
@@ -737,7 +742,7 @@ def test_metric_records_of_a_model_a_later_unlearning_replaced_are_not_taken(tmp
     from unlearnbench import execution
 
     grid = lambda name, metrics: load_grid(str(write_grid(tmp_path, name, methods=["retrain"], forget_classes=[0],
-                                                          metrics=metrics)))
+                                                          metrics=metrics, **SMALL)))
     cache = tmp_path / "cache"
     run(grid("both.yaml", ["accuracy", "zrf"]), options(tmp_path, cache, name="one"))
     fingerprint = execution.model_fingerprint
