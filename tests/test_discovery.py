@@ -2,6 +2,7 @@
 one-sentence errors for malformed declarations."""
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -265,3 +266,28 @@ def test_list_shows_each_methods_rounds_retained_data_and_venue():
     lines = {line.split()[0]: line for line in list_everything().splitlines() if line.startswith("  ")}
     assert "per class" in lines["delete"] and "no D_r" in lines["delete"] and "CVPR 2025" in lines["delete"]
     assert "all classes" in lines["wfnet"] and "reads D_r" in lines["wfnet"]
+
+
+def test_an_installed_package_s_entry_point_is_discovered_and_imported_again_when_edited(tmp_path, monkeypatch):
+    """A method a pip-installed package declares under the `unlearnbench.methods` entry-point group is found, named
+    by its module's file; that file edited between two discoveries in one process (an editable install, a
+    notebook) is imported again, so the method runs the code its key hashes (before: the first import ran on)."""
+    site = tmp_path / "site"
+    (site / "ub_extra").mkdir(parents=True)
+    (site / "ub_extra" / "__init__.py").write_text("")
+    module = site / "ub_extra" / "methods.py"
+    module.write_text(PLUGIN.format(imports="", cls="Installed", name="installed_method",
+                                    body="    marker = 1\n"))
+    info = site / "ub_extra-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ub-extra\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[unlearnbench.methods]\ninstalled_method = ub_extra.methods:Installed\n")
+    monkeypatch.syspath_prepend(str(site))
+    for name in [m for m in sys.modules if m == "ub_extra" or m.startswith("ub_extra.")]:
+        monkeypatch.delitem(sys.modules, name)
+    first = discover()[0]["installed_method"]
+    assert first.cls.marker == 1 and first.source == str(module.resolve())
+    module.write_text(PLUGIN.format(imports="", cls="Installed", name="installed_method",
+                                    body="    marker = 22  # edited\n"))
+    edited = discover()[0]["installed_method"]
+    assert edited.cls.marker == 22 and edited.source_hash != first.source_hash

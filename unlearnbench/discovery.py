@@ -219,7 +219,9 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
     methods: dict[str, MethodInfo] = {}
     errors: list[PluginError] = []
     packages = plugin_packages(extra_folders)
-    if _import_afresh(packages):
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    modules = [(ep.module, Path()) for ep in installed]  # an entry point's module: imported again when edited too
+    if _import_afresh(packages + modules):
         packages = plugin_packages(extra_folders)  # a shipped package dropped is imported again here
     folders = {name: folder for name, folder in packages}
     found: list[tuple[type[Unlearner], Path]] = []
@@ -238,14 +240,14 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
                 errors.append(PluginError(str(path), f"{exc.__class__.__name__}: {exc}\n{traceback.format_exc()}"))
                 continue
             found += [(cls, path) for cls in classes]
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in installed:
         try:
             cls = ep.load()
         except (Exception, SystemExit) as exc:
             errors.append(PluginError(f"entry point {ep.name}", f"{exc.__class__.__name__}: {exc}"))
             continue
         found.append((cls, Path(inspect.getfile(cls)).resolve()))
-    _remember_imports(packages)
+    _remember_imports(packages + modules)
     bases = {base for cls, _ in found for base in cls.__mro__[1:]}
     for cls, path in found:
         if not cls.name and (inspect.isabstract(cls) or cls in bases):
