@@ -14,9 +14,12 @@ OPTML-Group/Unlearn-Saliency, `Classification/generate_mask.py` and `Classificat
    writes the masked-out weights back and zeroes their momentum). Here the gradients are masked and, after every
    step, every weight outside the mask is written back to its original value, whatever the optimiser.
 
-Departures: on every dataset the shuffled mixture above (the reference's CIFAR-10/SVHN branch instead makes, each
-epoch, one pass over D_f(c) with random labels and then one over D_r(c), so its forget steps are all-forget batches
-where a mixed batch here holds about 1/K forget samples; the tuned step budget and lr are chosen with this loss);
+`schedule: phased` runs the reference's CIFAR-10/SVHN branch instead: one pass over D_f(c) with random labels, then
+one over D_r(c), again until the step budget or the stopping rule ends it (its forget steps are all-forget batches,
+where a mixed batch holds about 1/K forget samples).
+
+Departures: the shuffled mixture on every dataset by default (`schedule: mixed`; the tuned step budgets and learning
+rates are chosen with it, and the schedule is not searched);
 each D_f(c) sample is relabelled once with a class other than c (the reference draws from all classes,
 c included), as the suite's random-labels baselines do; like the other fine-tuning baselines here, a step budget
 with the held-out stopping rule on the validation split's class c (`stop_acc`) instead of fixed epochs, SGD with
@@ -28,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnbench import UnlearnTask
-from unlearnbench.data import Split
+from unlearnbench import UnlearnTask, UserError
+from unlearnbench.config import one_of
+from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast
 from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
@@ -50,6 +54,18 @@ def saliency(model: nn.Module, task: UnlearnTask, batch_size: int) -> dict[str, 
     return grads
 
 
+def phased_batches(data: ImageData, forget: Split, retain: Split, batch_size: int, generator: torch.Generator,
+                   forget_class: int):
+    """The reference's CIFAR-10 schedule as endless batches: a shuffled pass over `forget` (D_f(c), relabelled),
+    then one over `retain` (D_r(c)), and again."""
+    for split, what in ((forget, "training set of class"), (retain, "training set without class")):
+        if len(split) == 0:
+            raise UserError(f"The {what} {forget_class} is empty, so there is nothing to fine-tune on.")
+    while True:
+        yield from data.batches(forget, batch_size, shuffle=True, generator=generator)
+        yield from data.batches(retain, batch_size, shuffle=True, generator=generator)
+
+
 def top_fraction_mask(scores: dict[str, torch.Tensor], ratio: float) -> dict[str, torch.Tensor]:
     """Boolean masks keeping the `ratio` fraction of entries with the largest score, ranked over all tensors at
     once (ties broken by position, so exactly round(ratio·N) entries are kept)."""
@@ -64,6 +80,9 @@ def top_fraction_mask(scores: dict[str, torch.Tensor], ratio: float) -> dict[str
     return masks
 
 
+SCHEDULES = ("mixed", "phased")  # D_f(c) shuffled with D_r(c); or a pass over each in turn (the reference's CIFAR-10)
+
+
 class SalUn(FinetuningUnlearner):
     """Random labels on D_f(c) mixed with D_r(c), training only the most forget-salient weights."""
 
@@ -72,7 +91,9 @@ class SalUn(FinetuningUnlearner):
     paper = 'Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency", arXiv 2310.12508'
     venue = "ICLR 2024"
     parameters = {"optimizer": "sgd", "lr": 0.01, "steps": 50, "batch_size": 64, "stop_acc": 0.05, "check_every": 1,
-                  "mask_ratio": 0.5, "norm_statistics": "batch"}
+                  "mask_ratio": 0.5, "norm_statistics": "batch", "schedule": "mixed"}
+    parameter_ranges = {**FinetuningUnlearner.parameter_ranges, "mask_ratio": (lambda v: 0 < v <= 1, "in (0, 1]"),
+                        "schedule": one_of(SCHEDULES)}
     search_space = {**FINETUNE_SPACE, "mask_ratio": Float(0.05, 1.0)}
 
     def unlearn(self, task: UnlearnTask) -> FinetunedModel:
@@ -93,8 +114,11 @@ class SalUn(FinetuningUnlearner):
                 p.copy_(torch.where(masks[name], p, frozen[name]))
 
         relabelled, retain = relabelled_forget_set(task), task.data.train.retain(c)
-        mix = Split.concat([relabelled, retain])
-        batches = endless_batches(task.data, mix, size, task.generator, f"training set of class {c} with the rest")
+        if task.params["schedule"] == "phased":
+            batches = phased_batches(task.data, relabelled, retain, size, task.generator, c)
+        else:
+            mix = Split.concat([relabelled, retain])
+            batches = endless_batches(task.data, mix, size, task.generator, f"training set of class {c} with the rest")
         outcome = finetune(model, lambda net: cross_entropy_parts(net, next(batches))[0], task,
                            held_out=held_out_forget_set(task), before_step=mask_gradients, after_step=restore_frozen)
         return FinetunedModel(model.eval(), c, outcome)

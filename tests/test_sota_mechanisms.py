@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from test_baselines import METHODS, cache, mnist5k, task_for, tiny  # noqa: F401  (fixtures; discovery first)
+from unlearnbench import UserError
 from unlearnbench.baselines import _finetuning
 from unlearnbench.baselines._blocks import distillation_kl, phased_loss, retain_sample, teacher_probs
 from unlearnbench.baselines.l1_sparse import l1_norm
@@ -57,6 +58,36 @@ def test_salun_never_moves_a_weight_outside_its_mask_even_under_weight_decay(tin
     task = task_for(tiny, "salun", FORGET)
     masks = top_fraction_mask(saliency(task.copy_original(), task, 64), 0.2)
     assert all(not bool((moved[k] & ~masks[k]).any()) for k in before), "a weight outside the mask moved"
+
+
+def test_salun_s_phased_schedule_passes_over_the_relabelled_forget_set_then_over_the_rest(tiny, monkeypatch):
+    """`schedule: phased` (the reference's CIFAR-10 branch): the first steps' batches hold only class c's images,
+    relabelled, until one pass is done, then only the other classes'; the default mixes both in each batch."""
+    from unlearnbench.baselines import salun
+
+    def rows(split) -> set[bytes]:
+        return {bytes(r.numpy()) for x, _ in tiny.data.batches(split, 1024) for r in x}
+
+    forget, retain = rows(tiny.data.train.forget(FORGET)), rows(tiny.data.train.retain(FORGET))
+    seen, real = [], salun.cross_entropy_parts
+    monkeypatch.setattr(salun, "cross_entropy_parts", lambda net, batch: seen.append(batch) or real(net, batch))
+
+    def kinds(schedule: str) -> list[set[str]]:
+        seen.clear()
+        unlearned(tiny, "salun", schedule=schedule, batch_size=8, steps=8, check_every=100)  # no early stop
+        return [{"f" if bytes(r.numpy()) in forget else "r" if bytes(r.numpy()) in retain else "?" for r in x}
+                for x, _ in seen]
+
+    n_forget = len(tiny.data.train.forget(FORGET))
+    passes = -(-n_forget // 8)  # batches in one pass over D_f(c)
+    phased = kinds("phased")
+    assert len(phased) == 8 and 1 < passes < 8
+    assert phased[:passes] == [{"f"}] * passes and phased[passes:] == [{"r"}] * (8 - passes)
+    assert sum(len(y) for _, y in seen[:passes]) == n_forget
+    assert all(int(y.eq(FORGET).sum()) == 0 for _, y in seen[:passes])  # relabelled away from c
+    assert any(k == {"f", "r"} for k in kinds("mixed"))
+    with pytest.raises(UserError, match=r"Parameter 'schedule' of method 'salun' must be one of mixed, phased"):
+        METHODS["salun"].cls().check_parameters({**METHODS["salun"].cls.parameters, "schedule": "cyclic"})
 
 
 def test_l1_sparse_penalty_shrinks_the_weights(tiny):
