@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import json
 import re
 import shutil
 import subprocess
@@ -292,6 +293,31 @@ def test_plugin_methods_and_parameter_sweeps_get_their_own_rows():
     assert list(table.display.loc[FULL].index) == ["Original", "Retrained (lr=0.1)", "Retrained (defaults)",
                                                     "WF-Net", "my_plugin"]
     assert table.display.loc[(FULL, "my_plugin"), ("mnist", "Acc_r")] == "93.0 ± 4.1"
+
+
+def test_a_sweep_s_figure_legends_name_the_parameters_that_differ_and_fit_beside_the_axes(tmp_path):
+    """Two tuned settings of one method (every parameter in its label, ~150 characters each) made the side legend
+    as wide as the figure: constrained layout gave up (a UserWarning) and saved the figure with its legend cut off,
+    both settings shown as "Retrained". A legend names a setting by the parameters that differ, wrapped."""
+    import warnings
+
+    from unlearnbench.report.figures import per_class_bars, save_figure
+
+    records = pd.DataFrame(hand_records())
+    records = records[records["backbone"] == FULL]
+    common = {"batch_size": 64, "check_every": 1, "optimizer": "sgd", "norm_statistics": "batch", "stop_acc": 0.05}
+    sweep = [records[records["method"] == "retrain"].assign(params=json.dumps({**common, **p}, sort_keys=True))
+             for p in ({"lr": 0.000832, "mask_ratio": 0.698, "schedule": "phased", "steps": 85},
+                       {"lr": 0.132, "mask_ratio": 0.644, "schedule": "mixed", "steps": 16})]
+    frame = pd.concat([records[records["method"] != "retrain"], *sweep], ignore_index=True)
+    fig = per_class_bars(frame, "test")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"Retrained (lr=0.000832,\n  mask_ratio=0.698,\n  schedule=phased, steps=85)",
+            "Retrained (lr=0.132,\n  mask_ratio=0.644,\n  schedule=mixed, steps=16)"} < set(labels)
+    assert max(len(line) for label in labels for line in label.splitlines()) <= 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constrained layout's "axes sizes collapsed to zero"
+        save_figure(fig, tmp_path, "sweep")
 
 
 def test_a_sweep_s_rows_sort_numbers_as_numbers():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,28 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import UserError, error_reason
-from .names import method_order
+from .names import display_name, method_order
 from .tables import CURVE_METRIC, params_key, row_labels
+
+
+LEGEND_LABEL_CHARACTERS = 34  # a legend entry's line: longer labels wrap (LEGEND_COLUMN_INCHES holds one line)
+
+
+def legend_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """The tables' row label of each (method, params) of one dataset × backbone, shortened for a legend: a method
+    with several settings there is named by the parameters in which they differ only, and a label wraps to lines of
+    LEGEND_LABEL_CHARACTERS. (With every parameter, a sweep's labels ran to ~150 characters: the side legend took the
+    whole width, the layout collapsed and the figure was drawn without it, its legend cut off.)"""
+    labels = row_labels(records)
+    for method, group in records[["method", "params"]].drop_duplicates().groupby("method"):
+        settings = {p: json.loads(p or "{}") for p in group["params"]}
+        if len(settings) < 2:
+            continue
+        keys = sorted({k for values in settings.values() for k in values})
+        differ = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True) for v in settings.values()}) > 1]
+        for params, values in settings.items():
+            labels[(method, params)] = f"{display_name(method)} ({', '.join(f'{k}={values.get(k)}' for k in differ)})"
+    return {k: textwrap.fill(v, LEGEND_LABEL_CHARACTERS, subsequent_indent="  ") for k, v in labels.items()}
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -129,7 +150,7 @@ def per_class_bars(records: pd.DataFrame, split: str) -> Figure | None:
     rows = rows.dropna(subset=["forget_class", "value"])
     if rows.empty:
         return None
-    labels = row_labels(records)
+    labels = legend_labels(records)
     rows = rows.assign(method_label=[labels[(m, p)] for m, p in zip(rows["method"], rows["params"])],
                        percent=rows["value"] * 100, forget_class=rows["forget_class"].astype(int))
     hue_order = [labels[k] for k in _label_order(records)]
@@ -166,7 +187,7 @@ def relearn_figure(records: pd.DataFrame) -> Figure | None:
     its last value: see relearn_curves) per method when the records of one dataset × backbone carry
     `relearn_curve_<epoch>` metrics; otherwise relearn epochs per class (dots) with their mean ± sd (diamond) per
     method (the title says which); None when neither is recorded."""
-    labels = row_labels(records)
+    labels = legend_labels(records)
     curves = relearn_curves(records)
     title = f"{records['dataset'].iloc[0]} / {records['backbone'].iloc[0]}"
     fig = new_figure(6.0, 3.6)
@@ -203,7 +224,7 @@ def cost_vs_classes(records: pd.DataFrame) -> Figure | None:
     rows = records[(records["metric"] == "unlearn_seconds") & (records["split"] == "all")].dropna(subset=["value"])
     if rows.empty:
         return None
-    labels = row_labels(records)
+    labels = legend_labels(records)
     n_classes = int(records["forget_class"].nunique())
     fig = new_figure(6.0, 3.6)
     ax = fig.subplots()
@@ -232,11 +253,12 @@ LEGEND_COLUMN_INCHES = 1.7  # one more legend column of method names
 
 
 def side_legend(ax, height: float) -> None:
-    """The axes' legend beside it, in as many columns as it takes for every entry to fit beside the axes of a
-    figure `height` inches high (in one column, 24 methods ran off the foot of a 3.6-inch figure)."""
-    entries = len(ax.get_legend_handles_labels()[0])
+    """The axes' legend beside it, in as many columns as it takes for every entry (each line of a wrapped one) to fit
+    beside the axes of a figure `height` inches high (in one column, 24 methods ran off the foot of a 3.6-inch
+    figure)."""
+    lines = sum(label.count("\n") + 1 for label in ax.get_legend_handles_labels()[1])  # a wrapped label: several
     rows = max(1, int((height - TITLE_AND_LABEL_INCHES) / LEGEND_ROW_INCHES))
-    columns = max(1, math.ceil(entries / rows))
+    columns = max(1, math.ceil(lines / rows))
     if columns > 1:  # widen the figure by the extra columns, or they squeeze the axes and clip its title
         width, tall = ax.figure.get_size_inches()
         ax.figure.set_size_inches(width + LEGEND_COLUMN_INCHES * (columns - 1), tall)
@@ -286,7 +308,7 @@ def method_profiles(records: pd.DataFrame) -> pd.DataFrame:
     so that the original model is 0 and the retrained one 1 (how far a method moved from the original towards
     retraining); metrics on which the two coincide, or that either lacks, are left out. Empty without both
     reference methods."""
-    labels = row_labels(records)
+    labels = legend_labels(records)
     means = {}
     splits = profile_splits(records)
     for metric, short in PROFILE_METRICS:
@@ -312,7 +334,7 @@ def profile_figure(records: pd.DataFrame) -> Figure | None:
     profiles = method_profiles(records)
     if profiles.empty or profiles.shape[1] < 2:
         return None
-    order = [row_labels(records)[k] for k in _label_order(records)]
+    order = [legend_labels(records)[k] for k in _label_order(records)]
     fig = new_figure(1.3 * profiles.shape[1] + 3.0, 3.8)
     ax = fig.subplots()
     xs = np.arange(profiles.shape[1])
