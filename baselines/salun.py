@@ -18,8 +18,8 @@ OPTML-Group/Unlearn-Saliency, `Classification/generate_mask.py` and `Classificat
 one over D_r(c), again until the step budget or the stopping rule ends it (its forget steps are all-forget batches,
 where a mixed batch holds about 1/K forget samples).
 
-Departures: the shuffled mixture on every dataset by default (`schedule: mixed`; the tuned step budgets and learning
-rates are chosen with it, and the schedule is not searched);
+Departures: the shuffled mixture on every dataset by default (`schedule: mixed`: each schedule tuned by the protocol,
+it came closer to the retrained model, reports/salun-schedule; the schedule is not searched);
 each D_f(c) sample is relabelled once with a class other than c (the reference draws from all classes,
 c included), as the suite's random-labels baselines do; like the other fine-tuning baselines here, a step budget
 with the held-out stopping rule on the validation split's class c (`stop_acc`) instead of fixed epochs, SGD with
