@@ -25,6 +25,11 @@ def shared_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+# a subset of mnist5k (100 training and 40 test images a class) for tests of how runs are launched, cached, keyed
+# and resumed, which need trained models but not good ones: their cells take about a third of the time
+SMALL_MNIST = {"name": "mnist5k", "train_per_class": 100, "test_per_class": 40}
+
+
 def write_grid(folder: Path, filename: str = "grid.yaml", **overrides) -> Path:
     """A tiny grid file: mnist5k, one small backbone, two forget classes, one training epoch."""
     grid = {

@@ -204,15 +204,16 @@ def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     data = load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.34)
     assert data.classes == classes and data.channels == 3 and data.image_size == 32
     assert len(data.test) == 30 and data.augment == "crop_flip"
-    assert (tmp_path / "cache" / "data" / "cifar10-jpeg" / "train" / "cat").is_dir()
+    [copy] = (tmp_path / "cache" / "data").glob("cifar10-jpeg-*")  # named by the tarball's digest
+    assert (copy / "train" / "cat").is_dir()
 
 
 def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_extracted_again(tmp_path):
     """The JPEG copy was keyed by its format only and its tarball extracted once for good: another copy (a tarball
     replaced, images rewritten in a tree) was read as the first one's extraction and its cells taken from the
     first one's cache. Now a tree's identity is its files' signature and a tarball's its content digest (the same
-    before and after it is extracted), and a tarball whose digest differs from the extracted copy's is extracted
-    again."""
+    before and after it is extracted, and where the tarball is gone), and each tarball content is extracted once
+    into a folder of its own, which is never replaced under a process reading it."""
     from unlearnbench.data import dataset_identity, scans_files_afresh
 
     classes = [f"c{k}" for k in range(10)]
@@ -237,12 +238,17 @@ def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_ext
     before_extraction = dataset_identity("cifar10", {}, root, cache)
     first, first_images = identity_and_images()
     assert first == before_extraction and first["format"] == "jpeg"  # extracting it does not change its key
-    assert identity_and_images()[0] == first
+    [copy] = (cache / "data").glob("cifar10-jpeg-*")
+    extracted = copy.stat().st_ctime_ns
+    assert identity_and_images()[0] == first and copy.stat().st_ctime_ns == extracted  # not extracted again
     pack(1)
     second, second_images = identity_and_images()
-    assert second != first and not torch.equal(second_images, first_images)  # re-extracted, decoded anew
-    tree = root / "cifar10-jpeg"  # the copy as a tree: keyed by its files
-    shutil.copytree(cache / "data" / "cifar10-jpeg", tree)
+    assert second != first and not torch.equal(second_images, first_images)  # extracted, decoded anew
+    assert len(list((cache / "data").glob("cifar10-jpeg-*"))) == 2 and copy.stat().st_ctime_ns == extracted
+    (root / "cifar10-jpeg.tar.gz").unlink()  # the newest copy is read, under the same key
+    assert identity_and_images()[0] == second
+    tree = root / "cifar10-jpeg"  # a copy as a tree: keyed by its files
+    shutil.copytree(copy, tree)
     as_tree = identity_and_images()[0]
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tree / "test" / "c3" / "0.png")
     assert identity_and_images()[0] != as_tree

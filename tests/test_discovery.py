@@ -14,7 +14,7 @@ from unlearnbench.errors import UserError
 from unlearnbench.grid import load_grid
 from unlearnbench.runner import RunOptions, run
 
-from conftest import write_grid
+from conftest import SMALL_MNIST, write_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,7 +183,8 @@ def test_editing_a_building_block_recomputes_only_the_methods_that_import_it(tmp
     methods_dir, baselines_dir = _copy_shipped(tmp_path / "copy")
     grid = load_grid(str(write_grid(tmp_path, methods=[
         "original_copy", "random_labels_copy", "negative_gradient_copy",
-        {"name": "wfnet_copy", "params": {"max_steps": 4, "evals_per_epoch": 1, "batch_size": 64}}])))
+        {"name": "wfnet_copy", "params": {"max_steps": 4, "evals_per_epoch": 1, "batch_size": 64}}],
+        datasets=[SMALL_MNIST])))
 
     def computed() -> int:
         result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
@@ -270,14 +271,17 @@ def test_list_shows_each_methods_rounds_retained_data_and_venue():
 
 def test_an_installed_package_s_entry_point_is_discovered_and_imported_again_when_edited(tmp_path, monkeypatch):
     """A method a pip-installed package declares under the `unlearnbench.methods` entry-point group is found, named
-    by its module's file; that file edited between two discoveries in one process (an editable install, a
-    notebook) is imported again, so the method runs the code its key hashes (before: the first import ran on)."""
+    by its module's file; a file of its package (here a helper module its key hashes) edited between two
+    discoveries in one process (an editable install, a notebook) is imported again, so the method runs the code its
+    key hashes (before: the first import ran on)."""
     site = tmp_path / "site"
     (site / "ub_extra").mkdir(parents=True)
     (site / "ub_extra" / "__init__.py").write_text("")
     module = site / "ub_extra" / "methods.py"
-    module.write_text(PLUGIN.format(imports="", cls="Installed", name="installed_method",
-                                    body="    marker = 1\n"))
+    helper = site / "ub_extra" / "_helpers.py"  # a helper module beside it: in its import closure
+    helper.write_text("MARK = 1\n")
+    module.write_text(PLUGIN.format(imports="from ._helpers import MARK", cls="Installed", name="installed_method",
+                                    body="    marker = MARK\n"))
     info = site / "ub_extra-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ub-extra\nVersion: 0.1\n")
@@ -287,7 +291,6 @@ def test_an_installed_package_s_entry_point_is_discovered_and_imported_again_whe
         monkeypatch.delitem(sys.modules, name)
     first = discover()[0]["installed_method"]
     assert first.cls.marker == 1 and first.source == str(module.resolve())
-    module.write_text(PLUGIN.format(imports="", cls="Installed", name="installed_method",
-                                    body="    marker = 22  # edited\n"))
+    helper.write_text("MARK = 22  # edited\n")
     edited = discover()[0]["installed_method"]
     assert edited.cls.marker == 22 and edited.source_hash != first.source_hash

@@ -21,7 +21,7 @@ from unlearnbench.planning import plan
 from unlearnbench.runner import RunOptions, merged_only, run
 from unlearnbench.store import FAILURE_COLUMNS, Cache, RunFolder, read_run_config
 
-from conftest import write_grid
+from conftest import SMALL_MNIST, write_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"unlearn_seconds", "device_seconds", "peak_memory_bytes"}
@@ -32,9 +32,6 @@ def comparable(path: Path) -> pd.DataFrame:
     """records.csv without the timing rows, which differ from run to run by nature."""
     frame = pd.read_csv(path)
     return frame[~frame.metric.isin(TIMING)][KEY].reset_index(drop=True)
-
-
-SMALL_MNIST = {"name": "mnist5k", "train_per_class": 100, "test_per_class": 40}  # cells in a third of the time
 
 
 def tiny(tmp_path, filename="grid.yaml", **kw):

@@ -320,6 +320,22 @@ def test_a_sweep_s_figure_legends_name_the_parameters_that_differ_and_fit_beside
         save_figure(fig, tmp_path, "sweep")
 
 
+def test_a_side_legend_of_many_wrapped_labels_widens_the_figure_by_their_columns_not_the_axes():
+    """The side legend's extra columns are as wide as their longest line: at a fixed 1.7 in a column, 20 wrapped
+    settings of one method squeezed a cost figure's axes to 1.1 in (its legend overlapping them)."""
+    from unlearnbench.report.figures import cost_vs_classes
+
+    records = pd.DataFrame(hand_records())
+    records = records[records["backbone"] == FULL]
+    sweep = [records[records["method"] == "retrain"].assign(params=json.dumps(
+        {"lr": 0.001 * (k + 1), "mask_ratio": 0.1 * k, "steps": 10 + k, "schedule": "phased" if k % 2 else "mixed"},
+        sort_keys=True)) for k in range(20)]
+    fig = cost_vs_classes(pd.concat([records[records["method"] != "retrain"], *sweep], ignore_index=True))
+    fig.canvas.draw()  # constrained layout places the axes
+    assert len(fig.axes[0].get_legend().get_texts()) == 21 and fig.get_size_inches()[0] > 10
+    assert fig.axes[0].get_position().width * fig.get_size_inches()[0] > 3.0
+
+
 def test_a_sweep_s_rows_sort_numbers_as_numbers():
     records = pd.DataFrame(hand_records())
     sweep = [records[records["method"] == "retrain"].assign(params=p)

@@ -15,7 +15,7 @@ from unlearnbench.grid import load_grid
 from unlearnbench.runner import RunOptions, run
 from unlearnbench.store import RECORD_COLUMNS, device_name
 
-from conftest import write_grid
+from conftest import SMALL_MNIST, write_grid
 
 PLUGIN = '''
 from unlearnbench import SingleClassModel, Unlearner
@@ -43,8 +43,7 @@ class Finetune{suffix}(Unlearner):
 '''
 
 
-# a subset of mnist5k for the tests of what is cached and keyed, which need models, not good ones (a third of the time)
-SMALL = {"datasets": [{"name": "mnist5k", "train_per_class": 100, "test_per_class": 40}]}
+SMALL = {"datasets": [SMALL_MNIST]}
 
 
 def options(tmp_path, cache, **kw):

@@ -86,8 +86,12 @@ def test_salun_s_phased_schedule_passes_over_the_relabelled_forget_set_then_over
     assert sum(len(y) for _, y in seen[:passes]) == n_forget
     assert all(int(y.eq(FORGET).sum()) == 0 for _, y in seen[:passes])  # relabelled away from c
     assert any(k == {"f", "r"} for k in kinds("mixed"))
+    defaults = METHODS["salun"].cls.parameters
     with pytest.raises(UserError, match=r"Parameter 'schedule' of method 'salun' must be one of mixed, phased"):
-        METHODS["salun"].cls().check_parameters({**METHODS["salun"].cls.parameters, "schedule": "cyclic"})
+        METHODS["salun"].cls().check_parameters({**defaults, "schedule": "cyclic"})
+    for ratio in (0.0, 1.5):  # no weight to train, or more than all of them: both ran before
+        with pytest.raises(UserError, match=r"Parameter 'mask_ratio' of method 'salun' must be in \(0, 1\]"):
+            METHODS["salun"].cls().check_parameters({**defaults, "mask_ratio": ratio})
 
 
 def test_l1_sparse_penalty_shrinks_the_weights(tiny):

@@ -497,14 +497,15 @@ def _source(root: str | Path | None, cache_dir: str | Path, options: dict | None
     return DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, dict(options or {}))
 
 
-_IDENTITIES: dict[tuple, dict] = {}  # a grid's cells share their dataset's (a tree is scanned once a run)
+_IDENTITIES: dict[tuple, dict] = {}  # a grid's cells share their dataset's (planning scans a tree once a run)
 _IN_RUN = False  # inside `scans_files_afresh`: the run that cleared the memo is still going
 
 
 def scans_files_afresh(entry: Callable) -> Callable:
     """Decorate a run's entry point (run, tune, the CLI's commands): it scans each dataset's files again, since an
-    earlier run in this process (the Python API, a notebook) may have seen other files, and once only within it,
-    calls it makes included. A worker process lives for one run and keeps its scans."""
+    earlier run in this process (the Python API, a notebook) may have seen other files, and its planning once only,
+    calls it makes included. Loading a group's data scans its files once more (`dataset_identity(rescan=True)`,
+    in whichever process loads it), so that its cells are checked against the files loaded."""
     @functools.wraps(entry)
     def fresh(*args, **kwargs):
         global _IN_RUN

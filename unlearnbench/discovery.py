@@ -220,7 +220,9 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
     errors: list[PluginError] = []
     packages = plugin_packages(extra_folders)
     installed = list(entry_points(group=ENTRY_POINT_GROUP))
-    modules = [(ep.module, Path()) for ep in installed]  # an entry point's module: imported again when edited too
+    # an entry point's package (its module's top level, which its helpers share) is imported again when edited too;
+    # never the harness itself
+    modules = [(top, Path()) for top in sorted({ep.module.partition(".")[0] for ep in installed} - {__package__})]
     if _import_afresh(packages + modules):
         packages = plugin_packages(extra_folders)  # a shipped package dropped is imported again here
     folders = {name: folder for name, folder in packages}

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import tarfile
 import tempfile
@@ -28,7 +29,7 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 CIFAR_TARBALL = "cifar10-jpeg.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
-TARBALL_DIGEST = ".tarball-blake2b"  # in an extracted copy: the digest of the tarball it was extracted from
+EXTRACTED = re.compile(r"cifar10-jpeg-([0-9a-f]{32})")  # a tarball's copy in the cache, named by its digest
 CIFAR_TRAIN = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 CIFAR_MD5 = {  # the original release's files, as torchvision checks them
     "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -103,7 +104,7 @@ def read_cifar_pickles(root: Path) -> RawDataset:
 
 def _cifar_source(source: DataSource) -> tuple[str, Path] | None:
     """Where CIFAR-10 can be read from: ('pickle', root), ('jpeg', tree) or ('tarball', file), in this order, else
-    ('extracted', tree): a copy extracted into the cache before, read where its tarball is gone."""
+    ('extracted', tree): the copy last extracted into the cache, read where its tarball is gone."""
     if source.root is not None:
         if (source.root / CIFAR_FOLDER).is_dir():
             return "pickle", source.root
@@ -111,8 +112,9 @@ def _cifar_source(source: DataSource) -> tuple[str, Path] | None:
             return "jpeg", source.root / "cifar10-jpeg"
         if (source.root / CIFAR_TARBALL).is_file():
             return "tarball", source.root / CIFAR_TARBALL
-        if tree_splits(source.cache_dir / "data" / "cifar10-jpeg"):
-            return "extracted", source.cache_dir / "data" / "cifar10-jpeg"
+        copies = [p for p in (source.cache_dir / "data").glob("cifar10-jpeg*") if tree_splits(p)]
+        if copies:  # named by a digest (the newest extraction first), else one from before copies were
+            return "extracted", max(copies, key=lambda p: (EXTRACTED.fullmatch(p.name) is not None, p.stat().st_ctime))
     return None
 
 
@@ -128,16 +130,16 @@ def _cifar_missing(source: DataSource) -> str | None:
 
 def _cifar_identity(source: DataSource) -> dict:
     """The torchvision pickles (or a download of them; their md5 is checked: one content) or the JPEG copy: a tree
-    by its splits' `folder_signature`, a tarball by its content's digest (the key it gives stays when it is
-    extracted: its copy in the cache records that digest)."""
+    by its splits' `folder_signature`, a tarball by its content's digest (which names its copy in the cache, so
+    the key stays where the tarball is gone)."""
     found = _cifar_source(source)
     if found is None or found[0] == "pickle":
         return {"format": "pickle"}
     kind, where = found
     if kind == "tarball":
         return {"format": "jpeg", "tarball": file_digest(where)}
-    if kind == "extracted" and (where / TARBALL_DIGEST).is_file():
-        return {"format": "jpeg", "tarball": (where / TARBALL_DIGEST).read_text().strip()}
+    if kind == "extracted" and EXTRACTED.fullmatch(where.name):
+        return {"format": "jpeg", "tarball": EXTRACTED.fullmatch(where.name)[1]}
     test_dir = _jpeg_test_dir(where)
     return {"format": "jpeg", "train": folder_signature(where / "train"), "test": folder_signature(test_dir)}
 
@@ -219,36 +221,29 @@ def file_digest(path: Path) -> str:
 
 
 def extract_once(tarball: Path, into: Path) -> Path:
-    """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg, atomically, once per tarball content: the copy
-    records the tarball's digest, and a tarball replaced since is extracted again in its place. Processes take
-    turns (a lock file beside the copy). Return that folder."""
-    target, digest = into / "cifar10-jpeg", file_digest(tarball)
-
-    def current() -> bool:
-        return (target / TARBALL_DIGEST).is_file() and (target / TARBALL_DIGEST).read_text().strip() == digest
-
-    if current():
+    """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg-<its content's digest>, atomically, once per
+    content: a tarball replaced since gets a copy of its own, and a copy is never replaced while another process
+    reads it. Processes take turns (a lock file beside the copies). Return that folder."""
+    target = into / f"cifar10-jpeg-{file_digest(tarball)}"
+    if tree_splits(target):  # complete: a copy appears whole, by one rename
         return target
     into.mkdir(parents=True, exist_ok=True)
     with open(into / "cifar10-jpeg.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if current():  # another process extracted it while this one waited
+        if tree_splits(target):  # another process extracted it while this one waited
             return target
         tmp = Path(tempfile.mkdtemp(dir=into))
         try:
             try:
                 with tarfile.open(tarball) as tar:
-                    tar.extractall(tmp / "new", filter="data")
+                    tar.extractall(tmp, filter="data")
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise DataFileError(f"Archive {tarball} cannot be extracted ({exc.__class__.__name__}: "
                                     f"{first_line(exc)}); it is truncated or corrupt, so replace it with a fresh "
                                     f"copy.") from exc
-            extracted = next((p.parent for p in (tmp / "new").rglob("train") if tree_splits(p.parent)), None)
+            extracted = next((p.parent for p in tmp.rglob("train") if tree_splits(p.parent)), None)
             if extracted is None:
                 raise DataFileError(f"Archive {tarball} holds no cifar10-jpeg/train/ and test/ folders.")
-            (extracted / TARBALL_DIGEST).write_text(digest + "\n")
-            if target.is_dir():  # another tarball's copy (or one from before copies recorded their tarball)
-                os.replace(target, tmp / "old")
             os.replace(extracted, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

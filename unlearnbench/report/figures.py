@@ -249,19 +249,28 @@ def cost_vs_classes(records: pd.DataFrame) -> Figure | None:
 
 LEGEND_ROW_INCHES = 0.16  # one legend entry at fontsize 7
 TITLE_AND_LABEL_INCHES = 0.8  # a figure's height the axes beside the legend do not take
-LEGEND_COLUMN_INCHES = 1.7  # one more legend column of method names
+LEGEND_COLUMN_INCHES = 1.7  # one more legend column of method names (at least: see legend_column_inches)
+LEGEND_CHARACTER_INCHES = 0.058  # a character at fontsize 7, on average
+LEGEND_HANDLE_INCHES = 0.4  # a legend entry's line or patch and the gap after it
+
+
+def legend_column_inches(labels: list[str]) -> float:
+    """The width of one legend column holding `labels` (its longest line) at fontsize 7."""
+    longest = max((len(line) for label in labels for line in label.splitlines()), default=0)
+    return max(LEGEND_COLUMN_INCHES, LEGEND_HANDLE_INCHES + LEGEND_CHARACTER_INCHES * longest)
 
 
 def side_legend(ax, height: float) -> None:
     """The axes' legend beside it, in as many columns as it takes for every entry (each line of a wrapped one) to fit
     beside the axes of a figure `height` inches high (in one column, 24 methods ran off the foot of a 3.6-inch
     figure)."""
-    lines = sum(label.count("\n") + 1 for label in ax.get_legend_handles_labels()[1])  # a wrapped label: several
+    labels = ax.get_legend_handles_labels()[1]
+    lines = sum(label.count("\n") + 1 for label in labels)  # a wrapped label: several
     rows = max(1, int((height - TITLE_AND_LABEL_INCHES) / LEGEND_ROW_INCHES))
     columns = max(1, math.ceil(lines / rows))
     if columns > 1:  # widen the figure by the extra columns, or they squeeze the axes and clip its title
         width, tall = ax.figure.get_size_inches()
-        ax.figure.set_size_inches(width + LEGEND_COLUMN_INCHES * (columns - 1), tall)
+        ax.figure.set_size_inches(width + legend_column_inches(labels) * (columns - 1), tall)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, ncols=columns)
 
 
