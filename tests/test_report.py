@@ -301,7 +301,7 @@ def test_a_sweep_s_figure_legends_name_the_parameters_that_differ_and_fit_beside
     both settings shown as "Retrained". A legend names a setting by the parameters that differ, wrapped."""
     import warnings
 
-    from unlearnbench.report.figures import per_class_bars, save_figure
+    from unlearnbench.report.figures import legend_labels, per_class_bars, save_figure
 
     records = pd.DataFrame(hand_records())
     records = records[records["backbone"] == FULL]
@@ -315,6 +315,9 @@ def test_a_sweep_s_figure_legends_name_the_parameters_that_differ_and_fit_beside
     assert {"Retrained (lr=0.000832,\n  mask_ratio=0.698,\n  schedule=phased, steps=85)",
             "Retrained (lr=0.132,\n  mask_ratio=0.644,\n  schedule=mixed, steps=16)"} < set(labels)
     assert max(len(line) for label in labels for line in label.splitlines()) <= 40
+    defaults_too = pd.concat([records, records[records["method"] == "retrain"].assign(params='{"lr": 0.1}')])
+    assert set(legend_labels(defaults_too).values()) == {"Original", "WF-Net", "Retrained (lr=default)",
+                                                         "Retrained (lr=0.1)"}  # params "{}": the defaults
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # constrained layout's "axes sizes collapsed to zero"
         save_figure(fig, tmp_path, "sweep")

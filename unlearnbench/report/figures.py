@@ -41,8 +41,9 @@ def legend_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
             continue
         keys = sorted({k for values in settings.values() for k in values})
         differ = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True) for v in settings.values()}) > 1]
-        for params, values in settings.items():
-            labels[(method, params)] = f"{display_name(method)} ({', '.join(f'{k}={values.get(k)}' for k in differ)})"
+        for params, values in settings.items():  # a parameter a setting does not name is the method's default
+            shown = ", ".join(f"{k}={values.get(k, 'default')}" for k in differ)
+            labels[(method, params)] = f"{display_name(method)} ({shown})" if shown else labels[(method, params)]
     return {k: textwrap.fill(v, LEGEND_LABEL_CHARACTERS, subsequent_indent="  ") for k, v in labels.items()}
 
 
