@@ -208,6 +208,33 @@ def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     assert (copy / "train" / "cat").is_dir()
 
 
+@pytest.mark.parametrize("data_filter", [True, False], ids=["filter", "python-without-filter"])
+def test_the_cifar10_tarball_refuses_a_member_outside_its_tree_in_one_sentence(tmp_path, monkeypatch, data_filter):
+    """tarfile's 'data' filter refuses a member outside the destination, which read as "truncated or corrupt, so
+    replace it with a fresh copy"; Python before 3.10.12 / 3.11.4 has no `filter=` at all (a TypeError there), and
+    its fallback extracts plain files and folders inside the tree and refuses the rest, in the same sentence."""
+    from unlearnbench.datasets import cifar
+
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+    classes = [f"c{k}" for k in range(10)]
+    _write_tree(tmp_path / "src" / "cifar10-jpeg", classes, per_class=1, size=32)
+    root = tmp_path / "root"
+    root.mkdir()
+    with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar10-jpeg", arcname="cifar10-jpeg")
+    assert load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0).classes == classes
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar10-jpeg", arcname="cifar10-jpeg")
+        tar.add(tmp_path / "src" / "cifar10-jpeg" / "train" / "c0" / "0.png", arcname="../escaped.png")
+    with pytest.raises(DataFileError, match=r"^Archive .*evil\.tar\.gz holds '\.\./escaped\.png', which is not a "
+                                            r"plain file or folder inside the archive's own tree; it is not the "
+                                            r"CIFAR-10 JPEG copy\.$"):
+        cifar.extract_once(evil, tmp_path / "out")
+    assert not (tmp_path / "escaped.png").exists() and not (tmp_path / "out" / "escaped.png").exists()
+
+
 def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_extracted_again(tmp_path):
     """The JPEG copy was keyed by its format only and its tarball extracted once for good: another copy (a tarball
     replaced, images rewritten in a tree) was read as the first one's extraction and its cells taken from the

@@ -220,6 +220,29 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _extract_plain_files(tar: tarfile.TarFile, into: Path, tarball: Path) -> None:
+    """Extract `tar` into `into` with tarfile's 'data' filter (no member outside `into`, no device, no link out of
+    it); Pythons before 3.10.12 and 3.11.4 lack the filter, and there only folders and regular files with relative
+    paths inside `into` are accepted, anything else refused in one sentence."""
+    if hasattr(tarfile, "data_filter"):
+        try:
+            tar.extractall(into, filter="data")
+        except tarfile.FilterError as exc:  # (a TarError: not "truncated or corrupt")
+            raise _not_the_copy(tarball, exc.tarinfo.name) from exc
+        return
+    members = tar.getmembers()
+    for member in members:
+        path = PurePosixPath(member.name)
+        if not (member.isfile() or member.isdir()) or path.is_absolute() or ".." in path.parts:
+            raise _not_the_copy(tarball, member.name)
+    tar.extractall(into, members=members)
+
+
+def _not_the_copy(tarball: Path, member: str) -> DataFileError:
+    return DataFileError(f"Archive {tarball} holds {member!r}, which is not a plain file or folder inside the "
+                         f"archive's own tree; it is not the CIFAR-10 JPEG copy.")
+
+
 def extract_once(tarball: Path, into: Path) -> Path:
     """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg-<its content's digest>, atomically, once per
     content: a tarball replaced since gets a copy of its own, and a copy is never replaced while another process
@@ -236,7 +259,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
         try:
             try:
                 with tarfile.open(tarball) as tar:
-                    tar.extractall(tmp, filter="data")
+                    _extract_plain_files(tar, tmp, tarball)
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise DataFileError(f"Archive {tarball} cannot be extracted ({exc.__class__.__name__}: "
                                     f"{first_line(exc)}); it is truncated or corrupt, so replace it with a fresh "
