@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from torchvision.models.vgg import VGG, make_layers
 
 from .errors import UserError, first_line
 from .registry import Registry
+from .seeds import file_digest
 
 SMALL_INPUT = 64  # inputs at or below this many pixels get the CIFAR-style adaptations
 
@@ -206,24 +206,13 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, num_classes: int) ->
     return seen[-1].flatten(1)
 
 
-_DIGESTS: dict[tuple, str] = {}  # (file, size, mtime) → SHA-256: a weights file is read once per process
-
-
 def backbone_key(spec: BackboneSpec) -> dict:
     """A backbone as a cache key's part: its spec and, where it names local pretrained weights, their SHA-256,
     so that other weights under the same path are never a cache hit."""
     key = dataclasses.asdict(spec)
     path = Path(spec.pretrained).expanduser() if spec.pretrained else None
     if path is not None and path.is_file():
-        stat = path.stat()
-        memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if memo not in _DIGESTS:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            _DIGESTS[memo] = digest.hexdigest()
-        key["pretrained_sha256"] = _DIGESTS[memo]
+        key["pretrained_sha256"] = file_digest(path)
         key["pretrained"] = path.name  # the contents key it, not where it lies (another --data-root, a copy)
     return key
 

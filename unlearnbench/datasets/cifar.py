@@ -19,6 +19,7 @@ import numpy as np
 
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
+from ..seeds import file_digest
 from .image_folder import decode_splits, folder_signature, split_class_counts, tree_splits
 from .registration import register
 
@@ -29,7 +30,7 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 CIFAR_TARBALL = "cifar10-jpeg.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
-EXTRACTED = re.compile(r"cifar10-jpeg-([0-9a-f]{32})")  # a tarball's copy in the cache, named by its digest
+EXTRACTED = re.compile(r"cifar10-jpeg-([0-9a-f]{64})")  # a tarball's copy in the cache, named by its digest
 CIFAR_TRAIN = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 CIFAR_MD5 = {  # the original release's files, as torchvision checks them
     "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -209,15 +210,6 @@ def load_cifar10(source: DataSource) -> RawDataset:
         raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
     x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32)
     return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
-
-
-def file_digest(path: Path) -> str:
-    """blake2b of a file's bytes (the 19 MB tarball: ~30 ms)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _extract_plain_files(tar: tarfile.TarFile, into: Path, tarball: Path) -> None:

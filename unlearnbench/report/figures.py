@@ -26,7 +26,7 @@ from .names import display_name, method_order
 from .tables import CURVE_METRIC, params_key, row_labels
 
 
-LEGEND_LABEL_CHARACTERS = 34  # a legend entry's line: longer labels wrap (LEGEND_COLUMN_INCHES holds one line)
+LEGEND_LABEL_CHARACTERS = 34  # a legend entry's line: longer labels wrap (legend_column_inches sizes a column to its lines)
 
 
 def legend_labels(records: pd.DataFrame) -> dict[tuple[str, str], str]:
