@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ import yaml
 # UNLEARNBENCH_TEST_THREADS overrides both
 torch.set_num_threads(int(os.environ.get("UNLEARNBENCH_TEST_THREADS",
                                          "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")))
+
+# a suite started in the background (`pytest &`: a shell without job control starts it with SIGINT ignored, and every
+# process it starts inherits that) would fail the tests of Ctrl-C, which need it delivered as a terminal does
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
