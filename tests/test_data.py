@@ -243,18 +243,11 @@ def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_ext
     into a folder of its own, which is never replaced under a process reading it."""
     from unlearnbench.data import dataset_identity, scans_files_afresh
 
-    classes = [f"c{k}" for k in range(10)]
     root, cache = tmp_path / "root", tmp_path / "cache"
     root.mkdir()
 
     def pack(seed):
-        src = tmp_path / f"src{seed}" / "cifar10-jpeg"
-        _write_tree(src, classes, per_class=2, size=32)
-        if seed:  # other pixels, the same file names
-            for image in sorted(src.rglob("*.png"))[::3]:
-                Image.fromarray(np.full((32, 32, 3), 7 * seed, np.uint8)).save(image)
-        with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
-            tar.add(src, arcname="cifar10-jpeg")
+        _pack_cifar_tarball(tmp_path / f"src{seed}", root, seed)
 
     @scans_files_afresh
     def identity_and_images():
@@ -279,6 +272,84 @@ def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_ext
     as_tree = identity_and_images()[0]
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tree / "test" / "c3" / "0.png")
     assert identity_and_images()[0] != as_tree
+
+
+def _pack_cifar_tarball(src, root, seed):
+    """A 10-class CIFAR-10 JPEG copy (2 images a class and split) as `root`/cifar10-jpeg.tar.gz; another `seed`
+    gives other pixels under the same file names."""
+    src = src / "cifar10-jpeg"
+    _write_tree(src, [f"c{k}" for k in range(10)], per_class=2, size=32)
+    if seed:
+        for image in sorted(src.rglob("*.png"))[::3]:
+            Image.fromarray(np.full((32, 32, 3), 7 * seed, np.uint8)).save(image)
+    with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="cifar10-jpeg")
+
+
+def _load_group(dataset, root, cache, log):
+    """The Stages of one (dataset, CPU-size VGG, seed 0) group, as a worker loads them."""
+    from unlearnbench.execution import GroupKey, load_group
+    from unlearnbench.grid import DatasetEntry
+    from unlearnbench.models import BackboneSpec
+
+    return load_group(GroupKey((DatasetEntry(dataset), BackboneSpec("vgg16", 0.0625), 0), "cpu", "auto", 0.25,
+                               "{}", cache, root, False, False, log))
+
+
+def test_a_group_load_signs_each_split_once_and_refuses_files_changed_since_its_scan(tmp_path, monkeypatch):
+    """Loading a group scans its files (the identity its cells are checked against), and the decoder then signed
+    the same files again to key its cache: two stats a file, 2 x 1.28 M on ImageNet. It now keys the decoded cache
+    by that scan, the same key a plain load gives; an image added between the scan and the decoding is refused,
+    where it was decoded into the stage models of a key that does not count it."""
+    from unlearnbench import execution
+    from unlearnbench.datasets import image_folder
+
+    root, cache = tmp_path / "tree", tmp_path / "cache"
+    _write_tree(root)
+    signed, sign = [], image_folder.files_signature
+    monkeypatch.setattr(image_folder, "files_signature",
+                        lambda paths, folder: signed.append(folder) or sign(paths, folder))
+    stages = _load_group("imagefolder", root, cache, tmp_path / "log.txt")
+    assert sorted(Path(f).name for f in signed) == ["test", "train"]  # once a split (was twice)
+    decoded = {p: p.stat().st_mtime_ns for p in (cache / "data").glob("*.npy")}
+    plain = load_dataset("imagefolder", root=root, cache_dir=cache, val_fraction=0.25)  # signs the files itself
+    assert {p: p.stat().st_mtime_ns for p in (cache / "data").glob("*.npy")} == decoded  # the same key: a hit
+    assert torch.equal(plain.train.images, stages.data.train.images)
+    load = execution.load_dataset
+
+    def load_after_a_new_image(*args, **kwargs):
+        Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "train" / "ant" / "new.png")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "load_dataset", load_after_a_new_image)
+    with pytest.raises(DataFileError, match=r"^The images under .*tree/train changed while this run was loading "
+                                            r"them \(12 files when scanned, 13 now\); run it again\.$"):
+        _load_group("imagefolder", root, cache, tmp_path / "log.txt")
+
+
+def test_a_cifar10_tarball_replaced_between_a_groups_scan_and_its_load_is_refused(tmp_path, monkeypatch):
+    """The scan keyed a group by the tarball's digest and the loader extracted whatever the file held when it read
+    it: a tarball replaced in between was decoded into the scan's key. The loader now compares the digest of the
+    copy it reads with the scan's; the copy is named by the bytes it was extracted from."""
+    from unlearnbench import execution
+    from unlearnbench.seeds import file_digest
+
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    root.mkdir()
+    _pack_cifar_tarball(tmp_path / "src0", root, 0)
+    assert len(_load_group("cifar10", root, cache, tmp_path / "log.txt").data.test) == 20
+    load = execution.load_dataset
+
+    def load_after_a_replacement(*args, **kwargs):
+        _pack_cifar_tarball(tmp_path / "src1", root, 1)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "load_dataset", load_after_a_replacement)
+    with pytest.raises(DataFileError, match=r"^CIFAR-10's files under .*root changed while this run was loading "
+                                            r"them; run it again\.$"):
+        _load_group("cifar10", root, cache, tmp_path / "log.txt")
+    names = {p.name for p in (cache / "data").glob("cifar10-jpeg-*")}
+    assert f"cifar10-jpeg-{file_digest(root / 'cifar10-jpeg.tar.gz')}" in names and len(names) == 2
 
 
 def test_a_cifar10_jpeg_copy_whose_test_split_lacks_a_class_folder_is_one_sentence(tmp_path):

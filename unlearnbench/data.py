@@ -98,12 +98,16 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where a loader may read from: the data root, a cache folder, download permission, options."""
+    """Where a loader may read from: the data root, a cache folder, download permission, options, and `files`: the
+    dataset's identity as scanned just before loading (`dataset_identity(rescan=True)`, what a group load passes),
+    which a loader keys its decoded cache by, without signing the files again, and refuses files that changed since
+    (None: the loader signs what it reads)."""
 
     root: Path | None
     cache_dir: Path
     download: bool = False
     options: dict = field(default_factory=dict)
+    files: dict | None = None
 
 
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
@@ -372,6 +376,7 @@ def load_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     device: torch.device | str = "cpu",
     options: dict | None = None,
+    files: dict | None = None,
 ) -> ImageData:
     """Load a registered dataset, carve a stratified validation split from train, and move it to `device`.
 
@@ -381,7 +386,8 @@ def load_dataset(
     test images outside the `test_per_class` subset and the training split stays whole, for originals pretrained
     on the whole training set, whose training images are not held out), `storage` (auto | memory | disk) and
     `memory_budget_gb`: a dataset whose decoded images exceed the budget is read from its decoded file batch by
-    batch (auto), so memory stays bounded whatever its size."""
+    batch (auto), so memory stays bounded whatever its size. `files`: the identity the caller scanned the files by
+    (`DataSource.files`)."""
     info = DATASETS.get(name)
     options = dict(options or {})
     subsets = {key: options.pop(key, None) for key in PER_CLASS_OPTIONS}  # applied below, in this order:
@@ -394,7 +400,7 @@ def load_dataset(
     storage = options.pop("storage", "auto")
     budget = memory_budget_bytes(options)  # the option stays for the loader: it decodes in chunks within it
     images_on_disk(name, info.decodes_to_file, storage, budget, 0)  # a bad storage value fails before decoding
-    source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, options)
+    source = DataSource(Path(root).expanduser() if root else None, Path(cache_dir), download, options, files)
     problem = info.missing(source)
     if problem:
         raise UserError(problem)

@@ -240,7 +240,7 @@ def load_group(key: GroupKey) -> Stages:
     files = dataset_identity(dataset.name, dataset.options_dict, key.data_root, key.cache, key.download, rescan=True)
     data = load_dataset(dataset.name, root=key.data_root, cache_dir=key.cache, download=key.download,
                         val_fraction=key.val_fraction, device=resolve_device(key.device),
-                        options=dataset.options_dict)
+                        options=dataset.options_dict, files=files or None)
     recipe = resolve_recipe(dataset.name, backbone, json.loads(key.recipe))
     return Stages(data, stage_dataset_key(dataset, files, key.val_fraction), backbone, recipe, seed, Cache(key.cache),
                   key.data_root, progress=key.progress, log=LogFile(key.log_path))

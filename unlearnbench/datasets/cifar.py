@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -202,14 +203,28 @@ def load_cifar10(source: DataSource) -> RawDataset:
         return read_cifar_pickles(root)
     kind, where = found
     if kind == "pickle":
+        _check_scanned(source, {"format": "pickle"})
         return read_cifar_pickles(where)
     if kind == "tarball":
         where = extract_once(where, source.cache_dir / "data")
     test_dir = _jpeg_test_dir(where)
     if test_dir is None or not (where / "train").is_dir():
         raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
-    x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32)
+    digest, scanned = EXTRACTED.fullmatch(where.name), source.files or {}
+    read = ({"format": "jpeg", "tarball": digest[1]} if digest else  # a tree: keyed by the scan's signatures
+            {"format": "jpeg", "train": scanned.get("train"), "test": scanned.get("test")})
+    _check_scanned(source, read)
+    x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32,
+                                                              signatures=(read.get("train"), read.get("test")))
     return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
+
+
+def _check_scanned(source: DataSource, read: dict) -> None:
+    """Refuse to load files other than those the run scanned just before (`source.files`): a tarball replaced, or
+    another copy put in its place, in between would be read under the scan's key."""
+    if source.files is not None and source.files != read:
+        raise DataFileError(f"CIFAR-10's files under {source.root} changed while this run was loading them; run it "
+                            f"again.")
 
 
 def _extract_plain_files(tar: tarfile.TarFile, into: Path, tarball: Path) -> None:
@@ -238,19 +253,22 @@ def _not_the_copy(tarball: Path, member: str) -> DataFileError:
 def extract_once(tarball: Path, into: Path) -> Path:
     """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg-<its content's digest>, atomically, once per
     content: a tarball replaced since gets a copy of its own, and a copy is never replaced while another process
-    reads it. Processes take turns (a lock file beside the copies). Return that folder."""
+    reads it. Processes take turns (a lock file beside the copies). The copy is named by the bytes it was extracted
+    from (read once), whatever the file holds by then. Return that folder."""
     target = into / f"cifar10-jpeg-{file_digest(tarball)}"
     if tree_splits(target):  # complete: a copy appears whole, by one rename
         return target
     into.mkdir(parents=True, exist_ok=True)
     with open(into / "cifar10-jpeg.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        content = tarball.read_bytes()
+        target = into / f"cifar10-jpeg-{hashlib.sha256(content).hexdigest()}"
         if tree_splits(target):  # another process extracted it while this one waited
             return target
         tmp = Path(tempfile.mkdtemp(dir=into))
         try:
             try:
-                with tarfile.open(tarball) as tar:
+                with tarfile.open(fileobj=io.BytesIO(content)) as tar:
                     _extract_plain_files(tar, tmp, tarball)
             except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
                 raise DataFileError(f"Archive {tarball} cannot be extracted ({exc.__class__.__name__}: "

@@ -52,9 +52,11 @@ def _decode_image(path: str, image_size: int | None, center_crop: bool) -> np.nd
 
 
 def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False,
-                       budget_bytes: int = 2**30):
+                       budget_bytes: int = 2**30, signature: dict | None = None):
     """Decode `folder`/<class>/<image> into (uint8 [N, H, W, 3] memory-mapped from the cache, labels, classes), cached
-    as .npy by content key; decoding holds at most about `budget_bytes` of images at a time."""
+    as .npy by content key; decoding holds at most about `budget_bytes` of images at a time. `signature`: the
+    folder's `folder_signature` as just scanned, which keys the cache instead of a second stat of every file (its
+    file count is checked against the files listed now)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
@@ -64,8 +66,11 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise DataFileError(f"Image folder {folder} is incomplete: {first_line(exc).split('. ')[0]}.") from exc
     if not samples:
         raise DataFileError(f"Image folder {folder} holds no class folder with images.")
-    key = stable_hash({"folder": str(folder.resolve()), **files_signature((p for p, _ in samples), folder),
-                       "size": image_size, "crop": center_crop})  # the list just read: no second walk
+    if signature is not None and signature["n"] != len(samples):
+        raise DataFileError(f"The images under {folder} changed while this run was loading them ({signature['n']} "
+                            f"files when scanned, {len(samples)} now); run it again.")
+    signature = signature or files_signature((p for p, _ in samples), folder)  # the list just read: no second walk
+    key = stable_hash({"folder": str(folder.resolve()), **signature, "size": image_size, "crop": center_crop})
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
@@ -93,12 +98,14 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
 
 
 def decode_splits(train_dir: Path, test_dir: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False,
-                  budget_bytes: int = 2**30):
-    """`decode_image_folder` of a tree's training and held-out splits: (x_train, y_train, x_test, y_test, classes).
-    Each split is labelled from its own class folders, so they must be the same folders (a missing one would shift
-    every later class's labels)."""
-    x_train, y_train, classes = decode_image_folder(train_dir, cache_dir, image_size, center_crop, budget_bytes)
-    x_test, y_test, test_classes = decode_image_folder(test_dir, cache_dir, image_size, center_crop, budget_bytes)
+                  budget_bytes: int = 2**30, signatures: tuple[dict | None, dict | None] = (None, None)):
+    """`decode_image_folder` of a tree's training and held-out splits (with their `signatures` as scanned, where
+    given): (x_train, y_train, x_test, y_test, classes). Each split is labelled from its own class folders, so they
+    must be the same folders (a missing one would shift every later class's labels)."""
+    x_train, y_train, classes = decode_image_folder(train_dir, cache_dir, image_size, center_crop, budget_bytes,
+                                                    signatures[0])
+    x_test, y_test, test_classes = decode_image_folder(test_dir, cache_dir, image_size, center_crop, budget_bytes,
+                                                       signatures[1])
     if test_classes != classes:
         raise DataFileError(f"Class folders differ between {train_dir} and {test_dir}: "
                             f"{', '.join(sorted(set(classes) ^ set(test_classes)))} only in one.")
@@ -176,8 +183,9 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
     def load(source: DataSource) -> RawDataset:
         train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
         size, budget = source.options.get("image_size", default_size), memory_budget_bytes(source.options)
+        scanned = (source.files["train"], source.files["test"]) if source.files else (None, None)
         x_train, y_train, x_test, y_test, classes = decode_splits(train_dir, test_dir, source.cache_dir, size,
-                                                                  center_crop, budget)
+                                                                  center_crop, budget, scanned)
         return RawDataset(x_train, y_train, x_test, y_test, classes, *IMAGENET_STATS,
                           augment=source.options.get("augment", "crop_flip"))
 
