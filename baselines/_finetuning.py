@@ -67,10 +67,15 @@ def endless_batches(data: ImageData, split: Split, batch_size: int, generator: t
                     what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised (x, y) batches of `split`, reshuffled with `generator` on every pass, forever; `what` names the
     split in the error raised when it is empty."""
-    if len(split) == 0:
-        raise UserError(f"The {what} is empty, so there is nothing to fine-tune on.")
+    refuse_empty(split, what)
     while True:
         yield from data.batches(split, batch_size, shuffle=True, generator=generator)
+
+
+def refuse_empty(split: Split, what: str) -> None:
+    """One sentence naming `what` where `split` holds no sample to fine-tune on."""
+    if len(split) == 0:
+        raise UserError(f"The {what} is empty, so there is nothing to fine-tune on.")
 
 
 def relabelled_forget_set(task: UnlearnTask) -> Split:

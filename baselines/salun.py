@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from unlearnbench import UnlearnTask, UserError
+from unlearnbench import UnlearnTask
 from unlearnbench.config import one_of
 from unlearnbench.data import ImageData, Split
 from unlearnbench.search_space import Float
 from unlearnbench.training import autocast
 from ._finetuning import (FINETUNE_SPACE, FinetunedModel, FinetuningUnlearner, cross_entropy_parts,
-                          endless_batches, finetune, held_out_forget_set, relabelled_forget_set)
+                          endless_batches, finetune, held_out_forget_set, refuse_empty, relabelled_forget_set)
 
 
 def saliency(model: nn.Module, task: UnlearnTask, batch_size: int) -> dict[str, torch.Tensor]:
@@ -58,9 +58,8 @@ def phased_batches(data: ImageData, forget: Split, retain: Split, batch_size: in
                    forget_class: int):
     """The reference's CIFAR-10 schedule as endless batches: a shuffled pass over `forget` (D_f(c), relabelled),
     then one over `retain` (D_r(c)), and again."""
-    for split, what in ((forget, "training set of class"), (retain, "training set without class")):
-        if len(split) == 0:
-            raise UserError(f"The {what} {forget_class} is empty, so there is nothing to fine-tune on.")
+    refuse_empty(forget, f"training set of class {forget_class}")
+    refuse_empty(retain, f"training set without class {forget_class}")
     while True:
         yield from data.batches(forget, batch_size, shuffle=True, generator=generator)
         yield from data.batches(retain, batch_size, shuffle=True, generator=generator)

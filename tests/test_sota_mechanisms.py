@@ -92,6 +92,11 @@ def test_salun_s_phased_schedule_passes_over_the_relabelled_forget_set_then_over
     for ratio in (0.0, 1.5):  # no weight to train, or more than all of them: both ran before
         with pytest.raises(UserError, match=r"Parameter 'mask_ratio' of method 'salun' must be in \(0, 1\]"):
             METHODS["salun"].cls().check_parameters({**defaults, "mask_ratio": ratio})
+    empty = tiny.data.train.subset(torch.zeros(0, dtype=torch.long))
+    for forget_split, retain_split, what in ((empty, tiny.data.train, f"training set of class {FORGET}"),
+                                             (tiny.data.train, empty, f"training set without class {FORGET}")):
+        with pytest.raises(UserError, match=rf"^The {what} is empty, so there is nothing to fine-tune on\.$"):
+            next(salun.phased_batches(tiny.data, forget_split, retain_split, 8, torch.Generator(), FORGET))
 
 
 def test_l1_sparse_penalty_shrinks_the_weights(tiny):
