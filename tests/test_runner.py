@@ -505,6 +505,13 @@ def test_records_name_the_device_and_commit_that_computed_them_even_from_the_cac
     devices = frame.groupby("forget_class").device.unique()
     assert list(devices[0]) == [device_name(torch.device("cpu"), 1)]
     assert list(devices[1]) == [device_name(torch.device("cpu"), 2)]
+    # the CPU's model and the instructions torch dispatches to: the same run differs between two CPUs
+    # (reports/sota-spread), so a record says which computed it
+    assert devices[0][0].endswith(f", {torch.backends.cpu.get_cpu_capability()})")
+    if Path("/proc/cpuinfo").exists() and "model name" in Path("/proc/cpuinfo").read_text():
+        model = next(line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        assert devices[0][0] == f"cpu (1 threads, {' '.join(model.split())}, {torch.backends.cpu.get_cpu_capability()})"
     commits = frame.groupby("forget_class").git_commit.unique()
     assert (list(commits[0]), list(commits[1])) == (["aaaaaaa"], ["bbbbbbb"])
     assert list(frame.columns[: len(RECORD_COLUMNS) + 1]) == [*RECORD_COLUMNS, "device"]

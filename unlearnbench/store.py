@@ -107,10 +107,25 @@ def git_commit() -> str:
 
 
 def device_name(device: torch.device, threads: int | None = None) -> str:
-    """The CUDA device's name, or 'cpu (N threads, arch)' with the torch threads each worker used."""
+    """The CUDA device's name, or 'cpu (N threads, model, instructions)' with the torch threads each worker used:
+    CPU results depend on all three (reports/sota-spread: a Xeon and an EPYC train another VGG)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({threads or torch.get_num_threads()} threads, {platform.processor() or platform.machine()})"
+    return f"cpu ({threads or torch.get_num_threads()} threads, {cpu_model()})"
+
+
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; else the platform's word) and the vector instructions torch's CPU
+    kernels dispatch to (AVX2, AVX512, NEON, …)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            name = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                         if line.lower().startswith(("model name", "hardware")) and ":" in line), "")
+    except OSError:
+        name = ""
+    return f"{' '.join(name.split()) or platform.processor() or platform.machine()}, " \
+           f"{torch.backends.cpu.get_cpu_capability()}"
 
 
 def writable_folder(path: str | Path, what: str) -> Path:
