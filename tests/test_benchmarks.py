@@ -42,3 +42,15 @@ def test_compare_runs_counts_the_rows_a_change_moved_and_ignores_timings(monkeyp
     assert "rows in one run only: 0" in summary and "differing: 1\n  zrf: 1 rows differ" in summary
     moved = means[means.change != 0]
     assert list(moved.index.get_level_values("method")) == ["wfnet"] and moved.change.iloc[0] == 1.0  # 3 / 3 classes
+
+
+def test_sota_spread_summarises_a_runs_seeds_and_the_worst_of_them():
+    """The figures behind the SOTA behaviour test's bounds (reports/sota-spread), read back from a committed run."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "sota_spread.py"), "--records",
+            str(ROOT / "reports" / "sota-spread" / "records.csv.gz")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    msg = next(line.split() for line in done.stdout.splitlines()
+               if line.startswith("vgg16-w0.0625") and " msg " in line)
+    assert msg[2:5] == ["s0:", "89.2", "/"] and msg[-3:] == ["89.2", "/", "54.0"]  # README's table: seeds 0-2
+    assert sum(" s2: " in line for line in done.stdout.splitlines()) == 34  # 17 methods x 2 backbones
