@@ -152,3 +152,15 @@ def test_a_retrained_model_trained_at_other_threads_says_so_on_the_cost_rows_it_
     assert device["unlearn_seconds"] == device["peak_memory_bytes"] == (
         f"{here}; retrained model trained on cpu (1 threads, {here.split(', ', 1)[1]}")
     assert device["serving_bytes"] == here
+
+
+def test_a_model_cached_before_devices_named_the_cpu_model_counts_as_this_cpu_at_its_thread_count():
+    """A stage model cached by an earlier version records 'cpu (N threads, x86_64)': every cell charged with it read
+    'retrained model trained on cpu (1 threads, x86_64)' on the host and thread count that trained it."""
+    from unlearnbench.store import same_device
+
+    here = "cpu (1 threads, AMD EPYC, AVX2)"
+    assert same_device("cpu (1 threads, x86_64)", here) and same_device(here, here)
+    assert not same_device("cpu (2 threads, x86_64)", here)
+    assert not same_device("cpu (1 threads, Intel(R) Xeon(R) Processor, AVX512)", here)
+    assert not same_device("NVIDIA H200", here)

@@ -299,8 +299,9 @@ def _load_group(dataset, root, cache, log):
 def test_a_group_load_signs_each_split_once_and_refuses_files_changed_since_its_scan(tmp_path, monkeypatch):
     """Loading a group scans its files (the identity its cells are checked against), and the decoder then signed
     the same files again to key its cache: two stats a file, 2 x 1.28 M on ImageNet. It now keys the decoded cache
-    by that scan, the same key a plain load gives; an image added between the scan and the decoding is refused,
-    where it was decoded into the stage models of a key that does not count it."""
+    by that scan, the same key a plain load gives (it signs again only before decoding into a new cache file); an
+    image added or rewritten between the scan and the loading is refused, where it was decoded into the stage
+    models of a key that does not count it."""
     from unlearnbench import execution
     from unlearnbench.datasets import image_folder
 
@@ -309,6 +310,8 @@ def test_a_group_load_signs_each_split_once_and_refuses_files_changed_since_its_
     signed, sign = [], image_folder.files_signature
     monkeypatch.setattr(image_folder, "files_signature",
                         lambda paths, folder: signed.append(folder) or sign(paths, folder))
+    _load_group("imagefolder", root, cache, tmp_path / "log.txt")  # decodes: the scan is checked first
+    signed.clear()
     stages = _load_group("imagefolder", root, cache, tmp_path / "log.txt")
     assert sorted(Path(f).name for f in signed) == ["test", "train"]  # once a split (was twice)
     decoded = {p: p.stat().st_mtime_ns for p in (cache / "data").glob("*.npy")}
@@ -325,6 +328,17 @@ def test_a_group_load_signs_each_split_once_and_refuses_files_changed_since_its_
     with pytest.raises(DataFileError, match=r"^The images under .*tree/train changed while this run was loading "
                                             r"them \(12 files when scanned, 13 now\); run it again\.$"):
         _load_group("imagefolder", root, cache, tmp_path / "log.txt")
+    (root / "train" / "ant" / "new.png").unlink()
+
+    def load_after_a_rewrite(*args, **kwargs):  # the same count: seen where the images are decoded anew
+        Image.fromarray(np.full((12, 12, 3), 255, np.uint8)).save(root / "test" / "bee" / "0.png")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "load_dataset", load_after_a_rewrite)
+    with pytest.raises(DataFileError, match=r"^The images under .*tree/test changed while this run was loading "
+                                            r"them \(an image rewritten\); run it again\.$"):
+        _load_group("imagefolder", root, tmp_path / "fresh", tmp_path / "log.txt")
+    assert not list((tmp_path / "fresh" / "data").glob("test-*.npy"))  # nothing cached under the scan's key
 
 
 def test_a_cifar10_tarball_replaced_between_a_groups_scan_and_its_load_is_refused(tmp_path, monkeypatch):
@@ -350,6 +364,11 @@ def test_a_cifar10_tarball_replaced_between_a_groups_scan_and_its_load_is_refuse
         _load_group("cifar10", root, cache, tmp_path / "log.txt")
     names = {p.name for p in (cache / "data").glob("cifar10-jpeg-*")}
     assert f"cifar10-jpeg-{file_digest(root / 'cifar10-jpeg.tar.gz')}" in names and len(names) == 2
+    scanned = {"format": "jpeg", "tarball": file_digest(root / "cifar10-jpeg.tar.gz")}
+    (root / "cifar10-jpeg.tar.gz").unlink()  # gone, and no copy in this cache: a download would be another dataset
+    monkeypatch.setattr("torchvision.datasets.CIFAR10", lambda *a, **k: pytest.fail("downloaded"))
+    with pytest.raises(DataFileError, match=r"changed while this run was loading them"):
+        load_dataset("cifar10", root=root, cache_dir=tmp_path / "other", download=True, files=scanned)
 
 
 def test_a_cifar10_jpeg_copy_whose_test_split_lacks_a_class_folder_is_one_sentence(tmp_path):

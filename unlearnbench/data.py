@@ -100,8 +100,8 @@ class DatasetInfo:
 class DataSource:
     """Where a loader may read from: the data root, a cache folder, download permission, options, and `files`: the
     dataset's identity as scanned just before loading (`dataset_identity(rescan=True)`, what a group load passes),
-    which a loader keys its decoded cache by, without signing the files again, and refuses files that changed since
-    (None: the loader signs what it reads)."""
+    which a loader keys its decoded cache by instead of signing the files again, refusing files it sees changed
+    since (decode_image_folder says how far it looks; None: the loader signs what it reads)."""
 
     root: Path | None
     cache_dir: Path

@@ -29,7 +29,7 @@ from .planning import (RunOptions, cell_key, grid_has_retrain, metric_key, metri
                        resolve_device)
 from .stages import Stages, model_state_summary, same_state
 from .store import (BoundedMemo, Cache, LogFile, atomic_write, cell_order, code_hash, derive_seed, device_name,
-                    git_commit)
+                    git_commit, same_device)
 from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
@@ -84,7 +84,8 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         "device_seconds": cost.device_seconds - (waited if stages.data.device.type == "cuda" else 0.0)
                           + sum(c["device_seconds"] for c in charged),
         "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)]),
-        "trained_on": sorted({c["device"] for c in charged if c.get("device")} - {device_name(stages.data.device)})}
+        "trained_on": sorted({c["device"] for c in charged
+                              if c.get("device") and not same_device(c["device"], device_name(stages.data.device))})}
 
 
 def _unchanged(model: torch.nn.Module, before: tuple[list[float], list[bool]]) -> bool:

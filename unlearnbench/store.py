@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -112,6 +113,13 @@ def device_name(device: torch.device, threads: int | None = None) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({threads or torch.get_num_threads()} threads, {cpu_model()})"
+
+
+def same_device(recorded: str, now: str) -> bool:
+    """Whether a device name a cache recorded names `now`: equal, or written before names held the CPU's model
+    ('cpu (N threads, x86_64)'), which counts as this CPU at the same thread count."""
+    older = re.fullmatch(r"cpu \((\d+) threads, [^,]*\)", recorded)
+    return recorded == now or (older is not None and now.startswith(f"cpu ({older[1]} threads, "))
 
 
 @lru_cache(maxsize=1)

@@ -198,6 +198,7 @@ def load_cifar10(source: DataSource) -> RawDataset:
     if found is None:
         import torchvision
 
+        _check_scanned(source, {"format": "pickle"})  # the scan's files gone: a download is not what it keyed
         root = source.cache_dir / "data"
         torchvision.datasets.CIFAR10(root, train=False, download=True)  # fetches (once) the whole release
         return read_cifar_pickles(root)
@@ -223,8 +224,8 @@ def _check_scanned(source: DataSource, read: dict) -> None:
     """Refuse to load files other than those the run scanned just before (`source.files`): a tarball replaced, or
     another copy put in its place, in between would be read under the scan's key."""
     if source.files is not None and source.files != read:
-        raise DataFileError(f"CIFAR-10's files under {source.root} changed while this run was loading them; run it "
-                            f"again.")
+        where = f" under {source.root}" if source.root else ""
+        raise DataFileError(f"CIFAR-10's files{where} changed while this run was loading them; run it again.")
 
 
 def _extract_plain_files(tar: tarfile.TarFile, into: Path, tarball: Path) -> None:
@@ -261,9 +262,11 @@ def extract_once(tarball: Path, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     with open(into / "cifar10-jpeg.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if tree_splits(target):  # another process extracted it while this one waited
+            return target
         content = tarball.read_bytes()
         target = into / f"cifar10-jpeg-{hashlib.sha256(content).hexdigest()}"
-        if tree_splits(target):  # another process extracted it while this one waited
+        if tree_splits(target):  # the tarball was replaced by a copy already extracted
             return target
         tmp = Path(tempfile.mkdtemp(dir=into))
         try:

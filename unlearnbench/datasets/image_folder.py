@@ -55,8 +55,9 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
                        budget_bytes: int = 2**30, signature: dict | None = None):
     """Decode `folder`/<class>/<image> into (uint8 [N, H, W, 3] memory-mapped from the cache, labels, classes), cached
     as .npy by content key; decoding holds at most about `budget_bytes` of images at a time. `signature`: the
-    folder's `folder_signature` as just scanned, which keys the cache instead of a second stat of every file (its
-    file count is checked against the files listed now)."""
+    folder's `folder_signature` as just scanned, which keys the cache instead of a second stat of every file: its
+    file count is checked against the files listed now, and the whole signature before decoding into a new cache
+    file (one stat a file beside the decoding), so files changed since the scan are refused, not cached under it."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
@@ -67,14 +68,15 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     if not samples:
         raise DataFileError(f"Image folder {folder} holds no class folder with images.")
     if signature is not None and signature["n"] != len(samples):
-        raise DataFileError(f"The images under {folder} changed while this run was loading them ({signature['n']} "
-                            f"files when scanned, {len(samples)} now); run it again.")
-    signature = signature or files_signature((p for p, _ in samples), folder)  # the list just read: no second walk
-    key = stable_hash({"folder": str(folder.resolve()), **signature, "size": image_size, "crop": center_crop})
+        raise _changed(folder, f"{signature['n']} files when scanned, {len(samples)} now")
+    signed = signature or files_signature((p for p, _ in samples), folder)  # the list just read: no second walk
+    key = stable_hash({"folder": str(folder.resolve()), **signed, "size": image_size, "crop": center_crop})
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
     if not images_file.exists():
+        if signature is not None and files_signature((p for p, _ in samples), folder) != signature:
+            raise _changed(folder, "an image rewritten")  # decoded under the scan's key, it would be served for it
         paths = [p for p, _ in samples]
         row_shape = _decode(paths[0], image_size, center_crop).shape  # every image must decode to this shape
         # a chunk is held twice (decoded images, then stacked): a quarter of the budget each leaves room to train
@@ -95,6 +97,10 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise DataFileError(f"The decoded image cache {images_file} does not match {folder}; delete it to decode "
                             f"the images again.")
     return images, labels, classes
+
+
+def _changed(folder: Path, how: str) -> DataFileError:
+    return DataFileError(f"The images under {folder} changed while this run was loading them ({how}); run it again.")
 
 
 def decode_splits(train_dir: Path, test_dir: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False,
