@@ -7,7 +7,7 @@ import yaml
 from unlearnbench.cli import main, with_default_command
 from unlearnbench.report.run_summary import format_summary
 
-from conftest import write_grid
+from conftest import SMALL_MNIST, write_grid
 
 
 def help_text(argv, capsys) -> str:
@@ -475,3 +475,20 @@ def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estim
     after = capsys.readouterr().out
     assert "stages: 1 original models, 2 retrained models (shared; cached: 1 and 2)" in after
     assert "cost estimate" not in after and "cached cells: 3 of 3" in after, after
+
+
+def test_the_cli_plans_a_grid_once_to_warn_and_to_run_or_print_it(tmp_path, monkeypatch, shared_cache):
+    """The CLI planned each grid twice (once for its tuned-parameter warnings, again to run it or print its plan):
+    on the paper grid with an ImageNet-size tree, whose plan expands ~360,000 cells and counts every file, that
+    was seconds of each start."""
+    from unlearnbench import planning, runner
+
+    calls, real = [], planning.plan
+    monkeypatch.setattr(planning, "plan", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(runner, "plan", planning.plan)
+    grid = write_grid(tmp_path, datasets=[SMALL_MNIST], methods=["original"], forget_classes=[0])
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(shared_cache)]) == 0
+    assert len(calls) == 1
+    assert main(["--grid", str(grid), "--cache-dir", str(shared_cache), "--out", str(tmp_path / "run"), "--quiet",
+                 "--workers", "0", "--device", "cpu"]) == 0
+    assert len(calls) == 2 and (tmp_path / "run" / "records.csv").exists()

@@ -332,14 +332,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
-        p = plan(grid, options)
+        p = planned
         crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metric_names(grid)),
                                 launch_options, p.device, options.data_root, Path(options.cache))
         print(describe_plan(grid, p, Cache(options.cache), metric_names(grid), options.data_root))
         if crowded:
             print(f"warning: {crowded}.", file=sys.stderr)
         return 1 if p.plugin_errors or (p.skipped and not p.cells) else 0  # as the run would exit
-    result = run(grid, options, launch_options)
+    result = run(grid, options, launch_options, planned)
     from .report.run_summary import format_summary
 
     table = format_summary(result.records)

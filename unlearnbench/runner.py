@@ -21,8 +21,8 @@ from .errors import UserError, error_reason
 from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
-from .planning import (RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings, plan,
-                       retrained_models, stage_retrained_counts)
+from .planning import (Plan, RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings,
+                       plan, retrained_models, stage_retrained_counts)
 from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
 from .training import compute_setting
 
@@ -46,14 +46,16 @@ class RunResult:
 
 
 @scans_files_afresh
-def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None) -> RunResult:
+def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = None,
+        planned: Plan | None = None) -> RunResult:
     """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
 
     Original models are trained first (one job per group), then the retrain cells and any other retrained model
     the cells' metrics need (`retrained_models`), then every other cell; each phase goes through the chosen
-    launcher."""
+    launcher. `planned`: the plan of this grid and these options, where the caller made it already in this scan of
+    the files (the CLI, for its warnings): an ImageNet-size plan costs seconds."""
     metrics = metric_names(grid)
-    p = plan(grid, options)
+    p = planned or plan(grid, options)
     device = p.device
     cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
