@@ -145,7 +145,7 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     run_dir = tmp_path / "run"
     (run_dir / "report").mkdir(parents=True)
     (run_dir / "report" / "index.md").write_text("# report\n")
-    monkeypatch.setattr(runner, "run", lambda grid, options, launch: runner.RunResult(
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: runner.RunResult(
         run_dir, records_frame(), [], 5, 0))
     assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--workers", "1",
                  "--out", str(run_dir)]) == 0
@@ -153,7 +153,7 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     assert "Acc_r %" in out and "retrain" in out and "85.0" in out
     assert f"report: {run_dir / 'report' / 'index.md'}" in out
     assert "5 cells computed" in out
-    monkeypatch.setattr(runner, "run", lambda grid, options, launch: runner.RunResult(
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: runner.RunResult(
         run_dir, records_frame(), [], 0, 5, report_error="x is not a readable WF-Net α file"))
     assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--workers", "1", "--out", str(run_dir)]) == 0
     out = capsys.readouterr().out  # the index.md there is the earlier run's: not offered as this run's report
