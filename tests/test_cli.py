@@ -479,8 +479,7 @@ def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estim
 
 def test_the_cli_plans_a_grid_once_to_warn_and_to_run_or_print_it(tmp_path, monkeypatch, shared_cache):
     """The CLI planned each grid twice (once for its tuned-parameter warnings, again to run it or print its plan):
-    on the paper grid with an ImageNet-size tree, whose plan expands ~360,000 cells and counts every file, that
-    was seconds of each start."""
+    the paper grid's dry run on an ImageNet-shaped tree took 29-30 s that way and 23 s planned once."""
     from unlearnbench import planning, runner
 
     calls, real = [], planning.plan

@@ -218,11 +218,9 @@ def test_the_cifar10_tarball_refuses_a_member_outside_its_tree_in_one_sentence(t
     if not data_filter:
         monkeypatch.delattr(tarfile, "data_filter")
     classes = [f"c{k}" for k in range(10)]
-    _write_tree(tmp_path / "src" / "cifar10-jpeg", classes, per_class=1, size=32)
     root = tmp_path / "root"
     root.mkdir()
-    with tarfile.open(root / "cifar10-jpeg.tar.gz", "w:gz") as tar:
-        tar.add(tmp_path / "src" / "cifar10-jpeg", arcname="cifar10-jpeg")
+    _pack_cifar_tarball(tmp_path / "src", root, 0)
     assert load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0).classes == classes
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:

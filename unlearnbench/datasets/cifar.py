@@ -265,7 +265,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
         if tree_splits(target):  # another process extracted it while this one waited
             return target
         content = tarball.read_bytes()
-        target = into / f"cifar10-jpeg-{hashlib.sha256(content).hexdigest()}"
+        target = into / f"cifar10-jpeg-{hashlib.sha256(content).hexdigest()}"  # = file_digest of those bytes
         if tree_splits(target):  # the tarball was replaced by a copy already extracted
             return target
         tmp = Path(tempfile.mkdtemp(dir=into))
