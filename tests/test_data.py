@@ -448,12 +448,13 @@ def test_a_damaged_idx_file_is_one_sentence_naming_it(tmp_path, name, damage, ex
     assert expected in _one_sentence_naming(exc, named)
 
 
-def _cifar_pickles(root, per_batch: int = 4):
+def _cifar_pickles(root, per_batch: int = 10):
+    """Stand-in CIFAR-10 pickles: `per_batch` images a batch, labelled 0, 1, ... (every class at 10)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8), "labels": list(range(per_batch)),
+        batch = {"data": rng.integers(0, 255, (per_batch, 3072), dtype=np.uint8), "labels": [i % 10 for i in range(per_batch)],
                  "batch_label": name, "filenames": [f"{i}.png" for i in range(per_batch)]}
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{k}" for k in range(10)]}))
@@ -468,7 +469,7 @@ def test_a_damaged_cifar_pickle_is_one_sentence_naming_it(tmp_path, monkeypatch)
     assert "differs from the original release" in _one_sentence_naming(exc, folder / "batches.meta")
     monkeypatch.setattr(datasets.cifar, "CIFAR_MD5", {})  # accept these tiny stand-ins
     data = load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "c", val_fraction=0.25)
-    assert (len(data.train) + len(data.val), len(data.test), data.image_size, data.channels) == (20, 4, 32, 3)
+    assert (len(data.train) + len(data.val), len(data.test), data.image_size, data.channels) == (50, 10, 32, 3)
     intact = batch.read_bytes()
     for damaged, expected in [
         (intact[: len(intact) // 2], "is truncated or corrupt: unpickling its"),
@@ -529,6 +530,38 @@ def test_a_corrupt_dataset_fails_its_own_cells_and_the_grid_goes_on(tmp_path):
     (failure,) = [f for f in result.failures if f["status"] == "failed"]
     assert failure["dataset"] == "mnist" and failure["reason"].startswith("DataFileError: MNIST file")
     assert f"{damaged} is truncated" in failure["reason"] and "\n" not in failure["reason"]
+
+
+def test_a_class_without_images_in_a_split_fails_its_datasets_cells_with_a_sentence_and_the_grid_goes_on(tmp_path):
+    """MNIST files whose test labels lack a class used to load, train the original and fail every cell of the
+    dataset with "metric acc_forget on the test split of class 1 is nan" (an empty forget set's accuracy; a
+    one-round method's cell lost every class's rows with it). Loading refuses them in one sentence naming the class
+    and the split, before any model is trained; the other dataset's cells finish. The validation carve taking a
+    class's every training image is refused the same way. (An ImageFolder tree's empty class folder was already
+    refused by torchvision's make_dataset.)"""
+    from unlearnbench.grid import load_grid
+    from unlearnbench.runner import RunOptions, run
+
+    from conftest import write_grid
+
+    raw = _mnist_tree(tmp_path / "data", n=30)
+    _idx(raw / "t10k-labels-idx1-ubyte", np.where(np.arange(30) % 10 == 1, 2, np.arange(30) % 10))
+    said = "Class '1' of dataset 'mnist' has no image in its test split; every class needs training and test images"
+    with pytest.raises(UserError, match=f"^{said}"):
+        load_dataset("mnist", root=tmp_path / "data", cache_dir=tmp_path / "c")
+    grid = load_grid(str(write_grid(tmp_path, datasets=[{"name": "mnist5k", "train_per_class": 10}, "mnist"],
+                                    methods=["original"], forget_classes=[0, 1])))
+    result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
+                                  data_root=tmp_path / "data", progress=False))
+    assert set(result.records.dataset) == {"mnist5k-10perclass"}
+    failed = [f for f in result.failures if f["status"] == "failed"]
+    assert failed and {f["dataset"] for f in failed} == {"mnist"}
+    assert all(f["reason"].startswith(f"UserError: {said}") and "\n" not in f["reason"] for f in failed)
+
+    _write_tree(tmp_path / "small", per_class=2)
+    with pytest.raises(UserError, match=r"^The validation carve \(val_fraction: 0.8\) takes all 2 training images "
+                                        r"of class 'ant' of dataset 'imagefolder'"):
+        load_dataset("imagefolder", root=tmp_path / "small", cache_dir=tmp_path / "c", val_fraction=0.8)
 
 
 def test_an_image_folder_trees_classes_are_counted_from_the_tree_so_imagenet_subsets_plan(tmp_path):

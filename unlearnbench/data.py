@@ -297,8 +297,14 @@ def check_subsets(name: str, options: dict, classes: list, train_counts, test_co
     """Refuse dataset `name`'s per-class options (`test_per_class`, `train_per_class`, `val_per_class`,
     `train_eval_per_class`) where a class holds fewer images than asked in the pool the subset is drawn from, and
     `val_from: test` where the evaluation subset leaves a class no validation image: from the training and test
-    splits' images per class, so that planning checks it from counts before anything is loaded."""
+    splits' images per class, so that planning checks it from counts before anything is loaded. A class with no
+    training or no test image, or whose training images the validation carve takes all of, is refused: its forget
+    accuracy, ZRF and the rest would be undefined on that split."""
     train, test = np.asarray(train_counts, dtype=np.int64), np.asarray(test_counts, dtype=np.int64)
+    for counts, split in ((train, "training"), (test, "test")):
+        if (counts == 0).any():
+            raise UserError(f"Class {classes[int(np.argmin(counts))]!r} of dataset '{name}' has no image in its "
+                            f"{split} split; every class needs training and test images.")
 
     def check(option: str, counts: np.ndarray, pool: str) -> np.ndarray:
         """`counts` capped at the option's per-class number (where it is set and every class holds it)."""
@@ -322,6 +328,11 @@ def check_subsets(name: str, options: dict, classes: list, train_counts, test_co
     else:
         carved = np.array([carve_size(int(n), val_fraction) for n in train], dtype=np.int64)
         kept = train - carved
+        if (kept == 0).any():
+            short = int(np.argmin(kept))
+            raise UserError(f"The validation carve (val_fraction: {val_fraction}) takes all {train[short]} training "
+                            f"images of class {classes[short]!r} of dataset '{name}', leaving it none to train on; "
+                            f"lower val_fraction.")
     kept = check("train_per_class", kept, "the training split"
                  + (" after the validation carve" if options.get("val_from", "train") == "train" else ""))
     check("val_per_class", carved, "the validation split")
