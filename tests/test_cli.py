@@ -162,6 +162,31 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     assert "report: " not in out
 
 
+def test_the_printed_summary_leaves_out_a_cell_that_failed_as_the_report_does(tmp_path, monkeypatch, capsys):
+    """A re-run into a folder recomputed a cell and it failed: records.csv keeps the earlier run's rows, which the
+    report leaves out. Before, the summary printed after the run still averaged them in as current results (here
+    retrain's class 0: Acc_r 85.0 where its one current class gives 80.0)."""
+    from unlearnbench import runner
+    from unlearnbench.store import FAILURE_COLUMNS
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    failed = {"dataset": "mnist5k", "backbone": "vgg16-w0.0625", "method": "retrain", "params": "{}", "seed": 0,
+              "forget_class": 0, "status": "failed", "reason": "boom", "traceback": ""}
+
+    def summary_line(failures: list[dict]) -> list[str]:
+        monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: runner.RunResult(
+            run_dir, records_frame(), failures, 1, 0))
+        assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--out", str(run_dir)]) == (
+            1 if failures else 0)
+        return next(line.split()[3:] for line in capsys.readouterr().out.splitlines() if " retrain " in line)
+
+    assert summary_line([]) == ["85.0", "5.0", "60.0", "7.0"]
+    assert summary_line([failed]) == ["80.0", "10.0", "70.0", "6.0"]  # seed 0: 3 s; seed 1: class 0's 4 s and 5 s
+    pd.DataFrame([failed], columns=FAILURE_COLUMNS).to_csv(run_dir / "failures.csv", index=False)
+    assert summary_line([]) == ["80.0", "10.0", "70.0", "6.0"]  # failed in an earlier run, as failures.csv keeps
+
+
 def test_the_plan_estimates_training_images_from_the_dataset_registry(tmp_path, capsys):
     # mnist5k registers 4,000 training images; less the 10 % validation cut that is 3,600 per epoch, and the plan
     # trains one original and two retrained models for 10 epochs: 3 × 10 × 3,600 = 108,000 images

@@ -340,9 +340,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             print(f"warning: {crowded}.", file=sys.stderr)
         return 1 if p.plugin_errors or (p.skipped and not p.cells) else 0  # as the run would exit
     result = run(grid, options, launch_options, planned)
-    from .report.run_summary import format_summary
+    from .report.run_summary import current_records, format_summary
 
-    table = format_summary(result.records)
+    table = format_summary(current_records(result))
     if table:
         print(table)
     index = result.run_dir / "report" / "index.md"

@@ -149,7 +149,7 @@ def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_
                      len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records)
 
 
-def _failed_cells(records: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
+def failed_cells(records: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
     """Per record, the cell (dataset, backbone, method, params, seed, forget class or None) that `failures` lists as
     failed and the record belongs to, else None: a failure row with a forget class holds that class's rows, one
     without (a one-round cell) every row of its cell."""
@@ -191,7 +191,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         records = read_records(path)
         failures_path = folder / "failures.csv"
         failures = read_failures(failures_path) if failures_path.is_file() else pd.DataFrame(columns=FAILURE_COLUMNS)
-        failed = _failed_cells(records, failures)
+        failed = failed_cells(records, failures)
         sources.append(_source(folder, records, failures, failed.dropna().nunique()))
         frames.append(records[failed.isna()].assign(relearn_max_epochs=relearn_cap(sources[-1])))
     # a cell's value recorded by several runs (a re-run, another commit or device) counts once, the last folder's:

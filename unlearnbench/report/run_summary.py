@@ -5,12 +5,24 @@ import json
 
 import pandas as pd
 
+from ..store import FAILURE_COLUMNS
 from .names import method_order
+from .records import failed_cells, read_failures
 
 SUMMARY_KEYS = ["dataset", "backbone", "method", "params"]
 # column, metric, split, aggregate over a seed's forget classes, scale
 SUMMARY_COLUMNS = [("Acc_r %", "acc_retain", "test", "mean", 100.0), ("Acc_f %", "acc_forget", "test", "mean", 100.0),
                    ("ZRF ×100", "zrf", "test", "mean", 100.0), ("unlearn s", "unlearn_seconds", "all", "sum", 1.0)]
+
+
+def current_records(result) -> pd.DataFrame:
+    """A RunResult's records as its report shows them: without the cells its folder's failures.csv (else the run's
+    own failures) lists as failed, whose rows in records.csv are an earlier run's, kept when this one failed."""
+    path = result.run_dir / "failures.csv"
+    failures = read_failures(path) if path.is_file() else pd.DataFrame(result.failures, columns=FAILURE_COLUMNS)
+    if result.records is None or result.records.empty:
+        return result.records
+    return result.records[failed_cells(result.records, failures).isna()]
 
 
 def format_summary(records: pd.DataFrame) -> str:
