@@ -883,6 +883,41 @@ def test_merged_runs_of_other_relearn_caps_show_the_largest_cap_s_relearn_values
     assert rt[(rt["method"] == "Retrained") & (rt["column"] == "RT")]["difference"].notna().all()  # the paper's cap
 
 
+def curve_rows(method: str, curves: dict[int, list[float]], cap: int) -> list[dict]:
+    """Relearn rows on the val split, one class per entry of `curves` (its forget accuracy per epoch): relearned
+    where it stopped before `cap`, as relearning ends then."""
+    rows = []
+    for c, curve in curves.items():
+        done = len(curve) - 1 < cap
+        values = [("relearn_epochs", float(len(curve) - 1 if done else cap)), ("relearned", float(done))]
+        values += [(f"relearn_curve_{e}", v) for e, v in enumerate(curve)]
+        rows += [{"dataset": "mnist", "backbone": FULL, "method": method, "params": "{}", "seed": 0,
+                  "forget_class": c, "split": "val", "metric": m, "value": v} for m, v in values]
+    return rows
+
+
+def test_a_later_folders_relearn_curve_replaces_an_earlier_ones_whole_and_an_unrelearned_one_stops_at_its_cap(
+        tmp_path):
+    """Merging runs kept relearn curves value by value: a re-run whose class relearned sooner (epoch 1 here, where
+    the earlier run took 3) kept the earlier run's epochs 2 and 3 after its end, and the figure drew the class
+    relearned, then dropping to 0.3. Separately, a class that never relearned under a cap of 2 was drawn flat to
+    the other cells' cap of 4, epochs it never ran."""
+    early = small_run(tmp_path / "a", curve_rows("retrain", {0: [0.1, 0.2, 0.3, 0.9]}, 4), 4)
+    later = small_run(tmp_path / "b", curve_rows("retrain", {0: [0.1, 0.9]}, 4), 4)
+    for runs, expected in (([early, later], [0.1, 0.9]), ([later, early], [0.1, 0.2, 0.3, 0.9])):
+        records, _ = load_runs(runs)
+        kept = records[records["metric"].str.startswith("relearn_curve_")].sort_values("metric")
+        assert kept["value"].tolist() == expected
+        assert records[records["metric"] == "relearn_epochs"]["value"].tolist() == [len(expected) - 1]
+
+    capped = curve_rows("finetune", {0: [0.1, 0.1, 0.2], 1: [0.5, 0.8]}, 2)  # class 1 relearned at epoch 1
+    merged, _ = load_runs([early, small_run(tmp_path / "c", capped, 2)])
+    curves = relearn_curves(merged).set_index(["method", "forget_class", "epoch"])["value"]
+    assert curves["retrain", 0].tolist() == [0.1, 0.2, 0.3, 0.9]
+    assert curves["finetune", 0].tolist() == [0.1, 0.1, 0.2]  # not relearned under cap 2: not drawn past it
+    assert curves["finetune", 1].tolist() == [0.5, 0.8, 0.8, 0.8]  # relearned: carried to the longest curve
+
+
 def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):
     """Merged runs of other cells under other caps: each keeps its values and the caption lists both caps."""
     from unlearnbench.report.tables import relearn_caps

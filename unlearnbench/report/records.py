@@ -18,6 +18,7 @@ from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
 # the relearn metric's rows (metrics/relearn.py): their values depend on the run's relearn cap
 CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_diverged|relearn_curve_\d+)$")
+CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
 CELL_COLUMNS = ["dataset", "backbone", "method", "params", "seed"]  # a cell, with its forget class where it has one
 
 
@@ -193,14 +194,20 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         failures = read_failures(failures_path) if failures_path.is_file() else pd.DataFrame(columns=FAILURE_COLUMNS)
         failed = failed_cells(records, failures)
         sources.append(_source(folder, records, failures, failed.dropna().nunique()))
-        frames.append(records[failed.isna()].assign(relearn_max_epochs=relearn_cap(sources[-1])))
+        frames.append(records[failed.isna()].assign(relearn_max_epochs=relearn_cap(sources[-1]), _folder=len(frames)))
     # a cell's value recorded by several runs (a re-run, another commit or device) counts once, the last folder's:
     # kept twice, sums (seconds, RT's count of classes never relearned) would double
     records = pd.concat(frames, ignore_index=True)
     cap = records["relearn_max_epochs"].where(records["metric"].str.match(CAPPED_METRIC))  # NaN equals NaN here
     duplicate = records.assign(relearn_max_epochs=cap).duplicated(RECORD_COLUMNS[:-1] + ["relearn_max_epochs"],
                                                                   keep="last")
-    return at_largest_cap(records[~duplicate]).reset_index(drop=True), sources
+    # a relearn curve is one measurement, ending where its class relearned: the last folder's replaces an earlier
+    # one whole (value by value, a longer earlier curve's epochs would trail on after the later one's end)
+    curve = records["metric"].str.match(CURVE_METRIC)
+    latest = records["_folder"].where(curve).groupby([records[k] for k in RECORD_COLUMNS[:-2] + ["relearn_max_epochs"]],
+                                                    dropna=False).transform("max")
+    superseded = curve & (records["_folder"] < latest)
+    return at_largest_cap(records[~duplicate & ~superseded].drop(columns="_folder")).reset_index(drop=True), sources
 
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:

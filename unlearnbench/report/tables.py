@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from .names import display_name, method_order
+from .records import CURVE_METRIC
 from .stats import ALPHA, LEVEL, holm, signed_rank_p, t_half_width
 
 MISSING = "—"
 CELL_KEYS = ["dataset", "backbone", "method", "params"]
 TABLE1_COLUMNS = ["Acc_r", "Acc_f", "ZRF", "RT (n)"]
 SPLIT_ORDER = ("test", "train", "val", "all")
-CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
 # each cell is tested against these methods' cells (same dataset, backbone, column); its mark where it differs
 REFERENCES = {"wfnet": "†", "retrain": "‡"}
 STAT_COLUMNS = (["mean", "ci_low", "ci_high", "n", "std", "seeds", "classes", "classes_min"]
