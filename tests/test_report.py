@@ -918,6 +918,41 @@ def test_a_later_folders_relearn_curve_replaces_an_earlier_ones_whole_and_an_unr
     assert curves["finetune", 1].tolist() == [0.5, 0.8, 0.8, 0.8]  # relearned: carried to the longest curve
 
 
+def test_merging_folders_computed_under_other_settings_is_refused_naming_what_differs(tmp_path):
+    """Before, `report A B` pooled one dataset × backbone's values from folders computed on another device type
+    or precision, from other files, or under other metric settings (relearning at another learning rate) into one
+    column without a word; the runner already refuses to pool them into one folder. Settings that only choose
+    which values are recorded (splits), a relearn cap (kept apart, see at_largest_cap) and other datasets merge."""
+    relearn = {"optimizer": "sgd", "lr": 0.01, "max_epochs": 100, "eval_split": "val"}
+    base = {"grid": {"name": "small"}, "compute": {"device_type": "cpu", "precision": "float32"},
+            "files": {"mnist": {"tree": "/data/a"}},
+            "metric_settings": {"relearn": relearn, "zrf": {"seed": 0, "splits": ["test"]}}}
+
+    def folder(name: str, rows: list[dict], **changes) -> Path:
+        run = small_run(tmp_path / name, rows)
+        config = {**base, **changes}
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+        return run
+
+    first = folder("first", class_rows())
+    allowed = {"metric_settings": {"relearn": {**relearn, "max_epochs": 5, "eval_split": "test"},
+                                   "zrf": {"seed": 0, "splits": ["test", "train"]}, "mia": {"seed": 3}}}
+    assert len(load_runs([first, folder("caps", class_rows("finetune"), **allowed)])[0]) == 2 * len(class_rows())
+    other_data = [{**r, "dataset": "cifar10"} for r in class_rows()]
+    assert load_runs([first, folder("elsewhere", other_data, compute={"device_type": "cuda", "precision": "bfloat16"})])
+    for name, changes, said in [
+        ("gpu", {"compute": {"device_type": "cuda", "precision": "bfloat16"}},
+         "device and precision (cpu, float32 against cuda, bfloat16)"),
+        ("lr", {"metric_settings": {"relearn": {**relearn, "lr": 0.5}}}, "relearn settings (lr 0.01 against 0.5)"),
+        ("tree", {"files": {"mnist": {"tree": "/data/b"}}}, "data files (another tree"),
+    ]:
+        with pytest.raises(UserError) as exc:
+            load_runs([first, folder(name, class_rows("finetune"), **changes)])
+        assert str(exc.value).startswith(f"{first} and {tmp_path / name} hold results of mnist / {FULL} computed "
+                                         f"under other {said}")
+        assert str(exc.value).endswith("report them separately.") and "\n" not in str(exc.value)
+
+
 def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):
     """Merged runs of other cells under other caps: each keeps its values and the caption lists both caps."""
     from unlearnbench.report.tables import relearn_caps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -195,6 +196,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
         failed = failed_cells(records, failures)
         sources.append(_source(folder, records, failures, failed.dropna().nunique()))
         frames.append(records[failed.isna()].assign(relearn_max_epochs=relearn_cap(sources[-1]), _folder=len(frames)))
+    check_poolable(sources, frames)
     # a cell's value recorded by several runs (a re-run, another commit or device) counts once, the last folder's:
     # kept twice, sums (seconds, RT's count of classes never relearned) would double
     records = pd.concat(frames, ignore_index=True)
@@ -208,6 +210,48 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
                                                     dropna=False).transform("max")
     superseded = curve & (records["_folder"] < latest)
     return at_largest_cap(records[~duplicate & ~superseded].drop(columns="_folder")).reset_index(drop=True), sources
+
+
+# metric settings that choose which values are recorded (their split, whether one is), not how one is computed;
+# relearn's max_epochs: merged runs keep each cap apart (at_largest_cap) and the captions say which
+_SELECTING_SETTINGS = {"splits", "split", "eval_split", "train_missing"}
+
+
+def _setting_differences(a: dict, b: dict, dataset: str) -> list[str]:
+    """What two run configs computed `dataset`'s values under differently, as far as both recorded it: device
+    type and precision, the dataset's files, each metric's settings (those that change a value)."""
+    said = []
+    ca, cb = a.get("compute"), b.get("compute")
+    if isinstance(ca, dict) and isinstance(cb, dict) and ca != cb:
+        said.append(f"device and precision ({ca.get('device_type')}, {ca.get('precision')} against "
+                    f"{cb.get('device_type')}, {cb.get('precision')})")
+    fa, fb = (c.get("files") if isinstance(c.get("files"), dict) else {} for c in (a, b))
+    if fa.get(dataset) and fb.get(dataset) and fa[dataset] != fb[dataset]:
+        said.append("data files (another tree, or its files changed between the runs)")
+    ma, mb = (c.get("metric_settings") if isinstance(c.get("metric_settings"), dict) else {} for c in (a, b))
+    for metric in sorted(ma.keys() & mb.keys()):
+        sa, sb = (m[metric] if isinstance(m[metric], dict) else {} for m in (ma, mb))
+        ignored = _SELECTING_SETTINGS | ({"max_epochs"} if metric == "relearn" else set())
+        other = [f"{k} {sa.get(k)!r} against {sb.get(k)!r}" for k in sorted(sa.keys() | sb.keys())
+                 if k not in ignored and sa.get(k) != sb.get(k)]
+        if other:
+            said.append(f"{metric} settings ({', '.join(other)})")
+    return said
+
+
+def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None:
+    """Refuse to merge run folders whose records of one dataset × backbone were computed on another device type
+    or precision, from other files, or under other metric settings: a table would pool them in one column (the
+    runner refuses to pool such results into one folder too)."""
+    for (i, a), (j, b) in itertools.combinations(enumerate(sources), 2):
+        shared = set(frames[i][["dataset", "backbone"]].itertuples(index=False, name=None)) & set(
+            frames[j][["dataset", "backbone"]].itertuples(index=False, name=None))
+        for dataset, backbone in sorted(shared):
+            differences = _setting_differences(a.config, b.config, dataset)
+            if differences:
+                raise UserError(f"{a.path} and {b.path} hold results of {dataset} / {backbone} computed under other "
+                                f"{'; '.join(differences)}, which a merged report would pool in one table; report "
+                                f"them separately.")
 
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
