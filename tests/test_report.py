@@ -901,7 +901,7 @@ def test_a_later_folders_relearn_curve_replaces_an_earlier_ones_whole_and_an_unr
     """Merging runs kept relearn curves value by value: a re-run whose class relearned sooner (epoch 1 here, where
     the earlier run took 3) kept the earlier run's epochs 2 and 3 after its end, and the figure drew the class
     relearned, then dropping to 0.3. Separately, a class that never relearned under a cap of 2 was drawn flat to
-    the other cells' cap of 4, epochs it never ran."""
+    the other cells' cap of 4, epochs it never ran: a cell's curves now end at its cap."""
     early = small_run(tmp_path / "a", curve_rows("retrain", {0: [0.1, 0.2, 0.3, 0.9]}, 4), 4)
     later = small_run(tmp_path / "b", curve_rows("retrain", {0: [0.1, 0.9]}, 4), 4)
     for runs, expected in (([early, later], [0.1, 0.9]), ([later, early], [0.1, 0.2, 0.3, 0.9])):
@@ -915,7 +915,9 @@ def test_a_later_folders_relearn_curve_replaces_an_earlier_ones_whole_and_an_unr
     curves = relearn_curves(merged).set_index(["method", "forget_class", "epoch"])["value"]
     assert curves["retrain", 0].tolist() == [0.1, 0.2, 0.3, 0.9]
     assert curves["finetune", 0].tolist() == [0.1, 0.1, 0.2]  # not relearned under cap 2: not drawn past it
-    assert curves["finetune", 1].tolist() == [0.5, 0.8, 0.8, 0.8]  # relearned: carried to the longest curve
+    assert curves["finetune", 1].tolist() == [0.5, 0.8, 0.8]  # relearned: carried, to its cap (its mean no jump)
+    single = relearn_curves(merged.drop(columns="relearn_max_epochs"))  # records without caps: to the longest
+    assert single[single["method"] == "finetune"].groupby("forget_class").size().tolist() == [4, 4]
 
 
 def test_merging_folders_computed_under_other_settings_is_refused_naming_what_differs(tmp_path):
@@ -925,8 +927,10 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
     which values are recorded (splits), a relearn cap (kept apart, see at_largest_cap) and other datasets merge."""
     relearn = {"optimizer": "sgd", "lr": 0.01, "max_epochs": 100, "eval_split": "val"}
     base = {"grid": {"name": "small"}, "compute": {"device_type": "cpu", "precision": "float32"},
-            "files": {"mnist": {"tree": "/data/a"}},
-            "metric_settings": {"relearn": relearn, "zrf": {"seed": 0, "splits": ["test"]}}}
+            "files": {"mnist": {"tree": "/data/a", "train": {"n": 3, "files": "0a"}}},
+            "metric_settings": {"relearn": relearn, "zrf": {"seed": 0, "splits": ["test"], "legacy": False},
+                                "mia_svc": {"features": ["confidence"], "seed": 0},
+                                "insertion_deletion": {"step": 0.05, "ranking": "per_matrix"}}}
 
     def folder(name: str, rows: list[dict], **changes) -> Path:
         run = small_run(tmp_path / name, rows)
@@ -935,8 +939,12 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
         return run
 
     first = folder("first", class_rows())
-    allowed = {"metric_settings": {"relearn": {**relearn, "max_epochs": 5, "eval_split": "test"},
-                                   "zrf": {"seed": 0, "splits": ["test", "train"]}, "mia": {"seed": 3}}}
+    allowed = {"metric_settings": {  # values recorded apart, extra rows beside the same values, a setting not
+        "relearn": {"optimizer": "sgd", "lr": 0.01, "max_epochs": 5, "eval_split": "test", "seed": 0},  # recorded
+        "zrf": {"seed": 0, "splits": ["test", "train"], "legacy": True}, "mia": {"seed": 3},
+        "mia_svc": {"features": ["confidence", "entropy"], "seed": 0},
+        "insertion_deletion": {"step": 0.05, "ranking": "both"}},
+        "files": {"mnist": {"tree": "/elsewhere/a", "train": {"n": 3, "files": "0a"}}}}  # the same files, moved
     assert len(load_runs([first, folder("caps", class_rows("finetune"), **allowed)])[0]) == 2 * len(class_rows())
     other_data = [{**r, "dataset": "cifar10"} for r in class_rows()]
     assert load_runs([first, folder("elsewhere", other_data, compute={"device_type": "cuda", "precision": "bfloat16"})])
@@ -944,7 +952,9 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
         ("gpu", {"compute": {"device_type": "cuda", "precision": "bfloat16"}},
          "device and precision (cpu, float32 against cuda, bfloat16)"),
         ("lr", {"metric_settings": {"relearn": {**relearn, "lr": 0.5}}}, "relearn settings (lr 0.01 against 0.5)"),
-        ("tree", {"files": {"mnist": {"tree": "/data/b"}}}, "data files (another tree"),
+        ("tree", {"files": {"mnist": {"tree": "/data/a", "train": {"n": 3, "files": "0b"}}}}, "data files (other"),
+        ("global", {"metric_settings": {"insertion_deletion": {"step": 0.05, "ranking": "global"}}},
+         "insertion_deletion settings (ranking 'per_matrix' against 'global')"),
     ]:
         with pytest.raises(UserError) as exc:
             load_runs([first, folder(name, class_rows("finetune"), **changes)])

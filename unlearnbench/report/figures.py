@@ -171,20 +171,19 @@ def per_class_bars(records: pd.DataFrame, split: str) -> Figure | None:
 
 def relearn_curves(records: pd.DataFrame) -> pd.DataFrame:
     """The `relearn_curve_<epoch>` rows of `records` as (method, params, seed, forget_class, split, epoch, value),
-    the curve of each class that relearned carried to the last epoch any curve reaches: it stopped at the epoch its
-    class regained the original accuracy, and keeps that last value from there on. A class that did not relearn
-    ran to its relearn cap and is not carried past it (merged runs may have larger caps). A curve without a
-    `relearned` row is carried."""
+    every curve carried to the last epoch any of them reaches, or to its own relearn cap where that is smaller
+    (merged runs: `relearn_max_epochs`): a curve stops at the epoch its class regained the original accuracy and
+    keeps that last value from there on; one that never did ran to its cap, and no curve is drawn past that."""
     epoch = records["metric"].str.extract(CURVE_METRIC, expand=False)
     curves = records[epoch.notna()].assign(epoch=epoch[epoch.notna()].astype(int))
     keys = ["method", "params", "seed", "forget_class", "split"]
     if curves.empty:
         return curves.reindex(columns=keys + ["epoch", "value"])
     wide = curves.groupby(keys + ["epoch"])["value"].mean().unstack("epoch")
-    wide = wide.reindex(columns=range(int(curves["epoch"].max()) + 1))
-    relearned = records[records["metric"] == "relearned"].groupby(keys)["value"].max().reindex(wide.index)
-    carried = (relearned.isna() | (relearned > 0)).to_numpy()
-    wide.loc[carried] = wide.loc[carried].ffill(axis=1)
+    wide = wide.reindex(columns=range(int(curves["epoch"].max()) + 1)).ffill(axis=1)
+    if "relearn_max_epochs" in curves:
+        cap = curves.groupby(keys)["relearn_max_epochs"].max().reindex(wide.index).fillna(np.inf).to_numpy()
+        wide = wide.where(wide.columns.to_numpy()[None, :] <= cap[:, None])
     return wide.stack().dropna().rename("value").reset_index()
 
 

@@ -212,31 +212,42 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
     return at_largest_cap(records[~duplicate & ~superseded].drop(columns="_folder")).reset_index(drop=True), sources
 
 
-# metric settings that choose which values are recorded (their split, whether one is), not how one is computed;
-# relearn's max_epochs: merged runs keep each cap apart (at_largest_cap) and the captions say which
-_SELECTING_SETTINGS = {"splits", "split", "eval_split", "train_missing"}
+# metric settings that choose which values are recorded (their split, whether one is, extra rows beside the same
+# values: ZRF's legacy rows, the SVC attack's per-feature rows), not how one is computed; relearn's max_epochs:
+# merged runs keep each cap apart (at_largest_cap) and the captions say which
+_SELECTING_SETTINGS = {"splits", "split", "eval_split", "train_missing", "legacy", "features"}
 
 
 def _setting_differences(a: dict, b: dict, dataset: str) -> list[str]:
     """What two run configs computed `dataset`'s values under differently, as far as both recorded it: device
-    type and precision, the dataset's files, each metric's settings (those that change a value)."""
+    type and precision, the dataset's files (wherever they lie), each metric's settings that change a value."""
     said = []
-    ca, cb = a.get("compute"), b.get("compute")
-    if isinstance(ca, dict) and isinstance(cb, dict) and ca != cb:
-        said.append(f"device and precision ({ca.get('device_type')}, {ca.get('precision')} against "
-                    f"{cb.get('device_type')}, {cb.get('precision')})")
-    fa, fb = (c.get("files") if isinstance(c.get("files"), dict) else {} for c in (a, b))
-    if fa.get(dataset) and fb.get(dataset) and fa[dataset] != fb[dataset]:
-        said.append("data files (another tree, or its files changed between the runs)")
+    ca, cb = (c.get("compute") if isinstance(c.get("compute"), dict) else {} for c in (a, b))
+    shown = [k for k in ("device_type", "precision") if k in ca and k in cb]
+    if any(ca[k] != cb[k] for k in shown):
+        said.append(f"device and precision ({', '.join(str(ca[k]) for k in shown)} against "
+                    f"{', '.join(str(cb[k]) for k in shown)})")
+    fa, fb = ({k: v for k, v in c["files"].get(dataset).items() if k != "tree"}
+              if isinstance(c.get("files"), dict) and isinstance(c["files"].get(dataset), dict) else {} for c in (a, b))
+    if fa and fb and fa != fb:
+        said.append("data files (other images, or their files changed between the runs)")
     ma, mb = (c.get("metric_settings") if isinstance(c.get("metric_settings"), dict) else {} for c in (a, b))
     for metric in sorted(ma.keys() & mb.keys()):
-        sa, sb = (m[metric] if isinstance(m[metric], dict) else {} for m in (ma, mb))
-        ignored = _SELECTING_SETTINGS | ({"max_epochs"} if metric == "relearn" else set())
-        other = [f"{k} {sa.get(k)!r} against {sb.get(k)!r}" for k in sorted(sa.keys() | sb.keys())
-                 if k not in ignored and sa.get(k) != sb.get(k)]
+        sa, sb = (_value_settings(metric, m[metric]) for m in (ma, mb))
+        other = [f"{k} {sa[k]!r} against {sb[k]!r}" for k in sorted(sa.keys() & sb.keys()) if sa[k] != sb[k]]
         if other:
             said.append(f"{metric} settings ({', '.join(other)})")
     return said
+
+
+def _value_settings(metric: str, settings) -> dict:
+    """A metric's recorded settings that change the values it records (see _SELECTING_SETTINGS); insertion/
+    deletion's ranking 'both' records the per-matrix values under their names (the global ones under others)."""
+    kept = {k: v for k, v in (settings if isinstance(settings, dict) else {}).items() if k not in _SELECTING_SETTINGS
+            and not (metric == "relearn" and k == "max_epochs")}
+    if metric == "insertion_deletion" and kept.get("ranking") == "both":
+        kept["ranking"] = "per_matrix"
+    return kept
 
 
 def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None:
