@@ -564,6 +564,38 @@ def test_a_class_without_images_in_a_split_fails_its_datasets_cells_with_a_sente
         load_dataset("imagefolder", root=tmp_path / "small", cache_dir=tmp_path / "c", val_fraction=0.8)
 
 
+def test_other_mnist_format_files_key_other_cells_and_the_published_ones_keep_their_key(tmp_path):
+    """MNIST and Fashion-MNIST were keyed by name alone: a cell run on one set of MNIST-format files was served from
+    the cache for another set under the same name (another --data-root, or files replaced). Now files other than
+    the published ones are keyed by their uncompressed contents (raw or .gz alike); the published MNIST keeps the
+    key its cells always had ({}), so existing caches stay valid."""
+    from unlearnbench.data import dataset_identity
+    from unlearnbench.grid import load_grid
+    from unlearnbench.runner import RunOptions, run
+
+    from conftest import write_grid
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if (shared / "MNIST" / "raw").is_dir():
+        assert dataset_identity("mnist", {}, shared, tmp_path / "c") == {}
+    first, second = _mnist_tree(tmp_path / "a", n=30), _mnist_tree(tmp_path / "b", n=30)
+    images = second / "train-images-idx3-ubyte"
+    changed = bytearray(images.read_bytes())
+    changed[-1] ^= 0xFF  # one pixel of the last training image
+    images.write_bytes(bytes(changed))
+    keys = [dataset_identity("mnist", {}, root, tmp_path / "c", rescan=True) for root in (tmp_path / "a", tmp_path / "b")]
+    assert keys[0] and keys[1] and keys[0] != keys[1]
+    labels = first / "t10k-labels-idx1-ubyte"
+    (first / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels.read_bytes()))
+    labels.unlink()
+    assert dataset_identity("mnist", {}, tmp_path / "a", tmp_path / "c", rescan=True) == keys[0]  # gzipped: same
+
+    grid = load_grid(str(write_grid(tmp_path, datasets=["mnist"], methods=["original"], forget_classes=[0])))
+    results = [run(grid, RunOptions(out=tmp_path / f"run-{root}", cache_dir=tmp_path / "cache", device="cpu",
+                                    data_root=tmp_path / root, progress=False)) for root in ("a", "b", "a")]
+    assert [(r.computed, r.cached) for r in results] == [(1, 0), (1, 0), (0, 1)]
+
+
 def test_an_image_folder_trees_classes_are_counted_from_the_tree_so_imagenet_subsets_plan(tmp_path):
     """`imagenet` holds 1000 classes only until a tree is there: a 3-class tree plans 3 forget classes (as an
     ImageNet-100 or Imagenette tree would plan its own), and `imagefolder` needs no explicit class list."""

