@@ -302,6 +302,29 @@ def test_datasets_of_other_class_counts_share_a_tuning_folder_each_study_with_it
     assert yaml.safe_load((out / "tuned.yaml").read_text()) == document
 
 
+def test_studies_record_the_seed_of_the_models_they_scored_against_and_one_folder_never_mixes_seeds(
+        tmp_path, shared_cache):
+    """`tune --only seed=1` scores its studies against seed 1's original and retrained models. Before, nothing
+    recorded that, and a later `tune --only seed=0` added its studies to the same tuned.yaml beside them: one result
+    whose objectives were measured against different models. Each study now records `models_seed`, the summary
+    says it, and a study of another seed is refused a folder's result, which stays as it was."""
+    grid = tune_grid(tmp_path, seeds=[0, 1], methods=["negative_gradient", "random_labels"], forget_classes=[0],
+                     tuning={"trials": 1, "startup_trials": 0})
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False)
+    out = tmp_path / "t"
+    result = tune(grid, dataclasses.replace(options, only={"seed": "1", "method": "negative_gradient"}),
+                  LaunchOptions(workers=0), out)
+    assert not result.failures
+    document = yaml.safe_load((out / "tuned.yaml").read_text())
+    assert document["tuned"]["mnist5k"]["vgg16-w0.0625"]["negative_gradient"]["models_seed"] == 1
+    assert "scored against the models of seed 1, TPE seed 0." in (out / "summary.md").read_text()
+    with pytest.raises(UserError, match=r"holds studies scored against the original and retrained models of seed 1, "
+                                        r"this run scores against seed 0's; choose another --out"):
+        tune(grid, dataclasses.replace(options, only={"seed": "0", "method": "random_labels"}),
+             LaunchOptions(workers=0), out)
+    assert yaml.safe_load((out / "tuned.yaml").read_text()) == document
+
+
 def test_a_second_tune_in_one_process_sees_images_changed_since_the_first(tmp_path, shared_cache):
     """As `run`: the tree's scan (the trials' and stage models' keys) is made again at each tune, so trials on the
     images replaced are not taken from the cache of the old ones."""

@@ -230,8 +230,8 @@ class TuneResult:
 
 @scans_files_afresh
 def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
-    """Tune every dataset × backbone × method of `grid` that declares a search space (one study each, on the grid's
-    first seed and first parameter set); write trials.csv, tuned.yaml and summary.md into `out` after every
+    """Tune every dataset × backbone × method of `grid` that declares a search space (one study each, on the first
+    seed and parameter set the plan holds: the grid's, or those `--only` picks); write trials.csv, tuned.yaml and summary.md into `out` after every
     finished study (a killed run loses no finished study; re-running resumes from the trial cache). The original
     and retrained models are the grid's own cached stages, trained first, once each."""
     from .planning import plan
@@ -279,7 +279,8 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .store import LogFile, device_name, git_commit
 
     study_classes = {key: classes[cell.group] for key, cell in studies.items()}  # recorded with each study
-    earlier = earlier_tuning(out, settings, grid_split(grid), study_classes)
+    seeds = {key: cell.seed for key, cell in studies.items()}  # its stage models' (--only seed=… may pick another)
+    earlier = earlier_tuning(out, settings, grid_split(grid), study_classes, seeds)
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
@@ -324,7 +325,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     rows += outcome.records
                     trials = in_plan_order(rows, spaces)
                     document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit(),
-                                         grid_split(grid), setups, study_classes)
+                                         grid_split(grid), setups, study_classes, seeds)
                     write_tuning(out, *merged(earlier, trials, document, header))
                     chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
                                                                                 {}).get(study.method)
@@ -334,5 +335,5 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                         f"{chosen['params'] if chosen else 'every trial failed'}")
     trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
         in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid), setups=setups,
-        classes=study_classes), header)
+        classes=study_classes, seeds=seeds), header)
     return TuneResult(out, trials, document, failures)

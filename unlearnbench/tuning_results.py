@@ -24,7 +24,7 @@ TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective"
 
 def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
               commit: str = "", grid_split: dict | None = None, setups: dict | None = None,
-              classes: dict | None = None) -> dict:
+              classes: dict | None = None, seeds: dict | None = None) -> dict:
     """The tuned-parameters document: the settings, what of the grid made its splits and stage models
     (`grid_split`: val_fraction and recipe, see `tuning.grid_split`) and, per dataset → backbone → method, the
     searched parameters' values in the
@@ -32,7 +32,8 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
     defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
     (0: it had settled), the device and the commit it was tuned at, the parameters it held fixed (the method's
     defaults with the tuning grid's overrides), (`setups`, per study key) the setup (planning.study_setup) its
-    parameters hold for and (`classes`, per study key) the forget classes its trials unlearnt and were scored on."""
+    parameters hold for, (`classes`, per study key) the forget classes its trials unlearnt and were scored on and
+    (`seeds`, per study key) the seed of the original and retrained models it scored against."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
@@ -59,6 +60,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "search_space": space,
             **({"setup": setups[(dataset, backbone, method)]} if setups else {}),
             **({"forget_classes": list(classes[(dataset, backbone, method)])} if classes else {}),
+            **({"models_seed": seeds[(dataset, backbone, method)]} if seeds else {}),
         }
     return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), **(grid_split or {}),
             "tuned": tuned}
@@ -84,13 +86,15 @@ class EarlierTuning:
 
 
 def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | None = None,
-                   classes: dict | None = None) -> EarlierTuning | None:
+                   classes: dict | None = None, seeds: dict | None = None) -> EarlierTuning | None:
     """The studies of `folder/tuned.yaml` and their trials, so that tuning one added method adds its studies to a
     grid's result instead of replacing it; None when the folder holds no result. A result tuned with other settings,
     or on another validation split or recipe (`grid_split`, where the earlier result records it: results written
     before it was recorded do not), or one holding studies of a dataset this run tunes on other forget classes
-    (`classes`: this run's per study key), is refused: one file never mixes budgets, splits or, within a dataset,
-    tuning classes; an unreadable one, or one whose trials.csv does not match its tuned.yaml, is one sentence."""
+    (`classes`: this run's per study key), or studies scored against the stage models of another seed than this
+    run's (`seeds`, per study key; where recorded), is refused: one file never mixes budgets, splits, seeds or,
+    within a dataset, tuning classes; an unreadable one, or one whose trials.csv does not match its tuned.yaml, is
+    one sentence."""
     path = folder / "tuned.yaml"
     if not path.exists():
         return None
@@ -123,6 +127,13 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
                             f"{theirs_classes}, this run tunes it on {ours_by_dataset[d]}; choose "
                             f"another --out or tune on the same classes, so one dataset's studies are scored on "
                             f"the same classes.")
+    ours_seeds = set((seeds or {}).values())
+    for entry in studies.values():
+        if "models_seed" in entry and ours_seeds and ours_seeds != {entry["models_seed"]}:
+            raise UserError(f"The tuning folder {folder} holds studies scored against the original and retrained "
+                            f"models of seed {entry['models_seed']}, this run scores against seed "
+                            f"{', '.join(map(str, sorted(ours_seeds)))}'s; choose another --out or tune on the same "
+                            f"seed, so one result's studies are scored against the same models.")
     kept: dict = {}
     for (d, b, m), entry in studies.items():
         kept.setdefault(d, {}).setdefault(b, {})[m] = entry
@@ -214,8 +225,11 @@ def summary_markdown(document: dict) -> str:
         per_dataset = {d: e.get("forget_classes") for d, bs in document["tuned"].items() for ms in bs.values()
                        for e in ms.values()}
         classes = "the grid's: " + "; ".join(f"{d} {ks}" for d, ks in per_dataset.items())
+    seeds = sorted({e["models_seed"] for bs in document["tuned"].values() for ms in bs.values() for e in ms.values()
+                    if "models_seed" in e})
+    against = f", scored against the models of seed {', '.join(map(str, seeds))}" if seeds else ""
     lines = [f"Objective: {document['objective']} on the {document['split']} split (lower is better), "
-             f"{document['trials']} trials per study, tuning forget classes {classes}, "
+             f"{document['trials']} trials per study, tuning forget classes {classes}{against}, "
              f"TPE seed {document['seed']}.", "",
              "| dataset | backbone | method | best | defaults | Acc_r | Acc_f | moved (last ¼) | seconds | chosen |",
              "|---|---|---|---|---|---|---|---|---|---|"]
