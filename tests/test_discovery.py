@@ -269,18 +269,21 @@ def test_list_shows_each_methods_rounds_retained_data_and_venue():
     assert "all classes" in lines["wfnet"] and "reads D_r" in lines["wfnet"]
 
 
-def test_an_installed_package_s_entry_point_is_discovered_and_imported_again_when_edited(tmp_path, monkeypatch):
+@pytest.mark.parametrize("imports", ["from ._helpers import MARK", "from ub_extra._helpers import MARK"])
+def test_an_installed_package_s_entry_point_is_discovered_and_imported_again_when_edited(tmp_path, monkeypatch,
+                                                                                         imports):
     """A method a pip-installed package declares under the `unlearnbench.methods` entry-point group is found, named
     by its module's file; a file of its package (here a helper module its key hashes) edited between two
     discoveries in one process (an editable install, a notebook) is imported again, so the method runs the code its
-    key hashes (before: the first import ran on)."""
+    key hashes (before: the first import ran on). The helper is in the key whether imported relatively or by its
+    package's name (before: only relatively; an absolute import's edits were served stale cells)."""
     site = tmp_path / "site"
     (site / "ub_extra").mkdir(parents=True)
     (site / "ub_extra" / "__init__.py").write_text("")
     module = site / "ub_extra" / "methods.py"
     helper = site / "ub_extra" / "_helpers.py"  # a helper module beside it: in its import closure
     helper.write_text("MARK = 1\n")
-    module.write_text(PLUGIN.format(imports="from ._helpers import MARK", cls="Installed", name="installed_method",
+    module.write_text(PLUGIN.format(imports=imports, cls="Installed", name="installed_method",
                                     body="    marker = MARK\n"))
     info = site / "ub_extra-0.1.dist-info"
     info.mkdir()

@@ -250,12 +250,25 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
             continue
         found.append((cls, Path(inspect.getfile(cls)).resolve()))
     _remember_imports(packages + modules)
+    for top, _ in modules:  # an entry point's package: its absolute imports of itself are in the closure too
+        folders.setdefault(top, _package_folder(top))
+    folders = {name: folder for name, folder in folders.items() if folder is not None}
     bases = {base for cls, _ in found for base in cls.__mro__[1:]}
     for cls, path in found:
         if not cls.name and (inspect.isabstract(cls) or cls in bases):
             continue  # a nameless base of methods (in any plugin file), not a method
         _add(methods, errors, cls, path, folders)
     return dict(sorted(methods.items())), errors
+
+
+def _package_folder(name: str) -> Path | None:
+    """The folder of the installed package `name` (None for a plain module, or one that cannot be found)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]).resolve() if locations else None
 
 
 def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Unlearner], path: Path,
