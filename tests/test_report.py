@@ -750,6 +750,24 @@ def test_an_alpha_file_that_cannot_be_drawn_is_one_sentence_naming_it(tmp_path, 
         assert main(["report", str(run)]) == 0 and (run / "report" / "index.md").is_file()
 
 
+def test_the_index_says_how_many_cells_the_latest_run_took_from_the_cache(tmp_path):
+    """A cell served from the cache keeps the records of the run that computed it, its seconds and memory
+    included; the index said nothing of it, so a cost table of cached cells read as this run's measurements. Each
+    run's facts now give its latest run's counts, as runner.run logs them."""
+    from unlearnbench.runner import RunResult
+
+    run = make_run(tmp_path / "run")
+    first, latest = (f"finished: {RunResult(run, None, [], computed, cached).counts()}, 0 failed, 0 skipped"
+                     for computed, cached in ((5, 0), (1, 4)))
+    (run / "log.txt").write_text(f"2026-01-02T03:04:05Z start\n2026-01-02T03:09:05Z {first}\n"
+                                 f"2026-01-03T03:04:05Z start\n2026-01-03T03:05:05Z {latest}\n")
+    index = (write_report([run]) / "index.md").read_text()
+    assert ("- latest run: 1 cells computed, 4 from cache, 0 failed, 0 skipped (a cell from the cache keeps the "
+            "records of the run that computed it: its seconds and memory were measured then") in index
+    (run / "log.txt").write_text("2026-01-02T03:04:05Z start\n")  # a run that never finished: nothing to say
+    assert "- latest run:" not in (write_report([run]) / "index.md").read_text()
+
+
 def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     run = report.parent
     copy = tmp_path / "copy"

@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
+_LOG_FINISHED = re.compile(r"^\S+ finished: (\d+ cells computed.*)$")  # runner.run's last line
 # the relearn metric's rows (metrics/relearn.py): their values depend on the run's relearn cap
 CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_diverged|relearn_curve_\d+)$")
 CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
@@ -26,8 +27,9 @@ CELL_COLUMNS = ["dataset", "backbone", "method", "params", "seed"]  # a cell, wi
 @dataclass(frozen=True)
 class RunSource:
     """One run folder: its path, its config.yaml (empty when absent), the first/last log timestamps (UTC), the
-    devices named in its records, its number of records, its failures.csv counts by status, and how many cells
-    failed in its latest run but hold records from an earlier one (left out of the report, see load_runs)."""
+    devices named in its records, its number of records, its failures.csv counts by status, how many cells
+    failed in its latest run but hold records from an earlier one (left out of the report, see load_runs), and its
+    latest run's counts as its log says them ('N cells computed, M from cache, …'; '' where none finished)."""
 
     path: Path
     config: dict
@@ -37,6 +39,7 @@ class RunSource:
     rows: int
     failures: dict[str, int]
     failed_with_records: int = 0
+    latest: str = ""
 
 
 def read_records(path: Path) -> pd.DataFrame:
@@ -140,15 +143,18 @@ def _read_table(path: Path, columns: list[str], kind: str, dtypes: dict, seed_ty
 def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_with_records: int) -> RunSource:
     config = read_run_config(folder) or {}
     stamps: list[str] = []
+    latest = ""
     log = folder / "log.txt"
     if log.is_file():
-        stamps = [m[1] for line in log.read_text().splitlines() if (m := _LOG_STAMP.match(line))]
+        lines = log.read_text(errors="replace").splitlines()
+        stamps = [m[1] for line in lines if (m := _LOG_STAMP.match(line))]
+        latest = next((m[1] for line in reversed(lines) if (m := _LOG_FINISHED.match(line))), "")
     # (a cost row charged with a retrained model trained elsewhere says so after "; ")
     devices = tuple(pd.unique(records["device"].dropna().astype(str).str.split("; ").str[0])) \
         if "device" in records else ()
     counts = failures["status"].value_counts().to_dict()
     return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
-                     len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records)
+                     len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records, latest)
 
 
 def failed_cells(records: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
