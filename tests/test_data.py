@@ -567,8 +567,8 @@ def test_a_class_without_images_in_a_split_fails_its_datasets_cells_with_a_sente
 def test_other_mnist_format_files_key_other_cells_and_the_published_ones_keep_their_key(tmp_path):
     """MNIST and Fashion-MNIST were keyed by name alone: a cell run on one set of MNIST-format files was served from
     the cache for another set under the same name (another --data-root, or files replaced). Now files other than
-    the published ones are keyed by their uncompressed contents (raw or .gz alike); the published MNIST keeps the
-    key its cells always had ({}), so existing caches stay valid."""
+    the published ones are keyed by their uncompressed contents (raw or .gz alike); the published files, or a
+    download of them, by that name (no digest to compute for a download's key before it has run)."""
     from unlearnbench.data import dataset_identity
     from unlearnbench.grid import load_grid
     from unlearnbench.runner import RunOptions, run
@@ -577,7 +577,8 @@ def test_other_mnist_format_files_key_other_cells_and_the_published_ones_keep_th
 
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     if (shared / "MNIST" / "raw").is_dir():
-        assert dataset_identity("mnist", {}, shared, tmp_path / "c") == {}
+        assert dataset_identity("mnist", {}, shared, tmp_path / "c") == {"idx": "published"}
+    assert dataset_identity("mnist", {}, tmp_path / "nothing", tmp_path / "c", download=True) == {"idx": "published"}
     first, second = _mnist_tree(tmp_path / "a", n=30), _mnist_tree(tmp_path / "b", n=30)
     images = second / "train-images-idx3-ubyte"
     changed = bytearray(images.read_bytes())
@@ -589,6 +590,14 @@ def test_other_mnist_format_files_key_other_cells_and_the_published_ones_keep_th
     (first / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels.read_bytes()))
     labels.unlink()
     assert dataset_identity("mnist", {}, tmp_path / "a", tmp_path / "c", rescan=True) == keys[0]  # gzipped: same
+
+    def unreadable(path):  # (root reads any file whatever its mode: the error as an unreadable one raises it)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with pytest.MonkeyPatch.context() as patch:  # planning goes on; loading names the file in one sentence
+        patch.setattr(datasets.mnist, "content_digest", unreadable)
+        assert set(dataset_identity("mnist", {}, tmp_path / "b", tmp_path / "c", rescan=True)["idx"].values()) == {
+            "unreadable"}
 
     grid = load_grid(str(write_grid(tmp_path, datasets=["mnist"], methods=["original"], forget_classes=[0])))
     results = [run(grid, RunOptions(out=tmp_path / f"run-{root}", cache_dir=tmp_path / "cache", device="cpu",

@@ -269,6 +269,28 @@ def test_list_shows_each_methods_rounds_retained_data_and_venue():
     assert "all classes" in lines["wfnet"] and "reads D_r" in lines["wfnet"]
 
 
+def test_an_entry_point_in_a_namespace_package_keys_its_helpers_in_any_of_its_folders(tmp_path, monkeypatch):
+    """A namespace package spread over two folders: the method's absolute import of a helper in the other folder
+    is in its key (before: only the package's first folder was searched, so the helper's edits kept the key)."""
+    first, second = tmp_path / "s1", tmp_path / "s2"
+    (first / "ub_ns").mkdir(parents=True)
+    (second / "ub_ns").mkdir(parents=True)
+    helper = second / "ub_ns" / "helpers.py"
+    helper.write_text("MARK = 1\n")
+    (first / "ub_ns" / "meth.py").write_text(PLUGIN.format(imports="from ub_ns.helpers import MARK", cls="Spread",
+                                                            name="spread_method", body="    marker = MARK\n"))
+    info = first / "ub_ns-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ub-ns\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[unlearnbench.methods]\nspread_method = ub_ns.meth:Spread\n")
+    for site in (second, first):
+        monkeypatch.syspath_prepend(str(site))
+    for name in [m for m in sys.modules if m == "ub_ns" or m.startswith("ub_ns.")]:
+        monkeypatch.delitem(sys.modules, name)
+    found = discover()[0]["spread_method"]
+    assert found.depends_on == (str(helper.resolve()),)
+
+
 @pytest.mark.parametrize("imports", ["from ._helpers import MARK", "from ub_extra._helpers import MARK"])
 def test_an_installed_package_s_entry_point_is_discovered_and_imported_again_when_edited(tmp_path, monkeypatch,
                                                                                          imports):

@@ -753,19 +753,30 @@ def test_an_alpha_file_that_cannot_be_drawn_is_one_sentence_naming_it(tmp_path, 
 def test_the_index_says_how_many_cells_the_latest_run_took_from_the_cache(tmp_path):
     """A cell served from the cache keeps the records of the run that computed it, its seconds and memory
     included; the index said nothing of it, so a cost table of cached cells read as this run's measurements. Each
-    run's facts now give its latest run's counts, as runner.run logs them."""
-    from unlearnbench.runner import RunResult
+    run's facts now give its latest run's counts: the run's own report quotes its own (it logs them first), and a
+    latest run that did not finish is said so, not given an earlier run's counts."""
+    from unlearnbench.grid import load_grid
+    from unlearnbench.runner import RunOptions, run
 
-    run = make_run(tmp_path / "run")
-    first, latest = (f"finished: {RunResult(run, None, [], computed, cached).counts()}, 0 failed, 0 skipped"
-                     for computed, cached in ((5, 0), (1, 4)))
-    (run / "log.txt").write_text(f"2026-01-02T03:04:05Z start\n2026-01-02T03:09:05Z {first}\n"
-                                 f"2026-01-03T03:04:05Z start\n2026-01-03T03:05:05Z {latest}\n")
-    index = (write_report([run]) / "index.md").read_text()
-    assert ("- latest run: 1 cells computed, 4 from cache, 0 failed, 0 skipped (a cell from the cache keeps the "
-            "records of the run that computed it: its seconds and memory were measured then") in index
-    (run / "log.txt").write_text("2026-01-02T03:04:05Z start\n")  # a run that never finished: nothing to say
-    assert "- latest run:" not in (write_report([run]) / "index.md").read_text()
+    from conftest import write_grid
+
+    grid = load_grid(str(write_grid(tmp_path, methods=["original"], forget_classes=[0])))
+    options = RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu", progress=False)
+    facts = []
+    for _ in range(2):
+        result = run(grid, options)
+        index = (result.run_dir / "report" / "index.md").read_text()
+        facts.append(next(line for line in index.splitlines() if line.startswith("- latest run: ")))
+    assert facts[0].startswith("- latest run: 1 cells computed, 0 from cache, 0 failed, 0 skipped (a cell from the "
+                               "cache keeps the records of the run that computed it: its seconds and memory")
+    assert facts[1].startswith("- latest run: 0 cells computed, 1 from cache, 0 failed, 0 skipped (")
+    log = result.run_dir / "log.txt"
+    planned = next(line for line in log.read_text().splitlines() if " cells to run" in line)
+    log.write_text(log.read_text() + planned + "\n")  # a third run planned, then cut short
+    assert "- latest run: did not finish (its log has no counts)" in (
+        write_report([result.run_dir]) / "index.md").read_text()
+    log.write_text("2026-01-02T03:04:05Z start\n")  # a log of neither: nothing said
+    assert "- latest run:" not in (write_report([result.run_dir]) / "index.md").read_text()
 
 
 def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):

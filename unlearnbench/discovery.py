@@ -146,9 +146,10 @@ def plugin_packages(extra: list[str | Path] | None = None) -> list[tuple[str, Pa
     return [(name, folder) for folder, name in packages.items()]
 
 
-def import_closure(path: Path, folders: dict[str, Path]) -> list[Path]:
+def import_closure(path: Path, folders: dict[str, Path | list[Path]]) -> list[Path]:
     """The plugin-folder files `path` imports, directly or through other such files, found by reading their
-    import statements: relative imports, and absolute ones of a package in `folders` ({package name: folder})."""
+    import statements: relative imports, and absolute ones of a package in `folders` ({package name: its folder,
+    or a namespace package's folders})."""
     seen: list[Path] = []
     todo = [path.resolve()]
     while todo:
@@ -173,7 +174,7 @@ def _import_statements(source: str, filename: str) -> tuple[ast.AST, ...]:
     return tuple(n for n in ast.walk(ast.parse(source, filename)) if isinstance(n, (ast.Import, ast.ImportFrom)))
 
 
-def _imported_modules(node: ast.AST, current: Path, folders: dict[str, Path]) -> list[Path]:
+def _imported_modules(node: ast.AST, current: Path, folders: dict[str, Path | list[Path]]) -> list[Path]:
     """Candidate module paths (without suffix) that an import node refers to."""
     if isinstance(node, ast.ImportFrom) and node.level:
         base = current.parent
@@ -191,7 +192,8 @@ def _imported_modules(node: ast.AST, current: Path, folders: dict[str, Path]) ->
     for dotted in names:
         for package, folder in folders.items():
             if dotted == package or dotted.startswith(package + "."):
-                found.append(folder.joinpath(*dotted[len(package):].split(".")[1:]))
+                found += [base.joinpath(*dotted[len(package):].split(".")[1:])
+                          for base in (folder if isinstance(folder, list) else [folder])]
     return found
 
 
@@ -261,14 +263,15 @@ def discover(extra_folders: list[str | Path] | None = None) -> tuple[dict[str, M
     return dict(sorted(methods.items())), errors
 
 
-def _package_folder(name: str) -> Path | None:
-    """The folder of the installed package `name` (None for a plain module, or one that cannot be found)."""
+def _package_folder(name: str) -> list[Path] | None:
+    """The folders of the installed package `name` (a namespace package's several; None for a plain module, or one
+    that cannot be found)."""
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
     locations = list(spec.submodule_search_locations or []) if spec else []
-    return Path(locations[0]).resolve() if locations else None
+    return [Path(location).resolve() for location in locations] or None
 
 
 def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Unlearner], path: Path,

@@ -166,17 +166,17 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                                      kept=_kept(earlier, results, "records"))
         planned_cells = p.cells + [cell for cell, _ in p.skipped]
         folder.write_failures(failures, kept=_kept(earlier, planned_cells, "failures"))
-        report_error = None
+        result = RunResult(folder.path, frame, failures, len(results) - cached, cached, None, partial)
+        # logged before the report is written, whose index quotes it as this run's counts
+        folder.log(f"finished: {result.counts()}, {sum(f['status'] == 'failed' for f in failures)} failed, "
+                   f"{len(p.skipped)} skipped")
         try:
             from .report import write_report
 
             write_report([folder.path])
         except Exception as exc:  # the records are safe on disk; a report problem must not lose them
-            report_error = str(exc) if isinstance(exc, UserError) else error_reason(exc)
-            folder.log(f"report failed: {report_error}\n{traceback.format_exc()}")
-        result = RunResult(folder.path, frame, failures, len(results) - cached, cached, report_error, partial)
-        folder.log(f"finished: {result.counts()}, {sum(f['status'] == 'failed' for f in failures)} failed, "
-                   f"{len(p.skipped)} skipped")
+            result.report_error = str(exc) if isinstance(exc, UserError) else error_reason(exc)
+            folder.log(f"report failed: {result.report_error}\n{traceback.format_exc()}")
     torch.set_num_threads(threads_before)
     return result
 

@@ -231,9 +231,10 @@ class TuneResult:
 @scans_files_afresh
 def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     """Tune every dataset × backbone × method of `grid` that declares a search space (one study each, on the first
-    seed and parameter set the plan holds: the grid's, or those `--only` picks); write trials.csv, tuned.yaml and summary.md into `out` after every
-    finished study (a killed run loses no finished study; re-running resumes from the trial cache). The original
-    and retrained models are the grid's own cached stages, trained first, once each."""
+    seed and parameter set the plan holds: the grid's, or those `--only` picks); write trials.csv, tuned.yaml and
+    summary.md into `out` after every finished study (a killed run loses no finished study; re-running resumes from
+    the trial cache). The original and retrained models are the grid's own cached stages, trained first, once
+    each."""
     from .planning import plan
     from .store import RunFolder, writable_folder
 
@@ -279,7 +280,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .store import LogFile, device_name, git_commit
 
     study_classes = {key: classes[cell.group] for key, cell in studies.items()}  # recorded with each study
-    seeds = {key: cell.seed for key, cell in studies.items()}  # its stage models' (--only seed=… may pick another)
+    seeds = {key: cell.seed for key, cell in studies.items()}  # the stage models' (--only seed=… picks another)
     earlier = earlier_tuning(out, settings, grid_split(grid), study_classes, seeds)
     log_path = out / "log.txt"
     log = LogFile(log_path)

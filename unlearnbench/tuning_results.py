@@ -166,7 +166,8 @@ def _studies(tuned) -> dict[tuple, dict] | None:
                    for m, e in methods.items()}
     except AttributeError:  # not a mapping at some level
         return None
-    return studies if all(isinstance(e, dict) and isinstance(e.get("trials"), int) for e in studies.values()) else None
+    return studies if all(isinstance(e, dict) and isinstance(e.get("trials"), int)
+                          and isinstance(e.get("models_seed", 0), int) for e in studies.values()) else None
 
 
 def _read_trials(folder: Path) -> pd.DataFrame:
@@ -225,9 +226,11 @@ def summary_markdown(document: dict) -> str:
         per_dataset = {d: e.get("forget_classes") for d, bs in document["tuned"].items() for ms in bs.values()
                        for e in ms.values()}
         classes = "the grid's: " + "; ".join(f"{d} {ks}" for d, ks in per_dataset.items())
-    seeds = sorted({e["models_seed"] for bs in document["tuned"].values() for ms in bs.values() for e in ms.values()
-                    if "models_seed" in e})
-    against = f", scored against the models of seed {', '.join(map(str, seeds))}" if seeds else ""
+    studies = [e for bs in document["tuned"].values() for ms in bs.values() for e in ms.values()]
+    seeds = sorted({e["models_seed"] for e in studies if "models_seed" in e})
+    unrecorded = sum("models_seed" not in e for e in studies)
+    against = (f", scored against the models of seed {', '.join(map(str, seeds))}"
+               + (f" ({unrecorded} earlier studies did not record theirs)" if unrecorded else "")) if seeds else ""
     lines = [f"Objective: {document['objective']} on the {document['split']} split (lower is better), "
              f"{document['trials']} trials per study, tuning forget classes {classes}{against}, "
              f"TPE seed {document['seed']}.", "",

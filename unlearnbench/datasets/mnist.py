@@ -197,15 +197,20 @@ def _mnist_family(folder: str, name: str, label: str, stats, classes):
         return list(classes), *(np.bincount(y, minlength=len(classes)) for y in labels)
 
     def identity(source: DataSource) -> dict:
-        """{} for the published files, or before a download of them (the name says which images: the key their
-        cells always had); else each IDX file's content digest (`content_digest`), so that other MNIST-format
-        files under the name key other cells and stage models."""
+        """{'idx': 'published'} for the published files, or before a download of them; else each IDX file's
+        content digest (`content_digest`; 'unreadable' for one that cannot be read, which loading names), so that
+        other MNIST-format files under the name key other cells and stage models and are not pooled with them."""
         raw = (source.root or source.cache_dir / "data") / folder / "raw"
         paths = [idx_file(raw, f) for f in MNIST_FILES]
         if None in paths:
-            return {}
-        digests = {f: content_digest(path) for f, path in zip(MNIST_FILES, paths)}
-        return {} if digests == RELEASES[folder] else {"idx_sha256": digests}
+            return {"idx": "published"}  # (missing() lets only a download through)
+        digests = {}
+        for name, path in zip(MNIST_FILES, paths):
+            try:
+                digests[name] = content_digest(path)
+            except OSError:
+                digests[name] = "unreadable"
+        return {"idx": "published" if digests == RELEASES[folder] else digests}
 
     return missing, load, count_per_class, identity
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from .formats import LATEX_PACKAGES, LONG_TABLE_ROWS, to_markdown
-from .records import RunSource
+from .records import UNFINISHED, RunSource
 from .tables import Table
 
 
@@ -63,9 +63,9 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
             ("git commit", s.config.get("git_commit") or "unknown"),
             ("records", str(s.rows)),
             ("cells without records", _failures(s.failures))] + (
-        [("latest run", f"{s.latest} (a cell from the cache keeps the records of the run that computed it: its "
-                        "seconds and memory were measured then, see each record's git_commit and device)")]
-        if s.latest else []) + (
+        [("latest run", s.latest if s.latest == UNFINISHED else f"{s.latest} (a cell from the cache keeps the "
+                        "records of the run that computed it: its seconds and memory were measured then, see each "
+                        "record's git_commit and device)")] if s.latest else []) + (
         [("left out", f"{s.failed_with_records} cell{'s' if s.failed_with_records > 1 else ''} that failed in the "
                       "latest run into this folder; their earlier records stay in records.csv but are not reported "
                       "as current results")] if s.failed_with_records else [])

@@ -17,10 +17,12 @@ from ..errors import UserError
 from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
-_LOG_FINISHED = re.compile(r"^\S+ finished: (\d+ cells computed.*)$")  # runner.run's last line
+_LOG_FINISHED = re.compile(r"^\S+ finished: (\d+ cells computed.*)$")  # runner.run's counts, at its end
+_LOG_PLANNED = re.compile(r"^\S+ grid '.*': \d+ cells to run")  # its plan, at its start (planning.describe_plan)
 # the relearn metric's rows (metrics/relearn.py): their values depend on the run's relearn cap
 CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_diverged|relearn_curve_\d+)$")
 CURVE_METRIC = re.compile(r"^relearn_curve_(\d+)$")  # forget accuracy after <epoch> relearn epochs: drawn, not tabled
+UNFINISHED = "did not finish (its log has no counts)"
 CELL_COLUMNS = ["dataset", "backbone", "method", "params", "seed"]  # a cell, with its forget class where it has one
 
 
@@ -29,7 +31,8 @@ class RunSource:
     """One run folder: its path, its config.yaml (empty when absent), the first/last log timestamps (UTC), the
     devices named in its records, its number of records, its failures.csv counts by status, how many cells
     failed in its latest run but hold records from an earlier one (left out of the report, see load_runs), and its
-    latest run's counts as its log says them ('N cells computed, M from cache, …'; '' where none finished)."""
+    latest run's counts as its log says them ('N cells computed, M from cache, …'; UNFINISHED where its latest run
+    did not finish, '' where the log says neither)."""
 
     path: Path
     config: dict
@@ -148,7 +151,10 @@ def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_
     if log.is_file():
         lines = log.read_text(errors="replace").splitlines()
         stamps = [m[1] for line in lines if (m := _LOG_STAMP.match(line))]
-        latest = next((m[1] for line in reversed(lines) if (m := _LOG_FINISHED.match(line))), "")
+        for line in reversed(lines):  # the newest run's counts; a run planned after the last counts did not finish
+            if (m := _LOG_FINISHED.match(line)) or _LOG_PLANNED.match(line):
+                latest = m[1] if m else UNFINISHED
+                break
     # (a cost row charged with a retrained model trained elsewhere says so after "; ")
     devices = tuple(pd.unique(records["device"].dropna().astype(str).str.split("; ").str[0])) \
         if "device" in records else ()
