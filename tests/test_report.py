@@ -1092,6 +1092,19 @@ def test_a_seed_whose_total_lacks_a_class_is_flagged(tmp_path):
     assert main.display.loc[(FULL, "Random Labels"), ("mnist", "RT (n)")].endswith("(1)")
     assert "[k of N classes]" in main.caption
 
+    # one seed, or the same class failed in every seed: flagged against the other methods of the dataset × backbone
+    # (before: only against another seed of the same cell, so nothing was flagged)
+    rows = [r for r in class_rows(seeds=(0,)) if r["forget_class"] != 2] + class_rows("random_labels", seeds=(0,))
+    rows += [{**r, "method": "wfnet", "forget_class": None} for r in class_rows(seeds=(0,), classes=(0,))
+             if r["metric"] == "unlearn_seconds"]  # a one-round method's cost: over no class, never flagged
+    records = pd.DataFrame(rows).astype({"forget_class": "Int64"})
+    cost = cost_table(records)
+    assert cost.display.loc[("mnist", FULL, "Retrained"), "Wall s"] == "20.0 [2 of 3 classes]"
+    assert cost.display.loc[("mnist", FULL, "WF-Net"), "Wall s"] == "10.0"
+    assert "[k of N classes]" in cost.caption
+    assert table1(records, "train").display.loc[(FULL, "Retrained"), ("mnist", "RT (n)")].endswith(
+        "(0 [2 of 3 classes])")
+
 
 def test_wfnet_alpha_heatmaps_of_a_sweep_and_of_merged_runs_do_not_overwrite_one_another(tmp_path):
     """Each α file gets its own figure, named by its setting in a sweep and by its run folder in a merged report

@@ -207,16 +207,25 @@ def cell_text(cell: pd.Series | None, digits: int, usual_n: int | None = None) -
     return text if usual_n is None or cell["n"] == usual_n else f"{text} [n={cell['n']:.0f}]"
 
 
-def classes_flag(cell: pd.Series | None) -> str:
+def classes_flag(cell: pd.Series | None, most: dict[tuple, float] | None = None) -> str:
     """' [k of N classes]' for a cell of totals over each seed's forget classes (a sum) where some seed's total is
-    over only k of the N classes another seed has (a failed cell), so it is smaller; '' otherwise."""
-    if cell is None or not cell.get("classes_min", np.nan) < cell["classes"]:
+    over only k of the N classes another seed has, or (`most`: `most_classes`) another cell of its dataset ×
+    backbone (a failed cell), so it is smaller; '' otherwise (a one-round method's cost, over no class, too)."""
+    if cell is None:
         return ""
-    return f" [{cell['classes_min']:.0f} of {cell['classes']:.0f} classes]"
+    n = max(cell["classes"], (most or {}).get((cell["dataset"], cell["backbone"]), 0))
+    if not 0 < cell.get("classes_min", np.nan) < n:
+        return ""
+    return f" [{cell['classes_min']:.0f} of {n:.0f} classes]"
 
 
-FLAG_LEGEND = ("; [k of N classes]: a seed's total covers only k of the N forget classes another seed has (a failed "
-               "cell), so it is smaller")
+def most_classes(values: pd.DataFrame) -> dict[tuple, float]:
+    """Per (dataset, backbone), the most forget classes a seed of any cell of `values` covers."""
+    return values.groupby(["dataset", "backbone"])["classes"].max().dropna().to_dict() if len(values) else {}
+
+
+FLAG_LEGEND = ("; [k of N classes]: a seed's total covers only k of the N forget classes another seed or method of "
+               "its dataset × backbone has (a failed cell), so it is smaller")
 
 
 def usual_n(values: pd.DataFrame) -> int | None:
@@ -293,7 +302,8 @@ def caps_text(caps: tuple[float, ...]) -> str:
 
 def _flagged(values: pd.DataFrame) -> bool:
     """Whether some cell of `values` gets a classes_flag."""
-    return bool((values["classes_min"] < values["classes"]).any())
+    most = most_classes(values)
+    return any(classes_flag(row, most) for _, row in values.iterrows())
 
 
 def _lookup(values: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
@@ -337,6 +347,7 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
     cells = _lookup(values, CELL_KEYS + ["column"])
     shown = values[values["column"] != "RT n"]
     n = usual_n(shown)
+    most = most_classes(values[values["column"] == "RT n"])
     index, body = [], []
     for backbone, method, label, params_of in method_rows(records, labels):
         index.append((backbone, label))
@@ -346,7 +357,7 @@ def table1(records: pd.DataFrame, split: str = "train", name: str = "table1") ->
             rt = cell_text(cells.get(key + ("RT",)), 1, n)
             not_relearned = cells.get(key + ("RT n",))
             if rt != MISSING and not_relearned is not None:
-                rt += f" ({format_count(not_relearned['mean'])}{classes_flag(not_relearned)})"
+                rt += f" ({format_count(not_relearned['mean'])}{classes_flag(not_relearned, most)})"
             line += [cell_text(cells.get(key + (c,)), 1, n) for c in ("Acc_r", "Acc_f", "ZRF")] + [rt]
         body.append(line)
     display = _frame(body, index, ["Backbone", "Method"], _product(datasets, TABLE1_COLUMNS))
@@ -422,6 +433,7 @@ def cost_table(records: pd.DataFrame) -> Table:
     shown = values[values["column"] != "N_c"]
     summed = [c[0] for c in COST_COLUMNS if c[2] == "sum"]
     common_n = usual_n(shown)
+    most = most_classes(values[values["column"].isin(summed)])
     labels = row_labels(records)
     cells = _lookup(values, CELL_KEYS + ["column"])
     index, body = [], []
@@ -430,7 +442,8 @@ def cost_table(records: pd.DataFrame) -> Table:
         n = cells.get((dataset, backbone, method, params, "N_c"))
         line = [MISSING if n is None else format_count(n["mean"])]
         line += [cell_text(cells.get((dataset, backbone, method, params, c[0])), c[4], common_n)
-                 + (classes_flag(cells.get((dataset, backbone, method, params, c[0]))) if c[2] == "sum" else "")
+                 + (classes_flag(cells.get((dataset, backbone, method, params, c[0])), most)
+                    if c[2] == "sum" else "")
                  for c in COST_COLUMNS]
         body.append(line)
     display = _frame(body, index, ["Dataset", "Backbone", "Method"], ["N_c"] + [c[0] for c in COST_COLUMNS])
