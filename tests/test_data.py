@@ -605,6 +605,31 @@ def test_other_mnist_format_files_key_other_cells_and_the_published_ones_keep_th
     assert [(r.computed, r.cached) for r in results] == [(1, 0), (1, 0), (0, 1)]
 
 
+def test_imagenet_images_are_torchvisions_resize_256_and_centre_crop_224_pixel_for_pixel(tmp_path):
+    """The transform pretrained ImageNet weights are evaluated with. Before, the long side was rounded (torchvision
+    truncates) and the crop's offset floored (torchvision rounds): 1 px off for about half of ImageNet's aspect
+    ratios (640 x 427: mean |difference| ~4 grey levels). The stage models' key says how images were decoded."""
+    from torchvision import transforms
+
+    from unlearnbench.data import dataset_identity
+
+    rng = np.random.default_rng(0)
+    sizes = [(640, 427), (500, 357), (357, 500), (500, 375), (224, 224)]
+    for split in ("train", "val"):
+        for c, (w, h) in enumerate(sizes):
+            folder = tmp_path / "imagenet" / split / f"n{c}"
+            folder.mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / "0.png")
+    data = load_dataset("imagenet", root=tmp_path, cache_dir=tmp_path / "c")
+    reference = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
+    for c in range(len(sizes)):
+        with Image.open(tmp_path / "imagenet" / "val" / f"n{c}" / "0.png") as img:
+            expected = torch.from_numpy(np.array(reference(img.convert("RGB")))).permute(2, 0, 1)
+        assert torch.equal(data.test.images[int(torch.nonzero(data.test.labels == c)[0])], expected), sizes[c]
+    assert dataset_identity("imagenet", {}, tmp_path, tmp_path / "c")["decode"] == \
+        "torchvision resize 256, centre crop 224"
+
+
 def test_an_image_folder_trees_classes_are_counted_from_the_tree_so_imagenet_subsets_plan(tmp_path):
     """`imagenet` holds 1000 classes only until a tree is there: a 3-class tree plans 3 forget classes (as an
     ImageNet-100 or Imagenette tree would plan its own), and `imagefolder` needs no explicit class list."""

@@ -61,6 +61,8 @@ def test_a_tree_on_disk_gives_the_same_images_batches_and_training_as_in_memory(
     across = [Split.concat([d.train.forget(1), d.test.forget(2)]) for d in (memory, disk)]  # two files: read
     assert torch.equal(across[0].images, across[1].images) and torch.equal(across[0].labels, across[1].labels)
     assert torch.equal(disk.test.images[3], memory.test.images[3])  # one image: [C, H, W], as a tensor's
+    for one in (torch.tensor(3), np.int64(3), np.array(3)):  # (a 0-d index read [1, C, H, W] from disk)
+        assert torch.equal(disk.test.images[one], memory.test.images[3])
     generator = [torch.Generator().manual_seed(3) for _ in range(2)]
     batches = [list(d.batches(d.train, 7, shuffle=True, augment=True, generator=g))
                for d, g in zip((memory, disk), generator)]

@@ -68,7 +68,8 @@ class DiskImages:
 
     def __getitem__(self, index) -> torch.Tensor:
         """The images at `index`, read from disk: uint8 [n, C, H, W] on the view's device."""
-        one = isinstance(index, (int, np.integer))  # one image: [C, H, W], as a tensor's
+        one = isinstance(index, (int, np.integer)) or (  # one image: [C, H, W], as a tensor's
+            isinstance(index, (torch.Tensor, np.ndarray)) and index.ndim == 0)
         rows = np.atleast_1d(self.select(index).rows)
         out = np.empty((len(rows), *self.row_shape), dtype=np.uint8)
         flat = out.reshape(len(rows), -1)

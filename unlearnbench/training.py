@@ -218,8 +218,9 @@ def gather_batches(parts: Iterable[torch.Tensor], total: int, *, dtype: torch.dt
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: ImageData, split: Split, *, batch_size: int | None = None) -> torch.Tensor:
     """Logits [N, num_classes] (float32) of `model` on `split`, computed in eval mode without bf16 autocast. On a
-    GPU, convolutions and matrix products use TF32 kernels (10-bit mantissa, ~1e-3 relative) unless `--precision
-    float32` turns them off: GPU and CPU metrics agree up to that rounding (cells are keyed by precision)."""
+    GPU, convolutions use TF32 kernels (10-bit mantissa, ~1e-3 relative; matrix products do not, see set_tf32)
+    unless `--precision float32` turns them off: GPU and CPU metrics agree up to that rounding (cells are keyed by
+    precision)."""
     size = batch_size or eval_batch_size(data.device)
     with evaluating(model):  # every submodule's own train/eval flag is restored, not the top one's cascaded
         logits = gather_batches((model(x) for x, _ in data.batches(split, size)), len(split), dtype=torch.float32)

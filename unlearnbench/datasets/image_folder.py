@@ -20,6 +20,9 @@ from ..store import stable_hash
 from .registration import register
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# how `imagenet` decodes, in its cache keys: its images before this (rounding the long side, flooring the crop's
+# offset) were 1 px off torchvision's transform for about half of ImageNet's aspect ratios
+CROP = "torchvision resize 256, centre crop 224"
 
 
 # --- ImageFolder trees, decoded once into a uint8 cache ------------------------------------------
@@ -40,12 +43,12 @@ def _decode(path: str, image_size: int | None, center_crop: bool) -> np.ndarray:
 def _decode_image(path: str, image_size: int | None, center_crop: bool) -> np.ndarray:
     with Image.open(path) as img:
         img = img.convert("RGB")
-        if image_size and center_crop:
-            short = round(image_size * 256 / 224)
-            scale = short / min(img.size)
-            img = img.resize((max(short, round(img.width * scale)), max(short, round(img.height * scale))), Image.BILINEAR)
-            left, top = (img.width - image_size) // 2, (img.height - image_size) // 2
-            img = img.crop((left, top, left + image_size, top + image_size))
+        if image_size and center_crop:  # torchvision's Resize(256) + CenterCrop(224), pixel for pixel
+            from torchvision.transforms import InterpolationMode
+            from torchvision.transforms import functional as tf
+
+            img = tf.resize(img, round(image_size * 256 / 224), InterpolationMode.BILINEAR)
+            img = tf.center_crop(img, [image_size, image_size])
         elif image_size and img.size != (image_size, image_size):
             img = img.resize((image_size, image_size), Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
@@ -70,7 +73,8 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     if signature is not None and signature["n"] != len(samples):
         raise _changed(folder, f"{signature['n']} files when scanned, {len(samples)} now")
     signed = signature or files_signature((p for p, _ in samples), folder)  # the list just read: no second walk
-    key = stable_hash({"folder": str(folder.resolve()), **signed, "size": image_size, "crop": center_crop})
+    key = stable_hash({"folder": str(folder.resolve()), **signed, "size": image_size,
+                       "crop": CROP if center_crop else False})
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
@@ -206,7 +210,8 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         tree = _tree_path(source, subfolder).resolve()
         train_dir, test_dir = tree_splits(tree)
         return {"tree": str(tree), "classes": sorted(e.name for e in os.scandir(train_dir) if e.is_dir()),
-                **{split: folder_signature(d) for split, d in (("train", train_dir), ("test", test_dir))}}
+                **{split: folder_signature(d) for split, d in (("train", train_dir), ("test", test_dir))},
+                **({"decode": CROP} if center_crop else {})}
 
     def count_images(source: DataSource) -> tuple[int, int, tuple | None]:
         """(training images, test images, decoded shape) from a scan of the tree's file names; the shape is the
