@@ -564,7 +564,7 @@ def test_a_class_without_images_in_a_split_fails_its_datasets_cells_with_a_sente
         load_dataset("imagefolder", root=tmp_path / "small", cache_dir=tmp_path / "c", val_fraction=0.8)
 
 
-def test_other_mnist_format_files_key_other_cells_and_the_published_ones_keep_their_key(tmp_path):
+def test_other_mnist_format_files_key_other_cells_than_the_published_ones(tmp_path):
     """MNIST and Fashion-MNIST were keyed by name alone: a cell run on one set of MNIST-format files was served from
     the cache for another set under the same name (another --data-root, or files replaced). Now files other than
     the published ones are keyed by their uncompressed contents (raw or .gz alike); the published files, or a

@@ -976,7 +976,8 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
         "files": {"mnist": {"tree": "/elsewhere/a", "train": {"n": 3, "files": "0a"}}}}  # the same files, moved
     assert len(load_runs([first, folder("caps", class_rows("finetune"), **allowed)])[0]) == 2 * len(class_rows())
     other_data = [{**r, "dataset": "cifar10"} for r in class_rows()]
-    assert load_runs([first, folder("elsewhere", other_data, compute={"device_type": "cuda", "precision": "bfloat16"})])
+    elsewhere = folder("elsewhere", other_data, compute={"device_type": "cuda", "precision": "bfloat16"})
+    assert set(load_runs([first, elsewhere])[0]["dataset"]) == {"mnist", "cifar10"}  # no dataset in common
     for name, changes, said in [
         ("gpu", {"compute": {"device_type": "cuda", "precision": "bfloat16"}},
          "device and precision (cpu, float32 against cuda, bfloat16)"),

@@ -401,11 +401,12 @@ def test_a_run_folder_refuses_a_run_that_reads_other_files_or_computes_otherwise
     first = run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 0}))
     assert not first.failures
     records = (tmp_path / "run" / "records.csv").read_text()
-    with pytest.raises(UserError, match=r"holds results of other data files \(dataset imagefolder: .*\), which this "
-                                        r"run's would be pooled with; pass another --out"):
+    with pytest.raises(UserError, match=r"holds results of dataset imagefolder computed under other data files "
+                                        r"\(.*\), which this run's would be pooled with; pass another --out"):
         run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "b", only={"seed": 1}))
     monkeypatch.setattr(training, "autocast_dtype", lambda device: torch.bfloat16)
-    with pytest.raises(UserError, match=r"holds results computed in another precision or on another device type"):
+    with pytest.raises(UserError, match=r"holds results of dataset imagefolder computed under other device and "
+                                        r"precision \(cpu, float32 against cpu, bfloat16-autocast\)"):
         run(grid, options(tmp_path, shared_cache, name="run", data_root=tmp_path / "a", only={"seed": 1}))
     monkeypatch.undo()
     assert (tmp_path / "run" / "records.csv").read_text() == records

@@ -23,7 +23,7 @@ from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import (Plan, RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings,
                        plan, retrained_models, stage_retrained_counts)
-from .store import Cache, RunFolder, git_commit, read_run_config, versions, writable_folder
+from .store import Cache, RunFolder, config_differences, git_commit, read_run_config, versions, writable_folder
 from .training import compute_setting
 
 __all__ = ["RunOptions", "RunResult", "run"]
@@ -333,21 +333,14 @@ def _files_read(files: dict) -> dict:
 
 
 def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: set[str]) -> str:
-    """Why this run's records cannot be pooled with the folder's earlier records (--only slices): another files'
-    signature of a dataset it holds records of (another tree under the label, or files changed since; a dataset
-    missing then or now has none to compare), or another device type or precision; '' where none (or where the
+    """Why this run's records cannot be pooled with the folder's earlier records (--only slices): of a dataset it
+    holds records of, other files (another tree's, or files changed since; a dataset missing then or now has none
+    to compare), or another device type or precision (`store.config_differences`); '' where none (or where the
     earlier config.yaml did not record them)."""
-    then, now = previous.get("files"), _files_read(files)
-    if isinstance(then, dict):
-        other = sorted(label for label in now if label in recorded and then.get(label) and now[label]
-                       and then[label] != now[label])
-        if other:
-            return f"of other data files (dataset {', '.join(other)}: another tree, or its files changed since)"
-    compute, before = compute_setting(device), previous.get("compute")
-    if isinstance(before, dict) and before != compute:
-        return (f"computed in another precision or on another device type ({before.get('device_type')}, "
-                f"{before.get('precision')} there; {compute['device_type']}, {compute['precision']} here)")
-    return ""
+    now = {"files": _files_read(files), "compute": compute_setting(device)}
+    clashes = [f"of dataset {label} computed under other {'; '.join(said)}" for label in sorted(recorded)
+               if (said := config_differences(previous, now, label))]
+    return clashes[0] if clashes else ""
 
 
 def grid_differences(grid: Grid, recorded: dict) -> str:

@@ -153,6 +153,45 @@ def writable_folder(path: str | Path, what: str) -> Path:
     return path
 
 
+# metric settings that choose which values are recorded (their split, whether one is, extra rows beside the same
+# values: ZRF's legacy rows, the SVC attack's per-feature rows), not how one is computed; relearn's max_epochs:
+# merged runs keep each cap apart (at_largest_cap) and the captions say which
+_SELECTING_SETTINGS = {"splits", "split", "eval_split", "train_missing", "legacy", "features"}
+
+
+def config_differences(a: dict, b: dict, dataset: str) -> list[str]:
+    """What two run configs (config.yaml) computed `dataset`'s values under differently, as far as both recorded
+    it: device type and precision, the dataset's files (wherever they lie), each metric's settings that change a
+    value; what keeps a run folder, or a merged report, from pooling their results."""
+    said = []
+    ca, cb = (c.get("compute") if isinstance(c.get("compute"), dict) else {} for c in (a, b))
+    shown = [k for k in ("device_type", "precision") if k in ca and k in cb]
+    if any(ca[k] != cb[k] for k in shown):
+        said.append(f"device and precision ({', '.join(str(ca[k]) for k in shown)} against "
+                    f"{', '.join(str(cb[k]) for k in shown)})")
+    fa, fb = ({k: v for k, v in c["files"].get(dataset).items() if k != "tree"}
+              if isinstance(c.get("files"), dict) and isinstance(c["files"].get(dataset), dict) else {} for c in (a, b))
+    if fa and fb and fa != fb:
+        said.append("data files (other images, or their files changed between the runs)")
+    ma, mb = (c.get("metric_settings") if isinstance(c.get("metric_settings"), dict) else {} for c in (a, b))
+    for metric in sorted(ma.keys() & mb.keys()):
+        sa, sb = (_value_settings(metric, m[metric]) for m in (ma, mb))
+        other = [f"{k} {sa[k]!r} against {sb[k]!r}" for k in sorted(sa.keys() & sb.keys()) if sa[k] != sb[k]]
+        if other:
+            said.append(f"{metric} settings ({', '.join(other)})")
+    return said
+
+
+def _value_settings(metric: str, settings) -> dict:
+    """A metric's recorded settings that change the values it records (see _SELECTING_SETTINGS); insertion/
+    deletion's ranking 'both' records the per-matrix values under their names (the global ones under others)."""
+    kept = {k: v for k, v in (settings if isinstance(settings, dict) else {}).items() if k not in _SELECTING_SETTINGS
+            and not (metric == "relearn" and k == "max_epochs")}
+    if metric == "insertion_deletion" and kept.get("ranking") == "both":
+        kept["ranking"] = "per_matrix"
+    return kept
+
+
 def read_run_config(folder: str | Path) -> dict | None:
     """The config.yaml of the run in `folder`, or None when it has none; any other file is a UserError."""
     path = Path(folder) / "config.yaml"

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, read_run_config
+from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, config_differences, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
 _LOG_FINISHED = re.compile(r"^\S+ finished: (\d+ cells computed.*)$")  # runner.run's counts, at its end
@@ -224,44 +224,6 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
     return at_largest_cap(records[~duplicate & ~superseded].drop(columns="_folder")).reset_index(drop=True), sources
 
 
-# metric settings that choose which values are recorded (their split, whether one is, extra rows beside the same
-# values: ZRF's legacy rows, the SVC attack's per-feature rows), not how one is computed; relearn's max_epochs:
-# merged runs keep each cap apart (at_largest_cap) and the captions say which
-_SELECTING_SETTINGS = {"splits", "split", "eval_split", "train_missing", "legacy", "features"}
-
-
-def _setting_differences(a: dict, b: dict, dataset: str) -> list[str]:
-    """What two run configs computed `dataset`'s values under differently, as far as both recorded it: device
-    type and precision, the dataset's files (wherever they lie), each metric's settings that change a value."""
-    said = []
-    ca, cb = (c.get("compute") if isinstance(c.get("compute"), dict) else {} for c in (a, b))
-    shown = [k for k in ("device_type", "precision") if k in ca and k in cb]
-    if any(ca[k] != cb[k] for k in shown):
-        said.append(f"device and precision ({', '.join(str(ca[k]) for k in shown)} against "
-                    f"{', '.join(str(cb[k]) for k in shown)})")
-    fa, fb = ({k: v for k, v in c["files"].get(dataset).items() if k != "tree"}
-              if isinstance(c.get("files"), dict) and isinstance(c["files"].get(dataset), dict) else {} for c in (a, b))
-    if fa and fb and fa != fb:
-        said.append("data files (other images, or their files changed between the runs)")
-    ma, mb = (c.get("metric_settings") if isinstance(c.get("metric_settings"), dict) else {} for c in (a, b))
-    for metric in sorted(ma.keys() & mb.keys()):
-        sa, sb = (_value_settings(metric, m[metric]) for m in (ma, mb))
-        other = [f"{k} {sa[k]!r} against {sb[k]!r}" for k in sorted(sa.keys() & sb.keys()) if sa[k] != sb[k]]
-        if other:
-            said.append(f"{metric} settings ({', '.join(other)})")
-    return said
-
-
-def _value_settings(metric: str, settings) -> dict:
-    """A metric's recorded settings that change the values it records (see _SELECTING_SETTINGS); insertion/
-    deletion's ranking 'both' records the per-matrix values under their names (the global ones under others)."""
-    kept = {k: v for k, v in (settings if isinstance(settings, dict) else {}).items() if k not in _SELECTING_SETTINGS
-            and not (metric == "relearn" and k == "max_epochs")}
-    if metric == "insertion_deletion" and kept.get("ranking") == "both":
-        kept["ranking"] = "per_matrix"
-    return kept
-
-
 def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None:
     """Refuse to merge run folders whose records of one dataset × backbone were computed on another device type
     or precision, from other files, or under other metric settings: a table would pool them in one column (the
@@ -270,7 +232,7 @@ def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None
         shared = set(frames[i][["dataset", "backbone"]].itertuples(index=False, name=None)) & set(
             frames[j][["dataset", "backbone"]].itertuples(index=False, name=None))
         for dataset, backbone in sorted(shared):
-            differences = _setting_differences(a.config, b.config, dataset)
+            differences = config_differences(a.config, b.config, dataset)
             if differences:
                 raise UserError(f"{a.path} and {b.path} hold results of {dataset} / {backbone} computed under other "
                                 f"{'; '.join(differences)}, which a merged report would pool in one table; report "
