@@ -332,13 +332,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
-        p = planned
-        crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metric_names(grid)),
-                                launch_options, p.device, options.data_root, Path(options.cache))
-        print(describe_plan(grid, p, Cache(options.cache), metric_names(grid), options.data_root))
+        crowded = check_workers(grid, planned.cells, stage_retrained_counts(planned.cells, grid, metric_names(grid)),
+                                launch_options, planned.device, options.data_root, Path(options.cache))
+        print(describe_plan(grid, planned, Cache(options.cache), metric_names(grid), options.data_root))
         if crowded:
             print(f"warning: {crowded}.", file=sys.stderr)
-        return 1 if p.plugin_errors or (p.skipped and not p.cells) else 0  # as the run would exit
+        return 1 if planned.plugin_errors or (planned.skipped and not planned.cells) else 0  # as the run would exit
     result = run(grid, options, launch_options, planned)
     from .report.run_summary import current_records, format_summary
 

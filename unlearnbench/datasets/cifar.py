@@ -206,7 +206,8 @@ def load_cifar10(source: DataSource) -> RawDataset:
     if kind == "pickle":
         _check_scanned(source, {"format": "pickle"})
         return read_cifar_pickles(where)
-    if kind == "tarball":
+    if kind == "tarball":  # a tarball replaced since the scan: refused before extracting it (its digest is memoised)
+        _check_scanned(source, {"format": "jpeg", "tarball": file_digest(where)})
         where = extract_once(where, source.cache_dir / "data")
     test_dir = _jpeg_test_dir(where)
     if test_dir is None or not (where / "train").is_dir():

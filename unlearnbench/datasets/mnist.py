@@ -182,6 +182,8 @@ def _mnist_family(folder: str, name: str, label: str, stats, classes):
             getattr(torchvision.datasets, folder)(root, train=False, download=True)  # fetches all four files
         x_train, y_train = read_idx_split(raw, "train", label, len(classes))
         x_test, y_test = read_idx_split(raw, "t10k", label, len(classes))
+        if source.files is not None and identity(source) != source.files:  # (digests memoised: no second read)
+            raise DataFileError(f"The {label} files in {raw} changed while this run was loading them; run it again.")
         return RawDataset(x_train, y_train, x_test, y_test, list(classes), *stats)
 
     def count_per_class(source: DataSource) -> tuple | None:
