@@ -74,6 +74,13 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "depth": float("inf")}]}, r"got width 1.0, depth inf"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "patch": -1}]}, r"'patch' .* integer ≥ 1.*got -1"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "patch": 4}]}, r"'patch' .* only to ViT backbones"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "mean": [0.5, 0.5, 0.5]}]},
+     r"gives 'mean' without 'std'"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "mean": [0.5], "std": [0.0]}]},
+     r"'mean' and 'std' .* each std > 0; got \[0.5\] and \[0.0\]"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "mean": [0.5, 0.5], "std": [0.5]}]},
+     r"of equal length"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vit_tiny", "mean": 0.5, "std": 0.5}]}, r"wrong type"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "depth": 5}]}, r"'depth' .* only to ViT backbones"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "metrics": []}, r"'metrics' .* non-empty list of metric"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "forget_classes": [1, 1]}, r"distinct class indices.*\[1, 1\]"),
@@ -252,6 +259,20 @@ def test_a_datasets_methods_list_runs_only_those_there_and_skips_the_rest_once_p
         raw["datasets"][1]["methods"] = bad
         with pytest.raises(UserError, match=words):
             plan(parse_grid(raw), RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+
+
+def test_a_backbones_input_normalisation_is_written_in_a_runs_config_only_where_set(tmp_path):
+    """Run folders written before backbones had `mean`/`std` read back as the same grid (a run resumes in them)."""
+    from unlearnbench.runner import grid_dict, grid_differences
+
+    grid = load_grid(str(write_grid(tmp_path, backbones=[
+        "vgg16", {"name": "vit_tiny", "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}])))
+    written = grid_dict(grid)
+    assert "mean" not in written["backbones"][0] and written["backbones"][1]["std"] == [0.5, 0.5, 0.5]
+    assert parse_grid(written) == grid and grid.backbones[1].mean == (0.5, 0.5, 0.5)
+    earlier = {**written, "backbones": [{"name": "vgg16", "width": 1.0, "depth": 1.0, "patch": None,
+                                         "pretrained": None}, written["backbones"][1]]}
+    assert grid_differences(grid, earlier) == ""
 
 
 def test_the_readme_s_example_grid_is_a_valid_grid():

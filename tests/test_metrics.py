@@ -19,7 +19,7 @@ from unlearnbench.metrics import METRICS, MetricContext
 from unlearnbench.metrics.epsilon import chance_epsilon, epsilon_bound, per_example_epsilon
 from unlearnbench.metrics.insertion_deletion import auc
 from unlearnbench.metrics.relearn import epoch_sampler
-from unlearnbench.models import BackboneSpec
+from unlearnbench.models import BackboneSpec, backbone_key
 from unlearnbench.stages import Stages
 from unlearnbench.store import Cache
 from unlearnbench.training import accuracy, predict_logits, resolve_recipe
@@ -116,6 +116,37 @@ def test_a_pretrained_backbone_gives_a_pretrained_original_but_a_fresh_random_mo
     assert same_weights(group.random_model(4), fresh.random_model(4))  # fresh, pretrained or not
     with pytest.raises(UserError, match="0 epochs"):
         group.retrained(3)
+
+
+def test_pretrained_weights_read_inputs_normalised_as_the_backbone_names_and_are_keyed_by_it(data, tmp_path):
+    """A backbone's `mean`/`std` (the input normalisation its pretrained weights expect, e.g. timm's augreg ViTs'
+    0.5) replace the dataset's for every model of its group where it loads the weights; without weights, or
+    without them set, the dataset's stay and the stage models keep their keys."""
+    weights = tmp_path / "w.safetensors"
+    donor = Stages(data, {"name": "donor"}, SPEC, resolve_recipe("mnist5k", SPEC, {"epochs": 0}), 9,
+                   Cache(tmp_path / "c0"), log=lambda *_: None).new_model(123)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(weights))
+    plain = dataclasses.replace(SPEC, pretrained=str(weights))
+    spec = dataclasses.replace(plain, mean=(0.5,), std=(0.25,))
+    recipe = resolve_recipe("mnist5k", spec, {"epochs": 0})
+    group = Stages(data, {"name": "d"}, spec, recipe, 0, Cache(tmp_path / "c1"), log=lambda *_: None)
+    assert (group.data.mean, group.data.std) == ((0.5,), (0.25,)) and group.data.test is data.test
+    images = data.test.images[:64]
+    expected = donor.eval()((images.float() / 255 - 0.5) / 0.25)
+    logits = predict_logits(group.original(), group.data, data.test.subset(torch.arange(64)))
+    torch.testing.assert_close(logits, expected)
+    assert not torch.allclose(logits, predict_logits(group.original(), data, data.test.subset(torch.arange(64))))
+    unweighted = Stages(data, {"name": "d"}, dataclasses.replace(spec, pretrained=None), recipe, 0,
+                        Cache(tmp_path / "c1"), log=lambda *_: None)
+    assert unweighted.data is data
+    as_dataset = Stages(data, {"name": "d"}, plain, recipe, 0, Cache(tmp_path / "c1"), log=lambda *_: None)
+    assert as_dataset.model_key("original", None) != group.model_key("original", None)
+    assert unweighted.model_key("original", None) == Stages(
+        data, {"name": "d"}, SPEC, recipe, 0, Cache(tmp_path / "c1"), log=lambda *_: None).model_key("original", None)
+    assert "mean" not in backbone_key(plain) and backbone_key(spec)["mean"] == (0.5,)
+    with pytest.raises(UserError, match="give 3 values, but dataset mnist5k has 1 channels"):
+        Stages(data, {"name": "d"}, dataclasses.replace(spec, mean=(0.5,) * 3, std=(0.5,) * 3), recipe, 0,
+               Cache(tmp_path / "c1"), log=lambda *_: None)
 
 
 def test_zrfs_random_model_is_no_model_a_method_draws_nor_an_originals_initialisation(stages):

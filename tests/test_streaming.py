@@ -70,6 +70,25 @@ def test_a_tree_on_disk_gives_the_same_images_batches_and_training_as_in_memory(
     assert torch.equal(logits["memory"], logits["disk"])  # trained on the same batches: the same model
 
 
+def test_a_vit_on_a_tree_of_oblong_images_is_refused_in_one_sentence_and_a_cnn_runs(tmp_path):
+    from unlearnbench.stages import Stages
+    from unlearnbench.store import Cache
+
+    for split in ("train", "val"):
+        for c in range(2):
+            (tmp_path / "tree" / split / f"c{c}").mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 24), (80 * c, i, 0)).save(tmp_path / "tree" / split / f"c{c}" / f"{i}.png")
+    data = load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "cache")
+    recipe = Recipe(epochs=1, batch_size=4)
+    with pytest.raises(UserError, match=r"vit_tiny-w0.333333 needs square images, but dataset imagefolder's are 40x24 "
+                                        r"px; set 'image_size'"):
+        Stages(data, {"name": "d"}, BackboneSpec("vit_tiny", width=1 / 3), recipe, 0, Cache(tmp_path / "c"))
+    cnn = Stages(data, {"name": "d"}, BackboneSpec("resnet18", width=0.0625), recipe, 0, Cache(tmp_path / "c"),
+                 log=lambda *_: None)
+    assert predict_logits(cnn.new_model(), data, data.test).shape == (6, 2)
+
+
 def test_storage_is_chosen_by_size_within_the_budget_and_can_be_overridden(tree, tmp_path):
     small = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)  # 4 × 36 images of 16 px: well in budget
     assert not small.train.on_disk

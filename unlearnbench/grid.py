@@ -303,6 +303,14 @@ def _backbone_spec(value: Any, where: str) -> BackboneSpec:
             raise UserError(f"'{option}' of backbone '{spec.name}' in {where} applies only to ViT backbones "
                             f"({', '.join(n for n in BACKBONES.names() if BACKBONES.get(n).family == 'vit')}); "
                             f"remove it.")
+    if (spec.mean is None) != (spec.std is None):
+        raise UserError(f"Backbone '{spec.name}' in {where} gives '{'mean' if spec.std is None else 'std'}' without "
+                        f"'{'std' if spec.std is None else 'mean'}': its weights' input normalisation needs both.")
+    if spec.mean is not None and not (
+            len(spec.mean) == len(spec.std) > 0 and all(math.isfinite(m) for m in spec.mean)
+            and all(0 < s < math.inf for s in spec.std)):
+        raise UserError(f"'mean' and 'std' of backbone '{spec.name}' in {where} must be lists of one finite number a "
+                        f"channel, of equal length, each std > 0; got {list(spec.mean)} and {list(spec.std)}.")
     if spec.patch is not None and spec.patch < 1:
         raise UserError(f"'patch' of backbone '{spec.name}' in {where} must be an integer ≥ 1 (pixels), "
                         f"got {spec.patch!r}.")

@@ -23,13 +23,22 @@ SMALL_INPUT = 64  # inputs at or below this many pixels get the CIFAR-style adap
 @dataclass(frozen=True)
 class BackboneSpec:
     """A backbone family plus size options: `width` scales channels / embedding, `depth` scales ViT blocks,
-    `patch` sets a ViT's patch size (default 4 for 28/32 px inputs, 16 for 224 px)."""
+    `patch` sets a ViT's patch size (default 4 for 28/32 px inputs, 16 for 224 px). `mean` and `std`: the input
+    normalisation its pretrained weights were trained with (timm's `pretrained_cfg`; e.g. 0.5 a channel for the
+    augreg ViTs), used instead of the dataset's wherever it loads pretrained weights."""
 
     name: str
     width: float = 1.0
     depth: float = 1.0
     patch: int | None = None
     pretrained: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def as_dict(self) -> dict:
+        """The spec as plain data (a run's config.yaml), without `mean` and `std` where unset: grids written before
+        they existed read back equal."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in ("mean", "std")}
 
     @property
     def label(self) -> str:
@@ -208,8 +217,9 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, num_classes: int) ->
 
 def backbone_key(spec: BackboneSpec) -> dict:
     """A backbone as a cache key's part: its spec and, where it names local pretrained weights, their SHA-256,
-    so that other weights under the same path are never a cache hit."""
-    key = dataclasses.asdict(spec)
+    so that other weights under the same path are never a cache hit. Its input normalisation is in it only where it
+    applies (with pretrained weights), so backbones that leave it unset keep their keys."""
+    key = spec.as_dict() if spec.pretrained else dataclasses.replace(spec, mean=None, std=None).as_dict()
     path = Path(spec.pretrained).expanduser() if spec.pretrained else None
     if path is not None and path.is_file():
         key["pretrained_sha256"] = file_digest(path)

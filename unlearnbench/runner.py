@@ -354,6 +354,7 @@ def grid_dict(grid: Grid) -> dict:
     """The grid as plain data, as written to (and read back from) a run's config.yaml."""
     raw = dataclasses.asdict(grid)
     lists = raw.pop("dataset_methods")  # written back where the YAML has them: under their dataset
+    raw["backbones"] = [b.as_dict() for b in grid.backbones]
     raw["datasets"] = [{"name": d.name, **d.options_dict,
                         **({"methods": list(lists[d.label])} if d.label in lists else {})} for d in grid.datasets]
     return json.loads(json.dumps(raw, default=str))

@@ -60,8 +60,12 @@ class Stages:
 
     def __init__(self, data: ImageData, dataset_key: dict, backbone: BackboneSpec, recipe: Recipe, seed: int,
                  cache: Cache, data_root: str | Path | None = None, progress: bool = False, log=print) -> None:
-        self.data = data
         self.backbone = backbone = with_local_weights(backbone, recipe.epochs, data_root)
+        self.data = data = normalised_for(data, backbone)
+        height = int(data.train.images.shape[-2])
+        if backbone.family == "vit" and height != data.image_size:  # (timm's own error names neither)
+            raise UserError(f"Backbone {backbone.label} needs square images, but dataset {data.name}'s are "
+                            f"{data.image_size}x{height} px; set 'image_size' on the dataset to resize them.")
         self.recipe = recipe
         self.seed = seed
         self.cache = cache
@@ -198,6 +202,17 @@ def no_weights_reason(dataset: str, backbone: BackboneSpec) -> str:
     """Why an epochs-0 recipe's original cannot be made when `backbone` names no weights and none were found."""
     return (f"the {dataset} recipe trains 0 epochs, so {backbone.label} needs pretrained weights: set 'pretrained' "
             f"on the backbone or put {backbone.name}.safetensors under <data-root>/weights/")
+
+
+def normalised_for(data: ImageData, backbone: BackboneSpec) -> ImageData:
+    """`data` normalised as `backbone`'s pretrained weights expect, where it loads them and names a `mean` and `std`
+    (every model of its group then reads inputs so normalised); else as the dataset normalises them."""
+    if not backbone.pretrained or backbone.mean is None:
+        return data
+    if len(backbone.mean) != data.channels:
+        raise UserError(f"'mean' and 'std' of backbone {backbone.label} give {len(backbone.mean)} values, but "
+                        f"dataset {data.name} has {data.channels} channels; give one value a channel.")
+    return dataclasses.replace(data, mean=tuple(backbone.mean), std=tuple(backbone.std))
 
 
 def with_local_weights(backbone: BackboneSpec, epochs: int, data_root: str | Path | None) -> BackboneSpec:
