@@ -272,6 +272,24 @@ def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_ext
     assert identity_and_images()[0] != as_tree
 
 
+def test_a_tarball_s_copy_is_named_by_the_bytes_extracted_not_by_a_digest_taken_before(tmp_path, monkeypatch):
+    """A tarball replaced between the digest taken before (memoised while the file's size and modification time
+    stay the same, which another tarball copied with `cp -p` can keep) and its extraction: the copy is named by the
+    bytes extracted, so it is never served under the other content's name."""
+    import hashlib
+
+    from unlearnbench.datasets import cifar
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _pack_cifar_tarball(tmp_path / "src", root, 0)
+    tarball = root / "cifar10-jpeg.tar.gz"
+    monkeypatch.setattr(cifar, "file_digest", lambda path: "0" * 64)  # the digest of the content scanned earlier
+    copy = cifar.extract_once(tarball, tmp_path / "out")
+    assert copy.name == f"cifar10-jpeg-{hashlib.sha256(tarball.read_bytes()).hexdigest()}"
+    assert not (tmp_path / "out" / f"cifar10-jpeg-{'0' * 64}").exists() and (copy / "test" / "c3").is_dir()
+
+
 def _pack_cifar_tarball(src, root, seed):
     """A 10-class CIFAR-10 JPEG copy (2 images a class and split) as `root`/cifar10-jpeg.tar.gz; another `seed`
     gives other pixels under the same file names."""

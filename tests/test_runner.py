@@ -2,6 +2,7 @@
 import contextlib
 import dataclasses
 import os
+import platform
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,7 @@ from unlearnbench import UserError
 from unlearnbench.cli import main
 from unlearnbench.grid import load_grid
 from unlearnbench.runner import RunOptions, run
-from unlearnbench.store import RECORD_COLUMNS, device_name
+from unlearnbench.store import RECORD_COLUMNS, cpu_model, device_name
 
 from conftest import SMALL_MNIST, write_grid
 
@@ -480,6 +481,18 @@ def test_precision_float32_turns_cuda_autocast_off_and_keys_the_caches_apart(mon
     assert kept[0] != kept[1]  # a worker keeps no bf16 stage model in memory for a float32 job (Python API)
 
 
+def test_the_cpu_model_is_read_from_cpuinfo_s_first_model_name_or_hardware_line(tmp_path):
+    capability = torch.backends.cpu.get_cpu_capability()
+    texts = {"processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R)  Xeon(R)   Processor @ 2.1GHz\n"
+             "processor\t: 1\nmodel name\t: another\n": "Intel(R) Xeon(R) Processor @ 2.1GHz",
+             "processor\t: 0\nBogoMIPS\t: 50.00\nHardware\t: BCM2835\n": "BCM2835",
+             "processor\t: 0\nBogoMIPS\t: 50.00\n": platform.processor() or platform.machine()}
+    for i, (text, name) in enumerate(texts.items()):
+        (tmp_path / f"cpuinfo{i}").write_text(text)
+        assert cpu_model(str(tmp_path / f"cpuinfo{i}")) == f"{name}, {capability}"
+    assert cpu_model(str(tmp_path / "absent")) == f"{platform.processor() or platform.machine()}, {capability}"
+
+
 def test_records_name_the_device_and_commit_that_computed_them_even_from_the_cache(tmp_path, monkeypatch):
     """A cell computed with one torch thread at one commit keeps saying so when a two-thread run at another commit
     takes it from the cache (before, every record was stamped with the commit of the run that wrote the file)."""
@@ -509,10 +522,7 @@ def test_records_name_the_device_and_commit_that_computed_them_even_from_the_cac
     # the CPU's model and the instructions torch dispatches to: the same run differs between two CPUs
     # (reports/sota-spread), so a record says which computed it
     assert devices[0][0].endswith(f", {torch.backends.cpu.get_cpu_capability()})")
-    if Path("/proc/cpuinfo").exists() and "model name" in Path("/proc/cpuinfo").read_text():
-        model = next(line.split(":", 1)[1] for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-        assert devices[0][0] == f"cpu (1 threads, {' '.join(model.split())}, {torch.backends.cpu.get_cpu_capability()})"
+    assert devices[0][0] == f"cpu (1 threads, {cpu_model()})"
     commits = frame.groupby("forget_class").git_commit.unique()
     assert (list(commits[0]), list(commits[1])) == (["aaaaaaa"], ["bbbbbbb"])
     assert list(frame.columns[: len(RECORD_COLUMNS) + 1]) == [*RECORD_COLUMNS, "device"]

@@ -122,12 +122,12 @@ def same_device(recorded: str, now: str) -> bool:
     return recorded == now or (older is not None and now.startswith(f"cpu ({older[1]} threads, "))
 
 
-@lru_cache(maxsize=1)
-def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo; else the platform's word) and the vector instructions torch's CPU
-    kernels dispatch to (AVX2, AVX512, NEON, …)."""
+@lru_cache(maxsize=None)
+def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo's first 'model name', or 'Hardware' on some ARM boards; else the
+    platform's word) and the vector instructions torch's CPU kernels dispatch to (AVX2, AVX512, NEON, …)."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as cpuinfo:
             name = next((line.split(":", 1)[1].strip() for line in cpuinfo
                          if line.lower().startswith(("model name", "hardware")) and ":" in line), "")
     except OSError:
