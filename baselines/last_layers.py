@@ -130,3 +130,5 @@ class ExactUnlearningK(CatastrophicForgettingK):
     from_scratch = True
     parameters = {**CatastrophicForgettingK.parameters, "steps": 200, "norm_statistics": "batch"}
     search_space = {k: v for k, v in CatastrophicForgettingK.search_space.items() if k != "norm_statistics"}
+    parameter_ranges = {**CatastrophicForgettingK.parameter_ranges, "norm_statistics": (
+        lambda v: v == "batch", "'batch' (its re-initialised BatchNorm layers hold no statistics to freeze)")}

@@ -21,8 +21,8 @@ Departures: the reference's classification code forgets a random 10 % of the tra
 The saliency mask's retain importance is estimated on at most 1,000 samples of D_r(c) in random order
 (`saliency_retain`; the reference: all of D_r, shuffled, hundreds of backward passes on CIFAR-10, more than a
 trial's 200 steps).
-T = 100 by default and at most 100, so a run takes at most 200 optimiser steps (the suite's trial budget; the
-reference's 1500 iterations would be ~1800); a constant learning rate (the shared loop has no scheduler; α_t keeps
+T = 100 by default and searched up to 100, so a trial takes at most 200 optimiser steps (the suite's trial budget;
+the reference's 1500 iterations would be ~1800; a grid may set more); a constant learning rate (the shared loop has no scheduler; α_t keeps
 its cosine decay); no weight decay (as every fine-tuning baseline here); batches of 64 (the CPU grids' forget sets
 hold a few hundred images); BatchNorm handling is the shared `norm_statistics` choice (the reference trains in
 train mode: "batch"); ViTs use AdamW at the reference's AdamW learning rate 2e-5 with the CNN's other settings.

@@ -670,6 +670,24 @@ def test_an_image_folder_trees_classes_are_counted_from_the_tree_so_imagenet_sub
         assert sorted(c.forget_class for c in cells) == [0, 1, 2]
 
 
+def test_a_method_s_class_limit_is_checked_against_the_classes_a_tree_holds(tmp_path):
+    """Fisher forgetting runs on at most 100 classes: an `imagenet` tree of 3 classes (Imagenette-style) runs it,
+    an `imagefolder` tree of 101 skips it with the reason (the registered counts, 1000 and none, decided before)."""
+    from unlearnbench.grid import parse_grid
+    from unlearnbench.planning import RunOptions, plan
+
+    _write_tree(tmp_path / "imagenet", per_class=2, size=4)
+    _write_tree(tmp_path / "many", classes=[f"c{k:03d}" for k in range(101)], per_class=2, size=4)
+    for name, root, runs in (("imagenet", tmp_path, True), ("imagefolder", tmp_path / "many", False)):
+        grid = parse_grid({"name": "t", "datasets": [name], "backbones": [{"name": "vgg16", "width": 0.0625}],
+                           "methods": ["fisher", "original"], "forget_classes": [0], "recipe": {"epochs": 1}})
+        planned = plan(grid, RunOptions(device="cpu", data_root=root, cache_dir=tmp_path / "c"))
+        assert sorted(c.method for c in planned.cells) == (["fisher", "original"] if runs else ["original"])
+        assert [reason for c, reason in planned.skipped] == ([] if runs else [
+            "fisher runs on datasets of at most 100 classes (its cost grows with their number) and imagefolder "
+            "has 101"])
+
+
 def test_a_test_per_class_subset_is_seeded_stratified_and_named(tmp_path):
     """The paper's ImageNet evaluation (5 validation images a class) as the dataset option `test_per_class`: that
     many test images of every class, the same ones on every load, the training split untouched, and the label

@@ -120,6 +120,9 @@ def test_eu_k_reinitialises_the_last_k_layers_and_leaves_the_first_bit_identical
     after = unlearned(trained, "eu_k", k=2, steps=5).state_dict()
     assert all(torch.equal(original[key], after[key]) for key in frozen)
     assert any(not torch.equal(initial[key], after[key]) for key in inside)
+    # fresh BatchNorm layers hold no statistics to freeze: frozen ones would normalise with mean 0, variance 1
+    with pytest.raises(UserError, match=r"'norm_statistics' of method 'eu_k' must be 'batch' .* got 'frozen'"):
+        METHODS["eu_k"].cls().check_parameters({**METHODS["eu_k"].cls().parameters, "norm_statistics": "frozen"})
 
 
 @pytest.mark.parametrize("spec,starts,head,classifier", [

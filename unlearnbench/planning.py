@@ -160,6 +160,10 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             raised.setdefault(cell.method, _method_error(methods[cell.method],
                                                          f"skip({cell.dataset.name!r}, {cell.backbone.label!r})", exc))
             continue
+        limit, classes = made[cell.method].max_classes, num_classes.get(cell.dataset.name)
+        if not skip and limit is not None and classes is not None and classes > limit:
+            skip, reason = True, (f"{cell.method} runs on datasets of at most {limit} classes (its cost grows with "
+                                  f"their number) and {cell.dataset.name} has {classes}")
         if cell.method == "retrain" and resolve_recipe(cell.dataset.name, cell.backbone, grid.recipe).epochs == 0:
             skip, reason = True, (f"the {cell.dataset.name} recipe trains 0 epochs (its originals are pretrained "
                                   f"weights), so there is nothing to retrain with; give the grid a recipe with epochs")

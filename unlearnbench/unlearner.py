@@ -137,7 +137,8 @@ class Unlearner:
     changes, e.g. {"vit": {"lr": 3e-4}}), `paper` and `venue` (the method's paper and where and when it
     appeared; every report's methods table prints them), `uses_retain` (False only if the result depends on no
     training or validation image outside the forget class(es): the conformance suite checks it), and override
-    `skip` to refuse a backbone or dataset with a reason. `parameter_ranges` (name → rule, e.g.
+    `skip` to refuse a backbone or dataset with a reason; `max_classes` skips datasets with more classes than it
+    (counted in their files: an ImageNet-100 tree has 100) where its cost grows with them. `parameter_ranges` (name → rule, e.g.
     `config.at_least(1)`, `above(0)`, `one_of(...)`) declares the values a parameter may take; override
     `check_parameters` for any other rule (the harness checks every value's type against its default's). Timing,
     seeding, tuning, metrics and storage are the harness's job.
@@ -154,6 +155,7 @@ class Unlearner:
     paper: ClassVar[str] = ""
     venue: ClassVar[str] = ""
     uses_retain: ClassVar[bool] = True
+    max_classes: ClassVar[int | None] = None
 
     @classmethod
     def card(cls) -> dict:
