@@ -19,7 +19,7 @@ from unlearnbench.baselines.delete import masked_teacher_probs
 from unlearnbench.baselines.fisher import expected_fisher
 from unlearnbench.baselines.ssd import importances
 from unlearnbench.data import ImageData, Split
-from unlearnbench.models import BackboneSpec, classifier_head
+from unlearnbench.models import classifier_head
 from unlearnbench.stages import Stages
 
 FORGET = 3
