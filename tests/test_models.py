@@ -22,6 +22,27 @@ def test_output_shape_imagenet_resolution(name):
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
 
 
+@pytest.mark.parametrize("name,library,architecture", [
+    ("vgg16", "torchvision", "vgg16_bn"), ("resnet18", "torchvision", "resnet18"),
+    ("vit_tiny", "timm", "vit_tiny_patch16_224"), ("vit_small", "timm", "vit_small_patch16_224")])
+def test_full_size_backbones_at_224_px_load_the_published_weights_and_compute_as_their_architectures(
+        name, library, architecture):
+    """The paper's ImageNet originals are published weights (torchvision's VGG-16-BN and ResNet-18, timm's ViTs):
+    each full-size backbone at 224 px takes a reference model's state dict (every name and shape) and then
+    computes that model's outputs."""
+    import timm
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = (getattr(torchvision.models, architecture)() if library == "torchvision"
+                 else timm.create_model(architecture, pretrained=False)).eval()
+    ours = build_backbone(BackboneSpec(name), 1000, 3, 224).eval()
+    ours.load_state_dict(reference.state_dict())  # strict
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
 def test_width_multiplier_shrinks_and_is_named():
     full = BackboneSpec("resnet18")
     small = BackboneSpec("resnet18", width=0.25)
