@@ -952,8 +952,10 @@ def test_a_later_folders_relearn_curve_replaces_an_earlier_ones_whole_and_an_unr
 def test_merging_folders_computed_under_other_settings_is_refused_naming_what_differs(tmp_path):
     """Before, `report A B` pooled one dataset × backbone's values from folders computed on another device type
     or precision, from other files, or under other metric settings (relearning at another learning rate) into one
-    column without a word; the runner already refuses to pool them into one folder. Settings that only choose
-    which values are recorded (splits), a relearn cap (kept apart, see at_largest_cap) and other datasets merge."""
+    column without a word; the runner already refuses to pool them into one folder. So are grids that trained its
+    models by other recipes or carved another validation split (an original of 2 epochs was tabled beside methods
+    unlearnt from one of 1). Settings that only choose which values are recorded (splits), a relearn cap (kept
+    apart, see at_largest_cap), recipe sections for other backbones and other datasets merge."""
     relearn = {"optimizer": "sgd", "lr": 0.01, "max_epochs": 100, "eval_split": "val"}
     base = {"grid": {"name": "small"}, "compute": {"device_type": "cpu", "precision": "float32"},
             "files": {"mnist": {"tree": "/data/a", "train": {"n": 3, "files": "0a"}}},
@@ -967,7 +969,12 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
         (run / "config.yaml").write_text(yaml.safe_dump(config))
         return run
 
+    # grids that read back: the recipe each trained mnist × resnet18 with and the validation carve are compared
+    grid = {"name": "small", "datasets": ["mnist"], "backbones": [FULL], "methods": ["retrain", "finetune"],
+            "recipe": {"epochs": 1, "vit": {"epochs": 7}}}
+    base["grid"] = grid
     first = folder("first", class_rows())
+    assert len(load_runs([first, folder("vit", class_rows("finetune"), grid={**grid, "recipe": {"epochs": 1}})])[0])
     allowed = {"metric_settings": {  # values recorded apart, extra rows beside the same values, a setting not
         "relearn": {"optimizer": "sgd", "lr": 0.01, "max_epochs": 5, "eval_split": "test", "seed": 0},  # recorded
         "zrf": {"seed": 0, "splits": ["test", "train"], "legacy": True}, "mia": {"seed": 3},
@@ -985,6 +992,8 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
         ("tree", {"files": {"mnist": {"tree": "/data/a", "train": {"n": 3, "files": "0b"}}}}, "data files (other"),
         ("global", {"metric_settings": {"insertion_deletion": {"step": 0.05, "ranking": "global"}}},
          "insertion_deletion settings (ranking 'per_matrix' against 'global')"),
+        ("epochs", {"grid": {**grid, "recipe": {"epochs": 2}}}, "training recipes (epochs 1 against 2)"),
+        ("carve", {"grid": {**grid, "val_fraction": 0.5}}, "validation carves (val_fraction 0.1 against 0.5)"),
     ]:
         with pytest.raises(UserError) as exc:
             load_runs([first, folder(name, class_rows("finetune"), **changes)])

@@ -3,6 +3,7 @@ those of its largest relearn cap) and what each run was."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import itertools
 import os
@@ -232,11 +233,47 @@ def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None
         shared = set(frames[i][["dataset", "backbone"]].itertuples(index=False, name=None)) & set(
             frames[j][["dataset", "backbone"]].itertuples(index=False, name=None))
         for dataset, backbone in sorted(shared):
-            differences = config_differences(a.config, b.config, dataset)
+            differences = config_differences(a.config, b.config, dataset) + _training_differences(
+                a.config, b.config, dataset, backbone)
             if differences:
                 raise UserError(f"{a.path} and {b.path} hold results of {dataset} / {backbone} computed under other "
                                 f"{'; '.join(differences)}, which a merged report would pool in one table; report "
                                 f"them separately.")
+
+
+def _training_differences(a: dict, b: dict, dataset: str, backbone: str) -> list[str]:
+    """How two run configs trained `dataset` × `backbone`'s models differently, as far as both grids read back: the
+    recipe resolved for them, the validation carve (a run folder refuses another grid, so only a merge can meet
+    them: an original of one recipe would be tabled beside methods unlearnt from the other's)."""
+    sa, sb = _training_setup(a, dataset, backbone), _training_setup(b, dataset, backbone)
+    if sa is None or sb is None:
+        return []
+    said = []
+    recipe = [f"{k} {sa['recipe'][k]!r} against {sb['recipe'][k]!r}" for k in sa["recipe"]
+              if sa["recipe"][k] != sb["recipe"].get(k)]
+    if recipe:
+        said.append(f"training recipes ({', '.join(recipe)})")
+    if sa["val_fraction"] != sb["val_fraction"]:
+        said.append(f"validation carves (val_fraction {sa['val_fraction']} against {sb['val_fraction']})")
+    return said
+
+
+def _training_setup(config: dict, dataset: str, backbone: str) -> dict | None:
+    """The recipe and validation fraction `config`'s grid trained `dataset` × `backbone` (labels, as records name
+    them) with; None where its grid does not read back or names neither."""
+    from ..grid import parse_grid
+    from ..training import resolve_recipe
+
+    try:
+        grid = parse_grid(config["grid"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return None
+    entry = next((d for d in grid.datasets if d.label == dataset), None)
+    spec = next((b for b in grid.backbones if b.label == backbone), None)
+    if entry is None or spec is None:
+        return None
+    return {"recipe": dataclasses.asdict(resolve_recipe(entry.name, spec, grid.recipe)),
+            "val_fraction": grid.val_fraction}
 
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
