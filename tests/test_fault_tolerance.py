@@ -272,6 +272,32 @@ def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     pd.testing.assert_frame_equal(comparable(tmp_path / "a" / "records.csv"), comparable(tmp_path / "b" / "records.csv"))
 
 
+def test_a_damaged_cached_artifact_recomputes_its_cell_and_is_never_copied_into_a_run(tmp_path):
+    """WF-Net's α, cached beside its cell: truncated (or rewritten) after the run, it was copied into the next run's
+    folder unchecked, its report failed, and deleting the copy brought it back; now the cell is computed again."""
+    grid = load_grid(str(tiny(tmp_path, methods=["wfnet"], forget_classes=[0, 1], recipe={"epochs": 1})))
+    cache_dir = tmp_path / "cache"
+    run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False))
+    [alpha] = (cache_dir / "artifacts").glob("*.safetensors")
+    [copied] = (tmp_path / "a" / "artifacts" / "wfnet").glob("*.safetensors")
+    written = alpha.read_bytes()
+    assert copied.read_bytes() == written
+    for name, damaged in (("b", written[:100]), ("c", written[:-1] + bytes([written[-1] ^ 1]))):
+        alpha.write_bytes(damaged)  # truncated; one bit flipped in a value (the file still reads)
+        again = run(grid, RunOptions(out=tmp_path / name, cache_dir=cache_dir, device="cpu", progress=False))
+        assert (again.computed, again.cached, again.report_error) == (1, 0, None)
+        assert alpha.read_bytes() == written  # computed again: the same α
+        assert next((tmp_path / name / "artifacts" / "wfnet").glob("*.safetensors")).read_bytes() == written
+    assert run(grid, RunOptions(out=tmp_path / "d", cache_dir=cache_dir, device="cpu", progress=False)).cached == 1
+    cache = Cache(tmp_path / "legacy")  # an entry written before it held the file's digest: checked for reading
+    cache.save_cell("k", [{"metric": "x", "value": 1.0}])
+    cache.artifact_path("k").parent.mkdir(parents=True)
+    cache.artifact_path("k").write_bytes(written)
+    assert cache.load_cell("k") is not None
+    cache.artifact_path("k").write_bytes(written[:100])
+    assert cache.load_cell("k") is None
+
+
 def test_a_run_config_may_hold_only_filters_the_python_api_wrote_as_numbers(tmp_path):
     RunFolder(tmp_path).write_config({"grid": {"name": "g"}, "only": [{"seed": 0}, {"method": "retrain"}]})
     assert read_run_config(tmp_path)["only"] == [{"seed": 0}, {"method": "retrain"}]

@@ -362,7 +362,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     for f in broken:
         print(f"  plugin {f['method']}: {f['reason']}")
     nothing_ran = skipped and not result.computed and not result.cached
-    return 1 if failed or broken or nothing_ran else 0
+    return 1 if failed or broken or nothing_ran or result.report_error else 0
 
 
 def untuned_methods(grid, p) -> dict[str, int]:

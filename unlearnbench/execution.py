@@ -123,6 +123,7 @@ class Computed:
     records: dict[str | None, list[dict]]
     fingerprint: str
     reused: bool
+    artifact: str | None = None  # the SHA-256 of the artifacts file it wrote (the cache checks it before serving)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -177,13 +178,15 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
                     raise FloatingPointError(f"metric {metric} on the {split} split of class {c} is {value}")
                 records[name].append({**base, "forget_class": c, "split": split, "metric": metric,
                                       "value": float(value)})
+    digest = None
     if artifacts is not None and model.artifacts() and not reused:
         from safetensors.torch import save
 
-        # whole or not at all: another run computing the same cell may be copying it into its folder
-        atomic_write(artifacts, save({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()},
-                                     {"forget_classes": json.dumps(cell.evaluated_classes)}))  # the rows it unlearnt
-    return Computed(records, fingerprint, reused)
+        blob = save({k: v.detach().cpu().contiguous() for k, v in model.artifacts().items()},
+                    {"forget_classes": json.dumps(cell.evaluated_classes)})  # the rows it unlearnt
+        atomic_write(artifacts, blob)  # whole or not at all: another run may be copying it into its folder
+        digest = hashlib.sha256(blob).hexdigest()
+    return Computed(records, fingerprint, reused, digest)
 
 
 @dataclass(frozen=True)
@@ -314,7 +317,7 @@ def run_job(job: Job) -> Outcome:
             if m is not None:
                 cache.save_cell(metric_keys[m], rows, "metric-records", fingerprint=done.fingerprint)
         if not done.reused:  # last: a cell whose unlearning entry exists is complete
-            cache.save_cell(job.key, done.records[None], fingerprint=done.fingerprint)
+            cache.save_cell(job.key, done.records[None], fingerprint=done.fingerprint, artifact=done.artifact)
             whole, cached = done.records[None], {}
         computed = [m for m in done.records if m is not None]
         log(f"done {job.cell.describe()}" + (f" (metrics {', '.join(computed)}; the others cached from the same "

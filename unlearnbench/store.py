@@ -328,18 +328,41 @@ class Cache:
             payload = json.loads(self._cell_path(key, folder).read_text())
             if not isinstance(payload, dict) or payload.get("sha256") != stable_hash(payload["records"]):
                 return None
+            if folder == "cells" and not self._artifact_intact(key, payload.get("artifact")):
+                return None  # its unlearning runs again and writes them anew
             return payload["records"], payload.get("model")
         except (OSError, ValueError, KeyError, TypeError):
             return None
+
+    def _artifact_intact(self, key: str, digest: str | None) -> bool:
+        """Whether the artifacts file a cell wrote (e.g. WF-Net's α) is as written: of SHA-256 `digest`, or, for
+        entries written before digests were, absent or a readable safetensors file."""
+        path = self.artifact_path(key)
+        try:
+            if digest is not None:
+                return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+            if not path.exists():
+                return True
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as artifacts:
+                for name in artifacts.keys():
+                    artifacts.get_slice(name)
+            return True
+        except Exception:  # unreadable, truncated, not safetensors: recomputed, never copied into a run
+            return False
 
     def load_cell(self, key: str, folder: str = "cells") -> list[dict] | None:
         """`cell_entry`'s records alone (None: recomputed)."""
         entry = self.cell_entry(key, folder)
         return None if entry is None else entry[0]
 
-    def save_cell(self, key: str, records: list[dict], folder: str = "cells", fingerprint: str | None = None) -> None:
-        """Cache `records` under `key`; a cell's unlearning entry also holds its model's fingerprint."""
-        payload = {"records": records, "sha256": stable_hash(records), **({"model": fingerprint} if fingerprint else {})}
+    def save_cell(self, key: str, records: list[dict], folder: str = "cells", fingerprint: str | None = None,
+                  artifact: str | None = None) -> None:
+        """Cache `records` under `key`; a cell's unlearning entry also holds its model's fingerprint and the SHA-256
+        of the artifacts file it wrote."""
+        payload = {"records": records, "sha256": stable_hash(records), **({"model": fingerprint} if fingerprint else {}),
+                   **({"artifact": artifact} if artifact else {})}
         atomic_write(self._cell_path(key, folder), json.dumps(payload, default=str))
 
     def drop_cell(self, key: str) -> None:
