@@ -44,6 +44,9 @@ def test_method_profiles_put_the_original_at_0_and_retraining_at_1():
     assert full.loc["WF-Net"].tolist() == pytest.approx([1.0, 0.9 / 0.95, 3.0])
     assert profile_figure(records[records["backbone"] == SMALL]) is not None  # Acc_r and Acc_f only
     assert method_profiles(records[records["method"] != "retrain"]).empty
+    costs_only = records[(records["method"] != "retrain") | (records["metric"] == "unlearn_seconds")]
+    assert method_profiles(costs_only[costs_only["backbone"] == FULL]).empty  # (a KeyError: 'Retrained' before)
+    assert profile_figure(costs_only[costs_only["backbone"] == FULL]) is None
 
 
 def test_the_profile_figure_names_the_split_each_metric_is_read_from():

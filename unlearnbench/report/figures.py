@@ -333,8 +333,8 @@ def method_profiles(records: pd.DataFrame) -> pd.DataFrame:
             means[(labels[(method, params)], short)] = float(value)
     frame = pd.Series(means, dtype=float).unstack() if means else pd.DataFrame()
     reference = {m: labels[k] for k in labels if (m := k[0]) in ("original", "retrain")}
-    if frame.empty or not {"original", "retrain"} <= set(reference):
-        return pd.DataFrame()
+    if frame.empty or not {"original", "retrain"} <= set(reference) or not set(reference.values()) <= set(frame.index):
+        return pd.DataFrame()  # (a reference that recorded none of the metrics: its costs alone)
     origin, target = frame.loc[reference["original"]], frame.loc[reference["retrain"]]
     span = target - origin
     usable = [c for c in frame.columns if np.isfinite(span[c]) and abs(span[c]) > 1e-9]
