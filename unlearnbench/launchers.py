@@ -37,9 +37,11 @@ class SlurmOptions:
     cluster: str | None = None  # None: Slurm when available; "local" runs the array on this machine (tests)
 
     def __post_init__(self) -> None:
-        if self.array_parallelism < 1:
-            raise UserError(f"array_parallelism in the Slurm settings must be at least 1, "
-                            f"got {self.array_parallelism}.")
+        # (a task of 0 minutes or 0 GB is submitted, then dies with submitit's UncompletedJobError in every job)
+        for name, least in (("array_parallelism", 1), ("time_min", 1), ("cpus_per_task", 1), ("mem_gb", 1),
+                            ("gpus_per_task", 0)):
+            if getattr(self, name) < least:
+                raise UserError(f"{name} in the Slurm settings must be at least {least}, got {getattr(self, name)}.")
 
 
 @dataclass(frozen=True)
