@@ -195,6 +195,15 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),
              LaunchOptions(workers=0), tmp_path / "d")
+    with pytest.raises(UserError, match="^No method of grid 'tune-tiny' that --only keeps declares a search space"):
+        tune(tune_grid(tmp_path), RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache",
+                                             only={"method": "original"}), LaunchOptions(workers=0), tmp_path / "e")
+    # --only forget_class was accepted and ignored: the studies scored on the tuning section's classes all the same
+    for only in ({"forget_class": "1"}, [{"method": "wfnet"}, {"forget_class": "0"}]):
+        with pytest.raises(UserError, match=r"'tuning: forget_classes' .* so --only forget_class picks nothing"):
+            tune(tune_grid(tmp_path), RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache",
+                                                 only=only), LaunchOptions(workers=0), tmp_path / "e")
+    assert not (tmp_path / "e").exists() and not (tmp_path / "cache" / "models").exists()
 
 
 @pytest.mark.parametrize("section,sentence", [

@@ -242,6 +242,10 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
 
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
+    filters = options.only if isinstance(options.only, list) else [options.only or {}]
+    if any("forget_class" in f for f in filters):  # (it picked nothing: studies score on the tuning classes)
+        raise UserError("tune scores every study on the classes of the grid's 'tuning: forget_classes' (default: "
+                        "the grid's forget_classes), so --only forget_class picks nothing; set them there instead.")
     p = plan(grid, options)
     KeptGroup.forget()  # as `run`: models an earlier run or tune in this process kept are not trusted blindly
     writable_folder(options.cache, "cache folder")
@@ -259,7 +263,9 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         if skipped:
             raise UserError(f"Every study of grid '{grid.name}' is skipped; the first: "
                             f"{next(iter(skipped.values()))[1].rstrip('.')}.")
-        raise UserError(f"No method of grid '{grid.name}' declares a search space, so there is nothing to tune.")
+        picked = " that --only keeps" if any(filters) else ""
+        raise UserError(f"No method of grid '{grid.name}'{picked} declares a search space, so there is nothing to "
+                        f"tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
     from .runner import check_workers
 
