@@ -164,6 +164,15 @@ def test_a_study_whose_every_trial_fails_is_a_failure_not_a_choice(tmp_path, sha
     assert [f["reason"] for f in result.failures] == ["every tuning trial failed (see trials.csv)"]
 
 
+def test_a_grid_s_tuned_result_may_be_named_by_its_tuning_folder(tmp_path):
+    from unlearnbench.grid import tuned_file
+
+    (tmp_path / "tuning").mkdir()
+    (tmp_path / "tuning" / "tuned.yaml").write_text("tuned: {}\n")
+    assert tuned_file(str(tmp_path / "tuning")) == tuned_file(str(tmp_path / "tuning" / "tuned.yaml"))
+    assert tuned_file(str(tmp_path / "tuning")) == tmp_path / "tuning" / "tuned.yaml"
+
+
 def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
     bad_section = write_grid(tmp_path, "a.yaml", tuning={"trails": 3})
     missing = write_grid(tmp_path, "b.yaml", tuned="no_such_result")
@@ -180,8 +189,10 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
     bad_seed = write_grid(tmp_path, "s.yaml", tuning={"seed": -1})  # numpy's range, refused before any training
     assert main(["tune", "--grid", str(bad_seed), "--out", str(tmp_path / "t"), "--cache-dir", str(tmp_path / "c")]) == 2
     assert "'seed' must be an integer in [0, 2^32), got -1" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    (tmp_path / "empty-folder").mkdir()
+    folder = write_grid(tmp_path, "f.yaml", tuned=str(tmp_path / "empty-folder"))
     for grid, words in ((missing, "neither a file nor a shipped tuning result"), (not_tuned, "is not a tuning result"),
-                        (shapeless, "is not a tuning result")):
+                        (shapeless, "is not a tuning result"), (folder, "are a folder without a tuned.yaml")):
         assert main(["--grid", str(grid), "--dry-run"]) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1

@@ -397,7 +397,8 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
 
 
 def tuned_file(name_or_path: str) -> Path | None:
-    """The tuned.yaml a grid's `tuned:` names: a shipped result (configs/tuned/<name>.yaml) or a path; None for ''."""
+    """The tuned.yaml a grid's `tuned:` names: a shipped result (configs/tuned/<name>.yaml), a path, or a tuning
+    folder holding one (what `tune --out` wrote); None for ''."""
     if not name_or_path:
         return None
     shipped = resources.files("unlearnbench").joinpath(f"configs/tuned/{name_or_path}.yaml")
@@ -406,6 +407,11 @@ def tuned_file(name_or_path: str) -> Path | None:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        if (path / "tuned.yaml").is_file():
+            return path / "tuned.yaml"
+        raise UserError(f"The tuned parameters '{name_or_path}' are a folder without a tuned.yaml; name the "
+                        f"tuned.yaml of a `tune --out` folder, or that folder once its tuning has written one.")
     folder = resources.files("unlearnbench").joinpath("configs/tuned")
     names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")) if folder.is_dir() else []
     raise UserError(f"The tuned parameters '{name_or_path}' are neither a file nor a shipped tuning result"
