@@ -426,6 +426,11 @@ def _records_folder(tmp_path: Path, config: str) -> Path:
     return _file(tmp_path / "r" / "config.yaml", config).parent
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
 def _same_grid_run(tmp_path: Path, failures: str | bytes) -> Path:
     """A run folder of the tiny grid whose failures.csv holds `failures`."""
     from unlearnbench.runner import grid_dict
@@ -502,6 +507,12 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
         "f is a file; pass a folder."),
     "out holds another grid": (lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
                                "holds a run of grid 'other' with a different configuration (its backbones, datasets, "),
+    "out holds a folder named records.csv": (  # a traceback once every cell had been computed
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_folder(t / "run" / "records.csv").parent), "--device", "cpu"],
+        "records.csv is a folder where the run writes its records.csv; move it away, or pass another --out."),
+    "out holds a file named report": (
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "report", "x").parent), "--device", "cpu"],
+        "report is a file where the run writes its report; move it away, or pass another --out."),
     "out holds results but no config": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "records.csv", "finished results").parent),
                    "--device", "cpu"], "holds results but no config.yaml"),
