@@ -275,6 +275,24 @@ def test_a_backbones_input_normalisation_is_written_in_a_runs_config_only_where_
     assert grid_differences(grid, earlier) == ""
 
 
+def test_a_normalisation_for_other_channels_than_the_dataset_s_is_refused_when_planned(tmp_path):
+    """Before, it passed --dry-run and then failed every cell of the group."""
+    from unlearnbench.planning import RunOptions, plan
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"not read when planning")
+    for channels, refused in ((3, True), (1, False)):
+        grid = load_grid(str(write_grid(tmp_path, methods=["original"], recipe={"epochs": 0}, backbones=[
+            {"name": "vgg16", "width": 0.0625, "pretrained": str(weights), "mean": [0.5] * channels,
+             "std": [0.5] * channels}])))
+        if refused:
+            with pytest.raises(UserError, match=r"^'mean' and 'std' of backbone vgg16-w0.0625 give 3 values, but "
+                                                r"dataset mnist5k has 1 channels; give one value a channel.$"):
+                plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+        else:
+            assert len(plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c")).cells) == 1
+
+
 def test_the_readme_s_example_grid_is_a_valid_grid():
     import re
     from pathlib import Path

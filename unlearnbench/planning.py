@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import datasets  # noqa: F401  (registers the datasets)
-from .data import check_dataset_subsets, dataset_classes, dataset_identity, dataset_missing
+from .data import DATASETS, check_dataset_subsets, dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, PluginError, discover, get_method
 from .estimates import plan_estimates
 from .errors import UserError, did_you_mean, error_reason
@@ -21,7 +21,7 @@ from .grid import HOLDING_OPTIONS, SEED_LIMIT, Cell, Grid, expand, tuned_paramet
 from .launchers import SlurmOptions
 from .models import backbone_key
 from .metrics import METRICS
-from .stages import no_weights_reason, with_local_weights
+from .stages import check_normalisation, no_weights_reason, with_local_weights
 from .store import Cache, code_hash, key_versions, metric_library_versions, stable_hash
 from .training import PRECISION_VARIABLE, compute_setting, resolve_recipe
 
@@ -178,6 +178,11 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
             skipped.append((cell, reason or "the method does not support this setting"))
         else:
             runnable.append(cell)
+    for cell in {(c.dataset.name, c.backbone): c for c in runnable if c.backbone.pretrained}.values():
+        info = DATASETS.get(cell.dataset.name)  # (ImageFolder trees are decoded to RGB)
+        channels = info.image_shape[2] if info.image_shape else 3 if info.decodes_to_file else None
+        if channels is not None:
+            check_normalisation(cell.backbone, cell.dataset.name, channels)
     for dataset in dict.fromkeys(c.dataset for c in runnable):  # a subset larger than a class: before any work
         check_dataset_subsets(dataset, root, options.cache, grid.val_fraction)
     _check_tuned_setups(runnable, grid)  # (a skipped cell's setup may lack what it is skipped for, e.g. its weights)

@@ -209,10 +209,16 @@ def normalised_for(data: ImageData, backbone: BackboneSpec) -> ImageData:
     (every model of its group then reads inputs so normalised); else as the dataset normalises them."""
     if not backbone.pretrained or backbone.mean is None:
         return data
-    if len(backbone.mean) != data.channels:
-        raise UserError(f"'mean' and 'std' of backbone {backbone.label} give {len(backbone.mean)} values, but "
-                        f"dataset {data.name} has {data.channels} channels; give one value a channel.")
+    check_normalisation(backbone, data.name, data.channels)
     return dataclasses.replace(data, mean=tuple(backbone.mean), std=tuple(backbone.std))
+
+
+def check_normalisation(backbone: BackboneSpec, dataset: str, channels: int) -> None:
+    """Refuse `backbone`'s input normalisation where it gives another number of values than `dataset`'s images have
+    channels (planning checks it where the dataset's channels are known before loading, loading everywhere)."""
+    if backbone.mean is not None and len(backbone.mean) != channels:
+        raise UserError(f"'mean' and 'std' of backbone {backbone.label} give {len(backbone.mean)} values, but "
+                        f"dataset {dataset} has {channels} channels; give one value a channel.")
 
 
 def with_local_weights(backbone: BackboneSpec, epochs: int, data_root: str | Path | None) -> BackboneSpec:
