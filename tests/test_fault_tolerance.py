@@ -505,6 +505,12 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "cache dir is a file": (
         lambda t: ["--grid", str(tiny(t)), "--cache-dir", str(_file(t / "f", "x")), "--device", "cpu"],
         "f is a file; pass a folder."),
+    "cache dir is a file, in a dry run": (  # the run refuses it: its dry run passed
+        lambda t: ["--grid", str(tiny(t)), "--cache-dir", str(_file(t / "f", "x")), "--device", "cpu", "--dry-run"],
+        "f is a file; pass a folder."),
+    "workers with the slurm launcher": (  # ignored before
+        lambda t: ["--grid", str(tiny(t)), "--launcher", "slurm", "--workers", "3", "--dry-run"],
+        "--workers sets local worker processes, but the launcher is slurm"),
     "out holds another grid": (lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
                                "holds a run of grid 'other' with a different configuration (its backbones, datasets, "),
     "out holds a folder named records.csv": (  # a traceback once every cell had been computed

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from unlearnbench import UserError
 from unlearnbench.discovery import discover
@@ -273,6 +274,22 @@ def test_a_backbones_input_normalisation_is_written_in_a_runs_config_only_where_
     earlier = {**written, "backbones": [{"name": "vgg16", "width": 1.0, "depth": 1.0, "patch": None,
                                          "pretrained": None}, written["backbones"][1]]}
     assert grid_differences(grid, earlier) == ""
+
+
+def test_a_run_config_or_a_tuning_result_passed_as_a_grid_is_named_for_what_it_is(tmp_path):
+    """They read as "Unknown key 'command'" and "Unknown key 'objective' (did you mean 'recipe'?)"."""
+    from unlearnbench.runner import grid_dict
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"command": "run_bench.py", "grid": grid_dict(load_grid("smoke"))}))
+    with pytest.raises(UserError, match=r"config.yaml is a run folder's config.yaml, not a grid: rerun that run "
+                                        r"with `--out <its folder> --retry-failed`, or pass a grid file.$"):
+        load_grid(str(config))
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"objective": "x", "split": "val", "tuned": {}}))
+    with pytest.raises(UserError, match=r"tuned.yaml is a tuning result \(tuned.yaml\), not a grid: name it in a "
+                                        r"grid's 'tuned:'.$"):
+        load_grid(str(tuned))
 
 
 def test_a_normalisation_for_other_channels_than_the_dataset_s_is_refused_when_planned(tmp_path):

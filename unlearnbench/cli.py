@@ -227,6 +227,9 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     if args.slurm and args.launcher != "slurm":  # before: ignored silently
         raise UserError(f"--slurm {args.slurm[0]} sets a Slurm option, but the launcher is {args.launcher}; add "
                         f"--launcher slurm or drop --slurm.")
+    if workers is not None and args.launcher == "slurm":  # before: ignored silently
+        raise UserError("--workers sets local worker processes, but the launcher is slurm, whose tasks are its "
+                        "array's (--slurm array_parallelism caps how many run at once); drop --workers.")
     if workers is None:
         workers = len(gpus) if gpus and args.launcher == "local" else default_workers(
             resolve_device(options.device).type, args.launcher)
@@ -332,6 +335,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
+        if Path(options.cache).exists() and not Path(options.cache).is_dir():
+            raise UserError(f"The cache folder {options.cache} is a file; pass a folder.")
         crowded = check_workers(grid, planned.cells, stage_retrained_counts(planned.cells, grid, metric_names(grid)),
                                 launch_options, planned.device, options.data_root, Path(options.cache))
         print(describe_plan(grid, planned, Cache(options.cache), metric_names(grid), options.data_root))

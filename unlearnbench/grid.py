@@ -148,6 +148,11 @@ def parse_grid(raw: Any, where: str = "the grid") -> Grid:
     """Validate a grid mapping (as read from YAML) into a Grid."""
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a YAML mapping with keys such as datasets, backbones, methods.")
+    if {"command", "grid"} <= raw.keys():  # (each would read as "Unknown key 'command'" / "'objective'")
+        raise UserError(f"{where} is a run folder's config.yaml, not a grid: rerun that run with `--out <its "
+                        f"folder> --retry-failed`, or pass a grid file.")
+    if {"tuned", "objective"} <= raw.keys():
+        raise UserError(f"{where} is a tuning result (tuned.yaml), not a grid: name it in a grid's 'tuned:'.")
     check_keys(raw, GRID_KEYS, where)
     name = raw.get("name", Path(where).stem)
     name = str(name) if isinstance(name, int) and not isinstance(name, bool) else name  # `name: 2024`
