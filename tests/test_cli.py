@@ -204,6 +204,10 @@ def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys
     err = capsys.readouterr().err
     assert "hold none for salun (1 dataset × backbone group): they run with their defaults" in err
     assert "finetune" not in err and "original" not in err and f"--only method=salun --out {tmp_path}`." in err
+    grid = write_grid(tmp_path, methods=["original", "finetune", "salun"], tuned=str(tmp_path))  # its tune folder
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    err = capsys.readouterr().err  # (was --out reports/tuning/<the folder's path>, then a copy into the package)
+    assert f"--only method=salun --out {tmp_path}`." in err and "copy" not in err
     grid = write_grid(tmp_path, methods=["original", "finetune"], tuned=str(tuned))
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "warning" not in capsys.readouterr().err

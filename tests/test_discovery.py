@@ -102,6 +102,7 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     # before: accepted; "no" is truthy, so the harness would have called unlearn once per class
     ("    per_class = 'no'\n", "`per_class` must be True or False, not 'no'."),
     ("    uses_retain = 0\n", "`uses_retain` must be True or False, not 0."),
+    ("    max_classes = '100'\n", "`max_classes` must be None or an integer ≥ 1 (the most classes it runs on), not '100'."),
     ("    paper = 2023\n", "`paper` must be a string (every report's methods table prints it), not int."),
 ])
 def test_a_malformed_declaration_is_one_sentence_and_spares_the_other_methods(tmp_path, body, says, capsys):

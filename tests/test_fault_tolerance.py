@@ -296,6 +296,7 @@ def test_a_damaged_cached_artifact_recomputes_its_cell_and_is_never_copied_into_
     assert cache.load_cell("k") is not None
     cache.artifact_path("k").write_bytes(written[:100])
     assert cache.load_cell("k") is None
+    assert not cache.artifact_path("k").exists()  # deleted: not copied into a run even where the cell then fails
 
 
 def test_a_run_config_may_hold_only_filters_the_python_api_wrote_as_numbers(tmp_path):
@@ -519,6 +520,9 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "out holds a file named report": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "report", "x").parent), "--device", "cpu"],
         "report is a file where the run writes its report; move it away, or pass another --out."),
+    "out holds a file named artifacts, in a dry run": (  # (the run failed once every cell had been computed)
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "artifacts", "x").parent), "--device", "cpu",
+                   "--dry-run"], "artifacts is a file where the run writes its artifacts; move it away"),
     "out holds results but no config": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "records.csv", "finished results").parent),
                    "--device", "cpu"], "holds results but no config.yaml"),

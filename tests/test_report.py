@@ -994,12 +994,28 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
          "insertion_deletion settings (ranking 'per_matrix' against 'global')"),
         ("epochs", {"grid": {**grid, "recipe": {"epochs": 2}}}, "training recipes (epochs 1 against 2)"),
         ("carve", {"grid": {**grid, "val_fraction": 0.5}}, "validation carves (val_fraction 0.1 against 0.5)"),
+        ("norm", {"grid": {**grid, "backbones": [{"name": FULL, "mean": [0.5] * 3, "std": [0.5] * 3}]}},
+         "input normalisations (mean, std (None, None) against ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))"),
     ]:
         with pytest.raises(UserError) as exc:
             load_runs([first, folder(name, class_rows("finetune"), **changes)])
         assert str(exc.value).startswith(f"{first} and {tmp_path / name} hold results of mnist / {FULL} computed "
                                          f"under other {said}")
         assert str(exc.value).endswith("report them separately.") and "\n" not in str(exc.value)
+
+
+def test_a_validation_split_taken_from_the_test_images_merges_whatever_the_val_fraction():
+    """`val_from: test` (the paper grid's ImageNet) carves nothing from the training images: another val_fraction
+    trained the same models."""
+    from unlearnbench.grid import parse_grid
+    from unlearnbench.report.records import _training_differences
+
+    grid = {"name": "p", "datasets": [{"name": "imagenet", "test_per_class": 5, "val_from": "test"}, "mnist"],
+            "backbones": ["resnet18"], "methods": ["original", "wfnet"]}
+    label = parse_grid(grid).datasets[0].label
+    configs = [{"grid": {**grid, "val_fraction": f}} for f in (0.1, 0.2)]
+    assert _training_differences(*configs, label, "resnet18") == []
+    assert _training_differences(*configs, "mnist", "resnet18") == ["validation carves (val_fraction 0.1 against 0.2)"]
 
 
 def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):

@@ -211,7 +211,7 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
                                              only={"method": "original"}), LaunchOptions(workers=0), tmp_path / "e")
     # --only forget_class was accepted and ignored: the studies scored on the tuning section's classes all the same
     for only in ({"forget_class": "1"}, [{"method": "wfnet"}, {"forget_class": "0"}]):
-        with pytest.raises(UserError, match=r"'tuning: forget_classes' .* so --only forget_class picks nothing"):
+        with pytest.raises(UserError, match=r"'tuning: forget_classes' .* not on --only forget_class; set them there, and choose studies with --only method=\.$"):
             tune(tune_grid(tmp_path), RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache",
                                                  only=only), LaunchOptions(workers=0), tmp_path / "e")
     assert not (tmp_path / "e").exists() and not (tmp_path / "cache" / "models").exists()

@@ -270,7 +270,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
     from .planning import describe_plan, metric_names, plan, resolve_device, stage_retrained_counts
-    from .runner import check_gpus, check_workers, grid_differences, run
+    from .runner import check_gpus, check_run_files, check_workers, grid_differences, run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
@@ -312,10 +312,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     untuned = untuned_methods(grid, planned)
     if untuned:
         counts = ", ".join(f"{m} ({n} dataset × backbone group{'s' * (n > 1)})" for m, n in untuned.items())
-        path = Path(grid.tuned)
-        # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; a path names its own folder
-        folder = path.parent if path.suffix in (".yaml", ".yml") else Path("reports/tuning") / grid.tuned
-        then = "" if path.suffix in (".yaml", ".yml") else (
+        path = Path(grid.tuned).expanduser()
+        # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; a path names its own folder (or is it)
+        own = path.suffix in (".yaml", ".yml") or path.is_dir()
+        folder = path if path.is_dir() else path.parent if own else Path("reports/tuning") / grid.tuned
+        then = "" if own else (
             f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml")
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
               f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
@@ -335,6 +336,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
+        if options.out is not None and options.out.is_dir():
+            check_run_files(options.out)
         if Path(options.cache).exists() and not Path(options.cache).is_dir():
             raise UserError(f"The cache folder {options.cache} is a file; pass a folder.")
         crowded = check_workers(grid, planned.cells, stage_retrained_counts(planned.cells, grid, metric_names(grid)),

@@ -105,6 +105,9 @@ def declaration_problem(cls, families: set[str]) -> str | None:
     for attr in ("per_class", "uses_retain"):  # a string such as "no" would be truthy
         if not isinstance(getattr(cls, attr), bool):
             return f"`{attr}` must be True or False, not {getattr(cls, attr)!r}."
+    limit = cls.max_classes
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        return f"`max_classes` must be None or an integer ≥ 1 (the most classes it runs on), not {limit!r}."
     for attr in ("parameters", "search_space", "parameter_ranges", "family_parameters", "family_search_space"):
         if not isinstance(getattr(cls, attr), dict):
             return f"`{attr}` must be a dict, not {type(getattr(cls, attr)).__name__}."

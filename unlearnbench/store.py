@@ -329,6 +329,7 @@ class Cache:
             if not isinstance(payload, dict) or payload.get("sha256") != stable_hash(payload["records"]):
                 return None
             if folder == "cells" and not self._artifact_intact(key, payload.get("artifact")):
+                self.artifact_path(key).unlink(missing_ok=True)  # never copied into a run, even if the cell fails
                 return None  # its unlearning runs again and writes them anew
             return payload["records"], payload.get("model")
         except (OSError, ValueError, KeyError, TypeError):

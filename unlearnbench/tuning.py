@@ -245,7 +245,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     filters = options.only if isinstance(options.only, list) else [options.only or {}]
     if any("forget_class" in f for f in filters):  # (it picked nothing: studies score on the tuning classes)
         raise UserError("tune scores every study on the classes of the grid's 'tuning: forget_classes' (default: "
-                        "the grid's forget_classes), so --only forget_class picks nothing; set them there instead.")
+                        "the grid's forget_classes), not on --only forget_class; set them there, and choose studies "
+                        "with --only method=.")
     p = plan(grid, options)
     KeptGroup.forget()  # as `run`: models an earlier run or tune in this process kept are not trusted blindly
     writable_folder(options.cache, "cache folder")

@@ -255,12 +255,15 @@ def _training_differences(a: dict, b: dict, dataset: str, backbone: str) -> list
         said.append(f"training recipes ({', '.join(recipe)})")
     if sa["val_fraction"] != sb["val_fraction"]:
         said.append(f"validation carves (val_fraction {sa['val_fraction']} against {sb['val_fraction']})")
+    if sa["normalisation"] != sb["normalisation"]:  # (the backbone's label does not name it)
+        said.append(f"input normalisations (mean, std {sa['normalisation']} against {sb['normalisation']})")
     return said
 
 
 def _training_setup(config: dict, dataset: str, backbone: str) -> dict | None:
-    """The recipe and validation fraction `config`'s grid trained `dataset` × `backbone` (labels, as records name
-    them) with; None where its grid does not read back or names neither."""
+    """The recipe, validation fraction (where the validation split is carved from the training images) and the
+    backbone's input normalisation `config`'s grid trained `dataset` × `backbone` (labels, as records name them)
+    with; None where its grid does not read back or names neither."""
     from ..grid import parse_grid
     from ..training import resolve_recipe
 
@@ -272,8 +275,9 @@ def _training_setup(config: dict, dataset: str, backbone: str) -> dict | None:
     spec = next((b for b in grid.backbones if b.label == backbone), None)
     if entry is None or spec is None:
         return None
+    carved = entry.options_dict.get("val_from", "train") == "train"  # `val_from: test` carves nothing
     return {"recipe": dataclasses.asdict(resolve_recipe(entry.name, spec, grid.recipe)),
-            "val_fraction": grid.val_fraction}
+            "val_fraction": grid.val_fraction if carved else None, "normalisation": (spec.mean, spec.std)}
 
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
