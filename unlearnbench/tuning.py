@@ -243,7 +243,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
     filters = options.only if isinstance(options.only, list) else [options.only or {}]
-    if any("forget_class" in f for f in filters):  # (it picked nothing: studies score on the tuning classes)
+    if any("forget_class" in f for f in filters):  # (it chose studies, per-class or not, never their classes)
         raise UserError("tune scores every study on the classes of the grid's 'tuning: forget_classes' (default: "
                         "the grid's forget_classes), not on --only forget_class; set them there, and choose studies "
                         "with --only method=.")
