@@ -208,6 +208,11 @@ def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     err = capsys.readouterr().err  # (was --out reports/tuning/<the folder's path>, then a copy into the package)
     assert f"--only method=salun --out {tmp_path}`." in err and "copy" not in err
+    grid = write_grid(tmp_path, methods=["original", "salun"], tuned="smoke",  # shipped: tune into its report folder
+                      backbones=[{"name": "resnet18", "width": 0.0625}])
+    assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert ("--only method=salun --out reports/tuning/smoke`, then copy reports/tuning/smoke/tuned.yaml to "
+            "unlearnbench/configs/tuned/smoke.yaml.") in capsys.readouterr().err
     grid = write_grid(tmp_path, methods=["original", "finetune"], tuned=str(tuned))
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -1008,14 +1008,15 @@ def test_a_validation_split_taken_from_the_test_images_merges_whatever_the_val_f
     """`val_from: test` (the paper grid's ImageNet) carves nothing from the training images: another val_fraction
     trained the same models."""
     from unlearnbench.grid import parse_grid
-    from unlearnbench.report.records import _training_differences
+    from unlearnbench.report.records import training_differences, training_setups
 
     grid = {"name": "p", "datasets": [{"name": "imagenet", "test_per_class": 5, "val_from": "test"}, "mnist"],
             "backbones": ["resnet18"], "methods": ["original", "wfnet"]}
     label = parse_grid(grid).datasets[0].label
-    configs = [{"grid": {**grid, "val_fraction": f}} for f in (0.1, 0.2)]
-    assert _training_differences(*configs, label, "resnet18") == []
-    assert _training_differences(*configs, "mnist", "resnet18") == ["validation carves (val_fraction 0.1 against 0.2)"]
+    setups = [training_setups({"grid": {**grid, "val_fraction": f}}) for f in (0.1, 0.2)]
+    assert training_differences(*(s[label, "resnet18"] for s in setups)) == []
+    assert training_differences(*(s["mnist", "resnet18"] for s in setups)) == [
+        "validation carves (val_fraction 0.1 against 0.2)"]
 
 
 def test_cells_measured_under_different_relearn_caps_keep_their_own(tmp_path):

@@ -27,10 +27,10 @@ def test_bundles_hold_one_group_each_in_order_and_number_about_the_array_paralle
     for parallelism in (1, 2):  # bundles of up to 5 or 3 jobs: one per group
         assert slurm_bundles(few, parallelism) == [few[0::2], few[1::2]]
     assert slurm_bundles(few, 64) == [[j] for j in few]  # more tasks than jobs: one job each
-    with pytest.raises(UserError, match="array_parallelism in the Slurm settings must be at least 1, got 0."):
+    with pytest.raises(UserError, match="^array_parallelism must be at least 1, got 0.$"):
         SlurmOptions(array_parallelism=0)
     for name, least, bad in (("time_min", 1, 0), ("mem_gb", 1, -1), ("cpus_per_task", 1, 0), ("gpus_per_task", 0, -1)):
-        with pytest.raises(UserError, match=f"^{name} in the Slurm settings must be at least {least}, got {bad}.$"):
+        with pytest.raises(UserError, match=f"^{name} must be at least {least}, got {bad}.$"):
             SlurmOptions(**{name: bad})
     assert SlurmOptions(gpus_per_task=0).gpus_per_task == 0  # a CPU partition
 

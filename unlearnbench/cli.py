@@ -268,10 +268,10 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from .grid import load_grid, parse_grid
+    from .grid import load_grid, parse_grid, tuned_file
     from .planning import describe_plan, metric_names, plan, resolve_device, stage_retrained_counts
     from .runner import check_gpus, check_run_files, check_workers, grid_differences, run
-    from .store import Cache
+    from .store import PACKAGE_DIR, Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
     data_root = args.data_root
@@ -312,12 +312,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     untuned = untuned_methods(grid, planned)
     if untuned:
         counts = ", ".join(f"{m} ({n} dataset × backbone group{'s' * (n > 1)})" for m, n in untuned.items())
-        path = Path(grid.tuned).expanduser()
-        # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; a path names its own folder (or is it)
-        own = path.suffix in (".yaml", ".yml") or path.is_dir()
-        folder = path if path.is_dir() else path.parent if own else Path("reports/tuning") / grid.tuned
-        then = "" if own else (
-            f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml")
+        source = tuned_file(grid.tuned)
+        # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; any other lies in its own tuning folder
+        shipped = source.resolve().parent == PACKAGE_DIR / "configs" / "tuned"
+        folder = Path("reports/tuning") / grid.tuned if shipped else source.parent
+        then = f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml" if shipped else ""
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
               f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
               f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)

@@ -174,5 +174,5 @@ def from_mapping(cls: type[T], mapping: dict, where: str) -> T:
     values = {k: _coerce(v, hints[k], f"'{k}' in {where}") for k, v in mapping.items()}
     try:
         return cls(**values)
-    except UserError as exc:  # the class's own check (__post_init__), which may not know where its values came from
-        raise UserError(str(exc) if where in str(exc) else f"{str(exc).rstrip('.')} ({where}).") from None
+    except UserError as exc:  # the class's own check (__post_init__), which cannot know where its values came from
+        raise UserError(f"{str(exc).rstrip('.')} ({where}).") from None

@@ -41,7 +41,7 @@ class SlurmOptions:
         for name, least in (("array_parallelism", 1), ("time_min", 1), ("cpus_per_task", 1), ("mem_gb", 1),
                             ("gpus_per_task", 0)):
             if getattr(self, name) < least:
-                raise UserError(f"{name} in the Slurm settings must be at least {least}, got {getattr(self, name)}.")
+                raise UserError(f"{name} must be at least {least}, got {getattr(self, name)}.")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import read_yaml
 from .errors import UserError
-from .seeds import derive_seed, stable_hash  # noqa: F401  (their home before; imported from here too)
+from .seeds import derive_seed, file_digest, stable_hash  # noqa: F401  (their home before; imported from here too)
 
 RECORD_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "split", "metric", "value"]
 FAILURE_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_class", "status", "reason", "traceback"]
@@ -122,18 +122,22 @@ def same_device(recorded: str, now: str) -> bool:
     return recorded == now or (older is not None and now.startswith(f"cpu ({older[1]} threads, "))
 
 
-@lru_cache(maxsize=None)
-def cpu_model(cpuinfo_path: str = "/proc/cpuinfo") -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo's first 'model name', or 'Hardware' on some ARM boards; else the
-    platform's word) and the vector instructions torch's CPU kernels dispatch to (AVX2, AVX512, NEON, …)."""
+@lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; else the platform's word) and the vector instructions torch's CPU
+    kernels dispatch to (AVX2, AVX512, NEON, …)."""
     try:
-        with open(cpuinfo_path, encoding="utf-8", errors="replace") as cpuinfo:
-            name = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                         if line.lower().startswith(("model name", "hardware")) and ":" in line), "")
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
+            name = _cpuinfo_name(cpuinfo.read())
     except OSError:
         name = ""
-    return f"{' '.join(name.split()) or platform.processor() or platform.machine()}, " \
-           f"{torch.backends.cpu.get_cpu_capability()}"
+    return f"{name or platform.processor() or platform.machine()}, {torch.backends.cpu.get_cpu_capability()}"
+
+
+def _cpuinfo_name(text: str) -> str:
+    """The first 'model name' (or 'Hardware', on some ARM boards) of a /proc/cpuinfo text, spaces collapsed; ''."""
+    return next((" ".join(line.split(":", 1)[1].split()) for line in text.splitlines()
+                 if line.lower().startswith(("model name", "hardware")) and ":" in line), "")
 
 
 def writable_folder(path: str | Path, what: str) -> Path:
@@ -340,8 +344,8 @@ class Cache:
         entries written before digests were, absent or a readable safetensors file."""
         path = self.artifact_path(key)
         try:
-            if digest is not None:
-                return hashlib.sha256(path.read_bytes()).hexdigest() == digest
+            if digest is not None:  # (read once a process while the file's size and modification time hold)
+                return file_digest(path) == digest
             if not path.exists():
                 return True
             from safetensors import safe_open

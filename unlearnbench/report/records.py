@@ -229,23 +229,24 @@ def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None
     """Refuse to merge run folders whose records of one dataset × backbone were computed on another device type
     or precision, from other files, or under other metric settings: a table would pool them in one column (the
     runner refuses to pool such results into one folder too)."""
+    setups = [training_setups(s.config) for s in sources]  # each grid read once
     for (i, a), (j, b) in itertools.combinations(enumerate(sources), 2):
         shared = set(frames[i][["dataset", "backbone"]].itertuples(index=False, name=None)) & set(
             frames[j][["dataset", "backbone"]].itertuples(index=False, name=None))
         for dataset, backbone in sorted(shared):
-            differences = config_differences(a.config, b.config, dataset) + _training_differences(
-                a.config, b.config, dataset, backbone)
+            differences = config_differences(a.config, b.config, dataset) + training_differences(
+                setups[i].get((dataset, backbone)), setups[j].get((dataset, backbone)))
             if differences:
                 raise UserError(f"{a.path} and {b.path} hold results of {dataset} / {backbone} computed under other "
                                 f"{'; '.join(differences)}, which a merged report would pool in one table; report "
                                 f"them separately.")
 
 
-def _training_differences(a: dict, b: dict, dataset: str, backbone: str) -> list[str]:
-    """How two run configs trained `dataset` × `backbone`'s models differently, as far as both grids read back: the
-    recipe resolved for them, the validation carve (a run folder refuses another grid, so only a merge can meet
-    them: an original of one recipe would be tabled beside methods unlearnt from the other's)."""
-    sa, sb = _training_setup(a, dataset, backbone), _training_setup(b, dataset, backbone)
+def training_differences(sa: dict | None, sb: dict | None) -> list[str]:
+    """How two runs trained one dataset × backbone's models differently (their `training_setups` entries; None
+    where a grid does not read back): the recipe resolved for them, the validation carve, the input normalisation
+    (a run folder refuses another grid, so only a merge can meet them: an original of one recipe would be tabled
+    beside methods unlearnt from the other's)."""
     if sa is None or sb is None:
         return []
     said = []
@@ -260,24 +261,25 @@ def _training_differences(a: dict, b: dict, dataset: str, backbone: str) -> list
     return said
 
 
-def _training_setup(config: dict, dataset: str, backbone: str) -> dict | None:
-    """The recipe, validation fraction (where the validation split is carved from the training images) and the
-    backbone's input normalisation `config`'s grid trained `dataset` × `backbone` (labels, as records name them)
-    with; None where its grid does not read back or names neither."""
+def training_setups(config: dict) -> dict[tuple[str, str], dict]:
+    """{(dataset label, backbone label), as records name them: the recipe, validation fraction (where the
+    validation split is carved from the training images) and the backbone's input normalisation} of a run config's
+    grid; empty where the grid does not read back."""
     from ..grid import parse_grid
     from ..training import resolve_recipe
 
     try:
         grid = parse_grid(config["grid"])
     except (UserError, KeyError, TypeError, ValueError):
-        return None
-    entry = next((d for d in grid.datasets if d.label == dataset), None)
-    spec = next((b for b in grid.backbones if b.label == backbone), None)
-    if entry is None or spec is None:
-        return None
-    carved = entry.options_dict.get("val_from", "train") == "train"  # `val_from: test` carves nothing
-    return {"recipe": dataclasses.asdict(resolve_recipe(entry.name, spec, grid.recipe)),
-            "val_fraction": grid.val_fraction if carved else None, "normalisation": (spec.mean, spec.std)}
+        return {}
+    setups = {}
+    for entry in grid.datasets:
+        carved = entry.options_dict.get("val_from", "train") == "train"  # `val_from: test` carves nothing
+        for spec in grid.backbones:
+            setups[entry.label, spec.label] = {
+                "recipe": dataclasses.asdict(resolve_recipe(entry.name, spec, grid.recipe)),
+                "val_fraction": grid.val_fraction if carved else None, "normalisation": (spec.mean, spec.std)}
+    return setups
 
 
 def at_largest_cap(records: pd.DataFrame) -> pd.DataFrame:
