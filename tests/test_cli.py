@@ -25,7 +25,7 @@ def test_top_level_help_lists_the_commands_and_names_the_default(capsys):
     assert "--workers" not in text and "--grid GRID" not in text
 
 
-RUN_ONLY = ["--dry-run", "--retry-failed"]
+RUN_ONLY = ["--dry-run", "--retry-failed", "--no-report"]
 GRID_OPTIONS = ["--grid", "--only", "--methods", "--device", "--data-root", "--download", "--results-dir", "--cache-dir",
                 "--launcher", "--workers", "--gpus", "--threads", "--slurm", "--quiet", "--plugins", "--out"]
 
@@ -161,6 +161,14 @@ def test_run_prints_the_summary_and_the_report_index(tmp_path, monkeypatch, caps
     assert (f"report failed: x is not a readable WF-Net α file (details in {run_dir / 'log.txt'}); once mended, "
             f"`run_bench.py report {run_dir}` writes it") in out
     assert "report: " not in out
+    seen = []
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: seen.append(options.report) or
+                        runner.RunResult(run_dir, records_frame(), [], 0, 5))
+    assert main(["--grid", str(write_grid(tmp_path)), "--device", "cpu", "--workers", "1", "--out", str(run_dir),
+                 "--no-report"]) == 0
+    assert seen == [False]  # and the report/ there, an earlier run's, is not offered as this one's
+    assert (f"report: not written (--no-report) (the report/ there is an earlier run's); `run_bench.py report "
+            f"{run_dir}` writes it") in capsys.readouterr().out
 
 
 def test_the_printed_summary_leaves_out_a_cell_that_failed_as_the_report_does(tmp_path, monkeypatch, capsys):
@@ -504,7 +512,7 @@ def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estim
     assert "stages: 1 original models, 2 retrained models (shared; cached: 0 and 0)" in before
     assert "cost estimate: ~0.01 M training images" in before  # 3 models × 1 epoch × 3,600 images
     assert main(["--grid", str(grid), "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", cache,
-                 "--workers", "0"]) == 0
+                 "--workers", "0", "--no-report"]) == 0
     capsys.readouterr()
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", cache]) == 0
     after = capsys.readouterr().out
@@ -524,5 +532,5 @@ def test_the_cli_plans_a_grid_once_to_warn_and_to_run_or_print_it(tmp_path, monk
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(shared_cache)]) == 0
     assert len(calls) == 1
     assert main(["--grid", str(grid), "--cache-dir", str(shared_cache), "--out", str(tmp_path / "run"), "--quiet",
-                 "--workers", "0", "--device", "cpu"]) == 0
+                 "--workers", "0", "--device", "cpu", "--no-report"]) == 0
     assert len(calls) == 2 and (tmp_path / "run" / "records.csv").exists()

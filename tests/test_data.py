@@ -544,7 +544,7 @@ def test_a_corrupt_dataset_fails_its_own_cells_and_the_grid_goes_on(tmp_path):
     grid = load_grid(str(write_grid(tmp_path, datasets=[{"name": "mnist5k", "train_per_class": 10}, "mnist"],
                                     methods=["original"], forget_classes=[0])))
     result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
-                                  data_root=tmp_path / "data", progress=False))
+                                  data_root=tmp_path / "data", progress=False, report=False))
     assert set(result.records.dataset) == {"mnist5k-10perclass"}  # the intact dataset's cell finished
     (failure,) = [f for f in result.failures if f["status"] == "failed"]
     assert failure["dataset"] == "mnist" and failure["reason"].startswith("DataFileError: MNIST file")
@@ -571,7 +571,7 @@ def test_a_class_without_images_in_a_split_fails_its_datasets_cells_with_a_sente
     grid = load_grid(str(write_grid(tmp_path, datasets=[{"name": "mnist5k", "train_per_class": 10}, "mnist"],
                                     methods=["original"], forget_classes=[0, 1])))
     result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
-                                  data_root=tmp_path / "data", progress=False))
+                                  data_root=tmp_path / "data", progress=False, report=False))
     assert set(result.records.dataset) == {"mnist5k-10perclass"}
     failed = [f for f in result.failures if f["status"] == "failed"]
     assert failed and {f["dataset"] for f in failed} == {"mnist"}
@@ -624,7 +624,8 @@ def test_other_mnist_format_files_key_other_cells_than_the_published_ones(tmp_pa
 
     grid = load_grid(str(write_grid(tmp_path, datasets=["mnist"], methods=["original"], forget_classes=[0])))
     results = [run(grid, RunOptions(out=tmp_path / f"run-{root}", cache_dir=tmp_path / "cache", device="cpu",
-                                    data_root=tmp_path / root, progress=False)) for root in ("a", "b", "a")]
+                                    data_root=tmp_path / root, progress=False, report=False))
+               for root in ("a", "b", "a")]
     assert [(r.computed, r.cached) for r in results] == [(1, 0), (1, 0), (0, 1)]
 
 
@@ -879,7 +880,7 @@ def test_a_second_run_in_one_process_sees_images_changed_since_the_first(tmp_pat
     grid = parse_grid({"name": "t", "datasets": ["imagefolder"], "backbones": [{"name": "vgg16", "width": 0.0625}],
                        "methods": ["original", "negative_gradient"], "forget_classes": [0], "recipe": {"epochs": 1},
                        "metrics": ["accuracy"]})
-    options = dict(data_root=root, cache_dir=tmp_path / "c", device="cpu", progress=False)
+    options = dict(data_root=root, cache_dir=tmp_path / "c", device="cpu", progress=False, report=False)
     first = run(grid, RunOptions(out=tmp_path / "a", **options))
     assert first.computed == 2 and not first.failures
     image = root / "train" / "ant" / "0.png"

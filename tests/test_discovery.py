@@ -189,7 +189,7 @@ def test_editing_a_building_block_recomputes_only_the_methods_that_import_it(tmp
 
     def computed() -> int:
         result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "cache", device="cpu",
-                                      progress=False, plugins=[methods_dir, baselines_dir]))
+                                      progress=False, plugins=[methods_dir, baselines_dir], report=False))
         assert not result.failures, result.failures
         assert set(result.records["method"]) == {"original_copy", "random_labels_copy", "negative_gradient_copy",
                                                  "wfnet_copy"}

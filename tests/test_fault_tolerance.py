@@ -43,10 +43,11 @@ def tiny(tmp_path, filename="grid.yaml", **kw):
 def test_killed_run_resumes_to_the_same_records(tmp_path):
     grid_file = tiny(tmp_path)
     clean = run(load_grid(str(grid_file)), RunOptions(out=tmp_path / "clean", cache_dir=tmp_path / "cache-clean",
-                                                      device="cpu", progress=False))
+                                                      device="cpu", progress=False, report=False))
     cache = tmp_path / "cache-killed"
     argv = [sys.executable, str(ROOT / "run_bench.py"), "--grid", str(grid_file), "--out", str(tmp_path / "killed"),
-            "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--workers", "0"]  # no worker outlives the kill
+            "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--workers", "0",  # no worker outlives the kill
+            "--no-report"]
     proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and len(list((cache / "cells").glob("*.json"))) < 1 and proc.poll() is None:
@@ -228,7 +229,7 @@ def test_a_cell_that_kills_its_worker_is_a_failed_cell_and_the_run_goes_on(tmp_p
     (tmp_path / "plugins" / "killer.py").write_text(KILLER_PLUGIN)
     grid = load_grid(str(tiny(tmp_path, methods=["killer", "original"])))
     result = run(grid, RunOptions(out=tmp_path / "run", cache_dir=shared_cache, device="cpu", progress=False,
-                                  plugins=[tmp_path / "plugins"]), LaunchOptions(workers=2, threads=1))
+                                  plugins=[tmp_path / "plugins"], report=False), LaunchOptions(workers=2, threads=1))
     failures = pd.read_csv(result.run_dir / "failures.csv")
     assert failures[["method", "forget_class", "status"]].values.tolist() == [["killer", 1, "failed"]]
     assert "worker process died (killed by signal 9, SIGKILL)" in failures.reason[0], failures.reason[0]
@@ -243,13 +244,13 @@ def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
     (Slurm with array_parallelism 2: the three retrain cells run as bundles of two and one)."""
     grid = load_grid(str(tiny(tmp_path)))
     serial = run(grid, RunOptions(out=tmp_path / "serial", cache_dir=tmp_path / "cache-serial", device="cpu",
-                                  progress=False), LaunchOptions(threads=1))
+                                  progress=False, report=False), LaunchOptions(threads=1))
     for name, launch in [("workers", LaunchOptions(workers=2, threads=1)),
                          ("slurm", LaunchOptions(launcher="slurm", threads=1,
                                                  slurm=SlurmOptions(cluster="local", time_min=5,
                                                                     array_parallelism=2)))]:
         result = run(grid, RunOptions(out=tmp_path / name, cache_dir=tmp_path / f"cache-{name}", device="cpu",
-                                      progress=False), launch)
+                                      progress=False, report=False), launch)
         assert result.computed == 4 and not result.failures, (name, result.failures)
         if name == "slurm":  # one task for the original, two for the retrain cells, one for the last cell
             assert sum(d.name.isdigit() for d in (result.run_dir / "slurm").iterdir()) == 4
@@ -260,12 +261,12 @@ def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
 def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):
     grid = load_grid(str(tiny(tmp_path, methods=["original"])))
     cache_dir = tmp_path / "cache"
-    run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False))
+    run(grid, RunOptions(out=tmp_path / "a", cache_dir=cache_dir, device="cpu", progress=False, report=False))
     weights = next((cache_dir / "models" / "original").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     cell = next((cache_dir / "metric-records").glob("*.json"))  # the accuracy rows of the one cell
     cell.write_text(cell.read_text().replace("acc_retain", "acc_retian"))  # tampered: hash no longer matches
-    again = run(grid, RunOptions(out=tmp_path / "b", cache_dir=cache_dir, device="cpu", progress=False))
+    again = run(grid, RunOptions(out=tmp_path / "b", cache_dir=cache_dir, device="cpu", progress=False, report=False))
     assert (again.computed, again.cached) == (1, 0)
     assert "stage original" in (tmp_path / "b" / "log.txt").read_text()  # retrained, not loaded
     assert "its cached file is damaged or does not load, so it is trained again" in (tmp_path / "b" / "log.txt").read_text()
@@ -338,7 +339,7 @@ def test_two_runs_on_one_folder_are_refused(tmp_path):
     with folder.lock():
         with pytest.raises(UserError, match="in use by another run"):
             run(load_grid(str(tiny(tmp_path))), RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "c",
-                                                           device="cpu", progress=False))
+                                                           device="cpu", progress=False, report=False))
 
 
 NAN_PLUGIN = """
@@ -369,7 +370,7 @@ def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared
     monkeypatch.setenv("POISON_FLAG", str(flag))
     grid_file = tiny(tmp_path, methods=["poisoned", "original"])
     common = ["--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache), "--plugins", str(plugins),
-              "--device", "cpu", "--quiet", "--workers", "0"]
+              "--device", "cpu", "--quiet", "--workers", "0", "--no-report"]
     assert main(["--grid", str(grid_file), *common]) == 1
     failures = pd.read_csv(tmp_path / "run" / "failures.csv")
     assert (failures.status == "failed").sum() == 3
@@ -379,7 +380,7 @@ def test_nan_cells_fail_alone_and_retry_failed_reruns_only_them(tmp_path, shared
     assert (pd.read_csv(tmp_path / "run" / "failures.csv").status == "failed").sum() == 3
     flag.unlink()
     # the retry takes the cache, plugins and device from the folder's config.yaml: no flag needs repeating
-    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--quiet", "--workers", "0"]) == 0
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--quiet", "--workers", "0", "--no-report"]) == 0
     records = pd.read_csv(tmp_path / "run" / "records.csv")
     assert set(records.method) == {"poisoned", "original"}
     assert pd.read_csv(tmp_path / "run" / "failures.csv").empty
@@ -644,7 +645,7 @@ def test_global_rng_draws_depend_on_neither_workers_nor_cell_order(tmp_path):
 
     def records(name: str, launch: LaunchOptions, cache: str, **only) -> pd.DataFrame:
         result = run(grid, RunOptions(out=tmp_path / name, cache_dir=tmp_path / cache, device="cpu", progress=False,
-                                      plugins=[plugins], only=only), launch)
+                                      plugins=[plugins], only=only, report=False), launch)
         assert not result.failures, result.failures
         return comparable(result.run_dir / "records.csv")
 
@@ -699,7 +700,7 @@ def test_a_stage_model_another_worker_is_training_is_waited_for_and_loaded_not_t
 def test_runs_with_different_only_filters_into_one_folder_add_up_to_the_whole_grid(tmp_path, shared_cache):
     grid_file = tiny(tmp_path)
     common = ["--grid", str(grid_file), "--out", str(tmp_path / "run"), "--cache-dir", str(shared_cache),
-              "--device", "cpu", "--quiet", "--workers", "0"]
+              "--device", "cpu", "--quiet", "--workers", "0", "--no-report"]
     assert main([*common, "--only", "method=retrain", "--only", "forget_class=0"]) == 0
     assert main([*common, "--only", "forget_class=1", "--only", "method=retrain", "--only", "forget_class=2"]) == 0
     records = pd.read_csv(tmp_path / "run" / "records.csv")
@@ -712,7 +713,7 @@ def test_runs_with_different_only_filters_into_one_folder_add_up_to_the_whole_gr
     assert main(common) == 0  # the whole grid: every earlier row replaced by this run's (from the cache), none twice
     whole = comparable(tmp_path / "run" / "records.csv")
     clean = run(load_grid(str(grid_file)), RunOptions(out=tmp_path / "clean", cache_dir=shared_cache, device="cpu",
-                                                      progress=False))
+                                                      progress=False, report=False))
     pd.testing.assert_frame_equal(whole, comparable(clean.run_dir / "records.csv"))
 
 
@@ -750,7 +751,7 @@ def test_a_cell_planned_before_its_plugin_was_edited_is_not_computed_under_the_p
     (plugins / "finetune.py").write_text(PLUGIN.format(suffix=""))
     grid = load_grid(str(write_grid(tmp_path, methods=["tmp_finetune"], forget_classes=[0])))
     options = RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "c", device="cpu", progress=False,
-                         plugins=[plugins])
+                         plugins=[plugins], report=False)
     p = plan(grid, options)
     cell = p.cells[0]
     key = cell_key(cell, grid, p.methods[cell.method], p.device, p.files.get(cell.dataset))
@@ -783,7 +784,7 @@ def test_a_tree_rewritten_after_planning_is_not_computed_under_the_planned_key_b
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tree / split / c / f"{i}.png")
     grid = load_grid(str(write_grid(tmp_path, datasets=[{"name": "imagefolder", "path": str(tree)}],
                                     methods=["original"], forget_classes=[0])))
-    options = RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "c", device="cpu", progress=False)
+    options = RunOptions(out=tmp_path / "run", cache_dir=tmp_path / "c", device="cpu", progress=False, report=False)
 
     def planned_job():
         p = plan(grid, options)

@@ -47,13 +47,16 @@ SMALL = {"datasets": [SMALL_MNIST]}
 
 
 def options(tmp_path, cache, **kw):
-    return RunOptions(out=tmp_path / kw.pop("name", "run"), cache_dir=cache, device="cpu", progress=False, **kw)
+    """A run into tmp_path/<name>: these tests check records, caching and failures, so it writes no report unless
+    asked (report=True; test_report.py checks reports)."""
+    return RunOptions(out=tmp_path / kw.pop("name", "run"), cache_dir=cache, device="cpu", progress=False,
+                      report=kw.pop("report", False), **kw)
 
 
 def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cache):
     # two epochs: after one, this tiny VGG knows some classes only half (class 0: 0.46 with torch 2.14)
     grid = load_grid(str(write_grid(tmp_path, recipe={"epochs": 2})))
-    first = run(grid, options(tmp_path, shared_cache, name="first"))
+    first = run(grid, options(tmp_path, shared_cache, name="first", report=True))
     assert not [f for f in first.failures if f["status"] == "failed"]
     frame = pd.read_csv(first.run_dir / "records.csv")
     assert list(frame.columns[: len(RECORD_COLUMNS)]) == RECORD_COLUMNS
@@ -81,11 +84,16 @@ def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cach
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("unlearnbench.report.write_report", broken_report)
-        second = run(grid, options(tmp_path, shared_cache, name="second"))
+        second = run(grid, options(tmp_path, shared_cache, name="second", report=True))
     assert (second.computed, second.cached) == (0, 3)
     pd.testing.assert_frame_equal(first.records[RECORD_COLUMNS], second.records[RECORD_COLUMNS])
     assert second.report_error == "the report broke"  # the records are kept all the same
     assert "report failed: the report broke" in (second.run_dir / "log.txt").read_text()
+
+    third = run(grid, options(tmp_path, shared_cache, name="third", report=False))  # --no-report
+    pd.testing.assert_frame_equal(first.records[RECORD_COLUMNS], third.records[RECORD_COLUMNS])
+    assert third.report_error is None and not (third.run_dir / "report").exists()
+    assert "report not written (--no-report)" in (third.run_dir / "log.txt").read_text()
 
 
 def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_saying_so(tmp_path, shared_cache):
@@ -349,7 +357,7 @@ def test_a_cached_retrained_model_is_charged_at_its_training_cost(tmp_path):
     cache = tmp_path / "cache"
     fresh = run(grid, options(tmp_path, cache, name="fresh"))
     (cache / "cells").rename(tmp_path / "cells-moved")  # force the cell to run again, with the model cached
-    again = run(grid, options(tmp_path, cache, name="again"))
+    again = run(grid, options(tmp_path, cache, name="again", report=True))
     assert again.computed == 1 and "stage retrained-0" not in (tmp_path / "again" / "log.txt").read_text()
     seconds = [r.records.query("metric == 'unlearn_seconds'").value.item() for r in (fresh, again)]
     assert seconds[1] >= 0.5 * seconds[0] > 0  # not ~0 just because the model came from the cache

@@ -47,7 +47,7 @@ def test_split_means(tmp_path_factory, shared_cache):
     test split only: evaluating the training split too changes none of these values and costs a fifth of the run)."""
     grid = dataclasses.replace(with_methods(SMOKE, "all"), metrics=["accuracy"],
                                metric_settings={"accuracy": {"splits": ["test"]}})
-    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False,
+    options = RunOptions(cache_dir=shared_cache, device="cpu", progress=False, report=False,
                          only={"method": ",".join(["original", *NEW_METHODS])}, out=tmp_path_factory.mktemp("run"))
     # one thread a worker, as the measured runs: CPU results are bit-reproducible only at a fixed thread count
     records = run(grid, options, LaunchOptions(workers=2, threads=1)).records

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     run.add_argument("--retry-failed", action="store_true",
                      help="rerun the grid of the existing --out folder: cached cells are kept, failed ones rerun")
+    run.add_argument("--no-report", action="store_true",
+                     help="write no report/ at the end (the report command writes it later), e.g. for runs "
+                          "that each compute part of a grid into one folder")
 
     commands.add_parser("list", parents=[_plugins_options()],
                         help="list datasets, backbones, methods, metrics and grids",
@@ -221,7 +224,7 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
-        precision=args.precision,
+        precision=args.precision, report=args.command == "run" and not args.no_report,
     )
     workers, gpus = args.workers, parse_gpus(args.gpus)
     if args.slurm and args.launcher != "slurm":  # before: ignored silently
@@ -355,6 +358,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if result.report_error:  # an index.md there is an earlier run's
         print(f"report failed: {result.report_error} (details in {result.run_dir / 'log.txt'}); once mended, "
               f"`run_bench.py report {result.run_dir}` writes it")
+    elif not options.report:
+        earlier = " (the report/ there is an earlier run's)" if index.is_file() else ""
+        print(f"report: not written (--no-report){earlier}; `run_bench.py report {result.run_dir}` writes it")
     elif index.is_file():
         print(f"report: {index}")
     failed = [f for f in result.failures if f["status"] == "failed"]

@@ -43,6 +43,7 @@ class RunOptions:
     progress: bool = True
     command: str = ""
     precision: str = "auto"  # --precision: 'auto' (bf16 autocast on CUDA) or 'float32' everywhere
+    report: bool = True  # --no-report: write no report/ at the end (`run_bench.py report RUN_DIR` writes it later)
 
     @property
     def cache(self) -> Path:

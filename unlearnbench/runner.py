@@ -171,13 +171,16 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         # logged before the report is written, whose index quotes it as this run's counts
         folder.log(f"finished: {result.counts()}, {sum(f['status'] == 'failed' for f in failures)} failed, "
                    f"{len(p.skipped)} skipped")
-        try:
-            from .report import write_report
+        if not options.report:
+            folder.log("report not written (--no-report)")
+        else:
+            try:
+                from .report import write_report
 
-            write_report([folder.path])
-        except Exception as exc:  # the records are safe on disk; a report problem must not lose them
-            result.report_error = str(exc) if isinstance(exc, UserError) else error_reason(exc)
-            folder.log(f"report failed: {result.report_error}\n{traceback.format_exc()}")
+                write_report([folder.path])
+            except Exception as exc:  # the records are safe on disk; a report problem must not lose them
+                result.report_error = str(exc) if isinstance(exc, UserError) else error_reason(exc)
+                folder.log(f"report failed: {result.report_error}\n{traceback.format_exc()}")
     torch.set_num_threads(threads_before)
     return result
 
