@@ -150,6 +150,33 @@ def test_divergence_is_recorded_and_the_last_finite_weights_are_kept(method: str
     assert torch.isfinite(model.for_class(5)(x)).all()
 
 
+def test_a_diverging_fine_tune_keeps_the_weights_of_its_last_finite_loss_not_the_starting_ones():
+    """The loss is finite for three steps, then not: the model ends with the weights after two steps, the last whose
+    loss was finite (snapshotted every step right after the loss's forward pass: the BatchNorm statistics are those
+    of that third forward pass), not the weights it started from."""
+    from types import SimpleNamespace
+
+    from unlearnbench.baselines._finetuning import finetune
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    after_steps, x = [], torch.randn(8, 3)
+
+    def loss_fn(net):
+        loss = net(x).square().mean()
+        return loss if len(after_steps) < 3 else loss * float("nan")
+
+    task = SimpleNamespace(params={"steps": 10, "optimizer": "sgd", "lr": 0.1}, device=torch.device("cpu"),
+                           progress=False)
+    outcome = finetune(model, loss_fn, task, after_step=lambda net: after_steps.append(
+        {k: v.clone() for k, v in net.state_dict().items()}))
+    assert outcome.diverged and outcome.steps == 3
+    kept, weights = model.state_dict(), {name for name, _ in model.named_parameters()}
+    assert all(torch.equal(kept[k], (after_steps[1] if k in weights else after_steps[2])[k]) for k in kept)
+    assert not torch.equal(kept["0.weight"], start["0.weight"])
+
+
 @pytest.mark.parametrize("passes", ["separate", "joint"])
 def test_neggrad_plus_normalises_its_forget_batch_alone_as_the_reference_does_unless_asked_to_join(passes, tiny):
     # the reference (SCRUB's train_negrad) makes one forward pass per batch in train mode, so BatchNorm normalises
