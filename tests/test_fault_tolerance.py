@@ -524,6 +524,12 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
     "out holds a file named artifacts, in a dry run": (  # (the run failed once every cell had been computed)
         lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "artifacts", "x").parent), "--device", "cpu",
                    "--dry-run"], "artifacts is a file where the run writes its artifacts; move it away"),
+    "out holds a file named artifacts/<a method of the grid>": (  # a traceback once every cell had been computed
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "artifacts" / "retrain", "x").parent.parent),
+                   "--device", "cpu"], "artifacts/retrain is a file where the run writes its artifacts/retrain; move"),
+    "out holds a file named artifacts/<a method of the grid>, in a dry run": (
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "artifacts" / "retrain", "x").parent.parent),
+                   "--device", "cpu", "--dry-run"], "artifacts/retrain is a file where the run writes"),
     "out holds results but no config": (
         lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "records.csv", "finished results").parent),
                    "--device", "cpu"], "holds results but no config.yaml"),

@@ -339,7 +339,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
         if options.out is not None and options.out.is_dir():
-            check_run_files(options.out)
+            check_run_files(options.out, planned.methods)
         if Path(options.cache).exists() and not Path(options.cache).is_dir():
             raise UserError(f"The cache folder {options.cache} is a file; pass a folder.")
         crowded = check_workers(grid, planned.cells, stage_retrained_counts(planned.cells, grid, metric_names(grid)),

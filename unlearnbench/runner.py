@@ -66,7 +66,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
-        check_run_files(folder.path)
+        check_run_files(folder.path, p.methods)
         previous = read_run_config(folder.path)
         differing = grid_differences(grid, previous["grid"]) if previous is not None else ""
         if differing:
@@ -203,10 +203,12 @@ def merged_only(earlier: dict | list | None, now: dict | list) -> dict | list:
     return distinct[0] if len(distinct) == 1 else distinct
 
 
-def check_run_files(folder: Path) -> None:
-    """Refuse a folder or file where the run writes its own (records.csv after the work): before any work."""
-    for name in ("config.yaml", "log.txt", "records.csv", "failures.csv", "report", "artifacts"):
-        path, folders = folder / name, name in ("report", "artifacts")
+def check_run_files(folder: Path, methods=()) -> None:
+    """Refuse a folder or file where the run writes its own (records.csv after the work; artifacts/<method> of the
+    planned `methods` at the end): before any work."""
+    for name in ("config.yaml", "log.txt", "records.csv", "failures.csv", "report", "artifacts",
+                 *(f"artifacts/{method}" for method in methods)):
+        path, folders = folder / name, name.startswith(("report", "artifacts"))
         if path.exists() and path.is_dir() != folders:
             raise UserError(f"{path} is a {'file' if folders else 'folder'} where the run writes its {name}; move "
                             f"it away, or pass another --out.")
