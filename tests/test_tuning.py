@@ -206,6 +206,14 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),
              LaunchOptions(workers=0), tmp_path / "d")
+    for startup, warned in ((2, True), (1, False)):  # 3 trials: the defaults, 2 random ones: none left to TPE
+        with pytest.raises(UserError, match="nothing to tune"):
+            tune(load_grid(str(write_grid(tmp_path, "d.yaml", tuning={"trials": 3, "startup_trials": startup}))),
+                 RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache"), LaunchOptions(workers=0),
+                 tmp_path / "d")
+        said = capsys.readouterr().err
+        assert ("warning: the tuning section's startup_trials (2) leaves none of its 3 trials to TPE: after the "
+                "defaults, every trial is drawn at random." in said) == warned, said
     with pytest.raises(UserError, match="^No method of grid 'tune-tiny' that --only keeps declares a search space"):
         tune(tune_grid(tmp_path), RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "cache",
                                              only={"method": "original"}), LaunchOptions(workers=0), tmp_path / "e")

@@ -242,6 +242,9 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
 
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
+    if 1 < settings.trials <= settings.startup_trials + 1:  # TPE models the history from trial startup_trials + 2 on
+        print(f"warning: the tuning section's startup_trials ({settings.startup_trials}) leaves none of its "
+              f"{settings.trials} trials to TPE: after the defaults, every trial is drawn at random.", file=sys.stderr)
     filters = options.only if isinstance(options.only, list) else [options.only or {}]
     if any("forget_class" in f for f in filters):  # (it chose studies, per-class or not, never their classes)
         raise UserError("tune scores every study on the classes of the grid's 'tuning: forget_classes' (default: "
