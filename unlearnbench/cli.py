@@ -12,6 +12,14 @@ COMMANDS = ("run", "list", "report", "tune")
 DEFAULT_COMMAND = "run"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, as the suite's own are (argparse prints its usage block
+    first, up to a dozen lines for `run`); subcommand parsers share the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options).\n")
+
+
 def _plugins_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--plugins", action="append", default=[], metavar="DIR", help="extra folder of method files")
@@ -70,7 +78,7 @@ def _progress_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="run_bench.py", description="Run, tune and report on class-unlearning benchmark grids.",
         epilog="run is the default command: `run_bench.py --grid smoke` is `run_bench.py run --grid smoke`. "
                "`run_bench.py COMMAND --help` lists a command's options.")
@@ -176,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     import threading
 
     words = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(with_default_command(words))
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(with_default_command(words))
+    if unknown:  # argparse names the top-level parser; the command's own help lists what it takes
+        _Parser(prog=f"{parser.prog} {args.command}").error(f"unrecognized arguments: {' '.join(unknown)}")
     previous = signal.getsignal(signal.SIGINT)
     handles = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
     if handles:
