@@ -1078,6 +1078,36 @@ def test_a_cell_that_failed_in_the_latest_run_is_left_out_and_the_index_says_so(
     assert "| Retrained | 2 | 20.0 |" in (run / "report" / "cost.md").read_text()
 
 
+def test_a_report_written_again_removes_the_tables_and_figures_its_records_no_longer_give(tmp_path):
+    """Before: a table or figure without data this time kept the earlier report's files, whose numbers contradicted
+    the index ('No records for this table'); a file of the user's own in the folder stays."""
+    run = small_run(tmp_path / "run", class_rows(), 100)
+    out = write_report([run])
+    assert (out / "table1.csv").is_file() and list((out / "figures").glob("*.png"))
+    (out / "notes.txt").write_text("mine")
+    failed = [{"dataset": "mnist", "backbone": FULL, "method": "retrain", "params": "{}", "seed": 0,
+               "forget_class": c, "status": "failed", "reason": "boom"} for c in (0, 1, 2)]
+    pd.DataFrame(failed, columns=FAILURE_COLUMNS).to_csv(run / "failures.csv", index=False)  # a rerun failed them
+    write_report([run])
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert left == [".report-files", "index.html", "index.md", "notes.txt"], left
+    assert "No records for this table" in (out / "index.md").read_text()
+
+
+def test_a_method_is_named_by_the_label_its_run_recorded_though_this_process_cannot_find_it(tmp_path):
+    """A plugin method reported without its --plugins folder: its label came from discovery alone, so the
+    tables named it by its code name."""
+    run = small_run(tmp_path / "run", class_rows(method="my_method"), 100)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["methods"] = {"my_method": {"label": "My Method", "paper": "", "venue": "", "uses_retain": True,
+                                       "per_class": True}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    out = write_report([run])
+    for table in ("table1", "cost", "methods"):
+        assert "| My Method |" in (out / f"{table}.md").read_text(), table
+    assert "my_method" not in (out / "table1.md").read_text()
+
+
 def test_paper_comparison_compares_accuracies_only_on_the_paper_s_training_split(tmp_path):
     """A run with test-split accuracies only: its Acc_r/Acc_f are shown beside the paper's training-set values with
     no difference, and the note says which split each is (before: a difference and an empty note)."""

@@ -19,7 +19,7 @@ from .html import render_html
 from .index import FigureEntry, render_index
 from .paper import paper_comparison
 from .records import load_runs
-from .names import discovered_cards, params_tag
+from .names import discovered_cards, params_tag, run_labels
 from .tables import (Table, cost_table, methods_table, metrics_summary, parameters_table, table1,
                      table2)
 
@@ -98,9 +98,29 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     records, sources = load_runs(run_dirs)
     out = writable_folder(out, "report folder")
     cards = {name: card for s in sources for name, card in (s.config.get("methods") or {}).items()}
-    written = [(t, write_table(t, out) if not t.display.empty else None) for t in build_tables(records, cards)]
-    figures = write_figures(records, run_dirs, out / "figures") if not records.empty else []
+    # a method is named as its run's config recorded it: a plugin's label, though this process has not found it
+    with run_labels({name: card["label"] for name, card in cards.items() if card.get("label")}):
+        written = [(t, write_table(t, out) if not t.display.empty else None) for t in build_tables(records, cards)]
+        figures = write_figures(records, run_dirs, out / "figures") if not records.empty else []
     generated = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by unlearnbench {__version__}"
     atomic_write(out / "index.md", render_index(written, figures, sources, records, out, generated))
     atomic_write(out / "index.html", render_html(written, figures, sources, records, out, generated))
+    files = [p for _, paths in written if paths for p in paths.values()]
+    _remove_stale(out, [*files, *(p for f in figures for p in (f.png, f.pdf)), out / "index.md", out / "index.html"])
     return out
+
+
+MANIFEST = ".report-files"  # the files the last report written into a folder holds, one relative path a line
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """Delete the files an earlier report wrote into `out` that this one did not (a table or figure with no data
+    now kept the earlier numbers beside an index saying there were none), then record this report's files. Only
+    files a manifest lists are removed: a folder of the user's own keeps what else it holds."""
+    names = sorted({p.relative_to(out).as_posix() for p in written})
+    manifest = out / MANIFEST
+    earlier = manifest.read_text().splitlines() if manifest.is_file() else []
+    for name in set(earlier) - set(names):
+        if name and ".." not in Path(name).parts:
+            (out / name).unlink(missing_ok=True)
+    atomic_write(manifest, "".join(f"{n}\n" for n in names))

@@ -2,8 +2,10 @@
 discovered method's `label`."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from contextvars import ContextVar
 
 from ..store import stable_hash
 
@@ -27,9 +29,23 @@ def discovered_cards() -> dict[str, dict]:
     return {name: info.cls.card() for name, info in discover()[0].items()}
 
 
+_RUN_LABELS: ContextVar[dict[str, str]] = ContextVar("run_labels", default={})
+
+
+@contextlib.contextmanager
+def run_labels(labels: dict[str, str]):
+    """Within the block, `display_name` takes a method's label from `labels` (the run's config) first."""
+    token = _RUN_LABELS.set(labels)
+    try:
+        yield
+    finally:
+        _RUN_LABELS.reset(token)
+
+
 def display_name(method: str) -> str:
-    """A method's name in tables and figures: the paper's name, the method's `label`, or its own name."""
-    return PAPER_METHODS.get(method) or method_labels().get(method, method)
+    """A method's name in tables and figures: the paper's name, the method's `label` (as the run recorded it, else
+    as discovered), or its own name."""
+    return PAPER_METHODS.get(method) or _RUN_LABELS.get().get(method) or method_labels().get(method, method)
 
 
 def method_order(methods) -> list[str]:
