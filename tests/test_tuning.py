@@ -96,13 +96,17 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     pd.testing.assert_frame_equal(first.trials.drop(columns=["cached", "seconds"]),
                                   again.trials.drop(columns=["cached", "seconds"]))
 
-    tuned_grid = dataclasses.replace(grid, tuned=str(tmp_path / "tuning" / "tuned.yaml"))
+    tuned_file = tmp_path / "tuning" / "tuned.yaml"  # as if tuned at another commit: its cost rows name that one
+    tuned_file.write_text(tuned_file.read_text().replace(f"git: {chosen['git']}", "git: feedbee"))
+    tuned_grid = dataclasses.replace(grid, tuned=str(tuned_file))
     result = run(tuned_grid, dataclasses.replace(options, out=tmp_path / "run"))
     records = result.records
     ng_params = records[records.method == "negative_gradient"].params.unique()
     assert len(ng_params) == 1 and json.loads(ng_params[0]) == {**defaults, **chosen["params"]}
     cost = records[(records.metric == "tuning_seconds") & (records.method == "negative_gradient")]
     assert len(cost) == 3 and (cost.value == chosen["tuning_seconds"]).all()
+    assert (cost.git_commit == "feedbee").all() and (cost.device == chosen["device"]).all()
+    assert (records[records.metric == "unlearn_seconds"].git_commit != "feedbee").all()
     assert records[(records.metric == "tuning_seconds") & (records.method == "original")].empty
     table = pd.read_csv(result.run_dir / "report" / "parameters.csv")
     assert dict(zip(table.method, table.tuned)) == {"original": False, "negative_gradient": True, "wfnet": True}
