@@ -770,6 +770,12 @@ def test_the_index_says_how_many_cells_the_latest_run_took_from_the_cache(tmp_pa
     assert facts[0].startswith("- latest run: 1 cells computed, 0 from cache, 0 failed, 0 skipped (a cell from the "
                                "cache keeps the records of the run that computed it: its seconds and memory")
     assert facts[1].startswith("- latest run: 0 cells computed, 1 from cache, 0 failed, 0 skipped (")
+    rows = len(result.records)
+    assert f"- records: {rows}\n" in index
+    records = result.run_dir / "records.csv"  # cut at a line's end: it reads as a whole, shorter file
+    records.write_text("".join(records.read_text().splitlines(keepends=True)[:-1]))
+    assert (f"- records: {rows - 1}, **but the latest run wrote {rows}**: records.csv was changed since"
+            in (write_report([result.run_dir]) / "index.md").read_text())
     log = result.run_dir / "log.txt"
     planned = next(line for line in log.read_text().splitlines() if " cells to run" in line)
     log.write_text(log.read_text() + planned + "\n")  # a third run planned, then cut short
@@ -1239,7 +1245,8 @@ def test_the_heatmap_draws_only_the_classes_wfnet_unlearnt(tmp_path, shared_cach
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["1", "4"]
 
 
-@pytest.mark.parametrize("cut", ["acc_retain,0.9", "acc_ret"])  # inside a value, inside a field before it
+# inside a value, inside a field before it, inside the row's first field (the row is then no record at all)
+@pytest.mark.parametrize("cut", ["acc_retain,0.9", "acc_ret", "\nmn"])
 def test_a_records_file_cut_short_in_a_row_is_refused_naming_the_line(tmp_path, cut):
     """Before: a records.csv cut inside its last row loaded, the cut value as a shorter number (0.9 of 0.9123) or the
     row with its metric's name cut and no value, and went into the tables and a rerun's records."""
@@ -1253,7 +1260,8 @@ def test_a_records_file_cut_short_in_a_row_is_refused_naming_the_line(tmp_path, 
     assert len(read_records(path)) == 2  # whole: loads
     text = path.read_text()
     path.write_text(text[:text.rindex(cut) + len(cut)])  # the last row, line 3, cut short
-    with pytest.raises(UserError, match=r"records.csv ends in the middle of line 3: the file was cut short; delete"):
+    with pytest.raises(UserError, match=r"records.csv ends in the middle of line 3: the file was cut short; "
+                                         r"remove that line"):
         read_records(path)
     gz = tmp_path / "records.csv.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()))  # as reports/ keep them

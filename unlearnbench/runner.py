@@ -170,7 +170,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         result = RunResult(folder.path, frame, failures, len(results) - cached, cached, None, partial)
         # logged before the report is written, whose index quotes it as this run's counts
         folder.log(f"finished: {result.counts()}, {sum(f['status'] == 'failed' for f in failures)} failed, "
-                   f"{len(p.skipped)} skipped")
+                   f"{len(p.skipped)} skipped; records.csv: {len(frame)} rows")  # the report checks the file holds them
         if not options.report:
             folder.log("report not written (--no-report)")
         else:

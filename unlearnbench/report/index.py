@@ -61,7 +61,7 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
             ("hardware", f"{', '.join(s.devices) or 'unknown'} (device setting: {s.config.get('device', 'unknown')})"),
             ("versions", _versions(s, records)),
             ("git commit", s.config.get("git_commit") or "unknown"),
-            ("records", str(s.rows)),
+            ("records", _rows(s)),
             ("cells without records", _failures(s.failures))] + (
         [("latest run", s.latest if s.latest == UNFINISHED else f"{s.latest} (a cell from the cache keeps the "
                         "records of the run that computed it: its seconds and memory were measured then, see each "
@@ -69,6 +69,16 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
         [("left out", f"{s.failed_with_records} cell{'s' if s.failed_with_records > 1 else ''} that failed in the "
                       "latest run into this folder; their earlier records stay in records.csv but are not reported "
                       "as current results")] if s.failed_with_records else [])
+
+
+def _rows(s: RunSource) -> str:
+    """The rows of the folder's records.csv, and a warning where its latest run wrote another number (a file cut
+    at a line's end, or edited, reads as a shorter whole one)."""
+    if s.rows_written is None or s.rows_written == s.rows:
+        return str(s.rows)
+    return (f"{s.rows}, **but the latest run wrote {s.rows_written}**: records.csv was changed since, and cells "
+            f"may be missing from every table; run the grid again with the same --out and --cache-dir to rewrite it "
+            f"(finished cells come back from the cache)")
 
 
 def records_note(records: pd.DataFrame) -> str:

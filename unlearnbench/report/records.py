@@ -18,7 +18,8 @@ from ..errors import UserError
 from ..store import FAILURE_COLUMNS, RECORD_COLUMNS, config_differences, read_run_config
 
 _LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) ")
-_LOG_FINISHED = re.compile(r"^\S+ finished: (\d+ cells computed.*)$")  # runner.run's counts, at its end
+# runner.run's counts at its end, and the rows it wrote into records.csv (logs before 2026-12-07 lack them)
+_LOG_FINISHED = re.compile(r"^\S+ finished: (\d+ cells computed.*?)(?:; records\.csv: (\d+) rows)?$")
 _LOG_PLANNED = re.compile(r"^\S+ grid '.*': \d+ cells to run")  # its plan, at its start (planning.describe_plan)
 # the relearn metric's rows (metrics/relearn.py): their values depend on the run's relearn cap
 CAPPED_METRIC = re.compile(r"^(relearn_epochs|relearned|relearn_diverged|relearn_curve_\d+)$")
@@ -33,7 +34,8 @@ class RunSource:
     devices named in its records, its number of records, its failures.csv counts by status, how many cells
     failed in its latest run but hold records from an earlier one (left out of the report, see load_runs), and its
     latest run's counts as its log says them ('N cells computed, M from cache, …'; UNFINISHED where its latest run
-    did not finish, '' where the log says neither)."""
+    did not finish, '' where the log says neither) with the number of rows it wrote into records.csv (None where
+    the log does not say)."""
 
     path: Path
     config: dict
@@ -44,6 +46,7 @@ class RunSource:
     failures: dict[str, int]
     failed_with_records: int = 0
     latest: str = ""
+    rows_written: int | None = None
 
 
 def read_records(path: Path) -> pd.DataFrame:
@@ -52,13 +55,17 @@ def read_records(path: Path) -> pd.DataFrame:
     a UserError naming it, and so is a value that is not a number (naming its line and metric) and a file cut short
     in its last row (no final newline and fewer fields than the header: a run writes whole files, its provenance
     columns after the value; pandas would read the missing fields as empty and a cut value as a shorter number)."""
-    frame = _read_table(path, RECORD_COLUMNS, "records", {"params": str, "dataset": str, "backbone": str,
-                                                          "method": str, "split": str, "metric": str}, "int")
+    try:
+        frame = _read_table(path, RECORD_COLUMNS, "records", {"params": str, "dataset": str, "backbone": str,
+                                                              "method": str, "split": str, "metric": str}, "int")
+    except UserError:  # a cut in a row's first fields leaves a row that is no record: the cut is the news
+        cut = _cut_last_line(path)
+        if cut:
+            raise UserError(_cut_short(path, cut)) from None
+        raise
     cut = _cut_last_line(path)
     if cut:
-        raise UserError(f"{path} ends in the middle of line {cut}: the file was cut short; delete it and run the "
-                        f"grid again with the same --out and --cache-dir (finished cells come back from the cache), "
-                        f"or remove that line.")
+        raise UserError(_cut_short(path, cut))
     values = pd.to_numeric(frame["value"], errors="coerce").astype(float)
     # an empty value (NaN: the writer's float('nan')) and "inf" load; a value that is not a number (an edited file)
     # would silently become NaN and drop out of the tables
@@ -69,6 +76,12 @@ def read_records(path: Path) -> pd.DataFrame:
                         f"{frame['metric'].iloc[row]} is not a number; fix or remove the row.")
     frame["value"] = values
     return frame
+
+
+def _cut_short(path: Path, line: int) -> str:
+    return (f"{path} ends in the middle of line {line}: the file was cut short; remove that line (or delete the "
+            f"file and run the grid again with the same --out and --cache-dir: finished cells come back from the "
+            f"cache, but not those of other --only runs into this folder).")
 
 
 def _raw_bytes(path: Path) -> bytes:
@@ -147,21 +160,22 @@ def _read_table(path: Path, columns: list[str], kind: str, dtypes: dict, seed_ty
 def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_with_records: int) -> RunSource:
     config = read_run_config(folder) or {}
     stamps: list[str] = []
-    latest = ""
+    latest, written = "", None
     log = folder / "log.txt"
     if log.is_file():
         lines = log.read_text(errors="replace").splitlines()
         stamps = [m[1] for line in lines if (m := _LOG_STAMP.match(line))]
         for line in reversed(lines):  # the newest run's counts; a run planned after the last counts did not finish
             if (m := _LOG_FINISHED.match(line)) or _LOG_PLANNED.match(line):
-                latest = m[1] if m else UNFINISHED
+                latest, written = (m[1], m[2] and int(m[2])) if m else (UNFINISHED, None)
                 break
     # (a cost row charged with a retrained model trained elsewhere says so after "; ")
     devices = tuple(pd.unique(records["device"].dropna().astype(str).str.split("; ").str[0])) \
         if "device" in records else ()
     counts = failures["status"].value_counts().to_dict()
     return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
-                     len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records, latest)
+                     len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records, latest,
+                     written)
 
 
 def failed_cells(records: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
