@@ -515,6 +515,15 @@ BAD_INPUTS = {  # argv built in tmp_path → the one sentence printed; none of t
         "--workers sets local worker processes, but the launcher is slurm"),
     "out holds another grid": (lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
                                "holds a run of grid 'other' with a different configuration (its backbones, datasets, "),
+    "out holds another grid, in a dry run": (  # the dry run printed the plan the run then refused
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu", "--dry-run"],
+        "holds a run of grid 'other' with a different configuration"),
+    "out holds a tuning": (  # the run's files were written beside tuned.yaml and trials.csv
+        lambda t: ["--grid", str(tiny(t)), "--out", str(_file(t / "run" / "tuned.yaml", "tuned: {}\n").parent),
+                   "--device", "cpu"], "holds a tuning (tuned.yaml, trials.csv), not a run; pass another --out."),
+    "tune into a run folder": (  # tuned.yaml, trials.csv and a log were written beside a run's records
+        lambda t: ["tune", "--grid", str(tiny(t)), "--out", str(_other_run(t)), "--device", "cpu"],
+        "holds a run (config.yaml, records.csv), not a tuning; pass another --out."),
     "out holds a folder named records.csv": (  # a traceback once every cell had been computed
         lambda t: ["--grid", str(tiny(t)), "--out", str(_folder(t / "run" / "records.csv").parent), "--device", "cpu"],
         "records.csv is a folder where the run writes its records.csv; move it away, or pass another --out."),
@@ -574,7 +583,8 @@ def test_bad_input_gives_one_sentence_before_any_work(case, tmp_path, capsys):
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
-    if case in ("out holds another grid", "out holds results but no config"):
+    if case in ("out holds another grid", "out holds another grid, in a dry run", "tune into a run folder",
+                "out holds results but no config"):
         assert (tmp_path / "run" / "records.csv").read_text() == "finished results"
     assert not (tmp_path / "cache" / "models").exists()
 

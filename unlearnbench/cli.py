@@ -284,7 +284,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid, tuned_file
     from .planning import describe_plan, metric_names, plan, resolve_device, stage_retrained_counts
-    from .runner import check_gpus, check_run_files, check_workers, grid_differences, run
+    from .runner import check_gpus, check_run_folder, check_workers, grid_differences, run
     from .store import PACKAGE_DIR, Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
         if options.out is not None and options.out.is_dir():
-            check_run_files(options.out, planned.methods)
+            check_run_folder(options.out, grid, planned)
         if Path(options.cache).exists() and not Path(options.cache).is_dir():
             raise UserError(f"The cache folder {options.cache} is a file; pass a folder.")
         crowded = check_workers(grid, planned.cells, stage_retrained_counts(planned.cells, grid, metric_names(grid)),

@@ -66,21 +66,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
-        check_run_files(folder.path, p.methods)
-        previous = read_run_config(folder.path)
-        differing = grid_differences(grid, previous["grid"]) if previous is not None else ""
-        if differing:
-            raise UserError(f"{folder.path} holds a run of grid '{previous['grid'].get('name')}' with a different "
-                            f"configuration (its {differing}); pass another --out or --retry-failed.")
-        earlier = _earlier_results(folder.path) if previous is not None else None
-        recorded = set(earlier["records"]["dataset"].astype(str)) if earlier and "records" in earlier else set()
-        clash = _setting_clash(previous, p.files, device, recorded) if previous else ""
-        if clash:
-            raise UserError(f"{folder.path} holds results {clash}, which this run's would be pooled with; pass "
-                            f"another --out.")
-        if previous is None and any((folder.path / f).is_file() for f in ("records.csv", "failures.csv")):
-            raise UserError(f"{folder.path} holds results but no config.yaml, so they cannot be told apart from "
-                            f"this run's; pass another --out.")
+        previous, earlier = check_run_folder(folder.path, grid, p)
         folder.write_config({"command": options.command, "grid": grid_dict(grid), "device": str(device),
                              "data_root": str(options.data_root) if options.data_root else None,
                              "cache_dir": str(options.cache), "precision": options.precision,
@@ -203,6 +189,27 @@ def merged_only(earlier: dict | list | None, now: dict | list) -> dict | list:
     return distinct[0] if len(distinct) == 1 else distinct
 
 
+def check_run_folder(folder: Path, grid: Grid, p: Plan) -> tuple[dict | None, dict | None]:
+    """Refuse a run folder this run cannot add to, before any work (the run and its dry run): files in the way
+    (check_run_files), another grid's run, results computed under other settings, results without a config. Return
+    the folder's config and its earlier results (None, None for a new folder)."""
+    check_run_files(folder, p.methods)
+    previous = read_run_config(folder)
+    differing = grid_differences(grid, previous["grid"]) if previous is not None else ""
+    if differing:
+        raise UserError(f"{folder} holds a run of grid '{previous['grid'].get('name')}' with a different "
+                        f"configuration (its {differing}); pass another --out or --retry-failed.")
+    earlier = _earlier_results(folder) if previous is not None else None
+    recorded = set(earlier["records"]["dataset"].astype(str)) if earlier and "records" in earlier else set()
+    clash = _setting_clash(previous, p.files, p.device, recorded) if previous else ""
+    if clash:
+        raise UserError(f"{folder} holds results {clash}, which this run's would be pooled with; pass another --out.")
+    if previous is None and any((folder / f).is_file() for f in ("records.csv", "failures.csv")):
+        raise UserError(f"{folder} holds results but no config.yaml, so they cannot be told apart from this run's; "
+                        f"pass another --out.")
+    return previous, earlier
+
+
 def check_run_files(folder: Path, methods=()) -> None:
     """Refuse a folder or file where the run writes its own (records.csv after the work; artifacts/<method> of the
     planned `methods` at the end): before any work."""
@@ -212,6 +219,8 @@ def check_run_files(folder: Path, methods=()) -> None:
         if path.exists() and path.is_dir() != folders:
             raise UserError(f"{path} is a {'file' if folders else 'folder'} where the run writes its {name}; move "
                             f"it away, or pass another --out.")
+    if any((folder / name).is_file() for name in ("tuned.yaml", "trials.csv")):
+        raise UserError(f"{folder} holds a tuning (tuned.yaml, trials.csv), not a run; pass another --out.")
 
 
 def _earlier_results(folder: Path) -> dict[str, pd.DataFrame] | None:

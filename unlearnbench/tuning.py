@@ -240,6 +240,8 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
 
     from .execution import KeptGroup
 
+    if any((Path(out) / name).is_file() for name in ("config.yaml", "records.csv")):
+        raise UserError(f"{out} holds a run (config.yaml, records.csv), not a tuning; pass another --out.")
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     settings = tuning_settings(grid)
     if 1 < settings.trials <= settings.startup_trials + 1:  # TPE models the history from trial startup_trials + 2 on
