@@ -169,14 +169,19 @@ def list_everything(plugins: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's time limit), ended as Ctrl-C is: workers stopped, one line, exit 143."""
+
+
 def _interrupt_once(signum, frame) -> None:
-    """SIGINT handler: a KeyboardInterrupt the first time; later Ctrl-Cs are ignored while the run stops its workers
-    (a second one, which a terminal can send within milliseconds, broke their shutdown: loky's tracebacks, once a
-    hang), and so are they by the processes stopping them spawns."""
+    """SIGINT and SIGTERM handler: a KeyboardInterrupt (Terminated for SIGTERM) the first time; later signals are
+    ignored while the run stops its workers (a second Ctrl-C, which a terminal can send within milliseconds, broke
+    their shutdown: loky's tracebacks, once a hang), and so are they by the processes stopping them spawns."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(with_default_command(words))
     if unknown:  # argparse names the top-level parser; the command's own help lists what it takes
         _Parser(prog=f"{parser.prog} {args.command}").error(f"unrecognized arguments: {' '.join(unknown)}")
-    previous = signal.getsignal(signal.SIGINT)
-    handles = threading.current_thread() is threading.main_thread() and previous is signal.default_int_handler
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handles = threading.current_thread() is threading.main_thread() and previous[signal.SIGINT] is \
+        signal.default_int_handler
     if handles:
         signal.signal(signal.SIGINT, _interrupt_once)
+        if previous[signal.SIGTERM] == signal.SIG_DFL:  # (SIGTERM killed the command, and the workers' shutdown
+            signal.signal(signal.SIGTERM, _interrupt_once)  # printed only loky's warning of leaked semaphores)
     try:
         if args.command == "list":
             print(list_everything(args.plugins))
@@ -209,20 +217,22 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: cells are cached as they finish; workers and Slurm tasks end on the way out
-        kept = ""
+    except KeyboardInterrupt as exc:  # Ctrl-C: cells are cached as they finish; workers and Slurm tasks end on the
+        kept = ""                     # way out
         if args.command in ("run", "tune"):  # list and report have no cache
             from .planning import RunOptions
 
             cache = RunOptions(cache_dir=args.cache_dir, results_dir=args.results_dir).cache
             kept = f"; finished cells are kept in the cache {cache}; run the same command again to resume"
-        print(f"interrupted{kept}.", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}{kept}.", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
-        # interrupted, the command keeps ignoring SIGINT to its exit, which still waits for loky to end the workers
-        # (a Ctrl-C killing it there would orphan them); a caller in-process gets its handler back
+        # interrupted, the command keeps ignoring the signals to its exit, which still waits for loky to end the
+        # workers (a Ctrl-C killing it there would orphan them); a caller in-process gets its handlers back
         if handles and (argv is not None or signal.getsignal(signal.SIGINT) is _interrupt_once):
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
