@@ -2,6 +2,7 @@ import pytest
 import yaml
 
 from unlearnbench import UserError
+from unlearnbench.config import read_yaml
 from unlearnbench.discovery import discover
 from unlearnbench.grid import builtin_grids, expand, load_grid, parse_grid, with_methods
 
@@ -52,6 +53,17 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
                     "methods: [{name: finetune, params: {<<: *base, lr: 0.2}}]\n")  # a merge key, then overridden
     with pytest.raises(UserError, match="Unknown key 'base'"):  # read (the merge is no duplicate), then validated
         load_grid(str(path))
+
+
+def test_a_number_in_exponent_form_without_a_point_is_a_number(tmp_path):
+    """PyYAML (YAML 1.1) read `lr: 1e-3` as the string '1e-3', and the grid was refused ('must be a finite number
+    like its default 0.003, got '1e-3''); a string in quotes stays a string."""
+    path = tmp_path / "g.yaml"
+    path.write_text("datasets: [mnist5k]\nbackbones: [vgg16]\nmethods: [{name: negative_gradient, params: "
+                    "{lr: 1e-3}}]\n")
+    assert load_grid(str(path)).methods[0].params == {"lr": 0.001}
+    path.write_text("a: '1e-3'\nb: -2E+1\nc: 1.5e-3\nd: 10\ne: e5\n")
+    assert read_yaml(path) == {"a": "1e-3", "b": -20.0, "c": 0.0015, "d": 10, "e": "e5"}
 
 
 @pytest.mark.parametrize("raw,message", [

@@ -5,6 +5,7 @@ import copy
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -33,6 +34,11 @@ class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyam
             if isinstance(key, typing.Hashable):
                 seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 (PyYAML's) reads a number written without a point, 1e-3, as a string: read it as YAML 1.2 does, a float
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789"))
 
 
 def read_yaml(path: str | Path) -> Any:
