@@ -27,8 +27,9 @@ def current_records(result) -> pd.DataFrame:
 
 def format_summary(records: pd.DataFrame) -> str:
     """The end-of-run table: per dataset × backbone × method, the test-split Acc_r and Acc_f (%) and ZRF (×100)
-    averaged over forget classes, and the seconds to unlearn all classes (unlearn_seconds summed over a method's
-    cells), each then averaged over seeds; aligned columns, '—' where not measured, '' for no records."""
+    averaged over forget classes, and the seconds to unlearn the classes the records hold (unlearn_seconds summed
+    over a method's cells: one class under --only forget_class=1), each then averaged over seeds; aligned columns,
+    '—' where not measured, '' for no records."""
     if records is None or records.empty:
         return ""
     records = records.assign(params=records["params"].fillna("{}").astype(str))
@@ -64,5 +65,6 @@ def format_summary(records: pd.DataFrame) -> str:
         return "  ".join(cells).rstrip()
 
     note = ("Test split, means over forget classes and seeds; Acc_r/Acc_f: accuracy (%) on the retain/forget set; "
-            "unlearn s: seconds to unlearn all classes; — not measured.")
+            "unlearn s: seconds to unlearn the classes these records hold (a per-class method's cells summed); "
+            "— not measured.")
     return "\n".join([render(header)] + [render(row) for row in lines] + [note])
