@@ -595,6 +595,22 @@ def test_only_filters_that_match_some_cells_still_select_them(tmp_path, capsys):
     assert "grid 'tiny': 2 cells to run" in capsys.readouterr().out
 
 
+def test_a_forget_class_filter_says_which_one_round_methods_it_leaves_out(tmp_path, capsys):
+    """Before: `--only forget_class=1` dropped WF-Net (and the original), whose cells hold every class at once,
+    without a word, the plan saying '0 skipped'."""
+    grid = str(tiny(tmp_path, methods=["original", "retrain", "wfnet"]))
+    argv = ["--grid", grid, "--cache-dir", str(tmp_path / "c"), "--dry-run"]
+    assert main([*argv, "--only", "forget_class=1"]) == 0
+    out, err = capsys.readouterr()
+    assert "grid 'tiny': 1 cells to run" in out
+    assert err == ("warning: --only forget_class=1 runs no cell of original, wfnet, whose cells hold every forget "
+                   "class at once (forget_class=all); add all to the filter (--only forget_class=1,all) to run "
+                   "them too.\n")
+    for only in (["forget_class=1,all"], ["forget_class=1", "method=retrain"], ["method=wfnet"]):
+        assert main([*argv, *(w for o in only for w in ("--only", o))]) == 0
+        assert "warning" not in capsys.readouterr().err, only
+
+
 def test_plugins_that_exit_are_import_errors_and_list_sees_plugins(tmp_path, capsys):
     plugins = tmp_path / "plugins"
     _file(plugins / "exits.py", "import sys\nsys.exit(3)\n")

@@ -355,6 +355,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if refixed:
         print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(refixed)} were chosen with another value "
               f"of a parameter their study held fixed, which this grid changes.", file=sys.stderr)
+    if planned.one_round_left_out:  # said, for the paper's own method is one of them
+        value = only.get("forget_class", "…") if isinstance(only, dict) else "…"
+        print(f"warning: --only forget_class={value} runs no cell of {', '.join(planned.one_round_left_out)}, whose "
+              f"cells hold every forget class at once (forget_class=all); add all to the filter "
+              f"(--only forget_class={value},all) to run them too.", file=sys.stderr)
     if args.dry_run:  # what the run would refuse before computing anything, refused here too
         check_gpus(launch_options, resolve_device(options.device))
         if options.out is not None and options.out.exists() and not options.out.is_dir():

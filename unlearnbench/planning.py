@@ -60,6 +60,8 @@ class Plan:
     plugin_errors: list
     device: torch.device
     files: dict = field(default_factory=dict)  # dataset entry → which files it reads (`dataset_identity`)
+    # one-round methods (forget_class=all) an --only forget_class filter left out, though its other filters chose them
+    one_round_left_out: tuple[str, ...] = ()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -147,7 +149,9 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
     runs = grid if grid.methods == "all" else dataclasses.replace(  # without methods that cannot be made
         grid, methods=[e for e in grid.methods if e.name in made])
     failed = {e.method: e for e in plugin_errors if e.kind == "runtime"}
-    cells = _select(expand(runs, {n: methods[n] for n in made}, num_classes), options.only, grid.name, failed)
+    expanded = expand(runs, {n: methods[n] for n in made}, num_classes)
+    cells = _select(expanded, options.only, grid.name, failed)
+    left_out = _one_round_left_out(expanded, cells, options.only, grid.name)
     cells = _with_local_weights(cells, grid, root)
     runnable, skipped, raised, no_weights = [], [], {}, {}
     cells, not_listed = _dataset_method_lists(grid, cells, methods)
@@ -188,7 +192,7 @@ def plan(grid: Grid, options: RunOptions) -> Plan:
         check_dataset_subsets(dataset, root, options.cache, grid.val_fraction)
     _check_tuned_setups(runnable, grid)  # (a skipped cell's setup may lack what it is skipped for, e.g. its weights)
     files = {d: dataset_identity(d.name, d.options_dict, root, options.cache, options.download) for d in grid.datasets}
-    return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files)
+    return Plan(runnable, skipped, methods, plugin_errors + list(raised.values()), device, files, left_out)
 
 
 def weights_missing(cell: Cell, grid: Grid) -> str | None:
@@ -293,6 +297,20 @@ def _select(cells: list[Cell], only: dict | list[dict], grid_name: str,
         raise UserError(f"The --only filters {', '.join(f'{k}={t}' for k, t in only.items())} match no cell of "
                         f"grid '{grid_name}' together; drop one of them.")
     return chosen
+
+
+def _one_round_left_out(cells: list[Cell], chosen: list[Cell], only: dict | list[dict],
+                        grid_name: str) -> tuple[str, ...]:
+    """The one-round methods whose cells (forget_class=all) a forget_class filter without 'all' left out, though
+    the filter set's other keys choose them: `--only forget_class=1` runs no WF-Net, which a user may not expect."""
+    left: set[str] = set()
+    for filters in only if isinstance(only, list) else [only or {}]:
+        classes = {v.strip() for v in str(filters.get("forget_class", "all")).split(",")}
+        if "all" in classes:
+            continue
+        rest = {k: v for k, v in filters.items() if k != "forget_class"}
+        left |= {c.method for c in (_select(cells, rest, grid_name) if rest else cells) if c.forget_class is None}
+    return tuple(sorted(left - {c.method for c in chosen if c.forget_class is None}))
 
 
 def _one_round(cells: list[Cell]) -> str:
