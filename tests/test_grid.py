@@ -55,6 +55,15 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
         load_grid(str(path))
 
 
+def test_suggestions_are_close_spellings_or_prefixes_never_a_chance_likeness():
+    from unlearnbench.errors import did_you_mean
+
+    keys = ["name", "datasets", "backbones", "methods", "seeds", "slurm", "recipe", "metrics"]
+    assert did_you_mean("colour", keys) == did_you_mean("objective", keys) == ""  # once 'slurm' and 'recipe'
+    assert did_you_mean("seed", keys) == " (did you mean 'seeds'?)"
+    assert did_you_mean("vit", ["vgg16", "vit_tiny", "resnet18"]) == " (did you mean 'vit_tiny'?)"
+
+
 def test_a_number_in_exponent_form_without_a_point_is_a_number(tmp_path):
     """PyYAML (YAML 1.1) read `lr: 1e-3` as the string '1e-3', and the grid was refused ('must be a finite number
     like its default 0.003, got '1e-3''); a string in quotes stays a string."""
