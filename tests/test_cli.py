@@ -518,6 +518,7 @@ def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estim
     before = capsys.readouterr().out
     assert "stages: 1 original models, 2 retrained models (shared; cached: 0 and 0)" in before
     assert "cost estimate: ~0.01 M training images" in before  # 3 models × 1 epoch × 3,600 images
+    assert "(under a CPU-minute at 3,000 img/s" in before  # once 'about 0 CPU-minutes'
     assert main(["--grid", str(grid), "--quiet", "--out", str(tmp_path / "run"), "--cache-dir", cache,
                  "--workers", "0", "--no-report"]) == 0
     capsys.readouterr()

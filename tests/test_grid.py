@@ -64,6 +64,14 @@ def test_suggestions_are_close_spellings_or_prefixes_never_a_chance_likeness():
     assert did_you_mean("vit", ["vgg16", "vit_tiny", "resnet18"]) == " (did you mean 'vit_tiny'?)"
 
 
+def test_a_wrong_type_is_named_in_a_yaml_users_words():
+    from unlearnbench.config import from_mapping
+    from unlearnbench.launchers import SlurmOptions
+
+    with pytest.raises(UserError, match=r"got 5, expected text or null\.$"):  # once 'expected str | None'
+        from_mapping(SlurmOptions, {"partition": 5}, "slurm: partition")
+
+
 def test_a_number_in_exponent_form_without_a_point_is_a_number(tmp_path):
     """PyYAML (YAML 1.1) read `lr: 1e-3` as the string '1e-3', and the grid was refused ('must be a finite number
     like its default 0.003, got '1e-3''); a string in quotes stays a string."""
@@ -78,7 +86,8 @@ def test_a_number_in_exponent_form_without_a_point_is_a_number(tmp_path):
 @pytest.mark.parametrize("raw,message", [
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seed": [0]}, r"Unknown key 'seed'.*did you mean 'seeds'"),
     ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "widht": 0.5}]}, r"Unknown key 'widht'.*did you mean 'width'"),
-    ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": "half"}]}, r"'width'.*wrong type"),
+    ({"datasets": ["mnist5k"], "backbones": [{"name": "vgg16", "width": "half"}]},
+     r"'width'.*wrong type: got 'half', expected a number\.$"),
     ({"datasets": ["mnits"], "backbones": ["vgg16"]}, r"Unknown dataset 'mnits'"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "seeds": "zero"}, r"'seeds'.*list of distinct integers"),
     ({"datasets": ["mnist5k"], "backbones": ["vgg16"], "forget_classes": [1, "x"]}, r"'forget_classes'"),

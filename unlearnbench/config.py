@@ -150,7 +150,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except UserError:
                 continue
-        raise UserError(f"{where} has the wrong type: got {value!r}, expected {hint}.")
+        raise UserError(f"{where} has the wrong type: got {value!r}, expected {_type_name(hint)}.")
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -163,7 +163,19 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return value
     if hint in (list, dict) and isinstance(value, hint):
         return value
-    raise UserError(f"{where} has the wrong type: got {value!r}, expected {getattr(hint, '__name__', hint)}.")
+    raise UserError(f"{where} has the wrong type: got {value!r}, expected {_type_name(hint)}.")
+
+
+_TYPE_NAMES = {str: "text", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               tuple: "a list", dict: "a mapping", type(None): "null"}
+
+
+def _type_name(hint) -> str:
+    """A type hint in a YAML user's words: 'text or null', not 'str | None'."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
+    origin = typing.get_origin(hint) or hint
+    return _TYPE_NAMES.get(origin, getattr(origin, "__name__", str(origin)))
 
 
 def from_mapping(cls: type[T], mapping: dict, where: str) -> T:

@@ -149,6 +149,11 @@ def group_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | No
     return image_epochs, rows
 
 
+def _minutes(minutes: float) -> str:
+    return ("under a CPU-minute" if minutes < 0.5 else
+            f"about {minutes:.0f} CPU-minute{'s' if round(minutes) != 1 else ''}")
+
+
 def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | None, cache: str | Path,
                    device: torch.device, to_train: tuple[dict, dict] | None = None) -> list[str]:
     """The plan's cost lines: training images of the originals and retrained models it trains (`retrains`: group →
@@ -157,7 +162,7 @@ def plan_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | Non
     lines = []
     if image_epochs:
         lines.append(f"cost estimate: ~{image_epochs / 1e6:.2f} M training images for originals and retrains "
-                     f"(about {image_epochs / 3000 / 60:.0f} CPU-minutes at 3,000 img/s for a small backbone)")
+                     f"({_minutes(image_epochs / 3000 / 60)} at 3,000 img/s for a small backbone)")
     if rows:
         width = max(len(r.label) for r in rows) + 2
         lines.append("memory per worker, estimated (MiB; images on disk: labels and the batches in flight; resident: "
