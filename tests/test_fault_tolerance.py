@@ -287,6 +287,8 @@ def test_a_damaged_cached_artifact_recomputes_its_cell_and_is_never_copied_into_
         alpha.write_bytes(damaged)  # truncated; one bit flipped in a value (the file still reads)
         again = run(grid, RunOptions(out=tmp_path / name, cache_dir=cache_dir, device="cpu", progress=False))
         assert (again.computed, again.cached, again.report_error) == (1, 0, None)
+        assert "all classes: its cached artifacts file is damaged, so it is computed again" in (
+            tmp_path / name / "log.txt").read_text()  # as a damaged model is said to be trained again
         assert alpha.read_bytes() == written  # computed again: the same α
         assert next((tmp_path / name / "artifacts" / "wfnet").glob("*.safetensors")).read_bytes() == written
     assert run(grid, RunOptions(out=tmp_path / "d", cache_dir=cache_dir, device="cpu", progress=False)).cached == 1

@@ -86,6 +86,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 results[cell] = hit
         cached = len(results)
         folder.log(describe_plan(grid, p, cache, metrics, options.data_root, cached))  # keys and hits: once
+        for cell in (c for c in p.cells if keys[c] in cache.damaged_artifacts):
+            folder.log(f"cell {cell.describe()}: its cached artifacts file is damaged, so it is computed again")
         if crowded:
             folder.log(f"warning: {crowded}")
             print(f"warning: {crowded}.", file=sys.stderr)
