@@ -72,15 +72,22 @@ def test_a_wrong_type_is_named_in_a_yaml_users_words():
         from_mapping(SlurmOptions, {"partition": 5}, "slurm: partition")
 
 
-def test_a_number_in_exponent_form_without_a_point_is_a_number(tmp_path):
+def test_a_number_in_exponent_form_without_a_point_is_a_number_where_a_float_is_due(tmp_path):
     """PyYAML (YAML 1.1) read `lr: 1e-3` as the string '1e-3', and the grid was refused ('must be a finite number
-    like its default 0.003, got '1e-3''); a string in quotes stays a string."""
+    like its default 0.003, got '1e-3''); read as a float where one is due, and only there."""
+    from unlearnbench.planning import metric_settings
+
     path = tmp_path / "g.yaml"
     path.write_text("datasets: [mnist5k]\nbackbones: [vgg16]\nmethods: [{name: negative_gradient, params: "
                     "{lr: 1e-3}}]\n")
-    assert load_grid(str(path)).methods[0].params == {"lr": 0.001}
-    path.write_text("a: '1e-3'\nb: -2E+1\nc: 1.5e-3\nd: 10\ne: e5\n")
-    assert read_yaml(path) == {"a": "1e-3", "b": -20.0, "c": 0.0015, "d": 10, "e": "e5"}
+    cells = expand(load_grid(str(path)), discover()[0], {"mnist5k": 10})
+    assert {c.params_dict["lr"] for c in cells} == {0.001}
+    path.write_text("datasets: [mnist5k]\nbackbones: [{name: vgg16, width: 625e-4}]\nmethods: [original]\n"
+                    "metric_settings: {relearn: {lr: 1E-2}}\n")  # a float field; a metric's float setting
+    grid = load_grid(str(path))
+    assert grid.backbones[0].width == 0.0625 and metric_settings(grid, "relearn")["lr"] == 0.01
+    path.write_text("git_commit: 5e32277\nmax_epochs: 1e2\n")  # text the suite writes unquoted stays text; a
+    assert read_yaml(path) == {"git_commit": "5e32277", "max_epochs": "1e2"}  # number only where a float is due
 
 
 @pytest.mark.parametrize("raw,message", [

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import check_keys, check_like_default, from_mapping, read_resource_yaml, read_yaml
+from .config import check_keys, check_like_default, from_mapping, like_default, read_resource_yaml, read_yaml
 from .data import (AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, PER_CLASS_OPTIONS, STORAGES, check_val_source,
                    memory_budget_bytes)
 from .discovery import MethodInfo, get_method
@@ -377,6 +377,8 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
     if overrides and not defaults:
         raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
+    overrides = {k: [like_default(i, defaults[k]) for i in v] if isinstance(v, list) else like_default(v, defaults[k])
+                 for k, v in overrides.items()}
     check_keys(tuned or {}, defaults, f"the tuned parameters of method '{info.name}' (re-run `run_bench.py tune`)")
     for key, value in (tuned or {}).items():  # where the value comes from the tuned file, the sentence says so
         if key not in overrides:

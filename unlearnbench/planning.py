@@ -101,9 +101,10 @@ def metric_settings(grid: Grid, name: str) -> dict:
     if not isinstance(overrides, dict):
         raise UserError(f"{where} must be a mapping of setting: value (e.g. {{{next(iter(defaults), 'key')}: …}}), "
                         f"got {overrides!r}.")
-    from .config import check_keys, check_like_default, check_ranges
+    from .config import check_keys, check_like_default, check_ranges, like_default
 
     check_keys(overrides, defaults, where)
+    overrides = {k: like_default(v, defaults[k]) for k, v in overrides.items()}
     for key, value in overrides.items():
         check_like_default(value, defaults[key], f"'{key}' in {where}")
     settings = {**defaults, **overrides}
