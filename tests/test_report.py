@@ -774,7 +774,7 @@ def test_the_index_says_how_many_cells_the_latest_run_took_from_the_cache(tmp_pa
     assert f"- records: {rows}\n" in index
     records = result.run_dir / "records.csv"  # cut at a line's end: it reads as a whole, shorter file
     records.write_text("".join(records.read_text().splitlines(keepends=True)[:-1]))
-    assert (f"- records: {rows - 1}, **but the latest run wrote {rows}**: records.csv was changed since"
+    assert (f"- records: {rows - 1}, **but the latest run wrote {rows}**: records.csv was cut or edited since"
             in (write_report([result.run_dir]) / "index.md").read_text())
     log = result.run_dir / "log.txt"
     planned = next(line for line in log.read_text().splitlines() if " cells to run" in line)
@@ -1098,6 +1098,23 @@ def test_a_report_written_again_removes_the_tables_and_figures_its_records_no_lo
     left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert left == [".report-files", "index.html", "index.md", "notes.txt"], left
     assert "No records for this table" in (out / "index.md").read_text()
+
+
+def test_a_hand_edited_manifest_removes_nothing_outside_the_report_folder_nor_a_folder_nor_this_reports_files(
+        tmp_path):
+    from unlearnbench.report.build import MANIFEST, _remove_stale
+
+    report, outside = tmp_path / "report", tmp_path / "outside.txt"
+    outside.write_text("mine")
+    (report / "figures").mkdir(parents=True)
+    (report / "figures" / "old.png").write_text("x")  # an earlier report's: removed
+    (report / "table9.csv").mkdir()
+    (report / "table1.csv").write_text("t")
+    (report / MANIFEST).write_text(f"figures/old.png\n{outside}\n../outside.txt\ntable9.csv\nTable1.csv\n")
+    _remove_stale(report, [report / "table1.csv"])
+    assert not (report / "figures" / "old.png").exists() and outside.read_text() == "mine"
+    assert (report / "table9.csv").is_dir() and (report / "table1.csv").read_text() == "t"
+    assert (report / MANIFEST).read_text() == "table1.csv\n"
 
 
 def test_a_method_is_named_by_the_label_its_run_recorded_though_this_process_cannot_find_it(tmp_path):

@@ -118,9 +118,11 @@ def _remove_stale(out: Path, written: list[Path]) -> None:
     now kept the earlier numbers beside an index saying there were none), then record this report's files. Only
     files a manifest lists are removed: a folder of the user's own keeps what else it holds."""
     names = sorted({p.relative_to(out).as_posix() for p in written})
-    manifest = out / MANIFEST
+    manifest, root = out / MANIFEST, out.resolve()
     earlier = manifest.read_text().splitlines() if manifest.is_file() else []
+    kept = {n.casefold() for n in names}  # (on a case-insensitive disk, another spelling is this report's file)
     for name in set(earlier) - set(names):
-        if name and ".." not in Path(name).parts:
-            (out / name).unlink(missing_ok=True)
+        path = out / name
+        if name and name.casefold() not in kept and path.resolve().is_relative_to(root) and path.is_file():
+            path.unlink()  # (a hand-edited manifest reaches nothing outside the folder, nor a folder)
     atomic_write(manifest, "".join(f"{n}\n" for n in names))

@@ -76,9 +76,9 @@ def _rows(s: RunSource) -> str:
     at a line's end, or edited, reads as a shorter whole one)."""
     if s.rows_written is None or s.rows_written == s.rows:
         return str(s.rows)
-    return (f"{s.rows}, **but the latest run wrote {s.rows_written}**: records.csv was changed since, and cells "
-            f"may be missing from every table; run the grid again with the same --out and --cache-dir to rewrite it "
-            f"(finished cells come back from the cache)")
+    return (f"{s.rows}, **but the latest run wrote {s.rows_written}**: records.csv was cut or edited since, so "
+            f"the tables may lack cells or hold values no run wrote; `run_bench.py run --retry-failed --out "
+            f"{s.path}` rewrites it from the cache")
 
 
 def records_note(records: pd.DataFrame) -> str:

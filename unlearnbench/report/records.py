@@ -79,9 +79,8 @@ def read_records(path: Path) -> pd.DataFrame:
 
 
 def _cut_short(path: Path, line: int) -> str:
-    return (f"{path} ends in the middle of line {line}: the file was cut short; remove that line (or delete the "
-            f"file and run the grid again with the same --out and --cache-dir: finished cells come back from the "
-            f"cache, but not those of other --only runs into this folder).")
+    return (f"{path} ends in the middle of line {line}: the file was cut short; remove that line, then "
+            f"`run_bench.py run --retry-failed --out {path.parent}` rewrites it whole from the cache.")
 
 
 def _raw_bytes(path: Path) -> bytes:
@@ -167,7 +166,7 @@ def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_
         stamps = [m[1] for line in lines if (m := _LOG_STAMP.match(line))]
         for line in reversed(lines):  # the newest run's counts; a run planned after the last counts did not finish
             if (m := _LOG_FINISHED.match(line)) or _LOG_PLANNED.match(line):
-                latest, written = (m[1], m[2] and int(m[2])) if m else (UNFINISHED, None)
+                latest, written = (m[1], int(m[2]) if m[2] else None) if m else (UNFINISHED, None)
                 break
     # (a cost row charged with a retrained model trained elsewhere says so after "; ")
     devices = tuple(pd.unique(records["device"].dropna().astype(str).str.split("; ").str[0])) \
