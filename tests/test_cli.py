@@ -337,6 +337,28 @@ def test_ctrl_c_during_report_is_one_line_and_main_gives_its_handler_back(tmp_pa
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # an in-process caller's, as it was
 
 
+def test_sigterm_is_handled_where_sigint_is_ignored_and_the_handlers_are_given_back(tmp_path):
+    """A script's background job starts with SIGINT ignored: SIGTERM was then left to kill the command at once
+    (its own process here, so that a missing handler cannot kill the test run)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os, signal, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+import unlearnbench.report as report
+from unlearnbench.cli import main
+def terminated(*_):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+report.write_report = terminated
+code = main(["report", {str(tmp_path)!r}])
+print(code, signal.getsignal(signal.SIGINT) == signal.SIG_IGN, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "143 True True\n", "terminated.\n"), done
+
+
 def test_only_drops_empty_list_items_as_methods_does_and_needs_one_value():
     from unlearnbench.cli import parse_pairs
     from unlearnbench.errors import UserError

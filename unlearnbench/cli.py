@@ -176,11 +176,12 @@ class Terminated(KeyboardInterrupt):
 def _interrupt_once(signum, frame) -> None:
     """SIGINT and SIGTERM handler: a KeyboardInterrupt (Terminated for SIGTERM) the first time; later signals are
     ignored while the run stops its workers (a second Ctrl-C, which a terminal can send within milliseconds, broke
-    their shutdown: loky's tracebacks, once a hang), and so are they by the processes stopping them spawns."""
+    their shutdown: loky's tracebacks, once a hang), and so are they by the processes stopping them spawns; a
+    second SIGTERM ends the command at once."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one kills a shutdown that hangs, as before
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 
@@ -194,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # argparse names the top-level parser; the command's own help lists what it takes
         _Parser(prog=f"{parser.prog} {args.command}").error(f"unrecognized arguments: {' '.join(unknown)}")
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    handles = threading.current_thread() is threading.main_thread() and previous[signal.SIGINT] is \
-        signal.default_int_handler
-    if handles:
-        signal.signal(signal.SIGINT, _interrupt_once)
-        if previous[signal.SIGTERM] == signal.SIG_DFL:  # (SIGTERM killed the command, and the workers' shutdown
-            signal.signal(signal.SIGTERM, _interrupt_once)  # printed only loky's warning of leaked semaphores)
+    # each signal where its disposition is the default (a script's background job ignores SIGINT, not SIGTERM);
+    # SIGTERM killed the command at once, its worker left running
+    handled = {sig for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
+               if threading.current_thread() is threading.main_thread() and previous[sig] == default}
+    for sig in handled:
+        signal.signal(sig, _interrupt_once)
     try:
         if args.command == "list":
             print(list_everything(args.plugins))
@@ -230,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # interrupted, the command keeps ignoring the signals to its exit, which still waits for loky to end the
         # workers (a Ctrl-C killing it there would orphan them); a caller in-process gets its handlers back
-        if handles and (argv is not None or signal.getsignal(signal.SIGINT) is _interrupt_once):
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        for sig in handled:
+            if argv is not None or signal.getsignal(sig) is _interrupt_once:
+                signal.signal(sig, previous[sig])
 
 
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
@@ -355,8 +356,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if refixed:
         print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(refixed)} were chosen with another value "
               f"of a parameter their study held fixed, which this grid changes.", file=sys.stderr)
-    if planned.one_round_left_out:  # said, for the paper's own method is one of them
-        value = only.get("forget_class", "…") if isinstance(only, dict) else "…"
+    if planned.one_round_left_out and args.only and not args.retry_failed:  # the paper's own method is one of them
+        value = only["forget_class"]
         print(f"warning: --only forget_class={value} runs no cell of {', '.join(planned.one_round_left_out)}, whose "
               f"cells hold every forget class at once (forget_class=all); add all to the filter "
               f"(--only forget_class={value},all) to run them too.", file=sys.stderr)
