@@ -25,7 +25,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     name or the name with it: vit → vit_tiny), or '' when none is close (difflib's 0.5 took 'colour' for 'slurm')."""
     name, choices = str(name), [str(c) for c in choices]
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6) or [
-        c for c in choices if len(name) >= 2 and (c.startswith(name) or name.startswith(c))][:1]
+        c for c in choices if min(len(name), len(c)) >= 2 and (c.startswith(name) or name.startswith(c))][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -150,7 +150,7 @@ def group_estimates(grid: Grid, cells: list, retrains: dict, data_root: str | No
 
 
 def _minutes(minutes: float) -> str:
-    return ("under a CPU-minute" if minutes < 0.5 else
+    return ("under a CPU-minute" if round(minutes) < 1 else
             f"about {minutes:.0f} CPU-minute{'s' if round(minutes) != 1 else ''}")
 
 

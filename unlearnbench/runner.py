@@ -321,7 +321,7 @@ def tuning_records(cells: list[Cell], tuned: dict) -> dict[Cell, list[dict]]:
         if entry and all(cell.params_dict.get(k) == v for k, v in entry["params"].items()):
             rows[cell] = [{"dataset": cell.dataset.label, "backbone": cell.backbone.label, "method": cell.method,
                            "params": cell.params_json, "seed": cell.seed, "device": entry.get("device", ""),
-                           "git_commit": entry.get("git", ""),  # the tuning's, as its device (not this run's)
+                           "git_commit": entry.get("git") or "unknown",  # the tuning's, as its device
                            "forget_class": cell.forget_class, "split": "all", "metric": "tuning_seconds",
                            "value": float(entry.get("tuning_seconds", math.nan))}]
     return rows
