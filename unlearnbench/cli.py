@@ -229,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'terminated' if terminated else 'interrupted'}{kept}.", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
-        # interrupted, the command keeps ignoring the signals to its exit, which still waits for loky to end the
-        # workers (a Ctrl-C killing it there would orphan them); a caller in-process gets its handlers back
+        # interrupted, the command keeps ignoring Ctrl-C to its exit, which still waits for loky to end the workers
+        # (a Ctrl-C killing it there would orphan them; a second SIGTERM is meant to); a caller in-process gets its
+        # handlers back
         for sig in handled:
             if argv is not None or signal.getsignal(sig) is _interrupt_once:
                 signal.signal(sig, previous[sig])
