@@ -1110,10 +1110,12 @@ def test_a_hand_edited_manifest_removes_nothing_outside_the_report_folder_nor_a_
     (report / "figures" / "old.png").write_text("x")  # an earlier report's: removed
     (report / "table9.csv").mkdir()
     (report / "table1.csv").write_text("t")
+    (report / "Table1.csv").write_text("T")  # on a case-insensitive disk the very file this report wrote
     (report / MANIFEST).write_text(f"figures/old.png\n{outside}\n../outside.txt\ntable9.csv\nTable1.csv\n")
     _remove_stale(report, [report / "table1.csv"])
     assert not (report / "figures" / "old.png").exists() and outside.read_text() == "mine"
     assert (report / "table9.csv").is_dir() and (report / "table1.csv").read_text() == "t"
+    assert (report / "Table1.csv").read_text() == "T"
     assert (report / MANIFEST).read_text() == "table1.csv\n"
 
 

@@ -122,17 +122,16 @@ def check_ranges(values: dict, rules: dict[str, tuple[typing.Callable[[Any], boo
 _EXPONENT_FORM = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
-def like_default(value: Any, default: Any) -> Any:
-    """`value`, or the float it spells where its `default` is a float and YAML 1.1 read it as a string ('1e-3')."""
-    if isinstance(default, float) and isinstance(value, str) and _EXPONENT_FORM.fullmatch(value.strip()):
-        return float(value)
-    return value
+def _as_float(value: Any) -> Any:
+    """The float a string such as '1e-3' spells (as YAML 1.1 reads that number), else `value` unchanged."""
+    return float(value) if isinstance(value, str) and _EXPONENT_FORM.fullmatch(value.strip()) else value
 
 
-def check_like_default(value: Any, default: Any, where: str) -> None:
-    """Raise UserError unless `value` is of its `default`'s kind: true or false for a bool, an integer for an int, a
-    finite number for a float, a string for a str, a list for a list (anything where the default is of another
-    type, e.g. None)."""
+def check_like_default(value: Any, default: Any, where: str) -> Any:
+    """Return `value` (a float where the default is one and YAML 1.1 read it as a string: '1e-3'); raise UserError
+    unless it is of its `default`'s kind: true or false for a bool, an integer for an int, a finite number for a
+    float, a string for a str, a list for a list (anything where the default is of another type, e.g. None)."""
+    value = _as_float(value) if isinstance(default, float) else value
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     kind, fits = {bool: ("true or false", isinstance(value, bool)),
                   int: ("an integer", number and isinstance(value, int)),
@@ -141,6 +140,7 @@ def check_like_default(value: Any, default: Any, where: str) -> None:
                   list: ("a list", isinstance(value, list))}.get(type(default), ("", True))
     if not fits:
         raise UserError(f"{where} must be {kind} like its default {default!r}, got {value!r}.")
+    return value
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -159,9 +159,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except UserError:
                 continue
         raise UserError(f"{where} has the wrong type: got {value!r}, expected {_type_name(hint)}.")
+    value = _as_float(value) if hint is float else value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str) and _EXPONENT_FORM.fullmatch(value.strip()):
         return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import check_keys, check_like_default, from_mapping, like_default, read_resource_yaml, read_yaml
+from .config import check_keys, check_like_default, from_mapping, read_resource_yaml, read_yaml
 from .data import (AUGMENTATIONS, DATASETS, DEFAULT_VAL_FRACTION, PER_CLASS_OPTIONS, STORAGES, check_val_source,
                    memory_budget_bytes)
 from .discovery import MethodInfo, get_method
@@ -377,18 +377,19 @@ def parameter_sets(info: MethodInfo, backbone: BackboneSpec, overrides: dict, tu
     if overrides and not defaults:
         raise UserError(f"Method '{info.name}' takes no parameters; remove '{next(iter(overrides))}' from its params.")
     check_keys(overrides, defaults, f"the parameters of method '{info.name}'")
-    overrides = {k: [like_default(i, defaults[k]) for i in v] if isinstance(v, list) else like_default(v, defaults[k])
-                 for k, v in overrides.items()}
     check_keys(tuned or {}, defaults, f"the tuned parameters of method '{info.name}' (re-run `run_bench.py tune`)")
     for key, value in (tuned or {}).items():  # where the value comes from the tuned file, the sentence says so
         if key not in overrides:
             check_like_default(value, defaults[key], f"Parameter '{key}' of method '{info.name}' in the grid's "
                                                      f"`tuned:` result")
+    checked = {}
     for key, value in overrides.items():
         if value == []:
             raise UserError(f"Parameter '{key}' of method '{info.name}' sweeps an empty list; give at least one value.")
-        for item in value if isinstance(value, list) else [value]:
-            check_like_default(item, defaults[key], f"Parameter '{key}' of method '{info.name}'")
+        items = [check_like_default(item, defaults[key], f"Parameter '{key}' of method '{info.name}'")
+                 for item in (value if isinstance(value, list) else [value])]
+        checked[key] = items if isinstance(value, list) else items[0]
+    overrides = checked
     axes = {k: (v if isinstance(v, list) else [v]) for k, v in {**defaults, **(tuned or {}), **overrides}.items()}
     keys = sorted(axes)
     sets = [tuple(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]

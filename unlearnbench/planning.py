@@ -101,12 +101,10 @@ def metric_settings(grid: Grid, name: str) -> dict:
     if not isinstance(overrides, dict):
         raise UserError(f"{where} must be a mapping of setting: value (e.g. {{{next(iter(defaults), 'key')}: …}}), "
                         f"got {overrides!r}.")
-    from .config import check_keys, check_like_default, check_ranges, like_default
+    from .config import check_keys, check_like_default, check_ranges
 
     check_keys(overrides, defaults, where)
-    overrides = {k: like_default(v, defaults[k]) for k, v in overrides.items()}
-    for key, value in overrides.items():
-        check_like_default(value, defaults[key], f"'{key}' in {where}")
+    overrides = {k: check_like_default(v, defaults[k], f"'{k}' in {where}") for k, v in overrides.items()}
     settings = {**defaults, **overrides}
     # every metric's `seed` setting seeds its RNGs (numpy's and torch's accept [0, 2^32))
     check_ranges(settings, {"seed": (lambda v: 0 <= v < SEED_LIMIT, "in [0, 2^32)")}, lambda key: f"'{key}' in {where}")

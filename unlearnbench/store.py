@@ -264,7 +264,7 @@ class Cache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.damaged_artifacts: list[str] = []  # keys of cells whose artifacts file was found damaged and deleted
+        self.damaged_artifacts: set[str] = set()  # keys of cells whose artifacts file was found damaged and deleted
 
     def _model_paths(self, kind: str, key: str) -> tuple[Path, Path]:
         base = self.root / "models" / kind / key
@@ -335,7 +335,7 @@ class Cache:
                 return None
             if folder == "cells" and not self._artifact_intact(key, payload.get("artifact")):
                 self.artifact_path(key).unlink(missing_ok=True)  # never copied into a run, even if the cell fails
-                self.damaged_artifacts.append(key)
+                self.damaged_artifacts.add(key)
                 return None  # its unlearning runs again and writes them anew
             return payload["records"], payload.get("model")
         except (OSError, ValueError, KeyError, TypeError):
