@@ -45,6 +45,24 @@ def test_each_command_help_lists_its_own_options_only(command, present, absent, 
         assert option not in text, f"{command} --help has {option}"
 
 
+def test_help_and_the_dataset_registry_load_what_they_need_only():
+    """`--help` does not import torch (it took ~4 s when the package's __init__ imported everything); the dataset
+    registry imports the dataset modules at its first lookup, so no caller has to import them for their effect."""
+    import subprocess
+    import sys
+    script = ("import sys; from unlearnbench.cli import main\n"
+              "for argv in (['--help'], ['run', '--help'], ['tune', '--help']):\n"
+              "    try: main(argv)\n"
+              "    except SystemExit: pass\n"
+              "assert 'torch' not in sys.modules, 'torch imported'\n"
+              "from unlearnbench.data import DATASETS\n"
+              "print(DATASETS.names()); print(DATASETS.get('mnist5k').description)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    names = done.stdout.splitlines()[-2]
+    assert all(name in names for name in ("cifar10", "mnist5k", "imagenet", "fashion-mnist"))
+
+
 def test_no_command_word_means_run(tmp_path, capsys):
     assert with_default_command([]) == ["run"]
     assert with_default_command(["--grid", "smoke"]) == ["run", "--grid", "smoke"]

@@ -10,8 +10,15 @@ tables and figures and the end-of-run summary, cli.py the command line.
 """
 __version__ = "0.1.0"
 
-from . import datasets  # noqa: E402,F401  (registers the datasets)
 from .errors import UserError  # noqa: E402
-from .unlearner import SharedModel, SingleClassModel, UnlearnedModel, Unlearner, UnlearnTask  # noqa: E402
 
 __all__ = ["Unlearner", "UnlearnTask", "UnlearnedModel", "SingleClassModel", "SharedModel", "UserError", "__version__"]
+_FROM_UNLEARNER = {"Unlearner", "UnlearnTask", "UnlearnedModel", "SingleClassModel", "SharedModel"}
+
+
+def __getattr__(name: str):
+    # imported at first use, so that `run_bench.py --help` and the package's light modules do not load torch
+    if name in _FROM_UNLEARNER:
+        from . import unlearner
+        return getattr(unlearner, name)
+    raise AttributeError(f"module 'unlearnbench' has no attribute '{name}'")

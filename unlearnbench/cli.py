@@ -147,7 +147,6 @@ def parse_gpus(text: str) -> tuple[int, ...]:
 
 def list_everything(plugins: list[str] | None = None) -> str:
     """The `list` command's text: datasets, backbones, methods (found also in `plugins`), metrics and grids."""
-    from . import datasets  # noqa: F401
     from .data import DATASETS
     from .discovery import discover
     from .grid import builtin_grids

@@ -3,6 +3,7 @@ disk batch by batch: `disk_images`), with class views and device-side augmentati
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -110,7 +111,8 @@ class DataSource:
     files: dict | None = None
 
 
-DATASETS: Registry[DatasetInfo] = Registry("dataset")
+# the dataset modules register themselves when imported: at the registry's first lookup
+DATASETS: Registry[DatasetInfo] = Registry("dataset", load=lambda: importlib.import_module(".datasets", __package__))
 
 
 class WithheldSplit:

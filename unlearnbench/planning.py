@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from . import datasets  # noqa: F401  (registers the datasets)
 from .data import DATASETS, check_dataset_subsets, dataset_classes, dataset_identity, dataset_missing
 from .discovery import MethodInfo, PluginError, discover, get_method
 from .estimates import plan_estimates

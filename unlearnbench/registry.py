@@ -12,9 +12,18 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects; `kind` names what is registered in error messages."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, load: Callable[[], object] | None = None) -> None:
+        """`load` imports the modules that register into this registry; it runs once, at the first lookup."""
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._load = load
+
+    @property
+    def _loaded(self) -> dict[str, T]:
+        if self._load is not None:
+            load, self._load = self._load, None
+            load()
+        return self._items
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering its target under `name` (a duplicate warns and replaces)."""
@@ -29,18 +38,18 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the object registered as `name`; raise UserError naming the choices otherwise."""
-        if name not in self._items:
+        items = self._loaded
+        if name not in items:
             raise UserError(
-                f"Unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
-                f"choose one of: {', '.join(sorted(self._items))}."
+                f"Unknown {self.kind} '{name}'{did_you_mean(name, items)}; choose one of: {', '.join(sorted(items))}."
             )
-        return self._items[name]
+        return items[name]
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self._loaded)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._loaded
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
