@@ -194,6 +194,49 @@ def test_imagefolder_decodes_once_into_a_cache(tmp_path):
     assert resized.image_size == 8
 
 
+def test_a_tree_whose_splits_are_not_class_folders_of_the_same_classes_is_refused_before_decoding(tmp_path):
+    """ImageNet's validation images as they come (one folder, no class folders) gave torchvision's "'class_to_index'
+    must have at least one entry" after the whole training split was decoded, and a dry run said nothing; a class
+    folder missing from one split was named only after decoding too. Both are now the dataset's missing-data reason
+    (a directory scan a split), so planning skips its cells with it and nothing is decoded."""
+    from unlearnbench.data import dataset_missing
+
+    _write_tree(tmp_path / "flat")
+    (tmp_path / "flat" / "test").rename(tmp_path / "flat" / "val")
+    for image in sorted((tmp_path / "flat" / "val").glob("*/*.png")):
+        image.rename(tmp_path / "flat" / "val" / f"{image.parent.name}-{image.name}")
+    for folder in (tmp_path / "flat" / "val").iterdir():
+        if folder.is_dir():
+            folder.rmdir()
+    said = (f"{tmp_path}/flat/val holds no class folders: expected {tmp_path}/flat/val/<class>/<image> (ImageNet's "
+            f"validation images come in one folder: sort them into {tmp_path}/flat/val/<wnid>/ folders first).")
+    assert dataset_missing("imagefolder", tmp_path / "flat", tmp_path / "c") == said
+    with pytest.raises(UserError, match="holds no class folders"):
+        load_dataset("imagefolder", root=tmp_path / "flat", cache_dir=tmp_path / "c")
+
+    _write_tree(tmp_path / "uneven", classes=("ant", "bee", "cat", "dog"))
+    shutil.rmtree(tmp_path / "uneven" / "test" / "cat")
+    shutil.rmtree(tmp_path / "uneven" / "test" / "dog")
+    (tmp_path / "uneven" / "test" / "eel").mkdir()
+    assert dataset_missing("imagefolder", tmp_path / "uneven", tmp_path / "c") == (
+        f"Class folders differ between {tmp_path}/uneven/train and {tmp_path}/uneven/test: cat, dog only in train/; "
+        f"eel only in test/.")
+    assert not (tmp_path / "c").exists()  # nothing decoded
+
+
+def test_a_tree_with_val_and_test_folders_is_tested_on_test(tmp_path):
+    """test/ is the held-out split where a tree has both (val/ was read, so a split the researcher may have tuned
+    on gave the test metrics); ImageNet's train/ + val/ tree still reads val/."""
+    _write_tree(tmp_path / "tree", per_class=2)
+    (tmp_path / "tree" / "val").mkdir()
+    for c in ("ant", "bee", "cat"):
+        shutil.copytree(tmp_path / "tree" / "test" / c, tmp_path / "tree" / "val" / c)
+        shutil.copy(tmp_path / "tree" / "val" / c / "0.png", tmp_path / "tree" / "val" / c / "9.png")
+    assert len(load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c").test) == 6
+    shutil.rmtree(tmp_path / "tree" / "test")
+    assert len(load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c").test) == 9
+
+
 def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _write_tree(tmp_path / "src" / "cifar10-jpeg", classes, per_class=3, size=32)

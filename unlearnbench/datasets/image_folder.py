@@ -1,4 +1,4 @@
-"""ImageFolder trees (`imagefolder`, `imagenet`): train/ and val/ (or test/) class folders, decoded once into a uint8
+"""ImageFolder trees (`imagefolder`, `imagenet`): train/ and test/ (else val/) class folders, decoded once into a uint8
 .npy cache keyed by the folder's path, file count, total bytes and newest modification time, chunk by chunk within
 the dataset's memory budget (a tree larger than memory is read back from that file batch by batch: data.py); an
 image that cannot be decoded is named."""
@@ -64,6 +64,8 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     classes = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    if not classes:  # (torchvision: "'class_to_index' must have at least one entry to collect any samples")
+        raise DataFileError(f"Image folder {folder} holds no class folders: expected {folder}/<class>/<image>.")
     try:
         samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS)
     except FileNotFoundError as exc:  # a class folder without images: "Found no valid file for the classes ..."
@@ -167,8 +169,31 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def tree_splits(tree: Path) -> tuple[Path, Path] | None:
-    test = next((tree / s for s in ("val", "test") if (tree / s).is_dir()), None)
+    """(train/, the held-out split) of an ImageFolder tree: test/, else val/ (ImageNet's layout, whose validation
+    set is the paper's test set); None without both. Validation is carved from train/ (or `val_from: test`), so a
+    val/ beside test/ is not read."""
+    test = next((tree / s for s in ("test", "val") if (tree / s).is_dir()), None)
     return (tree / "train", test) if (tree / "train").is_dir() and test else None
+
+
+def class_folder_problem(train_dir: Path, test_dir: Path) -> str | None:
+    """One sentence where a tree's two splits are not both <split>/<class>/<image> folders of the same classes, read
+    from one directory scan each (before anything is decoded); None where they are."""
+    classes = {d: {e.name for e in os.scandir(d) if e.is_dir()} for d in (train_dir, test_dir)}
+    for folder, names in classes.items():
+        if not names:
+            hint = "" if folder == train_dir else (f" (ImageNet's validation images come in one folder: sort them "
+                                                    f"into {folder}/<wnid>/ folders first)")
+            return f"{folder} holds no class folders: expected {folder}/<class>/<image>{hint}."
+    only = [(d, sorted(classes[d] - classes[other])) for d, other in ((train_dir, test_dir), (test_dir, train_dir))]
+    if any(names for _, names in only):
+        return (f"Class folders differ between {train_dir} and {test_dir}: "
+                + "; ".join(f"{_listed(names)} only in {d.name}/" for d, names in only if names) + ".")
+    return None
+
+
+def _listed(names: list[str], first: int = 5) -> str:
+    return ", ".join(names[:first]) + (f" and {len(names) - first} more" if len(names) > first else "")
 
 
 def _tree_path(source: DataSource, subfolder: str | None) -> Path | None:
@@ -186,9 +211,10 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         tree = _tree_path(source, subfolder)
         if tree is None:
             return f"Dataset '{name}' needs --data-root (or a 'path' option) pointing at a tree with train/ and val/ or test/."
-        if not tree_splits(tree):
+        splits = tree_splits(tree)
+        if not splits:
             return f"Dataset '{name}' not found: expected {tree}/train/<class>/ and {tree}/val/ (or test/) image folders."
-        return None
+        return class_folder_problem(*splits)
 
     def load(source: DataSource) -> RawDataset:
         train_dir, test_dir = tree_splits(_tree_path(source, subfolder))
@@ -254,7 +280,7 @@ def class_file_counts(folder: Path) -> tuple[list[str], list[int]]:
 
 
 _m, _l, _n, _c, _i, _p = _imagefolder("imagefolder", None, None, False)
-register("imagefolder", _m, "any ImageFolder tree (train/ + val/ or test/); option image_size resizes", None,
+register("imagefolder", _m, "any ImageFolder tree (train/ + test/, else val/); option image_size resizes", None,
          count_classes=_n, count_images=_c, decodes_to_file=True, identity=_i, count_per_class=_p)(_l)
 _m, _l, _n, _c, _i, _p = _imagefolder("imagenet", "imagenet", 224, True)
 register("imagenet", _m, "ImageNet-1k (or a subset: the classes are the tree's) as an ImageFolder tree, resized "
