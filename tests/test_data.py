@@ -315,6 +315,25 @@ def test_cifar10_s_jpeg_copy_is_keyed_by_its_files_and_a_replaced_tarball_is_ext
     assert identity_and_images()[0] != as_tree
 
 
+def test_a_cifar10_copy_in_the_cache_stands_in_only_for_the_tarball_it_was_extracted_from(tmp_path):
+    """A --data-root holding no CIFAR-10 at all (a typo, an empty folder) loaded whatever copy was last extracted
+    into the cache, with the empty root in config.yaml. A copy now records the tarballs it was extracted from (or
+    found to hold), and stands in for those alone where they are gone."""
+    root, cache, empty = tmp_path / "root", tmp_path / "cache", tmp_path / "empty"
+    root.mkdir()
+    empty.mkdir()
+    _pack_cifar_tarball(tmp_path / "src0", root, 0)
+    assert len(load_dataset("cifar10", root=root, cache_dir=cache, val_fraction=0.1).test) == 20
+    with pytest.raises(UserError, match=r"^Dataset 'cifar10' not found under .*empty: expected"):
+        load_dataset("cifar10", root=empty, cache_dir=cache)
+    shutil.copy(root / "cifar10-jpeg.tar.gz", empty / "cifar10-jpeg.tar.gz")  # the same bytes under another root
+    load_dataset("cifar10", root=empty, cache_dir=cache, val_fraction=0.1)
+    assert len(list((cache / "data").glob("cifar10-jpeg-*"))) == 1  # not extracted again
+    for folder in (root, empty):
+        (folder / "cifar10-jpeg.tar.gz").unlink()
+        assert len(load_dataset("cifar10", root=folder, cache_dir=cache, val_fraction=0.1).test) == 20
+
+
 def test_a_tarball_s_copy_is_named_by_the_bytes_extracted_not_by_a_digest_taken_before(tmp_path, monkeypatch):
     """A tarball replaced between the digest taken before (memoised while the file's size and modification time
     stay the same, which another tarball copied with `cp -p` can keep) and its extraction: the copy is named by the

@@ -32,6 +32,7 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR_TARBALL = "cifar10-jpeg.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
 EXTRACTED = re.compile(r"cifar10-jpeg-([0-9a-f]{64})")  # a tarball's copy in the cache, named by its digest
+SOURCES = "extracted-from.txt"  # in a copy: the tarballs it stands in for where they are gone
 CIFAR_TRAIN = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 CIFAR_MD5 = {  # the original release's files, as torchvision checks them
     "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -106,18 +107,35 @@ def read_cifar_pickles(root: Path) -> RawDataset:
 
 def _cifar_source(source: DataSource) -> tuple[str, Path] | None:
     """Where CIFAR-10 can be read from: ('pickle', root), ('jpeg', tree) or ('tarball', file), in this order, else
-    ('extracted', tree): the copy last extracted into the cache, read where its tarball is gone."""
+    ('extracted', tree): the copy last extracted into the cache from this root's tarball, read where it is gone (a
+    copy of another root's tarball is not: a mistyped --data-root is not found)."""
     if source.root is not None:
         if (source.root / CIFAR_FOLDER).is_dir():
             return "pickle", source.root
         if tree_splits(source.root / "cifar10-jpeg"):
             return "jpeg", source.root / "cifar10-jpeg"
-        if (source.root / CIFAR_TARBALL).is_file():
-            return "tarball", source.root / CIFAR_TARBALL
-        copies = [p for p in (source.cache_dir / "data").glob("cifar10-jpeg*") if tree_splits(p)]
-        if copies:  # named by a digest (the newest extraction first), else one from before copies were
-            return "extracted", max(copies, key=lambda p: (EXTRACTED.fullmatch(p.name) is not None, p.stat().st_ctime))
+        tarball = source.root / CIFAR_TARBALL
+        if tarball.is_file():
+            return "tarball", tarball
+        copies = [p for p in (source.cache_dir / "data").glob("cifar10-jpeg-*")
+                  if EXTRACTED.fullmatch(p.name) and tree_splits(p) and str(tarball.resolve()) in _extracted_from(p)]
+        if copies:
+            return "extracted", max(copies, key=lambda p: p.stat().st_ctime)
     return None
+
+
+def _extracted_from(copy: Path) -> set[str]:
+    """The tarballs (resolved paths) extracted into `copy` or found to hold its content (`SOURCES` in it)."""
+    try:
+        return set((copy / SOURCES).read_text().splitlines())
+    except OSError:
+        return set()
+
+
+def _note_source(copy: Path, tarball: Path) -> None:
+    if str(tarball.resolve()) not in _extracted_from(copy):
+        with open(copy / SOURCES, "a") as f:  # one short line, appended whole
+            f.write(f"{tarball.resolve()}\n")
 
 
 def _cifar_missing(source: DataSource) -> str | None:
@@ -140,7 +158,7 @@ def _cifar_identity(source: DataSource) -> dict:
     kind, where = found
     if kind == "tarball":
         return {"format": "jpeg", "tarball": file_digest(where)}
-    if kind == "extracted" and EXTRACTED.fullmatch(where.name):
+    if kind == "extracted":
         return {"format": "jpeg", "tarball": EXTRACTED.fullmatch(where.name)[1]}
     test_dir = _jpeg_test_dir(where)
     return {"format": "jpeg", "train": folder_signature(where / "train"), "test": folder_signature(test_dir)}
@@ -259,15 +277,18 @@ def extract_once(tarball: Path, into: Path) -> Path:
     from (read once), whatever the file holds by then. Return that folder."""
     target = into / f"cifar10-jpeg-{file_digest(tarball)}"
     if tree_splits(target):  # complete: a copy appears whole, by one rename
+        _note_source(target, tarball)
         return target
     into.mkdir(parents=True, exist_ok=True)
     with open(into / "cifar10-jpeg.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         if tree_splits(target):  # another process extracted it while this one waited
+            _note_source(target, tarball)
             return target
         content = tarball.read_bytes()
         target = into / f"cifar10-jpeg-{hashlib.sha256(content).hexdigest()}"  # = file_digest of those bytes
         if tree_splits(target):  # the tarball was replaced by a copy already extracted
+            _note_source(target, tarball)
             return target
         tmp = Path(tempfile.mkdtemp(dir=into))
         try:
@@ -281,6 +302,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
             extracted = next((p.parent for p in tmp.rglob("train") if tree_splits(p.parent)), None)
             if extracted is None:
                 raise DataFileError(f"Archive {tarball} holds no cifar10-jpeg/train/ and test/ folders.")
+            (extracted / SOURCES).write_text(f"{tarball.resolve()}\n")
             os.replace(extracted, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
