@@ -99,3 +99,36 @@ def test_a_preempted_bundle_is_requeued_and_resumes_at_the_job_it_was_running(tm
     first, second = runs[1]
     assert runs[0] == [first] and runs[2] == [second] and first != second
     assert dict(out) == {0: int(first), 1: int(second), 2: int(second)}
+
+
+def test_slurm_jobs_compute_on_the_tasks_device_and_cpus_not_the_submitting_machines(tmp_path, monkeypatch, capsys):
+    """A login node without a GPU planned `--device auto` as cpu (every job computing on the CPU of tasks given a
+    GPU, under CPU keys) and refused `--device cuda`; each job ran as many torch threads as the login node has
+    cores; `--gpus` sent a one-GPU task's jobs to cuda:1. Now auto is the tasks' device (cuda where gpus_per_task
+    asks for GPUs), checked in the task; threads are cpus_per_task; --gpus and a GPU index are refused."""
+    import torch
+
+    from conftest import write_grid
+    from unlearnbench import runner
+    from unlearnbench.cli import main
+    from unlearnbench.execution import make_jobs
+
+    assert not torch.cuda.is_available()  # this machine: a login node without a GPU
+    seen = []
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: seen.append(
+        (grid, options, launch, planned)) or runner.RunResult(tmp_path / "run", None, [], 0, 0))
+    grid = str(write_grid(tmp_path))
+    argv = ["--grid", grid, "--launcher", "slurm", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    for extra, device, threads in (([], "cuda", 8), (["--slurm", "gpus_per_task=0", "--slurm", "cpus_per_task=3"],
+                                                     "cpu", 3), (["--device", "cuda", "--threads", "2"], "cuda", 2)):
+        seen.clear()
+        main([*argv, *extra, "--no-report"])
+        [(g, options, launch, planned)] = seen
+        assert planned.device.type == device and options.run_device().type == device
+        jobs = make_jobs("cell", planned.cells[:2], g, options, launch, planned.device, tmp_path / "log.txt")
+        assert {(job.device, job.threads) for job in jobs} == {(device, threads)}
+    for extra, said in ((["--gpus", "0,1"], "--gpus picks GPUs of this machine"),
+                        (["--device", "cuda:1"], "--device cuda:1 names a GPU of this machine"),
+                        (["--device", "cuda", "--slurm", "gpus_per_task=0"], "--device cuda asks for a GPU, but the Slurm tasks get none")):
+        capsys.readouterr()
+        assert main([*argv, *extra]) == 2 and capsys.readouterr().err.startswith(f"error: {said}")

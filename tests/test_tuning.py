@@ -52,11 +52,13 @@ def test_summary_picks_the_best_trial_and_says_how_far_it_still_moved():
     rows = pd.DataFrame({"dataset": "d", "backbone": "b", "method": "m", "trial": range(8),
                          "params": [json.dumps({"lr": i}) for i in range(8)],
                          "objective": [0.9, 0.5, 0.6, 0.4, 0.45, 0.5, 0.3, 0.35],
-                         "val_acc_retain": 0.9, "val_acc_forget": 0.1, "seconds": 2.0, "cached": False, "error": ""})
+                         "val_acc_retain": 0.9, "val_acc_forget": 0.1, "seconds": 2.0, "cached": False, "error": "",
+                         "device": ["cpu (2 threads, X)"] * 6 + ["cpu (1 threads, X)"] * 2})
     entry = summarise(rows, TuningSettings(trials=8), {("d", "b", "m"): {"lr": "0…1"}})["tuned"]["d"]["b"]["m"]
     assert entry["params"] == {"lr": 6} and entry["objective"] == 0.3 and entry["default_objective"] == 0.9
     assert entry["moved_in_last_trials"] == pytest.approx(0.1)  # best 0.4 before the last two trials, 0.3 after
     assert entry["tuning_seconds"] == 16.0
+    assert entry["device"] == "cpu (1 threads, X); cpu (2 threads, X)"  # the seconds were measured on both
 
 
 def tune_grid(tmp_path, **overrides):
@@ -91,10 +93,16 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     assert document["tuned"]["mnist5k"]["vgg16-w0.0625"]["wfnet"]["fixed"]["lr"] == 0.2  # the grid's, held
     assert document["forget_classes"] == [0, 2] and document["split"] == "val"
 
-    again = tune(grid, options, LaunchOptions(workers=0), tmp_path / "tuning-again")
+    threads = torch.get_num_threads()
+    try:  # at another thread count: the replayed trials' seconds still name the device they were measured on
+        again = tune(grid, options, LaunchOptions(workers=0, threads=threads % 2 + 1), tmp_path / "tuning-again")
+    finally:
+        torch.set_num_threads(threads)
     assert again.trials.cached.all()  # every trial replayed from the cache: same proposals, nothing recomputed
     pd.testing.assert_frame_equal(first.trials.drop(columns=["cached", "seconds"]),
                                   again.trials.drop(columns=["cached", "seconds"]))
+    assert first.trials.device.str.startswith("cpu (").all()
+    assert again.document["tuned"]["mnist5k"]["vgg16-w0.0625"]["negative_gradient"]["device"] == chosen["device"]
 
     tuned_file = tmp_path / "tuning" / "tuned.yaml"  # as if tuned at another commit: its cost rows name that one
     tuned_file.write_text(tuned_file.read_text().replace(f"git: {chosen['git']}", "git: feedbee"))

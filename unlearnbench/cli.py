@@ -239,15 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     """The RunOptions and LaunchOptions the flags describe (shared by run and tune)."""
     from .launchers import LaunchOptions, default_workers
-    from .planning import RunOptions, resolve_device, slurm_options
+    from .planning import RunOptions, slurm_device, slurm_options
 
-    progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
-    options = RunOptions(
-        out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
-        data_root=data_root, download=args.download, only=only, plugins=args.plugins,
-        progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
-        precision=args.precision, report=args.command == "run" and not args.no_report,
-    )
     workers, gpus = args.workers, parse_gpus(args.gpus)
     if args.slurm and args.launcher != "slurm":  # before: ignored silently
         raise UserError(f"--slurm {args.slurm[0]} sets a Slurm option, but the launcher is {args.launcher}; add "
@@ -255,12 +248,23 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     if workers is not None and args.launcher == "slurm":  # before: ignored silently
         raise UserError("--workers sets local worker processes, but the launcher is slurm, whose tasks are its "
                         "array's (--slurm array_parallelism caps how many run at once); drop --workers.")
+    if gpus and args.launcher == "slurm":  # before: jobs went to cuda:0, cuda:1, ... of one-GPU tasks
+        raise UserError("--gpus picks GPUs of this machine for local workers, but a Slurm task computes on its own "
+                        "(--slurm gpus_per_task); drop --gpus.")
+    slurm = slurm_options(grid, parse_pairs(args.slurm, "--slurm"))
+    in_tasks = args.launcher == "slurm"
+    progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
+    options = RunOptions(
+        out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir,
+        device=slurm_device(args.device, slurm) if in_tasks else args.device, in_slurm_tasks=in_tasks,
+        data_root=data_root, download=args.download, only=only, plugins=args.plugins,
+        progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
+        precision=args.precision, report=args.command == "run" and not args.no_report,
+    )
     if workers is None:
-        workers = len(gpus) if gpus and args.launcher == "local" else default_workers(
-            resolve_device(options.device).type, args.launcher)
-    launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=gpus,
-                                   threads=args.threads,
-                                   slurm=slurm_options(grid, parse_pairs(args.slurm, "--slurm")))
+        workers = len(gpus) if gpus else default_workers(options.run_device().type, args.launcher)
+    launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=gpus, threads=args.threads,
+                                   slurm=slurm)
     return options, launch_options
 
 
@@ -294,7 +298,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid, tuned_file
-    from .planning import describe_plan, metric_names, plan, resolve_device, stage_retrained_counts
+    from .planning import describe_plan, metric_names, plan, stage_retrained_counts
     from .runner import check_gpus, check_run_folder, check_workers, grid_differences, run
     from .store import PACKAGE_DIR, Cache
 
@@ -362,7 +366,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
               f"cells hold every forget class at once (forget_class=all); add all to the filter "
               f"(--only forget_class={value},all) to run them too.", file=sys.stderr)
     if args.dry_run:  # what the run would refuse before computing anything, refused here too
-        check_gpus(launch_options, resolve_device(options.device))
+        check_gpus(launch_options, options.run_device())
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
         if options.out is not None and options.out.is_dir():

@@ -355,8 +355,11 @@ def crashed(job: Job, exc: BaseException) -> Outcome:
 
 
 def worker_threads(launch_options: LaunchOptions) -> int:
-    """Torch CPU threads per worker: --threads, else the cores shared out among the workers (this process: all)."""
-    return launch_options.threads or max(1, (os.cpu_count() or 1) // max(1, launch_options.workers))
+    """Torch CPU threads per worker: --threads, else a Slurm task's CPUs (`cpus_per_task`), else this machine's
+    cores shared out among the workers (this process: all)."""
+    if launch_options.threads or launch_options.launcher == "slurm":
+        return launch_options.threads or launch_options.slurm.cpus_per_task
+    return max(1, (os.cpu_count() or 1) // max(1, launch_options.workers))
 
 
 def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, launch_options: LaunchOptions,

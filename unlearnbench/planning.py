@@ -43,10 +43,15 @@ class RunOptions:
     command: str = ""
     precision: str = "auto"  # --precision: 'auto' (bf16 autocast on CUDA) or 'float32' everywhere
     report: bool = True  # --no-report: write no report/ at the end (`run_bench.py report RUN_DIR` writes it later)
+    in_slurm_tasks: bool = False  # `device` is the Slurm tasks' (`slurm_device`): checked there, not on this machine
 
     @property
     def cache(self) -> Path:
         return self.cache_dir or self.results_dir / "cache"
+
+    def run_device(self) -> torch.device:
+        """The device the cells compute on, which keys them: `resolve_device` here, or the Slurm tasks' device."""
+        return torch.device(self.device) if self.in_slurm_tasks else resolve_device(self.device)
 
 
 @dataclass
@@ -61,6 +66,23 @@ class Plan:
     files: dict = field(default_factory=dict)  # dataset entry → which files it reads (`dataset_identity`)
     # one-round methods (forget_class=all) an --only forget_class filter left out, though its other filters chose them
     one_round_left_out: tuple[str, ...] = ()
+
+
+def slurm_device(name: str, slurm: SlurmOptions) -> str:
+    """The device Slurm tasks compute on, named on the submitting machine (a login node often has no GPU): 'auto'
+    is cuda where the tasks get GPUs (`gpus_per_task`), else cpu; cuda needs tasks with GPUs; a task's GPUs are its
+    own, so no index is named."""
+    if name == "auto":
+        return "cuda" if slurm.gpus_per_task else "cpu"
+    if re.fullmatch(r"cuda:\d+", name):
+        raise UserError(f"--device {name} names a GPU of this machine, but a Slurm task computes on its own "
+                        f"(gpus_per_task); use --device cuda or auto.")
+    if name == "cuda" and not slurm.gpus_per_task:
+        raise UserError("--device cuda asks for a GPU, but the Slurm tasks get none (gpus_per_task: 0); set "
+                        "gpus_per_task or use --device cpu.")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"Unknown device '{name}'; use auto, cpu or cuda with --launcher slurm.")
+    return name
 
 
 def resolve_device(name: str) -> torch.device:
@@ -124,7 +146,7 @@ def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
 
 def plan(grid: Grid, options: RunOptions) -> Plan:
     """Expand `grid` into cells, apply --only filters and mark cells that cannot run (missing data, method skip)."""
-    device = resolve_device(options.device)
+    device = options.run_device()
     if options.precision not in ("auto", "float32"):
         raise UserError(f"Unknown precision '{options.precision}'; choose auto or float32.")
     os.environ[PRECISION_VARIABLE] = options.precision  # this process's cache keys; each job sets its worker's

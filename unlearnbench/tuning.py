@@ -112,7 +112,7 @@ def run_study(job, stages: Stages) -> list[dict]:
 
     from .discovery import discover
     from .planning import cell_key
-    from .store import Cache
+    from .store import Cache, device_name
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = tuning_settings(job.grid)
@@ -138,7 +138,9 @@ def run_study(job, stages: Stages) -> list[dict]:
                 cell.dataset.name, cell.dataset.options_dict, job.options.data_root, job.options.cache,
                 job.options.download))})
         hit = cache.load_cell(key)
-        result = hit[0] if hit is not None else _evaluate(trial_cell, info, stages, classes, reference)
+        # a cached trial keeps the device its seconds were measured on ('unknown' where cached before it was kept)
+        result = ({"device": "unknown", **hit[0]} if hit is not None else
+                  {**_evaluate(trial_cell, info, stages, classes, reference), "device": device_name(stages.data.device)})
         if hit is None and not result["error"]:
             cache.save_cell(key, [result])
         if hit is not None and key in tried:  # a setting this study ran already (a small discrete space), taken
@@ -286,10 +288,10 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
 def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: TuningSettings, studies: dict,
                  classes: dict, skipped: list) -> TuneResult:
     """`tune` from its plan on: stages first, then one job per study, the result written after every study."""
-    from .execution import crashed, failure_row, make_jobs, run_job, worker_threads
+    from .execution import crashed, failure_row, make_jobs, run_job
     from .launchers import WorkerSlots, launch
     from .planning import study_setup
-    from .store import LogFile, device_name, git_commit
+    from .store import LogFile, git_commit
 
     study_classes = {key: classes[cell.group] for key, cell in studies.items()}  # recorded with each study
     seeds = {key: cell.seed for key, cell in studies.items()}  # the stage models' (--only seed=… picks another)
@@ -307,7 +309,6 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     ordered = sorted(studies, key=lambda k: p.methods[k[2]].cls.per_class)
     spaces = {k: describe(searched_space(p.methods[k[2]].cls(), studies[k], grid)) for k in ordered}
     setups = {k: study_setup(studies[k]) for k in ordered}
-    threads = worker_threads(launch_options)
     header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
               f"git {git_commit()}, {tuning_versions()}, device {p.device} ({compute_setting(p.device)['precision']})\n"
               f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
@@ -337,8 +338,8 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                 if kind == "tune":
                     rows += outcome.records
                     trials = in_plan_order(rows, spaces)
-                    document = summarise(trials, settings, spaces, device_name(p.device, threads), git_commit(),
-                                         grid_split(grid), setups, study_classes, seeds)
+                    document = summarise(trials, settings, spaces, git_commit(), grid_split(grid), setups,
+                                         study_classes, seeds)
                     write_tuning(out, *merged(earlier, trials, document, header))
                     chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
                                                                                 {}).get(study.method)

@@ -19,18 +19,19 @@ if TYPE_CHECKING:
 
 OBJECTIVE = "retrain_distance"
 TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective", "val_acc_retain", "val_acc_forget",
-                 "seconds", "cached", "error"]
+                 "seconds", "cached", "error", "device"]  # device: where `seconds` was measured (a cached trial's too)
 
 
-def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, device: str = "",
-              commit: str = "", grid_split: dict | None = None, setups: dict | None = None,
+def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, commit: str = "",
+              grid_split: dict | None = None, setups: dict | None = None,
               classes: dict | None = None, seeds: dict | None = None) -> dict:
     """The tuned-parameters document: the settings, what of the grid made its splits and stage models
     (`grid_split`: val_fraction and recipe, see `tuning.grid_split`) and, per dataset → backbone → method, the
     searched parameters' values in the
     best trial that did not fail (studies whose every trial failed are left out), its validation scores, the
     defaults' objective, the tuning cost, how much the best objective moved over the last quarter of the trials
-    (0: it had settled), the device and the commit it was tuned at, the parameters it held fixed (the method's
+    (0: it had settled), the devices its trials' seconds were measured on (a cached trial's where it ran first;
+    several where they differ) and the commit it was tuned at, the parameters it held fixed (the method's
     defaults with the tuning grid's overrides), (`setups`, per study key) the setup (planning.study_setup) its
     parameters hold for, (`classes`, per study key) the forget classes its trials unlearnt and were scored on and
     (`seeds`, per study key) the seed of the original and retrained models it scored against."""
@@ -55,7 +56,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, devi
             "trials": len(rows),
             "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
             "tuning_seconds": round(float(rows["seconds"].sum()), 1),
-            "device": device,
+            "device": "; ".join(sorted({d for d in rows["device"].fillna("") if d})) or "unknown",
             "git": commit,
             "search_space": space,
             **({"setup": setups[(dataset, backbone, method)]} if setups else {}),
@@ -138,7 +139,9 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
     for (d, b, m), entry in studies.items():
         kept.setdefault(d, {}).setdefault(b, {})[m] = entry
     keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
-    trials = trials[[key in studies for key in keys]]
+    trials = trials[[key in studies for key in keys]].copy()
+    unnamed = trials["device"] == ""  # a trials.csv from before trials named their device: the study's
+    trials.loc[unnamed, "device"] = [str(studies[k].get("device", "")) for k, u in zip(keys, unnamed) if u]
     header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
     return EarlierTuning(trials, kept, header)
 
@@ -178,6 +181,8 @@ def _read_trials(folder: Path) -> pd.DataFrame:
         raise _unreadable(folder, "it has no trials.csv") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' parser and empty-file errors are ValueErrors
         raise _unreadable(folder, f"its trials.csv is not a CSV table ({str(exc).splitlines()[0]})") from None
+    if "device" not in trials:  # written before trials named their device (earlier_tuning fills it in)
+        trials["device"] = ""
     missing = [c for c in TRIAL_COLUMNS if c not in trials]
     if missing:
         raise _unreadable(folder, f"its trials.csv lacks the column{'s' if len(missing) > 1 else ''} "
