@@ -549,6 +549,36 @@ def test_tuned_parameters_chosen_with_another_fixed_value_than_the_grid_runs_are
                     f"chosen with another value of a parameter their study held fixed, which this grid changes.") in err
 
 
+def test_tuned_parameters_chosen_for_another_version_of_the_method_are_a_warning(tmp_path, capsys):
+    """Before: SalUn gained a parameter (schedule) after its smoke studies, which changed its trials' results, and
+    the shipped choice (worse than the defaults at the new code) was applied without a word. A study records the
+    hash of the method's code, and the parameters it held; either differing from the method's now is a warning."""
+    import yaml
+
+    from unlearnbench.discovery import discover
+
+    from unlearnbench.models import BackboneSpec
+
+    info = discover()[0]["finetune"]
+    defaults = info.cls().default_parameters(BackboneSpec("vgg16", 0.0625))
+    tuned = tmp_path / "tuned.yaml"
+    grid = write_grid(tmp_path, methods=["finetune"], tuned=str(tuned))
+    held = {k: v for k, v in defaults.items() if k != "lr"}
+    for study, warned in [({"method_code": info.source_hash, "fixed": held}, None),
+                          ({"method_code": "0" * 16, "fixed": held}, "its code changed since"),
+                          ({"fixed": {k: v for k, v in held.items() if k != "steps"}}, "steps added since"),
+                          ({}, None)]:  # a study from before either was recorded: nothing to compare
+        tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {
+            "params": {"lr": defaults["lr"]}, **study}}}}}))
+        assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+        err = capsys.readouterr().err
+        if warned is None:
+            assert "another version of the method" not in err
+        else:
+            assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
+                    f"chosen for another version of the method; re-tune with `run_bench.py tune --grid ") in err
+
+
 def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estimate(tmp_path, capsys):
     """A grid whose originals and retrained models are cached trains none of them: before, the dry run said
     '~0.11 M training images' after a finished run as before it, and called every stage model cached."""

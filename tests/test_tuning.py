@@ -90,6 +90,7 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     best = json.loads(ng.loc[ng.objective.idxmin(), "params"])
     assert chosen["params"] == {k: best[k] for k in METHODS["negative_gradient"].cls().search_space}
     assert chosen["fixed"] == {k: v for k, v in best.items() if k not in chosen["params"]}  # what the study held
+    assert chosen["method_code"] == METHODS["negative_gradient"].source_hash  # which version of the method
     assert document["tuned"]["mnist5k"]["vgg16-w0.0625"]["wfnet"]["fixed"]["lr"] == 0.2  # the grid's, held
     assert document["forget_classes"] == [0, 2] and document["split"] == "val"
 

@@ -360,6 +360,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     if refixed:
         print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(refixed)} were chosen with another value "
               f"of a parameter their study held fixed, which this grid changes.", file=sys.stderr)
+    recoded = recoded_tuned(grid, planned)
+    if recoded:
+        methods = ",".join(dict.fromkeys(s.split(" ")[0] for s in recoded))
+        print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(recoded)} were chosen for another "
+              f"version of the method; re-tune with `run_bench.py tune "
+              f"--grid {grid.name if args.retry_failed else args.grid or 'smoke'} --only method={methods}`.",
+              file=sys.stderr)
     if planned.one_round_left_out and args.only and not args.retry_failed:  # the paper's own method is one of them
         value = only["forget_class"]
         print(f"warning: --only forget_class={value} runs no cell of {', '.join(planned.one_round_left_out)}, whose "
@@ -461,6 +468,25 @@ def refixed_tuned(grid, p) -> list[str]:
             if differ:
                 changed.setdefault((c.method, c.dataset.label, c.backbone.label), differ)
     return [f"{m} on {d}/{b} ({'; '.join(differ)})" for (m, d, b), differ in changed.items()]
+
+
+def recoded_tuned(grid, p) -> list[str]:
+    """'method on dataset/backbone (what changed)' for each tuned entry the grid applies that was chosen for another
+    version of the method: its code's hash is other now (where the study recorded it), or it has a parameter the
+    study neither searched nor held fixed (where it recorded those it held)."""
+    from .grid import tuned_parameters
+
+    tuned = tuned_parameters(grid.tuned) if grid.tuned else {}
+    recoded: dict = {}
+    for c in p.cells:
+        entry = tuned.get(c.dataset.label, {}).get(c.backbone.label, {}).get(c.method, {})
+        known = {*entry.get("params", {}), *entry["fixed"]} if isinstance(entry.get("fixed"), dict) else None
+        what = [f"{k} added since" for k in c.params_dict if known is not None and k not in known]
+        if entry.get("method_code") not in (None, p.methods[c.method].source_hash):
+            what.append("its code changed since")
+        if what:
+            recoded.setdefault((c.method, c.dataset.label, c.backbone.label), what)
+    return [f"{m} on {d}/{b} ({'; '.join(what)})" for (m, d, b), what in recoded.items()]
 
 
 def _previous_config(out: Path | None) -> dict:

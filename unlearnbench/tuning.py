@@ -309,6 +309,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     ordered = sorted(studies, key=lambda k: p.methods[k[2]].cls.per_class)
     spaces = {k: describe(searched_space(p.methods[k[2]].cls(), studies[k], grid)) for k in ordered}
     setups = {k: study_setup(studies[k]) for k in ordered}
+    sources = {k: p.methods[k[2]].source_hash for k in ordered}
     header = (f"Tuned by: run_bench.py tune --grid {grid.name} ({options.command or 'python API'})\n"
               f"git {git_commit()}, {tuning_versions()}, device {p.device} ({compute_setting(p.device)['precision']})\n"
               f"objective: mean over tuning classes of |Acc_r - Acc_r(retrain)| + |Acc_f - Acc_f(retrain)| on the "
@@ -339,7 +340,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                     rows += outcome.records
                     trials = in_plan_order(rows, spaces)
                     document = summarise(trials, settings, spaces, git_commit(), grid_split(grid), setups,
-                                         study_classes, seeds)
+                                         study_classes, seeds, sources)
                     write_tuning(out, *merged(earlier, trials, document, header))
                     chosen = document["tuned"].get(study.dataset.label, {}).get(study.backbone.label,
                                                                                 {}).get(study.method)
@@ -349,5 +350,5 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
                         f"{chosen['params'] if chosen else 'every trial failed'}")
     trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
         in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid), setups=setups,
-        classes=study_classes, seeds=seeds), header)
+        classes=study_classes, seeds=seeds, sources=sources), header)
     return TuneResult(out, trials, document, failures)

@@ -24,7 +24,7 @@ TRIAL_COLUMNS = ["dataset", "backbone", "method", "trial", "params", "objective"
 
 def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, commit: str = "",
               grid_split: dict | None = None, setups: dict | None = None,
-              classes: dict | None = None, seeds: dict | None = None) -> dict:
+              classes: dict | None = None, seeds: dict | None = None, sources: dict | None = None) -> dict:
     """The tuned-parameters document: the settings, what of the grid made its splits and stage models
     (`grid_split`: val_fraction and recipe, see `tuning.grid_split`) and, per dataset → backbone → method, the
     searched parameters' values in the
@@ -34,7 +34,8 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, comm
     several where they differ) and the commit it was tuned at, the parameters it held fixed (the method's
     defaults with the tuning grid's overrides), (`setups`, per study key) the setup (planning.study_setup) its
     parameters hold for, (`classes`, per study key) the forget classes its trials unlearnt and were scored on and
-    (`seeds`, per study key) the seed of the original and retrained models it scored against."""
+    (`seeds`, per study key) the seed of the original and retrained models it scored against and (`sources`, per
+    study key) the hash of the method's code (its file and the plugin files it imports: discovery.MethodInfo)."""
     tuned: dict = {}
     for (dataset, backbone, method), rows in trials.groupby(["dataset", "backbone", "method"], sort=False):
         rows = rows.sort_values("trial")
@@ -62,6 +63,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, comm
             **({"setup": setups[(dataset, backbone, method)]} if setups else {}),
             **({"forget_classes": list(classes[(dataset, backbone, method)])} if classes else {}),
             **({"models_seed": seeds[(dataset, backbone, method)]} if seeds else {}),
+            **({"method_code": sources[(dataset, backbone, method)]} if sources else {}),
         }
     return {"objective": OBJECTIVE, "split": "val", **dataclasses.asdict(settings), **(grid_split or {}),
             "tuned": tuned}
