@@ -120,6 +120,16 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     table = pd.read_csv(result.run_dir / "report" / "parameters.csv")
     assert dict(zip(table.method, table.tuned)) == {"original": False, "negative_gradient": True, "wfnet": True}
     assert "Tuning s" in (result.run_dir / "report" / "cost.md").read_text()
+    # tuned again since (the same file, other values): the run folder's results are not pooled with the new ones
+    # (before, the report listed negative_gradient twice, both rows as tuned)
+    from unlearnbench.runner import check_run_folder
+    retuned = yaml.safe_load(tuned_file.read_text())
+    study = retuned["tuned"]["mnist5k"]["vgg16-w0.0625"]["negative_gradient"]
+    study["params"] = {k: v * 2 if isinstance(v, float) else v for k, v in study["params"].items()}
+    tuned_file.write_text(yaml.safe_dump(retuned))
+    with pytest.raises(UserError, match=r"holds results of mnist5k/vgg16-w0.0625/negative_gradient computed with "
+                                        r"other tuned parameters than '.*tuned.yaml' gives now"):
+        check_run_folder(result.run_dir, tuned_grid, plan(tuned_grid, options))
     # each study records its setup; a grid of another setup under the same labels is refused the result
     assert chosen["setup"] == {"dataset": {"name": "mnist5k"}, "backbone": {
         "name": "vgg16", "width": 0.0625, "depth": 1.0, "patch": None}}

@@ -76,6 +76,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                              "versions": versions(),
                              "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),
                              "metric_settings": {m: metric_settings(grid, m) for m in metrics},
+                             "tuned_values": {**((previous or {}).get("tuned_values") or {}),
+                                              **tuned_values(grid, p.cells)},
                              "methods": {m: p.methods[m].cls.card() for m in dict.fromkeys(c.method for c in p.cells)}})
         keys = {cell: cell_key(cell, grid, p.methods[cell.method], device, p.files.get(cell.dataset))
                 for cell in p.cells}
@@ -201,6 +203,13 @@ def check_run_folder(folder: Path, grid: Grid, p: Plan) -> tuple[dict | None, di
     if differing:
         raise UserError(f"{folder} holds a run of grid '{previous['grid'].get('name')}' with a different "
                         f"configuration (its {differing}); pass another --out or --retry-failed.")
+    then, now = (previous or {}).get("tuned_values") or {}, tuned_values(grid, p.cells)
+    retuned = [k for k in now if k in then and now[k] != then[k]]
+    if retuned:
+        more = f" and {len(retuned) - 1} more" if len(retuned) > 1 else ""
+        raise UserError(f"{folder} holds results of {retuned[0]}{more} computed with other tuned parameters than "
+                        f"'{grid.tuned}' gives now (tuned again since), which this run's would be pooled with; pass "
+                        f"another --out.")
     earlier = _earlier_results(folder) if previous is not None else None
     recorded = set(earlier["records"]["dataset"].astype(str)) if earlier and "records" in earlier else set()
     clash = _setting_clash(previous, p.files, p.device, recorded) if previous else ""
@@ -368,6 +377,14 @@ def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: 
     clashes = [f"of dataset {label} computed under other {'; '.join(said)}" for label in sorted(recorded)
                if (said := config_differences(previous, now, label))]
     return clashes[0] if clashes else ""
+
+
+def tuned_values(grid: Grid, cells: list[Cell]) -> dict:
+    """'dataset/backbone/method' → the parameters of those cells where the grid's `tuned:` result gives them values
+    (written to config.yaml: a result tuned again since changes them, and a run folder never pools both)."""
+    tuned = tuned_parameters(grid.tuned) if grid.tuned else {}
+    return {f"{c.dataset.label}/{c.backbone.label}/{c.method}": c.params_dict for c in cells
+            if c.method in tuned.get(c.dataset.label, {}).get(c.backbone.label, {})}
 
 
 def grid_differences(grid: Grid, recorded: dict) -> str:
