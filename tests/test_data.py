@@ -194,6 +194,31 @@ def test_imagefolder_decodes_once_into_a_cache(tmp_path):
     assert resized.image_size == 8
 
 
+def test_another_decoder_decodes_the_images_again_and_keys_other_models(tmp_path, monkeypatch):
+    """The decoded cache was keyed by the files and the size only: after a Pillow or torchvision upgrade (or an edit
+    of the decoding code) every model was retrained under new keys, but on the old decoder's pixels."""
+    import PIL
+
+    from unlearnbench.data import dataset_identity, scans_files_afresh
+    from unlearnbench.datasets import image_folder
+
+    _write_tree(tmp_path / "tree")
+    cache = tmp_path / "cache"
+    identity = scans_files_afresh(lambda: dataset_identity("imagefolder", {}, tmp_path / "tree", cache))
+    before = identity()
+    load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=cache, val_fraction=0.25)
+    monkeypatch.setattr(PIL, "__version__", "0.0-other")
+    image_folder.decoder_identity.cache_clear()
+    try:
+        assert identity() != before
+        load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=cache, val_fraction=0.25)
+        assert len(list((cache / "data").glob("train-*.images.npy"))) == 2  # decoded again, beside the first
+    finally:
+        monkeypatch.undo()
+        image_folder.decoder_identity.cache_clear()
+    assert identity() == before
+
+
 def test_a_tree_whose_splits_are_not_class_folders_of_the_same_classes_is_refused_before_decoding(tmp_path):
     """ImageNet's validation images as they come (one folder, no class folders) gave torchvision's "'class_to_index'
     must have at least one entry" after the whole training split was decoded, and a dry run said nothing; a class

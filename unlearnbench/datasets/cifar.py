@@ -21,7 +21,7 @@ import numpy as np
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
 from ..seeds import file_digest
-from .image_folder import decode_splits, folder_signature, split_class_counts, tree_splits
+from .image_folder import decode_splits, decoder_identity, folder_signature, split_class_counts, tree_splits
 from .registration import register
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -156,12 +156,14 @@ def _cifar_identity(source: DataSource) -> dict:
     if found is None or found[0] == "pickle":
         return {"format": "pickle"}
     kind, where = found
+    decoder = {"decoder": decoder_identity()}  # the JPEG copy is decoded by Pillow
     if kind == "tarball":
-        return {"format": "jpeg", "tarball": file_digest(where)}
+        return {"format": "jpeg", "tarball": file_digest(where), **decoder}
     if kind == "extracted":
-        return {"format": "jpeg", "tarball": EXTRACTED.fullmatch(where.name)[1]}
+        return {"format": "jpeg", "tarball": EXTRACTED.fullmatch(where.name)[1], **decoder}
     test_dir = _jpeg_test_dir(where)
-    return {"format": "jpeg", "train": folder_signature(where / "train"), "test": folder_signature(test_dir)}
+    return {"format": "jpeg", "train": folder_signature(where / "train"), "test": folder_signature(test_dir),
+            **decoder}
 
 
 def _cifar_per_class(source: DataSource) -> tuple | None:
@@ -225,7 +227,7 @@ def load_cifar10(source: DataSource) -> RawDataset:
         _check_scanned(source, {"format": "pickle"})
         return read_cifar_pickles(where)
     if kind == "tarball":  # a tarball replaced since the scan: refused before extracting it (its digest is memoised)
-        _check_scanned(source, {"format": "jpeg", "tarball": file_digest(where)})
+        _check_scanned(source, {"format": "jpeg", "tarball": file_digest(where), "decoder": decoder_identity()})
         where = extract_once(where, source.cache_dir / "data")
     test_dir = _jpeg_test_dir(where)
     if test_dir is None or not (where / "train").is_dir():
@@ -233,6 +235,7 @@ def load_cifar10(source: DataSource) -> RawDataset:
     digest, scanned = EXTRACTED.fullmatch(where.name), source.files or {}
     read = ({"format": "jpeg", "tarball": digest[1]} if digest else  # a tree: keyed by the scan's signatures
             {"format": "jpeg", "train": scanned.get("train"), "test": scanned.get("test")})
+    read["decoder"] = decoder_identity()
     _check_scanned(source, read)
     x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32,
                                                               signatures=(read.get("train"), read.get("test")))

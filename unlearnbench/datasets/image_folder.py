@@ -4,7 +4,9 @@ the dataset's memory budget (a tree larger than memory is read back from that fi
 image that cannot be decoded is named."""
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -54,6 +56,18 @@ def _decode_image(path: str, image_size: int | None, center_crop: bool) -> np.nd
         return np.asarray(img, dtype=np.uint8)
 
 
+@functools.lru_cache(maxsize=None)
+def decoder_identity() -> str:
+    """What decoded pixels depend on besides the files and the size: this decoding code and the versions of Pillow
+    (its JPEG and PNG decoders) and torchvision (the resize `imagenet` uses). In the decoded cache's key and the
+    dataset's identity, so that another decoder re-decodes and keys other models instead of serving old pixels."""
+    import PIL
+    import torchvision
+
+    return stable_hash({"code": inspect.getsource(_decode_image), "pillow": PIL.__version__,
+                        "torchvision": torchvision.__version__})
+
+
 def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, center_crop: bool = False,
                        budget_bytes: int = 2**30, signature: dict | None = None):
     """Decode `folder`/<class>/<image> into (uint8 [N, H, W, 3] memory-mapped from the cache, labels, classes), cached
@@ -76,7 +90,7 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         raise _changed(folder, f"{signature['n']} files when scanned, {len(samples)} now")
     signed = signature or files_signature((p for p, _ in samples), folder)  # the list just read: no second walk
     key = stable_hash({"folder": str(folder.resolve()), **signed, "size": image_size,
-                       "crop": CROP if center_crop else False})
+                       "crop": CROP if center_crop else False, "decoder": decoder_identity()})
     target = cache_dir / "data" / f"{folder.name}-{key}"
     images_file, labels_file = target.with_suffix(".images.npy"), target.with_suffix(".labels.npy")
     labels = np.array([label for _, label in samples], dtype=np.int64)
@@ -237,7 +251,7 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
         train_dir, test_dir = tree_splits(tree)
         return {"tree": str(tree), "classes": sorted(e.name for e in os.scandir(train_dir) if e.is_dir()),
                 **{split: folder_signature(d) for split, d in (("train", train_dir), ("test", test_dir))},
-                **({"decode": CROP} if center_crop else {})}
+                **({"decode": CROP} if center_crop else {}), "decoder": decoder_identity()}
 
     def count_images(source: DataSource) -> tuple[int, int, tuple | None]:
         """(training images, test images, decoded shape) from a scan of the tree's file names; the shape is the
