@@ -157,7 +157,8 @@ def _worker_setup() -> None:
     """A worker ignores SIGINT: a terminal's Ctrl-C reaches it too, and it printed a KeyboardInterrupt traceback
     from wherever it was; the main process ends it. Its progress bars take a thread lock: tqdm's default one is a
     named semaphore, which a worker killed mid-job (a stopped run, a crash) leaks, and the resource tracker then
-    warns."""
+    warns. It exits when the run's process is gone (SIGKILL, out of memory): it went on computing its job, then
+    idled for IDLE_WORKER_SECONDS, beside (and slowing, on a GPU crowding) the run started again to resume."""
     import signal
     import threading
 
@@ -165,6 +166,16 @@ def _worker_setup() -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tqdm.set_lock(threading.RLock())
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:  # an orphan is adopted by another process
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+PARENT_POLL_SECONDS = 0.5
 
 
 def _tier(job) -> bool:
