@@ -239,12 +239,18 @@ def test_a_cell_that_kills_its_worker_is_a_failed_cell_and_the_run_goes_on(tmp_p
     assert "original" in set(records.method) and result.computed + result.cached == 3 and result.computed >= 2
 
 
-def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
+def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path, monkeypatch):
     """CPU results are bit-reproducible for a fixed number of torch threads per worker, whatever the launcher
-    (Slurm with array_parallelism 2: the three retrain cells run as bundles of two and one)."""
+    (Slurm with array_parallelism 2: the three retrain cells run as bundles of two and one). Workers whose threads
+    outnumber the cores (here: as if the machine had one) measure long seconds: their cost rows say so, the cache
+    keeps that with them, and the report's index says it (before: only a warning on stderr)."""
+    from unlearnbench.report.index import run_facts
+    from unlearnbench.report.records import load_runs
+
     grid = load_grid(str(tiny(tmp_path)))
     serial = run(grid, RunOptions(out=tmp_path / "serial", cache_dir=tmp_path / "cache-serial", device="cpu",
                                   progress=False, report=False), LaunchOptions(threads=1))
+    monkeypatch.setattr("os.cpu_count", lambda: 1)  # this process's view: the workers are planned crowded
     for name, launch in [("workers", LaunchOptions(workers=2, threads=1)),
                          ("slurm", LaunchOptions(launcher="slurm", threads=1,
                                                  slurm=SlurmOptions(cluster="local", time_min=5,
@@ -256,6 +262,12 @@ def test_workers_and_submitit_give_the_same_records_as_one_process(tmp_path):
             assert sum(d.name.isdigit() for d in (result.run_dir / "slurm").iterdir()) == 4
         pd.testing.assert_frame_equal(comparable(result.run_dir / "records.csv"),
                                       comparable(serial.run_dir / "records.csv"))
+        cost = pd.read_csv(result.run_dir / "records.csv").query("metric == 'unlearn_seconds'")
+        marked = cost.device.str.contains("; measured with 2 workers × 1 threads on 1 cores", regex=False)
+        # the three retrain cells ran together; the one-round cell (the original's) in a phase of its own
+        assert marked.sum() == (3 if name == "workers" else 0), cost.device.tolist()
+    records, [source] = load_runs([tmp_path / "workers"])
+    assert "measured with 2 workers × 1 threads on 1 cores" in dict(run_facts(source, records))["oversubscribed"]
 
 
 def test_corrupt_checkpoint_and_record_are_recomputed_not_used(tmp_path):

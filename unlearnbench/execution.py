@@ -137,12 +137,13 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: list[str], progress: bool,
-             artifacts: Path | None = None, reuse: tuple[str, set[str]] | None = None) -> Computed:
+             artifacts: Path | None = None, reuse: tuple[str, set[str]] | None = None, crowded: str = "") -> Computed:
     """Unlearn and evaluate one cell on `metrics`, each record naming the device (and CPU threads) and the git
     commit that computed it; metrics are computed class by class, each class's in the order given. `reuse`:
     (fingerprint, metric names) of an earlier unlearning of this cell whose records of those metrics are cached:
     where this unlearning gives the same model (bit for bit; not so on a GPU or at another CPU thread count), those
-    metrics are left out, else every metric is computed.
+    metrics are left out, else every metric is computed. `crowded`: how the device was oversubscribed while the
+    cost was measured (`crowding`), said in the cost rows' device, which the cache keeps with them.
 
     A non-finite metric value fails the cell. When `artifacts` is given, the model's artifacts are saved there."""
     data = stages.data
@@ -155,8 +156,9 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
             "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device),
             "git_commit": git_commit()}  # the code that computed it: a later run taking it from the cache keeps it
     # cost rows that include a retrained model's training measured elsewhere (e.g. by `tune` at other threads)
-    charged = {**base, "device": f"{base['device']}; retrained model trained on {', '.join(trained_on)}"} \
-        if trained_on else base
+    notes = ([f"measured with {crowded}"] if crowded else []) + (
+        [f"retrained model trained on {', '.join(trained_on)}"] if trained_on else [])
+    charged = {**base, "device": "; ".join([base["device"], *notes])}
     whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
     records: dict[str | None, list[dict]] = {None: [
         {**(charged if k in cost else base), "forget_class": cell.forget_class, "split": "all", "metric": k,
@@ -203,6 +205,7 @@ class Job:
     log_path: Path
     threads: int | None = None
     metrics_code: str = ""  # the metrics package the run planned with (its metric keys hold it)
+    crowded: str = ""  # how its device was oversubscribed while it ran (`crowding`), in its cost rows' device
 
 
 @dataclass
@@ -310,7 +313,7 @@ def run_job(job: Job) -> Outcome:
         cached = cache.metric_records(metric_keys, earlier)  # only those of the model the unlearning entry names
         reuse = (earlier, {m for m, rows in cached.items() if rows is not None}) if earlier and whole else None
         done = run_cell(job.cell, methods[job.cell.method], stages, job.grid, list(metric_keys), job.options.progress,
-                        cache.artifact_path(job.key), reuse)
+                        cache.artifact_path(job.key), reuse, job.crowded)
         if not done.reused and whole is not None:  # another model: its earlier entry goes first, so no crash
             cache.drop_cell(job.key)               # between these writes leaves records of two models as one cell
         for m, rows in done.records.items():
@@ -362,14 +365,28 @@ def worker_threads(launch_options: LaunchOptions) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, launch_options.workers))
 
 
+def crowding(launch_options: LaunchOptions, device: torch.device, jobs: int) -> str:
+    """How `jobs` jobs' device is oversubscribed by the local workers running them at once, so that their seconds
+    run long: workers × torch threads past the CPU's cores, or more workers than GPUs; '' where it is not."""
+    workers = min(launch_options.workers, jobs)
+    if launch_options.launcher != "local" or workers < 2:
+        return ""
+    if device.type == "cpu":
+        threads, cores = worker_threads(launch_options), os.cpu_count() or 1
+        return f"{workers} workers × {threads} threads on {cores} cores" if workers * threads > cores else ""
+    gpus = len(launch_options.gpus) or 1
+    return f"{workers} workers on {gpus} GPU{'s' * (gpus > 1)}" if workers > gpus else ""
+
+
 def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, launch_options: LaunchOptions,
               device: torch.device, log_path: Path, keys: dict[Cell, str] | None = None) -> list[Job]:
     """One Job per cell, each on its GPU of --gpus; workers show progress bars only when at most one local worker
     runs (parallel bars would interleave)."""
     quiet = launch_options.workers > 1 or launch_options.launcher != "local"
     worker_options = dataclasses.replace(options, progress=options.progress and not quiet)
+    crowded = crowding(launch_options, device, len(cells))
     made = [Job(kind, c, (keys or {}).get(c, ""), grid, worker_options, str(device), log_path,
-                worker_threads(launch_options), code_hash("metrics") if keys else "") for c in cells]
+                worker_threads(launch_options), code_hash("metrics") if keys else "", crowded) for c in cells]
     return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))
 
 

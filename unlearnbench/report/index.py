@@ -66,6 +66,10 @@ def run_facts(source: RunSource, records: pd.DataFrame) -> list[tuple[str, str]]
         [("latest run", s.latest if s.latest == UNFINISHED else f"{s.latest} (a cell from the cache keeps the "
                         "records of the run that computed it: its seconds and memory were measured then, see each "
                         "record's git_commit and device)")] if s.latest else []) + (
+        [("oversubscribed", f"some cost rows were measured with {' / '.join(s.crowded)} (their device column says "
+                            "so): their seconds run long; measure them again with fewer --workers or --threads "
+                            "and a fresh --cache-dir (the cache keeps a cell's first measurement)")]
+        if s.crowded else []) + (
         [("left out", f"{s.failed_with_records} cell{'s' if s.failed_with_records > 1 else ''} that failed in the "
                       "latest run into this folder; their earlier records stay in records.csv but are not reported "
                       "as current results")] if s.failed_with_records else [])

@@ -35,7 +35,7 @@ class RunSource:
     failed in its latest run but hold records from an earlier one (left out of the report, see load_runs), and its
     latest run's counts as its log says them ('N cells computed, M from cache, …'; UNFINISHED where its latest run
     did not finish, '' where the log says neither) with the number of rows it wrote into records.csv (None where
-    the log does not say)."""
+    the log does not say), and how its cost rows' devices were oversubscribed where they say so (`crowded`)."""
 
     path: Path
     config: dict
@@ -47,6 +47,7 @@ class RunSource:
     failed_with_records: int = 0
     latest: str = ""
     rows_written: int | None = None
+    crowded: tuple[str, ...] = ()
 
 
 def read_records(path: Path) -> pd.DataFrame:
@@ -169,12 +170,13 @@ def _source(folder: Path, records: pd.DataFrame, failures: pd.DataFrame, failed_
                 latest, written = (m[1], int(m[2]) if m[2] else None) if m else (UNFINISHED, None)
                 break
     # (a cost row charged with a retrained model trained elsewhere says so after "; ")
-    devices = tuple(pd.unique(records["device"].dropna().astype(str).str.split("; ").str[0])) \
-        if "device" in records else ()
+    named = records["device"].dropna().astype(str) if "device" in records else pd.Series(dtype=str)
+    devices = tuple(pd.unique(named.str.split("; ").str[0]))
+    crowded = tuple(sorted({m for d in pd.unique(named) for m in re.findall(r"; measured with ([^;]+)", d)}))
     counts = failures["status"].value_counts().to_dict()
     return RunSource(folder, config, stamps[0] if stamps else "", stamps[-1] if stamps else "", devices,
                      len(records), {str(k): int(v) for k, v in counts.items()}, failed_with_records, latest,
-                     written)
+                     written, crowded)
 
 
 def failed_cells(records: pd.DataFrame, failures: pd.DataFrame) -> pd.Series:
