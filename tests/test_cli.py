@@ -584,6 +584,22 @@ def test_tuned_parameters_chosen_for_another_version_of_the_method_are_a_warning
                     f"chosen for another version of the method; re-tune with `run_bench.py tune --grid ") in err
 
 
+def test_a_run_folder_records_only_the_values_its_tuned_result_sets(tmp_path):
+    """Before: a cell's every parameter was recorded, so a changed default of a parameter the result does not set
+    was refused as 'tuned again since'."""
+    import yaml
+
+    from unlearnbench.grid import load_grid
+    from unlearnbench.planning import RunOptions, plan
+    from unlearnbench.runner import tuned_values
+
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {"params": {"lr": 0.01}}}}}}))
+    grid = load_grid(str(write_grid(tmp_path, methods=["finetune", "negative_gradient"], tuned=str(tuned))))
+    planned = plan(grid, RunOptions(device="cpu", cache_dir=tmp_path / "c"))
+    assert tuned_values(grid, planned.cells) == {"mnist5k/vgg16-w0.0625/finetune": {"lr": 0.01}}
+
+
 def test_the_plan_counts_only_the_stage_models_the_cache_lacks_in_its_cost_estimate(tmp_path, capsys):
     """A grid whose originals and retrained models are cached trains none of them: before, the dry run said
     '~0.11 M training images' after a finished run as before it, and called every stage model cached."""

@@ -161,3 +161,27 @@ def test_a_retrained_model_trained_at_other_threads_says_so_on_the_cost_rows_it_
     there = f"cpu (1 threads, {here.split(', ', 1)[1]}" if recorded == "now" else "cpu (1 threads, x86_64)"
     assert device["unlearn_seconds"] == device["peak_memory_bytes"] == f"{here}; retrained model trained on {there}"
     assert device["serving_bytes"] == here
+
+
+def test_crowding_counts_the_jobs_a_launch_runs_together(tmp_path, monkeypatch):
+    """A phase launched as two lists (the retrain cells and the retrained models they lack) was marked per list:
+    one job each on two workers of one core ran together unmarked."""
+    import torch
+
+    from conftest import write_grid
+    from unlearnbench.execution import crowding, make_jobs
+    from unlearnbench.grid import load_grid
+    from unlearnbench.launchers import LaunchOptions
+    from unlearnbench.planning import RunOptions, plan
+
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    cpu, two = torch.device("cpu"), LaunchOptions(workers=2, threads=1)
+    assert crowding(two, cpu, 1) == "" and crowding(two, cpu, 2) == "2 workers × 1 threads on 1 cores"
+    grid = load_grid(str(write_grid(tmp_path, methods=["retrain"], forget_classes=[0])))
+    options = RunOptions(device="cpu", cache_dir=tmp_path / "c")
+    [cell] = plan(grid, options).cells
+    [alone] = make_jobs("cell", [cell], grid, options, two, cpu, tmp_path / "log.txt")
+    [together] = make_jobs("cell", [cell], grid, options, two, cpu, tmp_path / "log.txt", together=2)
+    assert (alone.crowded, together.crowded) == ("", "2 workers × 1 threads on 1 cores")
+    assert crowding(LaunchOptions(workers=3, gpus=(0,)), torch.device("cuda"), 5) == "3 workers on 1 GPU"
+    assert crowding(LaunchOptions(workers=2, gpus=(0, 1)), torch.device("cuda"), 5) == ""

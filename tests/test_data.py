@@ -251,7 +251,8 @@ def test_a_tree_whose_splits_are_not_class_folders_of_the_same_classes_is_refuse
 
 def test_a_tree_with_val_and_test_folders_is_tested_on_test(tmp_path):
     """test/ is the held-out split where a tree has both (val/ was read, so a split the researcher may have tuned
-    on gave the test metrics); ImageNet's train/ + val/ tree still reads val/."""
+    on gave the test metrics); ImageNet's train/ + val/ tree still reads val/, also beside ImageNet's own test/
+    of unlabelled images."""
     _write_tree(tmp_path / "tree", per_class=2)
     (tmp_path / "tree" / "val").mkdir()
     for c in ("ant", "bee", "cat"):
@@ -259,6 +260,9 @@ def test_a_tree_with_val_and_test_folders_is_tested_on_test(tmp_path):
         shutil.copy(tmp_path / "tree" / "val" / c / "0.png", tmp_path / "tree" / "val" / c / "9.png")
     assert len(load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c").test) == 6
     shutil.rmtree(tmp_path / "tree" / "test")
+    assert len(load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c").test) == 9
+    (tmp_path / "tree" / "test").mkdir()  # ImageNet's own test/: unlabelled images in one folder, beside val/
+    shutil.copy(tmp_path / "tree" / "val" / "ant" / "0.png", tmp_path / "tree" / "test" / "x.png")
     assert len(load_dataset("imagefolder", root=tmp_path / "tree", cache_dir=tmp_path / "c").test) == 9
 
 

@@ -41,3 +41,21 @@ def test_a_worker_imports_neither_the_attack_nor_the_report_libraries():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'scipy'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_registry_whose_modules_fail_to_import_says_so_at_every_lookup():
+    """The loader was dropped before it ran, so after a failed import every later lookup said "Unknown dataset
+    'mnist5k'; choose one of: ." instead of the import's error."""
+    calls = []
+
+    def load():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ImportError("No module named 'PIL'")
+        registry.register("a")(1)
+
+    registry = Registry("thing", load=load)
+    for _ in range(2):
+        with pytest.raises(ImportError, match="PIL"):
+            registry.get("a")
+    assert registry.get("a") == 1 and registry.names() == ["a"] and len(calls) == 3

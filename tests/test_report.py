@@ -1321,3 +1321,15 @@ def test_a_value_that_is_not_a_number_is_one_sentence_naming_its_line_and_metric
     err = capsys.readouterr().err.strip()
     assert "line 5: value 'abc' of metric acc_forget is not a number" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "report").exists()
+
+
+def test_runs_whose_images_were_decoded_by_another_decoder_are_told_apart_from_other_files():
+    from unlearnbench.store import config_differences
+
+    files = {"train": {"n": 3}, "test": {"n": 1}}
+    a = {"files": {"d": {**files, "decoder": "x"}}}
+    assert config_differences(a, {"files": {"d": {**files, "decoder": "y"}}}, "d") == [
+        "image decoder (the decoding code, or Pillow's or torchvision's version)"]
+    assert config_differences(a, {"files": {"d": files}}, "d")[0].startswith("image decoder")  # before it was kept
+    assert config_differences(a, {"files": {"d": {**files, "train": {"n": 4}, "decoder": "x"}}}, "d") == [
+        "data files (other images, or their files changed between the runs)"]

@@ -132,3 +132,15 @@ def test_slurm_jobs_compute_on_the_tasks_device_and_cpus_not_the_submitting_mach
                         (["--device", "cuda", "--slurm", "gpus_per_task=0"], "--device cuda asks for a GPU, but the Slurm tasks get none")):
         capsys.readouterr()
         assert main([*argv, *extra]) == 2 and capsys.readouterr().err.startswith(f"error: {said}")
+
+
+def test_run_and_tune_called_from_python_plan_slurm_jobs_on_the_tasks_device_too():
+    """The CLI set the tasks' device; `runner.run` and `tuning.tune` called with a slurm LaunchOptions planned on
+    this machine's (cpu here) while their jobs ran cpus_per_task threads."""
+    from unlearnbench.planning import RunOptions, on_launcher
+
+    options = on_launcher(RunOptions(device="auto"), SlurmOptions())
+    assert (options.device, options.in_slurm_tasks, options.run_device().type) == ("cuda", True, "cuda")
+    assert on_launcher(options, SlurmOptions(gpus_per_task=0)) is options  # decided once
+    assert on_launcher(RunOptions(device="auto"), SlurmOptions(gpus_per_task=0)).device == "cpu"
+    assert on_launcher(RunOptions(device="auto"), None).device == "auto"  # local: resolved where it runs

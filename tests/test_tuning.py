@@ -577,3 +577,20 @@ def test_a_damaged_earlier_tuning_result_is_one_sentence_saying_what_is_wrong(tm
                                   f"{str(refused.value).split('result: ', 1)[1].split('; choose')[0]}; choose another "
                                   f"--out or remove its tuned.yaml and trials.csv.")
     assert says in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_earlier_trials_file_without_devices_takes_each_studys_own(tmp_path):
+    """trials.csv written before trials named their device: each kept trial takes its study's device from
+    tuned.yaml, also where the file holds a failed study's trials (not in tuned.yaml) before the others (they were
+    matched by position: a KeyError, or another study's device)."""
+    from unlearnbench.tuning_results import TRIAL_COLUMNS, earlier_tuning
+
+    settings = TuningSettings(trials=1, forget_classes=[1], startup_trials=1)
+    rows = [{**dict.fromkeys(TRIAL_COLUMNS, ""), "dataset": "d", "backbone": "b", "method": m, "trial": 0}
+            for m in ("failed", "a", "c")]
+    pd.DataFrame(rows).drop(columns=["device"]).to_csv(tmp_path / "trials.csv", index=False)
+    document = {"objective": "retrain_distance", "split": "val", **dataclasses.asdict(settings),
+                "tuned": {"d": {"b": {m: {"trials": 1, "params": {}, "device": f"cpu {m}"} for m in ("a", "c")}}}}
+    (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(document))
+    trials = earlier_tuning(tmp_path, settings).trials
+    assert dict(zip(trials.method, trials.device)) == {"a": "cpu a", "c": "cpu c"}

@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     """The RunOptions and LaunchOptions the flags describe (shared by run and tune)."""
     from .launchers import LaunchOptions, default_workers
-    from .planning import RunOptions, slurm_device, slurm_options
+    from .planning import RunOptions, on_launcher, slurm_options
 
     workers, gpus = args.workers, parse_gpus(args.gpus)
     if args.slurm and args.launcher != "slurm":  # before: ignored silently
@@ -252,15 +252,13 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
         raise UserError("--gpus picks GPUs of this machine for local workers, but a Slurm task computes on its own "
                         "(--slurm gpus_per_task); drop --gpus.")
     slurm = slurm_options(grid, parse_pairs(args.slurm, "--slurm"))
-    in_tasks = args.launcher == "slurm"
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
-    options = RunOptions(
-        out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir,
-        device=slurm_device(args.device, slurm) if in_tasks else args.device, in_slurm_tasks=in_tasks,
+    options = on_launcher(RunOptions(
+        out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
         precision=args.precision, report=args.command == "run" and not args.no_report,
-    )
+    ), slurm if args.launcher == "slurm" else None)  # Slurm jobs compute on the tasks' device
     if workers is None:
         workers = len(gpus) if gpus else default_workers(options.run_device().type, args.launcher)
     launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=gpus, threads=args.threads,

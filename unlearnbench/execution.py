@@ -379,12 +379,14 @@ def crowding(launch_options: LaunchOptions, device: torch.device, jobs: int) -> 
 
 
 def make_jobs(kind: str, cells: list[Cell], grid: Grid, options: RunOptions, launch_options: LaunchOptions,
-              device: torch.device, log_path: Path, keys: dict[Cell, str] | None = None) -> list[Job]:
+              device: torch.device, log_path: Path, keys: dict[Cell, str] | None = None,
+              together: int | None = None) -> list[Job]:
     """One Job per cell, each on its GPU of --gpus; workers show progress bars only when at most one local worker
-    runs (parallel bars would interleave)."""
+    runs (parallel bars would interleave). `together`: how many jobs the launch that runs these holds (default
+    these), which says how crowded the workers run."""
     quiet = launch_options.workers > 1 or launch_options.launcher != "local"
     worker_options = dataclasses.replace(options, progress=options.progress and not quiet)
-    crowded = crowding(launch_options, device, len(cells))
+    crowded = crowding(launch_options, device, together or len(cells))
     made = [Job(kind, c, (keys or {}).get(c, ""), grid, worker_options, str(device), log_path,
                 worker_threads(launch_options), code_hash("metrics") if keys else "", crowded) for c in cells]
     return assign_devices(made, launch_options.gpus, lambda j, d: dataclasses.replace(j, device=d))

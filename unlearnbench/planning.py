@@ -85,6 +85,13 @@ def slurm_device(name: str, slurm: SlurmOptions) -> str:
     return name
 
 
+def on_launcher(options: RunOptions, slurm: SlurmOptions | None) -> RunOptions:
+    """`options` with the device the jobs compute on: under Slurm (`slurm` given) the tasks' (`slurm_device`)."""
+    if slurm is None or options.in_slurm_tasks:
+        return options
+    return dataclasses.replace(options, device=slurm_device(options.device, slurm), in_slurm_tasks=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' → cuda when available, else cpu; 'cpu', 'cuda' and 'cuda:N' as named (N must exist)."""
     if name == "auto":

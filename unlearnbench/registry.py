@@ -22,7 +22,11 @@ class Registry(Generic[T]):
     def _loaded(self) -> dict[str, T]:
         if self._load is not None:
             load, self._load = self._load, None
-            load()
+            try:
+                load()
+            except BaseException:
+                self._load = load  # the next lookup raises the same error, not "Unknown ...; choose one of: ."
+                raise
         return self._items
 
     def register(self, name: str) -> Callable[[T], T]:

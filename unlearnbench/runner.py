@@ -22,7 +22,7 @@ from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import (Plan, RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings,
-                       plan, retrained_models, stage_retrained_counts)
+                       on_launcher, plan, retrained_models, stage_retrained_counts)
 from .store import Cache, RunFolder, config_differences, git_commit, read_run_config, versions, writable_folder
 from .training import compute_setting
 
@@ -55,11 +55,12 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     launcher. `planned`: the plan of this grid and these options, where the caller made it already in this scan of
     the files (the CLI, for its warnings): an ImageNet-size plan costs seconds."""
     metrics = metric_names(grid)
+    launch_options = launch_options or LaunchOptions()
+    options = on_launcher(options, launch_options.slurm if launch_options.launcher == "slurm" else None)
     p = planned or plan(grid, options)
     device = p.device
     cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
-    launch_options = launch_options or LaunchOptions()
     check_gpus(launch_options, device)
     crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metrics), launch_options, device,
                             options.data_root, Path(options.cache))
@@ -99,8 +100,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         tuning = tuning_records(p.cells, tuned_parameters(grid.tuned))
         pending = [c for c in p.cells if c not in results]
 
-        def jobs(kind: str, cells: list[Cell]) -> list[Job]:
-            return make_jobs(kind, cells, grid, options, launch_options, device, folder.path / "log.txt", keys)
+        def jobs(kind: str, cells: list[Cell], together: int | None = None) -> list[Job]:
+            return make_jobs(kind, cells, grid, options, launch_options, device, folder.path / "log.txt", keys,
+                             together)
 
         groups = list(dict.fromkeys(c.group for c in pending))
         firsts = [next(c for c in pending if c.group == g) for g in groups]
@@ -119,8 +121,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         broken_groups: dict = {}
         partial = 0
         ended = [cell for cell, _ in p.skipped]  # with `results`: the cells this run has an outcome for
-        for phase in (jobs("original", firsts), jobs("cell", retrains) + jobs("retrained", stand_ins),
-                      jobs("cell", others)):
+        together = len(retrains) + len(stand_ins)  # one phase: as crowded as all its jobs make it
+        for phase in (jobs("original", firsts),
+                      jobs("cell", retrains, together) + jobs("retrained", stand_ins, together), jobs("cell", others)):
             phase = [j for j in phase if j.cell.group not in broken_groups]
             for outcome in launch(run_job, phase, dataclasses.replace(launch_options, folder=folder.path), crashed,
                                   slots):
@@ -380,11 +383,16 @@ def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: 
 
 
 def tuned_values(grid: Grid, cells: list[Cell]) -> dict:
-    """'dataset/backbone/method' → the parameters of those cells where the grid's `tuned:` result gives them values
+    """'dataset/backbone/method' → the values those cells run of the parameters the grid's `tuned:` result sets
     (written to config.yaml: a result tuned again since changes them, and a run folder never pools both)."""
     tuned = tuned_parameters(grid.tuned) if grid.tuned else {}
-    return {f"{c.dataset.label}/{c.backbone.label}/{c.method}": c.params_dict for c in cells
-            if c.method in tuned.get(c.dataset.label, {}).get(c.backbone.label, {})}
+    values = {}
+    for c in cells:
+        entry = tuned.get(c.dataset.label, {}).get(c.backbone.label, {}).get(c.method)
+        if entry is not None:
+            values[f"{c.dataset.label}/{c.backbone.label}/{c.method}"] = {
+                k: v for k, v in c.params_dict.items() if k in entry["params"]}
+    return values
 
 
 def grid_differences(grid: Grid, recorded: dict) -> str:

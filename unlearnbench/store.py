@@ -176,7 +176,9 @@ def config_differences(a: dict, b: dict, dataset: str) -> list[str]:
     fa, fb = ({k: v for k, v in c["files"].get(dataset).items() if k != "tree"}
               if isinstance(c.get("files"), dict) and isinstance(c["files"].get(dataset), dict) else {} for c in (a, b))
     if fa and fb and fa != fb:
-        said.append("data files (other images, or their files changed between the runs)")
+        same_files = {k: v for k, v in fa.items() if k != "decoder"} == {k: v for k, v in fb.items() if k != "decoder"}
+        said.append("image decoder (the decoding code, or Pillow's or torchvision's version)" if same_files else
+                    "data files (other images, or their files changed between the runs)")
     ma, mb = (c.get("metric_settings") if isinstance(c.get("metric_settings"), dict) else {} for c in (a, b))
     for metric in sorted(ma.keys() & mb.keys()):
         sa, sb = (_value_settings(metric, m[metric]) for m in (ma, mb))

@@ -139,8 +139,9 @@ def run_study(job, stages: Stages) -> list[dict]:
                 job.options.download))})
         hit = cache.load_cell(key)
         # a cached trial keeps the device its seconds were measured on ('unknown' where cached before it was kept)
+        measured_on = device_name(stages.data.device) + (f"; measured with {job.crowded}" if job.crowded else "")
         result = ({"device": "unknown", **hit[0]} if hit is not None else
-                  {**_evaluate(trial_cell, info, stages, classes, reference), "device": device_name(stages.data.device)})
+                  {**_evaluate(trial_cell, info, stages, classes, reference), "device": measured_on})
         if hit is None and not result["error"]:
             cache.save_cell(key, [result])
         if hit is not None and key in tried:  # a setting this study ran already (a small discrete space), taken
@@ -237,7 +238,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     summary.md into `out` after every finished study (a killed run loses no finished study; re-running resumes from
     the trial cache). The original and retrained models are the grid's own cached stages, trained first, once
     each."""
-    from .planning import plan
+    from .planning import on_launcher, plan
     from .store import RunFolder, writable_folder
 
     from .execution import KeptGroup
@@ -245,6 +246,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     if any((Path(out) / name).is_file() for name in ("config.yaml", "records.csv")):
         raise UserError(f"{out} holds a run (config.yaml, records.csv), not a tuning; pass another --out.")
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
+    options = on_launcher(options, launch_options.slurm if launch_options.launcher == "slurm" else None)
     settings = tuning_settings(grid)
     if 1 < settings.trials <= settings.startup_trials + 1:  # TPE models the history from trial startup_trials + 2 on
         print(f"warning: the tuning section's startup_trials ({settings.startup_trials}) leaves none of its "

@@ -57,7 +57,7 @@ def summarise(trials: pd.DataFrame, settings: TuningSettings, spaces: dict, comm
             "trials": len(rows),
             "moved_in_last_trials": round(float(running[-tail - 1] - running[-1]) if len(rows) > tail else 0.0, 4),
             "tuning_seconds": round(float(rows["seconds"].sum()), 1),
-            "device": "; ".join(sorted({d for d in rows["device"].fillna("") if d})) or "unknown",
+            "device": " and ".join(sorted({d for d in rows["device"].fillna("") if d})) or "unknown",
             "git": commit,
             "search_space": space,
             **({"setup": setups[(dataset, backbone, method)]} if setups else {}),
@@ -143,7 +143,9 @@ def earlier_tuning(folder: Path, settings: TuningSettings, grid_split: dict | No
     keys = list(zip(trials["dataset"], trials["backbone"], trials["method"]))
     trials = trials[[key in studies for key in keys]].copy()
     unnamed = trials["device"] == ""  # a trials.csv from before trials named their device: the study's
-    trials.loc[unnamed, "device"] = [str(studies[k].get("device", "")) for k, u in zip(keys, unnamed) if u]
+    named = trials[unnamed]
+    trials.loc[unnamed, "device"] = [str(studies[k].get("device", ""))
+                                     for k in zip(named["dataset"], named["backbone"], named["method"])]
     header = "\n".join(line[2:] for line in text.splitlines() if line.startswith("# "))
     return EarlierTuning(trials, kept, header)
 

@@ -134,8 +134,11 @@ def _extracted_from(copy: Path) -> set[str]:
 
 def _note_source(copy: Path, tarball: Path) -> None:
     if str(tarball.resolve()) not in _extracted_from(copy):
-        with open(copy / SOURCES, "a") as f:  # one short line, appended whole
-            f.write(f"{tarball.resolve()}\n")
+        try:
+            with open(copy / SOURCES, "a") as f:  # one short line, appended whole
+                f.write(f"{tarball.resolve()}\n")
+        except OSError:  # (a read-only cache) the copy is still read; it only cannot stand in for this tarball
+            pass
 
 
 def _cifar_missing(source: DataSource) -> str | None:

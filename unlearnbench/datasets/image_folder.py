@@ -183,11 +183,20 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def tree_splits(tree: Path) -> tuple[Path, Path] | None:
-    """(train/, the held-out split) of an ImageFolder tree: test/, else val/ (ImageNet's layout, whose validation
-    set is the paper's test set); None without both. Validation is carved from train/ (or `val_from: test`), so a
-    val/ beside test/ is not read."""
-    test = next((tree / s for s in ("test", "val") if (tree / s).is_dir()), None)
-    return (tree / "train", test) if (tree / "train").is_dir() and test else None
+    """(train/, the held-out split) of an ImageFolder tree: test/ where it holds class folders, else val/
+    (ImageNet's layout, whose validation set is the paper's test set, and whose test/ is one folder of unlabelled
+    images), else test/; None without train/ and one of them. Validation is carved from train/ (or `val_from:
+    test`), so a val/ beside a test/ of class folders is not read."""
+    test, val = tree / "test", tree / "val"
+    held_out = test if _has_folders(test) or not val.is_dir() else val
+    return (tree / "train", held_out) if (tree / "train").is_dir() and held_out.is_dir() else None
+
+
+def _has_folders(path: Path) -> bool:
+    try:
+        return any(e.is_dir() for e in os.scandir(path))
+    except OSError:
+        return False
 
 
 def class_folder_problem(train_dir: Path, test_dir: Path) -> str | None:
@@ -224,10 +233,10 @@ def _imagefolder(name: str, subfolder: str | None, default_size: int | None, cen
     def missing(source: DataSource) -> str | None:
         tree = _tree_path(source, subfolder)
         if tree is None:
-            return f"Dataset '{name}' needs --data-root (or a 'path' option) pointing at a tree with train/ and val/ or test/."
+            return f"Dataset '{name}' needs --data-root (or a 'path' option) pointing at a tree with train/ and test/ or val/."
         splits = tree_splits(tree)
         if not splits:
-            return f"Dataset '{name}' not found: expected {tree}/train/<class>/ and {tree}/val/ (or test/) image folders."
+            return f"Dataset '{name}' not found: expected {tree}/train/<class>/ and {tree}/test/ (or val/) image folders."
         return class_folder_problem(*splits)
 
     def load(source: DataSource) -> RawDataset:
