@@ -58,7 +58,7 @@ def test_summary_picks_the_best_trial_and_says_how_far_it_still_moved():
     assert entry["params"] == {"lr": 6} and entry["objective"] == 0.3 and entry["default_objective"] == 0.9
     assert entry["moved_in_last_trials"] == pytest.approx(0.1)  # best 0.4 before the last two trials, 0.3 after
     assert entry["tuning_seconds"] == 16.0
-    assert entry["device"] == "cpu (1 threads, X); cpu (2 threads, X)"  # the seconds were measured on both
+    assert entry["device"] == "cpu (1 threads, X) and cpu (2 threads, X)"  # the seconds were measured on both
 
 
 def tune_grid(tmp_path, **overrides):
