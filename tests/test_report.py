@@ -979,6 +979,7 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
     grid = {"name": "small", "datasets": ["mnist"], "backbones": [FULL], "methods": ["retrain", "finetune"],
             "recipe": {"epochs": 1, "vit": {"epochs": 7}}}
     base["grid"] = grid
+    base["tuned_values"] = {f"mnist/{FULL}/finetune": {"lr": 0.1}}
     first = folder("first", class_rows())
     assert len(load_runs([first, folder("vit", class_rows("finetune"), grid={**grid, "recipe": {"epochs": 1}})])[0])
     allowed = {"metric_settings": {  # values recorded apart, extra rows beside the same values, a setting not
@@ -1000,6 +1001,8 @@ def test_merging_folders_computed_under_other_settings_is_refused_naming_what_di
          "insertion_deletion settings (ranking 'per_matrix' against 'global')"),
         ("epochs", {"grid": {**grid, "recipe": {"epochs": 2}}}, "training recipes (epochs 1 against 2)"),
         ("carve", {"grid": {**grid, "val_fraction": 0.5}}, "validation carves (val_fraction 0.1 against 0.5)"),
+        ("retuned", {"tuned_values": {f"mnist/{FULL}/finetune": {"lr": 0.5}}},
+         "tuned parameters of finetune (tuned again between the runs)"),
         ("norm", {"grid": {**grid, "backbones": [{"name": FULL, "mean": [0.5] * 3, "std": [0.5] * 3}]}},
          "input normalisations (mean, std (None, None) against ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))"),
     ]:
