@@ -127,8 +127,8 @@ def test_tune_searches_from_the_defaults_resumes_from_its_cache_and_a_grid_uses_
     study = retuned["tuned"]["mnist5k"]["vgg16-w0.0625"]["negative_gradient"]
     study["params"] = {k: v * 2 if isinstance(v, float) else v for k, v in study["params"].items()}
     tuned_file.write_text(yaml.safe_dump(retuned))
-    with pytest.raises(UserError, match=r"holds results of mnist5k/vgg16-w0.0625/negative_gradient computed with "
-                                        r"other tuned parameters than '.*tuned.yaml' gives now"):
+    with pytest.raises(UserError, match=r"holds results of dataset mnist5k computed under other tuned parameters "
+                                        r"of negative_gradient \(tuned again between the runs\)"):
         check_run_folder(result.run_dir, tuned_grid, plan(tuned_grid, options))
     # each study records its setup; a grid of another setup under the same labels is refused the result
     assert chosen["setup"] == {"dataset": {"name": "mnist5k"}, "backbone": {

@@ -156,9 +156,7 @@ def run_cell(cell: Cell, info: MethodInfo, stages: Stages, grid: Grid, metrics: 
             "params": cell.params_json, "seed": cell.seed, "device": device_name(data.device),
             "git_commit": git_commit()}  # the code that computed it: a later run taking it from the cache keeps it
     # cost rows that include a retrained model's training measured elsewhere (e.g. by `tune` at other threads)
-    notes = ([f"measured with {crowded}"] if crowded else []) + (
-        [f"retrained model trained on {', '.join(trained_on)}"] if trained_on else [])
-    charged = {**base, "device": "; ".join([base["device"], *notes])}
+    charged = {**base, "device": cost_device(data.device, crowded, trained_on)}
     whole = {**cost, "serving_bytes": state_bytes(model), **model.diagnostics()}
     records: dict[str | None, list[dict]] = {None: [
         {**(charged if k in cost else base), "forget_class": cell.forget_class, "split": "all", "metric": k,
@@ -360,9 +358,20 @@ def crashed(job: Job, exc: BaseException) -> Outcome:
 def worker_threads(launch_options: LaunchOptions) -> int:
     """Torch CPU threads per worker: --threads, else a Slurm task's CPUs (`cpus_per_task`), else this machine's
     cores shared out among the workers (this process: all)."""
-    if launch_options.threads or launch_options.launcher == "slurm":
-        return launch_options.threads or launch_options.slurm.cpus_per_task
+    if launch_options.threads:
+        return launch_options.threads
+    if launch_options.launcher == "slurm":
+        return launch_options.slurm.cpus_per_task
     return max(1, (os.cpu_count() or 1) // max(1, launch_options.workers))
+
+
+def cost_device(device: torch.device, crowded: str = "", trained_on: list[str] = ()) -> str:
+    """The device column of cost rows (a cell's, a tuning trial's): `device_name`, then where it was oversubscribed
+    (`crowding`) and where a retrained model it charges was trained elsewhere, each after '; ' (the report reads the
+    hardware before the first)."""
+    notes = ([f"measured with {crowded}"] if crowded else []) + (
+        [f"retrained model trained on {', '.join(trained_on)}"] if trained_on else [])
+    return "; ".join([device_name(device), *notes])
 
 
 def crowding(launch_options: LaunchOptions, device: torch.device, jobs: int) -> str:

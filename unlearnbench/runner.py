@@ -206,16 +206,9 @@ def check_run_folder(folder: Path, grid: Grid, p: Plan) -> tuple[dict | None, di
     if differing:
         raise UserError(f"{folder} holds a run of grid '{previous['grid'].get('name')}' with a different "
                         f"configuration (its {differing}); pass another --out or --retry-failed.")
-    then, now = (previous or {}).get("tuned_values") or {}, tuned_values(grid, p.cells)
-    retuned = [k for k in now if k in then and now[k] != then[k]]
-    if retuned:
-        more = f" and {len(retuned) - 1} more" if len(retuned) > 1 else ""
-        raise UserError(f"{folder} holds results of {retuned[0]}{more} computed with other tuned parameters than "
-                        f"'{grid.tuned}' gives now (tuned again since), which this run's would be pooled with; pass "
-                        f"another --out.")
     earlier = _earlier_results(folder) if previous is not None else None
     recorded = set(earlier["records"]["dataset"].astype(str)) if earlier and "records" in earlier else set()
-    clash = _setting_clash(previous, p.files, p.device, recorded) if previous else ""
+    clash = _setting_clash(previous, p.files, p.device, recorded, tuned_values(grid, p.cells)) if previous else ""
     if clash:
         raise UserError(f"{folder} holds results {clash}, which this run's would be pooled with; pass another --out.")
     if previous is None and any((folder / f).is_file() for f in ("records.csv", "failures.csv")):
@@ -371,12 +364,13 @@ def _files_read(files: dict) -> dict:
     return json.loads(json.dumps({d.label: identity or {} for d, identity in files.items()}, default=str))
 
 
-def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: set[str]) -> str:
+def _setting_clash(previous: dict, files: dict, device: torch.device, recorded: set[str], tuned: dict) -> str:
     """Why this run's records cannot be pooled with the folder's earlier records (--only slices): of a dataset it
     holds records of, other files (another tree's, or files changed since; a dataset missing then or now has none
-    to compare), or another device type or precision (`store.config_differences`); '' where none (or where the
-    earlier config.yaml did not record them)."""
-    now = {"files": _files_read(files), "compute": compute_setting(device)}
+    to compare), another device type or precision, or other values of its tuned result (`tuned`: this run's
+    `tuned_values`) (`store.config_differences`); '' where none (or where the earlier config.yaml did not record
+    them)."""
+    now = {"files": _files_read(files), "compute": compute_setting(device), "tuned_values": tuned}
     clashes = [f"of dataset {label} computed under other {'; '.join(said)}" for label in sorted(recorded)
                if (said := config_differences(previous, now, label))]
     return clashes[0] if clashes else ""

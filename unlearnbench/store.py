@@ -165,8 +165,9 @@ _SELECTING_SETTINGS = {"splits", "split", "eval_split", "train_missing", "legacy
 
 def config_differences(a: dict, b: dict, dataset: str) -> list[str]:
     """What two run configs (config.yaml) computed `dataset`'s values under differently, as far as both recorded
-    it: device type and precision, the dataset's files (wherever they lie), each metric's settings that change a
-    value; what keeps a run folder, or a merged report, from pooling their results."""
+    it: device type and precision, the dataset's files (wherever they lie), the values applied of a tuned result,
+    each metric's settings that change a value; what keeps a run folder, or a merged report, from pooling their
+    results."""
     said = []
     ca, cb = (c.get("compute") if isinstance(c.get("compute"), dict) else {} for c in (a, b))
     shown = [k for k in ("device_type", "precision") if k in ca and k in cb]
@@ -179,6 +180,11 @@ def config_differences(a: dict, b: dict, dataset: str) -> list[str]:
         same_files = {k: v for k, v in fa.items() if k != "decoder"} == {k: v for k, v in fb.items() if k != "decoder"}
         said.append("image decoder (the decoding code, or Pillow's or torchvision's version)" if same_files else
                     "data files (other images, or their files changed between the runs)")
+    ta, tb = (c.get("tuned_values") if isinstance(c.get("tuned_values"), dict) else {} for c in (a, b))
+    retuned = sorted({k.split("/", 2)[-1] for k in ta.keys() & tb.keys()
+                      if k.startswith(f"{dataset}/") and ta[k] != tb[k]})
+    if retuned:  # 'dataset/backbone/method' → the values a run applied of its tuned result (runner.tuned_values)
+        said.append(f"tuned parameters of {', '.join(retuned)} (tuned again between the runs)")
     ma, mb = (c.get("metric_settings") if isinstance(c.get("metric_settings"), dict) else {} for c in (a, b))
     for metric in sorted(ma.keys() & mb.keys()):
         sa, sb = (_value_settings(metric, m[metric]) for m in (ma, mb))

@@ -112,7 +112,8 @@ def run_study(job, stages: Stages) -> list[dict]:
 
     from .discovery import discover
     from .planning import cell_key
-    from .store import Cache, device_name
+    from .execution import cost_device
+    from .store import Cache
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = tuning_settings(job.grid)
@@ -128,6 +129,7 @@ def run_study(job, stages: Stages) -> list[dict]:
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.enqueue_trial({k: fixed[k] for k in space})
     rows, tried = [], set()
+    measured_on = cost_device(stages.data.device, job.crowded)
     for number in range(settings.trials):
         trial = study.ask()
         sampled = {k: spec.suggest(trial, k) for k, spec in space.items()}
@@ -139,7 +141,6 @@ def run_study(job, stages: Stages) -> list[dict]:
                 job.options.download))})
         hit = cache.load_cell(key)
         # a cached trial keeps the device its seconds were measured on ('unknown' where cached before it was kept)
-        measured_on = device_name(stages.data.device) + (f"; measured with {job.crowded}" if job.crowded else "")
         result = ({"device": "unknown", **hit[0]} if hit is not None else
                   {**_evaluate(trial_cell, info, stages, classes, reference), "device": measured_on})
         if hit is None and not result["error"]:

@@ -186,8 +186,9 @@ def _cifar_per_class(source: DataSource) -> tuple | None:
 
 
 def _jpeg_test_dir(tree: Path) -> Path | None:
-    """The JPEG copy's held-out split: test/ (the copy's), else val/."""
-    return next((tree / s for s in ("test", "val") if (tree / s).is_dir()), None)
+    """The JPEG copy's held-out split, by the ImageFolder rule (`tree_splits`: test/ of class folders, else val/)."""
+    splits = tree_splits(tree)
+    return splits[1] if splits else None
 
 
 def _tarball_class_counts(tarball: Path) -> tuple | None:
@@ -207,7 +208,8 @@ def _tarball_class_counts(tarball: Path) -> tuple | None:
                     counts[parts[split]][parts[split + 1]] += 1
     except (tarfile.TarError, EOFError, OSError, zlib.error):
         return None  # extracting it says what is wrong
-    held_out = counts["test" if "test" in present else "val"]  # as loading reads the extracted copy: test/, else val/
+    # as loading reads the extracted copy (`tree_splits`): test/ where it holds class folders, else val/
+    held_out = counts["test" if counts["test"] or "val" not in present else "val"]
     classes = sorted(counts["train"])
     if not classes or sorted(held_out) != classes:
         return None

@@ -127,14 +127,14 @@ def decode_splits(train_dir: Path, test_dir: Path, cache_dir: Path, image_size: 
                   budget_bytes: int = 2**30, signatures: tuple[dict | None, dict | None] = (None, None)):
     """`decode_image_folder` of a tree's training and held-out splits (with their `signatures` as scanned, where
     given): (x_train, y_train, x_test, y_test, classes). Each split is labelled from its own class folders, so they
-    must be the same folders (a missing one would shift every later class's labels)."""
+    must be the same folders (a missing one would shift every later class's labels): `class_folder_problem`,
+    checked before either is decoded."""
+    problem = class_folder_problem(train_dir, test_dir)
+    if problem:
+        raise DataFileError(problem)
     x_train, y_train, classes = decode_image_folder(train_dir, cache_dir, image_size, center_crop, budget_bytes,
                                                     signatures[0])
-    x_test, y_test, test_classes = decode_image_folder(test_dir, cache_dir, image_size, center_crop, budget_bytes,
-                                                       signatures[1])
-    if test_classes != classes:
-        raise DataFileError(f"Class folders differ between {train_dir} and {test_dir}: "
-                            f"{', '.join(sorted(set(classes) ^ set(test_classes)))} only in one.")
+    x_test, y_test, _ = decode_image_folder(test_dir, cache_dir, image_size, center_crop, budget_bytes, signatures[1])
     return x_train, y_train, x_test, y_test, classes
 
 
@@ -188,7 +188,7 @@ def tree_splits(tree: Path) -> tuple[Path, Path] | None:
     images), else test/; None without train/ and one of them. Validation is carved from train/ (or `val_from:
     test`), so a val/ beside a test/ of class folders is not read."""
     test, val = tree / "test", tree / "val"
-    held_out = test if _has_folders(test) or not val.is_dir() else val
+    held_out = test if not val.is_dir() or _has_folders(test) else val  # test/ is scanned only beside a val/
     return (tree / "train", held_out) if (tree / "train").is_dir() and held_out.is_dir() else None
 
 

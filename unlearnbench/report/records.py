@@ -248,14 +248,9 @@ def check_poolable(sources: list[RunSource], frames: list[pd.DataFrame]) -> None
     for (i, a), (j, b) in itertools.combinations(enumerate(sources), 2):
         shared = set(frames[i][["dataset", "backbone"]].itertuples(index=False, name=None)) & set(
             frames[j][["dataset", "backbone"]].itertuples(index=False, name=None))
-        tuned = [s.config.get("tuned_values") or {} for s in (a, b)]  # (recorded since 2026-12-07)
         for dataset, backbone in sorted(shared):
-            prefix = f"{dataset}/{backbone}/"
-            retuned = sorted(k.removeprefix(prefix) for k in tuned[0].keys() & tuned[1].keys()
-                             if k.startswith(prefix) and tuned[0][k] != tuned[1][k])
             differences = config_differences(a.config, b.config, dataset) + training_differences(
-                setups[i].get((dataset, backbone)), setups[j].get((dataset, backbone))) + (
-                [f"tuned parameters of {', '.join(retuned)} (tuned again between the runs)"] if retuned else [])
+                setups[i].get((dataset, backbone)), setups[j].get((dataset, backbone)))
             if differences:
                 raise UserError(f"{a.path} and {b.path} hold results of {dataset} / {backbone} computed under other "
                                 f"{'; '.join(differences)}, which a merged report would pool in one table; report "
