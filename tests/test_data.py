@@ -481,14 +481,20 @@ def test_a_cifar10_tarball_replaced_between_a_groups_scan_and_its_load_is_refuse
 
 def test_a_cifar10_jpeg_copy_whose_test_split_lacks_a_class_folder_is_one_sentence(tmp_path):
     """Before: each split was labelled from its own sorted folders, so with test/airplane missing every test image
-    of bird … truck carried the label of the class before it, silently."""
+    of bird … truck carried the label of the class before it, silently. It is the dataset's missing-data reason
+    too, as an ImageFolder tree's (a dry run said nothing; planning ran its cells into the loading error)."""
     import shutil
+
+    from unlearnbench.data import dataset_missing
 
     classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _write_tree(tmp_path / "cifar10-jpeg", classes, per_class=2, size=32)
     shutil.rmtree(tmp_path / "cifar10-jpeg" / "test" / "airplane")
-    with pytest.raises(DataFileError, match=r"^Class folders differ between .*cifar10-jpeg/train and "
-                                            r".*cifar10-jpeg/test: airplane only in train/\.$"):
+    assert dataset_missing("cifar10", tmp_path, tmp_path / "cache") == (
+        f"Class folders differ between {tmp_path}/cifar10-jpeg/train and {tmp_path}/cifar10-jpeg/test: airplane only "
+        f"in train/.")
+    with pytest.raises(UserError, match=r"^Class folders differ between .*cifar10-jpeg/train and "
+                                       r".*cifar10-jpeg/test: airplane only in train/\.$"):
         load_dataset("cifar10", root=tmp_path, cache_dir=tmp_path / "cache")
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
 from ..seeds import file_digest
-from .image_folder import decode_splits, decoder_identity, folder_signature, split_class_counts, tree_splits
+from .image_folder import (class_folder_problem, decode_splits, decoder_identity, folder_signature, split_class_counts,
+                           tree_splits)
 from .registration import register
 
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -142,7 +143,10 @@ def _note_source(copy: Path, tarball: Path) -> None:
 
 
 def _cifar_missing(source: DataSource) -> str | None:
-    if source.download or _cifar_source(source):
+    found = _cifar_source(source)
+    if found and found[0] in ("jpeg", "extracted"):  # a tree: its splits' class folders, as an ImageFolder's
+        return class_folder_problem(found[1] / "train", _jpeg_test_dir(found[1]))
+    if source.download or found:
         return None
     if source.root is None:
         return (f"Dataset 'cifar10' needs --data-root (a folder holding cifar-10-batches-py/, cifar10-jpeg/ or "
