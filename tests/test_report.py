@@ -698,6 +698,24 @@ def test_relearn_curves_are_drawn_carried_to_the_longest_and_kept_out_of_the_tab
     assert "relearn_epochs" in set(summary["metric"]) and not summary["metric"].str.startswith("relearn_curve").any()
 
 
+def test_a_relearn_curve_at_0_or_100_percent_is_drawn_inside_the_axes(report):
+    """A curve that stays at 0 % (a retrained model that never relearns within the cap) was drawn on the axes'
+    bottom edge, under the spine and half clipped: invisible. Both limits leave a margin now."""
+    records = pd.DataFrame(hand_records())
+    records = records[records["backbone"] == FULL].assign(forget_class=lambda f: f["forget_class"].astype("Int64"))
+    curve = records["metric"].str.startswith("relearn_curve")
+    records.loc[curve, "value"] = np.where(records.loc[curve, "method"] == "retrain", 0.0, 1.0)
+    fig = relearn_figure(records)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    lines = [line for line in ax.lines if len(line.get_xdata())]
+    assert sorted({float(v) for line in lines for v in line.get_ydata()}) == [0.0, 100.0]
+    for line in lines:
+        y = ax.transData.transform(np.column_stack([line.get_xdata(), line.get_ydata()]))[:, 1]
+        margin = line.get_linewidth() * fig.dpi / 72  # the line's full width in pixels, clear of either spine
+        assert (y > ax.bbox.y0 + margin).all() and (y < ax.bbox.y1 - margin).all()
+
+
 def test_shared_filter_selection():
     rel = torch.zeros(3, 12)
     for c, top in enumerate([(0, 1), (1, 2), (2, 3)]):

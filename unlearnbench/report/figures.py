@@ -203,7 +203,8 @@ def relearn_figure(records: pd.DataFrame) -> Figure | None:
         order = [labels[k] for k in _label_order(records) if labels[k] in set(curves["method_label"])]
         sns.lineplot(curves, x="epoch", y="percent", hue="method_label", hue_order=order, errorbar="sd", ax=ax)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="relearn epoch", ylabel="forget accuracy (%)", ylim=(0, 100))
+        # a margin at either end: a curve at 0 % (a retrained model) on the bottom spine was not seen
+        ax.set(xlabel="relearn epoch", ylabel="forget accuracy (%)", ylim=(-3, 103), yticks=range(0, 101, 20))
         ax.set_title(f"Relearn curves, {title}\n(a class that regained the original accuracy keeps its last value)",
                      fontsize=9)
         side_legend(ax, 3.6)
