@@ -67,7 +67,8 @@ def _launch_options() -> argparse.ArgumentParser:
                                                    "CPU results are reproducible for a fixed value")
     group.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                        help="Slurm setting (partition, time_min, gpus_per_task, cpus_per_task, mem_gb, "
-                            "array_parallelism, cluster); overrides the grid's slurm: section")
+                            "array_parallelism, additional: a mapping of further sbatch settings); overrides the "
+                            "grid's slurm: section")
     return parent
 
 
