@@ -405,6 +405,27 @@ def test_retry_failed_on_a_config_whose_grid_has_no_name_says_so(tmp_path, capsy
     assert "config.yaml has no 'name'" in err and "'None'" not in err and len(err.splitlines()) == 1
 
 
+def test_retry_failed_reads_the_run_s_folders_back_from_any_directory(tmp_path, monkeypatch, capsys):
+    """config.yaml recorded --cache-dir and --plugins as typed: read back from another directory, a relative one
+    named another folder (the plugin folder did not exist; a new ./cache planned every finished cell again)."""
+    from conftest import SMALL_MNIST
+
+    (tmp_path / "plugins").mkdir()
+    grid = write_grid(tmp_path, methods=["original"], metrics=["accuracy"], datasets=[SMALL_MNIST],
+                      forget_classes=[0])
+    monkeypatch.chdir(tmp_path)
+    assert main(["--grid", str(grid), "--out", "run", "--cache-dir", "cache", "--plugins", "plugins", "--quiet",
+                 "--no-report", "--workers", "0"]) == 0
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (config["cache_dir"], config["plugins"]) == (str(tmp_path / "cache"), [str(tmp_path / "plugins")])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    assert "cached cells: 1 of 1" in capsys.readouterr().out
+    assert not (tmp_path / "elsewhere" / "cache").exists()
+
+
 def test_retry_failed_on_a_config_cut_short_says_so(tmp_path, capsys):
     """Before: a config.yaml whose grid lost fields read as another grid, and the run said the folder held a
     different configuration and to pass --retry-failed, which had been passed."""
@@ -534,7 +555,8 @@ def test_tuned_parameters_searched_over_other_ranges_than_the_method_declares_no
         else:
             assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
                     f"searched over other ranges than the method declares now") in err
-            assert "re-tune with `run_bench.py tune --grid " in err and "--only method=finetune`." in err
+            # the command adds the study to the result the grid reads (before: to results/tuning/<grid name>)
+            assert f"re-tune with `run_bench.py tune --grid {grid} --only method=finetune --out {tmp_path}`." in err
 
 
 def test_tuned_parameters_chosen_with_another_fixed_value_than_the_grid_runs_are_a_warning(tmp_path, capsys):
@@ -569,19 +591,23 @@ def test_tuned_parameters_chosen_for_another_version_of_the_method_are_a_warning
     tuned = tmp_path / "tuned.yaml"
     grid = write_grid(tmp_path, methods=["finetune"], tuned=str(tuned))
     held = {k: v for k, v in defaults.items() if k != "lr"}
+    plugins = tmp_path / "plugins"  # the hint names the run's plugin folders (a plugin is unknown to tune without)
+    plugins.mkdir()
     for study, warned in [({"method_code": info.source_hash, "fixed": held}, None),
                           ({"method_code": "0" * 16, "fixed": held}, "its code changed since"),
                           ({"fixed": {k: v for k, v in held.items() if k != "steps"}}, "steps added since"),
                           ({}, None)]:  # a study from before either was recorded: nothing to compare
         tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k": {"vgg16-w0.0625": {"finetune": {
             "params": {"lr": defaults["lr"]}, **study}}}}}))
-        assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
+        assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c"), "--plugins",
+                     str(plugins)]) == 0
         err = capsys.readouterr().err
         if warned is None:
             assert "another version of the method" not in err
         else:
             assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
-                    f"chosen for another version of the method; re-tune with `run_bench.py tune --grid ") in err
+                    f"chosen for another version of the method; re-tune with `run_bench.py tune --grid {grid} "
+                    f"--only method=finetune --out {tmp_path} --plugins {plugins}`.") in err
 
 
 def test_a_run_folder_records_only_the_values_its_tuned_result_sets(tmp_path):

@@ -166,14 +166,54 @@ def test_a_plugin_named_like_another_method_is_one_sentence_and_the_first_is_kep
     assert "did you mean 'finetune'" in str(typo.value) and "may be in a plugin file" not in str(typo.value)
 
 
+def test_two_classes_of_one_name_in_one_file_are_one_sentence_and_the_first_is_kept(tmp_path):
+    """Before: the later class replaced the earlier silently (the clash was checked between files only)."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "twins.py").write_text(PLUGIN.format(imports="", cls="First", name="twin", body="")
+                                     + PLUGIN.format(imports="", cls="Second", name="twin", body=""))
+    methods, errors = discover([folder])
+    assert methods["twin"].cls.__name__ == "First"
+    assert [e.message for e in errors] == [f"Method 'twin' in {folder / 'twins.py'} (class Second) has the name of "
+                                           f"class First in the same file, which is kept; give it another name."]
+
+
+def test_a_subclass_of_a_method_is_labelled_by_its_own_name_and_a_label_taken_is_one_sentence(tmp_path):
+    """A subclass of Fine-tune inherited its label, paper and venue: the report printed two 'Fine-tune' rows (the
+    second's name blanked as a repeat) and credited the plugin to Golatkar et al. Tables name methods by label, so
+    a label another method has (the paper's names included) is refused."""
+    from unlearnbench.report.names import display_name, method_labels
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "variants.py").write_text(
+        "from baselines.finetune import Finetune\n"
+        "class MyFinetune(Finetune):\n    name = 'my_ft'\n"
+        "class Copycat(Finetune):\n    name, label = 'copycat', 'Fine-tune'\n"
+        "class Paper(Finetune):\n    name, label = 'paper_named', 'WF-Net'\n")
+    methods, errors = discover([folder])
+    card = methods["my_ft"].cls.card()
+    assert (card["label"], card["paper"], card["venue"]) == ("my_ft", "", "")
+    assert methods["finetune"].cls.card()["label"] == "Fine-tune" and methods["finetune"].cls.card()["paper"]
+    assert "copycat" not in methods and "paper_named" not in methods
+    said = sorted(e.message for e in errors)
+    assert said == [f"Method 'copycat' in {folder / 'variants.py'} has the label 'Fine-tune' of method 'finetune' "
+                    f"({ROOT / 'baselines' / 'finetune.py'}), which is kept; give it another `label`.",
+                    f"Method 'paper_named' in {folder / 'variants.py'} has the label 'WF-Net' of method 'wfnet' "
+                    f"({ROOT / 'methods' / 'wfnet.py'}), which is kept; give it another `label`."]
+    method_labels.cache_clear()
+    assert display_name("finetune") == "Fine-tune"
+
+
 def _copy_shipped(into: Path) -> tuple[Path, Path]:
-    """Copies of the shipped plugin folders whose methods are renamed '<name>_copy' (a plugin may not take a
-    discovered method's name)."""
+    """Copies of the shipped plugin folders whose methods are renamed '<name>_copy' and labelled '<label> (copy)'
+    (a plugin may not take a discovered method's name or label)."""
     methods, baselines = into / "methods", into / "baselines"
     for src, dst in ((ROOT / "methods", methods), (ROOT / "baselines", baselines)):
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         for path in dst.glob("*.py"):
-            path.write_text(re.sub(r'(?m)^    name = "(\w+)"$', r'    name = "\1_copy"', path.read_text()))
+            text = re.sub(r'(?m)^    name = "(\w+)"$', r'    name = "\1_copy"', path.read_text())
+            path.write_text(re.sub(r'(?m)^    label = "(.+)"$', r'    label = "\1 (copy)"', text))
     return methods, baselines
 
 

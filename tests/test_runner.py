@@ -157,6 +157,80 @@ def test_a_method_that_changes_the_shared_original_in_place_fails_and_the_next_c
     pd.testing.assert_frame_equal(values[0], values[1])  # the cells after it saw the intact original
 
 
+BROKEN_MODELS = """
+from torch import nn
+from unlearnbench import SingleClassModel, UnlearnedModel, Unlearner
+
+
+class WrongHead(Unlearner):
+    name = "wrong_head"
+
+    def unlearn(self, task):
+        return SingleClassModel(nn.Sequential(task.copy_original(), nn.Linear(10, 5)), task.forget_class)
+
+
+class WrongClass(Unlearner):
+    name = "wrong_class"
+
+    def unlearn(self, task):
+        return SingleClassModel(task.copy_original(), (task.forget_class + 1) % 10)
+
+
+class Bare(UnlearnedModel):
+    def __init__(self, net, forget_class):
+        super().__init__()
+        self.net, self.forget_class = net, forget_class
+
+    def classes(self):
+        return [self.forget_class]
+
+
+class NoForClass(Unlearner):
+    name = "no_for_class"
+
+    def unlearn(self, task):
+        return Bare(task.copy_original(), task.forget_class)
+
+
+class OneRoundOneClass(Unlearner):
+    name = "one_round_one_class"
+    per_class = False
+
+    def unlearn(self, task):
+        return SingleClassModel(task.copy_original(), task.forget_classes[0])
+"""
+
+
+def test_a_model_that_does_not_serve_the_cell_s_classes_or_logits_fails_its_cell_in_one_sentence(tmp_path,
+                                                                                                 shared_cache):
+    """A method whose model gave [N, 5] logits on a 10-class dataset was recorded as a result (15.9 % / 0.0 %; a
+    metric comparing with the retrained model failed naming neither); a model serving another class was evaluated
+    on the cell's; one without for_class raised a bare NotImplementedError; a one-round method returning one
+    class's model failed in a metric with 'This model was unlearned on class 0, not 1'."""
+    plugins = tmp_path / "broken"
+    plugins.mkdir()
+    (plugins / "broken.py").write_text(BROKEN_MODELS)
+    grid = load_grid(str(write_grid(tmp_path, methods=["original", "wrong_head", "wrong_class", "no_for_class",
+                                                       "one_round_one_class"], forget_classes=[0, 1],
+                                    metrics=["accuracy"], **SMALL)))
+    result = run(grid, options(tmp_path, shared_cache, plugins=[plugins]))
+    reasons = {(f["method"], f["forget_class"]): f["reason"] for f in result.failures if f["status"] == "failed"}
+    per_class = "a per-class method's model must serve its forget class"
+    assert reasons == {
+        **{("wrong_head", c): f"UserError: Method 'wrong_head' returned a model giving logits of shape [2, 5] for "
+                              f"class {c}; the dataset has 10 classes: [N, 10] logits are expected" for c in (0, 1)},
+        **{("wrong_class", c): f"UserError: Method 'wrong_class' returned a model serving classes [{c + 1}]; "
+                               f"{per_class} {c}" for c in (0, 1)},
+        **{("no_for_class", c): f"UserError: Method 'no_for_class' returned a Bare whose for_class({c}) did not "
+                                f"answer (NotImplementedError: Bare does not define for_class(forget_class), which "
+                                f"every UnlearnedModel must); {per_class} {c}" for c in (0, 1)},
+        ("one_round_one_class", None): "UserError: Method 'one_round_one_class' returned a model serving classes "
+                                        "[0]; a one-round method's model must serve every class of the round, "
+                                        "[0, 1]",
+    }, reasons
+    assert set(result.records.method) == {"original"}
+
+
 def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_path, shared_cache):
     plugins = tmp_path / "my_methods"
     plugins.mkdir()

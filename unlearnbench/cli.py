@@ -296,10 +296,10 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from .grid import load_grid, parse_grid, tuned_file
+    from .grid import load_grid, parse_grid
     from .planning import describe_plan, metric_names, plan, stage_retrained_counts
     from .runner import check_gpus, check_run_folder, check_workers, grid_differences, run
-    from .store import PACKAGE_DIR, Cache
+    from .store import Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
     data_root = args.data_root
@@ -340,32 +340,25 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     untuned = untuned_methods(grid, planned)
     if untuned:
         counts = ", ".join(f"{m} ({n} dataset × backbone group{'s' * (n > 1)})" for m, n in untuned.items())
-        source = tuned_file(grid.tuned)
-        # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; any other lies in its own tuning folder
-        shipped = source.resolve().parent == PACKAGE_DIR / "configs" / "tuned"
-        folder = Path("reports/tuning") / grid.tuned if shipped else source.parent
-        then = f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml" if shipped else ""
         print(f"warning: grid '{grid.name}' runs with the tuned parameters '{grid.tuned}', which hold none for "
-              f"{counts}: they run with their defaults. Add them with `run_bench.py tune --grid "
-              f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={','.join(untuned)} --out {folder}`{then}.", file=sys.stderr)
+              f"{counts}: they run with their defaults. Add them with {_tune_command(args, grid, untuned)}.",
+              file=sys.stderr)
     stale = stale_tuned(grid, planned)
     if stale:
-        methods = ",".join(dict.fromkeys(s.split(" ")[0] for s in stale))
+        methods = dict.fromkeys(s.split(" ")[0] for s in stale)
         print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(stale)} were searched over other ranges "
               f"than the method declares now (a range changed or a parameter added since), so they were not chosen "
-              f"as a fresh study would choose them; re-tune with `run_bench.py tune --grid "
-              f"{grid.name if args.retry_failed else args.grid or 'smoke'} --only method={methods}`.", file=sys.stderr)
+              f"as a fresh study would choose them; re-tune with {_tune_command(args, grid, methods)}.",
+              file=sys.stderr)
     refixed = refixed_tuned(grid, planned)
     if refixed:
         print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(refixed)} were chosen with another value "
               f"of a parameter their study held fixed, which this grid changes.", file=sys.stderr)
     recoded = recoded_tuned(grid, planned)
     if recoded:
-        methods = ",".join(dict.fromkeys(s.split(" ")[0] for s in recoded))
+        methods = dict.fromkeys(s.split(" ")[0] for s in recoded)
         print(f"warning: the tuned parameters '{grid.tuned}' of {'; '.join(recoded)} were chosen for another "
-              f"version of the method; re-tune with `run_bench.py tune "
-              f"--grid {grid.name if args.retry_failed else args.grid or 'smoke'} --only method={methods}`.",
-              file=sys.stderr)
+              f"version of the method; re-tune with {_tune_command(args, grid, methods)}.", file=sys.stderr)
     if planned.one_round_left_out and args.only and not args.retry_failed:  # the paper's own method is one of them
         value = only["forget_class"]
         print(f"warning: --only forget_class={value} runs no cell of {', '.join(planned.one_round_left_out)}, whose "
@@ -467,6 +460,24 @@ def refixed_tuned(grid, p) -> list[str]:
             if differ:
                 changed.setdefault((c.method, c.dataset.label, c.backbone.label), differ)
     return [f"{m} on {d}/{b} ({'; '.join(differ)})" for (m, d, b), differ in changed.items()]
+
+
+def _tune_command(args, grid, methods) -> str:
+    """The `tune` command that adds `methods`' studies to the tuned result the grid reads (its own tuning folder;
+    for a shipped result, reports/tuning/<name> and then the copy into the package), with the run's plugins (a
+    plugin's method is unknown without them)."""
+    from .grid import tuned_file
+    from .store import PACKAGE_DIR
+
+    source = tuned_file(grid.tuned)
+    # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; any other lies in its own tuning folder
+    shipped = source.resolve().parent == PACKAGE_DIR / "configs" / "tuned"
+    folder = Path("reports/tuning") / grid.tuned if shipped else source.parent
+    plugins = "".join(f" --plugins {p}" for p in args.plugins or [])
+    command = (f"`run_bench.py tune --grid {grid.name if args.retry_failed else args.grid or 'smoke'} --only "
+               f"method={','.join(methods)} --out {folder}{plugins}`")
+    return command + (f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml"
+                      if shipped else "")
 
 
 def recoded_tuned(grid, p) -> list[str]:

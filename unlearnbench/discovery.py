@@ -29,6 +29,10 @@ from .models import BACKBONES
 from .search_space import declaration_problem
 from .unlearner import Unlearner
 
+# the paper's methods by the paper's names (every table and figure uses them), in the paper's order
+PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
+                 "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
+
 ENTRY_POINT_GROUP = "unlearnbench.methods"
 SHIPPED_PACKAGES = ("unlearnbench.methods", "unlearnbench.baselines")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -289,12 +293,26 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
         return
     closure = import_closure(path, folders)
     info = MethodInfo(cls.name, cls, str(path), closure_hash(path, closure), tuple(map(str, closure)))
-    previous = methods.get(info.name)
-    if previous and previous.source != info.source:  # the first found stays: a shipped method, then --plugins order
-        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path} has the name of the method in "
-                                  f"{previous.source}, which is kept; give it another name.", "declaration", cls.name))
+    previous = methods.get(info.name)  # the first found stays: a shipped method, then --plugins order
+    if previous and (previous.source, previous.cls.__qualname__) != (info.source, cls.__qualname__):
+        where = (f" (class {cls.__qualname__}) has the name of class {previous.cls.__qualname__} in the same file"
+                 if previous.source == info.source else f" has the name of the method in {previous.source}")
+        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path}{where}, which is kept; give it another "
+                                  f"name.", "declaration", cls.name))
+        return
+    label = table_label(info.name, cls)
+    twin = next((m for m in methods.values() if m.name != info.name and table_label(m.name, m.cls) == label), None)
+    if twin:  # tables name methods by label: two rows of one label read as one method's
+        errors.append(PluginError(str(path), f"Method '{cls.name}' in {path} has the label {label!r} of method "
+                                  f"'{twin.name}' ({twin.source}), which is kept; give it another `label`.",
+                                  "declaration", cls.name))
         return
     methods[info.name] = info
+
+
+def table_label(name: str, cls: type[Unlearner]) -> str:
+    """A method's name in tables and figures: the paper's for its methods, else its own `label`, else its name."""
+    return PAPER_METHODS.get(name) or cls.card()["label"]
 
 
 def get_method(methods: dict[str, MethodInfo], name: str, errors: list[PluginError] = ()) -> MethodInfo:

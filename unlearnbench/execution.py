@@ -30,7 +30,7 @@ from .planning import (RunOptions, cell_key, grid_has_retrain, metric_key, metri
 from .stages import Stages, model_state_summary, same_state
 from .store import (BoundedMemo, Cache, LogFile, atomic_write, cell_order, code_hash, derive_seed, device_name,
                     git_commit, same_device)
-from .training import PRECISION_VARIABLE, resolve_recipe
+from .training import PRECISION_VARIABLE, autocast, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
 
@@ -76,6 +76,7 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
+    check_serves(model.eval(), cell, stages.data, info.cls.per_class)
     # a charged model counts its training's cost; the time this cell waited while another process trained it is
     # not counted again (CUDA events count idle time too, so device seconds lose it on a GPU)
     waited = sum(c.get("waited_seconds", 0.0) for c in charged)
@@ -86,6 +87,37 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         "peak_memory_bytes": max([cost.peak_memory_bytes, *(c["peak_memory_bytes"] for c in charged)]),
         "trained_on": sorted({c["device"] for c in charged
                               if c.get("device") and not same_device(c["device"], device_name(stages.data.device))})}
+
+
+def check_serves(model: UnlearnedModel, cell: Cell, data, per_class: bool) -> None:
+    """Refuse, in one sentence naming the method, an unlearned model that does not serve the cell's classes
+    (`classes()`, and `for_class` answering) or whose logits for a class are not [N, the dataset's classes] (a
+    wrong head was evaluated as a result, or failed later in a metric that named neither): two validation images
+    through `for_class(c)` for each class the cell evaluates."""
+    method, wanted = cell.method, [int(c) for c in cell.evaluated_classes]
+    rule = (f"a per-class method's model must serve its forget class {wanted[0]}" if per_class else
+            f"a one-round method's model must serve every class of the round, {wanted}")
+    try:
+        served = [int(c) for c in model.classes()]
+    except Exception as exc:
+        raise UserError(f"Method '{method}' returned a {type(model).__name__} whose classes() failed "
+                        f"({error_reason(exc)}); {rule}.") from exc
+    if not set(wanted) <= set(served):
+        raise UserError(f"Method '{method}' returned a model serving classes {served}; {rule}.")
+    split = data.val if len(data.val) else data.train
+    x = data.normalize(split.images[torch.arange(min(2, len(split)), device=split.labels.device)])
+    for c in wanted:
+        try:
+            with torch.no_grad(), autocast(data.device):
+                logits = model.for_class(c)(x)
+        except Exception as exc:
+            raise UserError(f"Method '{method}' returned a {type(model).__name__} whose for_class({c}) did not "
+                            f"answer ({error_reason(exc)}); {rule}.") from exc
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else None
+        if shape != (len(x), data.num_classes):
+            got = f"logits of shape {list(shape)}" if shape else f"a {type(logits).__name__}"
+            raise UserError(f"Method '{method}' returned a model giving {got} for class {c}; the dataset has "
+                            f"{data.num_classes} classes: [N, {data.num_classes}] logits are expected.")
 
 
 def _unchanged(model: torch.nn.Module, before: tuple[list[float], list[bool]]) -> bool:

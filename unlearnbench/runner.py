@@ -68,11 +68,12 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     threads_before = torch.get_num_threads()
     with folder.lock(), WorkerSlots() as slots:  # one set of worker processes for every phase
         previous, earlier = check_run_folder(folder.path, grid, p)
+        # folders as absolute paths: --retry-failed reads them back from wherever it is started
         folder.write_config({"command": options.command, "grid": grid_dict(grid), "device": str(device),
-                             "data_root": str(options.data_root) if options.data_root else None,
-                             "cache_dir": str(options.cache), "precision": options.precision,
+                             "data_root": str(Path(options.data_root).resolve()) if options.data_root else None,
+                             "cache_dir": str(Path(options.cache).resolve()), "precision": options.precision,
                              "files": _files_read(p.files), "compute": compute_setting(device),
-                             "plugins": [str(p) for p in options.plugins or []],
+                             "plugins": [str(Path(p).resolve()) for p in options.plugins or []],
                              "only": merged_only(previous.get("only") if previous else None, options.only),
                              "versions": versions(),
                              "git_commit": git_commit(), "launcher": dataclasses.asdict(launch_options),

@@ -18,11 +18,13 @@ class UnlearnedModel(nn.Module):
 
     def for_class(self, forget_class: int) -> nn.Module:
         """A plain module x → logits behaving as the model unlearned on `forget_class`."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not define for_class(forget_class), which every "
+                                  f"UnlearnedModel must")
 
     def classes(self) -> list[int]:
         """The forget classes this model can serve."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not define classes(), which every UnlearnedModel "
+                                  f"must")
 
     def trainable_copy(self, forget_class: int) -> nn.Module:
         """A deep copy of the model for `forget_class` whose weights train (relearn time fine-tunes it).
@@ -129,13 +131,15 @@ class UnlearnTask:
 class Unlearner:
     """Base class of unlearning methods; subclass it in a file under methods/, baselines/ or --plugins DIR.
 
-    Declare `name`, `label` (its name in tables and figures; default `name`), `parameters` (name → default; a
+    Declare `name`, `label` (its name in tables and figures; default `name`; unique among the methods),
+    `parameters` (name → default; a
     grid may sweep them), `per_class` (True: the harness
     calls `unlearn` once per forget class; False: once for all classes, and the returned model serves every
     class), `search_space` (name → `search_space.Float/Int/Choice`: the ranges the tuning protocol searches,
     each holding its default), `family_parameters` / `family_search_space` (backbone family → what that family
     changes, e.g. {"vit": {"lr": 3e-4}}), `paper` and `venue` (the method's paper and where and when it
-    appeared; every report's methods table prints them), `uses_retain` (False only if the result depends on no
+    appeared; every report's methods table prints them; `label`, `paper` and `venue` are a class's own, not
+    inherited: a subclass is another method), `uses_retain` (False only if the result depends on no
     training or validation image outside the forget class(es): the conformance suite checks it), and override
     `skip` to refuse a backbone or dataset with a reason; `max_classes` skips datasets with more classes than it
     (counted in their files: an ImageNet-100 tree has 100) where its cost grows with them. `parameter_ranges` (name → rule, e.g.
@@ -159,9 +163,10 @@ class Unlearner:
 
     @classmethod
     def card(cls) -> dict:
-        """What the methods table of a report says about this method."""
-        return {"label": cls.label or cls.name, "paper": cls.paper, "venue": cls.venue,
-                "uses_retain": cls.uses_retain, "per_class": cls.per_class}
+        """What the methods table of a report says about this method: its own label (else its name), paper and
+        venue, never a base method's (a subclass of Fine-tune was labelled and credited as Fine-tune)."""
+        own = {attr: cls.__dict__.get(attr) or "" for attr in ("label", "paper", "venue")}
+        return {**own, "label": own["label"] or cls.name, "uses_retain": cls.uses_retain, "per_class": cls.per_class}
 
     def skip(self, dataset: str, backbone: BackboneSpec) -> tuple[bool, str | None]:
         """Return (True, reason) when this method cannot run on `dataset` × `backbone`."""

@@ -7,10 +7,8 @@ import functools
 import json
 from contextvars import ContextVar
 
+from ..discovery import PAPER_METHODS
 from ..store import stable_hash
-
-PAPER_METHODS = {"original": "Original", "retrain": "Retrained", "random_labels": "Random Labels",
-                 "negative_gradient": "Negative Gradients", "wfnet": "WF-Net"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -18,7 +16,7 @@ def method_labels() -> dict[str, str]:
     """Each discovered method's display name (its `label`, else its name); the paper's methods keep the paper's."""
     from ..discovery import discover
 
-    return {name: info.cls.label or name for name, info in discover()[0].items()}
+    return {name: info.cls.card()["label"] for name, info in discover()[0].items()}
 
 
 @functools.lru_cache(maxsize=1)
