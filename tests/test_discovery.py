@@ -73,6 +73,56 @@ def test_plugin_folders_import_their_building_blocks_relatively_and_hash_them(tm
     assert after["standalone"].source_hash == before["standalone"].source_hash
 
 
+CODE = '''"""A module docstring."""
+import math  # a comment after code
+
+
+class Scaled:
+    """A class docstring
+    on two lines."""
+
+    # a comment line
+    factor = 2  # tuned
+
+    def scale(self, x):
+        "The function's docstring."
+        text = """a string that is no docstring
+        # not a comment"""
+        return x * self.factor + len(text) + math.pi
+'''
+
+
+@pytest.mark.parametrize("edit, same", [
+    (lambda s: s.replace("A module docstring.", "Another, longer\nmodule docstring."), True),
+    (lambda s: s.replace("on two lines.", "on two lines, and more:\n    a third."), True),
+    (lambda s: s.replace("# a comment line", "# another comment\n    # and one more"), True),
+    (lambda s: s.replace("  # tuned", ""), True),
+    (lambda s: s.replace("The function's docstring.", "Documented again."), True),
+    (lambda s: s.replace("factor = 2", "factor = 3"), False),
+    (lambda s: s.replace("# not a comment", "# not a comment either"), False),  # inside a string: code
+    (lambda s: s.replace("return x", "return -x"), False),
+    (lambda s: s.replace("    # a comment line\n", "\n"), False),  # a blank line stays, as written
+])
+def test_a_code_hash_leaves_out_comments_and_docstrings_only(edit, same):
+    """Every key and a tuned study's method_code hashed files' bytes, so documenting a method (its docstring must list
+    every departure from its reference) re-keyed its cells and flagged its tuned parameters as chosen for other code."""
+    from unlearnbench.store import code_of
+
+    assert (code_of(edit(CODE).encode()) == code_of(CODE.encode())) is same
+    assert code_of(b"def broken(:\n") == b"def broken(:\n"  # no parse: its bytes
+
+
+def test_documenting_a_plugin_keeps_its_hash_and_editing_its_code_changes_it(tmp_path):
+    folder = tmp_path / "mine"
+    plugin(folder, "documented", "documented", body="    parameters = {'lr': 0.1}\n")
+    before = discover([folder])[0]["documented"].source_hash
+    path = folder / "documented.py"
+    path.write_text('"""What it does, and every departure."""\n# why\n' + path.read_text())
+    assert discover([folder])[0]["documented"].source_hash == before
+    path.write_text(path.read_text().replace("'lr': 0.1", "'lr': 0.2"))
+    assert discover([folder])[0]["documented"].source_hash != before
+
+
 @pytest.mark.parametrize("body, says", [
     ("    parameters = {'lr': 0.1}\n    search_space = {'lr': (0.0, 1.0)}\n", "not a Float, Int or Choice"),
     ("    parameters = {'lr': 0.1}\n    search_space = {'lr': Float(1.0, 0.1)}\n", "empty or non-positive"),

@@ -27,6 +27,7 @@ from pathlib import Path
 from .errors import UserError, did_you_mean
 from .models import BACKBONES
 from .search_space import declaration_problem
+from .store import code_of
 from .unlearner import Unlearner
 
 # the paper's methods by the paper's names (every table and figure uses them), in the paper's order
@@ -206,10 +207,10 @@ def _module_files(stem: Path) -> list[Path]:
 
 
 def closure_hash(path: Path, closure: list[Path]) -> str:
-    """Hash of the plugin file and its import closure (content and file names)."""
-    digest = hashlib.sha256(path.read_bytes())
+    """Hash of the plugin file and its import closure (their code, `store.code_of`, and file names)."""
+    digest = hashlib.sha256(code_of(path.read_bytes()))
     for f in closure:
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+        digest.update(f.name.encode() + b"\0" + code_of(f.read_bytes()))
     return digest.hexdigest()[:16]
 
 

@@ -58,8 +58,40 @@ def code_hash(*modules: str, without: tuple[str, ...] = ()) -> str:
     digest = hashlib.sha256()
     for f in files:
         digest.update(str(f.relative_to(PACKAGE_DIR)).encode())
-        digest.update(f.read_bytes())
+        digest.update(code_of(f.read_bytes()))
     return digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=1024)
+def code_of(source: bytes) -> bytes:
+    """A Python file's text without its comments and docstrings (whole lines of them dropped, a comment after code
+    cut off), what the code hashes (`code_hash`, a method's `closure_hash`) cover: documenting code changes no key
+    and no recorded method hash. Everything else counts as written, blank lines and string literals included; a file
+    that does not parse counts by its bytes."""
+    import ast
+    import io
+    import tokenize
+
+    try:
+        text = source.decode("utf-8")
+        tree = ast.parse(text)
+        comments = [t.start for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT]
+    except (SyntaxError, ValueError, UnicodeDecodeError, tokenize.TokenError):
+        return source
+    lines = text.splitlines()
+    for row, column in comments:
+        lines[row - 1] = lines[row - 1][:column].rstrip() or None  # a line of only a comment goes
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) or not body:
+            continue
+        doc = body[0]
+        if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+            continue
+        first, last = (lines[doc.lineno - 1] or "").encode(), (lines[doc.end_lineno - 1] or "").encode()
+        if not first[:doc.col_offset].strip() and not last[doc.end_col_offset:].strip():  # alone on its lines
+            lines[doc.lineno - 1:doc.end_lineno] = [None] * (doc.end_lineno - doc.lineno + 1)
+    return "\n".join(line for line in lines if line is not None).encode()
 
 
 @lru_cache(maxsize=None)
