@@ -20,8 +20,10 @@ where a mixed batch holds about 1/K forget samples).
 
 Departures: the shuffled mixture on every dataset by default (`schedule: mixed`: each schedule tuned by the protocol,
 it came closer to the retrained model, reports/salun-schedule; the schedule is not searched);
-each D_f(c) sample is relabelled once with a class other than c (the reference draws from all classes,
-c included), as the suite's random-labels baselines do; like the other fine-tuning baselines here, a step budget
+each D_f(c) sample is relabelled once, for the whole run, with a class other than c, as the suite's random-labels
+baselines do (the reference draws from all classes, c included, and draws again on every pass: per epoch in the
+mixed branch, per forget batch in the phased one; with the defaults' 50 steps of 64 a mixed run is less than one
+pass, but longer runs in the search space, and the phased schedule, revisit each sample with its fixed label); like the other fine-tuning baselines here, a step budget
 with the held-out stopping rule on the validation split's class c (`stop_acc`) instead of fixed epochs, SGD with
 momentum 0.9 and no weight decay (AdamW on ViTs), and the shared `norm_statistics` choice for BatchNorm.
 """
