@@ -424,6 +424,14 @@ def test_retry_failed_reads_the_run_s_folders_back_from_any_directory(tmp_path, 
     assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--dry-run"]) == 0
     assert "cached cells: 1 of 1" in capsys.readouterr().out
     assert not (tmp_path / "elsewhere" / "cache").exists()
+    (tmp_path / "cache").rename(tmp_path / "moved")  # a new, empty cache there would compute every cell again
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (f"error: The cache {tmp_path / 'cache'} that {tmp_path / 'run'}/config.yaml "
+                                       f"records does not exist (moved or removed?); pass --cache-dir with the cache "
+                                       f"the run used, so that only the failed cells run again.\n")
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--dry-run", "--cache-dir",
+                 str(tmp_path / "moved")]) == 0
+    assert "cached cells: 1 of 1" in capsys.readouterr().out
 
 
 def test_retry_failed_on_a_config_cut_short_says_so(tmp_path, capsys):

@@ -112,6 +112,16 @@ def test_a_code_hash_leaves_out_comments_and_docstrings_only(edit, same):
     assert code_of(b"def broken(:\n") == b"def broken(:\n"  # no parse: its bytes
 
 
+def test_a_code_hash_numbers_lines_as_python_does():
+    """str.splitlines also breaks at a form feed or U+2028, which Python's tokenizer does not: after one, a comment's
+    line number named the code line before it, which was dropped (0.1 and 0.5 hashed alike), or a string's tail."""
+    from unlearnbench.store import code_of
+
+    assert code_of(b"\x0c\nLR = 0.1\n# note\n") != code_of(b"\x0c\nLR = 0.5\n# note\n")
+    assert code_of('X = "a\u2028b"  # note\n'.encode()) != code_of('X = "a\u2028Z"  # note\n'.encode())
+    assert code_of(b"\x0c\nLR = 0.1\n# note\n") == code_of(b"\x0c\nLR = 0.1\n# other note\n")
+
+
 def test_documenting_a_plugin_keeps_its_hash_and_editing_its_code_changes_it(tmp_path):
     folder = tmp_path / "mine"
     plugin(folder, "documented", "documented", body="    parameters = {'lr': 0.1}\n")
@@ -226,6 +236,23 @@ def test_two_classes_of_one_name_in_one_file_are_one_sentence_and_the_first_is_k
     assert methods["twin"].cls.__name__ == "First"
     assert [e.message for e in errors] == [f"Method 'twin' in {folder / 'twins.py'} (class Second) has the name of "
                                            f"class First in the same file, which is kept; give it another name."]
+
+
+def test_classes_of_one_name_from_one_factory_are_refused_too(tmp_path):
+    """Classes a function makes share a qualified name ('variant.<locals>.Variant'): the later replaced the earlier."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "factory.py").write_text(
+        "from unlearnbench import Unlearner\n"
+        "def variant(scale):\n"
+        "    class Variant(Unlearner):\n        name, parameters = 'scaled', {'scale': scale}\n"
+        "    return Variant\n"
+        "Small, Large = variant(1.0), variant(10.0)\n")
+    methods, errors = discover([folder])
+    assert methods["scaled"].cls.parameters == {"scale": 1.0}
+    assert [e.message for e in errors] == [
+        f"Method 'scaled' in {folder / 'factory.py'} (class variant.<locals>.Variant) has the name of class "
+        f"variant.<locals>.Variant in the same file, which is kept; give it another name."]
 
 
 def test_a_subclass_of_a_method_is_labelled_by_its_own_name_and_a_label_taken_is_one_sentence(tmp_path):

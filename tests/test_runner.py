@@ -231,6 +231,36 @@ def test_a_model_that_does_not_serve_the_cell_s_classes_or_logits_fails_its_cell
     assert set(result.records.method) == {"original"}
 
 
+def test_the_serving_check_runs_a_model_as_the_metrics_do_and_leaves_it_as_it_was(shared_cache):
+    """The check ran `for_class(c)` as returned: a network the model does not register (held in a list), left in
+    train mode, had its BatchNorm statistics moved by the two check images, so every metric read another model;
+    and it ran under the device's autocast, which the metrics do not use."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from unlearnbench import UnlearnedModel
+    from unlearnbench.data import load_dataset
+    from unlearnbench.execution import check_serves
+
+    class Unregistered(UnlearnedModel):
+        def __init__(self, net):
+            super().__init__()
+            self.held = [net]  # not a submodule: model.eval() does not reach it
+
+        def for_class(self, forget_class):
+            return self.held[0]
+
+        def classes(self):
+            return [0]
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10), nn.BatchNorm1d(10)).train()
+    before = net[2].running_mean.clone()
+    data = load_dataset("mnist5k", cache_dir=shared_cache)
+    check_serves(Unregistered(net).eval(), SimpleNamespace(method="unregistered", evaluated_classes=[0]), data, True)
+    assert torch.equal(net[2].running_mean, before) and net.training
+
+
 def test_a_method_in_a_folder_is_discovered_and_only_its_cells_recompute(tmp_path, shared_cache):
     plugins = tmp_path / "my_methods"
     plugins.mkdir()

@@ -327,6 +327,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         # in that cache under those keys, so only the failed ones run
         if args.cache_dir is None and config.get("cache_dir"):
             args.cache_dir = Path(config["cache_dir"])
+            if not args.cache_dir.is_dir():  # moved or removed: a new cache there would compute every cell again
+                raise UserError(f"The cache {args.cache_dir} that {args.out}/config.yaml records does not exist (moved "
+                                f"or removed?); pass --cache-dir with the cache the run used, so that only the "
+                                f"failed cells run again.")
         if args.device == "auto" and config.get("device"):
             args.device = config["device"]
         if args.precision == "auto" and config.get("precision"):
@@ -473,7 +477,7 @@ def _tune_command(args, grid, methods) -> str:
     # a shipped result is a copy of reports/tuning/<name>/tuned.yaml; any other lies in its own tuning folder
     shipped = source.resolve().parent == PACKAGE_DIR / "configs" / "tuned"
     folder = Path("reports/tuning") / grid.tuned if shipped else source.parent
-    plugins = "".join(f" --plugins {p}" for p in args.plugins or [])
+    plugins = "".join(f" --plugins {shlex.quote(str(p))}" for p in args.plugins or [])
     command = (f"`run_bench.py tune --grid {grid.name if args.retry_failed else args.grid or 'smoke'} --only "
                f"method={','.join(methods)} --out {folder}{plugins}`")
     return command + (f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml"

@@ -295,7 +295,7 @@ def _add(methods: dict[str, MethodInfo], errors: list[PluginError], cls: type[Un
     closure = import_closure(path, folders)
     info = MethodInfo(cls.name, cls, str(path), closure_hash(path, closure), tuple(map(str, closure)))
     previous = methods.get(info.name)  # the first found stays: a shipped method, then --plugins order
-    if previous and (previous.source, previous.cls.__qualname__) != (info.source, cls.__qualname__):
+    if previous and previous.cls is not cls:
         where = (f" (class {cls.__qualname__}) has the name of class {previous.cls.__qualname__} in the same file"
                  if previous.source == info.source else f" has the name of the method in {previous.source}")
         errors.append(PluginError(str(path), f"Method '{cls.name}' in {path}{where}, which is kept; give it another "

@@ -25,12 +25,13 @@ from .grid import EVALUATION_OPTIONS, Cell, Grid
 from .launchers import LaunchOptions, WorkerDied, assign_devices
 from .metrics import METRICS, MetricContext
 from .metrics.base import CELL_LOGIT_BYTES
+from .models import evaluating
 from .planning import (RunOptions, cell_key, grid_has_retrain, metric_key, metric_names, metric_settings,
                        resolve_device)
 from .stages import Stages, model_state_summary, same_state
 from .store import (BoundedMemo, Cache, LogFile, atomic_write, cell_order, code_hash, derive_seed, device_name,
                     git_commit, same_device)
-from .training import PRECISION_VARIABLE, autocast, resolve_recipe
+from .training import PRECISION_VARIABLE, resolve_recipe
 from .unlearner import UnlearnedModel, UnlearnTask
 
 
@@ -93,7 +94,9 @@ def check_serves(model: UnlearnedModel, cell: Cell, data, per_class: bool) -> No
     """Refuse, in one sentence naming the method, an unlearned model that does not serve the cell's classes
     (`classes()`, and `for_class` answering) or whose logits for a class are not [N, the dataset's classes] (a
     wrong head was evaluated as a result, or failed later in a metric that named neither): two validation images
-    through `for_class(c)` for each class the cell evaluates."""
+    through `for_class(c)` for each class the cell evaluates, as the metrics run a model (`predict_logits`: every
+    submodule in eval mode, no autocast), so the check changes no BatchNorm statistics and draws no random
+    numbers."""
     method, wanted = cell.method, [int(c) for c in cell.evaluated_classes]
     rule = (f"a per-class method's model must serve its forget class {wanted[0]}" if per_class else
             f"a one-round method's model must serve every class of the round, {wanted}")
@@ -105,11 +108,12 @@ def check_serves(model: UnlearnedModel, cell: Cell, data, per_class: bool) -> No
     if not set(wanted) <= set(served):
         raise UserError(f"Method '{method}' returned a model serving classes {served}; {rule}.")
     split = data.val if len(data.val) else data.train
-    x = data.normalize(split.images[torch.arange(min(2, len(split)), device=split.labels.device)])
+    x, _ = next(data.batches(split.subset(torch.arange(min(2, len(split)))), 2))
     for c in wanted:
         try:
-            with torch.no_grad(), autocast(data.device):
-                logits = model.for_class(c)(x)
+            net = model.for_class(c)
+            with torch.no_grad(), evaluating(net):
+                logits = net(x)
         except Exception as exc:
             raise UserError(f"Method '{method}' returned a {type(model).__name__} whose for_class({c}) did not "
                             f"answer ({error_reason(exc)}); {rule}.") from exc

@@ -78,7 +78,9 @@ def code_of(source: bytes) -> bytes:
         comments = [t.start for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.COMMENT]
     except (SyntaxError, ValueError, UnicodeDecodeError, tokenize.TokenError):
         return source
-    lines = text.splitlines()
+    lines = re.split(r"\r\n|\r|\n", text)  # as ast and tokenize number lines (splitlines also breaks at \f, U+2028…)
+    if lines[-1] == "":
+        lines.pop()
     for row, column in comments:
         lines[row - 1] = lines[row - 1][:column].rstrip() or None  # a line of only a comment goes
     for node in ast.walk(tree):
