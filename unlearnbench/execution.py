@@ -77,11 +77,12 @@ def unlearn_cell(cell: Cell, info: MethodInfo, stages: Stages, progress: bool,
         model = info.cls().unlearn(task)
     if not isinstance(model, UnlearnedModel):
         raise TypeError(f"Method '{cell.method}' returned {type(model).__name__}; unlearn() must return an UnlearnedModel.")
-    check_serves(model.eval(), cell, stages.data, info.cls.per_class)
+    model.eval()
+    check_serves(model, cell, stages.data, info.cls.per_class)
     # a charged model counts its training's cost; the time this cell waited while another process trained it is
     # not counted again (CUDA events count idle time too, so device seconds lose it on a GPU)
     waited = sum(c.get("waited_seconds", 0.0) for c in charged)
-    return model.eval(), {
+    return model, {
         "unlearn_seconds": cost.wall_seconds - waited + sum(c["wall_seconds"] for c in charged),
         "device_seconds": cost.device_seconds - (waited if stages.data.device.type == "cuda" else 0.0)
                           + sum(c["device_seconds"] for c in charged),
