@@ -43,6 +43,8 @@ def test_each_command_help_lists_its_own_options_only(command, present, absent, 
         assert option in text, f"{command} --help lacks {option}"
     for option in absent:
         assert option not in text, f"{command} --help has {option}"
+    # tune refuses --only forget_class (its studies score the tuning: section's classes): its help does not offer it
+    assert ("forget_class" in text) == (command == "run")
 
 
 def test_help_and_the_dataset_registry_load_what_they_need_only():
@@ -247,6 +249,40 @@ def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys
     grid = write_grid(tmp_path, methods=["original", "finetune"], tuned=str(tuned))
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_the_re_tune_hint_pastes_as_a_tune_command_of_the_methods_the_run_ran(tmp_path, shared_cache, capsys):
+    """Before: a run given --methods printed a tune command without them (pasted: '--only method=salun matches no
+    cell of grid'), and a --retry-failed run named its grid by its `name:` (pasted: 'Unknown grid')."""
+    import re
+    import shlex
+
+    from unlearnbench.cli import _options, _tune_grid, build_parser, parse_pairs
+    from unlearnbench.planning import plan
+
+    def tuned_by_pasting(err: str) -> set[str]:
+        """The methods the printed `run_bench.py tune ...` plans, parsed and planned as `tune` does."""
+        words = shlex.split(re.search(r"Add them with `run_bench.py (tune [^`]*)`", err).group(1))
+        args = build_parser().parse_args(words + ["--cache-dir", str(shared_cache)])
+        grid = _tune_grid(args)
+        options, _ = _options(args, words, grid, args.data_root, parse_pairs(args.only, "--only", join_repeats=True))
+        return {cell.method for cell in plan(grid, options).cells}
+
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k-100perclass-test40perclass": {"vgg16-w0.0625": {
+        "finetune": {"params": {"lr": 0.01}}}}}}))
+    grid = write_grid(tmp_path, "my grid.yaml", name="hinted", datasets=[SMALL_MNIST], methods=["original", "finetune"],
+                      tuned=str(tuned))
+    run = ["--grid", str(grid), "--methods", "original,salun", "--only", "forget_class=0", "--cache-dir",
+           str(shared_cache), "--out", str(tmp_path / "run")]
+    assert main([*run, "--dry-run"]) == 0
+    assert tuned_by_pasting(capsys.readouterr().err) == {"salun"}
+    assert main([*run, "--quiet", "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["--retry-failed", "--out", str(tmp_path / "run"), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert f"--grid {shlex.quote(str(tmp_path / 'run' / 'config.yaml'))}" in err  # the grid the run ran
+    assert tuned_by_pasting(err) == {"salun"}
 
 
 def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path, capsys):

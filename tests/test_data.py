@@ -280,6 +280,32 @@ def test_cifar10_from_a_jpeg_tarball_is_extracted_once(tmp_path):
     assert (copy / "train" / "cat").is_dir()
 
 
+def test_a_copy_in_the_cache_that_lost_files_is_refused_not_read_as_the_whole_tarball(tmp_path):
+    """Before: images removed from the extracted copy (a cleaner of old files in /tmp, or an unreadable image
+    deleted as its error advised) were read without a word, under the key of the whole tarball; and a copy that
+    lost a split made the next extraction fail on renaming onto it ("Directory not empty")."""
+    from unlearnbench.errors import DataFileError
+
+    root = tmp_path / "root"
+    root.mkdir()
+    _pack_cifar_tarball(tmp_path / "src", root, 0)
+    assert len(load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0).train) == 20
+    [copy] = (tmp_path / "cache" / "data").glob("cifar10-jpeg-*")
+    next((copy / "train" / "c0").iterdir()).unlink()
+    for tarball_there in (True, False):  # read through the tarball, or standing in for it where it is gone
+        if not tarball_there:
+            (root / "cifar10-jpeg.tar.gz").rename(tmp_path / "away.tar.gz")
+        with pytest.raises(DataFileError, match=f"^The CIFAR-10 copy extracted into the cache, {copy}, no longer "
+                                                f"holds the files extracted into it .*; delete that folder"):
+            load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0)
+    (tmp_path / "away.tar.gz").rename(root / "cifar10-jpeg.tar.gz")
+    shutil.rmtree(copy / "test")
+    with pytest.raises(DataFileError, match="lacks its train/ or test/ class folders"):
+        load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0)
+    shutil.rmtree(copy)  # as the sentence says: extracted again, whole
+    assert len(load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0).train) == 20
+
+
 @pytest.mark.parametrize("data_filter", [True, False], ids=["filter", "python-without-filter"])
 def test_the_cifar10_tarball_refuses_a_member_outside_its_tree_in_one_sentence(tmp_path, monkeypatch, data_filter):
     """tarfile's 'data' filter refuses a member outside the destination, which read as "truncated or corrupt, so

@@ -846,3 +846,64 @@ def test_a_tree_rewritten_after_planning_is_not_computed_under_the_planned_key_b
     assert Cache(tmp_path / "c").load_cell(key) is None
     job, new_key = planned_job()
     assert new_key != key and run_job(job).records and Cache(tmp_path / "c").load_cell(new_key) is not None
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from unlearnbench.disk_images import write_npy_in_chunks
+
+def chunks():
+    yield np.zeros((2, 4, 4, 3), dtype=np.uint8)
+    print("writing", flush=True)
+    time.sleep(600)  # killed here, mid-file, as loky ends a worker
+
+write_npy_in_chunks(Path(sys.argv[1]) / "train.images.npy", 4, (4, 4, 3), chunks())
+"""
+
+
+def test_what_a_killed_process_left_half_written_is_removed_and_files_get_the_umask_s_mode(tmp_path):
+    """Before: a worker killed while decoding (loky kills workers outright, so their own cleanup never ran) left its
+    temporary file in the cache for good (the reviewer's: 31 MB of a CIFAR decode, 34 MB of an extraction; for
+    ImageNet as much as the decoded set); and every file written through a temporary one was 0600 whatever the
+    umask, so a cache or run folder shared by a group was unreadable to its other members."""
+    import os
+    import socket
+    import stat
+
+    import numpy as np
+    import torch
+
+    from unlearnbench import store
+    from unlearnbench.datasets.image_folder import atomic_save_npy
+    from unlearnbench.disk_images import write_npy_in_chunks
+
+    data = tmp_path / "cache" / "data"
+    data.mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(data)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline() == "writing\n"
+    writer.kill()
+    writer.wait()
+    [left] = data.glob(".partial-*")
+    assert left.name.startswith(f".partial-{socket.gethostname()}-{writer.pid}-") and not (data / "train.images.npy").exists()
+    (tmp_path / "cache" / "models" / "original").mkdir(parents=True)
+    being_written = tmp_path / "cache" / "models" / "original" / f"{store.partial_prefix()}x.safetensors"  # alive
+    other_host = data / f".partial-elsewhere-{writer.pid}-y.npy"  # a cache shared with another machine
+    dead_folder = data / f".partial-{socket.gethostname()}-{writer.pid}-z"  # an extraction's folder
+    for path in (being_written, other_host):
+        path.write_bytes(b"x")
+    (dead_folder / "train").mkdir(parents=True)
+    assert sorted(store.remove_dead_partials(tmp_path / "cache")) == sorted([left, dead_folder])
+    assert being_written.exists() and other_host.exists() and not left.exists() and not dead_folder.exists()
+
+    mode = 0o666 & ~store.UMASK
+    assert mode != 0o600  # (the tests run under a umask that lets the group read)
+    store.atomic_write(tmp_path / "records.csv", "a,b\n")
+    Cache(tmp_path / "cache").save_model("original", "k", torch.nn.Linear(2, 2), {})
+    atomic_save_npy(data / "labels.npy", np.zeros(3))
+    write_npy_in_chunks(data / "images.npy", 1, (2, 2, 3), [np.zeros((1, 2, 2, 3), dtype=np.uint8)])
+    written = [tmp_path / "records.csv", *(tmp_path / "cache" / "models" / "original").glob("k*"),
+               data / "labels.npy", data / "images.npy", data / "images.npy.sha256"]
+    assert len(written) == 6 and {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in written} == {
+        f.name: mode for f in written}

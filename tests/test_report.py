@@ -246,6 +246,8 @@ def test_the_caption_says_no_cell_can_be_marked_only_where_no_column_could_be():
     table = table1(pd.concat([crowded_records("cifar10", 15), few], ignore_index=True))
     assert "(k = 5 to 27 here: 8 to 11 pairs), which no column's cells have, so none can be marked" in table.caption
     assert "with 5 tests in a column a mark needs at least 8 pairs" in table1(few).caption
+    two = crowded_records("cifar10", 3).query("method != 'wfnet'")  # original against retrain: one test
+    assert "with 1 test in a column a mark needs at least 6 pairs" in table1(two).caption  # (was "1 tests")
 
 
 def test_statistics_against_hand_values():
@@ -810,6 +812,10 @@ def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     merged, sources = load_runs([run, copy])
     single, _ = load_runs([run])
     assert len(merged) == len(single) and [s.path for s in sources] == [run, copy]
+    # one folder named twice, also by another path to it, is one run, where it was last named (before: two runs)
+    _, sources = load_runs([copy, run, copy.parent / ".." / copy.parent.name / "copy"])
+    assert [s.path for s in sources] == [run, copy.parent / ".." / copy.parent.name / "copy"]
+    assert write_report([copy, copy]) == copy / "report"  # one folder: no --out needed
     with pytest.raises(UserError):
         write_report([run, copy])
     out = write_report([run, copy], tmp_path / "merged")

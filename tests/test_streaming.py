@@ -114,6 +114,30 @@ def test_a_damaged_decoded_cache_is_one_sentence(tree, tmp_path):
         load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
 
 
+def test_decoded_images_overwritten_on_disk_are_refused_where_read_into_memory(tree, tmp_path):
+    """Before: bytes overwritten inside a decoded .npy file were trained on without a word (the reviewer's mean
+    pixel went from 145.05 to 128.35); and garbage in its header read numpy's advice to load it with
+    allow_pickle=True."""
+    whole = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    cached = next((tmp_path / "data").glob("train-*.images.npy"))
+    assert (cached.parent / f"{cached.name}.sha256").is_file()
+    with open(cached, "r+b") as f:
+        f.seek(200)
+        f.write(bytes(range(256)) * 4)
+    with pytest.raises(DataFileError, match=f"^The decoded image cache {cached} is damaged .*; delete it"):
+        load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    streamed = load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"storage": "disk"})
+    assert streamed.train.on_disk  # streamed files are not read whole to be checked
+    cached.write_bytes(b"\x93NUMPY garbage" + cached.read_bytes()[14:])
+    with pytest.raises(DataFileError, match=r"is damaged \(not a readable \.npy file\); delete") as caught:
+        load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    assert "allow_pickle" not in str(caught.value)
+    for damaged in tmp_path.glob("data/*.npy*"):  # as the sentence says: decoded again, as before
+        damaged.unlink()
+    again = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    assert torch.equal(again.train.images, whole.train.images)
+
+
 def test_the_training_evaluation_subset_is_seeded_stratified_what_metrics_read_and_named(tree, tmp_path):
     whole = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
     sub = load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"train_eval_per_class": 5})

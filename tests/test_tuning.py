@@ -229,6 +229,10 @@ def test_bad_tuning_inputs_give_one_sentence(tmp_path, capsys):
         tune(load_grid(str(write_grid(tmp_path, "d.yaml"))), RunOptions(device="cpu", progress=False,
                                                                          cache_dir=tmp_path / "cache"),
              LaunchOptions(workers=0), tmp_path / "d")
+    # a grid without a tuning: section says the budget it is tuned with (before: only log.txt did)
+    assert ("note: grid 'tiny' has no tuning: section, so each study runs the default budget: 20 trials (8 drawn "
+            "at random after the defaults, then TPE, seed 0), scored on the grid's forget classes.\n"
+            ) == capsys.readouterr().err
     for startup, warned in ((2, True), (1, False)):  # 3 trials: the defaults, 2 random ones: none left to TPE
         with pytest.raises(UserError, match="nothing to tune"):
             tune(load_grid(str(write_grid(tmp_path, "d.yaml", tuning={"trials": 3, "startup_trials": startup}))),
@@ -411,6 +415,15 @@ def test_studies_the_plan_skips_are_said_not_dropped(tmp_path, shared_cache, cap
     assert "skipped: negative_gradient mnist/vgg16-w0.0625:" in printed
     assert set(yaml.safe_load((out / "tuned.yaml").read_text())["tuned"]) == {"mnist5k"}
     assert "skipped mnist/vgg16-w0.0625/negative_gradient: " in (out / "log.txt").read_text()
+    assert printed.rstrip().endswith(f"→ {out / 'tuned.yaml'}; a grid runs with these parameters given `tuned: {out}`")
+    # a study added to the folder is told apart from the earlier ones listed with it
+    more = write_grid(tmp_path, datasets=["mnist5k"], methods=["negative_gradient", "random_labels"],
+                      forget_classes=[1], tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})
+    assert main(["tune", "--grid", str(more), "--only", "method=random_labels", "--out", str(out), "--device", "cpu",
+                 "--workers", "0", "--cache-dir", str(shared_cache), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "mnist5k/vgg16-w0.0625/negative_gradient (an earlier tune's, kept): objective" in printed
+    assert "mnist5k/vgg16-w0.0625/random_labels: objective" in printed
 
     only_missing = load_grid(str(write_grid(tmp_path, "m.yaml", datasets=["mnist"], methods=["negative_gradient"],
                                             tuning={"trials": 2, "forget_classes": [1], "startup_trials": 1})))
@@ -594,3 +607,25 @@ def test_an_earlier_trials_file_without_devices_takes_each_studys_own(tmp_path):
     (tmp_path / "tuned.yaml").write_text(yaml.safe_dump(document))
     trials = earlier_tuning(tmp_path, settings).trials
     assert dict(zip(trials.method, trials.device)) == {"a": "cpu a", "c": "cpu c"}
+
+
+def test_a_busy_or_interrupted_tune_speaks_of_tuning_not_of_a_run(tmp_path, monkeypatch, capsys):
+    """Before: a tuning folder another tune held was "Run folder … is in use by another run", and an interrupted
+    tune said "finished cells are kept in the cache"; a tune keeps trials there and studies in its folder."""
+    import unlearnbench.tuning as tuning
+    from unlearnbench.store import RunFolder
+
+    (tmp_path / "t").mkdir()
+    with RunFolder(tmp_path / "t").lock("tune"):
+        with pytest.raises(UserError, match=f"^Tuning folder {tmp_path / 't'} is in use by another tune; wait"):
+            tune(tune_grid(tmp_path), RunOptions(device="cpu", progress=False, cache_dir=tmp_path / "c"),
+                 LaunchOptions(workers=0), tmp_path / "t")
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuning, "tune", interrupted)
+    assert main(["tune", "--grid", str(write_grid(tmp_path)), "--cache-dir", str(tmp_path / "c")]) == 130
+    assert capsys.readouterr().err == (f"interrupted; finished trials are kept in the cache {tmp_path / 'c'} and "
+                                       f"finished studies in the tuning folder; run the same command again to "
+                                       f"resume.\n")

@@ -26,12 +26,16 @@ def _plugins_options() -> argparse.ArgumentParser:
     return parent
 
 
-def _grid_options() -> argparse.ArgumentParser:
+def _grid_options(tuning: bool = False) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("grid")
-    group.add_argument("--grid", help="a shipped grid name (smoke, paper, …) or a YAML file (default: smoke)")
+    group.add_argument("--grid", help="a shipped grid name (smoke, paper, …) or a YAML file (default: smoke)"
+                                      + ("; or a run folder's config.yaml, to tune the grid that run ran" if tuning
+                                         else ""))
     group.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                       help="only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
+                       help="only matching studies (dataset, backbone, method, seed; comma = or; the forget classes "
+                            "are the tuning: section's)" if tuning else
+                       "only matching cells (dataset, backbone, method, seed, forget_class; comma = or)")
     group.add_argument("--methods", metavar="all|NAMES",
                        help="replace the grid's methods: 'all' (every discovered method; the shipped smoke and "
                             "mini grids run a named subset) or comma-separated names")
@@ -84,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run is the default command: `run_bench.py --grid smoke` is `run_bench.py run --grid smoke`. "
                "`run_bench.py COMMAND --help` lists a command's options.")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND", required=True)
-    shared = [_grid_options(), _plugins_options(), _data_options(), _launch_options(), _progress_options()]
+    shared = [_plugins_options(), _data_options(), _launch_options(), _progress_options()]
 
     run = commands.add_parser(
-        "run", parents=shared, help="run a grid (the default command)",
+        "run", parents=[_grid_options(), *shared], help="run a grid (the default command)",
         description="Run a grid: every cell's unlearning and metrics into one run folder, then its report. "
                     "The default command: `run_bench.py` without a command word runs this.")
     run.add_argument("--out", type=Path, help="run folder (default: <results-dir>/<grid>-<timestamp>)")
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="report folder (default: RUN_DIR/report; required with several run folders)")
 
     tune = commands.add_parser(
-        "tune", parents=shared, help="tune every method of a grid on its validation split",
+        "tune", parents=[_grid_options(tuning=True), *shared], help="tune every method of a grid on its validation split",
         description="Tune every method of a grid on its validation split (the grid's tuning: section) and "
                     "write trials.csv and tuned.yaml.")
     tune.add_argument("--out", type=Path, help="tuning folder (default: <results-dir>/tuning/<grid>)")
@@ -224,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
             from .planning import RunOptions
 
             cache = RunOptions(cache_dir=args.cache_dir, results_dir=args.results_dir).cache
-            kept = f"; finished cells are kept in the cache {cache}; run the same command again to resume"
+            finished = ("cells are" if args.command == "run" else "trials are") + f" kept in the cache {cache}"
+            if args.command == "tune":
+                finished += " and finished studies in the tuning folder"
+            kept = f"; finished {finished}; run the same command again to resume"
         terminated = isinstance(exc, Terminated)
         print(f"{'terminated' if terminated else 'interrupted'}{kept}.", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
@@ -273,25 +280,32 @@ def _with_methods(grid, methods: str | None):
     return grid if methods is None else with_methods(grid, methods)
 
 
-def _tune(args: argparse.Namespace, argv: list[str]) -> int:
+def _tune_grid(args: argparse.Namespace):
+    """The grid `tune` tunes: --grid (a run folder's config.yaml standing for the grid that run ran) with --methods."""
     from .grid import load_grid
+
+    return _with_methods(load_grid("smoke" if args.grid is None else args.grid, run_config=True), args.methods)
+
+
+def _tune(args: argparse.Namespace, argv: list[str]) -> int:
     from .tuning import tune
 
-    grid = _with_methods(load_grid("smoke" if args.grid is None else args.grid), args.methods)
+    grid = _tune_grid(args)
     options, launch_options = _options(args, argv, grid, args.data_root, parse_pairs(args.only, "--only", join_repeats=True))
     out = args.out or args.results_dir / "tuning" / grid.name
     result = tune(grid, options, launch_options, out)
     for dataset, backbones in result.document.get("tuned", {}).items():
         for backbone, methods in backbones.items():
             for method, entry in methods.items():
-                print(f"{dataset}/{backbone}/{method}: objective {entry['objective']:.3f} (defaults "
+                kept = "" if (dataset, backbone, method) in result.studies else " (an earlier tune's, kept)"
+                print(f"{dataset}/{backbone}/{method}{kept}: objective {entry['objective']:.3f} (defaults "
                       f"{entry['default_objective']:.3f}), val Acc_r {entry['val_acc_retain']:.3f} Acc_f "
                       f"{entry['val_acc_forget']:.3f}, {entry['tuning_seconds']:.0f} s → {entry['params']}")
     for f in result.failures:
         print(f"  {f['status']}: {f['method']} {f['dataset']}/{f['backbone']}: {f['reason']}")
     failed = [f for f in result.failures if f["status"] != "skipped"]
     print(f"\n{len(result.trials)} trials, {len(failed)} failed studies, {len(result.failures) - len(failed)} "
-          f"skipped → {out / 'tuned.yaml'}")
+          f"skipped → {out / 'tuned.yaml'}; a grid runs with these parameters given `tuned: {out}`")
     return 1 if failed else 0
 
 
@@ -478,8 +492,12 @@ def _tune_command(args, grid, methods) -> str:
     shipped = source.resolve().parent == PACKAGE_DIR / "configs" / "tuned"
     folder = Path("reports/tuning") / grid.tuned if shipped else source.parent
     plugins = "".join(f" --plugins {shlex.quote(str(p))}" for p in args.plugins or [])
-    command = (f"`run_bench.py tune --grid {grid.name if args.retry_failed else args.grid or 'smoke'} --only "
-               f"method={','.join(methods)} --out {folder}{plugins}`")
+    # the grid the run ran: a --retry-failed run's is the one its folder's config.yaml records (which tune reads);
+    # otherwise the grid as given, with the methods --methods put in it
+    ran = (shlex.quote(str(args.out / "config.yaml")) if args.retry_failed else
+           shlex.quote(args.grid or "smoke") + (f" --methods {shlex.quote(args.methods)}" if args.methods else ""))
+    command = (f"`run_bench.py tune --grid {ran} --only method={','.join(methods)} "
+               f"--out {shlex.quote(str(folder))}{plugins}`")
     return command + (f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml"
                       if shipped else "")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .disk_images import DiskImages
+from .disk_images import DiskImages, check_rows
 from .errors import DataFileError, UserError
 from .registry import Registry
 
@@ -438,6 +438,9 @@ def load_dataset(
     row_bytes = int(np.prod(raw.train_images.shape[1:]))
     on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)
     make = _disk_split if on_disk else _memory_split
+    if not on_disk:  # decoded files read whole into memory: checked against the digest written with them
+        for images in {id(a): a for a in (raw.train_images, raw.test_images) if isinstance(a, np.memmap)}.values():
+            check_rows(images)
     data = ImageData(
         name=name,
         classes=list(raw.classes),

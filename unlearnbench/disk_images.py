@@ -3,10 +3,12 @@
 A `DiskImages` is a lazy view: rows of one [N, H, W, C] file, presented as [n, C, H, W] like a resident tensor.
 Selecting (`select`) only composes row indices; indexing (`view[index]`) reads those rows with positioned reads
 (`os.pread`: no memory map, so nothing of the file stays resident in this process beyond the batch read) and
-returns a uint8 tensor on the view's device. `write_npy_in_chunks` writes such a file without holding it whole.
+returns a uint8 tensor on the view's device. `write_npy_in_chunks` writes such a file without holding it whole, with the SHA-256 of its rows beside it, which
+`check_rows` compares where the whole file is read into memory anyway.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import DataFileError
+from .store import atomic_write, partial_prefix, publish
 
 
 @dataclass(frozen=True)
@@ -115,16 +118,18 @@ def write_npy_in_chunks(path: Path, count: int, row_shape: tuple[int, ...], chun
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": (count, *row_shape)}
-    written = 0
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+    written, digest = 0, hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=partial_prefix(), suffix=".npy", delete=False) as tmp:
         try:
             np.lib.format.write_array_header_1_0(tmp, header)
             for chunk in chunks:
                 if chunk.shape[1:] != tuple(row_shape) or chunk.dtype != np.uint8:
                     raise ValueError(f"a chunk of {chunk.dtype} {chunk.shape[1:]} rows for {tuple(row_shape)} uint8")
-                tmp.write(np.ascontiguousarray(chunk).data)  # the rows themselves, not a copy of them
+                rows = np.ascontiguousarray(chunk).data  # the rows themselves, not a copy of them
+                tmp.write(rows)
+                digest.update(rows)
                 written += len(chunk)
-                del chunk  # released before the next chunk is made, so one chunk is held at a time
+                del chunk, rows  # released before the next chunk is made, so one chunk is held at a time
         except BaseException:
             tmp.close()
             os.unlink(tmp.name)
@@ -132,4 +137,28 @@ def write_npy_in_chunks(path: Path, count: int, row_shape: tuple[int, ...], chun
     if written != count:
         os.unlink(tmp.name)
         raise RuntimeError(f"wrote {written} of {count} images to {path}")
-    os.replace(tmp.name, path)
+    atomic_write(digest_file(path), digest.hexdigest())  # first: a file that is there has its digest beside it
+    publish(tmp.name, path)
+
+
+def digest_file(path: Path | str) -> Path:
+    """Where the SHA-256 of the rows of the .npy file `path` is written."""
+    return Path(f"{path}.sha256")
+
+
+def check_rows(array: np.memmap) -> None:
+    """Refuse, in one sentence, a decoded .npy file whose rows are not those written (bytes overwritten on disk):
+    they would be trained on and evaluated under the images' key. A file written before digests were kept beside
+    them is not checked. Reads the file in chunks (for files read whole into memory; streamed ones are not read)."""
+    try:
+        written = digest_file(array.filename).read_text().strip()
+    except FileNotFoundError:
+        return
+    digest, flat = hashlib.sha256(), array.reshape(len(array), -1)
+    step = max(1, 2**26 // max(1, flat.shape[1]))  # about 64 MiB a read
+    for start in range(0, len(flat), step):
+        digest.update(np.ascontiguousarray(flat[start:start + step]).data)
+    if digest.hexdigest() != written:
+        raise DataFileError(f"The decoded image cache {array.filename} is damaged (its images differ from those "
+                            f"written); delete it to decode the images again.")
+

@@ -127,14 +127,17 @@ def builtin_grids() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def load_grid(name_or_path: str) -> Grid:
-    """Load a shipped grid by name or a YAML file by path, validating every key and value."""
+def load_grid(name_or_path: str, run_config: bool = False) -> Grid:
+    """Load a shipped grid by name or a YAML file by path, validating every key and value; with `run_config`, a run
+    folder's config.yaml stands for the grid it records (the grid that run ran)."""
     if not str(name_or_path).strip():  # Path("") is the current folder
         raise UserError(f"Give a grid: a shipped name ({', '.join(builtin_grids())}) or a YAML file; got an empty name.")
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         raw = read_yaml(path)
         where = str(path)
+        if run_config and isinstance(raw, dict) and {"command", "grid"} <= raw.keys():
+            raw, where = raw["grid"], f"the grid of {path}"
     elif name_or_path in builtin_grids():
         where = f"grid '{name_or_path}'"
         raw = read_resource_yaml(f"configs/grids/{name_or_path}.yaml")

@@ -23,7 +23,8 @@ from .grid import Cell, Grid, tuned_parameters
 from .launchers import LaunchOptions, WorkerSlots, launch
 from .planning import (Plan, RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings,
                        on_launcher, plan, retrained_models, stage_retrained_counts)
-from .store import Cache, RunFolder, config_differences, git_commit, read_run_config, versions, writable_folder
+from .store import (Cache, RunFolder, config_differences, git_commit, read_run_config, remove_dead_partials,
+                    versions, writable_folder)
 from .training import compute_setting
 
 __all__ = ["RunOptions", "RunResult", "run"]
@@ -90,6 +91,8 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
                 results[cell] = hit
         cached = len(results)
         folder.log(describe_plan(grid, p, cache, metrics, options.data_root, cached))  # keys and hits: once
+        for leftover in remove_dead_partials(cache.root) + remove_dead_partials(folder.path):
+            folder.log(f"removed {leftover}, left half-written in the cache by a process that no longer runs")
         for cell in (c for c in p.cells if keys[c] in cache.damaged_artifacts):
             folder.log(f"cell {cell.describe()}: its cached artifacts file is damaged, so it is computed again")
         if crowded:

@@ -8,6 +8,8 @@ import json
 import os
 import platform
 import re
+import shutil
+import socket
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -27,15 +29,62 @@ FAILURE_COLUMNS = ["dataset", "backbone", "method", "params", "seed", "forget_cl
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
+# Files and folders being written are named `.partial-<host>-<pid>-…` until renamed into place, so that what a
+# process killed mid-write left (loky ends workers outright: their own cleanup never runs) can be told from what a
+# live process is writing, and removed (`remove_dead_partials`).
+PARTIAL = ".partial"
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # (read back: a process cannot read its umask without setting it)
+
+
+def partial_prefix() -> str:
+    """The name prefix of a temporary file or folder this process writes (tempfile's prefix=)."""
+    return f"{PARTIAL}-{socket.gethostname()}-{os.getpid()}-"
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename the finished temporary file `tmp` onto `path`, with the mode a plain open() would have given it
+    (temporary files are made 0600: a cache or run folder shared by a group was unreadable to its other members)."""
+    os.chmod(tmp, 0o666 & ~UMASK)
+    os.replace(tmp, path)
+
+
+def remove_dead_partials(folder: Path) -> list[Path]:
+    """Remove the temporary files and folders in `folder` and two levels below (a cache's models/<kind>/: not into
+    an extracted dataset's 60,000 files) that processes of this host which no longer run left half-written (a decode
+    of ImageNet killed midway leaves as much as the decoded set); return them."""
+    removed = []
+    for path in (p for depth in ("", "*/", "*/*/") for p in Path(folder).glob(f"{depth}{PARTIAL}-*")):
+        match = re.fullmatch(rf"{re.escape(PARTIAL)}-(.+)-(\d+)-.*", path.name)
+        if not match or match[1] != socket.gethostname() or _alive(int(match[2])):
+            continue  # another host's (a cache shared over the network), or still being written
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write `data` to `path` via a temporary file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
-    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, prefix=partial_prefix(), delete=False) as tmp:
         tmp.write(data)
         tmp.flush()
         os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
+    publish(tmp.name, path)
 
 
 PRESENTATION_ONLY = ("report", "cli.py", "launchers.py")  # code that cannot change a computed value
@@ -361,11 +410,11 @@ class Cache:
 
         weights, meta_path = self._model_paths(kind, key)
         weights.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=weights.parent, suffix=".safetensors")
+        fd, tmp = tempfile.mkstemp(dir=weights.parent, prefix=partial_prefix(), suffix=".safetensors")
         os.close(fd)
         save_model(model, tmp)
         data = Path(tmp).read_bytes()
-        os.replace(tmp, weights)
+        publish(tmp, weights)
         atomic_write(meta_path, json.dumps({**meta, "sha256": hashlib.sha256(data).hexdigest()}, indent=1, default=str))
         return len(data)
 
@@ -475,14 +524,15 @@ class RunFolder:
         LogFile(self.path / "log.txt")(message)
 
     @contextlib.contextmanager
-    def lock(self):
-        """Hold an exclusive lock on the folder; a second run writing the same folder is refused."""
+    def lock(self, user: str = "run"):
+        """Hold an exclusive lock on the folder; a second `user` (run, tune) writing the same folder is refused."""
         handle = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UserError(f"Run folder {self.path} is in use by another run; wait for it to finish or pass "
+            kind = "Run" if user == "run" else "Tuning"
+            raise UserError(f"{kind} folder {self.path} is in use by another {user}; wait for it to finish or pass "
                             f"another --out.") from None
         try:
             yield

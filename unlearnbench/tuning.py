@@ -228,8 +228,10 @@ def _evaluate(cell: Cell, info, stages: Stages, classes: list[int], reference: d
 class TuneResult:
     folder: Path
     trials: pd.DataFrame
-    document: dict
+    document: dict  # every study of the folder: this call's and those an earlier call wrote there
     failures: list[dict]
+    studies: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)  # this call's (dataset, backbone,
+    # method)
 
 
 @scans_files_afresh
@@ -240,7 +242,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     the trial cache). The original and retrained models are the grid's own cached stages, trained first, once
     each."""
     from .planning import on_launcher, plan
-    from .store import RunFolder, writable_folder
+    from .store import RunFolder, remove_dead_partials, writable_folder
 
     from .execution import KeptGroup
 
@@ -249,6 +251,10 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     grid = dataclasses.replace(grid, tuned="")  # search from the defaults, not from an earlier result
     options = on_launcher(options, launch_options.slurm if launch_options.launcher == "slurm" else None)
     settings = tuning_settings(grid)
+    if not grid.tuning:  # said, since a study of the default budget can take long (before: only log.txt said it)
+        print(f"note: grid '{grid.name}' has no tuning: section, so each study runs the default budget: "
+              f"{settings.trials} trials ({settings.startup_trials} drawn at random after the defaults, then TPE, "
+              f"seed {settings.seed}), scored on the grid's forget classes.", file=sys.stderr)
     if 1 < settings.trials <= settings.startup_trials + 1:  # TPE models the history from trial startup_trials + 2 on
         print(f"warning: the tuning section's startup_trials ({settings.startup_trials}) leaves none of its "
               f"{settings.trials} trials to TPE: after the defaults, every trial is drawn at random.", file=sys.stderr)
@@ -259,7 +265,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                         "with --only method=.")
     p = plan(grid, options)
     KeptGroup.forget()  # as `run`: models an earlier run or tune in this process kept are not trusted blindly
-    writable_folder(options.cache, "cache folder")
+    remove_dead_partials(writable_folder(options.cache, "cache folder"))  # (those of a run or tune killed midway)
     studies: dict = {}
     for cell in p.cells:  # expansion order: the first seed and parameter set of each study come first
         if p.methods[cell.method].cls().space(cell.backbone):
@@ -284,7 +290,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                             p.device, options.data_root, Path(options.cache))
     if crowded:
         print(f"warning: {crowded}.", file=sys.stderr)
-    with RunFolder(out).lock():  # two tunes adding studies to one folder would drop each other's
+    with RunFolder(out).lock("tune"):  # two tunes adding studies to one folder would drop each other's
         return _run_studies(grid, options, launch_options, out, p, settings, studies, classes, list(skipped.values()))
 
 
@@ -354,4 +360,4 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     trials, document, _ = merged(earlier, in_plan_order(rows, spaces), document or summarise(
         in_plan_order(rows, spaces), settings, spaces, grid_split=grid_split(grid), setups=setups,
         classes=study_classes, seeds=seeds, sources=sources), header)
-    return TuneResult(out, trials, document, failures)
+    return TuneResult(out, trials, document, failures, list(studies))

@@ -6,6 +6,7 @@ import fcntl
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
@@ -21,6 +22,7 @@ import numpy as np
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
 from ..seeds import file_digest
+from ..store import partial_prefix
 from .image_folder import (class_folder_problem, decode_splits, decoder_identity, folder_signature, split_class_counts,
                            tree_splits)
 from .registration import register
@@ -34,6 +36,7 @@ CIFAR_TARBALL = "cifar10-jpeg.tar.gz"
 CIFAR_FOLDER = "cifar-10-batches-py"
 EXTRACTED = re.compile(r"cifar10-jpeg-([0-9a-f]{64})")  # a tarball's copy in the cache, named by its digest
 SOURCES = "extracted-from.txt"  # in a copy: the tarballs it stands in for where they are gone
+EXTRACTED_FILES = "extracted-files.json"  # in a copy: its splits' folder_signature as extracted (`check_intact`)
 CIFAR_TRAIN = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"]
 CIFAR_MD5 = {  # the original release's files, as torchvision checks them
     "data_batch_1": "c99cafc152244af753f735de768cd75f", "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
@@ -142,6 +145,27 @@ def _note_source(copy: Path, tarball: Path) -> None:
             pass
 
 
+def _split_signatures(copy: Path) -> dict:
+    test_dir = _jpeg_test_dir(copy)
+    return {"train": folder_signature(copy / "train"), "test": folder_signature(test_dir) if test_dir else None}
+
+
+def check_intact(copy: Path) -> None:
+    """Refuse, in one sentence, a copy in the cache whose files are no longer those extracted into it (an image
+    removed by a cleaner of old files, or one deleted as unreadable): its key is the tarball's digest, so results
+    from it would pass for the whole tarball's. A copy extracted before copies recorded their files is not checked."""
+    try:
+        extracted = json.loads((copy / EXTRACTED_FILES).read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as exc:
+        extracted = f"unreadable: {first_line(exc)}"
+    if extracted != _split_signatures(copy):
+        raise DataFileError(f"The CIFAR-10 copy extracted into the cache, {copy}, no longer holds the files extracted "
+                            f"into it (removed, added or changed since); delete that folder to extract the tarball "
+                            f"again.")
+
+
 def _cifar_missing(source: DataSource) -> str | None:
     found = _cifar_source(source)
     if found and found[0] in ("jpeg", "extracted"):  # a tree: its splits' class folders, as an ImageFolder's
@@ -238,6 +262,8 @@ def load_cifar10(source: DataSource) -> RawDataset:
     if kind == "tarball":  # a tarball replaced since the scan: refused before extracting it (its digest is memoised)
         _check_scanned(source, {"format": "jpeg", "tarball": file_digest(where), "decoder": decoder_identity()})
         where = extract_once(where, source.cache_dir / "data")
+    if kind in ("tarball", "extracted"):
+        check_intact(where)
     test_dir = _jpeg_test_dir(where)
     if test_dir is None or not (where / "train").is_dir():
         raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
@@ -288,6 +314,9 @@ def extract_once(tarball: Path, into: Path) -> Path:
     reads it. Processes take turns (a lock file beside the copies). The copy is named by the bytes it was extracted
     from (read once), whatever the file holds by then. Return that folder."""
     target = into / f"cifar10-jpeg-{file_digest(tarball)}"
+    if target.is_dir() and not tree_splits(target):  # (a rename onto it would fail: "Directory not empty")
+        raise DataFileError(f"The CIFAR-10 copy extracted into the cache, {target}, lacks its train/ or test/ class "
+                            f"folders (removed since); delete that folder to extract the tarball again.")
     if tree_splits(target):  # complete: a copy appears whole, by one rename
         _note_source(target, tarball)
         return target
@@ -302,7 +331,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
         if tree_splits(target):  # the tarball was replaced by a copy already extracted
             _note_source(target, tarball)
             return target
-        tmp = Path(tempfile.mkdtemp(dir=into))
+        tmp = Path(tempfile.mkdtemp(dir=into, prefix=partial_prefix()))
         try:
             try:
                 with tarfile.open(fileobj=io.BytesIO(content)) as tar:
@@ -315,6 +344,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
             if extracted is None:
                 raise DataFileError(f"Archive {tarball} holds no cifar10-jpeg/train/ and test/ folders.")
             (extracted / SOURCES).write_text(f"{tarball.resolve()}\n")
+            (extracted / EXTRACTED_FILES).write_text(json.dumps(_split_signatures(extracted)))  # kept by the rename
             os.replace(extracted, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

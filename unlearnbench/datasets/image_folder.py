@@ -18,7 +18,7 @@ from PIL import Image
 from ..data import DataSource, RawDataset, memory_budget_bytes
 from ..disk_images import write_npy_in_chunks
 from ..errors import DataFileError, first_line
-from ..store import stable_hash
+from ..store import partial_prefix, publish, stable_hash
 from .registration import register
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -110,8 +110,10 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
     try:
         images, cached_labels = np.load(images_file, mmap_mode="r"), np.load(labels_file)
     except (OSError, ValueError, EOFError) as exc:
+        # (numpy's ValueError for a damaged header suggests loading with allow_pickle=True: not advice to pass on)
+        why = "not a readable .npy file" if isinstance(exc, ValueError) else first_line(exc)
         raise DataFileError(f"The decoded image cache {images_file.parent} of {folder} is damaged "
-                            f"({first_line(exc)}); delete {images_file.name} and {labels_file.name} to decode the "
+                            f"({why}); delete {images_file.name} and {labels_file.name} to decode the "
                             f"images again.") from exc
     if len(images) != len(labels) or not np.array_equal(cached_labels, labels):
         raise DataFileError(f"The decoded image cache {images_file} does not match {folder}; delete it to decode "
@@ -177,9 +179,9 @@ def _stack(decoded: list[np.ndarray], row_shape: tuple, folder: Path) -> np.ndar
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Write `array` to `path` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as tmp:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=partial_prefix(), suffix=".npy", delete=False) as tmp:
         np.save(tmp, array, allow_pickle=False)
-    os.replace(tmp.name, path)
+    publish(tmp.name, path)
 
 
 def tree_splits(tree: Path) -> tuple[Path, Path] | None:

@@ -18,7 +18,7 @@ from .formats import write_table
 from .html import render_html
 from .index import FigureEntry, render_index
 from .paper import paper_comparison
-from .records import load_runs
+from .records import distinct_folders, load_runs
 from .names import discovered_cards, params_tag, run_labels
 from .tables import (Table, cost_table, methods_table, metrics_summary, parameters_table, table1,
                      table2)
@@ -90,7 +90,7 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     """Write the report of one or more run folders (records merged by records.load_runs: each value once, the last
     folder's) into `out` (default: <run_dir>/report for a single run) and return that folder: index.md, index.html
     (self-contained), each table as <name>.csv/.tex/.md, figures/ as PNG and PDF."""
-    run_dirs = [Path(d) for d in run_dirs]
+    run_dirs = distinct_folders(run_dirs)
     if out is None:
         if len(run_dirs) != 1:
             raise UserError("A report merging several run folders needs an output folder (--out DIR).")

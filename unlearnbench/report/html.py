@@ -28,7 +28,8 @@ figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size
 """
 
 # Sorting: numbers by the first number in a cell (so "95.3 ± 1.2" sorts as 95.3; "—" last), text otherwise.
-# Filtering: a row stays when its method cell matches the filter (case-insensitive; "a|b" matches either).
+# Filtering: a row stays when its method's name contains the filter's text, or one of its "|"-separated parts
+# (case-insensitive, taken literally: "Random Labels (mixed)" matches itself).
 # Self-check: once every image has loaded, <body data-images="loaded N"> (or "broken K of N"), for tests.
 SCRIPT = """
 function cellValue(row, i) {
@@ -53,10 +54,10 @@ document.querySelectorAll("table.sortable th").forEach((th) => {
 });
 const filter = document.getElementById("method-filter");
 filter.addEventListener("input", () => {
-  let pattern = null;
-  try { pattern = filter.value ? new RegExp(filter.value, "i") : null; } catch (e) { return; }
+  const parts = filter.value.toLowerCase().split("|").map((p) => p.trim()).filter((p) => p);
   document.querySelectorAll("tr[data-method]").forEach((row) => {
-    row.hidden = pattern !== null && !pattern.test(row.dataset.method);
+    const method = row.dataset.method.toLowerCase();
+    row.hidden = parts.length > 0 && !parts.some((p) => method.includes(p));
   });
 });
 // A view can be linked: index.html#filter=WF-Net|SalUn&sort=0:2 filters the methods and sorts table 0 by column 2.

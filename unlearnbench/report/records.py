@@ -202,6 +202,13 @@ def relearn_cap(source: RunSource) -> float:
     return np.nan if cap is None else float(cap)
 
 
+def distinct_folders(run_dirs: list[Path]) -> list[Path]:
+    """`run_dirs` with a folder named twice (as typed, or by another path to it) kept once, where it was last named
+    (the later folder's values count); before, it was reported as two runs."""
+    last = {Path(folder).resolve(): k for k, folder in enumerate(run_dirs)}
+    return [Path(folder) for k, folder in enumerate(run_dirs) if last[Path(folder).resolve()] == k]
+
+
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
     """The concatenated records of `run_dirs` (records.csv, or records.csv.gz as reports/ keep them; a value several
     of them record: the last one's; a cell's relearn values: those of the largest relearn cap it was measured under,
@@ -211,7 +218,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, list[RunSource]]:
     if not run_dirs:
         raise UserError("Give at least one run folder to report on.")
     frames, sources = [], []
-    for folder in map(Path, run_dirs):
+    for folder in distinct_folders(run_dirs):
         path = folder / "records.csv"
         if not path.is_file() and path.with_suffix(".csv.gz").is_file():
             path = path.with_suffix(".csv.gz")

@@ -255,7 +255,7 @@ def interval_legend(values: pd.DataFrame, units: str) -> str:
         if families and all(n < needed for _, needed, n in families):
             tests, needed = sorted({k for k, _, _ in families}), sorted({m for _, m, _ in families})
             if len(tests) == 1:
-                text += (f"; with {tests[0]} tests in a column a mark needs at least {needed[0]} pairs, which no "
+                text += (f"; with {tests[0]} test{'s' * (tests[0] > 1)} in a column a mark needs at least {needed[0]} pairs, which no "
                          "cell here has, so none can be marked")
             else:
                 text += (f"; a mark in a column of k tests needs at least log2(2k / {ALPHA:g}) pairs (k = "
