@@ -236,16 +236,16 @@ def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     err = capsys.readouterr().err
     assert "hold none for salun (1 dataset × backbone group): they run with their defaults" in err
-    assert "finetune" not in err and "original" not in err and f"--only method=salun --out {tmp_path}`." in err
+    assert "finetune" not in err and "original" not in err and f"--only method=salun --out {tmp_path} --cache-dir {tmp_path / 'c'}`." in err
     grid = write_grid(tmp_path, methods=["original", "finetune", "salun"], tuned=str(tmp_path))  # its tune folder
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     err = capsys.readouterr().err  # (was --out reports/tuning/<the folder's path>, then a copy into the package)
-    assert f"--only method=salun --out {tmp_path}`." in err and "copy" not in err
+    assert f"--only method=salun --out {tmp_path} --cache-dir {tmp_path / 'c'}`." in err and "copy" not in err
     grid = write_grid(tmp_path, methods=["original", "salun"], tuned="smoke",  # shipped: tune into its report folder
                       backbones=[{"name": "resnet18", "width": 0.0625}])
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
-    assert ("--only method=salun --out reports/tuning/smoke`, then copy reports/tuning/smoke/tuned.yaml to "
-            "unlearnbench/configs/tuned/smoke.yaml.") in capsys.readouterr().err
+    assert (f"--only method=salun --out reports/tuning/smoke --cache-dir {tmp_path / 'c'}`, then copy "
+            f"reports/tuning/smoke/tuned.yaml to unlearnbench/configs/tuned/smoke.yaml.") in capsys.readouterr().err
     grid = write_grid(tmp_path, methods=["original", "finetune"], tuned=str(tuned))
     assert main(["--grid", str(grid), "--dry-run", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "warning" not in capsys.readouterr().err
@@ -253,7 +253,10 @@ def test_a_method_the_named_tuning_result_lacks_is_warned_about(tmp_path, capsys
 
 def test_the_re_tune_hint_pastes_as_a_tune_command_of_the_methods_the_run_ran(tmp_path, shared_cache, capsys):
     """Before: a run given --methods printed a tune command without them (pasted: '--only method=salun matches no
-    cell of grid'), and a --retry-failed run named its grid by its `name:` (pasted: 'Unknown grid')."""
+    cell of grid'), a --retry-failed run named its grid by its `name:` (pasted: 'Unknown grid'), and neither named
+    the run's --data-root (pasted: 'Every study ... is skipped': the dataset not found)."""
+    from test_streaming import write_tree
+
     import re
     import shlex
 
@@ -263,18 +266,19 @@ def test_the_re_tune_hint_pastes_as_a_tune_command_of_the_methods_the_run_ran(tm
     def tuned_by_pasting(err: str) -> set[str]:
         """The methods the printed `run_bench.py tune ...` plans, parsed and planned as `tune` does."""
         words = shlex.split(re.search(r"Add them with `run_bench.py (tune [^`]*)`", err).group(1))
-        args = build_parser().parse_args(words + ["--cache-dir", str(shared_cache)])
+        args = build_parser().parse_args(words)
         grid = _tune_grid(args)
         options, _ = _options(args, words, grid, args.data_root, parse_pairs(args.only, "--only", join_repeats=True))
         return {cell.method for cell in plan(grid, options).cells}
 
     tuned = tmp_path / "tuned.yaml"
-    tuned.write_text(yaml.safe_dump({"tuned": {"mnist5k-100perclass-test40perclass": {"vgg16-w0.0625": {
+    tuned.write_text(yaml.safe_dump({"tuned": {"imagefolder": {"vgg16-w0.0625": {
         "finetune": {"params": {"lr": 0.01}}}}}}))
-    grid = write_grid(tmp_path, "my grid.yaml", name="hinted", datasets=[SMALL_MNIST], methods=["original", "finetune"],
-                      tuned=str(tuned))
+    grid = write_grid(tmp_path, "my grid.yaml", name="hinted", datasets=["imagefolder"],
+                      methods=["original", "finetune"], tuned=str(tuned))
+    root = write_tree(tmp_path / "my data", classes=3, train=10, test=4, size=16)
     run = ["--grid", str(grid), "--methods", "original,salun", "--only", "forget_class=0", "--cache-dir",
-           str(shared_cache), "--out", str(tmp_path / "run")]
+           str(shared_cache), "--out", str(tmp_path / "run"), "--data-root", str(root)]
     assert main([*run, "--dry-run"]) == 0
     assert tuned_by_pasting(capsys.readouterr().err) == {"salun"}
     assert main([*run, "--quiet", "--no-report"]) == 0
@@ -283,6 +287,7 @@ def test_the_re_tune_hint_pastes_as_a_tune_command_of_the_methods_the_run_ran(tm
     err = capsys.readouterr().err
     assert f"--grid {shlex.quote(str(tmp_path / 'run' / 'config.yaml'))}" in err  # the grid the run ran
     assert tuned_by_pasting(err) == {"salun"}
+    assert f"--data-root {shlex.quote(str(root))} --cache-dir {shared_cache}" in err  # as its config.yaml records
 
 
 def test_methods_flag_replaces_the_grid_methods_keeping_their_overrides(tmp_path, capsys):
@@ -600,7 +605,7 @@ def test_tuned_parameters_searched_over_other_ranges_than_the_method_declares_no
             assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
                     f"searched over other ranges than the method declares now") in err
             # the command adds the study to the result the grid reads (before: to results/tuning/<grid name>)
-            assert f"re-tune with `run_bench.py tune --grid {grid} --only method=finetune --out {tmp_path}`." in err
+            assert f"re-tune with `run_bench.py tune --grid {grid} --only method=finetune --out {tmp_path} --cache-dir {tmp_path / 'c'}`." in err
 
 
 def test_tuned_parameters_chosen_with_another_fixed_value_than_the_grid_runs_are_a_warning(tmp_path, capsys):
@@ -651,7 +656,7 @@ def test_tuned_parameters_chosen_for_another_version_of_the_method_are_a_warning
         else:
             assert (f"warning: the tuned parameters '{tuned}' of finetune on mnist5k/vgg16-w0.0625 ({warned}) were "
                     f"chosen for another version of the method; re-tune with `run_bench.py tune --grid {grid} "
-                    f"--only method=finetune --out {tmp_path} --plugins {plugins}`.") in err
+                    f"--only method=finetune --out {tmp_path} --cache-dir {tmp_path / 'c'} --plugins {plugins}`.") in err
 
 
 def test_a_run_folder_records_only_the_values_its_tuned_result_sets(tmp_path):

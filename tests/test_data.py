@@ -295,8 +295,10 @@ def test_a_copy_in_the_cache_that_lost_files_is_refused_not_read_as_the_whole_ta
     for tarball_there in (True, False):  # read through the tarball, or standing in for it where it is gone
         if not tarball_there:
             (root / "cifar10-jpeg.tar.gz").rename(tmp_path / "away.tar.gz")
+        remedy = ("delete that folder to extract the tarball again" if tarball_there else
+                  f"put its tarball back as {root / 'cifar10-jpeg.tar.gz'} .*, then delete that folder")
         with pytest.raises(DataFileError, match=f"^The CIFAR-10 copy extracted into the cache, {copy}, no longer "
-                                                f"holds the files extracted into it .*; delete that folder"):
+                                                f"holds the files extracted into it .*; {remedy}"):
             load_dataset("cifar10", root=root, cache_dir=tmp_path / "cache", val_fraction=0.0)
     (tmp_path / "away.tar.gz").rename(root / "cifar10-jpeg.tar.gz")
     shutil.rmtree(copy / "test")

@@ -863,7 +863,7 @@ write_npy_in_chunks(Path(sys.argv[1]) / "train.images.npy", 4, (4, 4, 3), chunks
 """
 
 
-def test_what_a_killed_process_left_half_written_is_removed_and_files_get_the_umask_s_mode(tmp_path):
+def test_what_a_killed_process_left_half_written_is_removed_and_files_get_the_umask_s_mode(tmp_path, monkeypatch):
     """Before: a worker killed while decoding (loky kills workers outright, so their own cleanup never ran) left its
     temporary file in the cache for good (the reviewer's: 31 MB of a CIFAR decode, 34 MB of an extraction; for
     ImageNet as much as the decoded set); and every file written through a temporary one was 0600 whatever the
@@ -871,6 +871,7 @@ def test_what_a_killed_process_left_half_written_is_removed_and_files_get_the_um
     import os
     import socket
     import stat
+    import time
 
     import numpy as np
     import torch
@@ -891,14 +892,31 @@ def test_what_a_killed_process_left_half_written_is_removed_and_files_get_the_um
     being_written = tmp_path / "cache" / "models" / "original" / f"{store.partial_prefix()}x.safetensors"  # alive
     other_host = data / f".partial-elsewhere-{writer.pid}-y.npy"  # a cache shared with another machine
     dead_folder = data / f".partial-{socket.gethostname()}-{writer.pid}-z"  # an extraction's folder
-    for path in (being_written, other_host):
+    just_left = data / f".partial-{socket.gethostname()}-{writer.pid}-w.npy"  # a pid of another namespace, maybe
+    for path in (being_written, other_host, just_left):
         path.write_bytes(b"x")
     (dead_folder / "train").mkdir(parents=True)
+    long_ago = time.time() - store.LEFT_FOR_SECONDS - 5
+    for path in (left, being_written, other_host, dead_folder):
+        os.utime(path, (long_ago, long_ago))
     assert sorted(store.remove_dead_partials(tmp_path / "cache")) == sorted([left, dead_folder])
-    assert being_written.exists() and other_host.exists() and not left.exists() and not dead_folder.exists()
+    assert being_written.exists() and other_host.exists() and just_left.exists()
+    assert not left.exists() and not dead_folder.exists()
+    # a run removes them (and says so in its log) from its cache and its folder
+    os.utime(just_left, (long_ago, long_ago))
+    in_run_folder = tmp_path / "out" / f".partial-{socket.gethostname()}-{writer.pid}-r.csv"
+    in_run_folder.parent.mkdir()
+    in_run_folder.write_text("a")
+    os.utime(in_run_folder, (long_ago, long_ago))
+    grid = load_grid(str(write_grid(tmp_path, datasets=[SMALL_MNIST], methods=["original"], forget_classes=[0])))
+    run(grid, RunOptions(cache_dir=tmp_path / "cache", out=tmp_path / "out", device="cpu", progress=False,
+                         report=False), LaunchOptions(workers=0))
+    log = (tmp_path / "out" / "log.txt").read_text()
+    assert not just_left.exists() and not in_run_folder.exists()
+    assert f"removed {just_left}, left half-written by a process that no longer runs" in log
+    assert f"removed {in_run_folder}, left half-written" in log
 
-    mode = 0o666 & ~store.UMASK
-    assert mode != 0o600  # (the tests run under a umask that lets the group read)
+    monkeypatch.setattr(store, "UMASK", 0o022)  # the mode as the umask 022 gives it, whoever runs the tests
     store.atomic_write(tmp_path / "records.csv", "a,b\n")
     Cache(tmp_path / "cache").save_model("original", "k", torch.nn.Linear(2, 2), {})
     atomic_save_npy(data / "labels.npy", np.zeros(3))
@@ -906,4 +924,4 @@ def test_what_a_killed_process_left_half_written_is_removed_and_files_get_the_um
     written = [tmp_path / "records.csv", *(tmp_path / "cache" / "models" / "original").glob("k*"),
                data / "labels.npy", data / "images.npy", data / "images.npy.sha256"]
     assert len(written) == 6 and {f.name: stat.S_IMODE(os.stat(f).st_mode) for f in written} == {
-        f.name: mode for f in written}
+        f.name: 0o644 for f in written}

@@ -337,6 +337,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                             f"--out.")
         only = only or config.get("only") or {}
         data_root = data_root or (Path(config["data_root"]) if config.get("data_root") else None)
+        args.data_root = data_root  # (and the cache below: as the run reads them, so do the commands it prints)
         # the earlier run's cache, device, precision and plugins unless given again: its finished cells are found
         # in that cache under those keys, so only the failed ones run
         if args.cache_dir is None and config.get("cache_dir"):
@@ -492,12 +493,16 @@ def _tune_command(args, grid, methods) -> str:
     shipped = source.resolve().parent == PACKAGE_DIR / "configs" / "tuned"
     folder = Path("reports/tuning") / grid.tuned if shipped else source.parent
     plugins = "".join(f" --plugins {shlex.quote(str(p))}" for p in args.plugins or [])
+    # the data and the cache of the run: without the first a dataset under --data-root is skipped ("every study is
+    # skipped"); with the second the run's cached original and retrained models are scored against, not retrained
+    folders = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in (("--data-root", args.data_root),
+                                                                              ("--cache-dir", args.cache_dir)) if value)
     # the grid the run ran: a --retry-failed run's is the one its folder's config.yaml records (which tune reads);
     # otherwise the grid as given, with the methods --methods put in it
     ran = (shlex.quote(str(args.out / "config.yaml")) if args.retry_failed else
            shlex.quote(args.grid or "smoke") + (f" --methods {shlex.quote(args.methods)}" if args.methods else ""))
     command = (f"`run_bench.py tune --grid {ran} --only method={','.join(methods)} "
-               f"--out {shlex.quote(str(folder))}{plugins}`")
+               f"--out {shlex.quote(str(folder))}{folders}{plugins}`")
     return command + (f", then copy {folder}/tuned.yaml to unlearnbench/configs/tuned/{grid.tuned}.yaml"
                       if shipped else "")
 

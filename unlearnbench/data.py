@@ -438,9 +438,14 @@ def load_dataset(
     row_bytes = int(np.prod(raw.train_images.shape[1:]))
     on_disk = images_on_disk(name, on_file, storage, budget, (len(kept) + len(carved) + len(tested)) * row_bytes)
     make = _disk_split if on_disk else _memory_split
-    if not on_disk:  # decoded files read whole into memory: checked against the digest written with them
-        for images in {id(a): a for a in (raw.train_images, raw.test_images) if isinstance(a, np.memmap)}.values():
-            check_rows(images)
+    # a decoded file read whole into memory is checked against the digest written with it (a hash costs less than
+    # the read then; an ImageNet subset held in memory reads a fraction of its file, which is not hashed whole)
+    held = {"train": [kept] + ([carved] if val_from != "test" else []),
+            "test": [tested] + ([carved] if val_from == "test" else [])}
+    for split, rows in held.items():
+        images = getattr(raw, f"{split}_images")
+        if not on_disk and isinstance(images, np.memmap) and len(np.unique(np.concatenate(rows))) == len(images):
+            check_rows(images.filename)
     data = ImageData(
         name=name,
         classes=list(raw.classes),

@@ -146,19 +146,20 @@ def digest_file(path: Path | str) -> Path:
     return Path(f"{path}.sha256")
 
 
-def check_rows(array: np.memmap) -> None:
+def check_rows(path: str | Path) -> None:
     """Refuse, in one sentence, a decoded .npy file whose rows are not those written (bytes overwritten on disk):
     they would be trained on and evaluated under the images' key. A file written before digests were kept beside
-    them is not checked. Reads the file in chunks (for files read whole into memory; streamed ones are not read)."""
+    it is not checked. Reads the file in chunks of about 64 MiB."""
     try:
-        written = digest_file(array.filename).read_text().strip()
+        written = digest_file(path).read_text().strip()
     except FileNotFoundError:
         return
+    array = np.load(path, mmap_mode="r")  # the whole file, whatever view of it a caller holds
     digest, flat = hashlib.sha256(), array.reshape(len(array), -1)
-    step = max(1, 2**26 // max(1, flat.shape[1]))  # about 64 MiB a read
+    step = max(1, 2**26 // max(1, flat.shape[1]))
     for start in range(0, len(flat), step):
         digest.update(np.ascontiguousarray(flat[start:start + step]).data)
     if digest.hexdigest() != written:
-        raise DataFileError(f"The decoded image cache {array.filename} is damaged (its images differ from those "
-                            f"written); delete it to decode the images again.")
+        raise DataFileError(f"The decoded image cache {path} is damaged (its images differ from those "
+            f"written); delete it to decode the images again.")
 

@@ -92,7 +92,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         cached = len(results)
         folder.log(describe_plan(grid, p, cache, metrics, options.data_root, cached))  # keys and hits: once
         for leftover in remove_dead_partials(cache.root) + remove_dead_partials(folder.path):
-            folder.log(f"removed {leftover}, left half-written in the cache by a process that no longer runs")
+            folder.log(f"removed {leftover}, left half-written by a process that no longer runs")
         for cell in (c for c in p.cells if keys[c] in cache.damaged_artifacts):
             folder.log(f"cell {cell.describe()}: its cached artifacts file is damaged, so it is computed again")
         if crowded:

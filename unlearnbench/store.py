@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -33,8 +34,20 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # process killed mid-write left (loky ends workers outright: their own cleanup never runs) can be told from what a
 # live process is writing, and removed (`remove_dead_partials`).
 PARTIAL = ".partial"
-UMASK = os.umask(0o022)
-os.umask(UMASK)  # (read back: a process cannot read its umask without setting it)
+LEFT_FOR_SECONDS = 600  # a partial of a dead process is removed once unchanged this long: a pid in another pid
+# namespace (containers sharing a host name and a cache) reads as dead, while a live writer changes its file
+
+
+def _umask() -> int:
+    try:  # Linux says it; elsewhere it is read by setting it, which changes it for a moment
+        return int(re.search(r"^Umask:\s*([0-7]+)", Path("/proc/self/status").read_text(), re.M)[1], 8)
+    except (OSError, TypeError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+UMASK = _umask()
 
 
 def partial_prefix() -> str:
@@ -42,26 +55,41 @@ def partial_prefix() -> str:
     return f"{PARTIAL}-{socket.gethostname()}-{os.getpid()}-"
 
 
+def give_umask_mode(path: str | Path) -> None:
+    """Give `path` the mode a plain open() or mkdir() would have (temporary files and folders are made 0600 / 0700:
+    a cache or run folder shared by a group was unreadable to its other members); left as it is where the file
+    system refuses (vfat, some FUSE mounts)."""
+    try:
+        os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~UMASK)
+    except OSError:
+        pass
+
+
 def publish(tmp: str | Path, path: Path) -> None:
-    """Rename the finished temporary file `tmp` onto `path`, with the mode a plain open() would have given it
-    (temporary files are made 0600: a cache or run folder shared by a group was unreadable to its other members)."""
-    os.chmod(tmp, 0o666 & ~UMASK)
+    """Rename the finished temporary file `tmp` onto `path`, with the umask's mode (`give_umask_mode`)."""
+    give_umask_mode(tmp)
     os.replace(tmp, path)
 
 
 def remove_dead_partials(folder: Path) -> list[Path]:
     """Remove the temporary files and folders in `folder` and two levels below (a cache's models/<kind>/: not into
     an extracted dataset's 60,000 files) that processes of this host which no longer run left half-written (a decode
-    of ImageNet killed midway leaves as much as the decoded set); return them."""
+    of ImageNet killed midway leaves as much as the decoded set), once unchanged for LEFT_FOR_SECONDS; return those
+    removed (one that cannot be, e.g. another user's, is left)."""
     removed = []
     for path in (p for depth in ("", "*/", "*/*/") for p in Path(folder).glob(f"{depth}{PARTIAL}-*")):
-        match = re.fullmatch(rf"{re.escape(PARTIAL)}-(.+)-(\d+)-.*", path.name)
+        match = re.fullmatch(rf"{re.escape(PARTIAL)}-(.+)-(\d{{1,9}})-.*", path.name)
         if not match or match[1] != socket.gethostname() or _alive(int(match[2])):
             continue  # another host's (a cache shared over the network), or still being written
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        try:
+            if time.time() - path.stat().st_mtime < LEFT_FOR_SECONDS:
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError:
+            continue
         removed.append(path)
     return removed
 

@@ -242,7 +242,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
     the trial cache). The original and retrained models are the grid's own cached stages, trained first, once
     each."""
     from .planning import on_launcher, plan
-    from .store import RunFolder, remove_dead_partials, writable_folder
+    from .store import RunFolder, writable_folder
 
     from .execution import KeptGroup
 
@@ -265,7 +265,7 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                         "with --only method=.")
     p = plan(grid, options)
     KeptGroup.forget()  # as `run`: models an earlier run or tune in this process kept are not trusted blindly
-    remove_dead_partials(writable_folder(options.cache, "cache folder"))  # (those of a run or tune killed midway)
+    writable_folder(options.cache, "cache folder")
     studies: dict = {}
     for cell in p.cells:  # expansion order: the first seed and parameter set of each study come first
         if p.methods[cell.method].cls().space(cell.backbone):
@@ -300,7 +300,7 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     from .execution import crashed, failure_row, make_jobs, run_job
     from .launchers import WorkerSlots, launch
     from .planning import study_setup
-    from .store import LogFile, git_commit
+    from .store import LogFile, git_commit, remove_dead_partials
 
     study_classes = {key: classes[cell.group] for key, cell in studies.items()}  # recorded with each study
     seeds = {key: cell.seed for key, cell in studies.items()}  # the stage models' (--only seed=… picks another)
@@ -308,6 +308,8 @@ def _run_studies(grid: Grid, options, launch_options, out: Path, p, settings: Tu
     log_path = out / "log.txt"
     log = LogFile(log_path)
     log(f"tuning {len(studies)} studies of grid '{grid.name}': {settings}")
+    for leftover in remove_dead_partials(Path(options.cache)) + remove_dead_partials(out):
+        log(f"removed {leftover}, left half-written by a process that no longer runs")
     failures: list[dict] = []
     for cell, reason in skipped:  # said, not dropped silently: a resumed run with a dataset gone would lose them
         log(f"skipped {cell.dataset.label}/{cell.backbone.label}/{cell.method}: {reason}")

@@ -22,7 +22,7 @@ import numpy as np
 from ..data import DataSource, RawDataset
 from ..errors import DataFileError, first_line
 from ..seeds import file_digest
-from ..store import partial_prefix
+from ..store import give_umask_mode, partial_prefix
 from .image_folder import (class_folder_problem, decode_splits, decoder_identity, folder_signature, split_class_counts,
                            tree_splits)
 from .registration import register
@@ -150,20 +150,25 @@ def _split_signatures(copy: Path) -> dict:
     return {"train": folder_signature(copy / "train"), "test": folder_signature(test_dir) if test_dir else None}
 
 
-def check_intact(copy: Path) -> None:
+def check_intact(copy: Path, tarball: Path) -> dict | None:
     """Refuse, in one sentence, a copy in the cache whose files are no longer those extracted into it (an image
     removed by a cleaner of old files, or one deleted as unreadable): its key is the tarball's digest, so results
-    from it would pass for the whole tarball's. A copy extracted before copies recorded their files is not checked."""
+    from it would pass for the whole tarball's. Return its splits' signatures as checked (decoding keys its images by
+    them: one walk of the files), or None for a copy extracted before copies recorded their files (not checked)."""
     try:
         extracted = json.loads((copy / EXTRACTED_FILES).read_text())
     except FileNotFoundError:
-        return
+        return None
     except (OSError, ValueError) as exc:
         extracted = f"unreadable: {first_line(exc)}"
-    if extracted != _split_signatures(copy):
+    now = _split_signatures(copy)
+    if extracted != now:
+        again = ("delete that folder to extract the tarball again" if tarball.is_file() else
+                 f"put its tarball back as {tarball} (it stands in for it, and it is gone), then delete that folder "
+                 f"to extract it again")
         raise DataFileError(f"The CIFAR-10 copy extracted into the cache, {copy}, no longer holds the files extracted "
-                            f"into it (removed, added or changed since); delete that folder to extract the tarball "
-                            f"again.")
+                            f"into it (removed, added or changed since); {again}.")
+    return now
 
 
 def _cifar_missing(source: DataSource) -> str | None:
@@ -262,8 +267,7 @@ def load_cifar10(source: DataSource) -> RawDataset:
     if kind == "tarball":  # a tarball replaced since the scan: refused before extracting it (its digest is memoised)
         _check_scanned(source, {"format": "jpeg", "tarball": file_digest(where), "decoder": decoder_identity()})
         where = extract_once(where, source.cache_dir / "data")
-    if kind in ("tarball", "extracted"):
-        check_intact(where)
+    checked = check_intact(where, source.root / CIFAR_TARBALL) if kind in ("tarball", "extracted") else None
     test_dir = _jpeg_test_dir(where)
     if test_dir is None or not (where / "train").is_dir():
         raise DataFileError(f"The CIFAR-10 JPEG copy {where} needs train/ and test/ (or val/) class folders.")
@@ -272,8 +276,9 @@ def load_cifar10(source: DataSource) -> RawDataset:
             {"format": "jpeg", "train": scanned.get("train"), "test": scanned.get("test")})
     read["decoder"] = decoder_identity()
     _check_scanned(source, read)
+    signatures = (checked["train"], checked["test"]) if checked else (read.get("train"), read.get("test"))
     x_train, y_train, x_test, y_test, classes = decode_splits(where / "train", test_dir, source.cache_dir, 32,
-                                                              signatures=(read.get("train"), read.get("test")))
+                                                              signatures=signatures)
     return RawDataset(x_train, y_train, x_test, y_test, classes, *CIFAR_STATS, augment="crop_flip")
 
 
@@ -308,15 +313,19 @@ def _not_the_copy(tarball: Path, member: str) -> DataFileError:
                          f"archive's own tree; it is not the CIFAR-10 JPEG copy.")
 
 
+def _refuse_split_less(copy: Path) -> None:
+    if copy.is_dir() and not tree_splits(copy):  # (extracting onto it would fail: "Directory not empty")
+        raise DataFileError(f"The CIFAR-10 copy extracted into the cache, {copy}, lacks its train/ or test/ class "
+                            f"folders (removed since); delete that folder to extract the tarball again.")
+
+
 def extract_once(tarball: Path, into: Path) -> Path:
     """Extract the CIFAR-10 JPEG tarball into `into`/cifar10-jpeg-<its content's digest>, atomically, once per
     content: a tarball replaced since gets a copy of its own, and a copy is never replaced while another process
     reads it. Processes take turns (a lock file beside the copies). The copy is named by the bytes it was extracted
     from (read once), whatever the file holds by then. Return that folder."""
     target = into / f"cifar10-jpeg-{file_digest(tarball)}"
-    if target.is_dir() and not tree_splits(target):  # (a rename onto it would fail: "Directory not empty")
-        raise DataFileError(f"The CIFAR-10 copy extracted into the cache, {target}, lacks its train/ or test/ class "
-                            f"folders (removed since); delete that folder to extract the tarball again.")
+    _refuse_split_less(target)
     if tree_splits(target):  # complete: a copy appears whole, by one rename
         _note_source(target, tarball)
         return target
@@ -328,6 +337,7 @@ def extract_once(tarball: Path, into: Path) -> Path:
             return target
         content = tarball.read_bytes()
         target = into / f"cifar10-jpeg-{hashlib.sha256(content).hexdigest()}"  # = file_digest of those bytes
+        _refuse_split_less(target)
         if tree_splits(target):  # the tarball was replaced by a copy already extracted
             _note_source(target, tarball)
             return target
@@ -345,6 +355,8 @@ def extract_once(tarball: Path, into: Path) -> Path:
                 raise DataFileError(f"Archive {tarball} holds no cifar10-jpeg/train/ and test/ folders.")
             (extracted / SOURCES).write_text(f"{tarball.resolve()}\n")
             (extracted / EXTRACTED_FILES).write_text(json.dumps(_split_signatures(extracted)))  # kept by the rename
+            if extracted == tmp:  # (train/ at the archive's root) mkdtemp's 0700, not the mode a plain mkdir gives
+                give_umask_mode(extracted)
             os.replace(extracted, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
