@@ -816,6 +816,13 @@ def test_merging_runs_drops_duplicates_and_needs_out(report, tmp_path):
     _, sources = load_runs([copy, run, copy.parent / ".." / copy.parent.name / "copy"])
     assert [s.path for s in sources] == [run, copy.parent / ".." / copy.parent.name / "copy"]
     assert write_report([copy, copy]) == copy / "report"  # one folder: no --out needed
+    # a report into a folder another report is writing (a run's own, and `report` on it) is refused, not interleaved
+    # (before: each removed the files the other had just written as an earlier report's)
+    from unlearnbench.store import RunFolder
+
+    with RunFolder(copy / "report").lock("report"):
+        with pytest.raises(UserError, match=f"^Report folder {copy / 'report'} is in use by another report; wait"):
+            write_report([copy])
     with pytest.raises(UserError):
         write_report([run, copy])
     out = write_report([run, copy], tmp_path / "merged")
@@ -1123,7 +1130,7 @@ def test_a_report_written_again_removes_the_tables_and_figures_its_records_no_lo
     pd.DataFrame(failed, columns=FAILURE_COLUMNS).to_csv(run / "failures.csv", index=False)  # a rerun failed them
     write_report([run])
     left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert left == [".report-files", "index.html", "index.md", "notes.txt"], left
+    assert left == [".lock", ".report-files", "index.html", "index.md", "notes.txt"], left  # (.lock: one writer)
     assert "No records for this table" in (out / "index.md").read_text()
 
 

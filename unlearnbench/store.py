@@ -553,13 +553,14 @@ class RunFolder:
 
     @contextlib.contextmanager
     def lock(self, user: str = "run"):
-        """Hold an exclusive lock on the folder; a second `user` (run, tune) writing the same folder is refused."""
+        """Hold an exclusive lock on the folder; a second `user` (run, tune, report) writing the same folder is
+        refused."""
         handle = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            kind = "Run" if user == "run" else "Tuning"
+            kind = {"run": "Run", "tune": "Tuning", "report": "Report"}[user]
             raise UserError(f"{kind} folder {self.path} is in use by another {user}; wait for it to finish or pass "
                             f"another --out.") from None
         try:

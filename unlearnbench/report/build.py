@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import UserError
-from ..store import atomic_write, writable_folder
+from ..store import RunFolder, atomic_write, writable_folder
 from .figures import (cost_vs_classes, filter_class_heatmap, load_relevance, per_class_bars, profile_figure,
                       relearn_figure, save_figure)
 from .formats import write_table
@@ -97,6 +97,14 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
         out = run_dirs[0] / "report"
     records, sources = load_runs(run_dirs)
     out = writable_folder(out, "report folder")
+    with RunFolder(out).lock("report"):  # two reports into one folder (a run's own and `report`) removed each other's
+        _write_into(out, records, sources, run_dirs)
+    return out
+
+
+def _write_into(out: Path, records: pd.DataFrame, sources: list, run_dirs: list[Path]) -> None:
+    """write_report's tables, figures and indexes into the (locked) folder `out`, and the files of an earlier report
+    there that this one does not write removed."""
     cards = {name: card for s in sources for name, card in (s.config.get("methods") or {}).items()}
     # a method is named as its run's config recorded it: a plugin's label, though this process has not found it
     with run_labels({name: card["label"] for name, card in cards.items() if card.get("label")}):
@@ -107,7 +115,6 @@ def write_report(run_dirs: list[Path], out: Path | None = None) -> Path:
     atomic_write(out / "index.html", render_html(written, figures, sources, records, out, generated))
     files = [p for _, paths in written if paths for p in paths.values()]
     _remove_stale(out, [*files, *(p for f in figures for p in (f.png, f.pdf)), out / "index.md", out / "index.html"])
-    return out
 
 
 MANIFEST = ".report-files"  # the files the last report written into a folder holds, one relative path a line
