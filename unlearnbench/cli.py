@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="report folder (default: RUN_DIR/report; required with several run folders)")
 
     tune = commands.add_parser(
-        "tune", parents=[_grid_options(tuning=True), *shared], help="tune every method of a grid on its validation split",
+        "tune", parents=[_grid_options(tuning=True), *shared],
+        help="tune every method of a grid on its validation split",
         description="Tune every method of a grid on its validation split (the grid's tuning: section) and "
                     "write trials.csv and tuned.yaml.")
     tune.add_argument("--out", type=Path, help="tuning folder (default: <results-dir>/tuning/<grid>)")

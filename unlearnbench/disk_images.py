@@ -3,8 +3,8 @@
 A `DiskImages` is a lazy view: rows of one [N, H, W, C] file, presented as [n, C, H, W] like a resident tensor.
 Selecting (`select`) only composes row indices; indexing (`view[index]`) reads those rows with positioned reads
 (`os.pread`: no memory map, so nothing of the file stays resident in this process beyond the batch read) and
-returns a uint8 tensor on the view's device. `write_npy_in_chunks` writes such a file without holding it whole, with the SHA-256 of its rows beside it, which
-`check_rows` compares where the whole file is read into memory anyway.
+returns a uint8 tensor on the view's device. `write_npy_in_chunks` writes such a file without holding it whole,
+with the SHA-256 of its rows beside it, which `check_rows` compares where the whole file is read into memory anyway.
 """
 from __future__ import annotations
 
@@ -160,6 +160,6 @@ def check_rows(path: str | Path) -> None:
     for start in range(0, len(flat), step):
         digest.update(np.ascontiguousarray(flat[start:start + step]).data)
     if digest.hexdigest() != written:
-        raise DataFileError(f"The decoded image cache {path} is damaged (its images differ from those "
-            f"written); delete it to decode the images again.")
+        raise DataFileError(f"The decoded image cache {path} is damaged (its images differ from those written); "
+                            f"delete it to decode the images again.")
 
