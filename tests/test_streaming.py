@@ -114,13 +114,25 @@ def test_a_damaged_decoded_cache_is_one_sentence(tree, tmp_path):
         load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
 
 
-def test_decoded_images_overwritten_on_disk_are_refused_where_read_into_memory(tree, tmp_path):
+def test_decoded_images_overwritten_on_disk_are_refused_where_read_into_memory(tree, tmp_path, monkeypatch):
     """Before: bytes overwritten inside a decoded .npy file were trained on without a word (the reviewer's mean
     pixel went from 145.05 to 128.35); and garbage in its header read numpy's advice to load it with
     allow_pickle=True."""
+    import unlearnbench.data as data_module
+
     whole = load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
     cached = next((tmp_path / "data").glob("train-*.images.npy"))
     assert (cached.parent / f"{cached.name}.sha256").is_file()
+    # hashed once a file, and only where the file is read whole: a per-class subset reads a fraction of it (an
+    # ImageNet subset under the memory budget would have hashed all 193 GB)
+    checked = []
+    monkeypatch.setattr(data_module, "check_rows", checked.append)
+    load_dataset("imagefolder", root=tree, cache_dir=tmp_path)
+    assert sorted(Path(f).name.split("-")[0] for f in checked) == ["train", "val"]
+    checked.clear()
+    load_dataset("imagefolder", root=tree, cache_dir=tmp_path, options={"train_per_class": 2, "test_per_class": 2})
+    assert checked == []
+    monkeypatch.undo()
     with open(cached, "r+b") as f:
         f.seek(200)
         f.write(bytes(range(256)) * 4)

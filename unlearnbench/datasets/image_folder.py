@@ -7,8 +7,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from PIL import Image
 from ..data import DataSource, RawDataset, memory_budget_bytes
 from ..disk_images import write_npy_in_chunks
 from ..errors import DataFileError, first_line
-from ..store import partial_prefix, publish, stable_hash
+from ..store import atomic_write, stable_hash
 from .registration import register
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -177,11 +177,10 @@ def _stack(decoded: list[np.ndarray], row_shape: tuple, folder: Path) -> np.ndar
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write `array` to `path` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=partial_prefix(), suffix=".npy", delete=False) as tmp:
-        np.save(tmp, array, allow_pickle=False)
-    publish(tmp.name, path)
+    """Write `array` to `path` as .npy, whole or not at all (`store.atomic_write`)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write(path, buffer.getvalue())
 
 
 def tree_splits(tree: Path) -> tuple[Path, Path] | None:
