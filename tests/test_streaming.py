@@ -248,6 +248,25 @@ def test_decoding_a_tree_holds_one_chunk_of_half_the_budget_at_a_time(tmp_path):
     assert peak < 0.65 * budget, peak
 
 
+def test_decoding_makes_no_interprocess_semaphore(tmp_path, monkeypatch):
+    """Decoding runs in a worker process, which a stopped run kills: a named semaphore made there (joblib's threading
+    backend made two, its pool's queue locks) leaked, and the resource tracker warned after the one-line message."""
+    import multiprocessing.synchronize
+
+    from joblib.externals.loky.backend import synchronize as loky_synchronize
+
+    from unlearnbench.datasets.image_folder import decode_image_folder
+    made = []
+    for module in (multiprocessing.synchronize, loky_synchronize):
+        init = module.SemLock.__init__
+        monkeypatch.setattr(module.SemLock, "__init__",
+                            lambda self, *a, _init=init, **k: (made.append(type(self)), _init(self, *a, **k))[1])
+    root = write_tree(tmp_path / "tree", classes=2, train=40, test=1, size=8)
+    images, labels, _ = decode_image_folder(root / "train", tmp_path / "cache", None, False, 2**20)
+    assert len(images) == len(labels) == 80
+    assert not made, made
+
+
 def test_the_plan_counts_a_trees_images_as_loading_splits_them(tree, tmp_path):
     from unlearnbench.estimates import DatasetSizes
 

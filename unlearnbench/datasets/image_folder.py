@@ -9,10 +9,11 @@ import hashlib
 import inspect
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import cpu_count
 from PIL import Image
 
 from ..data import DataSource, RawDataset, memory_budget_bytes
@@ -101,9 +102,12 @@ def decode_image_folder(folder: Path, cache_dir: Path, image_size: int | None, c
         row_shape = _decode(paths[0], image_size, center_crop).shape  # every image must decode to this shape
         # a chunk is held twice (decoded images, then stacked): a quarter of the budget each leaves room to train
         per_chunk = int(max(1, min(1024, budget_bytes // (4 * np.prod(row_shape)))))
-        with Parallel(n_jobs=-1, prefer="threads") as parallel:
-            chunks = (_stack(parallel(delayed(_decode)(p, image_size, center_crop)
-                                      for p in paths[start:start + per_chunk]), row_shape, folder)
+        # threads of concurrent.futures: joblib's threading backend builds a multiprocessing pool whose queue locks
+        # are named semaphores in a worker process, which a stopped run (its workers killed) leaked, and the
+        # resource tracker warned about them after the one-line message
+        with ThreadPoolExecutor(max_workers=cpu_count()) as pool:
+            chunks = (_stack(list(pool.map(lambda p: _decode(p, image_size, center_crop),
+                                           paths[start:start + per_chunk])), row_shape, folder)
                       for start in range(0, len(paths), per_chunk))
             atomic_save_npy(labels_file, labels)  # first: a worker that sees the images finds their labels
             write_npy_in_chunks(images_file, len(paths), row_shape, chunks)
