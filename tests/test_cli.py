@@ -531,6 +531,25 @@ def test_dry_run_refuses_what_the_run_would_refuse_before_computing(tmp_path, ca
     assert "bad.py failed to import" in capsys.readouterr().out
 
 
+def test_gpus_this_machine_lacks_or_names_twice_are_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    """On a machine said to have two GPUs: --gpus 7 and --gpus -1 passed the dry run and failed every cell (the
+    second saying "Unknown device 'cuda:-1'; use auto, cpu, cuda or cuda:N", of a --device never given); --gpus 0,0
+    put two workers on one GPU with cost rows unmarked; --device cuda:1 beside --gpus was dropped silently."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    base = ["--grid", str(write_grid(tmp_path)), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
+    listed = "--gpus expects distinct comma-separated GPU indices such as 0,1,2, got"
+    for extra, said in ((["--gpus", "7"], "--gpus names GPU 7, but this machine has 2 CUDA device(s), 0 to 1."),
+                        (["--gpus", "0,2", "--workers", "1"], "--gpus names GPU 2, but this machine has 2 CUDA"),
+                        (["--gpus", "-1"], f"{listed} '-1'."), (["--gpus", "0,0"], f"{listed} '0,0'."),
+                        (["--gpus", "0,x"], f"{listed} '0,x'."),
+                        (["--device", "cuda:1", "--gpus", "0,1"], "--device cuda:1 and --gpus both pick GPUs; drop one")):
+        for dry in (["--dry-run"], []):
+            assert main([*base, *extra, *dry]) == 2, (extra, dry)
+            assert capsys.readouterr().err.startswith(f"error: {said}"), (extra, dry)
+            assert not (tmp_path / "r" / "config.yaml").exists()
+
+
 def test_more_workers_than_memory_holds_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
     """Before: `--workers 100000` started a worker per cell (64 on the smoke grid) and the machine ran out of
     memory, killing workers mid-cell. Here the machine is said to hold 1 GiB, less than three processes of this one's

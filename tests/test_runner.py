@@ -96,6 +96,29 @@ def test_tiny_grid_end_to_end_then_resume_computes_nothing(tmp_path, shared_cach
     assert "report not written (--no-report)" in (third.run_dir / "log.txt").read_text()
 
 
+def test_a_resumed_run_launches_no_original_job_for_an_original_the_cache_holds(tmp_path, monkeypatch):
+    """Every run launched an 'original' job per group before its cells, whether the cache held the original or not:
+    under Slurm a task of its own, and its wait in the queue, on every resume."""
+    from unlearnbench import runner
+
+    launched = []
+
+    def recording(fn, jobs, *args):
+        launched.append([job.kind for job in jobs])
+        return launch(fn, jobs, *args)
+
+    launch = runner.launch
+    monkeypatch.setattr(runner, "launch", recording)
+    grid = load_grid(str(write_grid(tmp_path, **SMALL)))
+    cache = tmp_path / "cache"
+    run(grid, options(tmp_path, cache, only={"forget_class": "0"}))
+    assert launched[0] == ["original"]
+    launched.clear()
+    resumed = run(grid, options(tmp_path, cache))
+    assert (resumed.computed, resumed.cached) == (2, 1) and not resumed.failures  # original's cell, retrain c1
+    assert launched == [[], ["cell"], ["cell"]], launched  # phases: originals, retrained models, other cells
+
+
 def test_a_method_that_reads_the_test_split_fails_its_cell_and_tuning_trial_saying_so(tmp_path, shared_cache):
     """Nothing may be chosen on the test split (docs/protocol.md): a method receives it withheld, so early stopping
     on it fails the cell (and the tuning trial) with one sentence instead of quietly selecting on test images; the

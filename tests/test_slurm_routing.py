@@ -1,7 +1,10 @@
 """Slurm arrays route a group's jobs to the same task: bundles never mix groups, keep their jobs' order, and come
 back one outcome per job, whether a task finishes, dies or is requeued (submitit's local executor runs the array)."""
+import dataclasses
+import re
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -40,9 +43,9 @@ def local_array(tmp_path, parallelism: int) -> LaunchOptions:
                          slurm=SlurmOptions(cluster="local", time_min=5, array_parallelism=parallelism))
 
 
-def test_a_groups_jobs_run_in_the_processes_of_its_bundles(tmp_path):
+def test_a_groups_jobs_run_in_the_processes_of_its_bundles(tmp_path, capsys):
     """Six jobs of two groups, array_parallelism 2 (bundles of at most 3): group a's four jobs run two by two in
-    two processes, group b's two in one; every outcome comes back once."""
+    two processes, group b's two in one; every outcome comes back once. The launch says where the tasks' logs are."""
     def record(job) -> tuple:  # nested, so pickled by value
         import os
         return job.n, job.cell.group, os.getpid()
@@ -53,11 +56,87 @@ def test_a_groups_jobs_run_in_the_processes_of_its_bundles(tmp_path):
     pid = {n: p for n, _, p in out}
     assert pid[0] == pid[2] and pid[3] == pid[5] and pid[1] == pid[4]
     assert len(set(pid.values())) == 3
+    said = f"started 3 tasks on this machine (--slurm cluster=local); their logs: {tmp_path / 'slurm'}"
+    assert not (tmp_path / "slurm" / "%j").exists()  # submitit's folder of the pattern itself, left empty
+    assert capsys.readouterr().err == said + "\n" and (tmp_path / "log.txt").read_text().endswith(said + "\n")
 
 
-def test_a_task_that_dies_fails_its_bundles_jobs_alone(tmp_path, monkeypatch):
-    """Group a's middle job ends its process: a's three jobs (one bundle) fail through on_crash, the first one
-    included; group b's bundle comes back normally."""
+def test_what_slurm_cannot_run_is_one_sentence_before_anything_runs(tmp_path, monkeypatch, capsys):
+    """Without Slurm's commands on PATH, submitit ran every task on this machine at once (with --device auto on
+    the tasks' cuda, every cell then failed saying CUDA is missing); an unknown cluster and an sbatch that refuses
+    the array (a partition) ended in tracebacks. Each is one sentence now, the first two in a dry run too."""
+    from conftest import write_grid
+    from unlearnbench.cli import main
+
+    with pytest.raises(UserError, match="^Unknown Slurm cluster 'bogus'; choose slurm"):
+        SlurmOptions(cluster="bogus")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))
+    refused = ("--launcher slurm needs Slurm's sbatch and srun, not on PATH here; run on a Slurm login node, or add "
+               "--slurm cluster=local to run the array's tasks on this machine.")
+    with pytest.raises(UserError, match=f"^{re.escape(refused)}$"):
+        list(launch(lambda j: j.n, fake_jobs(["a"]), LaunchOptions(launcher="slurm", folder=tmp_path), None))
+    grid = str(write_grid(tmp_path))
+    argv = ["--grid", grid, "--launcher", "slurm", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
+    for extra, said in ((["--dry-run"], refused), ([], refused),
+                        (["--dry-run", "--slurm", "cluster=bogus"], "Unknown Slurm cluster 'bogus'")):
+        assert main([*argv, *extra]) == 2 and capsys.readouterr().err.startswith(f"error: {said}")
+        assert not (tmp_path / "r" / "config.yaml").exists()  # refused before the run started
+    for command, script in (("srun", "exit 0"), ("sbatch", "echo 'sbatch: error: Batch job submission failed: "
+                                                           "Invalid partition name specified' >&2; exit 1")):
+        (bare / command).write_text(f"#!/bin/sh\n{script}\n")
+        (bare / command).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bare}:/usr/bin:/bin")
+    options = LaunchOptions(launcher="slurm", folder=tmp_path, slurm=SlurmOptions(partition="bogus"))
+    with pytest.raises(UserError, match="^Slurm refused the job array: sbatch: error: Batch job submission failed: "
+                                        "Invalid partition name specified; its settings come from the grid's slurm: "
+                                        "section and --slurm.$"):
+        list(launch(lambda j: j.n, fake_jobs(["a"]), options, None))
+
+
+def test_retry_failed_runs_on_the_launcher_and_slurm_settings_the_run_used(tmp_path, monkeypatch):
+    """--retry-failed took the cache, device, precision and plugins from config.yaml but not the launcher: after a
+    Slurm run its failed cells ran on this machine (a login node: "Device 'cuda' ... use --device cpu")."""
+    import yaml
+
+    from conftest import write_grid
+    from unlearnbench import runner
+    from unlearnbench.cli import main
+
+    out = tmp_path / "run"
+    base = ["--out", str(out), "--no-report"]
+    assert main(["--grid", str(write_grid(tmp_path, methods=["original"])), "--cache-dir", str(tmp_path / "c"),
+                 "--workers", "0", *base]) == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    slurm = SlurmOptions(cluster="local", time_min=7, partition="123", additional={"qos": "high"})
+    config["launcher"] = {"launcher": "slurm", "workers": 0, "gpus": [], "threads": None, "folder": str(out),
+                          "slurm": dataclasses.asdict(slurm)}  # as a Slurm run records it
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    seen = []
+    monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: seen.append(launch) or
+                        runner.RunResult(out, None, [], 0, 0))
+    for extra in ([], ["--slurm", "time_min=9"], ["--launcher", "local"], ["--launcher=local"]):
+        assert main([*base, "--retry-failed", *extra]) == 0
+    assert [(launch.launcher, launch.slurm) for launch in seen] == [
+        ("slurm", slurm), ("slurm", dataclasses.replace(slurm, time_min=9)), ("local", SlurmOptions()),
+        ("local", SlurmOptions())]
+
+
+def test_slurm_names_are_kept_as_written():
+    """--slurm partition=123 or partition=on was read as YAML: a number, a boolean, refused as 'expected text'."""
+    from unlearnbench.grid import load_grid
+    from unlearnbench.planning import slurm_options
+
+    grid = load_grid("smoke")
+    assert slurm_options(grid, {"partition": "123", "cluster": "local"}).partition == "123"
+    assert slurm_options(grid, {"partition": "on", "time_min": "30"}) == SlurmOptions(partition="on", time_min=30)
+
+
+def test_a_task_that_dies_fails_the_job_it_was_running_and_keeps_what_it_had_finished(tmp_path, monkeypatch):
+    """Group a's middle job ends its process: a's first job comes back as it finished (before: failed with the
+    bundle, its own outcome lost), the middle one fails saying which task died and where its log is, the last one
+    as never run; group b's bundle comes back normally."""
     import submitit
 
     monkeypatch.setattr(submitit.local.local.LocalJob, "_results_timeout_s", 1)  # no result pickle to wait for
@@ -69,8 +148,13 @@ def test_a_task_that_dies_fails_its_bundles_jobs_alone(tmp_path, monkeypatch):
         return "ok", j.n
 
     jobs = fake_jobs(["a", "b", "a", "b", "a"])
-    out = list(launch(job, jobs, local_array(tmp_path, 2), lambda j, exc: ("crashed", j.n)))
-    assert sorted(out) == [("crashed", 0), ("crashed", 2), ("crashed", 4), ("ok", 1), ("ok", 3)]
+    out = list(launch(job, jobs, local_array(tmp_path, 2), lambda j, exc: ("crashed", j.n, str(exc))))
+    assert sorted(o[:2] for o in out) == [("crashed", 2), ("crashed", 4), ("ok", 0), ("ok", 1), ("ok", 3)]
+    reasons = {o[1]: o[2] for o in out if o[0] == "crashed"}
+    said = re.fullmatch(r"its Slurm task (\S+) ended without a result while running this job; its log: (\S+)",
+                        reasons[2])
+    assert said and Path(said[2]).is_file() and Path(said[2]).parent.parent == tmp_path / "slurm", reasons[2]
+    assert reasons[4] == f"not run: its Slurm task {said[1]} ended while running an earlier job of its bundle"
 
 
 def test_a_preempted_bundle_is_requeued_and_resumes_at_the_job_it_was_running(tmp_path):

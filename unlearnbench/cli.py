@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -65,14 +66,14 @@ def _launch_options() -> argparse.ArgumentParser:
                                                    "one per GPU of --gpus, one per CPU core up to 4 on a CPU, else 1); "
                                                    "0 runs the jobs in this process (debugging: a job that ends its "
                                                    "process ends the run)")
-    group.add_argument("--gpus", default="", help="comma-separated GPU indices; local worker k uses the k-th "
-                                                "(cyclically) for its whole life, Slurm tasks one each")
+    group.add_argument("--gpus", default="", help="comma-separated indices of this machine's GPUs; local worker k "
+                                                "uses the k-th (cyclically) for its whole life")
     group.add_argument("--threads", type=int, help="torch CPU threads per worker (default: cores / workers); "
                                                    "CPU results are reproducible for a fixed value")
     group.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
                        help="Slurm setting (partition, time_min, gpus_per_task, cpus_per_task, mem_gb, "
-                            "array_parallelism, additional: a mapping of further sbatch settings); overrides the "
-                            "grid's slurm: section")
+                            "array_parallelism, additional: a mapping of further sbatch settings, cluster: local "
+                            "runs the array's tasks on this machine); overrides the grid's slurm: section")
     return parent
 
 
@@ -146,9 +147,12 @@ def parse_pairs(items: list[str], flag: str, join_repeats: bool = False) -> dict
 
 def parse_gpus(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(g) for g in text.split(",") if g.strip())
+        gpus = tuple(int(g) for g in text.split(",") if g.strip())
     except ValueError:
-        raise UserError(f"--gpus expects comma-separated GPU indices such as 0,1,2, got '{text}'.") from None
+        gpus = (-1,)
+    if any(g < 0 for g in gpus) or len(set(gpus)) < len(gpus):  # (a repeated one: two workers on a GPU, unmarked)
+        raise UserError(f"--gpus expects distinct comma-separated GPU indices such as 0,1,2, got '{text}'.")
+    return gpus
 
 
 def list_everything(plugins: list[str] | None = None) -> str:
@@ -312,8 +316,8 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
-    from .planning import describe_plan, metric_names, plan, stage_retrained_counts
-    from .runner import check_gpus, check_run_folder, check_workers, grid_differences, run
+    from .planning import SLURM_NAMES, describe_plan, metric_names, plan, stage_retrained_counts
+    from .runner import check_launch, check_run_folder, check_workers, grid_differences, run
     from .store import Cache
 
     only = parse_pairs(args.only, "--only", join_repeats=True)
@@ -353,6 +357,13 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             args.precision = config["precision"]
         if not args.plugins and config.get("plugins"):
             args.plugins = list(config["plugins"])
+        recorded = config.get("launcher") or {}
+        if recorded.get("launcher") == "slurm" and not any(w.split("=")[0] == "--launcher" for w in argv):
+            # as Slurm tasks again, with the run's Slurm settings under any --slurm given now (before: the failed
+            # cells ran on this machine, a login node refusing the tasks' device)
+            args.launcher = "slurm"
+            args.slurm = [f"{k}={v if k in SLURM_NAMES else json.dumps(v)}"
+                          for k, v in (recorded.get("slurm") or {}).items() if v is not None] + args.slurm
     else:
         grid = _with_methods(load_grid("smoke" if args.grid is None else args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)
@@ -385,7 +396,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
               f"cells hold every forget class at once (forget_class=all); add all to the filter "
               f"(--only forget_class={value},all) to run them too.", file=sys.stderr)
     if args.dry_run:  # what the run would refuse before computing anything, refused here too
-        check_gpus(launch_options, options.run_device())
+        check_launch(launch_options, options.run_device())
         if options.out is not None and options.out.exists() and not options.out.is_dir():
             raise UserError(f"--out {options.out} is a file; give a folder for the run.")
         if options.out is not None and options.out.is_dir():

@@ -1,11 +1,14 @@
 """Launchers: run the same job function in this process, in joblib worker processes, or as Slurm job arrays."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import re
+import shutil
 import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
@@ -19,6 +22,9 @@ R = TypeVar("R")
 
 LAUNCHERS = ("local", "slurm")
 SLURM_POLL_SECONDS = 1.0
+# submitit executors the slurm launcher runs on: Slurm itself, or "local", the array's tasks as processes of this
+# machine (to try a Slurm setup out, and the tests)
+SLURM_CLUSTERS = ("slurm", "local")
 
 
 @dataclass(frozen=True)
@@ -34,9 +40,12 @@ class SlurmOptions:
     mem_gb: int = 32
     array_parallelism: int = 64
     additional: dict = field(default_factory=dict)
-    cluster: str | None = None  # None: Slurm when available; "local" runs the array on this machine (tests)
+    cluster: str | None = None  # None or "slurm": Slurm (its sbatch on PATH); "local" runs the array on this machine
 
     def __post_init__(self) -> None:
+        if self.cluster is not None and self.cluster not in SLURM_CLUSTERS:  # (before: submitit's ValueError, after
+            raise UserError(f"Unknown Slurm cluster '{self.cluster}'; choose slurm (the default) or local (the "
+                            f"array's tasks as processes of this machine).")  # the run had started)
         # (a task of 0 minutes or 0 GB is submitted, then dies with submitit's UncompletedJobError in every job)
         for name, least in (("array_parallelism", 1), ("time_min", 1), ("cpus_per_task", 1), ("mem_gb", 1),
                             ("gpus_per_task", 0)):
@@ -276,18 +285,35 @@ def slurm_bundles(jobs: Sequence[J], parallelism: int) -> list[list[J]]:
     return [[jobs[k] for k in bundle] for bundle in sorted(bundles)]
 
 
+def check_launcher(options: LaunchOptions) -> None:
+    """What the slurm launcher needs, refused before a run starts: submitit, and Slurm's sbatch on PATH unless
+    `cluster: local` is asked for (submitit otherwise fell back to running every task on this machine at once)."""
+    if options.launcher != "slurm":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("submitit") is None:
+        raise UserError("The slurm launcher needs submitit: pip install 'unlearnbench[slurm]'.")
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]  # submitit's: it submits, its tasks run
+    if options.slurm.cluster != "local" and missing:
+        raise UserError(f"--launcher slurm needs Slurm's {' and '.join(missing)}, not on PATH here; run on a Slurm "
+                        f"login node, or add --slurm cluster=local to run the array's tasks on this machine.")
+
+
 def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
     """Run the jobs as a submitit job array, one task (with its own GPU) per bundle of `slurm_bundles`, and yield
     every job's outcome, bundle by bundle in the order the tasks finish. A task that dies (killed, out of memory,
     out of requeues) fails all its bundle's jobs through `on_crash`, those it had finished too: what they computed
     is not lost (a cell's records and a stage model are cached as soon as they are done), so a re-run or
     --retry-failed takes them from the cache; only the job running at the time starts over."""
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("The slurm launcher needs submitit: pip install 'unlearnbench[slurm]'.") from None
+    check_launcher(options)
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    from .store import LogFile
+
     s = options.slurm
-    executor = submitit.AutoExecutor(folder=options.folder / "slurm" / "%j", cluster=s.cluster)
+    executor = submitit.AutoExecutor(folder=options.folder / "slurm" / "%j", cluster=s.cluster or "slurm")
     params = {"timeout_min": s.time_min, "slurm_array_parallelism": s.array_parallelism,
               "cpus_per_task": s.cpus_per_task, "mem_gb": s.mem_gb}
     if executor.cluster == "slurm":
@@ -296,7 +322,20 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
         params = {k: v for k, v in params.items() if v is not None}
     executor.update_parameters(**params)
     bundles = slurm_bundles(jobs, s.array_parallelism)
-    running = dict(zip(executor.map_array(RequeueableBundle(fn), bundles), bundles))
+    try:
+        running = dict(zip(executor.map_array(RequeueableBundle(fn), bundles), bundles))
+    except FailedJobError as exc:  # sbatch refused the array (a partition, an account, a limit): its own words
+        said = [line for line in str(exc).splitlines() if line.strip()]
+        raise UserError(f"Slurm refused the job array: {said[-1].strip() if said else 'sbatch failed'}; its "
+                        f"settings come from the grid's slurm: section and --slurm.") from None
+    tasks = f"{len(bundles)} task{'s' * (len(bundles) > 1)}"
+    if executor.cluster == "slurm":  # (before: no word of the array while a user waited on the queue)
+        array = next(iter(running)).job_id.split("_")[0]
+        said = f"submitted Slurm job array {array} ({tasks}); its logs: {options.folder / 'slurm' / array}"
+    else:
+        said = f"started {tasks} on this machine (--slurm cluster=local); their logs: {options.folder / 'slurm'}"
+    print(said, file=sys.stderr)
+    LogFile(options.folder / "log.txt")(said)
     try:
         while running:  # completion order: poll the array, yield whatever finished
             finished = [handle for handle in running if handle.done()]
@@ -307,25 +346,64 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
                 try:
                     outcomes = handle.result()
                 except Exception as exc:
-                    outcomes = [on_crash(job, exc) for job in bundle]
+                    outcomes = _died_in_task(handle, bundle, exc, on_crash)
                 yield from outcomes
     finally:  # stopped early (Ctrl-C, the caller's error): the tasks not yet finished are cancelled, not left to
         for handle in running:  # compute cells a re-run would submit again
             handle.cancel(check=False)
+        with contextlib.suppress(OSError):  # the folder submitit makes of the pattern itself, left empty
+            (options.folder / "slurm" / "%j").rmdir()
+
+
+def _died_in_task(handle, bundle: list, exc: BaseException, on_crash) -> list:
+    """The outcomes of a bundle whose task ended without a result: those of the jobs it had finished (saved as it
+    went, `RequeueableBundle`), the job it was running failed with how the task ended and where its log is, and
+    the jobs after it failed as never run (before: every job failed alike, with submitit's message cut mid-sentence,
+    hiding the finished jobs' own failures for good when one job kills its task on every try)."""
+    import pickle
+
+    try:
+        done = pickle.loads(_progress_path(handle.paths.result_pickle).read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError):
+        done = []
+    try:  # Slurm's (OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, ...); the local executor's says FINISHED
+        state = "" if handle.state in ("FINISHED", "UNKNOWN") else f" ({handle.state})"
+    except Exception:  # Slurm's accounting may not answer
+        state = ""
+    died = WorkerDied(f"its Slurm task {handle.job_id} ended without a result{state} while running this job; its "
+                      f"log: {handle.paths.stderr}")
+    died.__cause__ = exc
+    running, *after = bundle[len(done):] or [None]
+    never = WorkerDied(f"not run: its Slurm task {handle.job_id} ended while running an earlier job of its bundle")
+    return done + ([on_crash(running, died)] if running is not None else []) + [on_crash(job, never) for job in after]
+
+
+def _progress_path(result_pickle: Path) -> Path:
+    """Where a task keeps the outcomes of the jobs of its bundle it has finished: beside its result pickle."""
+    return result_pickle.with_name(result_pickle.name.replace("_result.pkl", "_done.pkl"))
 
 
 class RequeueableBundle:
     """A submitit callable running a bundle's jobs in turn, which asks to be requeued with the same bundle when
     preempted or timed out. The outcomes of the jobs it finished travel with the requeued task, which starts again
-    at the job that was running (whose stage models already trained come from the cache)."""
+    at the job that was running (whose stage models already trained come from the cache), and are saved after every
+    job, for the submitting process to read where the task dies (`_died_in_task`)."""
 
     def __init__(self, fn, done: Sequence = ()) -> None:
         self.fn = fn
         self.done = list(done)
 
     def __call__(self, bundle: list) -> list:
+        import pickle
+
+        import submitit
+
+        from .store import atomic_write
+
+        progress = _progress_path(submitit.JobEnvironment().paths.result_pickle)
         for job in bundle[len(self.done):]:
             self.done.append(self.fn(job))
+            atomic_write(progress, pickle.dumps(self.done))
         return self.done
 
     def checkpoint(self, bundle: list):

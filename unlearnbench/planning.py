@@ -141,13 +141,17 @@ def metric_settings(grid: Grid, name: str) -> dict:
     return settings
 
 
+SLURM_NAMES = ("partition", "cluster")  # SlurmOptions' fields that are names
+
+
 def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
-    """Slurm settings: the grid's `slurm:` section, then --slurm KEY=VALUE overrides (strings parsed as YAML)."""
+    """Slurm settings: the grid's `slurm:` section, then --slurm KEY=VALUE overrides (strings parsed as YAML, but
+    a name kept as written: partition=123 or partition=on named no partition to YAML)."""
     import yaml
 
     from .config import from_mapping
 
-    merged = {**grid.slurm, **{k: yaml.safe_load(v) for k, v in overrides.items()}}
+    merged = {**grid.slurm, **{k: v if k in SLURM_NAMES else yaml.safe_load(v) for k, v in overrides.items()}}
     return from_mapping(SlurmOptions, merged, "the Slurm settings")
 
 
@@ -465,11 +469,10 @@ def stage_retrained(cells: list[Cell], grid: Grid, metrics: list[str]) -> set[tu
     return trained
 
 
-def stages_to_train(p: Plan, grid: Grid, retrained_models: set[tuple], cache: Cache) -> tuple[dict, dict, int, int]:
-    """Group → the originals (0 or 1) and → the retrained models (`stage_retrained`'s) its cells need that the cache
-    does not hold yet, with how many of each are cached: what a run will train, for the plan's cost estimate."""
+def stage_key_bases(p: Plan, grid: Grid) -> dict:
+    """Group → the key base its stage models are cached under (`stages.stage_key_base`), as planned here."""
     from .execution import stage_dataset_key
-    from .stages import stage_key_base, stage_model_key
+    from .stages import stage_key_base
 
     bases = {}
     for cell in p.cells:
@@ -478,8 +481,24 @@ def stages_to_train(p: Plan, grid: Grid, retrained_models: set[tuple], cache: Ca
             bases[cell.group] = stage_key_base(stage_dataset_key(cell.dataset, p.files.get(cell.dataset),
                                                                  grid.val_fraction), cell.backbone, recipe,
                                                cell.seed, p.device)
-    originals = {g: int(not cache.has_model("original", stage_model_key(base, "original", None)))
-                 for g, base in bases.items()}
+    return bases
+
+
+def cached_originals(bases: dict, cache: Cache) -> set:
+    """The groups (of `stage_key_bases`) whose original model the cache holds."""
+    from .stages import stage_model_key
+
+    return {g for g, base in bases.items() if cache.has_model("original", stage_model_key(base, "original", None))}
+
+
+def stages_to_train(p: Plan, grid: Grid, retrained_models: set[tuple], cache: Cache) -> tuple[dict, dict, int, int]:
+    """Group → the originals (0 or 1) and → the retrained models (`stage_retrained`'s) its cells need that the cache
+    does not hold yet, with how many of each are cached: what a run will train, for the plan's cost estimate."""
+    from .stages import stage_model_key
+
+    bases = stage_key_bases(p, grid)
+    cached = cached_originals(bases, cache)
+    originals = {g: int(g not in cached) for g in bases}
     retrained = Counter()
     cached_retrained = 0
     for group, c, k in retrained_models:

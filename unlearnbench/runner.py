@@ -20,9 +20,9 @@ from .data import scans_files_afresh
 from .errors import UserError, error_reason
 from .execution import Job, KeptGroup, crashed, failure_row, make_jobs, run_job
 from .grid import Cell, Grid, tuned_parameters
-from .launchers import LaunchOptions, WorkerSlots, launch
-from .planning import (Plan, RunOptions, cell_key, describe_plan, metric_key, metric_names, metric_settings,
-                       on_launcher, plan, retrained_models, stage_retrained_counts)
+from .launchers import LaunchOptions, WorkerSlots, check_launcher, launch
+from .planning import (Plan, RunOptions, cached_originals, cell_key, describe_plan, metric_key, metric_names,
+                       metric_settings, on_launcher, plan, retrained_models, stage_key_bases, stage_retrained_counts)
 from .store import (Cache, RunFolder, config_differences, git_commit, read_run_config, remove_dead_partials,
                     versions, writable_folder)
 from .training import compute_setting
@@ -62,7 +62,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     device = p.device
     cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
-    check_gpus(launch_options, device)
+    check_launch(launch_options, device)
     crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metrics), launch_options, device,
                             options.data_root, Path(options.cache))
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly
@@ -108,7 +108,10 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
             return make_jobs(kind, cells, grid, options, launch_options, device, folder.path / "log.txt", keys,
                              together)
 
-        groups = list(dict.fromkeys(c.group for c in pending))
+        # an original job per group whose original the cache lacks (before: one for every group, a Slurm task
+        # and its wait in the queue on every resume); a group's cells build a cached one themselves
+        trained = cached_originals(stage_key_bases(p, grid), cache)
+        groups = [g for g in dict.fromkeys(c.group for c in pending) if g not in trained]
         firsts = [next(c for c in pending if c.group == g) for g in groups]
         retrains = [c for c in pending if c.method == "retrain"]
         # retrained models the other cells' metrics need whose retrain cell the plan does not hold (a --only run
@@ -297,10 +300,24 @@ def process_bytes() -> int:
         return 0
 
 
-def check_gpus(launch_options: LaunchOptions, device: torch.device) -> None:
-    """--gpus needs the run on CUDA: cells are keyed by the driver's device type."""
-    if launch_options.gpus and device.type != "cuda":
+def check_launch(launch_options: LaunchOptions, device: torch.device) -> None:
+    """What the launch needs of this machine, refused before a run or tune starts: the slurm launcher's commands
+    (`check_launcher`); --gpus the run on CUDA (cells are keyed by the driver's device type), no GPU index of
+    --device beside it, and GPUs this machine has (before: every cell failed on the missing one)."""
+    check_launcher(launch_options)
+    gpus = launch_options.gpus
+    if not gpus:
+        return
+    if device.type != "cuda":
         raise UserError(f"--gpus needs a CUDA device, but the device is {device}; drop --gpus or use --device cuda.")
+    if device.index is not None:  # (before: jobs went to the --gpus ones while config.yaml named the --device one)
+        raise UserError(f"--device {device} and --gpus both pick GPUs; drop one (--gpus gives each worker one GPU "
+                        f"of its list).")
+    count = torch.cuda.device_count()
+    missing = [g for g in gpus if g >= count]
+    if missing:
+        raise UserError(f"--gpus names GPU {missing[0]}, but this machine has {count} CUDA device(s), "
+                        f"{'0' if count == 1 else f'0 to {count - 1}'}.")
 
 
 def _kept(earlier: dict | None, done, kind: str) -> pd.DataFrame | None:

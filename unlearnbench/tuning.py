@@ -284,8 +284,9 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}'{picked} declares a search space, so there is nothing to "
                         f"tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
-    from .runner import check_workers
+    from .runner import check_launch, check_workers
 
+    check_launch(launch_options, p.device)
     crowded = check_workers(grid, list(studies.values()), {g: len(ks) for g, ks in classes.items()}, launch_options,
                             p.device, options.data_root, Path(options.cache))
     if crowded:
