@@ -83,16 +83,25 @@ def test_what_slurm_cannot_run_is_one_sentence_before_anything_runs(tmp_path, mo
                         (["--dry-run", "--slurm", "cluster=bogus"], "Unknown Slurm cluster 'bogus'")):
         assert main([*argv, *extra]) == 2 and capsys.readouterr().err.startswith(f"error: {said}")
         assert not (tmp_path / "r" / "config.yaml").exists()  # refused before the run started
-    for command, script in (("srun", "exit 0"), ("sbatch", "echo 'sbatch: error: Batch job submission failed: "
-                                                           "Invalid partition name specified' >&2; exit 1")):
+    for command, script in (("srun", "exit 0"), ("sbatch", f"cp \"$1\" {tmp_path}/sbatch-$$.sh; echo 'sbatch: error: "
+                                                           f"Batch job submission failed: Invalid partition name "
+                                                           f"specified' >&2; exit 1")):
         (bare / command).write_text(f"#!/bin/sh\n{script}\n")
         (bare / command).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bare}:/usr/bin:/bin")
-    options = LaunchOptions(launcher="slurm", folder=tmp_path, slurm=SlurmOptions(partition="bogus"))
-    with pytest.raises(UserError, match="^Slurm refused the job array: sbatch: error: Batch job submission failed: "
-                                        "Invalid partition name specified; its settings come from the grid's slurm: "
-                                        "section and --slurm.$"):
-        list(launch(lambda j: j.n, fake_jobs(["a"]), options, None))
+    for gpus in (1, 0):
+        options = LaunchOptions(launcher="slurm", folder=tmp_path,
+                                slurm=SlurmOptions(partition="bogus", gpus_per_task=gpus))
+        with pytest.raises(UserError, match="^Slurm refused the job array: sbatch: error: Batch job submission "
+                                            "failed: Invalid partition name specified; its settings come from the "
+                                            "grid's slurm: section and --slurm.$"):
+            list(launch(lambda j: j.n, fake_jobs(["a"]), options, None))
+        [script] = tmp_path.glob("sbatch-*.sh")
+        lines = script.read_text().splitlines()
+        script.unlink()
+        assert "#SBATCH --partition=bogus" in lines
+        # a CPU partition's tasks ask for no GPU, rather than for 0 (which some Slurm versions refuse)
+        assert [line for line in lines if "gpus" in line] == (["#SBATCH --gpus-per-node=1"] if gpus else [])
 
 
 def test_retry_failed_runs_on_the_launcher_and_slurm_settings_the_run_used(tmp_path, monkeypatch):

@@ -316,8 +316,8 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
     executor = submitit.AutoExecutor(folder=options.folder / "slurm" / "%j", cluster=s.cluster or "slurm")
     params = {"timeout_min": s.time_min, "slurm_array_parallelism": s.array_parallelism,
               "cpus_per_task": s.cpus_per_task, "mem_gb": s.mem_gb}
-    if executor.cluster == "slurm":
-        params.update(slurm_partition=s.partition, gpus_per_node=s.gpus_per_task,
+    if executor.cluster == "slurm":  # gpus_per_task 0 writes no GPU line (some Slurm versions refuse =0)
+        params.update(slurm_partition=s.partition, gpus_per_node=s.gpus_per_task or None,
                       slurm_additional_parameters=dict(s.additional))
         params = {k: v for k, v in params.items() if v is not None}
     executor.update_parameters(**params)
