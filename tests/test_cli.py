@@ -537,17 +537,18 @@ def test_gpus_this_machine_lacks_or_names_twice_are_refused_before_the_run(tmp_p
     put two workers on one GPU with cost rows unmarked; --device cuda:1 beside --gpus was dropped silently."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    base = ["--grid", str(write_grid(tmp_path)), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
+    grid = write_grid(tmp_path, methods=["original", "random_labels"])  # one to tune
+    base = ["--grid", str(grid), "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")]
     listed = "--gpus expects distinct comma-separated GPU indices such as 0,1,2, got"
     for extra, said in ((["--gpus", "7"], "--gpus names GPU 7, but this machine has 2 CUDA device(s), 0 to 1."),
                         (["--gpus", "0,2", "--workers", "1"], "--gpus names GPU 2, but this machine has 2 CUDA"),
                         (["--gpus", "-1"], f"{listed} '-1'."), (["--gpus", "0,0"], f"{listed} '0,0'."),
                         (["--gpus", "0,x"], f"{listed} '0,x'."),
                         (["--device", "cuda:1", "--gpus", "0,1"], "--device cuda:1 and --gpus both pick GPUs; drop one")):
-        for dry in (["--dry-run"], []):
-            assert main([*base, *extra, *dry]) == 2, (extra, dry)
-            assert capsys.readouterr().err.startswith(f"error: {said}"), (extra, dry)
-            assert not (tmp_path / "r" / "config.yaml").exists()
+        for command in (["--dry-run"], [], ["tune"]):
+            assert main([*command, *base, *extra]) == 2, (extra, command)
+            assert f"error: {said}" in capsys.readouterr().err, (extra, command)  # (tune notes its budget first)
+            assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 
 def test_more_workers_than_memory_holds_are_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):

@@ -82,7 +82,7 @@ def test_what_slurm_cannot_run_is_one_sentence_before_anything_runs(tmp_path, mo
     for extra, said in ((["--dry-run"], refused), ([], refused),
                         (["--dry-run", "--slurm", "cluster=bogus"], "Unknown Slurm cluster 'bogus'")):
         assert main([*argv, *extra]) == 2 and capsys.readouterr().err.startswith(f"error: {said}")
-        assert not (tmp_path / "r" / "config.yaml").exists()  # refused before the run started
+        assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()  # refused before anything is made
     for command, script in (("srun", "exit 0"), ("sbatch", f"cp \"$1\" {tmp_path}/sbatch-$$.sh; echo 'sbatch: error: "
                                                            f"Batch job submission failed: Invalid partition name "
                                                            f"specified' >&2; exit 1")):
@@ -93,8 +93,8 @@ def test_what_slurm_cannot_run_is_one_sentence_before_anything_runs(tmp_path, mo
         options = LaunchOptions(launcher="slurm", folder=tmp_path,
                                 slurm=SlurmOptions(partition="bogus", gpus_per_task=gpus))
         with pytest.raises(UserError, match="^Slurm refused the job array: sbatch: error: Batch job submission "
-                                            "failed: Invalid partition name specified; its settings come from the "
-                                            "grid's slurm: section and --slurm.$"):
+                                            "failed: Invalid partition name specified; --slurm KEY=VALUE overrides "
+                                            "the setting it rejects.$"):
             list(launch(lambda j: j.n, fake_jobs(["a"]), options, None))
         [script] = tmp_path.glob("sbatch-*.sh")
         lines = script.read_text().splitlines()
@@ -104,7 +104,7 @@ def test_what_slurm_cannot_run_is_one_sentence_before_anything_runs(tmp_path, mo
         assert [line for line in lines if "gpus" in line] == (["#SBATCH --gpus-per-node=1"] if gpus else [])
 
 
-def test_retry_failed_runs_on_the_launcher_and_slurm_settings_the_run_used(tmp_path, monkeypatch):
+def test_retry_failed_runs_on_the_launcher_and_slurm_settings_the_run_used(tmp_path, monkeypatch, capsys):
     """--retry-failed took the cache, device, precision and plugins from config.yaml but not the launcher: after a
     Slurm run its failed cells ran on this machine (a login node: "Device 'cuda' ... use --device cpu")."""
     import yaml
@@ -125,11 +125,24 @@ def test_retry_failed_runs_on_the_launcher_and_slurm_settings_the_run_used(tmp_p
     seen = []
     monkeypatch.setattr(runner, "run", lambda grid, options, launch, planned: seen.append(launch) or
                         runner.RunResult(out, None, [], 0, 0))
-    for extra in ([], ["--slurm", "time_min=9"], ["--launcher", "local"], ["--launcher=local"]):
+    for extra in ([], ["--slurm", "time_min=9"], ["--launcher", "slurm"], ["--launcher", "local"],
+                  ["--launcher=local"], ["--launch", "local"]):
         assert main([*base, "--retry-failed", *extra]) == 0
     assert [(launch.launcher, launch.slurm) for launch in seen] == [
-        ("slurm", slurm), ("slurm", dataclasses.replace(slurm, time_min=9)), ("local", SlurmOptions()),
-        ("local", SlurmOptions())]
+        ("slurm", slurm), ("slurm", dataclasses.replace(slurm, time_min=9)), ("slurm", slurm),
+        ("local", SlurmOptions()), ("local", SlurmOptions()), ("local", SlurmOptions())]
+    # refusals name the config.yaml the launcher came from, not flags never typed
+    config["launcher"]["slurm"]["cluster"] = None
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    recorded = out / "config.yaml"
+    for extra, said in (([], f"The run ran on Slurm (as {recorded} records), whose sbatch and srun this machine "
+                             f"lacks on PATH; retry on a Slurm login node, or add --launcher local to rerun its "
+                             f"failed cells here."),
+                        (["--workers", "2"], f"--workers sets local worker processes, but the launcher is slurm (as "
+                                             f"{recorded} records; add --launcher local to run here)")):
+        capsys.readouterr()
+        assert main([*base, "--retry-failed", *extra]) == 2 and capsys.readouterr().err.startswith(f"error: {said}")
 
 
 def test_slurm_names_are_kept_as_written():
@@ -164,6 +177,35 @@ def test_a_task_that_dies_fails_the_job_it_was_running_and_keeps_what_it_had_fin
                         reasons[2])
     assert said and Path(said[2]).is_file() and Path(said[2]).parent.parent == tmp_path / "slurm", reasons[2]
     assert reasons[4] == f"not run: its Slurm task {said[1]} ended while running an earlier job of its bundle"
+
+
+def test_a_dead_tasks_saved_outcomes_count_only_where_they_are_its_bundles_jobs(tmp_path):
+    """What a task saved of the jobs it finished comes back with its bundle's failures; a file that is not its
+    bundle's (another run's task of the same id: the local executor's ids are process ids), or unreadable, is not
+    taken for it: every job fails."""
+    import types
+
+    import cloudpickle
+
+    from unlearnbench.launchers import _died_in_task
+
+    jobs = fake_jobs(["x", "y", "z"])
+    paths = types.SimpleNamespace(result_pickle=tmp_path / "7_0_result.pkl", stderr=tmp_path / "7_0_0_log.err")
+    handle = types.SimpleNamespace(job_id="7_0", state="OUT_OF_MEMORY", paths=paths)
+
+    def outcomes(saved: bytes) -> list:
+        (tmp_path / "7_0_done.pkl").write_bytes(saved)
+        return _died_in_task(handle, jobs, RuntimeError("gone"), lambda job, exc: (job.n, str(exc)))
+
+    finished = types.SimpleNamespace(job=jobs[0], records=["rows"])
+    first, *failed = outcomes(cloudpickle.dumps([finished]))
+    assert first.job == jobs[0] and first.records == ["rows"]
+    assert failed == [(1, f"its Slurm task 7_0 ended without a result (OUT_OF_MEMORY) while running this job; "
+                          f"its log: {tmp_path / '7_0_0_log.err'}"),
+                      (2, "not run: its Slurm task 7_0 ended while running an earlier job of its bundle")]
+    for saved in (cloudpickle.dumps([types.SimpleNamespace(job=jobs[1])]), cloudpickle.dumps([finished] * 4),
+                  cloudpickle.dumps({"a": 1}), b"not a pickle"):
+        assert [o[0] for o in outcomes(saved)] == [0, 1, 2]
 
 
 def test_a_preempted_bundle_is_requeued_and_resumes_at_the_job_it_was_running(tmp_path):

@@ -267,6 +267,29 @@ def test_decoding_makes_no_interprocess_semaphore(tmp_path, monkeypatch):
     assert not made, made
 
 
+def test_decoding_stops_at_an_unreadable_image_without_decoding_the_rest_of_its_chunk(tmp_path, monkeypatch):
+    """An error (or Ctrl-C, in a run with --workers 0) inside a chunk is raised without waiting for the chunk's other
+    decodes, up to 1024 images (the diff reviewer's suspicion: `Executor.map` cancels what has not started)."""
+    import threading
+
+    from unlearnbench.datasets import image_folder
+
+    root = write_tree(tmp_path / "tree", classes=2, train=150, test=1, size=8)
+    calls, decode = [], image_folder._decode
+
+    def counting(path, *args):
+        calls.append(path)
+        if len(calls) == 10:
+            raise DataFileError("unreadable")
+        threading.Event().wait(0.01)  # a decode's time, so that the others are still queued
+        return decode(path, *args)
+
+    monkeypatch.setattr(image_folder, "_decode", counting)
+    with pytest.raises(DataFileError, match="unreadable"):
+        image_folder.decode_image_folder(root / "train", tmp_path / "cache", None, False, 2**30)
+    assert len(calls) < 40, len(calls)  # of 300 in the chunk
+
+
 def test_the_plan_counts_a_trees_images_as_loading_splits_them(tree, tmp_path):
     from unlearnbench.estimates import DatasetSizes
 

@@ -61,7 +61,8 @@ def _data_options() -> argparse.ArgumentParser:
 def _launch_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("launching")
-    group.add_argument("--launcher", default="local", help="local (this machine) or slurm (submitit job arrays)")
+    group.add_argument("--launcher", help="local (this machine; the default, but a rerun of failed cells takes its "
+                                          "run's) or slurm (submitit job arrays)")
     group.add_argument("--workers", type=int, help="local worker processes, each with one GPU of --gpus (default: "
                                                    "one per GPU of --gpus, one per CPU core up to 4 on a CPU, else 1); "
                                                    "0 runs the jobs in this process (debugging: a job that ends its "
@@ -251,30 +252,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     """The RunOptions and LaunchOptions the flags describe (shared by run and tune)."""
-    from .launchers import LaunchOptions, default_workers
+    from .launchers import LaunchOptions, check_launcher, default_workers
     from .planning import RunOptions, on_launcher, slurm_options
 
-    workers, gpus = args.workers, parse_gpus(args.gpus)
-    if args.slurm and args.launcher != "slurm":  # before: ignored silently
-        raise UserError(f"--slurm {args.slurm[0]} sets a Slurm option, but the launcher is {args.launcher}; add "
+    workers, gpus, launcher = args.workers, parse_gpus(args.gpus), args.launcher or "local"
+    recorded = getattr(args, "launcher_recorded", None)  # the config.yaml a --retry-failed run took slurm from
+    drop = f" (as {recorded} records; add --launcher local to run here)" if recorded else ""
+    if args.slurm and launcher != "slurm":  # before: ignored silently
+        raise UserError(f"--slurm {args.slurm[0]} sets a Slurm option, but the launcher is {launcher}; add "
                         f"--launcher slurm or drop --slurm.")
-    if workers is not None and args.launcher == "slurm":  # before: ignored silently
-        raise UserError("--workers sets local worker processes, but the launcher is slurm, whose tasks are its "
-                        "array's (--slurm array_parallelism caps how many run at once); drop --workers.")
-    if gpus and args.launcher == "slurm":  # before: jobs went to cuda:0, cuda:1, ... of one-GPU tasks
-        raise UserError("--gpus picks GPUs of this machine for local workers, but a Slurm task computes on its own "
-                        "(--slurm gpus_per_task); drop --gpus.")
+    if workers is not None and launcher == "slurm":  # before: ignored silently
+        raise UserError(f"--workers sets local worker processes, but the launcher is slurm{drop}, whose tasks are "
+                        f"its array's (--slurm array_parallelism caps how many run at once); drop --workers.")
+    if gpus and launcher == "slurm":  # before: jobs went to cuda:0, cuda:1, ... of one-GPU tasks
+        raise UserError(f"--gpus picks GPUs of this machine for local workers, but the launcher is slurm{drop}, "
+                        f"whose tasks compute on their own (--slurm gpus_per_task); drop --gpus.")
     slurm = slurm_options(grid, parse_pairs(args.slurm, "--slurm"))
+    if recorded:  # before the plan: refused in words of the run it retries
+        check_launcher(LaunchOptions(launcher=launcher, slurm=slurm), recorded)
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
     options = on_launcher(RunOptions(
         out=args.out, results_dir=args.results_dir, cache_dir=args.cache_dir, device=args.device,
         data_root=data_root, download=args.download, only=only, plugins=args.plugins,
         progress=progress, command=" ".join(shlex.quote(a) for a in ["run_bench.py", *argv]),
         precision=args.precision, report=args.command == "run" and not args.no_report,
-    ), slurm if args.launcher == "slurm" else None)  # Slurm jobs compute on the tasks' device
+    ), slurm if launcher == "slurm" else None)  # Slurm jobs compute on the tasks' device
     if workers is None:
-        workers = len(gpus) if gpus else default_workers(options.run_device().type, args.launcher)
-    launch_options = LaunchOptions(launcher=args.launcher, workers=workers, gpus=gpus, threads=args.threads,
+        workers = len(gpus) if gpus else default_workers(options.run_device().type, launcher)
+    launch_options = LaunchOptions(launcher=launcher, workers=workers, gpus=gpus, threads=args.threads,
                                    slurm=slurm)
     return options, launch_options
 
@@ -358,10 +363,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         if not args.plugins and config.get("plugins"):
             args.plugins = list(config["plugins"])
         recorded = config.get("launcher") or {}
-        if recorded.get("launcher") == "slurm" and not any(w.split("=")[0] == "--launcher" for w in argv):
+        if recorded.get("launcher") == "slurm" and args.launcher in (None, "slurm"):
             # as Slurm tasks again, with the run's Slurm settings under any --slurm given now (before: the failed
             # cells ran on this machine, a login node refusing the tasks' device)
-            args.launcher = "slurm"
+            if args.launcher is None:
+                args.launcher, args.launcher_recorded = "slurm", args.out / "config.yaml"
             args.slurm = [f"{k}={v if k in SLURM_NAMES else json.dumps(v)}"
                           for k, v in (recorded.get("slurm") or {}).items() if v is not None] + args.slurm
     else:

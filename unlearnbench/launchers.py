@@ -285,27 +285,30 @@ def slurm_bundles(jobs: Sequence[J], parallelism: int) -> list[list[J]]:
     return [[jobs[k] for k in bundle] for bundle in sorted(bundles)]
 
 
-def check_launcher(options: LaunchOptions) -> None:
-    """What the slurm launcher needs, refused before a run starts: submitit, and Slurm's sbatch on PATH unless
-    `cluster: local` is asked for (submitit otherwise fell back to running every task on this machine at once)."""
+def check_launcher(options: LaunchOptions, recorded: Path | None = None) -> None:
+    """What the slurm launcher needs, refused before a run starts: submitit, and Slurm's sbatch and srun on PATH
+    unless `cluster: local` is asked for (submitit otherwise fell back to running every task on this machine at
+    once). `recorded`: the config.yaml a --retry-failed run took the launcher from, which the refusal names."""
     if options.launcher != "slurm":
         return
     import importlib.util
 
     if importlib.util.find_spec("submitit") is None:
         raise UserError("The slurm launcher needs submitit: pip install 'unlearnbench[slurm]'.")
-    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]  # submitit's: it submits, its tasks run
+    missing = " and ".join(c for c in ("sbatch", "srun") if shutil.which(c) is None)  # submitit submits, tasks run
+    if options.slurm.cluster != "local" and missing and recorded:
+        raise UserError(f"The run ran on Slurm (as {recorded} records), whose {missing} this machine lacks on PATH; "
+                        f"retry on a Slurm login node, or add --launcher local to rerun its failed cells here.")
     if options.slurm.cluster != "local" and missing:
-        raise UserError(f"--launcher slurm needs Slurm's {' and '.join(missing)}, not on PATH here; run on a Slurm "
-                        f"login node, or add --slurm cluster=local to run the array's tasks on this machine.")
+        raise UserError(f"--launcher slurm needs Slurm's {missing}, not on PATH here; run on a Slurm login node, or "
+                        f"add --slurm cluster=local to run the array's tasks on this machine.")
 
 
 def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
     """Run the jobs as a submitit job array, one task (with its own GPU) per bundle of `slurm_bundles`, and yield
     every job's outcome, bundle by bundle in the order the tasks finish. A task that dies (killed, out of memory,
-    out of requeues) fails all its bundle's jobs through `on_crash`, those it had finished too: what they computed
-    is not lost (a cell's records and a stage model are cached as soon as they are done), so a re-run or
-    --retry-failed takes them from the cache; only the job running at the time starts over."""
+    out of requeues) yields the outcomes of the jobs it had finished and fails the rest through `on_crash`
+    (`_died_in_task`); a re-run or --retry-failed finds what they computed in the cache."""
     check_launcher(options)
     import submitit
     from submitit.core.utils import FailedJobError
@@ -326,12 +329,12 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
         running = dict(zip(executor.map_array(RequeueableBundle(fn), bundles), bundles))
     except FailedJobError as exc:  # sbatch refused the array (a partition, an account, a limit): its own words
         said = [line for line in str(exc).splitlines() if line.strip()]
-        raise UserError(f"Slurm refused the job array: {said[-1].strip() if said else 'sbatch failed'}; its "
-                        f"settings come from the grid's slurm: section and --slurm.") from None
+        raise UserError(f"Slurm refused the job array: {said[-1].strip() if said else 'sbatch failed'}; --slurm "
+                        f"KEY=VALUE overrides the setting it rejects.") from None
     tasks = f"{len(bundles)} task{'s' * (len(bundles) > 1)}"
     if executor.cluster == "slurm":  # (before: no word of the array while a user waited on the queue)
-        array = next(iter(running)).job_id.split("_")[0]
-        said = f"submitted Slurm job array {array} ({tasks}); its logs: {options.folder / 'slurm' / array}"
+        array = next(iter(running)).job_id.split("_")[0]  # (submitit writes task k's logs under <array>_<k>/)
+        said = f"submitted Slurm job array {array} ({tasks}); its logs: {options.folder / 'slurm' / array}_<task>/"
     else:
         said = f"started {tasks} on this machine (--slurm cluster=local); their logs: {options.folder / 'slurm'}"
     print(said, file=sys.stderr)
@@ -347,6 +350,7 @@ def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:
                     outcomes = handle.result()
                 except Exception as exc:
                     outcomes = _died_in_task(handle, bundle, exc, on_crash)
+                _progress_path(handle.paths.result_pickle).unlink(missing_ok=True)
                 yield from outcomes
     finally:  # stopped early (Ctrl-C, the caller's error): the tasks not yet finished are cancelled, not left to
         for handle in running:  # compute cells a re-run would submit again
@@ -364,7 +368,11 @@ def _died_in_task(handle, bundle: list, exc: BaseException, on_crash) -> list:
 
     try:
         done = pickle.loads(_progress_path(handle.paths.result_pickle).read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError):
+    except Exception:  # none, or unreadable: every job of the bundle fails
+        done = []
+    if not isinstance(done, list) or len(done) > len(bundle) or any(
+            getattr(getattr(o, "job", job), "cell", None) != getattr(job, "cell", None)
+            for o, job in zip(done, bundle)):  # another task's (its id reused)
         done = []
     try:  # Slurm's (OUT_OF_MEMORY, TIMEOUT, NODE_FAIL, ...); the local executor's says FINISHED
         state = "" if handle.state in ("FINISHED", "UNKNOWN") else f" ({handle.state})"
@@ -401,6 +409,8 @@ class RequeueableBundle:
         from .store import atomic_write
 
         progress = _progress_path(submitit.JobEnvironment().paths.result_pickle)
+        if not self.done:  # a file of the same task id is an earlier run's (the local executor's ids are pids)
+            progress.unlink(missing_ok=True)
         for job in bundle[len(self.done):]:
             self.done.append(self.fn(job))
             atomic_write(progress, pickle.dumps(self.done))

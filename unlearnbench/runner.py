@@ -51,7 +51,7 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         planned: Plan | None = None) -> RunResult:
     """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
 
-    Original models are trained first (one job per group), then the retrain cells and any other retrained model
+    Original models are trained first (one job per group whose original the cache lacks), then the retrain cells and any other retrained model
     the cells' metrics need (`retrained_models`), then every other cell; each phase goes through the chosen
     launcher. `planned`: the plan of this grid and these options, where the caller made it already in this scan of
     the files (the CLI, for its warnings): an ImageNet-size plan costs seconds."""
@@ -60,9 +60,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
     options = on_launcher(options, launch_options.slurm if launch_options.launcher == "slurm" else None)
     p = planned or plan(grid, options)
     device = p.device
+    check_launch(launch_options, device)  # before any folder is made
     cache = Cache(writable_folder(options.cache, "cache folder"))
     folder = RunFolder(options.out or RunFolder.default_path(options.results_dir, grid.name))
-    check_launch(launch_options, device)
     crowded = check_workers(grid, p.cells, stage_retrained_counts(p.cells, grid, metrics), launch_options, device,
                             options.data_root, Path(options.cache))
     KeptGroup.forget()  # models kept in memory by an earlier run in this process are not trusted blindly

@@ -265,6 +265,9 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
                         "with --only method=.")
     p = plan(grid, options)
     KeptGroup.forget()  # as `run`: models an earlier run or tune in this process kept are not trusted blindly
+    from .runner import check_launch, check_workers
+
+    check_launch(launch_options, p.device)  # before any folder is made
     writable_folder(options.cache, "cache folder")
     studies: dict = {}
     for cell in p.cells:  # expansion order: the first seed and parameter set of each study come first
@@ -284,9 +287,6 @@ def tune(grid: Grid, options, launch_options, out: Path) -> TuneResult:
         raise UserError(f"No method of grid '{grid.name}'{picked} declares a search space, so there is nothing to "
                         f"tune.")
     classes = {c.group: tuning_classes(settings, c, options) for c in studies.values()}
-    from .runner import check_launch, check_workers
-
-    check_launch(launch_options, p.device)
     crowded = check_workers(grid, list(studies.values()), {g: len(ks) for g, ks in classes.items()}, launch_options,
                             p.device, options.data_root, Path(options.cache))
     if crowded:
