@@ -163,15 +163,18 @@ def test_a_task_that_dies_fails_the_job_it_was_running_and_keeps_what_it_had_fin
 
     monkeypatch.setattr(submitit.local.local.LocalJob, "_results_timeout_s", 1)  # no result pickle to wait for
 
+    class Done(tuple):  # an outcome of a class defined here (the runner's are module-level), pickled by value
+        pass
+
     def job(j) -> tuple:  # nested, so pickled by value
         import os
         if j.n == 2:
             os._exit(3)
-        return "ok", j.n
+        return Done(("ok", j.n))
 
     jobs = fake_jobs(["a", "b", "a", "b", "a"])
     out = list(launch(job, jobs, local_array(tmp_path, 2), lambda j, exc: ("crashed", j.n, str(exc))))
-    assert sorted(o[:2] for o in out) == [("crashed", 2), ("crashed", 4), ("ok", 0), ("ok", 1), ("ok", 3)]
+    assert sorted(tuple(o[:2]) for o in out) == [("crashed", 2), ("crashed", 4), ("ok", 0), ("ok", 1), ("ok", 3)]
     reasons = {o[1]: o[2] for o in out if o[0] == "crashed"}
     said = re.fullmatch(r"its Slurm task (\S+) ended without a result while running this job; its log: (\S+)",
                         reasons[2])

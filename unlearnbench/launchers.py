@@ -402,8 +402,7 @@ class RequeueableBundle:
         self.done = list(done)
 
     def __call__(self, bundle: list) -> list:
-        import pickle
-
+        import cloudpickle
         import submitit
 
         from .store import atomic_write
@@ -413,7 +412,10 @@ class RequeueableBundle:
             progress.unlink(missing_ok=True)
         for job in bundle[len(self.done):]:
             self.done.append(self.fn(job))
-            atomic_write(progress, pickle.dumps(self.done))
+            try:  # by value, as submitit pickles the results (plain pickle refused outcomes of local classes)
+                atomic_write(progress, cloudpickle.dumps(self.done))
+            except Exception:  # best effort: a task that cannot save its progress still finishes its bundle
+                pass
         return self.done
 
     def checkpoint(self, bundle: list):
