@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -267,7 +266,7 @@ def _options(args: argparse.Namespace, argv: list[str], grid, data_root, only):
     if gpus and launcher == "slurm":  # before: jobs went to cuda:0, cuda:1, ... of one-GPU tasks
         raise UserError(f"--gpus picks GPUs of this machine for local workers, but the launcher is slurm{drop}, "
                         f"whose tasks compute on their own (--slurm gpus_per_task); drop --gpus.")
-    slurm = slurm_options(grid, parse_pairs(args.slurm, "--slurm"))
+    slurm = slurm_options(grid, parse_pairs(args.slurm, "--slurm"), getattr(args, "slurm_recorded", None))
     if recorded:  # before the plan: refused in words of the run it retries
         check_launcher(LaunchOptions(launcher=launcher, slurm=slurm), recorded)
     progress = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
@@ -321,7 +320,7 @@ def _tune(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from .grid import load_grid, parse_grid
-    from .planning import SLURM_NAMES, describe_plan, metric_names, plan, stage_retrained_counts
+    from .planning import describe_plan, metric_names, plan, stage_retrained_counts
     from .runner import check_launch, check_run_folder, check_workers, grid_differences, run
     from .store import Cache
 
@@ -368,8 +367,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             # cells ran on this machine, a login node refusing the tasks' device)
             if args.launcher is None:
                 args.launcher, args.launcher_recorded = "slurm", args.out / "config.yaml"
-            args.slurm = [f"{k}={v if k in SLURM_NAMES else json.dumps(v)}"
-                          for k, v in (recorded.get("slurm") or {}).items() if v is not None] + args.slurm
+            args.slurm_recorded = recorded.get("slurm") or {}
     else:
         grid = _with_methods(load_grid("smoke" if args.grid is None else args.grid), args.methods)
     options, launch_options = _options(args, argv, grid, data_root, only)

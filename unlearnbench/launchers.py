@@ -296,12 +296,13 @@ def check_launcher(options: LaunchOptions, recorded: Path | None = None) -> None
     if importlib.util.find_spec("submitit") is None:
         raise UserError("The slurm launcher needs submitit: pip install 'unlearnbench[slurm]'.")
     missing = " and ".join(c for c in ("sbatch", "srun") if shutil.which(c) is None)  # submitit submits, tasks run
-    if options.slurm.cluster != "local" and missing and recorded:
+    if options.slurm.cluster == "local" or not missing:
+        return
+    if recorded:
         raise UserError(f"The run ran on Slurm (as {recorded} records), whose {missing} this machine lacks on PATH; "
                         f"retry on a Slurm login node, or add --launcher local to rerun its failed cells here.")
-    if options.slurm.cluster != "local" and missing:
-        raise UserError(f"--launcher slurm needs Slurm's {missing}, not on PATH here; run on a Slurm login node, or "
-                        f"add --slurm cluster=local to run the array's tasks on this machine.")
+    raise UserError(f"--launcher slurm needs Slurm's {missing}, not on PATH here; run on a Slurm login node, or add "
+                    f"--slurm cluster=local to run the array's tasks on this machine.")
 
 
 def _slurm(fn, jobs, options: LaunchOptions, on_crash) -> Iterator:

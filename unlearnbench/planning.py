@@ -144,14 +144,16 @@ def metric_settings(grid: Grid, name: str) -> dict:
 SLURM_NAMES = ("partition", "cluster")  # SlurmOptions' fields that are names
 
 
-def slurm_options(grid: Grid, overrides: dict) -> SlurmOptions:
-    """Slurm settings: the grid's `slurm:` section, then --slurm KEY=VALUE overrides (strings parsed as YAML, but
-    a name kept as written: partition=123 or partition=on named no partition to YAML)."""
+def slurm_options(grid: Grid, overrides: dict, recorded: dict | None = None) -> SlurmOptions:
+    """Slurm settings: the grid's `slurm:` section (or the settings a run recorded, which --retry-failed reuses),
+    then --slurm KEY=VALUE overrides (strings parsed as YAML, but a name kept as written: partition=123 or
+    partition=on named no partition to YAML)."""
     import yaml
 
     from .config import from_mapping
 
-    merged = {**grid.slurm, **{k: v if k in SLURM_NAMES else yaml.safe_load(v) for k, v in overrides.items()}}
+    merged = {**(grid.slurm if recorded is None else recorded),
+              **{k: v if k in SLURM_NAMES else yaml.safe_load(v) for k, v in overrides.items()}}
     return from_mapping(SlurmOptions, merged, "the Slurm settings")
 
 
@@ -525,9 +527,9 @@ def describe_plan(grid: Grid, p: Plan, cache: Cache, metrics: list[str], data_ro
     groups = {c.group for c in p.cells}
     trained = stage_retrained(p.cells, grid, metrics)
     retrains = dict(Counter(group for group, _, _ in trained))
-    originals, to_retrain, cached_originals, cached_retrained = stages_to_train(p, grid, trained, cache)
+    originals, to_retrain, originals_cached, retrained_cached = stages_to_train(p, grid, trained, cache)
     lines.append(f"stages: {len(groups)} original models, {sum(retrains.values())} retrained models (shared; "
-                 f"cached: {cached_originals} and {cached_retrained})")
+                 f"cached: {originals_cached} and {retrained_cached})")
     lines.append(f"cached cells: {cached} of {len(p.cells)}")
     lines += plan_estimates(grid, p.cells, retrains, data_root, cache.root, p.device, (originals, to_retrain))
     for cell, reason in p.skipped[:20]:

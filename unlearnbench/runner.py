@@ -51,9 +51,9 @@ def run(grid: Grid, options: RunOptions, launch_options: LaunchOptions | None = 
         planned: Plan | None = None) -> RunResult:
     """Run every cell of `grid` not already cached; write the run folder; never stop at a failing cell.
 
-    Original models are trained first (one job per group whose original the cache lacks), then the retrain cells and any other retrained model
-    the cells' metrics need (`retrained_models`), then every other cell; each phase goes through the chosen
-    launcher. `planned`: the plan of this grid and these options, where the caller made it already in this scan of
+    Original models are trained first (one job per group whose original the cache lacks), then the retrain cells
+    and any other retrained model the cells' metrics need (`retrained_models`), then every other cell; each phase
+    goes through the chosen launcher. `planned`: the plan of this grid and these options, where the caller made it already in this scan of
     the files (the CLI, for its warnings): an ImageNet-size plan costs seconds."""
     metrics = metric_names(grid)
     launch_options = launch_options or LaunchOptions()
